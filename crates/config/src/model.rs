@@ -58,8 +58,10 @@ pub struct RedisProxy {
     pub settings: ConnPoolSettings,
     pub latency_in_micros: bool,
     pub prefix_routes: PrefixRoutes,
-    /// `downstream_auth_password` followed by `downstream_auth_passwords`, read once at load.
+    /// `downstream_auth_password` followed by `downstream_auth_passwords`, read once at load;
+    /// empty ones are dropped, as in Envoy.
     pub downstream_auth_passwords: Vec<Bytes>,
+    /// `None` when unset or empty (Envoy treats an empty username as none).
     pub downstream_auth_username: Option<Bytes>,
     pub faults: Vec<Fault>,
     /// As written in the config (Envoy only ever matches lowercase entries).
@@ -69,6 +71,7 @@ pub struct RedisProxy {
 /// `RedisProxy.ConnPoolSettings`, Envoy defaults applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnPoolSettings {
+    /// Required; Envoy 1.40 accepts `0s`, so zero can reach the data path.
     pub op_timeout: Duration,
     pub enable_hashtagging: bool,
     pub enable_redirection: bool,
@@ -100,6 +103,7 @@ pub struct PrefixRoutes {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
+    /// Lowercased at load when `PrefixRoutes.case_insensitive` (Envoy compares lowercased).
     pub prefix: String,
     pub remove_prefix: bool,
     pub cluster: String,
@@ -183,10 +187,18 @@ pub enum HashFunction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LbPolicy {
     RoundRobin,
-    LeastRequest { choice_count: u32 },
+    LeastRequest {
+        choice_count: u32,
+    },
     Random,
-    RingHash { minimum_ring_size: u64, maximum_ring_size: u64, hash_function: HashFunction },
-    Maglev { table_size: u64 },
+    RingHash {
+        minimum_ring_size: u64,
+        maximum_ring_size: u64,
+        hash_function: HashFunction,
+    },
+    Maglev {
+        table_size: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +212,7 @@ pub struct Endpoint {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RedisProtocolOptions {
+    /// `None` when unset or empty (Envoy sends no AUTH for an empty password).
     pub auth_username: Option<Bytes>,
     pub auth_password: Option<Bytes>,
 }

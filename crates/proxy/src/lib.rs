@@ -1,1 +1,23 @@
-//! placeholder
+//! The `envoy.filters.network.redis_proxy` filter: listeners and sessions, the command splitter,
+//! the prefix router (with mirroring), transactions, auth, faults, and the per-worker pipelined
+//! upstream clients.
+//!
+//! Owns: the data path. Depends on `resp` (wire format), `config` (domain types only, never
+//! protobufs), `stats` (pre-built handles) and `upstream` (hosts and load balancers). Must never
+//! take a lock on the request path: everything per-connection lives on one worker thread.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod cluster_scope;
+mod filter;
+mod pool;
+mod router;
+mod session;
+mod stats;
+mod supported_commands;
+mod worker;
+
+pub use filter::{FilterConfig, FilterConfigError};
+pub use session::MAX_PENDING_REQUESTS;
+pub use worker::{bind_listener, run_worker, WorkerListener};

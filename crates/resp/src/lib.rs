@@ -3,27 +3,35 @@
 //!
 //! Owns: framing, size limits, protocol-error kinds. Must never depend on anything but `bytes`
 //! (and `thiserror`): it is shared by the proxy, the upstream clients and the test tools.
+//! (`memchr` is the one addition: a leaf crate for line scanning on the hot path.)
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use redvoy_resp::{Decoder, DecoderMode, Limits, RespValue};
+//!
+//! let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
+//! let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4"[..]);
+//! let get = decoder.decode(&mut buf)?.expect("complete");
+//! assert!(get.verbatim); // `get.raw` may be forwarded as is
+//! assert_eq!(get.value.into_args().expect("bulk strings").len(), 2);
+//! let ping = decoder.decode(&mut buf)?.expect("complete"); // an inline command
+//! assert!(!ping.verbatim);
+//! assert_eq!(ping.value, RespValue::Array(vec![RespValue::bulk("PING")]));
+//! assert_eq!(decoder.decode(&mut buf)?, None); // the rest has not arrived yet
+//! buf.extend_from_slice(b"\r\nPING\r\n");
+//! assert_eq!(decoder.decode(&mut buf)?.expect("complete").value, ping.value);
+//! # Ok::<(), redvoy_resp::DecodeError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
-// API CONTRACT (implemented by the codec owner; other crates code against exactly this):
-//
-// pub enum RespValue { Simple(Bytes), Error(Bytes), Integer(i64), Bulk(Bytes), Null, Array(Vec<RespValue>) }
-//   - `*-1` and `$-1` both decode to `Null`; `Null` always encodes as `$-1\r\n` (Envoy does this).
-//   impl RespValue { pub fn encode(&self, out: &mut BytesMut); pub fn encoded_len(&self) -> usize;
-//                    pub fn error(msg: impl Into<Bytes>) -> Self; pub fn simple(..); pub fn bulk(..) }
-// pub struct Frame { pub raw: Bytes, pub value: RespValue, pub verbatim: bool }
-//   - `raw` is exactly the bytes consumed for this frame; `verbatim` is true when `raw` equals
-//     `value.encode()` byte for byte (false for inline commands, `*-1`, non-canonical numbers...),
-//     so the proxy may forward `raw` instead of re-encoding.
-// pub enum DecoderMode { Request, Reply }   // Request: top-level inline commands accepted.
-// pub struct Limits { pub max_bulk_len: usize, pub max_array_len: usize, pub max_depth: usize,
-//                     pub max_inline_len: usize }  + impl Default (512 MiB, 2_000_000, 64, 64 KiB)
-// pub struct Decoder; impl Decoder {
-//     pub fn new(mode: DecoderMode, limits: Limits) -> Self;
-//     /// Takes the next complete frame off the front of `buf`. `Ok(None)`: need more bytes; the
-//     /// progress made so far is kept, so the next call does not re-parse what was already read.
-//     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError>;
-// }
-// pub enum DecodeError (thiserror, Display = Envoy's texts: "invalid value type", ...)
-// pub mod encode { simple, error, integer, bulk, null, array_header, command(&[&[u8]]) -> into &mut BytesMut }
+mod decode;
+pub mod encode;
+mod inline;
+mod value;
+
+pub use decode::{
+    DecodeError, Decoder, DecoderMode, Limits, DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN,
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_INLINE_LEN,
+};
+pub use value::{Frame, RespValue};

@@ -1,7 +1,18 @@
-//! Lock-free histograms. (Quantile rendering is owned by the stats owner.)
+//! Lock-free histograms with Envoy's bins and quantiles.
+//!
+//! Envoy records every histogram into a circllhist: one zero bin plus, per power of ten, 90 bins
+//! holding the values with the same two leading decimal digits (`[12, 13)`, `[120, 130)`, ...).
+//! Using the very same bins makes the quantiles redvoy prints identical to Envoy's for the same
+//! recorded values, and lets the Prometheus rendering count exactly below Envoy's default bucket
+//! bounds (0.5, 1, 5, 10, 25, ... are all bin edges).
+//!
+//! Recording is three relaxed atomic adds. Everything else (latching an interval, computing
+//! quantiles) happens in `merge`, which the periodic stats flush calls, like Envoy's
+//! `ParentHistogramImpl::merge`: until the first flush after a value was recorded, a histogram
+//! still reads "No recorded values".
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// What a histogram's values mean; Envoy renders them all the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,29 +22,134 @@ pub enum HistogramUnit {
     Unspecified,
 }
 
-/// Number of log-linear buckets; see `bucket_of`.
-const BUCKETS: usize = 64 * 16;
+/// The quantiles Envoy computes for every histogram (`HistogramStatisticsImpl`).
+pub const SUPPORTED_QUANTILES: [f64; QUANTILE_COUNT] =
+    [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0];
+
+/// Number of entries in `SUPPORTED_QUANTILES`.
+pub const QUANTILE_COUNT: usize = 10;
+
+/// Bins per power of ten: two leading digits, 10..=99.
+const BINS_PER_DECADE: usize = 90;
+
+/// Powers of ten a `u64` can reach (10^0 ..= 10^19).
+const DECADES: usize = 20;
+
+/// Exact powers of ten; `10f64.powi` is not guaranteed exact and the bin edges must be.
+const POW10_F64: [f64; DECADES] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19,
+];
+
+const POW10_U64: [u64; DECADES] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+    10_000_000_000_000_000,
+    100_000_000_000_000_000,
+    1_000_000_000_000_000_000,
+    10_000_000_000_000_000_000,
+];
+
+/// Identifies one bin; ordering follows the values the bins hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Bin(u16);
+
+impl Bin {
+    const ZERO: Bin = Bin(0);
+
+    fn of(value: u64) -> Bin {
+        if value == 0 {
+            return Bin::ZERO;
+        }
+        let exp = value.ilog10() as usize;
+        // Single-digit values are bins 10, 20, ..., 90 of decade 0 (width 0.1), as in
+        // circllhist's `int_scale_to_hist_bucket`.
+        let lead = if exp == 0 {
+            value * 10
+        } else {
+            value / POW10_U64[exp - 1]
+        };
+        Bin((1 + exp * BINS_PER_DECADE + (lead as usize - 10)) as u16)
+    }
+
+    fn decade_and_slot(self) -> (usize, usize) {
+        let i = self.0 as usize - 1;
+        (i / BINS_PER_DECADE, i % BINS_PER_DECADE)
+    }
+
+    /// Left edge, computed as circllhist computes it so the floating-point results match.
+    fn left(self) -> f64 {
+        if self == Bin::ZERO {
+            return 0.0;
+        }
+        let (exp, slot) = self.decade_and_slot();
+        ((slot + 10) as f64 / 10.0) * POW10_F64[exp]
+    }
+
+    fn width(self) -> f64 {
+        if self == Bin::ZERO {
+            return 0.0;
+        }
+        let (exp, _) = self.decade_and_slot();
+        POW10_F64[exp] / 10.0
+    }
+}
+
+/// The non-empty bins of a histogram, in value order.
+type Bins = Vec<(Bin, u64)>;
+
+#[derive(Debug, Default)]
+struct Latched {
+    /// Envoy's `merged_`: set by the first flush after anything was recorded, never cleared.
+    merged: bool,
+    /// Everything recorded up to the last flush.
+    cumulative: Bins,
+    interval_quantiles: [f64; QUANTILE_COUNT],
+    cumulative_quantiles: [f64; QUANTILE_COUNT],
+}
 
 #[derive(Debug)]
 struct Inner {
     unit: HistogramUnit,
     count: AtomicU64,
     sum: AtomicU64,
-    buckets: Box<[AtomicU64]>,
+    zero: AtomicU64,
+    /// One block of counters per power of ten, allocated on first use so that the hundreds of
+    /// histograms Envoy creates eagerly (one per command) and never use stay small.
+    decades: [OnceLock<Box<[AtomicU64; BINS_PER_DECADE]>>; DECADES],
+    /// Only `merge` and the admin port touch this; recording never does.
+    latched: Mutex<Latched>,
 }
 
 /// A recording handle; cloning shares the data.
 #[derive(Clone, Debug)]
 pub struct Histogram(Arc<Inner>);
 
+// === impl Histogram ===
+
 impl Histogram {
     pub fn new(unit: HistogramUnit) -> Self {
-        let buckets = (0..BUCKETS).map(|_| AtomicU64::new(0)).collect();
         Self(Arc::new(Inner {
             unit,
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
-            buckets,
+            zero: AtomicU64::new(0),
+            decades: std::array::from_fn(|_| OnceLock::new()),
+            latched: Mutex::new(Latched::default()),
         }))
     }
 
@@ -44,26 +160,296 @@ impl Histogram {
     pub fn record(&self, value: u64) {
         self.0.count.fetch_add(1, Ordering::Relaxed);
         self.0.sum.fetch_add(value, Ordering::Relaxed);
-        if let Some(b) = self.0.buckets.get(bucket_of(value)) {
-            b.fetch_add(1, Ordering::Relaxed);
+        let bin = Bin::of(value);
+        if bin == Bin::ZERO {
+            self.0.zero.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        let (decade, slot) = bin.decade_and_slot();
+        let block = self.0.decades[decade]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        block[slot].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Values recorded so far (live, not latched).
     pub fn count(&self) -> u64 {
         self.0.count.load(Ordering::Relaxed)
     }
 
+    /// Sum of the values recorded so far (live, not latched).
     pub fn sum(&self) -> u64 {
         self.0.sum.load(Ordering::Relaxed)
     }
+
+    /// Envoy's `ParentHistogram::used()`: a flush has happened since the first recorded value.
+    pub fn used(&self) -> bool {
+        self.latched().merged
+    }
+
+    /// The quantiles latched by the last flush, `(interval, cumulative)` in the order of
+    /// `SUPPORTED_QUANTILES`; NaN where there was no data. `None` until `used()`.
+    pub fn computed_quantiles(&self) -> Option<([f64; QUANTILE_COUNT], [f64; QUANTILE_COUNT])> {
+        let l = self.latched();
+        l.merged
+            .then_some((l.interval_quantiles, l.cumulative_quantiles))
+    }
+
+    /// Envoy's `quantileSummary()`: `P0(i,c) P25(i,c) ... P100(i,c)` or `No recorded values`.
+    pub fn quantile_summary(&self) -> String {
+        let Some((interval, cumulative)) = self.computed_quantiles() else {
+            return "No recorded values".to_owned();
+        };
+        let mut out = String::with_capacity(256);
+        for (i, label) in crate::render::QUANTILE_LABELS.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push('P');
+            out.push_str(label);
+            out.push('(');
+            out.push_str(&crate::render::fmt_double(interval[i]));
+            out.push(',');
+            out.push_str(&crate::render::fmt_double(cumulative[i]));
+            out.push(')');
+        }
+        out
+    }
+
+    /// Latches what was recorded since the previous merge as the new interval and folds it
+    /// into the cumulative data (Envoy's `ParentHistogramImpl::merge`, run on every flush).
+    pub(crate) fn merge(&self) {
+        let now = self.snapshot();
+        let mut l = self.latched();
+        if !l.merged && now.is_empty() {
+            return;
+        }
+        let interval = subtract(&now, &l.cumulative);
+        l.interval_quantiles = quantiles(&interval);
+        l.cumulative_quantiles = quantiles(&now);
+        l.cumulative = now;
+        l.merged = true;
+    }
+
+    /// Reads the live bins. Concurrent recording may land on either side of the read, exactly
+    /// as a value recorded during Envoy's merge lands in this interval or the next.
+    fn snapshot(&self) -> Bins {
+        let mut bins = Vec::new();
+        let zero = self.0.zero.load(Ordering::Relaxed);
+        if zero > 0 {
+            bins.push((Bin::ZERO, zero));
+        }
+        for (decade, block) in self.0.decades.iter().enumerate() {
+            let Some(block) = block.get() else { continue };
+            for (slot, c) in block.iter().enumerate() {
+                let c = c.load(Ordering::Relaxed);
+                if c > 0 {
+                    bins.push((Bin((1 + decade * BINS_PER_DECADE + slot) as u16), c));
+                }
+            }
+        }
+        bins
+    }
+
+    fn latched(&self) -> std::sync::MutexGuard<'_, Latched> {
+        self.0
+            .latched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// 16 linear sub-buckets per power of two: about 6% relative error, like Envoy's circllhist.
-fn bucket_of(v: u64) -> usize {
-    if v < 16 {
-        return v as usize;
+/// `now - before`, bin by bin; both are sorted and `now` dominates `before` (counts only grow).
+fn subtract(now: &Bins, before: &Bins) -> Bins {
+    let mut out = Vec::with_capacity(now.len());
+    let mut prev = before.iter().peekable();
+    for &(bin, count) in now {
+        while prev.next_if(|(b, _)| *b < bin).is_some() {}
+        let earlier = prev.next_if(|(b, _)| *b == bin).map_or(0, |&(_, c)| c);
+        let delta = count.saturating_sub(earlier);
+        if delta > 0 {
+            out.push((bin, delta));
+        }
     }
-    let exp = 63 - v.leading_zeros() as usize; // >= 4
-    let sub = ((v >> (exp - 4)) & 0xf) as usize;
-    (exp - 3) * 16 + sub
+    out
+}
+
+/// circllhist's `hist_approx_quantile` (the type-1 variant Envoy's libcircllhist ships): the n
+/// values of a bin are taken to sit at `left + k/(n+1) * width`, k = 1..=n, and quantile q is the
+/// value of rank `ceil(q * total)` (rank 1 for q = 0). NaN for an empty histogram.
+fn quantiles(bins: &Bins) -> [f64; QUANTILE_COUNT] {
+    let mut out = [f64::NAN; QUANTILE_COUNT];
+    let total: f64 = bins.iter().map(|&(_, c)| c as f64).sum();
+    if total == 0.0 {
+        return out;
+    }
+    let Some(&(mut bin, first)) = bins.first() else {
+        return out;
+    };
+    let mut next = 1;
+    let mut lower = 0.0;
+    let mut upper = first as f64;
+    for (q, slot) in SUPPORTED_QUANTILES.iter().zip(out.iter_mut()) {
+        let target = total * q;
+        while upper < target {
+            let Some(&(b, c)) = bins.get(next) else { break };
+            next += 1;
+            bin = b;
+            lower = upper;
+            upper = lower + c as f64;
+        }
+        let width = bin.width();
+        *slot = if width == 0.0 {
+            bin.left()
+        } else {
+            let n = upper - lower;
+            let k = (target - lower).ceil().max(1.0);
+            bin.left() + k / (n + 1.0) * width
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(values: &[u64]) -> Histogram {
+        let h = Histogram::new(HistogramUnit::Unspecified);
+        for &v in values {
+            h.record(v);
+        }
+        h.merge();
+        h
+    }
+
+    fn cumulative(h: &Histogram) -> [f64; QUANTILE_COUNT] {
+        h.computed_quantiles().unwrap().1
+    }
+
+    #[test]
+    fn bins_follow_two_leading_digits() {
+        assert_eq!(Bin::of(0), Bin::ZERO);
+        assert_eq!((Bin::of(1).left(), Bin::of(1).width()), (1.0, 0.1));
+        assert_eq!((Bin::of(9).left(), Bin::of(9).width()), (9.0, 0.1));
+        assert_eq!((Bin::of(10).left(), Bin::of(10).width()), (10.0, 1.0));
+        assert_eq!((Bin::of(92).left(), Bin::of(92).width()), (92.0, 1.0));
+        assert_eq!((Bin::of(109).left(), Bin::of(109).width()), (100.0, 10.0));
+        assert_eq!((Bin::of(275).left(), Bin::of(275).width()), (270.0, 10.0));
+        assert_eq!(Bin::of(u64::MAX).decade_and_slot(), (19, 8));
+        let mut values: Vec<u64> = (0..2000).chain([u64::MAX / 3, u64::MAX]).collect();
+        values.sort_unstable();
+        let bins: Vec<Bin> = values.iter().map(|&v| Bin::of(v)).collect();
+        assert!(
+            bins.windows(2).all(|w| w[0] <= w[1]),
+            "bin order follows value order"
+        );
+    }
+
+    #[test]
+    fn empty_histogram_is_unused_until_something_is_recorded_and_flushed() {
+        let h = Histogram::new(HistogramUnit::Milliseconds);
+        h.merge();
+        assert!(!h.used());
+        assert_eq!(h.quantile_summary(), "No recorded values");
+        h.record(3);
+        assert!(
+            !h.used(),
+            "recording alone does not make it used before a flush"
+        );
+        h.merge();
+        assert!(h.used());
+    }
+
+    // Observed on Envoy 1.40: one GET of ~92 ms, then three of 100..110 ms in the next interval.
+    #[test]
+    fn quantiles_match_envoy_observations() {
+        let h = merged(&[92]);
+        assert_eq!(cumulative(&h), [92.5; QUANTILE_COUNT]);
+        for v in [101, 103, 104] {
+            h.record(v);
+        }
+        h.merge();
+        let (interval, cumulative) = h.computed_quantiles().unwrap();
+        assert_eq!(
+            interval,
+            [102.5, 102.5, 105.0, 107.5, 107.5, 107.5, 107.5, 107.5, 107.5, 107.5]
+        );
+        assert_eq!(
+            cumulative,
+            [92.5, 92.5, 102.5, 105.0, 107.5, 107.5, 107.5, 107.5, 107.5, 107.5]
+        );
+        assert_eq!(
+            h.quantile_summary(),
+            "P0(102.5,92.5) P25(102.5,92.5) P50(105,102.5) P75(107.5,105) P90(107.5,107.5) \
+             P95(107.5,107.5) P99(107.5,107.5) P99.5(107.5,107.5) P99.9(107.5,107.5) \
+             P100(107.5,107.5)"
+        );
+    }
+
+    // libcircllhist's own expectations for its type-1 quantiles.
+    #[test]
+    fn quantiles_match_circllhist_tests() {
+        let h = merged(&[100, 100]);
+        let q = cumulative(&h);
+        assert!((q[0] - (100.0 + 10.0 / 3.0)).abs() < 1e-9);
+        assert!((q[9] - (100.0 + 20.0 / 3.0)).abs() < 1e-9);
+        // circllhist's bin edge 1.1 * 100 is 110.00000000000001, and Envoy 1.40 prints a single
+        // 112 ms sample as `P0(115.00000000000001,...)`: the rounding is part of the output.
+        let h = merged(&[100, 110, 200]);
+        assert_eq!(
+            cumulative(&h),
+            [
+                105.0,
+                105.0,
+                115.00000000000001,
+                205.0,
+                205.0,
+                205.0,
+                205.0,
+                205.0,
+                205.0,
+                205.0
+            ]
+        );
+        assert_eq!(
+            cumulative(&merged(&[112])),
+            [115.00000000000001; QUANTILE_COUNT]
+        );
+        let h = merged(&[1, 2, 3, 4]);
+        assert_eq!(
+            cumulative(&h),
+            [1.05, 1.05, 2.05, 3.05, 4.05, 4.05, 4.05, 4.05, 4.05, 4.05]
+        );
+    }
+
+    #[test]
+    fn zero_values_sit_at_zero_and_thirds_print_like_envoy() {
+        let h = merged(&[0, 0, 0, 0, 0, 1, 1, 2]);
+        let q = cumulative(&h);
+        assert_eq!(q[0], 0.0);
+        assert_eq!(q[3], 1.0333333333333334);
+        assert_eq!(q[9], 2.05);
+    }
+
+    #[test]
+    fn quiet_interval_is_nan_and_cumulative_is_kept() {
+        let h = merged(&[5]);
+        h.merge();
+        let (interval, cumulative) = h.computed_quantiles().unwrap();
+        assert!(interval.iter().all(|v| v.is_nan()));
+        assert_eq!(cumulative, [5.05; QUANTILE_COUNT]);
+        assert!(h
+            .quantile_summary()
+            .starts_with("P0(nan,5.05) P25(nan,5.05)"));
+    }
+
+    #[test]
+    fn subtract_handles_new_and_unchanged_bins() {
+        let before = vec![(Bin(1), 2), (Bin(5), 1)];
+        let now = vec![(Bin::ZERO, 1), (Bin(1), 2), (Bin(3), 4), (Bin(5), 3)];
+        assert_eq!(
+            subtract(&now, &before),
+            vec![(Bin::ZERO, 1), (Bin(3), 4), (Bin(5), 2)]
+        );
+    }
 }

@@ -1,1 +1,29 @@
-//! placeholder
+//! Test support for redvoy's end-to-end tests (dev-dependency only).
+//!
+//! Owns: starting real `redis-server`s on free loopback ports, starting the proxy under test
+//! (redvoy) or its oracle (Envoy 1.40) from one bootstrap template, a blocking RESP client with
+//! bounded reads, `/stats` parsing, and running one scenario through several targets.
+//! Must never depend on redvoy's own crates: it is the independent side of every comparison
+//! (its RESP parser is its own for that reason).
+//!
+//! Every wait is bounded (named constants in each module); processes are stopped by PID on drop,
+//! and a failing test prints the logs of the processes it started.
+
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod client;
+pub mod compare;
+pub mod net;
+pub mod process;
+pub mod proxy;
+pub mod redis;
+pub mod resp;
+
+pub use bootstrap::{bootstrap, catch_all_filter, dedent, simple_bootstrap, Cluster};
+pub use client::{ReadOutcome, RespClient};
+pub use compare::{same_on_all_targets, Rows};
+pub use net::{free_port, http, port_open, try_wait_for, wait_for, HttpResponse};
+pub use proxy::{targets, validate, Proxy, ProxyOptions, RunOutput, Stats, Target};
+pub use redis::{start_servers, RedisServer};
+pub use resp::{encode_command, escape, Reply};

@@ -7,44 +7,47 @@
 
 #![forbid(unsafe_code)]
 
-// API CONTRACT (implemented by the upstream owner):
-//
-// pub mod hash {
-//     pub const MURMUR_SEED: u64 = 0xc70f6907;
-//     pub fn murmur2_64(data: &[u8], seed: u64) -> u64;   // Envoy MurmurHash::murmurHash2 (libstdc++ variant)
-//     pub fn hashtag(key: &[u8]) -> &[u8];                // `{...}` rule of spec §5.7
-//     pub fn crc16(data: &[u8]) -> u16;                   // XMODEM
-//     pub fn slot(key: &[u8]) -> u16;                     // crc16(hashtag(key)) & 0x3fff
-// }
-// pub struct HostStats { cx_total, cx_active, cx_connect_fail, rq_total, rq_active, rq_timeout,
-//                        rq_error, rq_success: AtomicU64 } (pub fields, plain atomics: per-host
-//                        stats are not in the store, Envoy shows them in /clusters)
-// pub struct Host { pub address: SocketAddr, pub hostname: String, pub weight: u32, pub stats: HostStats }
-// pub struct HostSet { .. }  impl HostSet {
-//     pub fn hosts(&self) -> &[Arc<Host>];
-//     /// Index into `hosts()` of the host the cluster's LB picks for this hash (ignored by
-//     /// non-hashing LBs). None when there are no hosts.
-//     pub fn choose(&self, hash: u64) -> Option<usize>;
-// }
-// pub struct ClusterStats { pub upstream_cx_total: Counter, upstream_cx_active: Gauge,
-//     upstream_cx_connect_fail, upstream_cx_connect_timeout, upstream_cx_destroy,
-//     upstream_cx_destroy_local, upstream_cx_destroy_remote, upstream_cx_protocol_error,
-//     upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total, upstream_rq_total: Counter,
-//     upstream_rq_active: Gauge, upstream_rq_timeout, upstream_rq_cancelled, membership_change,
-//     update_attempt, update_success, update_failure, update_no_rebuild: Counter,
-//     membership_total, membership_healthy: Gauge, ... } all under `cluster.<name>.`
-// pub struct Cluster { pub name: String, pub config: redvoy_config::model::Cluster, pub stats: ClusterStats, .. }
-// impl Cluster {
-//     /// The current host set; changes when DNS answers change (cheap: an ArcSwap load).
-//     pub fn host_set(&self) -> Arc<HostSet>;
-//     pub fn host_set_guard(&self) -> arc_swap::Guard<Arc<HostSet>>;
-// }
-// pub struct ClusterManager; impl ClusterManager {
-//     /// Builds every cluster, resolving DNS names once (Envoy's cluster warming) before returning.
-//     pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError>;
-//     pub fn get(&self, name: &str) -> Option<&Arc<Cluster>>;
-//     pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>>;
-//     /// Spawns, on the current tokio runtime, one task per DNS cluster that re-resolves every
-//     /// `dns_refresh_rate` and swaps in a new HostSet when the answer changed.
-//     pub fn spawn_dns_refresh(&self);
-// }
+pub mod hash;
+
+mod cluster;
+mod host;
+mod lb;
+mod stats;
+
+pub use cluster::{Cluster, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
+pub use host::{envoy_address_string, Host, HostStats};
+pub use lb::{
+    validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
+};
+pub use stats::{ClusterStats, LbStats};
+
+/// Configuration Envoy refuses when it creates a cluster or its load balancer. Messages are
+/// Envoy's, so a rejected bootstrap or CDS update reads the same as with Envoy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(
+        "malformed IP address: {0}. Consider setting resolver_name or setting cluster type to \
+         'STRICT_DNS' or 'LOGICAL_DNS'"
+    )]
+    MalformedIp(String),
+    #[error(
+        "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint"
+    )]
+    LogicalDnsEndpoints,
+    #[error("Cannot use hostname for consistent hashing loadbalancing for cluster of type: '{0}'")]
+    HostnameHashing(&'static str),
+    #[error("ring hash: minimum_ring_size ({min}) > maximum_ring_size ({max})")]
+    RingSizeBounds { min: u64, max: u64 },
+    #[error("ring hash: maximum_ring_size ({0}) must be at most 8388608")]
+    RingTooLarge(u64),
+    #[error("The table size of maglev must be prime number")]
+    MaglevTableNotPrime,
+    #[error("maglev: table_size ({0}) must be at most 5000011")]
+    MaglevTableTooLarge(u64),
+    #[error("least request: choice_count ({0}) must be at least 2")]
+    LeastRequestChoiceCount(u32),
+    #[error("The sum of weights of all upstream hosts in a locality exceeds 4294967295")]
+    WeightSumOverflow,
+    #[error("cluster manager: duplicate cluster '{0}'")]
+    DuplicateCluster(String),
+}

@@ -1,0 +1,24 @@
+# redvoy — two commands on a fresh Debian machine: `make demo`, `make test`.
+# The shell logic lives in scripts/ (each installs what it needs and stops what it starts).
+
+.PHONY: demo test bench lint fmt
+
+## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats
+demo:
+	bash scripts/demo.sh
+
+## test: installs redis and Envoy 1.40 if missing, then runs every test (Envoy is the oracle)
+test:
+	bash scripts/test.sh
+
+## bench: redis-benchmark against direct Redis, twemproxy, Envoy 1.40 and redvoy, interleaved
+bench:
+	bash scripts/bench.sh
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

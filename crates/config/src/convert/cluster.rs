@@ -1,0 +1,372 @@
+//! Clusters: discovery type, load balancer, endpoints and Redis protocol options.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::ring_hash_lb_config::HashFunction;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
+use prost::Message;
+
+use super::{duration, optional_secret, socket_address, AddressKind};
+use crate::error::FieldPath;
+use crate::supported::REDIS_PROXY_NAMES;
+use crate::{model, ConfigError};
+
+/// `Cluster.connect_timeout` when unset.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `Cluster.dns_refresh_rate` when unset; set values must exceed `MIN_DNS_REFRESH_RATE`.
+const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+const MIN_DNS_REFRESH_RATE: Duration = Duration::from_millis(1);
+/// Ring hash sizes: defaults, and the proto's upper bound for both.
+const DEFAULT_MIN_RING_SIZE: u64 = 1024;
+const DEFAULT_MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// Maglev table size: default, and the proto's upper bound; it must be prime.
+const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65_537;
+const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+/// `LeastRequestLbConfig.choice_count`: default and minimum.
+const DEFAULT_CHOICE_COUNT: u32 = 2;
+const MIN_CHOICE_COUNT: u32 = 2;
+/// `LbEndpoint.load_balancing_weight` when unset; set values must be at least 1.
+const DEFAULT_WEIGHT: u32 = 1;
+
+pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, ConfigError> {
+    if c.name.is_empty() {
+        return Err(ConfigError::invalid(
+            p.field("name"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    let discovery = match c.cluster_discovery_type {
+        None => model::DiscoveryType::Static,
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(t) {
+            Ok(DiscoveryType::Static) => model::DiscoveryType::Static,
+            Ok(DiscoveryType::StrictDns) => model::DiscoveryType::StrictDns,
+            Ok(DiscoveryType::LogicalDns) => model::DiscoveryType::LogicalDns,
+            Ok(other) => {
+                return Err(ConfigError::unsupported_because(
+                    p.field("type"),
+                    format!(
+                        "cluster type {} is not supported by redvoy",
+                        other.as_str_name()
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(ConfigError::invalid(
+                    p.field("type"),
+                    "value must be one of the defined enum values",
+                ))
+            }
+        },
+        // Refused by the allowlist walk already; kept exhaustive.
+        Some(ClusterDiscoveryType::ClusterType(ct)) => {
+            return Err(ConfigError::unsupported_because(
+                p.field("cluster_type"),
+                format!("unsupported cluster type '{}'", ct.name),
+            ));
+        }
+    };
+
+    let connect_timeout = match &c.connect_timeout {
+        Some(d) => {
+            let d = duration(d, &p.field("connect_timeout"))?;
+            if d.is_zero() {
+                return Err(ConfigError::invalid(
+                    p.field("connect_timeout"),
+                    "value must be greater than 0s",
+                ));
+            }
+            d
+        }
+        None => DEFAULT_CONNECT_TIMEOUT,
+    };
+    // Deprecated in favour of a DNS resolver extension, but still honoured by Envoy 1.40.
+    #[allow(deprecated)]
+    let dns_refresh_rate = match &c.dns_refresh_rate {
+        Some(d) => {
+            let d = duration(d, &p.field("dns_refresh_rate"))?;
+            if d <= MIN_DNS_REFRESH_RATE {
+                return Err(ConfigError::invalid(
+                    p.field("dns_refresh_rate"),
+                    "value must be greater than 1ms",
+                ));
+            }
+            d
+        }
+        None => DEFAULT_DNS_REFRESH_RATE,
+    };
+    let dns_lookup_family = match DnsLookupFamily::try_from(c.dns_lookup_family) {
+        Ok(DnsLookupFamily::Auto) => model::DnsLookupFamily::Auto,
+        Ok(DnsLookupFamily::V4Only) => model::DnsLookupFamily::V4Only,
+        Ok(DnsLookupFamily::V6Only) => model::DnsLookupFamily::V6Only,
+        Ok(DnsLookupFamily::V4Preferred) => model::DnsLookupFamily::V4Preferred,
+        Ok(DnsLookupFamily::All) => model::DnsLookupFamily::All,
+        Err(_) => {
+            return Err(ConfigError::invalid(
+                p.field("dns_lookup_family"),
+                "value must be one of the defined enum values",
+            ));
+        }
+    };
+
+    let lb_policy = lb_policy(&c, p)?;
+    let endpoints = endpoints(&c, discovery, p)?;
+    let redis_protocol_options = protocol_options(&c, p)?;
+    let use_hostname_for_hashing = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.consistent_hashing_lb_config.as_ref())
+        .is_some_and(|h| h.use_hostname_for_hashing);
+
+    Ok(model::Cluster {
+        name: c.name,
+        discovery,
+        lb_policy,
+        connect_timeout,
+        dns_refresh_rate,
+        dns_lookup_family,
+        endpoints,
+        redis_protocol_options,
+        use_hostname_for_hashing,
+    })
+}
+
+/// `lb_policy` with its matching `*_lb_config` (a config for another policy is ignored, as in
+/// Envoy).
+fn lb_policy(c: &Cluster, p: &FieldPath) -> Result<model::LbPolicy, ConfigError> {
+    let policy = LbPolicy::try_from(c.lb_policy).map_err(|_| {
+        ConfigError::invalid(
+            p.field("lb_policy"),
+            "value must be one of the defined enum values",
+        )
+    })?;
+    Ok(match policy {
+        LbPolicy::RoundRobin => model::LbPolicy::RoundRobin,
+        LbPolicy::Random => model::LbPolicy::Random,
+        LbPolicy::LeastRequest => {
+            let choice_count = match &c.lb_config {
+                Some(LbConfig::LeastRequestLbConfig(l)) => {
+                    l.choice_count.map_or(DEFAULT_CHOICE_COUNT, |v| v.value)
+                }
+                _ => DEFAULT_CHOICE_COUNT,
+            };
+            if choice_count < MIN_CHOICE_COUNT {
+                return Err(ConfigError::invalid(
+                    p.field("least_request_lb_config").field("choice_count"),
+                    format!("value must be greater than or equal to {MIN_CHOICE_COUNT}"),
+                ));
+            }
+            model::LbPolicy::LeastRequest { choice_count }
+        }
+        LbPolicy::RingHash => {
+            let rp = p.field("ring_hash_lb_config");
+            let (min, max, hash) = match &c.lb_config {
+                Some(LbConfig::RingHashLbConfig(r)) => (
+                    r.minimum_ring_size
+                        .map_or(DEFAULT_MIN_RING_SIZE, |v| v.value),
+                    r.maximum_ring_size
+                        .map_or(DEFAULT_MAX_RING_SIZE, |v| v.value),
+                    r.hash_function,
+                ),
+                _ => (DEFAULT_MIN_RING_SIZE, DEFAULT_MAX_RING_SIZE, 0),
+            };
+            for (name, v) in [("minimum_ring_size", min), ("maximum_ring_size", max)] {
+                if v > MAX_RING_SIZE {
+                    return Err(ConfigError::invalid(
+                        rp.field(name),
+                        format!("value must be less than or equal to {MAX_RING_SIZE}"),
+                    ));
+                }
+            }
+            if min > max {
+                return Err(ConfigError::invalid(
+                    rp,
+                    format!("ring hash: minimum_ring_size ({min}) > maximum_ring_size ({max})"),
+                ));
+            }
+            let hash_function = match HashFunction::try_from(hash) {
+                Ok(HashFunction::XxHash) => model::HashFunction::XxHash,
+                Ok(HashFunction::MurmurHash2) => model::HashFunction::MurmurHash2,
+                Err(_) => {
+                    return Err(ConfigError::invalid(
+                        rp.field("hash_function"),
+                        "value must be one of the defined enum values",
+                    ));
+                }
+            };
+            model::LbPolicy::RingHash {
+                minimum_ring_size: min,
+                maximum_ring_size: max,
+                hash_function,
+            }
+        }
+        LbPolicy::Maglev => {
+            let table_size = match &c.lb_config {
+                Some(LbConfig::MaglevLbConfig(m)) => {
+                    m.table_size.map_or(DEFAULT_MAGLEV_TABLE_SIZE, |v| v.value)
+                }
+                _ => DEFAULT_MAGLEV_TABLE_SIZE,
+            };
+            let tp = p.field("maglev_lb_config").field("table_size");
+            if table_size > MAX_MAGLEV_TABLE_SIZE {
+                return Err(ConfigError::invalid(
+                    tp,
+                    format!("value must be less than or equal to {MAX_MAGLEV_TABLE_SIZE}"),
+                ));
+            }
+            if !is_prime(table_size) {
+                return Err(ConfigError::invalid(
+                    tp,
+                    "The table size of maglev must be prime number",
+                ));
+            }
+            model::LbPolicy::Maglev { table_size }
+        }
+        other => {
+            return Err(ConfigError::unsupported_because(
+                p.field("lb_policy"),
+                format!(
+                    "lb_policy {} is not supported by redvoy",
+                    other.as_str_name()
+                ),
+            ));
+        }
+    })
+}
+
+/// Trial division; table sizes are at most `MAX_MAGLEV_TABLE_SIZE`, so ~1,100 steps at most.
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+/// Every locality's endpoints, flattened in order (localities and priorities are refused or
+/// ignored by the allowlist, see `supported.rs`).
+fn endpoints(
+    c: &Cluster,
+    discovery: model::DiscoveryType,
+    p: &FieldPath,
+) -> Result<Vec<model::Endpoint>, ConfigError> {
+    let Some(la) = &c.load_assignment else {
+        return Ok(Vec::new());
+    };
+    let lp = p.field("load_assignment");
+    if la.cluster_name.is_empty() {
+        return Err(ConfigError::invalid(
+            lp.field("cluster_name"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    if discovery == model::DiscoveryType::LogicalDns
+        && (la.endpoints.len() != 1
+            || la
+                .endpoints
+                .first()
+                .is_some_and(|l| l.lb_endpoints.len() != 1))
+    {
+        return Err(ConfigError::invalid(
+            lp,
+            "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
+        ));
+    }
+    let kind = match discovery {
+        model::DiscoveryType::Static => AddressKind::StaticEndpoint,
+        model::DiscoveryType::StrictDns | model::DiscoveryType::LogicalDns => {
+            AddressKind::DnsEndpoint
+        }
+    };
+    let mut out = Vec::new();
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        let locp = lp.field("endpoints").index(i);
+        for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+            let ep = locp.field("lb_endpoints").index(j);
+            let Some(HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else {
+                return Err(ConfigError::invalid(
+                    ep.field("endpoint"),
+                    "value is required",
+                ));
+            };
+            let Some(address) = &endpoint.address else {
+                return Err(ConfigError::invalid(
+                    ep.field("endpoint").field("address"),
+                    "value is required",
+                ));
+            };
+            let address = socket_address(address, &ep.field("endpoint").field("address"), kind)?;
+            let weight = lb.load_balancing_weight.map_or(DEFAULT_WEIGHT, |w| w.value);
+            if weight < 1 {
+                return Err(ConfigError::invalid(
+                    ep.field("load_balancing_weight"),
+                    "value must be greater than or equal to 1",
+                ));
+            }
+            out.push(model::Endpoint {
+                address,
+                weight,
+                hostname: endpoint.hostname.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `typed_extension_protocol_options` under the redis_proxy filter's name (either alias).
+fn protocol_options(
+    c: &Cluster,
+    p: &FieldPath,
+) -> Result<Option<model::RedisProtocolOptions>, ConfigError> {
+    let mut found = REDIS_PROXY_NAMES.iter().filter_map(|name| {
+        c.typed_extension_protocol_options
+            .get(*name)
+            .map(|any| (*name, any))
+    });
+    let Some((name, any)) = found.next() else {
+        return Ok(None);
+    };
+    let op = p.field("typed_extension_protocol_options");
+    if let Some((other, _)) = found.next() {
+        // Both aliases name the same factory; Envoy would keep one of them arbitrarily.
+        return Err(ConfigError::invalid(
+            op.key(other),
+            format!("protocol options are also set under '{name}'"),
+        ));
+    }
+    let kp = op.key(name);
+    // The allowlist walk already resolved and re-packed it as the native type.
+    let o = RedisProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
+        ConfigError::invalid(&kp, format!("cannot decode RedisProtocolOptions: {e}"))
+    })?;
+    Ok(Some(model::RedisProtocolOptions {
+        auth_username: optional_secret(o.auth_username.as_ref(), &kp.field("auth_username"))?,
+        auth_password: optional_secret(o.auth_password.as_ref(), &kp.field("auth_password"))?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537));
+        assert!(is_prime(5_000_011));
+        assert!(is_prime(2));
+        assert!(!is_prime(1000));
+        assert!(!is_prime(1));
+        assert!(!is_prime(0));
+    }
+}

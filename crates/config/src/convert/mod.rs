@@ -1,0 +1,268 @@
+//! Typed envoy-types messages → [`crate::model`], applying Envoy's defaults and the checks Envoy
+//! makes at load (proto constraints on the fields redvoy accepts, and the filter's and cluster
+//! manager's own errors, with Envoy's wording where it has one).
+//!
+//! Runs after [`crate::supported::check`], so any field not read here is known to be unset or
+//! harmless; `typed_config`s are already native `Any`s of the expected type.
+
+mod cluster;
+mod listener;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::core::v3::{
+    address, data_source, socket_address, Address, DataSource, RuntimeFractionalPercent,
+};
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+
+use crate::error::FieldPath;
+use crate::{model, ConfigError, LoadOptions};
+
+/// Largest file a `DataSource.filename` may name (passwords and usernames are bytes long).
+const MAX_DATA_SOURCE_BYTES: u64 = 1 << 20;
+
+pub(crate) fn bootstrap(b: Bootstrap, opts: &LoadOptions) -> Result<model::Bootstrap, ConfigError> {
+    let root = FieldPath::root();
+    let node = node(&b, opts);
+    let admin = match &b.admin {
+        Some(admin) => match &admin.address {
+            Some(a) => Some(model::Admin {
+                address: socket_address(
+                    a,
+                    &root.field("admin").field("address"),
+                    AddressKind::Bind,
+                )?,
+            }),
+            // Envoy starts no admin listener without an address.
+            None => None,
+        },
+        None => None,
+    };
+    let statics = b.static_resources.unwrap_or_default();
+    let sr = root.field("static_resources");
+
+    let mut clusters = Vec::with_capacity(statics.clusters.len());
+    let mut cluster_names = HashSet::new();
+    for (i, c) in statics.clusters.into_iter().enumerate() {
+        let p = sr.field("clusters").index(i);
+        let c = cluster::cluster(c, &p)?;
+        if !cluster_names.insert(c.name.clone()) {
+            return Err(ConfigError::invalid(
+                p.field("name"),
+                format!("cluster manager: duplicate cluster '{}'", c.name),
+            ));
+        }
+        clusters.push(c);
+    }
+
+    let mut listeners = Vec::with_capacity(statics.listeners.len());
+    let mut listener_names = HashSet::new();
+    for (i, l) in statics.listeners.into_iter().enumerate() {
+        let p = sr.field("listeners").index(i);
+        let l = listener::listener(l, &p)?;
+        // Envoy would treat a second listener of the same name as an update of the first and
+        // keep only one; refusing is clearer than silently dropping a listener.
+        if !l.name.is_empty() && !listener_names.insert(l.name.clone()) {
+            return Err(ConfigError::invalid(
+                p.field("name"),
+                format!("duplicate listener name '{}'", l.name),
+            ));
+        }
+        listeners.push(l);
+    }
+
+    Ok(model::Bootstrap {
+        node,
+        admin,
+        listeners,
+        clusters,
+    })
+}
+
+/// `node`, overridden by `--service-node/--service-cluster/--service-zone` as Envoy does.
+fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
+    let n = b.node.clone().unwrap_or_default();
+    let zone = n.locality.map(|l| l.zone).unwrap_or_default();
+    let pick = |flag: &Option<String>, from_config: String| match flag {
+        Some(v) if !v.is_empty() => v.clone(),
+        _ => from_config,
+    };
+    model::Node {
+        id: pick(&opts.service_node, n.id),
+        cluster: pick(&opts.service_cluster, n.cluster),
+        zone: pick(&opts.service_zone, zone),
+    }
+}
+
+/// What a socket address is used for, which decides whether a host name is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddressKind {
+    /// Listener and admin addresses are bound: Envoy requires an IP literal.
+    Bind,
+    /// STATIC cluster endpoints: IP literal, with Envoy's hint about DNS cluster types.
+    StaticEndpoint,
+    /// STRICT_DNS / LOGICAL_DNS endpoints: a name to resolve.
+    DnsEndpoint,
+}
+
+/// `config.core.v3.Address` that must be a `socket_address` (other kinds were refused).
+pub(crate) fn socket_address(
+    a: &Address,
+    p: &FieldPath,
+    kind: AddressKind,
+) -> Result<model::SocketAddress, ConfigError> {
+    let Some(address::Address::SocketAddress(sa)) = &a.address else {
+        return Err(ConfigError::invalid(p, "address is required"));
+    };
+    let sp = p.field("socket_address");
+    if sa.address.is_empty() {
+        return Err(ConfigError::invalid(
+            sp.field("address"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(port)) => port,
+        // Named ports were refused by the allowlist.
+        _ => {
+            return Err(ConfigError::invalid(
+                sp.field("port_value"),
+                "port_value is required",
+            ))
+        }
+    };
+    let port = u16::try_from(port).map_err(|_| {
+        ConfigError::invalid(
+            sp.field("port_value"),
+            "value must be less than or equal to 65535",
+        )
+    })?;
+    let is_ip = sa.address.parse::<std::net::IpAddr>().is_ok();
+    match kind {
+        AddressKind::Bind if !is_ip => {
+            return Err(ConfigError::invalid(
+                sp.field("address"),
+                format!("malformed IP address: {}", sa.address),
+            ));
+        }
+        AddressKind::StaticEndpoint if !is_ip => {
+            return Err(ConfigError::invalid(
+                sp.field("address"),
+                format!(
+                    "malformed IP address: {}. Consider setting resolver_name or setting cluster \
+                     type to 'STRICT_DNS' or 'LOGICAL_DNS'",
+                    sa.address
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(model::SocketAddress {
+        address: sa.address.clone(),
+        port,
+    })
+}
+
+/// A proto Duration as a std one; negative durations are rejected as Envoy does.
+pub(crate) fn duration(d: &PbDuration, p: &FieldPath) -> Result<Duration, ConfigError> {
+    let (Ok(secs), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
+        return Err(ConfigError::invalid(
+            p,
+            "Invalid duration: Expected positive duration",
+        ));
+    };
+    if nanos >= 1_000_000_000 {
+        return Err(ConfigError::invalid(
+            p,
+            "Invalid duration: nanos out of range",
+        ));
+    }
+    Ok(Duration::new(secs, nanos))
+}
+
+/// `RuntimeFractionalPercent` → model; no `default_value` means 0 %.
+pub(crate) fn runtime_fraction(r: &RuntimeFractionalPercent) -> model::RuntimeFraction {
+    let (numerator, denominator) = match &r.default_value {
+        Some(f) => {
+            let denominator = match DenominatorType::try_from(f.denominator) {
+                Ok(DenominatorType::TenThousand) => 10_000,
+                Ok(DenominatorType::Million) => 1_000_000,
+                // Unknown values cannot get past the parser; HUNDRED is the default.
+                Ok(DenominatorType::Hundred) | Err(_) => 100,
+            };
+            (f.numerator, denominator)
+        }
+        None => (0, 100),
+    };
+    model::RuntimeFraction {
+        runtime_key: r.runtime_key.clone(),
+        numerator,
+        denominator,
+    }
+}
+
+/// Reads a `DataSource` once, at load (as Envoy's redis_proxy does). Errors use Envoy's words.
+pub(crate) fn data_source(d: &DataSource, p: &FieldPath) -> Result<Bytes, ConfigError> {
+    match &d.specifier {
+        Some(data_source::Specifier::InlineString(s)) => Ok(Bytes::from(s.clone().into_bytes())),
+        Some(data_source::Specifier::InlineBytes(b)) => Ok(Bytes::from(b.clone())),
+        Some(data_source::Specifier::Filename(f)) => {
+            let fp = p.field("filename");
+            if f.is_empty() {
+                return Err(ConfigError::invalid(
+                    fp,
+                    "value length must be at least 1 characters",
+                ));
+            }
+            let meta = std::fs::metadata(f)
+                .map_err(|_| ConfigError::invalid(&fp, format!("Invalid path: {f}")))?;
+            if !meta.is_file() {
+                return Err(ConfigError::invalid(fp, format!("Invalid path: {f}")));
+            }
+            if meta.len() > MAX_DATA_SOURCE_BYTES {
+                return Err(ConfigError::invalid(
+                    fp,
+                    format!(
+                        "file {f} is larger than redvoy's limit of {MAX_DATA_SOURCE_BYTES} bytes"
+                    ),
+                ));
+            }
+            std::fs::read(f)
+                .map(Bytes::from)
+                .map_err(|e| ConfigError::invalid(fp, format!("cannot read {f}: {e}")))
+        }
+        Some(data_source::Specifier::EnvironmentVariable(v)) => {
+            let vp = p.field("environment_variable");
+            if v.is_empty() {
+                return Err(ConfigError::invalid(
+                    vp,
+                    "value length must be at least 1 characters",
+                ));
+            }
+            match std::env::var_os(v) {
+                Some(value) => Ok(Bytes::from(value.into_encoded_bytes())),
+                None => Err(ConfigError::invalid(
+                    vp,
+                    format!("Environment variable doesn't exist: {v}"),
+                )),
+            }
+        }
+        None => Err(ConfigError::invalid(p, "specifier is required")),
+    }
+}
+
+/// An optional credential: unset and empty both mean "none", as in Envoy, where an empty
+/// password or username disables the corresponding AUTH.
+pub(crate) fn optional_secret(
+    d: Option<&DataSource>,
+    p: &FieldPath,
+) -> Result<Option<Bytes>, ConfigError> {
+    match d {
+        Some(d) => Ok(Some(data_source(d, p)?).filter(|b| !b.is_empty())),
+        None => Ok(None),
+    }
+}

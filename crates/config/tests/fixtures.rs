@@ -1,0 +1,598 @@
+//! Fixture bootstraps: everything in `fixtures/good` loads, everything in `fixtures/bad` is
+//! refused with the `# error:` texts its header lists (each includes the field path). When a
+//! real `envoy` is on PATH, its `--mode validate` verdict is checked too: good fixtures and bad
+//! ones marked `# envoy: accepts` are valid Envoy configs that redvoy merely does not implement;
+//! `# envoy: rejects` ones Envoy refuses as well.
+
+// clippy.toml allows these inside `#[test]` functions only; the helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redvoy_config::model::*;
+use redvoy_config::{load_bootstrap, validate_only, ConfigError, LoadOptions};
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+fn from_file(path: &Path) -> LoadOptions {
+    LoadOptions {
+        config_path: Some(path.to_owned()),
+        ..LoadOptions::default()
+    }
+}
+
+fn load(rel: &str) -> Bootstrap {
+    load_bootstrap(&from_file(&fixture(rel))).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Lines `# <key>: <value>` at the top of a fixture.
+fn header(path: &Path, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let prefix = format!("# {key}: ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn good_fixtures_load() {
+    let mut failures = Vec::new();
+    for path in fixtures("good") {
+        if let Err(e) = load_bootstrap(&from_file(&path)) {
+            failures.push(format!("{}: {e}", path.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "good fixtures refused:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn bad_fixtures_are_refused_with_their_path() {
+    let mut failures = Vec::new();
+    for path in fixtures("bad") {
+        let expected = header(&path, "error");
+        assert!(
+            !expected.is_empty(),
+            "{}: no `# error:` line",
+            path.display()
+        );
+        match validate_only(&from_file(&path)) {
+            Ok(()) => failures.push(format!("{}: accepted", path.display())),
+            Err(e) => {
+                let text = e.to_string();
+                for want in &expected {
+                    if !text.contains(want.as_str()) {
+                        failures.push(format!(
+                            "{}:\n  got:  {text}\n  want: {want}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Envoy's own verdict on every fixture, when an `envoy` binary is available.
+#[test]
+fn envoy_agrees_on_fixtures() {
+    if Command::new("envoy").arg("--version").output().is_err() {
+        eprintln!("envoy not on PATH: skipping the oracle check");
+        return;
+    }
+    let mut failures = Vec::new();
+    let cases =
+        fixtures("good")
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(fixtures("bad").into_iter().map(|p| {
+                let verdict = header(&p, "envoy");
+                (p, verdict.first().map(String::as_str) == Some("accepts"))
+            }));
+    for (path, should_accept) in cases {
+        let out = Command::new("envoy")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "--mode",
+                "validate",
+                "--use-dynamic-base-id",
+                "-l",
+                "critical",
+                "-c",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        if out.status.success() != should_accept {
+            failures.push(format!(
+                "{}: envoy {} it\n{}",
+                path.display(),
+                if out.status.success() {
+                    "accepts"
+                } else {
+                    "rejects"
+                },
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn settings(op_timeout: Duration) -> ConnPoolSettings {
+    ConnPoolSettings {
+        op_timeout,
+        enable_hashtagging: false,
+        enable_redirection: false,
+        max_buffer_size_before_flush: 0,
+        buffer_flush_timeout: Duration::from_millis(3),
+        max_upstream_unknown_connections: 100,
+        enable_command_stats: false,
+        read_policy: ReadPolicy::Master,
+    }
+}
+
+fn route(prefix: &str, cluster: &str) -> Route {
+    Route {
+        prefix: prefix.to_owned(),
+        remove_prefix: false,
+        cluster: cluster.to_owned(),
+        request_mirror_policy: vec![],
+        key_formatter: None,
+        read_command_cluster: None,
+    }
+}
+
+fn addr(address: &str, port: u16) -> SocketAddress {
+    SocketAddress {
+        address: address.to_owned(),
+        port,
+    }
+}
+
+fn endpoint(address: &str, port: u16) -> Endpoint {
+    Endpoint {
+        address: addr(address, port),
+        weight: 1,
+        hostname: String::new(),
+    }
+}
+
+fn article_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        discovery: DiscoveryType::StrictDns,
+        lb_policy: LbPolicy::Maglev { table_size: 65_537 },
+        connect_timeout: Duration::from_millis(250),
+        dns_refresh_rate: Duration::from_secs(5),
+        dns_lookup_family: DnsLookupFamily::Auto,
+        endpoints: vec![endpoint(name, 6379)],
+        redis_protocol_options: None,
+        use_hostname_for_hashing: false,
+    }
+}
+
+fn article_model() -> Bootstrap {
+    let mut r = route("", "redis-envoy-001");
+    r.request_mirror_policy = vec![MirrorPolicy {
+        cluster: "redis-envoy-002".to_owned(),
+        runtime_fraction: None,
+        exclude_read_commands: true,
+    }];
+    let mut s = settings(Duration::from_secs(5));
+    s.enable_redirection = true;
+    Bootstrap {
+        node: Node::default(),
+        admin: Some(Admin {
+            address: addr("0.0.0.0", 8001),
+        }),
+        listeners: vec![Listener {
+            name: "redis_listener".to_owned(),
+            address: addr("0.0.0.0", 6380),
+            redis_proxy: RedisProxy {
+                stat_prefix: "egress_redis".to_owned(),
+                settings: s,
+                latency_in_micros: false,
+                prefix_routes: PrefixRoutes {
+                    routes: vec![r],
+                    case_insensitive: false,
+                    catch_all_route: None,
+                },
+                downstream_auth_passwords: vec![],
+                downstream_auth_username: None,
+                faults: vec![],
+                custom_commands: vec![],
+            },
+        }],
+        clusters: vec![
+            article_cluster("redis-envoy-001"),
+            article_cluster("redis-envoy-002"),
+        ],
+    }
+}
+
+#[test]
+fn article_config_model() {
+    assert_eq!(load("good/article.yaml"), article_model());
+}
+
+#[test]
+fn json_and_any_extension_read_as_json() {
+    assert_eq!(load("good/article.json"), article_model());
+    // Envoy reads every file not named .yaml/.yml/.pb/.pb_text as JSON.
+    assert_eq!(
+        load("good/article_json_any_extension.conf"),
+        article_model()
+    );
+}
+
+#[test]
+fn envoy_example_with_lowercase_enum() {
+    let b = load("good/envoy_examples_redis.yaml");
+    assert_eq!(b.clusters[0].discovery, DiscoveryType::StrictDns);
+    assert_eq!(
+        b.clusters[0].lb_policy,
+        LbPolicy::Maglev { table_size: 65_537 }
+    );
+    assert_eq!(
+        b.listeners[0].redis_proxy.prefix_routes.catch_all_route,
+        Some(route("", "redis_cluster"))
+    );
+}
+
+#[test]
+fn docs_fault_example() {
+    let faults = load("good/envoy_docs_faults.yaml")
+        .listeners
+        .remove(0)
+        .redis_proxy
+        .faults;
+    let pct = RuntimeFraction {
+        runtime_key: "bogus_key".to_owned(),
+        numerator: 10,
+        denominator: 100,
+    };
+    assert_eq!(
+        faults,
+        vec![
+            Fault {
+                fault_type: FaultType::Error,
+                fault_enabled: pct.clone(),
+                delay: Duration::ZERO,
+                commands: vec!["get".to_owned()]
+            },
+            Fault {
+                fault_type: FaultType::Delay,
+                fault_enabled: pct,
+                delay: Duration::from_secs(2),
+                commands: vec![]
+            },
+        ]
+    );
+}
+
+#[test]
+fn typed_structs_unwrap_to_native_types() {
+    let xds = load("good/typed_struct_xds.yaml");
+    let rp = &xds.listeners[0].redis_proxy;
+    assert_eq!(rp.stat_prefix, "ts");
+    assert_eq!(rp.settings.op_timeout, Duration::from_millis(2500));
+    // Struct numbers are doubles; 7.0 must still fill the UInt32Value.
+    assert_eq!(rp.settings.max_upstream_unknown_connections, 7);
+    // Enum names are case-insensitive inside a TypedStruct too.
+    assert_eq!(rp.settings.read_policy, ReadPolicy::PreferMaster);
+
+    let udpa = load("good/typed_struct_udpa.yaml");
+    assert_eq!(
+        udpa.listeners[0].redis_proxy.settings.op_timeout,
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        udpa.clusters[0].redis_protocol_options,
+        Some(RedisProtocolOptions {
+            auth_username: None,
+            auth_password: Some(Bytes::from_static(b"s3cret"))
+        })
+    );
+}
+
+#[test]
+fn full_featured_model() {
+    let b = load("good/full.yaml");
+    assert_eq!(
+        b.node,
+        Node {
+            id: "node-1".to_owned(),
+            cluster: "sidecar".to_owned(),
+            zone: "eu-1a".to_owned()
+        }
+    );
+    assert_eq!(
+        b.admin,
+        Some(Admin {
+            address: addr("::1", 9901)
+        })
+    );
+    assert_eq!(b.admin.as_ref().unwrap().address.to_string(), "[::1]:9901");
+
+    let mut ring_route = route("ab:", "ring");
+    ring_route.remove_prefix = true;
+    ring_route.key_formatter = Some("{%KEY%}-suffix".to_owned());
+    ring_route.read_command_cluster = Some("lr".to_owned());
+    ring_route.request_mirror_policy = vec![MirrorPolicy {
+        cluster: "static".to_owned(),
+        runtime_fraction: Some(RuntimeFraction {
+            runtime_key: "mirror.pct".to_owned(),
+            numerator: 25,
+            denominator: 10_000,
+        }),
+        exclude_read_commands: true,
+    }];
+    let expected_proxy = RedisProxy {
+        stat_prefix: "full".to_owned(),
+        settings: ConnPoolSettings {
+            op_timeout: Duration::from_millis(500),
+            enable_hashtagging: true,
+            enable_redirection: true,
+            max_buffer_size_before_flush: 1024,
+            buffer_flush_timeout: Duration::from_millis(10),
+            max_upstream_unknown_connections: 0,
+            enable_command_stats: true,
+            read_policy: ReadPolicy::PreferReplica,
+        },
+        latency_in_micros: true,
+        prefix_routes: PrefixRoutes {
+            routes: vec![ring_route],
+            case_insensitive: true,
+            catch_all_route: Some(route("", "static")),
+        },
+        downstream_auth_passwords: vec![
+            Bytes::from_static(b"first"),
+            Bytes::from_static(b"second"),
+            Bytes::from_static(b"file-secret"),
+        ],
+        downstream_auth_username: Some(Bytes::from_static(b"alice")),
+        faults: vec![Fault {
+            fault_type: FaultType::Delay,
+            fault_enabled: RuntimeFraction {
+                runtime_key: String::new(),
+                numerator: 5,
+                denominator: 1_000_000,
+            },
+            delay: Duration::from_millis(1500),
+            commands: vec!["get".to_owned(), "set".to_owned()],
+        }],
+        custom_commands: vec!["JSON.SET".to_owned(), "json.get".to_owned()],
+    };
+    assert_eq!(
+        b.listeners,
+        vec![Listener {
+            name: "redis".to_owned(),
+            address: addr("127.0.0.1", 6380),
+            redis_proxy: expected_proxy
+        }]
+    );
+
+    let home = std::env::var("HOME").unwrap();
+    let expected_clusters = vec![
+        Cluster {
+            name: "ring".to_owned(),
+            discovery: DiscoveryType::StrictDns,
+            lb_policy: LbPolicy::RingHash {
+                minimum_ring_size: 2048,
+                maximum_ring_size: 4096,
+                hash_function: HashFunction::MurmurHash2,
+            },
+            connect_timeout: Duration::from_millis(250),
+            dns_refresh_rate: Duration::from_secs(10),
+            dns_lookup_family: DnsLookupFamily::V4Only,
+            endpoints: vec![
+                Endpoint {
+                    address: addr("redis-a", 6379),
+                    weight: 3,
+                    hostname: "host-a".to_owned(),
+                },
+                endpoint("redis-b", 6380),
+            ],
+            redis_protocol_options: None,
+            use_hostname_for_hashing: true,
+        },
+        Cluster {
+            name: "lr".to_owned(),
+            discovery: DiscoveryType::LogicalDns,
+            lb_policy: LbPolicy::LeastRequest { choice_count: 3 },
+            connect_timeout: Duration::from_secs(5),
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_lookup_family: DnsLookupFamily::Auto,
+            endpoints: vec![endpoint("localhost", 7000)],
+            redis_protocol_options: None,
+            use_hostname_for_hashing: false,
+        },
+        Cluster {
+            name: "static".to_owned(),
+            discovery: DiscoveryType::Static,
+            lb_policy: LbPolicy::Random,
+            connect_timeout: Duration::from_secs(5),
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_lookup_family: DnsLookupFamily::Auto,
+            endpoints: vec![endpoint("::1", 7001)],
+            redis_protocol_options: Some(RedisProtocolOptions {
+                auth_username: Some(Bytes::from_static(b"bob")),
+                auth_password: Some(Bytes::from(home.into_bytes())),
+            }),
+            use_hostname_for_hashing: false,
+        },
+        Cluster {
+            name: "maglev".to_owned(),
+            discovery: DiscoveryType::Static,
+            lb_policy: LbPolicy::Maglev {
+                table_size: 5_000_011,
+            },
+            connect_timeout: Duration::from_secs(5),
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_lookup_family: DnsLookupFamily::Auto,
+            endpoints: vec![],
+            redis_protocol_options: Some(RedisProtocolOptions {
+                auth_username: None,
+                auth_password: Some(Bytes::from_static(b"pw")),
+            }),
+            use_hostname_for_hashing: false,
+        },
+    ];
+    assert_eq!(b.clusters, expected_clusters);
+}
+
+#[test]
+fn config_yaml_merges_like_protobuf_merge_from() {
+    let extra_listener = r#"
+static_resources:
+  listeners:
+  - name: second
+    address: {socket_address: {address: 127.0.0.1, port_value: 7000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: second
+          settings: {op_timeout: 1s}
+          prefix_routes: {catch_all_route: {cluster: redis-envoy-002}}
+admin: {address: {socket_address: {port_value: 9000}}}
+node: {id: from-overlay}
+"#;
+    let opts = LoadOptions {
+        config_path: Some(fixture("good/article.yaml")),
+        config_yaml: Some(extra_listener.to_owned()),
+        ..LoadOptions::default()
+    };
+    let b = load_bootstrap(&opts).unwrap();
+    let mut expected = article_model();
+    // Scalars in a set message replace; the rest of `admin.address` stays.
+    expected.admin = Some(Admin {
+        address: addr("0.0.0.0", 9000),
+    });
+    expected.node.id = "from-overlay".to_owned();
+    assert_eq!(b.node, expected.node);
+    assert_eq!(b.admin, expected.admin);
+    assert_eq!(b.clusters, expected.clusters);
+    // Repeated fields append.
+    assert_eq!(b.listeners.len(), 2);
+    assert_eq!(b.listeners[0], expected.listeners[0]);
+    assert_eq!(b.listeners[1].name, "second");
+    assert_eq!(b.listeners[1].address, addr("127.0.0.1", 7000));
+
+    // A cluster in the overlay is appended, not merged by name, so it duplicates.
+    let dup = LoadOptions {
+        config_path: Some(fixture("good/article.yaml")),
+        config_yaml: Some(
+            "{static_resources: {clusters: [{name: redis-envoy-001, connect_timeout: 1s}]}}"
+                .to_owned(),
+        ),
+        ..LoadOptions::default()
+    };
+    let e = load_bootstrap(&dup).unwrap_err().to_string();
+    assert!(e.contains("static_resources.clusters[2].name: cluster manager: duplicate cluster 'redis-envoy-001'"), "{e}");
+
+    // An overlay's own errors name it.
+    let bad = LoadOptions {
+        config_path: Some(fixture("good/article.yaml")),
+        config_yaml: Some("bogus: 1".to_owned()),
+        ..LoadOptions::default()
+    };
+    let e = load_bootstrap(&bad).unwrap_err().to_string();
+    assert!(e.starts_with("--config-yaml: "), "{e}");
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn config_yaml_alone_and_empty() {
+    let text = std::fs::read_to_string(fixture("good/article.yaml")).unwrap();
+    let alone = LoadOptions {
+        config_yaml: Some(text),
+        ..LoadOptions::default()
+    };
+    assert_eq!(load_bootstrap(&alone).unwrap(), article_model());
+
+    // Empty values count as absent, as in Envoy.
+    let empty = LoadOptions {
+        config_path: Some(fixture("good/article.yaml")),
+        config_yaml: Some(String::new()),
+        ..LoadOptions::default()
+    };
+    assert_eq!(load_bootstrap(&empty).unwrap(), article_model());
+
+    let none = LoadOptions {
+        config_path: Some(PathBuf::new()),
+        ..LoadOptions::default()
+    };
+    let e = load_bootstrap(&none).unwrap_err();
+    assert!(matches!(e, ConfigError::NoConfig), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "At least one of --config-path or --config-yaml should be non-empty"
+    );
+}
+
+#[test]
+fn service_flags_override_node() {
+    let mut opts = from_file(&fixture("good/full.yaml"));
+    opts.service_node = Some("n".to_owned());
+    opts.service_zone = Some("z".to_owned());
+    let node = load_bootstrap(&opts).unwrap().node;
+    assert_eq!(
+        node,
+        Node {
+            id: "n".to_owned(),
+            cluster: "sidecar".to_owned(),
+            zone: "z".to_owned()
+        }
+    );
+
+    let mut opts = from_file(&fixture("good/article.yaml"));
+    opts.service_cluster = Some("c".to_owned());
+    assert_eq!(load_bootstrap(&opts).unwrap().node.cluster, "c");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let e = load_bootstrap(&from_file(Path::new("/nonexistent/redvoy.yaml"))).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/redvoy.yaml"), "{e}");
+}
+
+#[test]
+fn error_path_accessor() {
+    let e = load_bootstrap(&from_file(&fixture("bad/health_checks.yaml"))).unwrap_err();
+    assert_eq!(e.path(), Some("static_resources.clusters[1].health_checks"));
+    assert!(matches!(e, ConfigError::Unsupported { .. }), "{e:?}");
+}

@@ -1,0 +1,360 @@
+//! One pipelined connection to one upstream Redis host (Envoy's `common/redis/client_impl`).
+//!
+//! Requests from every session of a worker are appended to one output buffer and written
+//! together; replies are matched to requests in FIFO order. The connection is opened lazily on
+//! the first request and re-opened on the next request after it fails. A client lives on one
+//! worker thread only (`Rc`, `RefCell`): no lock is ever taken.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
+use redvoy_stats::Histogram;
+use redvoy_upstream::{ClusterStats, Host};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, timeout};
+use tracing::debug;
+
+use crate::session::Completion;
+
+/// Read buffer growth step for upstream replies.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Settings shared by every client of one (filter, cluster) pool.
+pub(crate) struct ClientConfig {
+    pub connect_timeout: Duration,
+    pub op_timeout: Duration,
+    /// Bytes written first on every new connection (`auth ...`, `readonly`); one reply each
+    /// is swallowed, unchecked, as Envoy does.
+    pub prelude: Bytes,
+    pub prelude_replies: usize,
+    pub max_buffer_size_before_flush: usize,
+    pub buffer_flush_timeout: Duration,
+    pub cluster_stats: ClusterStats,
+    /// `cluster.<name>.redis_cluster.upstream_commands.upstream_rq_time` (µs).
+    pub upstream_rq_time: Histogram,
+}
+
+/// Why an upstream request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamFailure {
+    /// Connect failure, timeout, or the connection closed with the request pending.
+    Failure,
+}
+
+pub(crate) type UpstreamResult = Result<Frame, UpstreamFailure>;
+
+struct PendingRequest {
+    /// `None` for replies nobody waits for: mirrors, the connection prelude.
+    completion: Option<Completion>,
+    sent_at: Instant,
+    counted: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ConnState {
+    /// No connection; the next request opens one.
+    Idle,
+    Connecting,
+    Connected,
+}
+
+struct Inner {
+    state: ConnState,
+    out: BytesMut,
+    pending: VecDeque<PendingRequest>,
+    /// op_timeout deadline; armed while requests are pending.
+    deadline: Option<Instant>,
+    /// When the first byte of the current unflushed batch was queued (write batching).
+    batch_started: Option<Instant>,
+}
+
+pub(crate) struct UpstreamClient {
+    host: Arc<Host>,
+    config: Rc<ClientConfig>,
+    inner: RefCell<Inner>,
+    wake: Notify,
+    /// Set when the owner wants the connection closed once nothing is pending (host removed,
+    /// transaction finished).
+    close_when_idle: Cell<bool>,
+}
+
+// === impl UpstreamClient ===
+
+impl UpstreamClient {
+    pub(crate) fn new(host: Arc<Host>, config: Rc<ClientConfig>) -> Rc<Self> {
+        Rc::new(Self {
+            host,
+            config,
+            inner: RefCell::new(Inner {
+                state: ConnState::Idle,
+                out: BytesMut::new(),
+                pending: VecDeque::new(),
+                deadline: None,
+                batch_started: None,
+            }),
+            wake: Notify::new(),
+            close_when_idle: Cell::new(false),
+        })
+    }
+
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// Queues an encoded request. The reply (or failure) goes to `completion`.
+    pub(crate) fn send(self: &Rc<Self>, request: &[u8], completion: Option<Completion>) {
+        let now = Instant::now();
+        let spawn = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.pending.is_empty() {
+                inner.deadline = Some(now + self.config.op_timeout);
+            }
+            if inner.out.is_empty() {
+                inner.batch_started = Some(now);
+            }
+            inner.out.extend_from_slice(request);
+            inner.pending.push_back(PendingRequest {
+                completion,
+                sent_at: now,
+                counted: true,
+            });
+            let spawn = inner.state == ConnState::Idle;
+            if spawn {
+                inner.state = ConnState::Connecting;
+            }
+            spawn
+        };
+        self.config.cluster_stats.upstream_rq_total.inc();
+        self.config.cluster_stats.upstream_rq_active.inc();
+        self.host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        self.host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        if spawn {
+            let this = Rc::clone(self);
+            tokio::task::spawn_local(async move { this.run().await });
+        } else {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the connection to close once every pending reply has been delivered.
+    pub(crate) fn close_when_idle(&self) {
+        self.close_when_idle.set(true);
+        self.wake.notify_one();
+    }
+
+    async fn run(self: Rc<Self>) {
+        let addr = self.host.address;
+        let stats = &self.config.cluster_stats;
+        stats.upstream_cx_total.inc();
+        self.host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(%addr, error = %e, "upstream connect failed");
+                stats.upstream_cx_connect_fail.inc();
+                self.host
+                    .stats
+                    .cx_connect_fail
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fail_all();
+                return;
+            }
+            Err(_) => {
+                debug!(%addr, "upstream connect timeout");
+                stats.upstream_cx_connect_timeout.inc();
+                stats.upstream_cx_connect_fail.inc();
+                self.host
+                    .stats
+                    .cx_connect_fail
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fail_all();
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        stats.upstream_cx_active.inc();
+        self.host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.state = ConnState::Connected;
+            if !self.config.prelude.is_empty() {
+                // The prelude goes before everything queued while connecting.
+                let mut out = BytesMut::with_capacity(self.config.prelude.len() + inner.out.len());
+                out.extend_from_slice(&self.config.prelude);
+                out.extend_from_slice(&inner.out);
+                inner.out = out;
+                for _ in 0..self.config.prelude_replies {
+                    inner.pending.push_front(PendingRequest {
+                        completion: None,
+                        sent_at: Instant::now(),
+                        counted: false,
+                    });
+                }
+            }
+        }
+        let local_close = self.serve(stream, addr).await;
+        stats.upstream_cx_active.dec();
+        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        stats.upstream_cx_destroy.inc();
+        if local_close {
+            stats.upstream_cx_destroy_local.inc();
+        } else {
+            stats.upstream_cx_destroy_remote.inc();
+        }
+        self.fail_all();
+    }
+
+    /// Pumps requests and replies until the connection ends. Returns true when we closed it.
+    async fn serve(&self, mut stream: TcpStream, addr: SocketAddr) -> bool {
+        let (mut rd, mut wr) = stream.split();
+        let mut decoder = Decoder::new(DecoderMode::Reply, Limits::default());
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut wbuf = BytesMut::new();
+        let stats = &self.config.cluster_stats;
+        loop {
+            let (deadline, flush_at) = {
+                let mut inner = self.inner.borrow_mut();
+                if inner.pending.is_empty() && self.close_when_idle.get() {
+                    return true;
+                }
+                let mut flush_at = None;
+                if wbuf.is_empty() && !inner.out.is_empty() {
+                    let threshold = self.config.max_buffer_size_before_flush;
+                    let due = inner
+                        .batch_started
+                        .map(|t| t + self.config.buffer_flush_timeout);
+                    if threshold == 0
+                        || inner.out.len() >= threshold
+                        || due.is_none_or(|d| d <= Instant::now())
+                    {
+                        wbuf = inner.out.split();
+                        inner.batch_started = None;
+                    } else {
+                        flush_at = due;
+                    }
+                }
+                (inner.deadline, flush_at)
+            };
+            tokio::select! {
+                res = rd.read_buf(&mut rbuf) => {
+                    match res {
+                        Ok(0) => {
+                            debug!(%addr, "upstream closed the connection");
+                            return false;
+                        }
+                        Ok(n) => {
+                            stats.upstream_cx_rx_bytes_total.add(n as u64);
+                            loop {
+                                match decoder.decode(&mut rbuf) {
+                                    Ok(Some(frame)) => {
+                                        if !self.on_reply(frame) {
+                                            stats.upstream_cx_protocol_error.inc();
+                                            return true;
+                                        }
+                                    }
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        debug!(%addr, error = %e, "upstream protocol error");
+                                        stats.upstream_cx_protocol_error.inc();
+                                        return true;
+                                    }
+                                }
+                            }
+                            if rbuf.capacity() - rbuf.len() < 4096 {
+                                rbuf.reserve(READ_CHUNK);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(%addr, error = %e, "upstream read failed");
+                            return false;
+                        }
+                    }
+                }
+                res = wr.write(&wbuf), if !wbuf.is_empty() => {
+                    match res {
+                        Ok(n) => {
+                            stats.upstream_cx_tx_bytes_total.add(n as u64);
+                            let _ = wbuf.split_to(n);
+                        }
+                        Err(e) => {
+                            debug!(%addr, error = %e, "upstream write failed");
+                            return false;
+                        }
+                    }
+                }
+                _ = self.wake.notified(), if wbuf.is_empty() => {}
+                _ = sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {}
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    debug!(%addr, "upstream op timeout");
+                    stats.upstream_rq_timeout.inc();
+                    self.host.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Hands one reply to the oldest pending request. False when nothing was pending.
+    fn on_reply(&self, frame: Frame) -> bool {
+        let request = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(request) = inner.pending.pop_front() else {
+                return false;
+            };
+            // Envoy re-arms op_timeout after every reply while requests remain.
+            inner.deadline = if inner.pending.is_empty() {
+                None
+            } else {
+                Some(Instant::now() + self.config.op_timeout)
+            };
+            request
+        };
+        if request.counted {
+            self.config.cluster_stats.upstream_rq_active.dec();
+            self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+            let is_error = matches!(frame.value, redvoy_resp::RespValue::Error(_));
+            if is_error {
+                self.host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.host.stats.rq_success.fetch_add(1, Ordering::Relaxed);
+            }
+            self.config
+                .upstream_rq_time
+                .record(request.sent_at.elapsed().as_micros() as u64);
+        }
+        if let Some(c) = request.completion {
+            c.complete(Ok(frame));
+        }
+        true
+    }
+
+    /// Fails everything pending and returns to `Idle` so the next request reconnects.
+    fn fail_all(&self) {
+        let failed: Vec<PendingRequest> = {
+            let mut inner = self.inner.borrow_mut();
+            inner.state = ConnState::Idle;
+            inner.out.clear();
+            inner.deadline = None;
+            inner.batch_started = None;
+            inner.pending.drain(..).collect()
+        };
+        for request in failed {
+            if request.counted {
+                self.config.cluster_stats.upstream_rq_active.dec();
+                self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(c) = request.completion {
+                c.complete(Err(UpstreamFailure::Failure));
+            }
+        }
+    }
+}

