@@ -8,11 +8,15 @@ install_cleanup_trap
 ensure_redis
 ensure_curl
 ensure_python
-command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
-
-log "building redvoy (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin redvoy)
-REDVOY="$ROOT/target/release/redvoy"
+# REDVOY_BIN runs another binary instead of building (e.g. `envoy`, to compare by hand).
+if [ -n "${REDVOY_BIN:-}" ]; then
+  REDVOY="$REDVOY_BIN"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+  log "building redvoy (release)"
+  (cd "$ROOT" && cargo build --release --quiet --bin redvoy)
+  REDVOY="$ROOT/target/release/redvoy"
+fi
 
 WORK="$ROOT/.demo"
 rm -rf "$WORK"
@@ -34,7 +38,8 @@ sed -e "s/port_value: 6380}/port_value: $LISTENER}/" \
     "$ROOT/examples/redvoy-demo.yaml" > "$WORK/bootstrap.yaml"
 
 log "starting redvoy -c examples/redvoy-demo.yaml (listener :$LISTENER, admin :$ADMIN)"
-"$REDVOY" -c "$WORK/bootstrap.yaml" --concurrency 1 -l warning > "$WORK/redvoy.log" 2>&1 &
+"$REDVOY" -c "$WORK/bootstrap.yaml" --concurrency 1 -l warning --disable-hot-restart \
+  > "$WORK/redvoy.log" 2>&1 &
 track_pid $!
 if ! wait_ready "$ADMIN" redvoy 2>/dev/null; then
   cat "$WORK/redvoy.log" >&2

@@ -157,12 +157,14 @@ wait_ready() {
   done
 }
 
-# start_redis DIR PORT — starts a throw-away redis-server (no persistence), tracked.
+# start_redis DIR PORT — starts a throw-away redis-server (no persistence), tracked; its PID
+# is left in LAST_PID.
 start_redis() {
   local dir="$1" port="$2"
   mkdir -p "$dir"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
     --protected-mode no --dir "$dir" --logfile "$dir/redis.log" >/dev/null 2>&1 &
-  track_pid $!
+  LAST_PID=$!
+  track_pid "$LAST_PID"
   wait_tcp "$port" "redis-server on :$port"
 }

@@ -125,3 +125,32 @@ fn protocol_error_and_active_gauges() {
         assert_eq!(proxy.client().cmd(&["PING"]), Reply::simple("PONG"));
     }
 }
+
+/// With `--concurrency 2`, clients spread over two workers, each with its own pooled upstream
+/// connection: the server sees one or two proxy connections, never one per client.
+#[test]
+fn one_upstream_connection_per_host_per_worker() {
+    use redvoy_test_util::ProxyOptions;
+    let redis = RedisServer::start();
+    let yaml = simple_bootstrap("MAGLEV", &[redis.port()]);
+    for target in targets() {
+        let options = ProxyOptions {
+            concurrency: 2,
+            ..ProxyOptions::default()
+        };
+        let proxy = Proxy::start_with(target, &yaml, &options);
+        let mut clients: Vec<_> = (0..16).map(|_| proxy.client()).collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let key = format!("w:{i}");
+            assert_eq!(client.cmd(&["SET", &key, "v"]), Reply::ok(), "{target}");
+            assert_eq!(client.cmd(&["GET", &key]), Reply::bulk("v"), "{target}");
+        }
+        let upstream = connected_clients(&redis) - 1;
+        assert!(
+            (1..=2).contains(&upstream),
+            "{target}: {upstream} upstream connections for 16 clients on 2 workers"
+        );
+        drop(clients);
+        proxy.wait_stat("redis.redis.downstream_cx_active", 0);
+    }
+}

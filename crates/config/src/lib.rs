@@ -142,9 +142,9 @@ mod tests {
 
     #[test]
     fn oversized_input_is_refused_before_parsing() {
-        let yaml = " ".repeat(parse::MAX_CONFIG_BYTES + 1);
+        let yaml = "#".repeat(parse::MAX_CONFIG_BYTES + 1);
         let e = load_bootstrap(&LoadOptions {
-            config_yaml: Some(format!("#{yaml}")),
+            config_yaml: Some(yaml),
             ..LoadOptions::default()
         })
         .unwrap_err()

@@ -39,6 +39,8 @@ impl Origin<'_> {
 enum Format {
     Yaml,
     Json,
+    /// Not named `.json`, but Envoy reads it as JSON all the same.
+    OtherAsJson,
     ProtoBinary,
     ProtoText,
 }
@@ -51,8 +53,10 @@ fn format_of(path: &Path) -> Format {
         Format::ProtoText
     } else if name.ends_with(".yaml") || name.ends_with(".yml") {
         Format::Yaml
-    } else {
+    } else if name.ends_with(".json") {
         Format::Json
+    } else {
+        Format::OtherAsJson
     }
 }
 
@@ -67,40 +71,35 @@ pub(crate) fn load_file(
         source,
     })?;
     check_size(origin, bytes.len())?;
-    let format = format_of(path);
-    if format == Format::ProtoBinary {
-        let msg = DynamicMessage::decode(desc.clone(), bytes.as_slice())
-            .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string()))?;
-        reject_unknown_wire_fields(&msg, &FieldPath::root(), origin)?;
-        return Ok(msg);
-    }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| parse_error(origin, ROOT_PATH, format!("not UTF-8: {e}")))?;
-    match format {
-        Format::Yaml => parse_yaml(text, desc, origin),
-        Format::Json => parse_json(text, desc, origin).map_err(|e| match e {
-            // Envoy's rule surprises people who name a YAML file `envoy.conf`; say why.
-            ConfigError::Parse {
-                origin,
-                path,
-                message,
-            } => ConfigError::Parse {
-                origin,
-                path,
-                message: format!(
-                    "{message} (read as JSON because the file name does not end in .yaml, .yml, \
-                     .pb or .pb_text)"
-                ),
-            },
-            other => other,
-        }),
-        Format::ProtoText => DynamicMessage::parse_text_format(desc.clone(), text)
+    match format_of(path) {
+        Format::ProtoBinary => {
+            let msg = DynamicMessage::decode(desc.clone(), bytes.as_slice())
+                .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string()))?;
+            reject_unknown_wire_fields(&msg, &FieldPath::root(), origin)?;
+            Ok(msg)
+        }
+        Format::ProtoText => DynamicMessage::parse_text_format(desc.clone(), utf8(&bytes, origin)?)
             .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string())),
-        Format::ProtoBinary => Err(parse_error(
-            origin,
-            ROOT_PATH,
-            "unreachable format".to_owned(),
-        )),
+        Format::Yaml => parse_yaml(utf8(&bytes, origin)?, desc, origin),
+        Format::Json => parse_json(utf8(&bytes, origin)?, desc, origin),
+        Format::OtherAsJson => {
+            parse_json(utf8(&bytes, origin)?, desc, origin).map_err(|e| match e {
+                // Envoy's rule surprises people who name a YAML file `envoy.conf`; say why.
+                ConfigError::Parse {
+                    origin,
+                    path,
+                    message,
+                } => ConfigError::Parse {
+                    origin,
+                    path,
+                    message: format!(
+                        "{message} (read as JSON because the file name does not end in .yaml, \
+                         .yml, .pb or .pb_text)"
+                    ),
+                },
+                other => other,
+            })
+        }
     }
 }
 
@@ -124,6 +123,11 @@ pub(crate) fn merge(
         .map_err(|e| parse_error(Origin::ConfigYaml, ROOT_PATH, format!("cannot merge: {e}")))
 }
 
+fn utf8<'a>(bytes: &'a [u8], origin: Origin<'_>) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| parse_error(origin, ROOT_PATH, format!("not UTF-8: {e}")))
+}
+
 fn check_size(origin: Origin<'_>, len: usize) -> Result<(), ConfigError> {
     if len > MAX_CONFIG_BYTES {
         return Err(parse_error(
@@ -138,8 +142,23 @@ fn check_size(origin: Origin<'_>, len: usize) -> Result<(), ConfigError> {
 fn parse_error(origin: Origin<'_>, path: &str, message: String) -> ConfigError {
     ConfigError::Parse {
         origin: origin.describe(),
-        path: path.to_owned(),
+        path: with_unknown_field(path, &message),
         message,
+    }
+}
+
+/// The deserializer reports an unknown field at the enclosing message; name the field itself
+/// in the path, so that every error's path ends at the offending field.
+pub(crate) fn with_unknown_field(path: &str, message: &str) -> String {
+    const MARKER: &str = "unrecognized field name '";
+    let field = message
+        .find(MARKER)
+        .map(|i| &message[i + MARKER.len()..])
+        .and_then(|rest| rest.split_once('\'').map(|(name, _)| name));
+    match field {
+        Some(name) if path == ROOT_PATH || path.is_empty() => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None => path.to_owned(),
     }
 }
 
@@ -442,7 +461,7 @@ mod tests {
         assert_eq!(format_of(Path::new("a.yaml")), Format::Yaml);
         assert_eq!(format_of(Path::new("a.YML")), Format::Yaml);
         assert_eq!(format_of(Path::new("a.json")), Format::Json);
-        assert_eq!(format_of(Path::new("envoy.conf")), Format::Json);
+        assert_eq!(format_of(Path::new("envoy.conf")), Format::OtherAsJson);
         assert_eq!(format_of(Path::new("a.pb")), Format::ProtoBinary);
         assert_eq!(format_of(Path::new("a.pb_text")), Format::ProtoText);
     }

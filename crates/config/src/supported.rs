@@ -493,7 +493,11 @@ fn struct_to_message(
         } else {
             path.field(&inner)
         };
-        ConfigError::invalid(at, format!("as {}: {e}", target.full_name()))
+        let message = format!("as {}: {e}", target.full_name());
+        ConfigError::invalid(
+            crate::parse::with_unknown_field(at.as_str(), &message),
+            message,
+        )
     })
 }
 

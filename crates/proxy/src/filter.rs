@@ -18,10 +18,10 @@ use crate::supported_commands;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterConfigError {
-    #[error("redis_proxy {stat_prefix}: unknown cluster '{cluster}'")]
-    UnknownCluster {
+    #[error("redis_proxy {stat_prefix}: {message}")]
+    Invalid {
         stat_prefix: String,
-        cluster: String,
+        message: String,
     },
 }
 
@@ -105,7 +105,8 @@ fn percent_of(f: &model::RuntimeFraction) -> u32 {
 pub struct FilterConfig {
     pub(crate) stat_prefix: String,
     pub(crate) router: Router,
-    pub(crate) pools: Vec<PoolSpec>,
+    /// Indexed by the routes' pool indices; `None` for a cluster the config does not define.
+    pub(crate) pools: Vec<Option<PoolSpec>>,
     pub(crate) settings: model::ConnPoolSettings,
     pub(crate) stats: ProxyStats,
     pub(crate) passwords: Vec<Bytes>,
@@ -121,48 +122,43 @@ impl FilterConfig {
         clusters: &ClusterManager,
         store: &Store,
     ) -> Result<Self, FilterConfigError> {
+        if config.stat_prefix.is_empty() {
+            return Err(FilterConfigError::Invalid {
+                stat_prefix: String::new(),
+                message: "stat_prefix must not be empty".into(),
+            });
+        }
         let mut names: Vec<String> = Vec::new();
-        let mut missing: Option<String> = None;
         let router = Router::new(&config.prefix_routes, |cluster| {
             if let Some(i) = names.iter().position(|n| n == cluster) {
                 return i;
             }
-            if clusters.get(cluster).is_none() && missing.is_none() {
-                missing = Some(cluster.to_owned());
-            }
             names.push(cluster.to_owned());
             names.len() - 1
         });
-        if let Some(cluster) = missing {
-            return Err(FilterConfigError::UnknownCluster {
-                stat_prefix: config.stat_prefix.clone(),
-                cluster,
-            });
-        }
         let settings = config.settings.clone();
-        let mut pools = Vec::with_capacity(names.len());
-        for name in &names {
-            let Some(cluster) = clusters.get(name) else {
-                return Err(FilterConfigError::UnknownCluster {
-                    stat_prefix: config.stat_prefix.clone(),
-                    cluster: name.clone(),
-                });
-            };
-            let (prelude, prelude_replies) = prelude(
-                cluster.config.redis_protocol_options.as_ref(),
-                settings.read_policy,
-            );
-            pools.push(PoolSpec {
-                cluster: Arc::clone(cluster),
-                connect_timeout: cluster.config.connect_timeout,
-                prelude,
-                prelude_replies,
-                upstream_rq_time: store.histogram(
-                    &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
-                    HistogramUnit::Microseconds,
-                ),
-            });
-        }
+        // Envoy accepts routes to clusters that do not exist; requests on them get
+        // `no upstream host`.
+        let pools = names
+            .iter()
+            .map(|name| {
+                let cluster = clusters.get(name)?;
+                let (prelude, prelude_replies) = prelude(
+                    cluster.config.redis_protocol_options.as_ref(),
+                    settings.read_policy,
+                );
+                Some(PoolSpec {
+                    cluster: Arc::clone(cluster),
+                    connect_timeout: cluster.config.connect_timeout,
+                    prelude,
+                    prelude_replies,
+                    upstream_rq_time: store.histogram(
+                        &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
+                        HistogramUnit::Microseconds,
+                    ),
+                })
+            })
+            .collect();
         let command_names = supported_commands::stat_command_names()
             .into_iter()
             .map(str::to_owned)

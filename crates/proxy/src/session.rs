@@ -312,7 +312,8 @@ impl Transaction {
 /// Per-worker view of one filter: the compiled config and this worker's pools.
 pub struct WorkerFilter {
     pub(crate) config: Arc<FilterConfig>,
-    pub(crate) pools: Vec<ClusterPool>,
+    /// Aligned with `FilterConfig::pools`.
+    pub(crate) pools: Vec<Option<ClusterPool>>,
 }
 
 struct Session {
@@ -338,9 +339,13 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
         tx: Transaction::default(),
         stop_reading: false,
     };
-    if let Err(e) = session.serve(stream).await {
+    let mut input = BytesMut::with_capacity(READ_BUFFER);
+    if let Err(e) = session.serve(stream, &mut input).await {
         debug!(error = %e, "downstream connection ended");
     }
+    stats
+        .downstream_cx_rx_bytes_buffered
+        .sub(input.len() as u64);
     session.shared.closed.set(true);
     let abandoned = session.shared.queue.borrow().slots.len() as u64;
     stats.downstream_rq_active.sub(abandoned);
@@ -349,18 +354,19 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
 }
 
 impl Session {
-    async fn serve(&mut self, mut stream: TcpStream) -> std::io::Result<()> {
+    async fn serve(&mut self, mut stream: TcpStream, input: &mut BytesMut) -> std::io::Result<()> {
         let (mut rd, mut wr) = stream.split();
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
-        let mut input = BytesMut::with_capacity(READ_BUFFER);
         let mut output = BytesMut::new();
         let mut close_after_flush = false;
+        let mut close_when_answered = false;
         loop {
             // Dispatch what is already buffered, up to the in-flight bound.
+            let buffered_before = input.len();
             while !self.stop_reading
                 && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
             {
-                match decoder.decode(&mut input) {
+                match decoder.decode(input) {
                     Ok(Some(frame)) => self.on_request(frame),
                     Ok(None) => break,
                     Err(e) => {
@@ -369,16 +375,26 @@ impl Session {
                     }
                 }
             }
+            let filter = Rc::clone(&self.filter);
+            let stats = &filter.config.stats;
+            stats
+                .downstream_cx_rx_bytes_buffered
+                .sub((buffered_before - input.len()) as u64);
             let wake_at = self.drain(&mut output, &mut close_after_flush);
             if !output.is_empty() {
                 let n = output.len() as u64;
-                wr.write_all(&output).await?;
-                self.filter.config.stats.downstream_cx_tx_bytes_total.add(n);
+                stats.downstream_cx_tx_bytes_buffered.add(n);
+                let written = wr.write_all(&output).await;
+                stats.downstream_cx_tx_bytes_buffered.sub(n);
+                written?;
+                stats.downstream_cx_tx_bytes_total.add(n);
                 output.clear();
                 // More replies may have become ready while writing.
                 continue;
             }
-            if close_after_flush {
+            if close_after_flush
+                || (close_when_answered && self.shared.queue.borrow().slots.is_empty())
+            {
                 wr.shutdown().await?;
                 return Ok(());
             }
@@ -388,12 +404,20 @@ impl Session {
                 input.reserve(READ_BUFFER);
             }
             tokio::select! {
-                res = rd.read_buf(&mut input), if can_read => {
+                res = rd.read_buf(input), if can_read => {
                     let n = res?;
                     if n == 0 {
-                        return Ok(());
+                        // The client half-closed: answer what it already sent, then close.
+                        self.stop_reading = true;
+                        if self.shared.queue.borrow().slots.is_empty() {
+                            return Ok(());
+                        }
+                        close_when_answered = true;
+                        continue;
                     }
-                    self.filter.config.stats.downstream_cx_rx_bytes_total.add(n as u64);
+                    let stats = &self.filter.config.stats;
+                    stats.downstream_cx_rx_bytes_total.add(n as u64);
+                    stats.downstream_cx_rx_bytes_buffered.add(n as u64);
                 }
                 _ = self.shared.notify.notified() => {}
                 _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
@@ -712,7 +736,7 @@ impl Session {
     }
 
     fn pool(&self, index: usize) -> Option<&ClusterPool> {
-        self.filter.pools.get(index)
+        self.filter.pools.get(index)?.as_ref()
     }
 
     /// Single-server commands: routed on `args[key_index]`, reply passed through.

@@ -75,6 +75,7 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
         .pools
         .iter()
         .map(|spec| {
+            let spec = spec.as_ref()?;
             let client_config = Rc::new(ClientConfig {
                 connect_timeout: spec.connect_timeout,
                 op_timeout: settings.op_timeout,
@@ -85,11 +86,11 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                 cluster_stats: spec.cluster.stats.clone(),
                 upstream_rq_time: spec.upstream_rq_time.clone(),
             });
-            ClusterPool::new(
+            Some(ClusterPool::new(
                 Arc::clone(&spec.cluster),
                 client_config,
                 settings.enable_hashtagging,
-            )
+            ))
         })
         .collect();
     WorkerFilter { config, pools }

@@ -20,6 +20,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Bound on a `--mode validate` run or on an exit after `/quitquitquit`.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Start attempts when a chosen port turns out to be taken.
+const START_ATTEMPTS: u32 = 3;
+/// The OS error text both Envoy and redvoy log when a bind fails on a taken port.
+const ADDR_IN_USE: &str = "Address already in use";
 /// Lines of the proxy log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 /// Environment variable listing the targets to run (`envoy`, `redvoy`, comma-separated).
@@ -193,7 +197,23 @@ impl Proxy {
     }
 
     pub fn start_with(target: Target, bootstrap: &str, options: &ProxyOptions) -> Proxy {
-        Self::try_start(target, bootstrap, options).unwrap_or_else(|e| panic!("{e}"))
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(target, bootstrap, options) {
+                Ok(proxy) => return proxy,
+                // A port picked free was taken by someone else before the proxy bound it:
+                // try again with fresh ports.
+                Err(e)
+                    if attempt < START_ATTEMPTS
+                        && e.status.is_some()
+                        && e.log.contains(ADDR_IN_USE) =>
+                {
+                    eprintln!("{target}: a port was taken, retrying with fresh ports");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     pub fn try_start(

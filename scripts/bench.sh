@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# make bench: redis-benchmark (SET, GET, MSET of 10 keys; -c 50; -P 1 and -P 16) against direct
+# Redis, twemproxy (nutcracker), Envoy 1.40 and redvoy, one worker each, interleaved: every cell
+# runs for all targets in rotation, repeated BENCH_REPEAT times; medians and ratios are printed.
+# Then the RSS per idle client connection (1,000 clients). A benchmark, not a test: it asserts
+# nothing.
+#
+# Every proxy fronts the same single redis-server (the "direct" target), so each column pays
+# for exactly one proxy hop to one upstream.
+#
+# Knobs (environment):
+#   BENCH_TARGETS     targets, default "direct twemproxy envoy redvoy"
+#   BENCH_SKIP_REDVOY 1 = drop redvoy (e.g. before the binary exists)
+#   BENCH_REPEAT      repetitions per cell (default 3)
+#   BENCH_N_P1        requests per SET/GET run at -P 1 (default 100000)
+#   BENCH_N_P16       requests per SET/GET run at -P 16 (default 500000)
+#                     (MSET runs use a quarter: each request carries 10 keys)
+#   BENCH_IDLE_CONNS  idle connections for the RSS measurement (default 1000)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+install_cleanup_trap
+
+TARGETS="${BENCH_TARGETS:-direct twemproxy envoy redvoy}"
+if [ "${BENCH_SKIP_REDVOY:-0}" = "1" ]; then TARGETS="$(echo "$TARGETS" | sed 's/\bredvoy\b//g')"; fi
+REPEAT="${BENCH_REPEAT:-3}"
+N_P1="${BENCH_N_P1:-100000}"
+N_P16="${BENCH_N_P16:-500000}"
+IDLE_CONNS="${BENCH_IDLE_CONNS:-1000}"
+CLIENTS=50
+KEYSPACE=100000
+TESTS="set get mset"
+PIPELINES="1 16"
+
+ensure_redis
+ensure_curl
+ensure_python
+case " $TARGETS " in *" twemproxy "*) ensure_nutcracker ;; esac
+case " $TARGETS " in *" envoy "*) ensure_envoy ;; esac
+case " $TARGETS " in
+  *" redvoy "*)
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (or set BENCH_SKIP_REDVOY=1)"
+    log "building redvoy (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin redvoy)
+    ;;
+esac
+
+# 1,000 idle clients need file descriptors on both sides.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+WORK="$ROOT/bench/.run"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+RESULTS="$WORK/results.csv"
+: > "$RESULTS"
+
+REDIS_PORT="$(free_port)"
+log "redis-server on :$REDIS_PORT"
+start_redis "$WORK/redis" "$REDIS_PORT"
+REDIS_PID="$LAST_PID"
+
+declare -A PORT PID
+
+# A bootstrap (shared by Envoy and redvoy) with one cluster of one host.
+bootstrap() {
+  local listener="$1" admin="$2"
+  cat <<YAML
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
+static_resources:
+  listeners:
+  - name: redis
+    address: {socket_address: {address: 127.0.0.1, port_value: $listener}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: bench
+          settings: {op_timeout: 5s}
+          prefix_routes:
+            catch_all_route: {cluster: redis}
+  clusters:
+  - name: redis
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: MAGLEV
+    load_assignment:
+      cluster_name: redis
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $REDIS_PORT}}}
+YAML
+}
+
+start_target() {
+  local target="$1" port admin
+  case "$target" in
+    direct)
+      PORT[direct]="$REDIS_PORT"
+      PID[direct]="$REDIS_PID"
+      ;;
+    twemproxy)
+      port="$(free_port)"; admin="$(free_port)"
+      cat > "$WORK/nutcracker.yml" <<YAML
+bench:
+  listen: 127.0.0.1:$port
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  preconnect: true
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+   - 127.0.0.1:$REDIS_PORT:1
+YAML
+      nutcracker -c "$WORK/nutcracker.yml" -s "$admin" -a 127.0.0.1 -o "$WORK/nutcracker.log" &
+      PID[twemproxy]=$!; track_pid "${PID[twemproxy]}"
+      wait_tcp "$port" twemproxy
+      PORT[twemproxy]="$port"
+      ;;
+    envoy|redvoy)
+      port="$(free_port)"; admin="$(free_port)"
+      bootstrap "$port" "$admin" > "$WORK/$target.yaml"
+      local bin="${ENVOY_BIN:-}"
+      [ "$target" = redvoy ] && bin="$ROOT/target/release/redvoy"
+      "$bin" -c "$WORK/$target.yaml" --concurrency 1 -l error --disable-hot-restart \
+        > "$WORK/$target.log" 2>&1 &
+      PID[$target]=$!; track_pid "${PID[$target]}"
+      wait_ready "$admin" "$target" || { cat "$WORK/$target.log" >&2; exit 1; }
+      PORT[$target]="$port"
+      ;;
+    *) die "unknown target $target" ;;
+  esac
+  # Warm up: the first request opens the upstream connection.
+  redis-cli -p "${PORT[$target]}" SET warmup 1 >/dev/null
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# idle_rss TARGET — RSS growth per idle client: open N connections, PING each once, hold.
+idle_rss() {
+  local target="$1" pid="${PID[$1]:-}"
+  [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "n/a"; return; }
+  python3 - "${PORT[$target]}" "$IDLE_CONNS" "$pid" <<'PY'
+import socket, sys, time
+port, count, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+def rss_kib():
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+time.sleep(0.5)
+before = rss_kib()
+conns = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+    conns.append(s)
+for s in conns:
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            break
+        buf += chunk
+time.sleep(1.0)
+after = rss_kib()
+print(f"{(after - before) * 1024 / count:.0f}")
+for s in conns:
+    s.close()
+PY
+}
+
+log "targets: $TARGETS"
+for target in $TARGETS; do start_target "$target"; done
+
+log "RSS per idle client connection ($IDLE_CONNS clients, PING once, then idle)"
+declare -A RSS
+for target in $TARGETS; do
+  RSS[$target]="$(idle_rss "$target")"
+  printf '  %-10s %s bytes\n' "$target" "${RSS[$target]}"
+done
+
+# One run: prints requests per second.
+run_cell() {
+  local target="$1" test="$2" pipeline="$3" n
+  if [ "$pipeline" = 1 ]; then n="$N_P1"; else n="$N_P16"; fi
+  [ "$test" = mset ] && n=$((n / 4))
+  redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" -c "$CLIENTS" -n "$n" -P "$pipeline" \
+    -r "$KEYSPACE" -t "$test" --csv 2>/dev/null \
+    | awk -F'","' 'NR > 1 { gsub(/"/, "", $2); print $2; exit }'
+}
+
+read -r -a TARGET_LIST <<< "$TARGETS"
+log "benchmark: $REPEAT rounds x {$TESTS} x -P {$PIPELINES} x {${TARGET_LIST[*]}}, interleaved"
+for round in $(seq 1 "$REPEAT"); do
+  for pipeline in $PIPELINES; do
+    for test in $TESTS; do
+      # Rotate the starting target each round so no target always runs first.
+      count="${#TARGET_LIST[@]}"
+      for i in $(seq 0 $((count - 1))); do
+        target="${TARGET_LIST[$(( (i + round) % count ))]}"
+        rps="$(run_cell "$target" "$test" "$pipeline")"
+        [ -n "$rps" ] || rps="nan"
+        echo "$round,$target,$test,$pipeline,$rps" >> "$RESULTS"
+        printf '  round %s  %-6s -P %-2s %-10s %12s rps\n' "$round" "$test" "$pipeline" "$target" "$rps"
+      done
+    done
+  done
+done
+
+log "medians (requests/s; MSET = MSET commands of 10 keys)"
+RSS_LINE=""
+for target in $TARGETS; do RSS_LINE="$RSS_LINE $target=${RSS[$target]}"; done
+python3 - "$RESULTS" "$TARGETS" "$RSS_LINE" <<'PY' | tee "$WORK/table.txt"
+import csv, statistics, sys
+path, targets, rss = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+runs = {}
+for rnd, target, test, pipeline, rps in csv.reader(open(path)):
+    try:
+        runs.setdefault((test, int(pipeline), target), []).append(float(rps))
+    except ValueError:
+        pass
+def med(test, p, t):
+    v = runs.get((test, p, t))
+    return statistics.median(v) if v else None
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "-"
+cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy"] if t in targets]
+head = f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols)
+extra = []
+if "redvoy" in cols:
+    extra = [("redvoy/envoy", "redvoy", "envoy"), ("redvoy/twemproxy", "redvoy", "twemproxy"), ("redvoy/direct", "redvoy", "direct")]
+extra += [(f"{t}/direct", t, "direct") for t in ("envoy", "twemproxy") if t in cols and "direct" in cols]
+extra = [e for e in extra if e[1] in cols and e[2] in cols]
+head += "".join(f" | {name:>16}" for name, _, _ in extra) + " |"
+print(head)
+print("|" + "-" * (len(head) - 2) + "|")
+for p in (1, 16):
+    for test in ("set", "get", "mset"):
+        vals = {t: med(test, p, t) for t in cols}
+        line = f"| {test.upper() + ' -P ' + str(p):<12} | " + " | ".join(
+            f"{vals[t]:>10.0f}" if vals[t] else f"{'-':>10}" for t in cols)
+        line += "".join(f" | {ratio(vals[a], vals[b]):>16}" for _, a, b in extra) + " |"
+        print(line)
+print()
+print("RSS per idle client connection (bytes): " + ", ".join(rss))
+PY
+log "raw results: $RESULTS"
