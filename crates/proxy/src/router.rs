@@ -96,7 +96,7 @@ impl Router {
             }
         };
         let mut routes: Vec<Route> = config.routes.iter().map(&mut compile).collect();
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let catch_all = config.catch_all_route.as_ref().map(compile);
         Router {
             routes,

@@ -5,7 +5,6 @@
 //! replies are written only from the front of that queue, so the order of upstream completions
 //! never changes the order the client sees.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -811,7 +810,7 @@ impl Session {
     }
 
     fn mset(&self, r: &Request<'_>) {
-        if (r.args.len() - 1) % 2 != 0 {
+        if !(r.args.len() - 1).is_multiple_of(2) {
             return self.wrong_arity(r);
         }
         self.fan_out(r, Merge::Mset { errors: 0 }, b"set", 2);
@@ -1244,8 +1243,10 @@ fn whole_request(r: &Request<'_>) -> Bytes {
 }
 
 /// The request with `args[key_index]` replaced by the routed key (prefix removed, formatted).
-fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &Cow<'_, [u8]>) -> Bytes {
-    let unchanged = matches!(routed_key, Cow::Borrowed(k) if k.len() == r.args[key_index].len());
+fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &[u8]) -> Bytes {
+    let original = &r.args[key_index];
+    // The router hands back a sub-slice of the original key when it did not rewrite it.
+    let unchanged = routed_key.as_ptr() == original.as_ptr() && routed_key.len() == original.len();
     if unchanged {
         return whole_request(r);
     }
@@ -1254,13 +1255,7 @@ fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &Cow<'_, [u8]>) 
         .args
         .iter()
         .enumerate()
-        .map(|(i, a)| {
-            if i == key_index {
-                &routed_key[..]
-            } else {
-                &a[..]
-            }
-        })
+        .map(|(i, a)| if i == key_index { routed_key } else { &a[..] })
         .collect();
     encode::command(&mut out, &parts);
     out.freeze()

@@ -1,9 +1,13 @@
 //! Running one scenario through several targets and requiring identical observations.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::proxy::Target;
 
 /// Set to print every row each target observed (to record expectations from Envoy).
 pub const OBSERVE_ENV: &str = "REDVOY_OBSERVE";
+/// Differing rows printed when targets disagree (the rest are counted).
+const MAX_DIFF_ROWS_SHOWN: usize = 40;
 
 /// A scenario's observations: `(label, rendered value)` rows, compared row by row.
 pub type Rows = Vec<(String, String)>;
@@ -27,37 +31,101 @@ pub fn same_on_all_targets(targets: &[Target], mut scenario: impl FnMut(Target) 
     };
     for (target, rows) in &results[1..] {
         let diff = diff_rows(&first, rows);
-        if !diff.is_empty() {
-            panic!(
-                "{target} differs from {first_target} in {} row(s):\n{}",
-                diff.len(),
-                diff.iter()
-                    .map(|(label, a, b)| format!(
-                        "  {label}\n    {first_target}: {a}\n    {target}: {b}"
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+        if diff.is_empty() {
+            continue;
         }
+        let shown: Vec<String> = diff
+            .iter()
+            .take(MAX_DIFF_ROWS_SHOWN)
+            .map(|(label, a, b)| format!("  {label}\n    {first_target}: {a}\n    {target}: {b}"))
+            .collect();
+        let more = diff.len().saturating_sub(MAX_DIFF_ROWS_SHOWN);
+        let more = if more > 0 {
+            format!("\n  ... and {more} more")
+        } else {
+            String::new()
+        };
+        panic!(
+            "{target} differs from {first_target} in {} row(s):\n{}{more}",
+            diff.len(),
+            shown.join("\n")
+        );
     }
     first
 }
 
-/// `(label, left, right)` for every row that differs (missing rows show as `<absent>`).
+/// `(label, left, right)` for every row that differs, missing rows showing as `<absent>`.
+/// Rows are matched by label when labels are unique on both sides (so one missing stat does
+/// not shift every later row), by position otherwise (a scenario may repeat a command).
 pub fn diff_rows(left: &Rows, right: &Rows) -> Vec<(String, String, String)> {
     let absent = || "<absent>".to_string();
+    let unique =
+        |rows: &Rows| rows.iter().map(|(k, _)| k).collect::<BTreeSet<_>>().len() == rows.len();
     let mut out = Vec::new();
+    if unique(left) && unique(right) {
+        let l: BTreeMap<&String, &String> = left.iter().map(|(k, v)| (k, v)).collect();
+        let r: BTreeMap<&String, &String> = right.iter().map(|(k, v)| (k, v)).collect();
+        // Left's order first, then the labels only the right has.
+        let labels = left
+            .iter()
+            .map(|(k, _)| k)
+            .chain(right.iter().map(|(k, _)| k).filter(|k| !l.contains_key(k)));
+        for label in labels {
+            let (a, b) = (l.get(label), r.get(label));
+            if a != b {
+                out.push((
+                    label.clone(),
+                    a.map(|v| v.to_string()).unwrap_or_else(absent),
+                    b.map(|v| v.to_string()).unwrap_or_else(absent),
+                ));
+            }
+        }
+        return out;
+    }
     for i in 0..left.len().max(right.len()) {
-        let l = left.get(i);
-        let r = right.get(i);
+        let (l, r) = (left.get(i), right.get(i));
         if l != r {
-            let label = l.or(r).map(|(k, _)| k.clone()).unwrap_or_default();
             out.push((
-                label,
+                l.or(r).map(|(k, _)| k.clone()).unwrap_or_default(),
                 l.map(|(_, v)| v.clone()).unwrap_or_else(absent),
                 r.map(|(_, v)| v.clone()).unwrap_or_else(absent),
             ));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(items: &[(&str, &str)]) -> Rows {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_row_does_not_shift_the_others() {
+        let a = rows(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let b = rows(&[("a", "1"), ("c", "3"), ("d", "4")]);
+        assert_eq!(
+            diff_rows(&a, &b),
+            vec![
+                ("b".into(), "2".into(), "<absent>".into()),
+                ("d".into(), "<absent>".into(), "4".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_labels_compare_by_position() {
+        let a = rows(&[("GET k", "1"), ("GET k", "2")]);
+        let b = rows(&[("GET k", "1"), ("GET k", "3")]);
+        assert_eq!(
+            diff_rows(&a, &b),
+            vec![("GET k".into(), "2".into(), "3".into())]
+        );
+    }
 }

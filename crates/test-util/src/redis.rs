@@ -15,6 +15,8 @@ use crate::resp::Reply;
 const REDIS_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Start attempts: a port picked free may be taken by someone else before redis binds it.
 const REDIS_START_ATTEMPTS: usize = 3;
+/// Lines of a redis-server log printed when a test fails (its start-up banner is long).
+const REDIS_LOG_TAIL_LINES: usize = 5;
 /// Bound on one PING while probing start-up.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -220,7 +222,7 @@ impl Drop for RedisServer {
             eprintln!(
                 "--- redis-server 127.0.0.1:{} log tail ---\n{}",
                 self.port,
-                tail(&self.log(), 20)
+                tail(&self.log(), REDIS_LOG_TAIL_LINES)
             );
         }
         self.stop();
