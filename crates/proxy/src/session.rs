@@ -933,7 +933,8 @@ impl Session {
 
     // === transactions (Envoy 1.40 semantics, spec §4) ===
 
-    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction.
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction. Replies the proxy makes up
+    /// here count only in `command.<cmd>.total`, as in Envoy (neither success nor error).
     fn transaction(&mut self, r: &Request<'_>) {
         match r.cmd {
             "multi" => {
@@ -947,13 +948,13 @@ impl Session {
                     self.tx.active = true;
                     self.push_ready(
                         RespValue::Simple(Bytes::from_static(b"OK")),
-                        r.command,
+                        None,
                         false,
                     );
                 }
             }
-            "exec" => self.push_ready(error_value("EXEC without MULTI"), r.command, true),
-            "discard" => self.push_ready(error_value("DISCARD without MULTI"), r.command, true),
+            "exec" => self.push_ready(error_value("EXEC without MULTI"), None, true),
+            "discard" => self.push_ready(error_value("DISCARD without MULTI"), None, true),
             "watch" => match r.args.get(1) {
                 Some(key) => {
                     self.tx.key = Some(key.clone());
@@ -965,11 +966,11 @@ impl Session {
                 Some(key) => self.routed_by(r, &key),
                 None => self.push_ready(
                     RespValue::Simple(Bytes::from_static(b"OK")),
-                    r.command,
+                    None,
                     false,
                 ),
             },
-            _ => self.push_ready(error_value(INVALID_REQUEST), r.command, true),
+            _ => self.push_ready(error_value(INVALID_REQUEST), None, true),
         }
     }
 
@@ -1048,7 +1049,7 @@ impl Session {
             "multi" => {
                 return self.push_ready(
                     error_value("MULTI calls can not be nested"),
-                    r.command,
+                    None,
                     true,
                 )
             }
@@ -1060,7 +1061,7 @@ impl Session {
                         RespValue::Simple(Bytes::from_static(b"OK"))
                     };
                     self.tx.close();
-                    return self.push_ready(reply, r.command, false);
+                    return self.push_ready(reply, None, false);
                 }
                 self.send_in_transaction(r, true);
                 self.tx.close();
@@ -1069,7 +1070,7 @@ impl Session {
             "unwatch" if self.tx.clients.is_empty() => {
                 return self.push_ready(
                     RespValue::Simple(Bytes::from_static(b"QUEUED")),
-                    r.command,
+                    None,
                     false,
                 )
             }
@@ -1080,12 +1081,12 @@ impl Session {
                 "'{}' command is not supported within transaction",
                 String::from_utf8_lossy(&r.args[0])
             );
-            return self.push_ready(error_value(&text), r.command, true);
+            return self.push_ready(error_value(&text), None, true);
         }
         if self.tx.clients.is_empty() {
             let key = match r.args.get(1) {
                 Some(k) => k.clone(),
-                None => return self.push_ready(error_value(INVALID_REQUEST), r.command, true),
+                None => return self.push_ready(error_value(INVALID_REQUEST), None, true),
             };
             if !self.open_transaction(&key) {
                 return self.no_host(r);

@@ -44,6 +44,9 @@ pub struct ProxyStats {
     pub downstream_cx_tx_bytes_total: Counter,
     pub downstream_rq_active: Gauge,
     pub downstream_rq_total: Counter,
+    /// RESP3 listeners only (commands before HELLO 3); listed at zero as Envoy lists it.
+    #[allow(dead_code)]
+    pub downstream_rq_noproto: Counter,
     pub splitter_invalid_request: Counter,
     pub splitter_unsupported_command: Counter,
     /// Indexed through `command_index`: a request resolves its command's stats once and keeps
@@ -89,6 +92,7 @@ impl ProxyStats {
             downstream_cx_tx_bytes_total: c("downstream_cx_tx_bytes_total"),
             downstream_rq_active: g("downstream_rq_active"),
             downstream_rq_total: c("downstream_rq_total"),
+            downstream_rq_noproto: c("downstream_rq_noproto"),
             splitter_invalid_request: c("splitter.invalid_request"),
             splitter_unsupported_command: c("splitter.unsupported_command"),
             commands,
