@@ -122,7 +122,7 @@ YAML
       port="$(free_port)"; admin="$(free_port)"
       bootstrap "$port" "$admin" > "$WORK/$target.yaml"
       local bin="${ENVOY_BIN:-}"
-      [ "$target" = redvoy ] && bin="$ROOT/target/release/redvoy"
+      [ "$target" = redvoy ] && bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy"
       "$bin" -c "$WORK/$target.yaml" --concurrency 1 -l error --disable-hot-restart \
         > "$WORK/$target.log" 2>&1 &
       PID[$target]=$!; track_pid "${PID[$target]}"

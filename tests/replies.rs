@@ -240,10 +240,7 @@ fn inline_command_ended_by_bare_lf_is_answered() {
     let redis = RedisServer::start();
     for target in targets().into_iter().filter(|t| *t == Target::Redvoy) {
         let proxy = Proxy::start(target, &simple_bootstrap("MAGLEV", &[redis.port()]), &[]);
-        let got = observe(
-            proxy.port(),
-            &raw("inline bare LF", b"PING\n", true, None),
-        );
+        let got = observe(proxy.port(), &raw("inline bare LF", b"PING\n", true, None));
         assert_eq!(got, "+PONG\\r\\n | open", "{target}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::{encode, DecodeError, Decoder, DecoderMode, Frame, Limits, RespValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::sleep_until;
@@ -30,6 +30,8 @@ use crate::supported_commands::{self as commands, CommandClass};
 pub const MAX_PENDING_REQUESTS: usize = 1024;
 /// Initial read buffer of a session; grows with pipelined input.
 const READ_BUFFER: usize = 16 * 1024;
+/// Below this much free space the read buffer grows by `READ_BUFFER` before a read.
+const MIN_READ_SPACE: usize = 1024;
 /// Reply bytes accumulated before they are written even if more replies are ready.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
@@ -338,7 +340,7 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
         tx: Transaction::default(),
         stop_reading: false,
     };
-    let mut input = BytesMut::with_capacity(READ_BUFFER);
+    let mut input = BytesMut::new();
     if let Err(e) = session.serve(stream, &mut input).await {
         debug!(error = %e, "downstream connection ended");
     }
@@ -354,7 +356,7 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
 
 impl Session {
     async fn serve(&mut self, mut stream: TcpStream, input: &mut BytesMut) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.split();
+        let (rd, mut wr) = stream.split();
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
         let mut output = BytesMut::new();
         let mut close_after_flush = false;
@@ -397,14 +399,27 @@ impl Session {
                 wr.shutdown().await?;
                 return Ok(());
             }
-            let can_read =
-                !self.stop_reading && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS;
-            if input.capacity() - input.len() < 1024 {
-                input.reserve(READ_BUFFER);
+            let pending = self.shared.queue.borrow().slots.len();
+            let can_read = !self.stop_reading && pending < MAX_PENDING_REQUESTS;
+            // An idle client holds no buffers: buffers are taken when bytes arrive, so a
+            // thousand idle connections cost a few hundred bytes each, not 16 KiB.
+            if pending == 0 && input.is_empty() && input.capacity() > 0 {
+                *input = BytesMut::new();
+            }
+            if output.capacity() > WRITE_HIGH_WATER {
+                output = BytesMut::new();
             }
             tokio::select! {
-                res = rd.read_buf(input), if can_read => {
-                    let n = res?;
+                res = rd.readable(), if can_read => {
+                    res?;
+                    if input.capacity() - input.len() < MIN_READ_SPACE {
+                        input.reserve(READ_BUFFER);
+                    }
+                    let n = match rd.try_read_buf(input) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    };
                     if n == 0 {
                         // The client half-closed: answer what it already sent, then close.
                         self.stop_reading = true;
@@ -946,11 +961,7 @@ impl Session {
                     self.send_in_transaction(r, true);
                 } else {
                     self.tx.active = true;
-                    self.push_ready(
-                        RespValue::Simple(Bytes::from_static(b"OK")),
-                        None,
-                        false,
-                    );
+                    self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
                 }
             }
             "exec" => self.push_ready(error_value("EXEC without MULTI"), None, true),
@@ -964,11 +975,7 @@ impl Session {
             },
             "unwatch" => match self.tx.key.take() {
                 Some(key) => self.routed_by(r, &key),
-                None => self.push_ready(
-                    RespValue::Simple(Bytes::from_static(b"OK")),
-                    None,
-                    false,
-                ),
+                None => self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false),
             },
             _ => self.push_ready(error_value(INVALID_REQUEST), None, true),
         }
@@ -1047,11 +1054,7 @@ impl Session {
         let custom = self.filter.config.custom_commands.contains(r.cmd);
         match r.cmd {
             "multi" => {
-                return self.push_ready(
-                    error_value("MULTI calls can not be nested"),
-                    None,
-                    true,
-                )
+                return self.push_ready(error_value("MULTI calls can not be nested"), None, true)
             }
             "exec" | "discard" => {
                 if self.tx.clients.is_empty() {
