@@ -15,7 +15,7 @@ else
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
   log "building redvoy (release)"
   (cd "$ROOT" && cargo build --release --quiet --bin redvoy)
-  REDVOY="$ROOT/target/release/redvoy"
+  REDVOY="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy"
 fi
 
 WORK="$ROOT/.demo"
