@@ -12,11 +12,21 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use redvoy_config::{model, LoadOptions};
-use redvoy_proxy::{bind_listener, run_worker, FilterConfig, WorkerListener};
+use redvoy_proxy::{bind_listener, run_worker, FilterConfig, ListenerStats, WorkerListener};
+use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use tokio::sync::watch;
 use tracing::{error, info};
+
+mod server;
+
+use server::{ListenerManagerStats, ServerState, ServerStats, SERVER_STATS_REFRESH};
+
+// jemalloc: fast under many small per-request allocations, and it reports the allocated and
+// resident sizes behind `server.memory_*`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Envoy's stats flush interval default: histogram interval quantiles cover this long.
 const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -146,7 +156,12 @@ fn run(flags: Flags) -> Result<()> {
     if flags.mode == Mode::Validate {
         // Envoy's validate mode builds the config without opening sockets.
         let store = Store::new();
-        runtime.block_on(build_filters(&bootstrap, &store))?;
+        let layers = runtime_layers(&bootstrap);
+        runtime.block_on(build_filters(
+            &bootstrap,
+            &store,
+            &Runtime::new(layers, &store),
+        ))?;
         let shown = flags
             .config_path
             .as_deref()
@@ -167,17 +182,26 @@ struct Built {
     filters: Vec<(model::Listener, Arc<FilterConfig>)>,
 }
 
-async fn build_filters(bootstrap: &model::Bootstrap, store: &Store) -> Result<Built> {
+async fn build_filters(
+    bootstrap: &model::Bootstrap,
+    store: &Store,
+    runtime: &Runtime,
+) -> Result<Built> {
     let clusters = ClusterManager::new(&bootstrap.clusters, store)
         .await
         .context("building clusters")?;
     let mut filters = Vec::new();
     for listener in &bootstrap.listeners {
-        let filter = FilterConfig::new(&listener.redis_proxy, &clusters, store)
+        let filter = FilterConfig::new(&listener.redis_proxy, &clusters, store, runtime)
             .with_context(|| format!("listener '{}'", listener.name))?;
         filters.push((listener.clone(), Arc::new(filter)));
     }
     Ok(Built { clusters, filters })
+}
+
+/// The bootstrap's `layered_runtime` as the runtime's layers.
+fn runtime_layers(_bootstrap: &model::Bootstrap) -> Vec<redvoy_runtime::Layer> {
+    Vec::new()
 }
 
 fn listener_address(listener: &model::Listener) -> Result<SocketAddr> {
@@ -192,15 +216,21 @@ fn listener_address(listener: &model::Listener) -> Result<SocketAddr> {
 
 async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> Result<()> {
     let store = Store::new();
-    let built = build_filters(&bootstrap, &store).await?;
+    let server_stats = ServerStats::new(&store, concurrency);
+    let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
+    let built = build_filters(&bootstrap, &store, &runtime).await?;
+    ListenerManagerStats::register(&store, built.filters.len(), concurrency);
     built.clusters.spawn_dns_refresh();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // Every worker gets its own socket per listener; binding them all before starting any
     // worker reports an address in use before traffic flows.
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..concurrency).map(|_| Vec::new()).collect();
+    let mut listener_stats = Vec::new();
     for (listener, filter) in &built.filters {
         let addr = listener_address(listener)?;
+        let stats = Arc::new(ListenerStats::new(&store, &addr, concurrency));
+        listener_stats.push(Arc::clone(&stats));
         for worker in per_worker.iter_mut() {
             let socket = bind_listener(addr)
                 .with_context(|| format!("listener '{}': cannot bind {addr}", listener.name))?;
@@ -208,6 +238,7 @@ async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> R
                 name: listener.name.clone(),
                 socket,
                 filter: Arc::clone(filter),
+                stats: Arc::clone(&stats),
             });
         }
         info!(listener = %listener.name, %addr, "listener started");
@@ -245,6 +276,23 @@ async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> R
         });
     }
     redvoy_stats::spawn_flush(store.clone(), STATS_FLUSH_INTERVAL);
+    ListenerManagerStats::workers_started(&store);
+    server_stats.set_state(ServerState::Live);
+    {
+        let server_stats = Arc::clone(&server_stats);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SERVER_STATS_REFRESH);
+            loop {
+                ticks.tick().await;
+                server_stats.refresh();
+                let connections = listener_stats
+                    .iter()
+                    .map(|l| l.downstream_cx_active.value())
+                    .sum();
+                server_stats.total_connections.set(connections);
+            }
+        });
+    }
     ready.store(true, Ordering::Relaxed);
     info!(workers = concurrency, "redvoy ready");
 

@@ -6,7 +6,7 @@
 //! worker thread only (`Rc`, `RefCell`): no lock is ever taken.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
-use redvoy_stats::Histogram;
+use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{ClusterStats, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +24,7 @@ use tokio::time::{sleep_until, timeout};
 use tracing::debug;
 
 use crate::session::Completion;
+use crate::supported_commands;
 
 /// Read buffer growth step for upstream replies.
 const READ_CHUNK: usize = 64 * 1024;
@@ -41,6 +42,55 @@ pub(crate) struct ClientConfig {
     pub cluster_stats: ClusterStats,
     /// `cluster.<name>.redis_cluster.upstream_commands.upstream_rq_time` (µs).
     pub upstream_rq_time: Histogram,
+    /// Per-command upstream stats, with `enable_command_stats` only.
+    pub command_stats: Option<CommandStatsCache>,
+}
+
+/// `cluster.<name>.redis_cluster.upstream_commands.<cmd>.*`.
+pub(crate) struct UpstreamCommandStats {
+    total: Counter,
+    success: Counter,
+    failure: Counter,
+    latency: Histogram,
+}
+
+/// This worker's handles to the per-command upstream stats of one pool. Envoy creates them on
+/// first use, so the store is consulted once per command name per worker, then never again.
+pub(crate) struct CommandStatsCache {
+    store: Store,
+    /// `cluster.<name>.redis_cluster.upstream_commands.`
+    prefix: String,
+    by_name: RefCell<HashMap<&'static str, Rc<UpstreamCommandStats>>>,
+}
+
+impl CommandStatsCache {
+    pub(crate) fn new(store: Store, cluster: &str) -> Self {
+        Self {
+            store,
+            prefix: format!("cluster.{cluster}.redis_cluster.upstream_commands."),
+            by_name: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, cmd: &str) -> Rc<UpstreamCommandStats> {
+        // Envoy buckets every command outside the simple, eval, sum, mget and mset sets as
+        // `unknown` (custom commands, auth, multi, cluster-scope commands...).
+        let name = supported_commands::upstream_stat_name(cmd);
+        if let Some(stats) = self.by_name.borrow().get(name) {
+            return Rc::clone(stats);
+        }
+        let p = format!("{}{name}.", self.prefix);
+        let stats = Rc::new(UpstreamCommandStats {
+            total: self.store.counter(&format!("{p}total")),
+            success: self.store.counter(&format!("{p}success")),
+            failure: self.store.counter(&format!("{p}failure")),
+            latency: self
+                .store
+                .histogram(&format!("{p}latency"), HistogramUnit::Microseconds),
+        });
+        self.by_name.borrow_mut().insert(name, Rc::clone(&stats));
+        stats
+    }
 }
 
 /// Why an upstream request got no reply.
@@ -57,6 +107,7 @@ struct PendingRequest {
     completion: Option<Completion>,
     sent_at: Instant,
     counted: bool,
+    command_stats: Option<Rc<UpstreamCommandStats>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,9 +161,14 @@ impl UpstreamClient {
         &self.host
     }
 
-    /// Queues an encoded request. The reply (or failure) goes to `completion`.
-    pub(crate) fn send(self: &Rc<Self>, request: &[u8], completion: Option<Completion>) {
+    /// Queues an encoded request whose (lowercase) command is `cmd`. The reply (or failure)
+    /// goes to `completion`.
+    pub(crate) fn send(self: &Rc<Self>, request: &[u8], completion: Option<Completion>, cmd: &str) {
         let now = Instant::now();
+        let command_stats = self.config.command_stats.as_ref().map(|c| c.get(cmd));
+        if let Some(cs) = &command_stats {
+            cs.total.inc();
+        }
         let spawn = {
             let mut inner = self.inner.borrow_mut();
             if inner.pending.is_empty() {
@@ -126,6 +182,7 @@ impl UpstreamClient {
                 completion,
                 sent_at: now,
                 counted: true,
+                command_stats,
             });
             let spawn = inner.state == ConnState::Idle;
             if spawn {
@@ -197,6 +254,7 @@ impl UpstreamClient {
                         completion: None,
                         sent_at: Instant::now(),
                         counted: false,
+                        command_stats: None,
                     });
                 }
             }
@@ -327,9 +385,16 @@ impl UpstreamClient {
             } else {
                 self.host.stats.rq_success.fetch_add(1, Ordering::Relaxed);
             }
-            self.config
-                .upstream_rq_time
-                .record(request.sent_at.elapsed().as_micros() as u64);
+            let micros = request.sent_at.elapsed().as_micros() as u64;
+            self.config.upstream_rq_time.record(micros);
+            if let Some(cs) = &request.command_stats {
+                if is_error {
+                    cs.failure.inc();
+                } else {
+                    cs.success.inc();
+                }
+                cs.latency.record(micros);
+            }
         }
         if let Some(c) = request.completion {
             c.complete(Ok(frame));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use redvoy_config::model::{self, FaultType, ReadPolicy};
 use redvoy_resp::encode;
+use redvoy_runtime::Runtime;
 use redvoy_stats::{Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterManager};
 
@@ -32,13 +33,17 @@ pub(crate) struct PoolSpec {
     pub prelude: Bytes,
     pub prelude_replies: usize,
     pub upstream_rq_time: Histogram,
+    /// The store and cluster name, when `enable_command_stats` asks for per-command stats.
+    pub command_stats: Option<(Store, String)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FaultEntry {
     pub error: bool,
     /// Integer percent, as Envoy converts the fractional percent.
     pub percent: u32,
+    /// Runtime key overriding `percent` (empty: none).
+    pub runtime_key: String,
     pub delay: Duration,
 }
 
@@ -53,6 +58,7 @@ impl Faults {
         let entry = |f: &model::Fault| FaultEntry {
             error: f.fault_type == FaultType::Error,
             percent: percent_of(&f.fault_enabled),
+            runtime_key: f.fault_enabled.runtime_key.clone(),
             delay: f.delay,
         };
         let mut by_command: HashMap<String, Vec<FaultEntry>> = HashMap::new();
@@ -68,23 +74,29 @@ impl Faults {
             .collect();
         // Faults without a command list apply to every command, after the specific ones.
         for list in by_command.values_mut() {
-            list.extend(all.iter().copied());
+            list.extend(all.iter().cloned());
         }
         Self { by_command, all }
     }
 
-    /// Envoy's selection: one draw in [0, 100) against cumulative percentages.
-    pub(crate) fn pick(&self, cmd: &str) -> Option<FaultEntry> {
+    /// Envoy's selection: one draw in [0, 100) against cumulative percentages, each taken
+    /// from the runtime when the fault names a runtime key.
+    pub(crate) fn pick(&self, cmd: &str, runtime: &Runtime) -> Option<&FaultEntry> {
         let list = self.by_command.get(cmd).unwrap_or(&self.all);
         if list.is_empty() {
             return None;
         }
-        let draw = rand::random::<u32>() % 100;
-        let mut cumulative = 0;
+        let snapshot = runtime.snapshot();
+        let draw = rand::random::<u64>() % 100;
+        let mut cumulative = 0u64;
         for f in list {
-            cumulative += f.percent;
+            cumulative += if f.runtime_key.is_empty() {
+                u64::from(f.percent)
+            } else {
+                snapshot.get_integer(&f.runtime_key, u64::from(f.percent))
+            };
             if draw < cumulative {
-                return Some(*f);
+                return Some(f);
             }
         }
         None
@@ -112,6 +124,7 @@ pub struct FilterConfig {
     pub(crate) passwords: Vec<Bytes>,
     pub(crate) username: Option<Bytes>,
     pub(crate) faults: Faults,
+    pub(crate) runtime: Runtime,
     /// Matched against the lowercased command, so only lowercase entries ever match (Envoy).
     pub(crate) custom_commands: HashSet<String>,
 }
@@ -121,6 +134,7 @@ impl FilterConfig {
         config: &model::RedisProxy,
         clusters: &ClusterManager,
         store: &Store,
+        runtime: &Runtime,
     ) -> Result<Self, FilterConfigError> {
         if config.stat_prefix.is_empty() {
             return Err(FilterConfigError::Invalid {
@@ -152,6 +166,9 @@ impl FilterConfig {
                     connect_timeout: cluster.config.connect_timeout,
                     prelude,
                     prelude_replies,
+                    command_stats: settings
+                        .enable_command_stats
+                        .then(|| (store.clone(), name.clone())),
                     upstream_rq_time: store.histogram(
                         &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
                         HistogramUnit::Microseconds,
@@ -178,6 +195,7 @@ impl FilterConfig {
             passwords: config.downstream_auth_passwords.clone(),
             username: config.downstream_auth_username.clone(),
             faults: Faults::new(&config.faults),
+            runtime: runtime.clone(),
             custom_commands: config.custom_commands.iter().cloned().collect(),
         })
     }
@@ -244,7 +262,8 @@ mod tests {
             delay: Duration::ZERO,
             commands: vec!["get".into()],
         }]);
-        assert!(faults.pick("get").is_some_and(|f| f.error));
-        assert!(faults.pick("set").is_none());
+        let runtime = Runtime::new(Vec::new(), &Store::new());
+        assert!(faults.pick("get", &runtime).is_some_and(|f| f.error));
+        assert!(faults.pick("set", &runtime).is_none());
     }
 }

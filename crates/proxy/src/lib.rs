@@ -11,6 +11,7 @@
 mod client;
 mod cluster_scope;
 mod filter;
+mod listener_stats;
 mod pool;
 mod router;
 mod session;
@@ -19,5 +20,6 @@ mod supported_commands;
 mod worker;
 
 pub use filter::{FilterConfig, FilterConfigError};
+pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
 pub use worker::{bind_listener, run_worker, WorkerListener};

@@ -5,27 +5,32 @@ use std::borrow::Cow;
 
 use rand::Rng;
 use redvoy_config::model;
+use redvoy_runtime::Runtime;
 
 /// A mirror policy with its cluster resolved to a pool index.
 #[derive(Debug, Clone)]
 pub(crate) struct MirrorPolicy {
     pub pool: usize,
     pub exclude_read_commands: bool,
-    /// (numerator, denominator) of the default runtime fraction; `None` = always.
-    pub fraction: Option<(u32, u32)>,
+    /// The runtime fraction: runtime key, default numerator and denominator; `None` = always.
+    pub fraction: Option<(String, u32, u32)>,
 }
 
 impl MirrorPolicy {
-    /// Envoy's `shouldMirror`: the read exclusion, then the runtime fraction.
-    pub(crate) fn should_mirror(&self, is_read: bool) -> bool {
+    /// Envoy's `shouldMirror`: the read exclusion, then the runtime fraction (the runtime key
+    /// overrides the default as in Envoy's `featureEnabled`).
+    pub(crate) fn should_mirror(&self, is_read: bool, runtime: &Runtime) -> bool {
         if self.exclude_read_commands && is_read {
             return false;
         }
-        match self.fraction {
+        match &self.fraction {
             None => true,
-            Some((numerator, denominator)) => {
-                denominator > 0 && rand::thread_rng().gen_range(0..denominator) < numerator
-            }
+            Some((key, numerator, denominator)) => runtime.snapshot().feature_enabled(
+                key,
+                *numerator,
+                *denominator,
+                rand::thread_rng().gen(),
+            ),
         }
     }
 }
@@ -85,7 +90,7 @@ impl Router {
                         fraction: m
                             .runtime_fraction
                             .as_ref()
-                            .map(|f| (f.numerator, f.denominator)),
+                            .map(|f| (f.runtime_key.clone(), f.numerator, f.denominator)),
                     })
                     .collect(),
                 key_format: r.key_formatter.as_ref().filter(|f| !f.is_empty()).map(|f| {

@@ -679,8 +679,8 @@ impl Session {
         if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
             cs.total.inc();
         }
-        let fault = config.faults.pick(cmd);
-        if let Some(f) = fault.filter(|f| f.error) {
+        let fault = config.faults.pick(cmd, &config.runtime).cloned();
+        if let Some(f) = fault.as_ref().filter(|f| f.error) {
             if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
                 cs.error_fault.inc();
             }
@@ -732,7 +732,7 @@ impl Session {
                 }
             }
         }
-        if let Some(f) = fault.filter(|f| !f.delay.is_zero()) {
+        if let Some(f) = fault.as_ref().filter(|f| !f.delay.is_zero()) {
             self.set_delay(seq, f.delay);
         }
     }
@@ -768,14 +768,14 @@ impl Session {
         };
         let request = request_bytes(r, key_index, &routed_key);
         let seq = self.push_waiting(Merge::Single, 1, r.command);
-        client.send(&request, Some(self.completion(seq, 0)));
+        client.send(&request, Some(self.completion(seq, 0)), r.cmd);
         for mirror in &route.mirrors {
-            if mirror.should_mirror(is_read) {
+            if mirror.should_mirror(is_read, &self.filter.config.runtime) {
                 if let Some(m) = self
                     .pool(mirror.pool)
                     .and_then(|p| p.client_for_key(&routed_key))
                 {
-                    m.send(&request, None);
+                    m.send(&request, None, r.cmd);
                 }
             }
         }
@@ -808,11 +808,11 @@ impl Session {
             parts.push(&key);
             parts.extend(chunk[1..].iter().map(|b| &b[..]));
             encode::command(&mut out, &parts);
-            client.send(&out, Some(self.completion(seq, i)));
+            client.send(&out, Some(self.completion(seq, i)), &sub);
             for mirror in &route.mirrors {
-                if mirror.should_mirror(sub_is_read) {
+                if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
                     if let Some(m) = self.pool(mirror.pool).and_then(|p| p.client_for_key(&key)) {
-                        m.send(&out, None);
+                        m.send(&out, None, &sub);
                     }
                 }
             }
@@ -848,7 +848,7 @@ impl Session {
         let request = whole_request(r);
         for shard in 0..shards {
             match pool.client_for_shard(shard) {
-                Some(c) => c.send(&request, Some(self.completion(seq, shard))),
+                Some(c) => c.send(&request, Some(self.completion(seq, shard)), r.cmd),
                 None => self.complete_now(seq, shard, Outcome::NoHost),
             }
         }
@@ -916,7 +916,7 @@ impl Session {
         parts.extend(r.args.get(2).map(|s| &s[..]));
         encode::command(&mut out, &parts);
         let seq = self.push_waiting(Merge::Single, 1, r.command);
-        client.send(&out, Some(self.completion(seq, 0)));
+        client.send(&out, Some(self.completion(seq, 0)), "info");
     }
 
     fn random_shard(&self, r: &Request<'_>) {
@@ -943,7 +943,7 @@ impl Session {
             return self.no_host(r);
         };
         let seq = self.push_waiting(Merge::Single, 1, r.command);
-        client.send(&whole_request(r), Some(self.completion(seq, 0)));
+        client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
     }
 
     // === transactions (Envoy 1.40 semantics, spec §4) ===
@@ -993,7 +993,7 @@ impl Session {
             return self.no_host(r);
         };
         let seq = self.push_waiting(Merge::Single, 1, r.command);
-        client.send(&whole_request(r), Some(self.completion(seq, 0)));
+        client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
     }
 
     /// Opens the dedicated connections of a transaction routed by `key`: the route's primary
@@ -1012,7 +1012,7 @@ impl Session {
         let mut excludes = Vec::new();
         for mirror in &route.mirrors {
             // The runtime fraction is decided once per transaction.
-            if !mirror.should_mirror(false) {
+            if !mirror.should_mirror(false, &self.filter.config.runtime) {
                 continue;
             }
             if let Some(m) = self
@@ -1037,14 +1037,14 @@ impl Session {
         if let Some(primary) = clients.next() {
             if replied {
                 let seq = self.push_waiting(Merge::Single, 1, r.command);
-                primary.send(&request, Some(self.completion(seq, 0)));
+                primary.send(&request, Some(self.completion(seq, 0)), r.cmd);
             } else {
-                primary.send(&request, None);
+                primary.send(&request, None, r.cmd);
             }
         }
         for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
             if !(is_read && *excludes_reads) {
-                client.send(&request, None);
+                client.send(&request, None, r.cmd);
             }
         }
     }

@@ -394,6 +394,22 @@ pub fn stat_command_names() -> Vec<&'static str> {
     names
 }
 
+/// The name Envoy records upstream per-command stats under (`redis_command_stats.cc`): the
+/// command itself for simple, eval, sum, MGET and MSET commands, `unknown` for anything else.
+pub fn upstream_stat_name(cmd: &str) -> &'static str {
+    match tables().class.get_key_value(cmd) {
+        Some((
+            name,
+            CommandClass::Simple
+            | CommandClass::Eval
+            | CommandClass::SumResult
+            | CommandClass::Mget
+            | CommandClass::Mset,
+        )) => name,
+        _ => "unknown",
+    }
+}
+
 /// Lowercases an ASCII command name into `buf`, returning it as `&str` when it is short and
 /// valid UTF-8 (every supported name is ASCII and shorter than the buffer).
 pub fn lowercase_into<'a>(name: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a str> {

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use tracing::{debug, warn};
 
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, CommandStatsCache};
 use crate::filter::FilterConfig;
+use crate::listener_stats::ListenerStats;
 use crate::pool::ClusterPool;
 use crate::session::{self, WorkerFilter};
 
@@ -41,6 +42,7 @@ pub struct WorkerListener {
     pub name: String,
     pub socket: std::net::TcpListener,
     pub filter: Arc<FilterConfig>,
+    pub stats: Arc<ListenerStats>,
 }
 
 /// Runs one worker until `shutdown` becomes true. Blocks the calling thread.
@@ -58,7 +60,7 @@ pub fn run_worker(
             let socket = TcpListener::from_std(listener.socket)?;
             let filter = Rc::new(worker_filter(listener.filter));
             let name = listener.name;
-            tokio::task::spawn_local(accept_loop(id, name, socket, filter));
+            tokio::task::spawn_local(accept_loop(id, name, socket, filter, listener.stats));
         }
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -85,6 +87,10 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                 buffer_flush_timeout: settings.buffer_flush_timeout,
                 cluster_stats: spec.cluster.stats.clone(),
                 upstream_rq_time: spec.upstream_rq_time.clone(),
+                command_stats: spec
+                    .command_stats
+                    .as_ref()
+                    .map(|(store, cluster)| CommandStatsCache::new(store.clone(), cluster)),
             });
             Some(ClusterPool::new(
                 Arc::clone(&spec.cluster),
@@ -96,12 +102,39 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
     WorkerFilter { config, pools }
 }
 
-async fn accept_loop(worker: usize, name: String, socket: TcpListener, filter: Rc<WorkerFilter>) {
+async fn accept_loop(
+    worker: usize,
+    name: String,
+    socket: TcpListener,
+    filter: Rc<WorkerFilter>,
+    stats: Arc<ListenerStats>,
+) {
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
                 debug!(worker, listener = %name, %peer, "accepted");
-                tokio::task::spawn_local(session::run(stream, Rc::clone(&filter)));
+                let stats = Arc::clone(&stats);
+                let filter = Rc::clone(&filter);
+                tokio::task::spawn_local(async move {
+                    let opened = std::time::Instant::now();
+                    let per_worker = stats.workers.get(worker);
+                    stats.downstream_cx_total.inc();
+                    stats.downstream_cx_active.inc();
+                    stats.connections_accepted_per_socket_event.record(1);
+                    if let Some(w) = per_worker {
+                        w.downstream_cx_total.inc();
+                        w.downstream_cx_active.inc();
+                    }
+                    session::run(stream, filter).await;
+                    stats.downstream_cx_active.dec();
+                    stats.downstream_cx_destroy.inc();
+                    stats
+                        .downstream_cx_length_ms
+                        .record(opened.elapsed().as_millis() as u64);
+                    if let Some(w) = per_worker {
+                        w.downstream_cx_active.dec();
+                    }
+                });
             }
             Err(e) => {
                 warn!(worker, listener = %name, error = %e, "accept failed");
