@@ -309,8 +309,9 @@ impl UpstreamClient {
                             debug!(%addr, "upstream closed the connection");
                             return false;
                         }
-                        Ok(n) => {
-                            stats.upstream_cx_rx_bytes_total.add(n as u64);
+                        Ok(_) => {
+                            // Envoy 1.40's redis client attaches no byte counters to its
+                            // connections (upstream_cx_{rx,tx}_bytes_total stay 0): same here.
                             loop {
                                 match decoder.decode(&mut rbuf) {
                                     Ok(Some(frame)) => {
@@ -340,7 +341,6 @@ impl UpstreamClient {
                 res = wr.write(&wbuf), if !wbuf.is_empty() => {
                     match res {
                         Ok(n) => {
-                            stats.upstream_cx_tx_bytes_total.add(n as u64);
                             let _ = wbuf.split_to(n);
                         }
                         Err(e) => {

@@ -157,6 +157,15 @@ impl FilterConfig {
             .iter()
             .map(|name| {
                 let cluster = clusters.get(name)?;
+                // Envoy registers the pool's counters for every cluster the filter uses.
+                for stat in [
+                    "connection_rate_limited",
+                    "max_upstream_unknown_connections_reached",
+                    "upstream_cx_drained",
+                    "upstream_resp3_hello_failure",
+                ] {
+                    store.counter(&format!("cluster.{name}.redis_cluster.{stat}"));
+                }
                 let (prelude, prelude_replies) = prelude(
                     cluster.config.redis_protocol_options.as_ref(),
                     settings.read_policy,
