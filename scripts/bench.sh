@@ -9,7 +9,8 @@
 # for exactly one proxy hop to one upstream.
 #
 # Knobs (environment):
-#   BENCH_TARGETS     targets, default "direct twemproxy envoy redvoy"
+#   BENCH_TARGETS     targets, default "direct twemproxy envoy redvoy"; "redvoy-cmdstats" adds
+#                     redvoy with enable_command_stats (the cost of stats recording)
 #   BENCH_SKIP_REDVOY 1 = drop redvoy (e.g. before the binary exists)
 #   BENCH_REPEAT      repetitions per cell (default 3)
 #   BENCH_N_P1        requests per SET/GET run at -P 1 (default 100000)
@@ -37,7 +38,7 @@ ensure_python
 case " $TARGETS " in *" twemproxy "*) ensure_nutcracker ;; esac
 case " $TARGETS " in *" envoy "*) ensure_envoy ;; esac
 case " $TARGETS " in
-  *" redvoy "*)
+  *" redvoy"*)
     command -v cargo >/dev/null 2>&1 || die "cargo not found (or set BENCH_SKIP_REDVOY=1)"
     log "building redvoy (release)"
     (cd "$ROOT" && cargo build --release --quiet --bin redvoy)
@@ -62,7 +63,7 @@ declare -A PORT PID
 
 # A bootstrap (shared by Envoy and redvoy) with one cluster of one host.
 bootstrap() {
-  local listener="$1" admin="$2"
+  local listener="$1" admin="$2" settings_extra="${3:-}"
   cat <<YAML
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
@@ -76,7 +77,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
           stat_prefix: bench
-          settings: {op_timeout: 5s}
+          settings: {op_timeout: 5s$settings_extra}
           prefix_routes:
             catch_all_route: {cluster: redis}
   clusters:
@@ -118,11 +119,15 @@ YAML
       wait_tcp "$port" twemproxy
       PORT[twemproxy]="$port"
       ;;
-    envoy|redvoy)
+    envoy|redvoy|redvoy-cmdstats)
       port="$(free_port)"; admin="$(free_port)"
-      bootstrap "$port" "$admin" > "$WORK/$target.yaml"
+      # redvoy-cmdstats: the same proxy with per-command upstream stats on, to show what
+      # stats recording costs on the data path.
+      local extra=""
+      [ "$target" = redvoy-cmdstats ] && extra=", enable_command_stats: true"
+      bootstrap "$port" "$admin" "$extra" > "$WORK/$target.yaml"
       local bin="${ENVOY_BIN:-}"
-      [ "$target" = redvoy ] && bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy"
+      case "$target" in redvoy*) bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy" ;; esac
       "$bin" -c "$WORK/$target.yaml" --concurrency 1 -l error --disable-hot-restart \
         > "$WORK/$target.log" 2>&1 &
       PID[$target]=$!; track_pid "${PID[$target]}"
@@ -228,11 +233,13 @@ def med(test, p, t):
     return statistics.median(v) if v else None
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
-cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy"] if t in targets]
+cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy", "redvoy-cmdstats"] if t in targets]
 head = f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols)
 extra = []
 if "redvoy" in cols:
     extra = [("redvoy/envoy", "redvoy", "envoy"), ("redvoy/twemproxy", "redvoy", "twemproxy"), ("redvoy/direct", "redvoy", "direct")]
+if "redvoy-cmdstats" in cols:
+    extra.append(("cmdstats/redvoy", "redvoy-cmdstats", "redvoy"))
 extra += [(f"{t}/direct", t, "direct") for t in ("envoy", "twemproxy") if t in cols and "direct" in cols]
 extra = [e for e in extra if e[1] in cols and e[2] in cols]
 head += "".join(f" | {name:>16}" for name, _, _ in extra) + " |"
