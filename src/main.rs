@@ -2,34 +2,38 @@
 //! and redis_proxy listeners, starts the workers and the admin port, and shuts down on SIGTERM,
 //! SIGINT or `POST /quitquitquit`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use redvoy_config::{model, LoadOptions};
-use redvoy_proxy::{bind_listener, run_worker, FilterConfig, ListenerStats, WorkerListener};
+use redvoy_proxy::{
+    bind_listener, run_worker, FilterConfig, ListenerControl, ListenerStats, WorkerListener,
+};
 use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use tokio::sync::watch;
 use tracing::{error, info};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
+mod admin_backend;
 mod server;
 
-use server::{ListenerManagerStats, ServerState, ServerStats, SERVER_STATS_REFRESH};
+use admin_backend::{tracing_level, Backend, LogHandle};
+use redvoy_admin::LogLevel;
+use server::{ListenerManagerStats, ServerStats, SERVER_STATS_REFRESH};
 
 // jemalloc: fast under many small per-request allocations, and it reports the allocated and
 // resident sizes behind `server.memory_*`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Envoy's stats flush interval default: histogram interval quantiles cover this long.
-const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -111,8 +115,8 @@ struct Flags {
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    init_logging(&flags.log_level);
-    match run(flags) {
+    let log_handle = init_logging(log_level(&flags.log_level));
+    match run(flags, log_handle) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -122,25 +126,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// Maps Envoy's log levels onto tracing's.
-fn init_logging(level: &str) {
-    let filter = match level.to_ascii_lowercase().as_str() {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" => "info",
-        "warning" | "warn" => "warn",
-        "error" | "critical" => "error",
-        "off" => "off",
-        _ => "info",
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Envoy's `-l` level (Envoy also takes `warn`).
+fn log_level(level: &str) -> LogLevel {
+    match level.to_ascii_lowercase().as_str() {
+        "warn" => LogLevel::Warning,
+        other => LogLevel::parse(other).unwrap_or(LogLevel::Info),
+    }
 }
 
-fn run(flags: Flags) -> Result<()> {
+/// Logs to stderr through a filter `/logging` can change at run time.
+fn init_logging(level: LogLevel) -> Option<LogHandle> {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        tracing_subscriber::EnvFilter::new(tracing_level(level)),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()
+        .map(|()| handle)
+}
+
+fn run(flags: Flags, log_handle: Option<LogHandle>) -> Result<()> {
     let options = LoadOptions {
         config_path: flags.config_path.clone(),
         config_yaml: flags.config_yaml.clone(),
@@ -155,7 +165,8 @@ fn run(flags: Flags) -> Result<()> {
         .context("starting the main event loop")?;
     if flags.mode == Mode::Validate {
         // Envoy's validate mode builds the config without opening sockets.
-        let store = Store::new();
+        let store = Store::with_options(stats_options(&bootstrap.stats_config))
+            .context("invalid stats_config")?;
         let layers = runtime_layers(&bootstrap);
         runtime.block_on(build_filters(
             &bootstrap,
@@ -174,7 +185,80 @@ fn run(flags: Flags) -> Result<()> {
         .concurrency
         .filter(|c| *c > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    runtime.block_on(serve(bootstrap, concurrency, flags.mode))
+    let server = Server {
+        options: command_line_options(&flags, concurrency),
+        drain_time: Duration::from_secs(flags.drain_time_s),
+        log_level: log_level(&flags.log_level),
+        log_handle,
+        concurrency,
+        mode: flags.mode,
+    };
+    runtime.block_on(serve(bootstrap, server))
+}
+
+/// What `serve` needs from the command line.
+struct Server {
+    options: redvoy_admin::CommandLineOptions,
+    drain_time: Duration,
+    log_level: LogLevel,
+    log_handle: Option<LogHandle>,
+    concurrency: usize,
+    mode: Mode,
+}
+
+/// `/server_info`'s `command_line_options`, as Envoy echoes its flags.
+fn command_line_options(flags: &Flags, concurrency: usize) -> redvoy_admin::CommandLineOptions {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut o = redvoy_admin::CommandLineOptions {
+        base_id: flags.base_id.unwrap_or(0),
+        concurrency: concurrency as u32,
+        config_path: flags
+            .config_path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        config_yaml: text(&flags.config_yaml),
+        allow_unknown_static_fields: flags.allow_unknown_static_fields,
+        log_level: log_level(&flags.log_level).as_str().to_owned(),
+        component_log_level: text(&flags.component_log_level),
+        log_path: flags
+            .log_path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        service_cluster: text(&flags.service_cluster),
+        service_node: text(&flags.service_node),
+        service_zone: text(&flags.service_zone),
+        drain_time: Duration::from_secs(flags.drain_time_s),
+        disable_hot_restart: flags.disable_hot_restart,
+        reject_unknown_dynamic_fields: flags.reject_unknown_dynamic_fields,
+        use_dynamic_base_id: flags.use_dynamic_base_id,
+        enable_core_dump: flags.enable_core_dump,
+        skip_deprecated_logs: flags.skip_deprecated_logs,
+        ..Default::default()
+    };
+    if let Some(ms) = flags.file_flush_interval_msec {
+        o.file_flush_interval = Duration::from_millis(ms);
+    }
+    if let Some(s) = flags.parent_shutdown_time_s {
+        o.parent_shutdown_time = Duration::from_secs(s);
+    }
+    if let Some(f) = &flags.log_format {
+        o.log_format = f.clone();
+    }
+    if flags
+        .drain_strategy
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("immediate"))
+    {
+        o.drain_strategy = redvoy_admin::DrainStrategy::Immediate;
+    }
+    o.mode = match flags.mode {
+        Mode::Serve => redvoy_admin::Mode::Serve,
+        Mode::Validate => redvoy_admin::Mode::Validate,
+        Mode::InitOnly => redvoy_admin::Mode::InitOnly,
+    };
+    o
 }
 
 struct Built {
@@ -200,8 +284,66 @@ async fn build_filters(
 }
 
 /// The bootstrap's `layered_runtime` as the runtime's layers.
-fn runtime_layers(_bootstrap: &model::Bootstrap) -> Vec<redvoy_runtime::Layer> {
-    Vec::new()
+fn runtime_layers(bootstrap: &model::Bootstrap) -> Vec<redvoy_runtime::Layer> {
+    bootstrap
+        .runtime
+        .layers
+        .iter()
+        .map(|layer| match &layer.kind {
+            model::RuntimeLayerKind::Static(values) => redvoy_runtime::Layer::Static {
+                name: layer.name.clone(),
+                values: values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.raw_string()))
+                    .collect(),
+            },
+            model::RuntimeLayerKind::Admin => redvoy_runtime::Layer::Admin {
+                name: layer.name.clone(),
+            },
+        })
+        .collect()
+}
+
+/// The bootstrap's `stats_config` as the stats store takes it.
+fn stats_options(config: &model::StatsConfig) -> redvoy_stats::StatsOptions {
+    use redvoy_stats::{StatsMatcher, StringMatcher};
+    let matcher = |m: &model::StringMatcher| {
+        let v = m.value.clone();
+        let plain = match m.kind {
+            model::StringMatchKind::Exact => StringMatcher::Exact(v),
+            model::StringMatchKind::Prefix => StringMatcher::Prefix(v),
+            model::StringMatchKind::Suffix => StringMatcher::Suffix(v),
+            model::StringMatchKind::Contains => StringMatcher::Contains(v),
+            model::StringMatchKind::SafeRegex => StringMatcher::Regex(v),
+        };
+        if m.ignore_case {
+            plain.ignoring_case()
+        } else {
+            plain
+        }
+    };
+    redvoy_stats::StatsOptions {
+        tags: config
+            .stats_tags
+            .iter()
+            .map(|t| redvoy_stats::TagSpecifier {
+                tag_name: t.tag_name.clone(),
+                regex: t.regex.clone(),
+                fixed_value: t.fixed_value.clone(),
+            })
+            .collect(),
+        use_all_default_tags: config.use_all_default_tags,
+        matcher: match &config.matcher {
+            model::StatsMatcher::AcceptAll => StatsMatcher::AcceptAll,
+            model::StatsMatcher::RejectAll => StatsMatcher::RejectAll,
+            model::StatsMatcher::Inclusion(list) => {
+                StatsMatcher::Inclusion(list.iter().map(matcher).collect())
+            }
+            model::StatsMatcher::Exclusion(list) => {
+                StatsMatcher::Exclusion(list.iter().map(matcher).collect())
+            }
+        },
+    }
 }
 
 fn listener_address(listener: &model::Listener) -> Result<SocketAddr> {
@@ -214,36 +356,50 @@ fn listener_address(listener: &model::Listener) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, listener.address.port))
 }
 
-async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> Result<()> {
-    let store = Store::new();
+async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
+    let loaded_at = SystemTime::now();
+    let started = Instant::now();
+    let concurrency = server.concurrency;
+    let store = Store::with_options(stats_options(&bootstrap.stats_config))
+        .context("invalid stats_config")?;
+    let server_state = Arc::new(redvoy_admin::ServerState::new());
     let server_stats = ServerStats::new(&store, concurrency);
+    server_state.set_initializing();
     let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
     let built = build_filters(&bootstrap, &store, &runtime).await?;
+    let clusters = Arc::new(built.clusters);
     ListenerManagerStats::register(&store, built.filters.len(), concurrency);
-    built.clusters.spawn_dns_refresh();
+    clusters.spawn_dns_refresh();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // Every worker gets its own socket per listener; binding them all before starting any
     // worker reports an address in use before traffic flows.
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..concurrency).map(|_| Vec::new()).collect();
     let mut listener_stats = Vec::new();
+    let mut listeners = Vec::new();
     for (listener, filter) in &built.filters {
         let addr = listener_address(listener)?;
         let stats = Arc::new(ListenerStats::new(&store, &addr, concurrency));
-        listener_stats.push(Arc::clone(&stats));
+        let control = Arc::new(ListenerControl::new());
+        let mut bound = addr;
         for worker in per_worker.iter_mut() {
-            let socket = bind_listener(addr)
+            let socket = bind_listener(bound)
                 .with_context(|| format!("listener '{}': cannot bind {addr}", listener.name))?;
+            // Port 0: every worker shares the port the first one got.
+            bound = socket.local_addr().unwrap_or(bound);
             worker.push(WorkerListener {
                 name: listener.name.clone(),
                 socket,
                 filter: Arc::clone(filter),
                 stats: Arc::clone(&stats),
+                control: Arc::clone(&control),
             });
         }
-        info!(listener = %listener.name, %addr, "listener started");
+        listener_stats.push(stats);
+        listeners.push((listener.clone(), bound, control));
+        info!(listener = %listener.name, address = %bound, "listener started");
     }
-    if mode == Mode::InitOnly {
+    if server.mode == Mode::InitOnly {
         return Ok(());
     }
 
@@ -257,34 +413,42 @@ async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> R
         workers.push(handle);
     }
 
-    let ready = Arc::new(AtomicBool::new(false));
     if let Some(admin) = &bootstrap.admin {
-        let addr = format!("{}:{}", admin.address.address, admin.address.port);
-        let socket = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("admin: cannot bind {addr}"))?;
-        info!(address = %addr, "admin listening");
+        let log_levels = redvoy_admin::ENVOY_LOGGERS
+            .iter()
+            .map(|name| ((*name).to_owned(), server.log_level))
+            .collect::<BTreeMap<_, _>>();
+        let backend = Backend {
+            bootstrap: bootstrap.clone(),
+            loaded_at,
+            started,
+            clusters: Arc::clone(&clusters),
+            listeners: listeners.clone(),
+            runtime: runtime.clone(),
+            options: server.options.clone(),
+            drain_time: server.drain_time,
+            log_handle: server.log_handle.clone(),
+            log_levels: Mutex::new(log_levels),
+        };
         let state = redvoy_admin::AdminState {
             stats: store.clone(),
-            ready: Arc::clone(&ready),
+            server: Arc::clone(&server_state),
             shutdown: shutdown_tx.clone(),
+            backend: Arc::new(backend),
         };
-        tokio::spawn(async move {
-            if let Err(e) = redvoy_admin::serve(socket, state).await {
-                error!(error = %e, "admin server stopped");
-            }
-        });
+        spawn_admin(admin, state).await?;
     }
-    redvoy_stats::spawn_flush(store.clone(), STATS_FLUSH_INTERVAL);
+    redvoy_stats::spawn_flush(store.clone(), bootstrap.stats_flush_interval);
     ListenerManagerStats::workers_started(&store);
-    server_stats.set_state(ServerState::Live);
+    server_state.set_initialized();
     {
         let server_stats = Arc::clone(&server_stats);
+        let server_state = Arc::clone(&server_state);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(SERVER_STATS_REFRESH);
             loop {
                 ticks.tick().await;
-                server_stats.refresh();
+                server_stats.refresh(&server_state);
                 let connections = listener_stats
                     .iter()
                     .map(|l| l.downstream_cx_active.value())
@@ -293,17 +457,49 @@ async fn serve(bootstrap: model::Bootstrap, concurrency: usize, mode: Mode) -> R
             }
         });
     }
-    ready.store(true, Ordering::Relaxed);
+    server_stats.refresh(&server_state);
     info!(workers = concurrency, "redvoy ready");
 
     wait_for_shutdown(shutdown_rx).await;
     info!("shutting down");
+    for (_, _, control) in &listeners {
+        control.stop();
+    }
     let _ = shutdown_tx.send(true);
     for w in workers {
         match w.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("worker failed: {e}"),
             Err(_) => bail!("worker panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the admin port where `admin.address` says: TCP, or a Unix socket for `pipe`.
+async fn spawn_admin(admin: &model::Admin, state: redvoy_admin::AdminState) -> Result<()> {
+    match admin.listen_address() {
+        model::AdminAddress::Pipe(pipe) => {
+            let socket = redvoy_admin::bind_pipe(&pipe.path, pipe.mode)
+                .with_context(|| format!("admin: cannot bind pipe {}", pipe.path))?;
+            info!(path = %pipe.path, "admin listening");
+            tokio::spawn(async move {
+                if let Err(e) = redvoy_admin::serve_unix(socket, state).await {
+                    error!(error = %e, "admin server stopped");
+                }
+            });
+        }
+        model::AdminAddress::Tcp(address) => {
+            let addr = address.to_string();
+            let socket = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("admin: cannot bind {addr}"))?;
+            info!(address = %addr, "admin listening");
+            tokio::spawn(async move {
+                if let Err(e) = redvoy_admin::serve(socket, state).await {
+                    error!(error = %e, "admin server stopped");
+                }
+            });
         }
     }
     Ok(())

@@ -4,25 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redvoy_admin::ServerState;
 use redvoy_stats::{Gauge, HistogramUnit, Store};
 use tracing::debug;
 
 /// How often `server.uptime` and the memory gauges are refreshed (Envoy: every stats flush).
 pub const SERVER_STATS_REFRESH: Duration = Duration::from_secs(1);
 
-/// `server.state` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum ServerState {
-    Live = 0,
-    Draining = 1,
-    PreInitializing = 2,
-    Initializing = 3,
-}
-
 pub struct ServerStats {
-    pub live: Gauge,
-    pub state: Gauge,
+    live: Gauge,
+    state: Gauge,
     uptime: Gauge,
     memory_allocated: Gauge,
     memory_heap_size: Gauge,
@@ -84,20 +75,16 @@ impl ServerStats {
             total_connections: g("total_connections"),
             started: Instant::now(),
         });
-        stats.set_state(ServerState::PreInitializing);
-        stats.refresh();
+        stats.refresh(&ServerState::new());
         stats
     }
 
-    /// `server.state` and `server.live` as Envoy sets them together.
-    pub fn set_state(&self, state: ServerState) {
-        self.state.set(state as u64);
-        self.live.set(u64::from(state == ServerState::Live));
-    }
-
-    /// Uptime and allocator figures (jemalloc's allocated / active / resident stand in for
-    /// tcmalloc's allocated / heap / physical sizes).
-    pub fn refresh(&self) {
+    /// `server.state`, `server.live`, uptime and allocator figures, refreshed as Envoy does on
+    /// each stats flush (jemalloc's allocated / active / resident stand in for tcmalloc's
+    /// allocated / heap / physical sizes).
+    pub fn refresh(&self, server: &ServerState) {
+        self.state.set(server.state().gauge_value());
+        self.live.set(u64::from(server.live()));
         self.uptime.set(self.started.elapsed().as_secs());
         if tikv_jemalloc_ctl::epoch::advance().is_err() {
             debug!("jemalloc stats unavailable");

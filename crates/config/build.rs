@@ -49,13 +49,11 @@ fn main() -> Result<(), BoxError> {
     println!("cargo:rerun-if-changed={}", types_bin.display());
     let bytes =
         fs::read(&types_bin).map_err(|e| format!("cannot read {}: {e}", types_bin.display()))?;
-    let mut set = FileDescriptorSet::decode(bytes.as_slice())?;
     // Comments make up most of the set and cost ~30 MiB of RSS once decoded; nothing reads them.
-    for file in &mut set.file {
-        file.source_code_info = None;
-    }
+    // The stripping works on the wire format: decoding into prost-types would drop the
+    // extension options (`udpa.annotations.sensitive`, which `/config_dump` redaction reads).
+    let (mut out, known) = strip_source_code_info(&bytes)?;
 
-    let known: HashSet<String> = set.file.iter().filter_map(|f| f.name.clone()).collect();
     let extra = protox::Compiler::new([&proto_dir])?
         .include_imports(false)
         .include_source_info(false)
@@ -64,11 +62,12 @@ fn main() -> Result<(), BoxError> {
     for file in extra.file {
         // A later envoy-types may ship these itself; its copy wins.
         if file.name.as_ref().is_some_and(|n| !known.contains(n)) {
-            set.file.push(file);
+            // `FileDescriptorSet.file` is field 1: appending entries appends to the set.
+            FileDescriptorSet { file: vec![file] }.encode(&mut out)?;
         }
     }
 
-    fs::write(out_dir.join(OUT_FILE), set.encode_to_vec())?;
+    fs::write(out_dir.join(OUT_FILE), out)?;
     let version = envoy_types_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -77,6 +76,86 @@ fn main() -> Result<(), BoxError> {
         .to_owned();
     println!("cargo:rustc-env=REDVOY_ENVOY_TYPES_VERSION={version}");
     Ok(())
+}
+
+/// `FileDescriptorSet.file` and `FileDescriptorProto.{name, source_code_info}` field numbers.
+const SET_FILE: u64 = 1;
+const FILE_NAME: u64 = 1;
+const FILE_SOURCE_CODE_INFO: u64 = 9;
+
+/// Copies a serialized `FileDescriptorSet` without any file's `source_code_info`, returning
+/// it with the file names it holds.
+fn strip_source_code_info(set: &[u8]) -> Result<(Vec<u8>, HashSet<String>), BoxError> {
+    let mut out = Vec::with_capacity(set.len() / 4);
+    let mut names = HashSet::new();
+    for field in wire_fields(set)? {
+        if field.number != SET_FILE || field.body.is_none() {
+            out.extend_from_slice(field.raw);
+            continue;
+        }
+        let file = field.body.unwrap_or_default();
+        let mut kept = Vec::with_capacity(file.len());
+        for f in wire_fields(file)? {
+            match (f.number, f.body) {
+                (FILE_SOURCE_CODE_INFO, _) => {}
+                (FILE_NAME, Some(name)) => {
+                    names.insert(String::from_utf8(name.to_vec())?);
+                    kept.extend_from_slice(f.raw);
+                }
+                _ => kept.extend_from_slice(f.raw),
+            }
+        }
+        prost::encoding::encode_key(
+            u32::try_from(SET_FILE)?,
+            prost::encoding::WireType::LengthDelimited,
+            &mut out,
+        );
+        prost::encoding::encode_varint(kept.len() as u64, &mut out);
+        out.extend_from_slice(&kept);
+    }
+    Ok((out, names))
+}
+
+/// One top-level field of a serialized message: its number, its bytes as found (key
+/// included), and for length-delimited fields the payload.
+struct WireField<'a> {
+    number: u64,
+    raw: &'a [u8],
+    body: Option<&'a [u8]>,
+}
+
+fn wire_fields(mut buf: &[u8]) -> Result<Vec<WireField<'_>>, BoxError> {
+    let mut fields = Vec::new();
+    while !buf.is_empty() {
+        let start = buf;
+        let key = prost::encoding::decode_varint(&mut buf)?;
+        let (number, wire_type) = (key >> 3, key & 7);
+        let body = match wire_type {
+            0 => {
+                prost::encoding::decode_varint(&mut buf)?;
+                None
+            }
+            1 | 5 => {
+                let n = if wire_type == 1 { 8 } else { 4 };
+                buf = buf.get(n..).ok_or("truncated fixed-width field")?;
+                None
+            }
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut buf)?)?;
+                let body = buf.get(..len).ok_or("truncated length-delimited field")?;
+                buf = &buf[len..];
+                Some(body)
+            }
+            other => return Err(format!("unexpected wire type {other}").into()),
+        };
+        let used = start.len() - buf.len();
+        fields.push(WireField {
+            number,
+            raw: &start[..used],
+            body,
+        });
+    }
+    Ok(fields)
 }
 
 fn locate_envoy_types(manifest_dir: &Path) -> Result<PathBuf, BoxError> {

@@ -63,7 +63,7 @@ pub(crate) struct Request {
     /// Query parameters in order, percent-decoded; repeated keys are all kept.
     pub(crate) query: Vec<(String, String)>,
     pub(crate) headers: Vec<(String, String)>,
-    #[allow(dead_code)] // No endpoint reads a body yet; /runtime_modify will.
+    /// `/runtime_modify` reads its parameters from a form body when the query has none.
     pub(crate) body: Vec<u8>,
     pub(crate) keep_alive: bool,
 }
@@ -78,7 +78,7 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -262,15 +262,19 @@ fn split_target(target: &str) -> Result<(String, Vec<(String, String)>), Request
     };
     let target = target.split_once('#').map_or(target, |(t, _)| t);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let params = query
+    Ok((path.to_owned(), parse_params(query)))
+}
+
+/// `a=1&b&c=%20` into decoded pairs, in order (`b` has the value "").
+pub(crate) fn parse_params(query: &str) -> Vec<(String, String)> {
+    query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (percent_decode(k), percent_decode(v))
         })
-        .collect();
-    Ok((path.to_owned(), params))
+        .collect()
 }
 
 /// Decodes `%XX` escapes; an invalid escape stays as it is and `+` stays a plus, as in
@@ -374,7 +378,10 @@ pub(crate) struct Response {
 }
 
 pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+/// What `/config_dump` errors and `/memory/tcmalloc` carry (no charset).
+pub(crate) const TEXT_PLAIN_BARE: &str = "text/plain";
 pub(crate) const APPLICATION_JSON: &str = "application/json";
+pub(crate) const TEXT_HTML: &str = "text/html; charset=UTF-8";
 
 impl Response {
     pub(crate) fn text(status: u16, body: impl Into<String>) -> Self {
@@ -390,6 +397,14 @@ impl Response {
             status: 200,
             content_type: APPLICATION_JSON,
             body: body.into_bytes(),
+        }
+    }
+
+    pub(crate) fn typed(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type,
+            body: body.into().into_bytes(),
         }
     }
 
@@ -434,6 +449,7 @@ fn reason(status: u16) -> &'static str {
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
     }

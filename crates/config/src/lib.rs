@@ -2,13 +2,16 @@
 //!
 //! Owns: the descriptor pool (envoy-types' set plus the TypedStruct protos in `proto/`), YAML and
 //! JSON bootstrap loading through `prost-reflect`, `--config-yaml` merging, `Any`/`Struct`/
-//! `TypedStruct` unpacking, and refusal of everything redvoy does not implement with the field
-//! path in the error. Protobuf types never leave this crate. Must not depend on the data path.
+//! `TypedStruct` unpacking, refusal of everything redvoy does not implement with the field
+//! path in the error, and rendering `/config_dump` as Envoy prints it ([`render_config_dump`]).
+//! Protobuf types never leave this crate (the model keeps the source proto as an opaque
+//! [`model::BootstrapSource`]). Must not depend on the data path or the stats crate.
 //!
 //! Pipeline of [`load_bootstrap`]:
 //! 1. `parse`: the file (format by name, as Envoy picks it) and `--config-yaml` become
 //!    `DynamicMessage`s of `envoy.config.bootstrap.v3.Bootstrap`; the second is merged over the
-//!    first with protobuf `MergeFrom` semantics.
+//!    first with protobuf `MergeFrom` semantics. In YAML, Struct numbers follow Envoy's YAML
+//!    loader (only int32 integers stay numbers).
 //! 2. `supported`: every set field is checked against an allowlist; `typed_config`s are looked
 //!    up by type URL and unwrapped (TypedStruct, Struct) into native `Any`s.
 //! 3. `convert`: the typed envoy-types message becomes [`model`] types, with Envoy's defaults
@@ -18,18 +21,31 @@
 
 mod convert;
 mod descriptors;
+mod dump;
 mod error;
 pub mod model;
+mod numfmt;
 mod parse;
 mod supported;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use prost_reflect::DynamicMessage;
 
+pub use convert::DEFAULT_TAG_NAMES;
 pub use descriptors::ENVOY_TYPES_VERSION;
+pub use dump::{
+    render_bootstrap_json, render_config_dump, render_config_dump_with_hosts, DumpError, DumpHost,
+    DumpOptions, ENVOY_COMPAT_VERSION,
+};
 pub use error::ConfigError;
+
+/// Protobuf types used inside the crate's opaque handles.
+pub(crate) mod pb {
+    pub(crate) use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+}
 
 const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
 
@@ -51,8 +67,8 @@ pub struct LoadOptions {
 
 /// Loads, checks and converts the bootstrap.
 pub fn load_bootstrap(opts: &LoadOptions) -> Result<model::Bootstrap, ConfigError> {
-    let proto = load_proto(opts)?;
-    convert::bootstrap(proto, opts)
+    let (proto, source) = load_proto(opts)?;
+    convert::bootstrap(proto, source, opts)
 }
 
 /// `--mode validate`: everything [`load_bootstrap`] checks, nothing started.
@@ -60,8 +76,9 @@ pub fn validate_only(opts: &LoadOptions) -> Result<(), ConfigError> {
     load_bootstrap(opts).map(|_| ())
 }
 
-/// Steps 1 and 2: the merged, checked bootstrap as the typed envoy-types message.
-fn load_proto(opts: &LoadOptions) -> Result<Bootstrap, ConfigError> {
+/// Steps 1 and 2: the merged, checked bootstrap as the typed envoy-types message, and the
+/// merged bootstrap as written (what Envoy's `/config_dump` shows).
+fn load_proto(opts: &LoadOptions) -> Result<(Bootstrap, model::BootstrapSource), ConfigError> {
     let desc = descriptors::message(BOOTSTRAP)?;
     // Empty values count as absent, as in Envoy.
     let path = opts
@@ -78,10 +95,16 @@ fn load_proto(opts: &LoadOptions) -> Result<Bootstrap, ConfigError> {
         let overlay = parse::parse_config_yaml(yaml, &desc)?;
         parse::merge(&mut msg, &overlay)?;
     }
+    let transcode = |m: &DynamicMessage| {
+        m.transcode_to::<Bootstrap>().map_err(|e| {
+            ConfigError::Descriptors(format!("{BOOTSTRAP} does not match envoy-types: {e}"))
+        })
+    };
+    // Before the check, which rewrites TypedStructs into native `Any`s: Envoy dumps them as
+    // written.
+    let source = model::BootstrapSource(Arc::new(transcode(&msg)?));
     supported::check(&mut msg)?;
-    msg.transcode_to::<Bootstrap>().map_err(|e| {
-        ConfigError::Descriptors(format!("{BOOTSTRAP} does not match envoy-types: {e}"))
-    })
+    Ok((transcode(&msg)?, source))
 }
 
 #[cfg(test)]
@@ -115,8 +138,10 @@ mod tests {
     fn binary_and_text_proto_files() {
         use prost::Message;
         let msg = article_message();
+        let source = model::BootstrapSource(Arc::new(msg.transcode_to().unwrap()));
         let from_yaml =
-            convert::bootstrap(msg.transcode_to().unwrap(), &LoadOptions::default()).unwrap();
+            convert::bootstrap(msg.transcode_to().unwrap(), source, &LoadOptions::default())
+                .unwrap();
 
         let pb = temp_file("article.pb", &msg.encode_to_vec());
         assert_eq!(load_path(pb).unwrap(), from_yaml);

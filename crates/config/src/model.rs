@@ -1,6 +1,8 @@
 //! Validated domain types: what the rest of redvoy sees of Envoy's v3 config. Protobuf types
 //! never leave this crate; everything here is plain Rust with Envoy's defaults already applied.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +14,38 @@ pub struct Bootstrap {
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// `stats_config`, Envoy's defaults applied.
+    pub stats_config: StatsConfig,
+    /// `stats_flush_interval`, default 5 s (Envoy accepts [1 ms, 300 s)).
+    pub stats_flush_interval: Duration,
+    /// `layered_runtime`; no layers at all when the bootstrap has none (Envoy's `/runtime`
+    /// then shows `"layers": []` and `/runtime_modify` answers "No admin layer specified").
+    pub runtime: Runtime,
+    /// The merged bootstrap as written (before redvoy's normalization), for `/config_dump`.
+    /// Opaque outside this crate: see [`crate::render_config_dump`].
+    pub source: BootstrapSource,
+}
+
+/// The validated bootstrap proto, kept for [`crate::render_config_dump`]. Cloning shares it;
+/// equality compares content. `Default` is an empty bootstrap (for tests that build models).
+#[derive(Clone, Default)]
+pub struct BootstrapSource(pub(crate) Arc<crate::pb::Bootstrap>);
+
+impl PartialEq for BootstrapSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::fmt::Debug for BootstrapSource {
+    // The whole proto would drown the model's own fields in `{:#?}` output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let statics = self.0.static_resources.as_ref();
+        f.debug_struct("BootstrapSource")
+            .field("listeners", &statics.map_or(0, |s| s.listeners.len()))
+            .field("clusters", &statics.map_or(0, |s| s.clusters.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,7 +57,42 @@ pub struct Node {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
+    /// The TCP address. When [`Admin::pipe`] is set this is unused (empty address, port 0):
+    /// use [`Admin::listen_address`] to pick the right one.
     pub address: SocketAddress,
+    /// `address.pipe`: a Unix domain socket instead of TCP.
+    pub pipe: Option<Pipe>,
+    /// `profile_path`, default `/var/log/envoy/envoy.prof` (only `/cpuprofiler` writes there).
+    pub profile_path: String,
+    /// `ignore_global_conn_limit`: the admin listener does not count against the
+    /// `global_downstream_max_connections` overload limit.
+    pub ignore_global_conn_limit: bool,
+}
+
+impl Admin {
+    /// Where the admin listener binds.
+    pub fn listen_address(&self) -> AdminAddress<'_> {
+        match &self.pipe {
+            Some(pipe) => AdminAddress::Pipe(pipe),
+            None => AdminAddress::Tcp(&self.address),
+        }
+    }
+}
+
+/// [`Admin::listen_address`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAddress<'a> {
+    Tcp(&'a SocketAddress),
+    Pipe(&'a Pipe),
+}
+
+/// `config.core.v3.Pipe`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pipe {
+    /// A file system path, or `@name` for the Linux abstract namespace (as in Envoy).
+    pub path: String,
+    /// File mode of the socket (at most 0o777); 0 means "leave as created" (Envoy's default).
+    pub mode: u32,
 }
 
 /// `config.core.v3.SocketAddress` with a TCP port (names are resolved by the user of the value).
@@ -47,8 +116,19 @@ impl std::fmt::Display for SocketAddress {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddress,
+    /// `traffic_direction`: `/drain_listeners?inboundonly` drains only `Inbound` listeners.
+    pub traffic_direction: TrafficDirection,
     /// The one network filter chain's terminal filter (redvoy only runs redis_proxy for now).
     pub redis_proxy: RedisProxy,
+}
+
+/// `config.core.v3.TrafficDirection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
 }
 
 /// `extensions.filters.network.redis_proxy.v3.RedisProxy`.
@@ -215,4 +295,150 @@ pub struct RedisProtocolOptions {
     /// `None` when unset or empty (Envoy sends no AUTH for an empty password).
     pub auth_username: Option<Bytes>,
     pub auth_password: Option<Bytes>,
+}
+
+/// `config.metrics.v3.StatsConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsConfig {
+    /// In configuration order; applied after the default extractors (when enabled).
+    pub stats_tags: Vec<TagSpecifier>,
+    /// Default true.
+    pub use_all_default_tags: bool,
+    pub matcher: StatsMatcher,
+    /// `histogram_bucket_settings`, in order (the first match wins in Envoy).
+    pub histogram_bucket_settings: Vec<HistogramBucketSettings>,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            stats_tags: Vec::new(),
+            use_all_default_tags: true,
+            matcher: StatsMatcher::AcceptAll,
+            histogram_bucket_settings: Vec::new(),
+        }
+    }
+}
+
+/// `config.metrics.v3.TagSpecifier`. At most one of `regex` and `fixed_value` is set.
+///
+/// Both `None`: the tag takes Envoy's built-in extractor(s) of the same name (the name is one
+/// of [`crate::DEFAULT_TAG_NAMES`], checked at load).
+/// `regex` is an ECMAScript (std::regex) pattern, uncompiled here: Istio's use look-ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSpecifier {
+    /// Non-empty.
+    pub tag_name: String,
+    /// Never `Some("")` (Envoy treats an empty regex as unset).
+    pub regex: Option<String>,
+    pub fixed_value: Option<String>,
+}
+
+/// `config.metrics.v3.StatsMatcher`: which stats are instantiated at all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StatsMatcher {
+    /// No matcher, or `reject_all: false`.
+    #[default]
+    AcceptAll,
+    /// `reject_all: true`.
+    RejectAll,
+    /// `inclusion_list`: only stats matching one of these exist.
+    Inclusion(Vec<StringMatcher>),
+    /// `exclusion_list`: stats matching one of these do not exist.
+    Exclusion(Vec<StringMatcher>),
+}
+
+/// `type.matcher.v3.StringMatcher` (without `custom`, which is refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringMatcher {
+    pub kind: StringMatchKind,
+    /// The pattern; for `SafeRegex` an RE2 pattern (already checked to compile with the
+    /// `regex` crate, whose syntax is RE2's), matched against the whole name.
+    pub value: String,
+    /// ASCII case-insensitive; always false for `SafeRegex` (Envoy refuses the combination).
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMatchKind {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+    SafeRegex,
+}
+
+/// `config.metrics.v3.HistogramBucketSettings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramBucketSettings {
+    pub matcher: StringMatcher,
+    /// Upper bounds, each > 0 and unique, in configuration order (Envoy sorts them).
+    pub buckets: Vec<f64>,
+    /// `bins`, when set.
+    pub bins: Option<u32>,
+}
+
+/// `bootstrap.v3.LayeredRuntime`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Runtime {
+    /// Lowest precedence first; names are unique and at most one layer is `Admin`.
+    pub layers: Vec<RuntimeLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeLayer {
+    pub name: String,
+    pub kind: RuntimeLayerKind,
+}
+
+/// `disk_layer` and `rtds_layer` are refused at load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeLayerKind {
+    /// `static_layer`, nested objects flattened to dotted keys as Envoy does (`{a: {b: 1}}` is
+    /// key `a.b`); an object with `numerator`/`denominator` is one FractionalPercent value.
+    Static(BTreeMap<String, RuntimeValue>),
+    /// `admin_layer`: starts empty, written by `/runtime_modify`.
+    Admin,
+}
+
+/// One static runtime value, as Envoy keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeValue {
+    String(String),
+    Number(f64),
+    Bool(bool),
+    /// `{numerator: N, denominator: HUNDRED|TEN_THOUSAND|MILLION}`; denominator 100, 10_000 or
+    /// 1_000_000.
+    FractionalPercent {
+        numerator: u32,
+        denominator: u32,
+    },
+}
+
+impl RuntimeValue {
+    /// Envoy's raw string for the value: what `/runtime` shows and what the integer and
+    /// double lookups parse. Numbers print as `absl::StrCat(double)` does (six significant
+    /// digits: `1234567` is `1.23457e+06`); booleans as `true`/`false`. A FractionalPercent
+    /// prints as the Struct's text format (Envoy prefixes a randomized debug marker, omitted).
+    pub fn raw_string(&self) -> String {
+        match self {
+            RuntimeValue::String(s) => s.clone(),
+            RuntimeValue::Number(n) => crate::numfmt::six_digits(*n),
+            RuntimeValue::Bool(b) => b.to_string(),
+            RuntimeValue::FractionalPercent {
+                numerator,
+                denominator,
+            } => {
+                let name = match denominator {
+                    10_000 => "TEN_THOUSAND",
+                    1_000_000 => "MILLION",
+                    _ => "HUNDRED",
+                };
+                format!(
+                    "fields {{\n  key: \"denominator\"\n  value {{\n    string_value: \"{name}\"\n  }}\n}}\n\
+                     fields {{\n  key: \"numerator\"\n  value {{\n    number_value: {numerator}\n  }}\n}}\n"
+                )
+            }
+        }
+    }
 }

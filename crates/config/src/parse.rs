@@ -80,7 +80,11 @@ pub(crate) fn load_file(
         }
         Format::ProtoText => DynamicMessage::parse_text_format(desc.clone(), utf8(&bytes, origin)?)
             .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string())),
-        Format::Yaml => parse_yaml(utf8(&bytes, origin)?, desc, origin),
+        Format::Yaml => {
+            let mut msg = parse_yaml(utf8(&bytes, origin)?, desc, origin)?;
+            yaml_struct_numbers(&mut msg, 0);
+            Ok(msg)
+        }
         Format::Json => parse_json(utf8(&bytes, origin)?, desc, origin),
         Format::OtherAsJson => {
             parse_json(utf8(&bytes, origin)?, desc, origin).map_err(|e| match e {
@@ -109,7 +113,111 @@ pub(crate) fn parse_config_yaml(
     desc: &MessageDescriptor,
 ) -> Result<DynamicMessage, ConfigError> {
     check_size(Origin::ConfigYaml, text.len())?;
-    parse_yaml(text, desc, Origin::ConfigYaml)
+    let mut msg = parse_yaml(text, desc, Origin::ConfigYaml)?;
+    yaml_struct_numbers(&mut msg, 0);
+    Ok(msg)
+}
+
+/// Nesting beyond which [`yaml_struct_numbers`] stops looking (the parsers' own recursion
+/// limits are lower; this only bounds the walk).
+const MAX_WALK_DEPTH: usize = 256;
+const VALUE: &str = "google.protobuf.Value";
+const ANY: &str = "google.protobuf.Any";
+
+/// Envoy's YAML loader fills `google.protobuf.Struct` values its own way: an integer that fits
+/// in an int32 becomes a number, any other number (a fraction, a larger integer) a *string*
+/// (`envoy/source/common/protobuf/yaml_utility.cc`). That shows in `/config_dump` (node
+/// metadata `0.5` is dumped as `"0.5"`) and in runtime values, so YAML input is rewritten the
+/// same way. The original spelling is gone by now: `1.50` becomes `"1.5"`, where Envoy keeps
+/// `"1.50"`. JSON input keeps its numbers, as in Envoy.
+fn yaml_struct_numbers(msg: &mut DynamicMessage, depth: usize) -> bool {
+    if depth > MAX_WALK_DEPTH {
+        return false;
+    }
+    let full_name = msg.descriptor().full_name().to_owned();
+    if full_name == VALUE {
+        if let Some(n) = msg
+            .get_field_by_name("number_value")
+            .filter(|_| msg.has_field_by_name("number_value"))
+            .and_then(|v| v.as_f64())
+        {
+            if !(n.fract() == 0.0 && n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX)) {
+                msg.set_field_by_name(
+                    "string_value",
+                    prost_reflect::Value::String(yaml_number_text(n)),
+                );
+                return true;
+            }
+        }
+    }
+    if full_name == ANY {
+        return any_struct_numbers(msg, depth);
+    }
+    let mut changed = false;
+    let fields: Vec<_> = msg.fields().map(|(f, _)| f).collect();
+    for field in fields {
+        match msg.get_field_mut(&field) {
+            prost_reflect::Value::Message(m) => changed |= yaml_struct_numbers(m, depth + 1),
+            prost_reflect::Value::List(items) => {
+                for item in items {
+                    if let prost_reflect::Value::Message(m) = item {
+                        changed |= yaml_struct_numbers(m, depth + 1);
+                    }
+                }
+            }
+            prost_reflect::Value::Map(entries) => {
+                for v in entries.values_mut() {
+                    if let prost_reflect::Value::Message(m) = v {
+                        changed |= yaml_struct_numbers(m, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// An `Any` carries its message as bytes; Structs inside (a TypedStruct's value) are fixed by
+/// decoding, rewriting and re-encoding, only when something changed.
+fn any_struct_numbers(any: &mut DynamicMessage, depth: usize) -> bool {
+    let type_url = any
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let Some(desc) = any
+        .descriptor()
+        .parent_pool()
+        .get_message_by_name(type_name_of(&type_url))
+    else {
+        return false;
+    };
+    let bytes = any
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    let Ok(mut inner) = DynamicMessage::decode(desc, bytes) else {
+        return false;
+    };
+    if !yaml_struct_numbers(&mut inner, depth + 1) {
+        return false;
+    }
+    any.set_field_by_name(
+        "value",
+        prost_reflect::Value::Bytes(inner.encode_to_vec().into()),
+    );
+    true
+}
+
+/// How a YAML number that Envoy keeps as a string reads once parsed.
+fn yaml_number_text(n: f64) -> String {
+    // Integral values print without a fraction, as they were written.
+    const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() < EXACT_INTEGER {
+        format!("{n:.0}")
+    } else {
+        n.to_string()
+    }
 }
 
 /// Envoy's `--config-yaml` semantics: protobuf `MergeFrom` of the override into the file's

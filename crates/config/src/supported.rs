@@ -58,14 +58,58 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("node", Walk),
             ("static_resources", Walk),
             ("admin", Walk),
-            // Only admin layers are accepted (below): they start empty, so runtime lookups
-            // return the configured defaults, which is what redvoy does.
+            // Static and admin layers only (disk and RTDS layers are refused below).
             ("layered_runtime", Walk),
+            ("stats_config", Walk),
+            // `stats_flush_on_admin` (the other member of its oneof) is refused.
+            ("stats_flush_interval", Walk),
         ],
     ),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &[("listeners", Walk), ("clusters", Walk)]),
     ("envoy.config.bootstrap.v3.LayeredRuntime", &[("layers", Walk)]),
-    ("envoy.config.bootstrap.v3.RuntimeLayer", &[("name", Walk), ("admin_layer", Walk)]),
+    (
+        "envoy.config.bootstrap.v3.RuntimeLayer",
+        &[("name", Walk), ("static_layer", Walk), ("admin_layer", Walk)],
+    ),
+    (
+        "envoy.config.metrics.v3.StatsConfig",
+        &[
+            ("stats_tags", Walk),
+            ("use_all_default_tags", Walk),
+            ("stats_matcher", Walk),
+            ("histogram_bucket_settings", Walk),
+        ],
+    ),
+    (
+        "envoy.config.metrics.v3.TagSpecifier",
+        &[("tag_name", Walk), ("regex", Walk), ("fixed_value", Walk)],
+    ),
+    (
+        "envoy.config.metrics.v3.StatsMatcher",
+        &[("reject_all", Walk), ("exclusion_list", Walk), ("inclusion_list", Walk)],
+    ),
+    (
+        "envoy.config.metrics.v3.HistogramBucketSettings",
+        &[("match", Walk), ("buckets", Walk), ("bins", Walk)],
+    ),
+    ("envoy.type.matcher.v3.ListStringMatcher", &[("patterns", Walk)]),
+    (
+        "envoy.type.matcher.v3.StringMatcher",
+        // `custom` (an extension matcher) is refused.
+        &[
+            ("exact", Walk),
+            ("prefix", Walk),
+            ("suffix", Walk),
+            ("safe_regex", Walk),
+            ("contains", Walk),
+            ("ignore_case", Walk),
+        ],
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatcher",
+        // `google_re2` is deprecated and only tunes RE2's program-size limits.
+        &[("regex", Walk), ("google_re2", Ignore)],
+    ),
     (
         "envoy.config.bootstrap.v3.Admin",
         &[
@@ -74,8 +118,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // proxy behaviour (the article and Envoy's examples set `/dev/null`).
             ("access_log_path", Ignore),
             ("access_log", Ignore),
-            // Where /cpuprofiler writes, an endpoint redvoy does not serve.
-            ("profile_path", Ignore),
+            ("profile_path", Walk),
+            ("ignore_global_conn_limit", Walk),
         ],
     ),
     (
@@ -99,7 +143,10 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("sub_zone", Ignore),
         ],
     ),
-    ("envoy.config.core.v3.Address", &[("socket_address", Walk)]),
+    // `pipe` is only implemented for the admin address; listeners and clusters refuse it at
+    // conversion, with the path.
+    ("envoy.config.core.v3.Address", &[("socket_address", Walk), ("pipe", Walk)]),
+    ("envoy.config.core.v3.Pipe", &[("path", Walk), ("mode", Walk)]),
     (
         "envoy.config.core.v3.SocketAddress",
         // `protocol` is TCP unless set; UDP is refused by not listing it.
@@ -111,8 +158,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("name", Walk),
             ("address", Walk),
             ("filter_chains", Walk),
-            // Read by HTTP tracing and access logging only; a redis_proxy listener has neither.
-            ("traffic_direction", Ignore),
+            // Selects the listeners `/drain_listeners?inboundonly` drains.
+            ("traffic_direction", Walk),
             // Listener metadata is read by other extensions, never by redis_proxy.
             ("metadata", Ignore),
         ],
@@ -267,6 +314,8 @@ fn is_leaf(full_name: &str) -> bool {
         full_name,
         "google.protobuf.Duration"
             | "google.protobuf.Empty"
+            // Free-form; where one is read (`static_layer`), the conversion checks it.
+            | "google.protobuf.Struct"
             | "google.protobuf.BoolValue"
             | "google.protobuf.StringValue"
             | "google.protobuf.BytesValue"

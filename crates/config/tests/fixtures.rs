@@ -7,6 +7,8 @@
 // clippy.toml allows these inside `#[test]` functions only; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -202,6 +204,21 @@ fn article_cluster(name: &str) -> Cluster {
     }
 }
 
+/// The model without its opaque proto handle, for comparing with models built here.
+fn no_source(mut b: Bootstrap) -> Bootstrap {
+    b.source = BootstrapSource::default();
+    b
+}
+
+fn admin_at(address: SocketAddress) -> Admin {
+    Admin {
+        address,
+        pipe: None,
+        profile_path: "/var/log/envoy/envoy.prof".to_owned(),
+        ignore_global_conn_limit: false,
+    }
+}
+
 fn article_model() -> Bootstrap {
     let mut r = route("", "redis-envoy-001");
     r.request_mirror_policy = vec![MirrorPolicy {
@@ -213,12 +230,11 @@ fn article_model() -> Bootstrap {
     s.enable_redirection = true;
     Bootstrap {
         node: Node::default(),
-        admin: Some(Admin {
-            address: addr("0.0.0.0", 8001),
-        }),
+        admin: Some(admin_at(addr("0.0.0.0", 8001))),
         listeners: vec![Listener {
             name: "redis_listener".to_owned(),
             address: addr("0.0.0.0", 6380),
+            traffic_direction: TrafficDirection::Unspecified,
             redis_proxy: RedisProxy {
                 stat_prefix: "egress_redis".to_owned(),
                 settings: s,
@@ -238,20 +254,24 @@ fn article_model() -> Bootstrap {
             article_cluster("redis-envoy-001"),
             article_cluster("redis-envoy-002"),
         ],
+        stats_config: StatsConfig::default(),
+        stats_flush_interval: Duration::from_secs(5),
+        runtime: Runtime::default(),
+        source: BootstrapSource::default(),
     }
 }
 
 #[test]
 fn article_config_model() {
-    assert_eq!(load("good/article.yaml"), article_model());
+    assert_eq!(no_source(load("good/article.yaml")), article_model());
 }
 
 #[test]
 fn json_and_any_extension_read_as_json() {
-    assert_eq!(load("good/article.json"), article_model());
+    assert_eq!(no_source(load("good/article.json")), article_model());
     // Envoy reads every file not named .yaml/.yml/.pb/.pb_text as JSON.
     assert_eq!(
-        load("good/article_json_any_extension.conf"),
+        no_source(load("good/article_json_any_extension.conf")),
         article_model()
     );
 }
@@ -337,11 +357,17 @@ fn full_featured_model() {
             zone: "eu-1a".to_owned()
         }
     );
+    let mut admin = admin_at(addr("::1", 9901));
+    admin.profile_path = "/tmp/envoy.prof".to_owned();
+    assert_eq!(b.admin, Some(admin));
     assert_eq!(
-        b.admin,
-        Some(Admin {
-            address: addr("::1", 9901)
-        })
+        b.runtime,
+        Runtime {
+            layers: vec![RuntimeLayer {
+                name: "admin".to_owned(),
+                kind: RuntimeLayerKind::Admin
+            }]
+        }
     );
     assert_eq!(b.admin.as_ref().unwrap().address.to_string(), "[::1]:9901");
 
@@ -399,6 +425,7 @@ fn full_featured_model() {
         vec![Listener {
             name: "redis".to_owned(),
             address: addr("127.0.0.1", 6380),
+            traffic_direction: TrafficDirection::Outbound,
             redis_proxy: expected_proxy
         }]
     );
@@ -498,9 +525,7 @@ node: {id: from-overlay}
     let b = load_bootstrap(&opts).unwrap();
     let mut expected = article_model();
     // Scalars in a set message replace; the rest of `admin.address` stays.
-    expected.admin = Some(Admin {
-        address: addr("0.0.0.0", 9000),
-    });
+    expected.admin = Some(admin_at(addr("0.0.0.0", 9000)));
     expected.node.id = "from-overlay".to_owned();
     assert_eq!(b.node, expected.node);
     assert_eq!(b.admin, expected.admin);
@@ -541,7 +566,7 @@ fn config_yaml_alone_and_empty() {
         config_yaml: Some(text),
         ..LoadOptions::default()
     };
-    assert_eq!(load_bootstrap(&alone).unwrap(), article_model());
+    assert_eq!(no_source(load_bootstrap(&alone).unwrap()), article_model());
 
     // Empty values count as absent, as in Envoy.
     let empty = LoadOptions {
@@ -549,7 +574,7 @@ fn config_yaml_alone_and_empty() {
         config_yaml: Some(String::new()),
         ..LoadOptions::default()
     };
-    assert_eq!(load_bootstrap(&empty).unwrap(), article_model());
+    assert_eq!(no_source(load_bootstrap(&empty).unwrap()), article_model());
 
     let none = LoadOptions {
         config_path: Some(PathBuf::new()),
@@ -595,4 +620,203 @@ fn error_path_accessor() {
     let e = load_bootstrap(&from_file(&fixture("bad/health_checks.yaml"))).unwrap_err();
     assert_eq!(e.path(), Some("static_resources.clusters[1].health_checks"));
     assert!(matches!(e, ConfigError::Unsupported { .. }), "{e:?}");
+}
+
+fn matcher(kind: StringMatchKind, value: &str) -> StringMatcher {
+    StringMatcher {
+        kind,
+        value: value.to_owned(),
+        ignore_case: false,
+    }
+}
+
+#[test]
+fn istio_stats_runtime_model() {
+    let b = load("good/istio_stats_runtime.yaml");
+    assert_eq!(b.listeners[0].traffic_direction, TrafficDirection::Inbound);
+    let admin = b.admin.as_ref().unwrap();
+    assert_eq!(admin.profile_path, "/var/lib/istio/data/envoy.prof");
+    assert!(admin.ignore_global_conn_limit);
+    assert_eq!(
+        admin.listen_address(),
+        AdminAddress::Tcp(&addr("127.0.0.1", 15000))
+    );
+    assert_eq!(b.stats_flush_interval, Duration::from_millis(2500));
+
+    let s = &b.stats_config;
+    assert!(!s.use_all_default_tags);
+    assert_eq!(s.stats_tags.len(), 7);
+    assert_eq!(
+        s.stats_tags[0],
+        TagSpecifier {
+            tag_name: "cluster_name".to_owned(),
+            regex: Some(r"^cluster(\.(.+);)".to_owned()),
+            fixed_value: None
+        }
+    );
+    // No regex: Envoy's built-in extractor of that name.
+    assert_eq!(s.stats_tags[5].regex, None);
+    assert_eq!(s.stats_tags[5].fixed_value, None);
+    assert_eq!(
+        s.stats_tags[6].fixed_value.as_deref(),
+        Some("cluster.local")
+    );
+    let StatsMatcher::Inclusion(patterns) = &s.matcher else {
+        panic!("{:?}", s.matcher)
+    };
+    assert_eq!(patterns.len(), 15);
+    assert_eq!(patterns[0], matcher(StringMatchKind::Prefix, "reporter="));
+    assert_eq!(
+        patterns[6],
+        matcher(StringMatchKind::Suffix, "rbac.allowed")
+    );
+    assert_eq!(
+        patterns[10],
+        matcher(StringMatchKind::SafeRegex, r"vhost\..*\.route\..*")
+    );
+    assert_eq!(
+        patterns[13],
+        StringMatcher {
+            kind: StringMatchKind::Contains,
+            value: "redis".to_owned(),
+            ignore_case: true
+        }
+    );
+    assert_eq!(patterns[14], matcher(StringMatchKind::Exact, "server.live"));
+    assert_eq!(
+        s.histogram_bucket_settings,
+        vec![HistogramBucketSettings {
+            matcher: matcher(StringMatchKind::Prefix, "redis."),
+            buckets: vec![0.5, 1.0, 5.0, 10.0, 25.0],
+            bins: Some(20),
+        }]
+    );
+
+    assert_eq!(b.runtime.layers.len(), 2);
+    assert_eq!(b.runtime.layers[0].name, "global config");
+    assert_eq!(b.runtime.layers[1].kind, RuntimeLayerKind::Admin);
+    let RuntimeLayerKind::Static(values) = &b.runtime.layers[0].kind else {
+        panic!("{:?}", b.runtime.layers[0])
+    };
+    let get = |k: &str| {
+        values
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k}: {values:?}"))
+    };
+    assert_eq!(
+        get("envoy.reloadable_features.http_reject_path_with_fragment"),
+        &RuntimeValue::Bool(false)
+    );
+    assert_eq!(
+        get("re2.max_program_size.error_level"),
+        &RuntimeValue::Number(32768.0)
+    );
+    // Nested objects flatten to dotted keys; a numerator/denominator object is one value.
+    assert_eq!(get("mirror.pct"), &RuntimeValue::Number(50.0));
+    assert_eq!(
+        get("mirror.frac"),
+        &RuntimeValue::FractionalPercent {
+            numerator: 5,
+            denominator: 10_000
+        }
+    );
+    // Envoy's YAML loader keeps fractions as strings in a Struct.
+    assert_eq!(get("ratio"), &RuntimeValue::String("0.25".to_owned()));
+    assert_eq!(values.len(), 8, "{values:?}");
+}
+
+#[test]
+fn admin_on_a_pipe() {
+    let b = load("good/admin_pipe.yaml");
+    let admin = b.admin.unwrap();
+    let pipe = Pipe {
+        path: "/tmp/redvoy-admin.sock".to_owned(),
+        mode: 0o600,
+    };
+    assert_eq!(admin.pipe.as_ref(), Some(&pipe));
+    assert_eq!(admin.listen_address(), AdminAddress::Pipe(&pipe));
+    // No admin block: no admin listener, as in Envoy.
+    assert!(load("good/typed_struct_xds.yaml").admin.is_none());
+}
+
+/// Envoy's `/runtime` shows each static value's raw string; redvoy's must be the same.
+#[test]
+fn runtime_raw_strings_match_envoy() {
+    if Command::new("envoy").arg("--version").output().is_err() {
+        eprintln!("envoy not on PATH: skipping the runtime oracle");
+        return;
+    }
+    let yaml = r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+layered_runtime:
+  layers:
+  - name: base
+    static_layer:
+      a.b: 5
+      a: {c: "x", d: {e: true}, f: false}
+      big: 1234567
+      small: 0.1
+      long_fraction: 0.1234567
+      huge: 12345678901
+      negative: -3
+      s: "50"
+      frac: {numerator: 50, denominator: TEN_THOUSAND}
+  - name: admin
+    admin_layer: {}
+"#;
+    let dir = std::env::temp_dir().join(format!("redvoy-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("runtime.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let admin_file = dir.join("admin");
+    let mut child = Command::new("envoy")
+        .args(["--use-dynamic-base-id", "-l", "error", "-c"])
+        .arg(&config)
+        .arg("--admin-address-path")
+        .arg(&admin_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let admin: std::net::SocketAddr = loop {
+        if let Some(a) = std::fs::read_to_string(&admin_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "envoy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (_, body) = common::get(admin, "/runtime");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let envoy: serde_json::Value = serde_json::from_str(&body).unwrap();
+
+    let b = load_bootstrap(&LoadOptions {
+        config_yaml: Some(yaml.to_owned()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    let RuntimeLayerKind::Static(values) = &b.runtime.layers[0].kind else {
+        panic!()
+    };
+    let entries = envoy["entries"].as_object().unwrap();
+    assert_eq!(
+        entries.keys().collect::<std::collections::BTreeSet<_>>(),
+        values.keys().collect(),
+    );
+    // protobuf prefixes a debug string with a marker it randomizes per process.
+    let marker = regex::Regex::new(r"^goo\.gle/debug\w*\s*\n").unwrap();
+    for (key, value) in values {
+        let theirs = entries[key]["final_value"].as_str().unwrap();
+        assert_eq!(
+            value.raw_string(),
+            marker.replace(theirs, ""),
+            "{key}: {value:?}"
+        );
+    }
+    assert_eq!(envoy["layers"], serde_json::json!(["base", "admin"]));
 }

@@ -222,6 +222,8 @@ impl UpstreamClient {
                     .stats
                     .cx_connect_fail
                     .fetch_add(1, Ordering::Relaxed);
+                // Envoy counts a refused connect as a remote close of that connection.
+                self.record_destroy(false);
                 self.fail_all();
                 return;
             }
@@ -233,6 +235,7 @@ impl UpstreamClient {
                     .stats
                     .cx_connect_fail
                     .fetch_add(1, Ordering::Relaxed);
+                self.record_destroy(true);
                 self.fail_all();
                 return;
             }
@@ -262,13 +265,28 @@ impl UpstreamClient {
         let local_close = self.serve(stream, addr).await;
         stats.upstream_cx_active.dec();
         self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.record_destroy(local_close);
+        self.fail_all();
+    }
+
+    /// Envoy's `upstream_cx_destroy*` counters for a connection that is going away.
+    fn record_destroy(&self, local: bool) {
+        let stats = &self.config.cluster_stats;
+        let active_rq = !self.inner.borrow().pending.is_empty();
         stats.upstream_cx_destroy.inc();
-        if local_close {
+        if local {
             stats.upstream_cx_destroy_local.inc();
         } else {
             stats.upstream_cx_destroy_remote.inc();
         }
-        self.fail_all();
+        if active_rq {
+            stats.upstream_cx_destroy_with_active_rq.inc();
+            if local {
+                stats.upstream_cx_destroy_local_with_active_rq.inc();
+            } else {
+                stats.upstream_cx_destroy_remote_with_active_rq.inc();
+            }
+        }
     }
 
     /// Pumps requests and replies until the connection ends. Returns true when we closed it.

@@ -10,6 +10,7 @@
 
 mod client;
 mod cluster_scope;
+mod drain;
 mod filter;
 mod listener_stats;
 mod pool;
@@ -19,6 +20,7 @@ mod stats;
 mod supported_commands;
 mod worker;
 
+pub use drain::ListenerControl;
 pub use filter::{FilterConfig, FilterConfigError};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;

@@ -21,6 +21,7 @@ use tracing::debug;
 
 use crate::client::{UpstreamClient, UpstreamFailure, UpstreamResult};
 use crate::cluster_scope::{self, Aggregation};
+use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::pool::ClusterPool;
 use crate::supported_commands::{self as commands, CommandClass};
@@ -318,6 +319,7 @@ pub struct WorkerFilter {
 }
 
 struct Session {
+    control: Arc<ListenerControl>,
     filter: Rc<WorkerFilter>,
     shared: Rc<SessionShared>,
     authenticated: bool,
@@ -327,13 +329,14 @@ struct Session {
 }
 
 /// Serves one client connection until it closes.
-pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>) {
+pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>, control: Arc<ListenerControl>) {
     let stats = &filter.config.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
     let authenticated = filter.config.passwords.is_empty() && filter.config.username.is_none();
     let mut session = Session {
+        control,
         filter: Rc::clone(&filter),
         shared: SessionShared::new(),
         authenticated,
@@ -361,6 +364,7 @@ impl Session {
         let mut output = BytesMut::new();
         let mut close_after_flush = false;
         let mut close_when_answered = false;
+        let mut wrote_since_check = false;
         loop {
             // Dispatch what is already buffered, up to the in-flight bound.
             let buffered_before = input.len();
@@ -390,12 +394,19 @@ impl Session {
                 written?;
                 stats.downstream_cx_tx_bytes_total.add(n);
                 output.clear();
+                wrote_since_check = true;
                 // More replies may have become ready while writing.
                 continue;
             }
-            if close_after_flush
-                || (close_when_answered && self.shared.queue.borrow().slots.is_empty())
-            {
+            let idle = self.shared.queue.borrow().slots.is_empty();
+            // Envoy's drain close: a draining listener's connections close once every reply
+            // they are owed has been written.
+            let drain_close = idle && wrote_since_check && self.control.is_draining();
+            if drain_close {
+                self.filter.config.stats.downstream_cx_drain_close.inc();
+            }
+            wrote_since_check = false;
+            if close_after_flush || drain_close || (close_when_answered && idle) {
                 wr.shutdown().await?;
                 return Ok(());
             }

@@ -33,8 +33,7 @@ impl CommandStats {
 /// Every stat of one redis_proxy filter instance.
 pub struct ProxyStats {
     pub downstream_cx_active: Gauge,
-    /// Counted when draining listeners close connections (listener updates, xDS).
-    #[allow(dead_code)]
+    /// Connections closed after their last reply because their listener drains.
     pub downstream_cx_drain_close: Counter,
     pub downstream_cx_protocol_error: Counter,
     pub downstream_cx_rx_bytes_buffered: Gauge,

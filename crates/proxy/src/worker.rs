@@ -15,6 +15,7 @@ use tokio::task::LocalSet;
 use tracing::{debug, warn};
 
 use crate::client::{ClientConfig, CommandStatsCache};
+use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::listener_stats::ListenerStats;
 use crate::pool::ClusterPool;
@@ -43,6 +44,7 @@ pub struct WorkerListener {
     pub socket: std::net::TcpListener,
     pub filter: Arc<FilterConfig>,
     pub stats: Arc<ListenerStats>,
+    pub control: Arc<ListenerControl>,
 }
 
 /// Runs one worker until `shutdown` becomes true. Blocks the calling thread.
@@ -60,7 +62,15 @@ pub fn run_worker(
             let socket = TcpListener::from_std(listener.socket)?;
             let filter = Rc::new(worker_filter(listener.filter));
             let name = listener.name;
-            tokio::task::spawn_local(accept_loop(id, name, socket, filter, listener.stats));
+            let control = listener.control;
+            tokio::task::spawn_local(accept_loop(
+                id,
+                name,
+                socket,
+                filter,
+                listener.stats,
+                control,
+            ));
         }
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -108,13 +118,24 @@ async fn accept_loop(
     socket: TcpListener,
     filter: Rc<WorkerFilter>,
     stats: Arc<ListenerStats>,
+    control: Arc<ListenerControl>,
 ) {
+    let mut stop = control.subscribe();
     loop {
-        match socket.accept().await {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => {
+                debug!(worker, listener = %name, "listener stopped accepting");
+                // Dropping the socket closes this worker's share of the port.
+                return;
+            }
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 debug!(worker, listener = %name, %peer, "accepted");
                 let stats = Arc::clone(&stats);
                 let filter = Rc::clone(&filter);
+                let control = Arc::clone(&control);
                 tokio::task::spawn_local(async move {
                     let opened = std::time::Instant::now();
                     let per_worker = stats.workers.get(worker);
@@ -125,7 +146,7 @@ async fn accept_loop(
                         w.downstream_cx_total.inc();
                         w.downstream_cx_active.inc();
                     }
-                    session::run(stream, filter).await;
+                    session::run(stream, filter, control).await;
                     stats.downstream_cx_active.dec();
                     stats.downstream_cx_destroy.inc();
                     stats

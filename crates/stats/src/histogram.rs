@@ -6,13 +6,16 @@
 //! recorded values, and lets the Prometheus rendering count exactly below Envoy's default bucket
 //! bounds (0.5, 1, 5, 10, 25, ... are all bin edges).
 //!
-//! Recording is three relaxed atomic adds. Everything else (latching an interval, computing
-//! quantiles) happens in `merge`, which the periodic stats flush calls, like Envoy's
-//! `ParentHistogramImpl::merge`: until the first flush after a value was recorded, a histogram
-//! still reads "No recorded values".
+//! Recording is two relaxed atomic adds (sum, bin) on the recording thread's own shard (see
+//! `shard`), so workers recording the same histogram never share a cache line. Everything else
+//! (summing the shards, latching an interval, computing quantiles) happens in `merge`, which the
+//! periodic stats flush calls, like Envoy's `ParentHistogramImpl::merge`: until the first flush
+//! after a value was recorded, a histogram still reads "No recorded values".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use crate::shard::{self, STAT_SHARDS};
 
 /// What a histogram's values mean; Envoy renders them all the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,16 @@ pub const SUPPORTED_QUANTILES: [f64; QUANTILE_COUNT] =
 
 /// Number of entries in `SUPPORTED_QUANTILES`.
 pub const QUANTILE_COUNT: usize = 10;
+
+/// Envoy's default histogram bucket bounds (`HistogramSettingsImpl::defaultBuckets`), the `le`
+/// labels of `/stats/prometheus`.
+pub const SUPPORTED_BUCKETS: [f64; BUCKET_COUNT] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Number of entries in `SUPPORTED_BUCKETS`.
+pub const BUCKET_COUNT: usize = 19;
 
 /// Bins per power of ten: two leading digits, 10..=99.
 const BINS_PER_DECADE: usize = 90;
@@ -76,12 +89,18 @@ impl Bin {
             return Bin::ZERO;
         }
         let exp = value.ilog10() as usize;
-        // Single-digit values are bins 10, 20, ..., 90 of decade 0 (width 0.1), as in
-        // circllhist's `int_scale_to_hist_bucket`.
-        let lead = if exp == 0 {
-            value * 10
-        } else {
-            value / POW10_U64[exp - 1]
+        // The two leading digits. Single-digit values are bins 10, 20, ..., 90 of decade 0
+        // (width 0.1), as in circllhist's `int_scale_to_hist_bucket`. Constant divisors let the
+        // compiler use multiplications instead of a division on the recording path.
+        let lead = match exp {
+            0 => value * 10,
+            1 => value,
+            2 => value / 10,
+            3 => value / 100,
+            4 => value / 1_000,
+            5 => value / 10_000,
+            6 => value / 100_000,
+            _ => value / POW10_U64[exp - 1],
         };
         Bin((1 + exp * BINS_PER_DECADE + (lead as usize - 10)) as u16)
     }
@@ -107,6 +126,32 @@ impl Bin {
         let (exp, _) = self.decade_and_slot();
         POW10_F64[exp] / 10.0
     }
+
+    /// The value circllhist (as linked into Envoy 1.40) assumes for every sample of a bin when
+    /// it approximates a sum: the harmonic mean of the bin edges, `L + W * L / (L + U)`.
+    /// Observed: one 112 µs sample sums to 114.78260869565218 (bin 110..120), not 115.
+    fn midpoint(self) -> f64 {
+        if self == Bin::ZERO {
+            return 0.0;
+        }
+        let (left, width) = (self.left(), self.width());
+        left + width * (left / (left + (left + width)))
+    }
+
+    /// Whether this bin counts towards bucket bound `bound`: circllhist's inclusive count below
+    /// takes every bin up to and including the one that contains `bound`. Observed on Envoy
+    /// 1.40: a value of 1 is counted in `le="1"`. Recorded values are integers, so the bin
+    /// containing `bound` is the bin of `floor(bound)`, and for a bound below 1 only the zero bin.
+    fn at_or_below(self, bound: f64) -> bool {
+        if bound < 0.0 {
+            return false;
+        }
+        if bound < 1.0 {
+            return self == Bin::ZERO;
+        }
+        // `as` saturates, so huge bounds take every bin.
+        self <= Bin::of(bound.floor() as u64)
+    }
 }
 
 /// The non-empty bins of a histogram, in value order.
@@ -122,17 +167,50 @@ struct Latched {
     cumulative_quantiles: [f64; QUANTILE_COUNT],
 }
 
+/// One block of bin counters: one power of ten. Padded so that two shards' blocks never share a
+/// cache line.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Block([AtomicU64; BINS_PER_DECADE]);
+
+/// What one recording thread writes.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Shard {
+    sum: AtomicU64,
+    zero: AtomicU64,
+    /// One block per power of ten, allocated on first use so that the hundreds of histograms
+    /// Envoy creates eagerly (one per command) and never use stay small.
+    decades: [OnceLock<Box<Block>>; DECADES],
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            sum: AtomicU64::new(0),
+            zero: AtomicU64::new(0),
+            decades: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     unit: HistogramUnit,
-    count: AtomicU64,
-    sum: AtomicU64,
-    zero: AtomicU64,
-    /// One block of counters per power of ten, allocated on first use so that the hundreds of
-    /// histograms Envoy creates eagerly (one per command) and never use stay small.
-    decades: [OnceLock<Box<[AtomicU64; BINS_PER_DECADE]>>; DECADES],
+    /// Per-thread shards, each allocated when its first thread records.
+    shards: [OnceLock<Box<Shard>>; STAT_SHARDS],
     /// Only `merge` and the admin port touch this; recording never does.
     latched: Mutex<Latched>,
+}
+
+/// The latched cumulative data as `/stats/prometheus` renders it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PrometheusSnapshot {
+    pub(crate) count: u64,
+    /// circllhist's approximate sum (bin midpoints), which is what Envoy reports.
+    pub(crate) sum: f64,
+    /// Samples at or below each of `SUPPORTED_BUCKETS`.
+    pub(crate) buckets: [u64; BUCKET_COUNT],
 }
 
 /// A recording handle; cloning shares the data.
@@ -145,10 +223,7 @@ impl Histogram {
     pub fn new(unit: HistogramUnit) -> Self {
         Self(Arc::new(Inner {
             unit,
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-            zero: AtomicU64::new(0),
-            decades: std::array::from_fn(|_| OnceLock::new()),
+            shards: std::array::from_fn(|_| OnceLock::new()),
             latched: Mutex::new(Latched::default()),
         }))
     }
@@ -158,27 +233,29 @@ impl Histogram {
     }
 
     pub fn record(&self, value: u64) {
-        self.0.count.fetch_add(1, Ordering::Relaxed);
-        self.0.sum.fetch_add(value, Ordering::Relaxed);
+        let shard = self.0.shards[shard::current()].get_or_init(|| Box::new(Shard::new()));
+        shard.sum.fetch_add(value, Ordering::Relaxed);
         let bin = Bin::of(value);
         if bin == Bin::ZERO {
-            self.0.zero.fetch_add(1, Ordering::Relaxed);
+            shard.zero.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let (decade, slot) = bin.decade_and_slot();
-        let block = self.0.decades[decade]
-            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
-        block[slot].fetch_add(1, Ordering::Relaxed);
+        let block = shard.decades[decade]
+            .get_or_init(|| Box::new(Block(std::array::from_fn(|_| AtomicU64::new(0)))));
+        block.0[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Values recorded so far (live, not latched).
     pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
+        self.snapshot().iter().map(|&(_, c)| c).sum()
     }
 
-    /// Sum of the values recorded so far (live, not latched).
+    /// Sum of the values recorded so far (live, not latched, exact).
     pub fn sum(&self) -> u64 {
-        self.0.sum.load(Ordering::Relaxed)
+        self.live_shards().fold(0u64, |acc, s| {
+            acc.wrapping_add(s.sum.load(Ordering::Relaxed))
+        })
     }
 
     /// Envoy's `ParentHistogram::used()`: a flush has happened since the first recorded value.
@@ -230,18 +307,58 @@ impl Histogram {
         l.merged = true;
     }
 
-    /// Reads the live bins. Concurrent recording may land on either side of the read, exactly
-    /// as a value recorded during Envoy's merge lands in this interval or the next.
+    /// The latched cumulative data for `/stats/prometheus` (Envoy renders
+    /// `cumulativeStatistics()`): zeros until the first merge.
+    pub(crate) fn prometheus_snapshot(&self) -> PrometheusSnapshot {
+        let l = self.latched();
+        let mut snap = PrometheusSnapshot {
+            count: 0,
+            sum: 0.0,
+            buckets: [0; BUCKET_COUNT],
+        };
+        for &(bin, c) in &l.cumulative {
+            snap.count += c;
+            snap.sum += bin.midpoint() * c as f64;
+            for (bound, slot) in SUPPORTED_BUCKETS.iter().zip(snap.buckets.iter_mut()) {
+                if bin.at_or_below(*bound) {
+                    *slot += c;
+                }
+            }
+        }
+        snap
+    }
+
+    fn live_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.0.shards.iter().filter_map(|s| s.get().map(|b| &**b))
+    }
+
+    /// Reads the live bins, summed over the shards. Concurrent recording may land on either side
+    /// of the read, exactly as a value recorded during Envoy's merge lands in this interval or
+    /// the next.
     fn snapshot(&self) -> Bins {
         let mut bins = Vec::new();
-        let zero = self.0.zero.load(Ordering::Relaxed);
+        let zero: u64 = self
+            .live_shards()
+            .map(|s| s.zero.load(Ordering::Relaxed))
+            .sum();
         if zero > 0 {
             bins.push((Bin::ZERO, zero));
         }
-        for (decade, block) in self.0.decades.iter().enumerate() {
-            let Some(block) = block.get() else { continue };
-            for (slot, c) in block.iter().enumerate() {
-                let c = c.load(Ordering::Relaxed);
+        let mut blocks: Vec<&Block> = Vec::with_capacity(STAT_SHARDS);
+        for decade in 0..DECADES {
+            blocks.clear();
+            blocks.extend(
+                self.live_shards()
+                    .filter_map(|s| s.decades[decade].get().map(|b| &**b)),
+            );
+            if blocks.is_empty() {
+                continue;
+            }
+            for slot in 0..BINS_PER_DECADE {
+                let c: u64 = blocks
+                    .iter()
+                    .map(|b| b.0[slot].load(Ordering::Relaxed))
+                    .sum();
                 if c > 0 {
                     bins.push((Bin((1 + decade * BINS_PER_DECADE + slot) as u16), c));
                 }
@@ -451,5 +568,69 @@ mod tests {
             subtract(&now, &before),
             vec![(Bin::ZERO, 1), (Bin(3), 4), (Bin(5), 2)]
         );
+    }
+
+    #[test]
+    fn threads_record_into_their_own_shards_and_reads_sum_them() {
+        let h = Histogram::new(HistogramUnit::Microseconds);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for v in 0..1000 {
+                        h.record(v % 200 + t);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(h.count(), 4000);
+        let want: u64 = (0..4u64)
+            .map(|t| (0..1000u64).map(|v| v % 200 + t).sum::<u64>())
+            .sum();
+        assert_eq!(h.sum(), want);
+        h.merge();
+        assert_eq!(h.prometheus_snapshot().count, 4000);
+    }
+
+    // Sums exactly as Envoy 1.40 printed them (`{:.32g}`) for the same bins.
+    #[test]
+    fn approximate_sums_match_envoy() {
+        let sum =
+            |values: &[u64]| crate::render::fmt_g(merged(values).prometheus_snapshot().sum, 32);
+        // One 112 µs SET: bin [110, 120).
+        assert_eq!(sum(&[112]), "114.78260869565218627030844800174");
+        // Bins 79, 83, 94, 110.
+        assert_eq!(sum(&[79, 83, 94, 117]), "372.27382452694257608527550473809");
+        // Bins 80, 84, 96, 130, 140.
+        assert_eq!(
+            sum(&[80, 84, 96, 133, 141]),
+            "541.13374617819238210358889773488"
+        );
+        // Three and six samples of 1: bin [1, 1.1).
+        assert_eq!(sum(&[1, 1, 1]), "3.1428571428571432377907513000537");
+        assert_eq!(sum(&[1; 6]), "6.2857142857142864755815026001073");
+        assert_eq!(sum(&[21]), "21.488372093023254905119756585918");
+        assert_eq!(sum(&[0, 0]), "0");
+    }
+
+    #[test]
+    fn buckets_are_cumulative_and_inclusive_of_their_bound() {
+        let h = merged(&[0, 1, 1, 5, 99, 100, 109, 110, 4_000_000]);
+        let snap = h.prometheus_snapshot();
+        assert_eq!(snap.count, 9);
+        // 0.5: the zero; 1: both ones (Envoy 1.40 counts 1 under le="1"); 5: the five;
+        // 100: 99 and the bin [100, 110) that holds the bound; 250: 110.
+        assert_eq!(
+            snap.buckets,
+            [1, 3, 4, 4, 4, 4, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]
+        );
+        let empty = Histogram::new(HistogramUnit::Unspecified);
+        assert_eq!(empty.prometheus_snapshot().buckets, [0; BUCKET_COUNT]);
+        // Until a flush, the rendering shows nothing even though values were recorded.
+        empty.record(3);
+        assert_eq!(empty.prometheus_snapshot().count, 0);
     }
 }

@@ -1,23 +1,47 @@
-//! Envoy-style stats store: counters, gauges and histograms addressed by their full Envoy name
-//! (`redis.<stat_prefix>.command.get.total`, `cluster.<name>.upstream_cx_total`, ...), the
-//! periodic flush that latches histogram intervals, and the `/stats` text and JSON renderings.
+//! Envoy-style stats store: counters, gauges, histograms and text readouts addressed by their
+//! full Envoy name (`redis.<stat_prefix>.command.get.total`, `cluster.<name>.upstream_cx_total`,
+//! ...), the bootstrap's `stats_config` (tag extraction, stats matcher), the periodic flush that
+//! latches histogram intervals, and the `/stats` (text, JSON) and `/stats/prometheus` renderings.
 //!
 //! Owns: stat storage and rendering. Must never depend on another redvoy crate. Components
 //! create their handles once (a struct of handles per component) and the data path only touches
-//! those handles: recording is a relaxed atomic operation, never a lock or a map lookup.
+//! those handles: recording is a relaxed atomic operation on the recording thread's own shard
+//! (counters, histograms) or on one shared atomic (gauges), never a lock or a map lookup.
+//!
+//! Sharding: a counter holds `STAT_SHARDS` cache-line-padded cells, allocated on its first
+//! increment; each thread adds to the cell of its shard (a thread-local index handed out round
+//! robin on first use) and a read sums the cells. Histograms shard the same way. Gauges stay one
+//! atomic: `set(v)` must leave exactly `v`, which a sum of per-thread cells cannot promise while
+//! other threads add, and Envoy's gauges are shared atomics too.
 
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use regex::Regex;
 
 mod histogram;
+mod options;
+mod regex_dialect;
 mod render;
-pub use histogram::{Histogram, HistogramUnit, QUANTILE_COUNT, SUPPORTED_QUANTILES};
+mod shard;
+mod tags;
+
+pub use histogram::{
+    Histogram, HistogramUnit, BUCKET_COUNT, QUANTILE_COUNT, SUPPORTED_BUCKETS, SUPPORTED_QUANTILES,
+};
+pub use options::{StatsError, StatsMatcher, StatsOptions, StringMatcher, TagSpecifier};
+pub use render::fmt_double;
+pub use shard::STAT_SHARDS;
+pub use tags::Tag;
+
+use options::CompiledMatcher;
+use shard::Padded;
+use tags::TagProducer;
 
 /// Envoy's default `stats_flush_interval`: histogram intervals are latched this often.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -27,17 +51,32 @@ const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A monotonically increasing count. Cloning shares the value.
 #[derive(Clone, Debug, Default)]
-pub struct Counter(Arc<StatCell>);
+pub struct Counter(Arc<CounterCell>);
+
+#[derive(Debug, Default)]
+struct CounterCell {
+    /// Allocated by the first `add`, so the hundreds of counters Envoy creates eagerly and never
+    /// touch cost a pointer; "allocated" is also Envoy's "used" flag (set by any add, even of 0).
+    shards: OnceLock<Box<[Padded<AtomicU64>; STAT_SHARDS]>>,
+}
 
 /// A value that goes up and down (Envoy gauges are unsigned; going below zero saturates).
 #[derive(Clone, Debug, Default)]
-pub struct Gauge(Arc<StatCell>);
+pub struct Gauge(Arc<GaugeCell>);
 
+/// Padded so that two gauges allocated side by side (say `cx_active` and `rq_active`) do not
+/// share a cache line.
+#[repr(align(128))]
 #[derive(Debug, Default)]
-struct StatCell {
+struct GaugeCell {
     value: AtomicU64,
     used: AtomicBool,
 }
+
+/// A string-valued stat (Envoy's `TextReadout`, e.g. `control_plane.identifier`). Cloning shares
+/// the value. Set rarely (configuration events), so a mutex is fine.
+#[derive(Clone, Debug, Default)]
+pub struct TextReadout(Arc<Mutex<Option<String>>>);
 
 // === impl Counter ===
 
@@ -47,23 +86,32 @@ impl Counter {
     }
 
     pub fn add(&self, n: u64) {
-        self.0.value.fetch_add(n, Ordering::Relaxed);
-        // Only written once in practice; the load avoids dirtying the cache line on every add.
-        if !self.0.used.load(Ordering::Relaxed) {
-            self.0.used.store(true, Ordering::Relaxed);
-        }
+        let shards = self
+            .0
+            .shards
+            .get_or_init(|| Box::new(std::array::from_fn(|_| Padded::default())));
+        shards[shard::current()].0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The sum of every thread's increments.
     pub fn value(&self) -> u64 {
-        self.0.value.load(Ordering::Relaxed)
+        self.0.shards.get().map_or(0, |shards| {
+            shards
+                .iter()
+                .fold(0u64, |acc, c| acc.wrapping_add(c.0.load(Ordering::Relaxed)))
+        })
     }
 
     pub fn used(&self) -> bool {
-        self.0.used.load(Ordering::Relaxed)
+        self.0.shards.get().is_some()
     }
 
     pub fn reset(&self) {
-        self.0.value.store(0, Ordering::Relaxed);
+        if let Some(shards) = self.0.shards.get() {
+            for c in shards.iter() {
+                c.0.store(0, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -108,31 +156,147 @@ impl Gauge {
     }
 
     fn mark_used(&self) {
+        // Only written once in practice; the load avoids dirtying the cache line on every call.
         if !self.0.used.load(Ordering::Relaxed) {
             self.0.used.store(true, Ordering::Relaxed);
         }
     }
 }
 
+// === impl TextReadout ===
+
+impl TextReadout {
+    pub fn set(&self, value: impl Into<String>) {
+        *self.lock() = Some(value.into());
+    }
+
+    /// The current value; empty until set.
+    pub fn value(&self) -> String {
+        self.lock().clone().unwrap_or_default()
+    }
+
+    /// Set at least once.
+    pub fn used(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A registered stat: its handle and what tag extraction made of its name.
+#[derive(Clone, Debug)]
+struct Entry<T> {
+    handle: T,
+    tagged: Arc<Tagged>,
+}
+
+/// The tag-extracted name and the tags of one stat, computed once when it is created.
+#[derive(Debug)]
+pub(crate) struct Tagged {
+    pub(crate) extracted: String,
+    pub(crate) tags: Vec<Tag>,
+}
+
 #[derive(Default)]
 struct Registry {
-    counters: BTreeMap<String, Counter>,
-    gauges: BTreeMap<String, Gauge>,
-    histograms: BTreeMap<String, Histogram>,
+    counters: BTreeMap<String, Entry<Counter>>,
+    gauges: BTreeMap<String, Entry<Gauge>>,
+    histograms: BTreeMap<String, Entry<Histogram>>,
+    text_readouts: BTreeMap<String, Entry<TextReadout>>,
+}
+
+/// `stats_config`, compiled.
+#[derive(Debug)]
+struct Config {
+    tags: TagProducer,
+    matcher: CompiledMatcher,
 }
 
 /// The process-wide store. Cloning shares it. The mutex guards only the name → handle maps and
 /// is taken when a component creates its handles or the admin port renders, never per request.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Store {
     registry: Arc<Mutex<Registry>>,
+    config: Arc<Config>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which stats `/stats?type=` selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatsType {
+    #[default]
+    All,
+    Counters,
+    Gauges,
+    Histograms,
+    TextReadouts,
+}
+
+/// A `type=` value Envoy does not know; the message is Envoy's 400 body.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid &type= param")]
+pub struct InvalidStatsType;
+
+impl FromStr for StatsType {
+    type Err = InvalidStatsType;
+
+    /// Envoy's exact, case-sensitive labels (`StatLabels`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "All" => StatsType::All,
+            "Counters" => StatsType::Counters,
+            "Gauges" => StatsType::Gauges,
+            "Histograms" => StatsType::Histograms,
+            "TextReadouts" => StatsType::TextReadouts,
+            _ => return Err(InvalidStatsType),
+        })
+    }
+}
+
+/// What `/stats` selects: `filter` (RE2, partial match on the full name), `usedonly`, `type`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatsQuery<'a> {
+    pub filter: Option<&'a Regex>,
+    pub used_only: bool,
+    pub stats_type: StatsType,
 }
 
 // === impl Store ===
 
 impl Store {
+    /// A store with Envoy's defaults: every stat accepted, default tag extractors.
     pub fn new() -> Self {
-        Self::default()
+        static DEFAULT_CONFIG: OnceLock<Arc<Config>> = OnceLock::new();
+        let config = DEFAULT_CONFIG.get_or_init(|| {
+            Arc::new(Config {
+                // Only user tag specifiers can fail; there are none here.
+                tags: TagProducer::new(&[], true).unwrap_or_else(|_| TagProducer::empty()),
+                matcher: CompiledMatcher::AcceptAll,
+            })
+        });
+        Self {
+            registry: Arc::default(),
+            config: Arc::clone(config),
+        }
+    }
+
+    /// A store configured from the bootstrap's `stats_config`.
+    pub fn with_options(opts: StatsOptions) -> Result<Store, StatsError> {
+        let config = Config {
+            tags: TagProducer::new(&opts.tags, opts.use_all_default_tags)?,
+            matcher: CompiledMatcher::new(&opts.matcher)?,
+        };
+        Ok(Self {
+            registry: Arc::default(),
+            config: Arc::new(config),
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
@@ -140,24 +304,70 @@ impl Store {
         f(&mut guard)
     }
 
-    /// Returns the counter with this full name, creating it at zero the first time.
+    /// Returns the counter with this full name, creating it at zero the first time. A name the
+    /// stats matcher rejects gets a working handle that is never registered (Envoy's null stat).
     pub fn counter(&self, name: &str) -> Counter {
-        self.with(|r| r.counters.entry(name.to_owned()).or_default().clone())
+        self.get_or_create(name, |r| &mut r.counters, Counter::default)
     }
 
     /// Returns the gauge with this full name, creating it at zero the first time.
     pub fn gauge(&self, name: &str) -> Gauge {
-        self.with(|r| r.gauges.entry(name.to_owned()).or_default().clone())
+        self.get_or_create(name, |r| &mut r.gauges, Gauge::default)
     }
 
     /// Returns the histogram with this full name, creating it empty the first time.
     pub fn histogram(&self, name: &str, unit: HistogramUnit) -> Histogram {
+        self.get_or_create(name, |r| &mut r.histograms, || Histogram::new(unit))
+    }
+
+    /// Returns the text readout with this full name, creating it empty the first time.
+    pub fn text_readout(&self, name: &str) -> TextReadout {
+        self.get_or_create(name, |r| &mut r.text_readouts, TextReadout::default)
+    }
+
+    fn get_or_create<T: Clone>(
+        &self,
+        name: &str,
+        map: impl FnOnce(&mut Registry) -> &mut BTreeMap<String, Entry<T>>,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        if self.config.matcher.rejects(name) {
+            return make();
+        }
         self.with(|r| {
-            r.histograms
-                .entry(name.to_owned())
-                .or_insert_with(|| Histogram::new(unit))
-                .clone()
+            let map = map(r);
+            if let Some(e) = map.get(name) {
+                return e.handle.clone();
+            }
+            let (extracted, tags) = self.config.tags.produce(name);
+            let handle = make();
+            map.insert(
+                name.to_owned(),
+                Entry {
+                    handle: handle.clone(),
+                    tagged: Arc::new(Tagged { extracted, tags }),
+                },
+            );
+            handle
         })
+    }
+
+    /// Whether a stat with this full name would be instantiated (the stats matcher accepts it).
+    pub fn accepts(&self, name: &str) -> bool {
+        !self.config.matcher.rejects(name)
+    }
+
+    /// The tag-extracted name and tags of a registered stat of any type.
+    pub fn tags_of(&self, name: &str) -> Option<(String, Vec<Tag>)> {
+        self.with(|r| {
+            r.counters
+                .get(name)
+                .map(|e| Arc::clone(&e.tagged))
+                .or_else(|| r.gauges.get(name).map(|e| Arc::clone(&e.tagged)))
+                .or_else(|| r.histograms.get(name).map(|e| Arc::clone(&e.tagged)))
+                .or_else(|| r.text_readouts.get(name).map(|e| Arc::clone(&e.tagged)))
+        })
+        .map(|t| (t.extracted.clone(), t.tags.clone()))
     }
 
     /// A snapshot of every counter and gauge (name, value, used), in name order.
@@ -166,11 +376,11 @@ impl Store {
             let mut all: Vec<(String, u64, bool)> = r
                 .counters
                 .iter()
-                .map(|(n, c)| (n.clone(), c.value(), c.used()))
+                .map(|(n, e)| (n.clone(), e.handle.value(), e.handle.used()))
                 .chain(
                     r.gauges
                         .iter()
-                        .map(|(n, g)| (n.clone(), g.value(), g.used())),
+                        .map(|(n, e)| (n.clone(), e.handle.value(), e.handle.used())),
                 )
                 .collect();
             all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -183,7 +393,17 @@ impl Store {
         self.with(|r| {
             r.histograms
                 .iter()
-                .map(|(n, h)| (n.clone(), h.clone()))
+                .map(|(n, e)| (n.clone(), e.handle.clone()))
+                .collect()
+        })
+    }
+
+    /// Every text readout (name, value), in name order.
+    pub fn text_readouts(&self) -> Vec<(String, String)> {
+        self.with(|r| {
+            r.text_readouts
+                .iter()
+                .map(|(n, e)| (n.clone(), e.handle.value()))
                 .collect()
         })
     }
@@ -193,8 +413,8 @@ impl Store {
         self.with(|r| {
             r.counters
                 .get(name)
-                .map(Counter::value)
-                .or_else(|| r.gauges.get(name).map(Gauge::value))
+                .map(|e| e.handle.value())
+                .or_else(|| r.gauges.get(name).map(|e| e.handle.value()))
         })
     }
 
@@ -203,14 +423,108 @@ impl Store {
     /// order. `filter` keeps names it matches anywhere (RE2 `PartialMatch`); `used_only` keeps
     /// stats written since start-up, and histograms merged at least once.
     pub fn render_text(&self, filter: Option<&Regex>, used_only: bool) -> String {
-        let (scalars, histograms) = self.select(filter, used_only);
-        render::text(&scalars, &histograms)
+        self.render_text_query(&StatsQuery {
+            filter,
+            used_only,
+            stats_type: StatsType::All,
+        })
     }
 
     /// Envoy's `/stats?format=json` with the same selection as `render_text`.
     pub fn render_json(&self, filter: Option<&Regex>, used_only: bool) -> String {
-        let (scalars, histograms) = self.select(filter, used_only);
-        render::json(&scalars, &histograms)
+        self.render_json_query(&StatsQuery {
+            filter,
+            used_only,
+            stats_type: StatsType::All,
+        })
+    }
+
+    /// `/stats` text with `type=`: text readouts (`name: "value"`), then counters and gauges
+    /// merged in name order, then histograms; `Counters`/`Gauges` keep only that kind of the
+    /// middle part, `Histograms`/`TextReadouts` only their part.
+    pub fn render_text_query(&self, q: &StatsQuery<'_>) -> String {
+        render::text(&self.select(q))
+    }
+
+    /// `/stats?format=json` with `type=`, same selection as `render_text_query`.
+    pub fn render_json_query(&self, q: &StatsQuery<'_>) -> String {
+        render::json(&self.select(q))
+    }
+
+    /// Envoy 1.40's `/stats/prometheus` (text exposition 0.0.4): families of counters, then
+    /// gauges, then histograms, each family under one `# TYPE` line, families ordered by
+    /// tag-extracted name and members by full name (both compared `.`-segment by segment, as
+    /// Envoy's symbol table does); metric `envoy_` + sanitized tag-extracted name, tags as
+    /// labels; histograms as cumulative `_bucket{le=..}` over Envoy's default bounds, `+Inf`,
+    /// `_sum`, `_count` from the last flush. `filter` and `used_only` as for `/stats`.
+    pub fn render_prometheus(&self, used_only: bool, filter: Option<&Regex>) -> String {
+        self.render_prometheus_with(used_only, filter, false)
+    }
+
+    /// `render_prometheus` with `?text_readouts`: text readouts rendered as gauges of value 0
+    /// with a `text_value` label, between the gauges and the histograms.
+    pub fn render_prometheus_with(
+        &self,
+        used_only: bool,
+        filter: Option<&Regex>,
+        text_readouts: bool,
+    ) -> String {
+        let keep = |name: &str, used: bool| {
+            (!used_only || used) && filter.is_none_or(|re| re.is_match(name))
+        };
+        let families = self.with(|r| {
+            let counters = r
+                .counters
+                .iter()
+                .filter(|(n, e)| keep(n, e.handle.used()))
+                .map(|(n, e)| render::PromMetric {
+                    name: n.clone(),
+                    tagged: Arc::clone(&e.tagged),
+                    value: render::PromValue::Number(e.handle.value()),
+                })
+                .collect();
+            let gauges = r
+                .gauges
+                .iter()
+                .filter(|(n, e)| keep(n, e.handle.used()))
+                .map(|(n, e)| render::PromMetric {
+                    name: n.clone(),
+                    tagged: Arc::clone(&e.tagged),
+                    value: render::PromValue::Number(e.handle.value()),
+                })
+                .collect();
+            let texts = if text_readouts {
+                r.text_readouts
+                    .iter()
+                    .filter(|(n, e)| keep(n, e.handle.used()))
+                    .map(|(n, e)| render::PromMetric {
+                        name: n.clone(),
+                        tagged: Arc::clone(&e.tagged),
+                        value: render::PromValue::Text(e.handle.value()),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let histograms: Vec<(String, Arc<Tagged>, Histogram)> = r
+                .histograms
+                .iter()
+                .map(|(n, e)| (n.clone(), Arc::clone(&e.tagged), e.handle.clone()))
+                .collect();
+            (counters, gauges, texts, histograms)
+        });
+        let (counters, gauges, texts, histograms) = families;
+        // Histogram data is read outside the registry lock: it takes each histogram's own lock.
+        let histograms = histograms
+            .into_iter()
+            .filter(|(n, _, h)| keep(n, h.used()))
+            .map(|(name, tagged, h)| render::PromMetric {
+                name,
+                tagged,
+                value: render::PromValue::Histogram(h.prometheus_snapshot()),
+            })
+            .collect();
+        render::prometheus(counters, gauges, texts, histograms)
     }
 
     /// Latches every histogram's interval (Envoy's stats flush). `spawn_flush` calls this every
@@ -227,32 +541,75 @@ impl Store {
     /// Envoy's `/reset_counters`: every counter back to zero. Gauges and histograms are kept,
     /// and so is each counter's "used" mark (`usedonly` still lists it).
     pub fn reset_counters(&self) {
-        let counters: Vec<Counter> = self.with(|r| r.counters.values().cloned().collect());
+        let counters: Vec<Counter> =
+            self.with(|r| r.counters.values().map(|e| e.handle.clone()).collect());
         for c in counters {
             c.reset();
         }
     }
 
-    fn select(
-        &self,
-        filter: Option<&Regex>,
-        used_only: bool,
-    ) -> (Vec<render::Scalar>, Vec<(String, Histogram)>) {
+    fn select(&self, q: &StatsQuery<'_>) -> render::Selection {
         let keep = |name: &str, used: bool| {
-            (!used_only || used) && filter.is_none_or(|re| re.is_match(name))
+            (!q.used_only || used) && q.filter.is_none_or(|re| re.is_match(name))
         };
-        let scalars = self
-            .counters_and_gauges()
+        let t = q.stats_type;
+        let want_texts = matches!(t, StatsType::All | StatsType::TextReadouts);
+        let want_counters = matches!(t, StatsType::All | StatsType::Counters);
+        let want_gauges = matches!(t, StatsType::All | StatsType::Gauges);
+        let want_histograms = matches!(t, StatsType::All | StatsType::Histograms);
+        let (texts, mut scalars, histograms) = self.with(|r| {
+            let texts: Vec<(String, String)> = if want_texts {
+                r.text_readouts
+                    .iter()
+                    .filter(|(n, e)| keep(n, e.handle.used()))
+                    .map(|(n, e)| (n.clone(), e.handle.value()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut scalars: Vec<render::Scalar> = Vec::new();
+            if want_counters {
+                scalars.extend(
+                    r.counters
+                        .iter()
+                        .filter(|(n, e)| keep(n, e.handle.used()))
+                        .map(|(n, e)| render::Scalar {
+                            name: n.clone(),
+                            value: e.handle.value(),
+                        }),
+                );
+            }
+            if want_gauges {
+                scalars.extend(
+                    r.gauges
+                        .iter()
+                        .filter(|(n, e)| keep(n, e.handle.used()))
+                        .map(|(n, e)| render::Scalar {
+                            name: n.clone(),
+                            value: e.handle.value(),
+                        }),
+                );
+            }
+            let histograms: Vec<(String, Histogram)> = if want_histograms {
+                r.histograms
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.handle.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (texts, scalars, histograms)
+        });
+        scalars.sort_by(|a, b| a.name.cmp(&b.name));
+        let histograms = histograms
             .into_iter()
-            .filter(|(name, _, used)| keep(name, *used))
-            .map(|(name, value, _)| render::Scalar { name, value })
+            .filter(|(name, h)| keep(name, !q.used_only || h.used()))
             .collect();
-        let histograms = self
-            .histograms()
-            .into_iter()
-            .filter(|(name, h)| keep(name, !used_only || h.used()))
-            .collect();
-        (scalars, histograms)
+        render::Selection {
+            texts,
+            scalars,
+            histograms,
+        }
     }
 }
 
@@ -275,120 +632,4 @@ pub fn spawn_flush(store: Store, interval: Duration) -> tokio::task::JoinHandle<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> Store {
-        let s = Store::new();
-        s.counter("redis.p.command.get.total").add(3);
-        s.gauge("redis.p.downstream_cx_active").set(0);
-        s.counter("redis.p.downstream_cx_total");
-        s.counter("cluster.c.upstream_cx_total").inc();
-        s.histogram("a.first.latency", HistogramUnit::Milliseconds);
-        s.histogram("redis.p.command.get.latency", HistogramUnit::Milliseconds)
-            .record(92);
-        s
-    }
-
-    #[test]
-    fn text_lists_scalars_by_name_then_histograms_by_name() {
-        let s = store();
-        assert_eq!(
-            s.render_text(None, false),
-            "cluster.c.upstream_cx_total: 1\n\
-             redis.p.command.get.total: 3\n\
-             redis.p.downstream_cx_active: 0\n\
-             redis.p.downstream_cx_total: 0\n\
-             a.first.latency: No recorded values\n\
-             redis.p.command.get.latency: No recorded values\n"
-        );
-    }
-
-    #[test]
-    fn histograms_show_quantiles_after_a_flush() {
-        let s = store();
-        s.flush();
-        let text = s.render_text(Some(&Regex::new("latency").unwrap()), false);
-        assert_eq!(
-            text,
-            "a.first.latency: No recorded values\n\
-             redis.p.command.get.latency: P0(92.5,92.5) P25(92.5,92.5) P50(92.5,92.5) \
-             P75(92.5,92.5) P90(92.5,92.5) P95(92.5,92.5) P99(92.5,92.5) P99.5(92.5,92.5) \
-             P99.9(92.5,92.5) P100(92.5,92.5)\n"
-        );
-        s.flush();
-        assert!(s
-            .render_text(Some(&Regex::new("get.latency").unwrap()), true)
-            .starts_with("redis.p.command.get.latency: P0(nan,92.5) P25(nan,92.5)"));
-    }
-
-    #[test]
-    fn filter_is_an_unanchored_regex_and_usedonly_skips_untouched_stats() {
-        let s = store();
-        let re = Regex::new(r"^redis\.p\.(command|downstream)").unwrap();
-        assert_eq!(
-            s.render_text(Some(&re), true),
-            "redis.p.command.get.total: 3\nredis.p.downstream_cx_active: 0\n"
-        );
-        assert_eq!(
-            s.render_text(Some(&Regex::new("cx_total").unwrap()), false),
-            "cluster.c.upstream_cx_total: 1\nredis.p.downstream_cx_total: 0\n"
-        );
-        assert_eq!(
-            s.render_text(Some(&Regex::new("nomatch").unwrap()), false),
-            ""
-        );
-        s.flush();
-        assert!(s
-            .render_text(None, true)
-            .ends_with("redis.p.downstream_cx_active: 0\nredis.p.command.get.latency: P0(92.5,92.5) P25(92.5,92.5) P50(92.5,92.5) P75(92.5,92.5) P90(92.5,92.5) P95(92.5,92.5) P99(92.5,92.5) P99.5(92.5,92.5) P99.9(92.5,92.5) P100(92.5,92.5)\n"));
-    }
-
-    #[test]
-    fn json_has_envoys_shape() {
-        let s = store();
-        assert_eq!(
-            s.render_json(Some(&Regex::new("nomatch").unwrap()), false),
-            r#"{"stats":[]}"#
-        );
-        assert_eq!(
-            s.render_json(Some(&Regex::new("^cluster").unwrap()), false),
-            r#"{"stats":[{"name":"cluster.c.upstream_cx_total","value":1}]}"#
-        );
-        s.flush();
-        let nulls = [r#"{"cumulative":null,"interval":null}"#; QUANTILE_COUNT].join(",");
-        let halves = [r#"{"cumulative":92.5,"interval":92.5}"#; QUANTILE_COUNT].join(",");
-        assert_eq!(
-            s.render_json(Some(&Regex::new("get.total|latency").unwrap()), false),
-            format!(
-                r#"{{"stats":[{{"name":"redis.p.command.get.total","value":3}},{{"histograms":{{"supported_quantiles":[0,25,50,75,90,95,99,99.5,99.9,100],"computed_quantiles":[{{"name":"a.first.latency","values":[{nulls}]}},{{"name":"redis.p.command.get.latency","values":[{halves}]}}]}}}}]}}"#
-            )
-        );
-    }
-
-    #[test]
-    fn reset_counters_zeroes_counters_only() {
-        let s = store();
-        s.gauge("redis.p.downstream_cx_active").set(7);
-        s.reset_counters();
-        assert_eq!(s.value_of("redis.p.command.get.total"), Some(0));
-        assert_eq!(s.value_of("cluster.c.upstream_cx_total"), Some(0));
-        assert_eq!(s.value_of("redis.p.downstream_cx_active"), Some(7));
-        assert!(s
-            .render_text(None, true)
-            .contains("redis.p.command.get.total: 0\n"));
-    }
-
-    #[tokio::test]
-    async fn spawn_flush_latches_periodically() {
-        let s = store();
-        let task = spawn_flush(s.clone(), Duration::from_millis(20));
-        let h = s.histogram("redis.p.command.get.latency", HistogramUnit::Milliseconds);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !h.used() {
-            assert!(tokio::time::Instant::now() < deadline, "no flush happened");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        task.abort();
-    }
-}
+mod tests;

@@ -2,15 +2,68 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::proxy::Target;
+use crate::proxy::{Target, TARGETS_ENV};
 
 /// Set to print every row each target observed (to record expectations from Envoy).
 pub const OBSERVE_ENV: &str = "REDVOY_OBSERVE";
 /// Differing rows printed when targets disagree (the rest are counted).
 const MAX_DIFF_ROWS_SHOWN: usize = 40;
+/// Characters of one differing value shown (an admin endpoint may answer a whole help page).
+const MAX_DIFF_VALUE_SHOWN: usize = 400;
 
 /// A scenario's observations: `(label, rendered value)` rows, compared row by row.
 pub type Rows = Vec<(String, String)>;
+
+/// Whether a test's own expectations (values observed on Envoy and written into the test) are
+/// asserted on `target`: always on Envoy (that validates them), and on every target when Envoy
+/// is not among `REDVOY_TEST_TARGETS`. When Envoy runs too, the rows compared by
+/// [`same_on_all_targets`] report every difference at once, which an early assertion would
+/// hide. Use through [`expect_eq!`](crate::expect_eq) and [`expect_that!`](crate::expect_that).
+pub fn expectations_apply(target: Target) -> bool {
+    let envoy_runs = std::env::var(TARGETS_ENV)
+        .map(|spec| spec.split(',').any(|t| t.trim() == Target::Envoy.name()))
+        .unwrap_or(true);
+    target == Target::Envoy || !envoy_runs
+}
+
+/// `assert_eq!` when [`expectations_apply`] to the target (first argument).
+#[macro_export]
+macro_rules! expect_eq {
+    ($target:expr, $left:expr, $right:expr $(,)?) => {
+        if $crate::compare::expectations_apply($target) {
+            assert_eq!($left, $right);
+        }
+    };
+    ($target:expr, $left:expr, $right:expr, $($arg:tt)+) => {
+        if $crate::compare::expectations_apply($target) {
+            assert_eq!($left, $right, $($arg)+);
+        }
+    };
+}
+
+/// `assert!` when [`expectations_apply`] to the target (first argument).
+#[macro_export]
+macro_rules! expect_that {
+    ($target:expr, $cond:expr $(,)?) => {
+        if $crate::compare::expectations_apply($target) {
+            assert!($cond);
+        }
+    };
+    ($target:expr, $cond:expr, $($arg:tt)+) => {
+        if $crate::compare::expectations_apply($target) {
+            assert!($cond, $($arg)+);
+        }
+    };
+}
+
+/// `text` cut to its first `max` characters (a failing test's message stays readable when an
+/// endpoint answers with a whole help page).
+pub fn abbrev(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_string(),
+    }
+}
 
 /// Runs `scenario` once per target (in order) and panics, listing the differing rows, unless
 /// every target observed exactly the same rows. Returns the rows.
@@ -37,7 +90,13 @@ pub fn same_on_all_targets(targets: &[Target], mut scenario: impl FnMut(Target) 
         let shown: Vec<String> = diff
             .iter()
             .take(MAX_DIFF_ROWS_SHOWN)
-            .map(|(label, a, b)| format!("  {label}\n    {first_target}: {a}\n    {target}: {b}"))
+            .map(|(label, a, b)| {
+                format!(
+                    "  {label}\n    {first_target}: {}\n    {target}: {}",
+                    shown(a),
+                    shown(b)
+                )
+            })
             .collect();
         let more = diff.len().saturating_sub(MAX_DIFF_ROWS_SHOWN);
         let more = if more > 0 {
@@ -52,6 +111,12 @@ pub fn same_on_all_targets(targets: &[Target], mut scenario: impl FnMut(Target) 
         );
     }
     first
+}
+
+/// A value as shown in a difference: on one line (newlines as `\n`), cut to
+/// [`MAX_DIFF_VALUE_SHOWN`] characters.
+fn shown(value: &str) -> String {
+    abbrev(&value.replace('\n', "\\n"), MAX_DIFF_VALUE_SHOWN)
 }
 
 /// `(label, left, right)` for every row that differs, missing rows showing as `<absent>`.

@@ -2,7 +2,8 @@
 //!
 //! Owns: starting real `redis-server`s on free loopback ports, starting the proxy under test
 //! (redvoy) or its oracle (Envoy 1.40) from one bootstrap template, a blocking RESP client with
-//! bounded reads, `/stats` parsing, and running one scenario through several targets.
+//! bounded reads, `/stats` parsing, admin endpoints read for comparison (stat kinds, Prometheus
+//! text, JSON flattened into rows), and running one scenario through several targets.
 //! Must never depend on redvoy's own crates: it is the independent side of every comparison
 //! (its RESP parser is its own for that reason).
 //!
@@ -11,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bootstrap;
 pub mod client;
 pub mod compare;
@@ -20,10 +22,15 @@ pub mod proxy;
 pub mod redis;
 pub mod resp;
 
+pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
 pub use bootstrap::{bootstrap, catch_all_filter, dedent, simple_bootstrap, Cluster};
 pub use client::{ReadOutcome, RespClient};
-pub use compare::{same_on_all_targets, Rows};
-pub use net::{free_port, http, port_open, try_wait_for, wait_for, HttpResponse};
-pub use proxy::{targets, validate, Proxy, ProxyOptions, RunOutput, Stats, Target};
+pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
+pub use net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
+pub use process::listening_sockets;
+pub use proxy::{
+    targets, validate, wait_port_closed, Proxy, ProxyOptions, ReadyCheck, RunOutput, Stats, Target,
+    ADMIN_SOCKET,
+};
 pub use redis::{start_servers, RedisServer};
 pub use resp::{encode_command, escape, Reply};

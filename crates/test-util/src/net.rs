@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -70,16 +72,55 @@ pub fn port_open(port: u16) -> bool {
 pub struct HttpResponse {
     pub status: u16,
     pub body: String,
+    /// Header fields in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
 }
 
-/// Sends `METHOD path` over HTTP/1.1 (Connection: close) to `127.0.0.1:port` and reads the whole response.
+// === impl HttpResponse ===
+
+impl HttpResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `content-type` header, or `""`.
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("")
+    }
+}
+
+/// Sends `METHOD path` over HTTP/1.1 (Connection: close) to `127.0.0.1:port` and reads the
+/// whole response. `path` is written as given: query strings with raw `^ | \` reach the server unencoded, as
+/// pilot-agent sends them.
 pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<HttpResponse> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    let stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    exchange(stream, &format!("127.0.0.1:{port}"), method, path)
+}
+
+/// Like [`http`], over a Unix stream socket (an admin `address.pipe`).
+pub fn http_unix(socket: &Path, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    exchange(stream, "localhost", method, path)
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+) -> std::io::Result<HttpResponse> {
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
@@ -91,16 +132,28 @@ pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<HttpResponse
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP status line in {head:?}")))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    // A HEAD answer announces a body it does not send.
+    let body = if method == "HEAD" {
+        String::new()
+    } else if chunked {
         dechunk(body)?
     } else {
         body.to_string()
     };
-    Ok(HttpResponse { status, body })
+    Ok(HttpResponse {
+        status,
+        body,
+        headers,
+    })
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::client::RespClient;
-use crate::net::{free_port, http, try_wait_for, wait_for, HttpResponse};
-use crate::process::{kill_child, tail, wait_exit};
+use crate::net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
+use crate::process::{kill_child, listening_sockets, tail, wait_exit};
 
 /// Bound on a proxy answering `/ready` with 200 after spawn (Envoy takes ~1 s; CI is slow).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,6 +128,22 @@ fn sibling_redvoy() -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// The placeholder a bootstrap uses for an admin Unix socket path (`admin.address.pipe.path`);
+/// it becomes a path in the proxy's temp dir, and [`Proxy::admin`] then talks over it.
+pub const ADMIN_SOCKET: &str = "{{ADMIN_SOCKET}}";
+
+/// How [`Proxy::start_with`] decides that the proxy is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadyCheck {
+    /// `GET /ready` answers 200 on the admin address (the Unix socket when the bootstrap uses
+    /// `{{ADMIN_SOCKET}}`, the TCP admin port otherwise).
+    #[default]
+    Admin,
+    /// The first listener (`{{LISTENER_PORT}}`) accepts TCP connections: for bootstraps
+    /// without an admin block.
+    Listener,
+}
+
 /// Start-up options beyond the bootstrap.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
@@ -135,6 +151,8 @@ pub struct ProxyOptions {
     pub concurrency: u32,
     /// Extra arguments appended after the defaults.
     pub args: Vec<String>,
+    /// What "started" means.
+    pub ready_check: ReadyCheck,
 }
 
 impl Default for ProxyOptions {
@@ -142,6 +160,7 @@ impl Default for ProxyOptions {
         ProxyOptions {
             concurrency: 1,
             args: Vec::new(),
+            ready_check: ReadyCheck::Admin,
         }
     }
 }
@@ -152,6 +171,8 @@ pub struct Proxy {
     child: Option<Child>,
     admin_port: u16,
     listener_ports: Vec<u16>,
+    /// Set when the bootstrap or the arguments use `{{ADMIN_SOCKET}}`.
+    admin_socket: Option<PathBuf>,
     bootstrap: String,
     dir: TempDir,
 }
@@ -226,12 +247,17 @@ impl Proxy {
             .tempdir()
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let admin_port = free_port();
-        let (rendered, listener_ports) = render_ports(bootstrap, admin_port);
+        let socket_path = dir.path().join("admin.sock");
+        let uses_socket = bootstrap.contains(ADMIN_SOCKET)
+            || options.args.iter().any(|a| a.contains(ADMIN_SOCKET));
+        let bootstrap = bootstrap.replace(ADMIN_SOCKET, &socket_path.display().to_string());
+        let (rendered, listener_ports) = render_ports(&bootstrap, admin_port);
         let mut proxy = Proxy {
             target,
             child: None,
             admin_port,
             listener_ports,
+            admin_socket: uses_socket.then_some(socket_path),
             bootstrap: rendered,
             dir,
         };
@@ -241,23 +267,27 @@ impl Proxy {
         args.push("-c".into());
         args.push(config_path.display().to_string());
         // Arguments may carry the same placeholders (e.g. `--config-yaml` naming the admin port).
-        args.extend(
-            options
-                .args
-                .iter()
-                .map(|a| fill_known_ports(a, proxy.admin_port, &proxy.listener_ports)),
-        );
+        let socket_text = proxy.dir.path().join("admin.sock").display().to_string();
+        args.extend(options.args.iter().map(|a| {
+            fill_known_ports(a, proxy.admin_port, &proxy.listener_ports)
+                .replace(ADMIN_SOCKET, &socket_text)
+        }));
         proxy.child = Some(spawn_logged(target, &args, &proxy.log_path()));
 
-        let admin_port = proxy.admin_port;
+        let first_listener = proxy.listener_ports.first().copied();
         let ready = try_wait_for(READY_TIMEOUT, || {
             if let Some(Ok(Some(status))) = proxy.child.as_mut().map(Child::try_wait) {
                 return Some(Err(status));
             }
-            match http(admin_port, "GET", "/ready") {
-                Ok(resp) if resp.status == 200 => Some(Ok(())),
-                _ => None,
-            }
+            let up = match options.ready_check {
+                ReadyCheck::Admin => proxy
+                    .try_admin("GET", "/ready")
+                    .is_ok_and(|resp| resp.status == 200),
+                ReadyCheck::Listener => port_open(first_listener.unwrap_or_else(|| {
+                    panic!("ReadyCheck::Listener needs a {{{{LISTENER_PORT}}}} in the bootstrap")
+                })),
+            };
+            up.then_some(Ok(()))
         });
         match ready {
             Some(Ok(())) => Ok(proxy),
@@ -292,8 +322,19 @@ impl Proxy {
             .unwrap_or_else(|| panic!("bootstrap has no {{{{LISTENER_PORT_{n}}}}}"))
     }
 
+    /// The port given to `{{ADMIN_PORT}}` (chosen even when the bootstrap does not use it).
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// The admin Unix socket, when the bootstrap uses `{{ADMIN_SOCKET}}`.
+    pub fn admin_socket(&self) -> Option<&Path> {
+        self.admin_socket.as_deref()
+    }
+
+    /// The proxy's temp dir (its bootstrap file, log and admin socket live there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The bootstrap as written to disk (ports substituted).
@@ -310,9 +351,18 @@ impl Proxy {
         RespClient::connect(self.port())
     }
 
-    /// An admin request.
+    /// An admin request, over the admin Unix socket when the bootstrap uses `{{ADMIN_SOCKET}}`,
+    /// to the TCP admin port otherwise.
+    pub fn try_admin(&self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+        match &self.admin_socket {
+            Some(socket) => http_unix(socket, method, path),
+            None => http(self.admin_port, method, path),
+        }
+    }
+
+    /// An admin request; panics (with the log) if it fails at the transport level.
     pub fn admin(&self, method: &str, path: &str) -> HttpResponse {
-        http(self.admin_port, method, path).unwrap_or_else(|e| {
+        self.try_admin(method, path).unwrap_or_else(|e| {
             panic!(
                 "{} admin {method} {path}: {e}\n{}",
                 self.target,
@@ -324,7 +374,13 @@ impl Proxy {
     /// `/stats` parsed into `name -> value` (values as printed: integers, or histogram text).
     pub fn stats(&self) -> Stats {
         let resp = self.admin("GET", "/stats");
-        assert_eq!(resp.status, 200, "{} /stats: {}", self.target, resp.body);
+        assert_eq!(
+            resp.status,
+            200,
+            "{} /stats: {}",
+            self.target,
+            crate::compare::abbrev(&resp.body, 300)
+        );
         Stats::parse(&resp.body)
     }
 
@@ -349,6 +405,51 @@ impl Proxy {
                     .matching(name.rsplit_once('.').map_or(name, |(p, _)| p))
             );
         }
+    }
+
+    /// Waits (bounded) for the process to exit by itself and returns its status; `None` if it
+    /// still runs after `timeout` (it is then left running, and stopped on drop).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = try_wait_for(timeout, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// The sockets the process listens on (`tcp 127.0.0.1:<port>`, `unix <path>`), from
+    /// `/proc`; empty once it has exited.
+    pub fn listening_sockets(&self) -> std::collections::BTreeSet<String> {
+        self.pid().map(listening_sockets).unwrap_or_default()
+    }
+
+    /// `text` with this run's ports, temp dir and socket replaced by their placeholders
+    /// (`127.0.0.1_{{LISTENER_PORT}}`, `127.0.0.1:{{ADMIN_PORT}}`, `{{DIR}}`...), so that
+    /// observations of two runs can be compared.
+    pub fn normalize(&self, text: &str) -> String {
+        let mut out = text.replace(&self.dir.path().display().to_string(), "{{DIR}}");
+        for (port, name) in self.port_placeholders() {
+            for sep in ['_', ':'] {
+                out = out.replace(
+                    &format!("127.0.0.1{sep}{port}"),
+                    &format!("127.0.0.1{sep}{name}"),
+                );
+            }
+        }
+        out
+    }
+
+    /// `(port, placeholder)` for the admin port and every listener port.
+    pub fn port_placeholders(&self) -> Vec<(u16, String)> {
+        let mut out = vec![(self.admin_port, "{{ADMIN_PORT}}".to_string())];
+        for (n, port) in self.listener_ports.iter().enumerate() {
+            let name = if n == 0 {
+                "{{LISTENER_PORT}}".to_string()
+            } else {
+                format!("{{{{LISTENER_PORT_{n}}}}}")
+            };
+            out.push((*port, name));
+        }
+        out
     }
 
     /// True while the process runs.
@@ -503,7 +604,11 @@ pub fn validate(target: Target, bootstrap: &str, args: &[&str]) -> RunOutput {
 /// Runs `target` with the default flags, `-c <bootstrap>` and `args`, waiting for it to exit.
 pub fn run_to_exit(target: Target, bootstrap: &str, args: &[String]) -> RunOutput {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let (rendered, _) = render_ports(bootstrap, free_port());
+    let bootstrap = bootstrap.replace(
+        ADMIN_SOCKET,
+        &dir.path().join("admin.sock").display().to_string(),
+    );
+    let (rendered, _) = render_ports(&bootstrap, free_port());
     let config_path = dir.path().join("bootstrap.yaml");
     write_file(&config_path, &rendered);
     let log_path = dir.path().join("proxy.log");

@@ -116,7 +116,6 @@ const IDLE_COUNTERS: &[&str] = &[
     "upstream_flow_control_paused_reading_total",
     "upstream_flow_control_resumed_reading_total",
     "upstream_http3_broken",
-    "upstream_queue_overloaded",
     "upstream_rq_0rtt",
     "upstream_rq_active_overflow",
     "upstream_rq_maintenance_mode",
@@ -140,6 +139,7 @@ const IDLE_COUNTERS: &[&str] = &[
 /// Gauges of the same kind (circuit breakers are not enforced yet; their gauges stay at 0).
 const IDLE_GAUGES: &[&str] = &[
     "lb_subsets_active",
+    "upstream_queue_overloaded",
     "circuit_breakers.default.cx_open",
     "circuit_breakers.default.cx_pool_open",
     "circuit_breakers.default.rq_open",

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::conn_pool_settings::ReadPolicy;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::prefix_routes::Route;
@@ -83,9 +84,21 @@ pub(super) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
     // The allowlist walk already resolved and re-packed it as the native type.
     let proxy = RedisProxy::decode(any.value.as_slice())
         .map_err(|e| ConfigError::invalid(&fp, format!("cannot decode RedisProxy: {e}")))?;
+    let traffic_direction = match TrafficDirection::try_from(l.traffic_direction) {
+        Ok(TrafficDirection::Unspecified) => model::TrafficDirection::Unspecified,
+        Ok(TrafficDirection::Inbound) => model::TrafficDirection::Inbound,
+        Ok(TrafficDirection::Outbound) => model::TrafficDirection::Outbound,
+        Err(_) => {
+            return Err(ConfigError::invalid(
+                p.field("traffic_direction"),
+                "value must be one of the defined enum values",
+            ));
+        }
+    };
     Ok(model::Listener {
         name: l.name,
         address,
+        traffic_direction,
         redis_proxy: redis_proxy(proxy, &fp)?,
     })
 }

@@ -7,11 +7,17 @@
 
 mod cluster;
 mod listener;
+mod runtime;
+mod stats;
+
+pub(crate) use stats::one_line as regex_error_line;
+pub use stats::DEFAULT_TAG_NAMES;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::bootstrap::v3::Admin;
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::{
     address, data_source, socket_address, Address, DataSource, RuntimeFractionalPercent,
@@ -25,22 +31,33 @@ use crate::{model, ConfigError, LoadOptions};
 /// Largest file a `DataSource.filename` may name (passwords and usernames are bytes long).
 const MAX_DATA_SOURCE_BYTES: u64 = 1 << 20;
 
-pub(crate) fn bootstrap(b: Bootstrap, opts: &LoadOptions) -> Result<model::Bootstrap, ConfigError> {
+/// Envoy's `Admin.profile_path` when unset.
+const DEFAULT_PROFILE_PATH: &str = "/var/log/envoy/envoy.prof";
+/// `Pipe.mode` proto constraint (`lte: 511`, i.e. 0o777).
+const MAX_PIPE_MODE: u32 = 0o777;
+
+pub(crate) fn bootstrap(
+    b: Bootstrap,
+    source: model::BootstrapSource,
+    opts: &LoadOptions,
+) -> Result<model::Bootstrap, ConfigError> {
     let root = FieldPath::root();
     let node = node(&b, opts);
     let admin = match &b.admin {
-        Some(admin) => match &admin.address {
-            Some(a) => Some(model::Admin {
-                address: socket_address(
-                    a,
-                    &root.field("admin").field("address"),
-                    AddressKind::Bind,
-                )?,
-            }),
-            // Envoy starts no admin listener without an address.
-            None => None,
-        },
+        Some(a) => admin(a, &root.field("admin"))?,
         None => None,
+    };
+    let stats_config = match &b.stats_config {
+        Some(s) => stats::stats_config(s, &root.field("stats_config"))?,
+        None => model::StatsConfig::default(),
+    };
+    let stats_flush_interval = stats::flush_interval(
+        b.stats_flush_interval.as_ref(),
+        &root.field("stats_flush_interval"),
+    )?;
+    let runtime = match &b.layered_runtime {
+        Some(r) => runtime::layered_runtime(r, &root.field("layered_runtime"))?,
+        None => model::Runtime::default(),
     };
     let statics = b.static_resources.unwrap_or_default();
     let sr = root.field("static_resources");
@@ -80,7 +97,57 @@ pub(crate) fn bootstrap(b: Bootstrap, opts: &LoadOptions) -> Result<model::Boots
         admin,
         listeners,
         clusters,
+        stats_config,
+        stats_flush_interval,
+        runtime,
+        source,
     })
+}
+
+/// `admin`: no admin listener without an address, as in Envoy.
+fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> {
+    let Some(address) = &a.address else {
+        return Ok(None);
+    };
+    let ap = p.field("address");
+    let (address, pipe) = match &address.address {
+        Some(address::Address::Pipe(pipe)) => {
+            let pp = ap.field("pipe");
+            if pipe.path.is_empty() {
+                return Err(ConfigError::invalid(
+                    pp.field("path"),
+                    "value length must be at least 1 characters",
+                ));
+            }
+            if pipe.mode > MAX_PIPE_MODE {
+                return Err(ConfigError::invalid(
+                    pp.field("mode"),
+                    format!("value must be less than or equal to {MAX_PIPE_MODE}"),
+                ));
+            }
+            let unused = model::SocketAddress {
+                address: String::new(),
+                port: 0,
+            };
+            let pipe = model::Pipe {
+                path: pipe.path.clone(),
+                mode: pipe.mode,
+            };
+            (unused, Some(pipe))
+        }
+        _ => (socket_address(address, &ap, AddressKind::Bind)?, None),
+    };
+    let profile_path = if a.profile_path.is_empty() {
+        DEFAULT_PROFILE_PATH.to_owned()
+    } else {
+        a.profile_path.clone()
+    };
+    Ok(Some(model::Admin {
+        address,
+        pipe,
+        profile_path,
+        ignore_global_conn_limit: a.ignore_global_conn_limit,
+    }))
 }
 
 /// `node`, overridden by `--service-node/--service-cluster/--service-zone` as Envoy does.
@@ -115,8 +182,15 @@ pub(crate) fn socket_address(
     p: &FieldPath,
     kind: AddressKind,
 ) -> Result<model::SocketAddress, ConfigError> {
-    let Some(address::Address::SocketAddress(sa)) = &a.address else {
-        return Err(ConfigError::invalid(p, "address is required"));
+    let sa = match &a.address {
+        Some(address::Address::SocketAddress(sa)) => sa,
+        Some(address::Address::Pipe(_)) => {
+            return Err(ConfigError::unsupported_because(
+                p.field("pipe"),
+                "pipe addresses are only supported by redvoy for admin",
+            ));
+        }
+        _ => return Err(ConfigError::invalid(p, "address is required")),
     };
     let sp = p.field("socket_address");
     if sa.address.is_empty() {

@@ -1,0 +1,298 @@
+//! What the admin port shows and changes, taken from the running server: the rendered config
+//! dump, clusters and hosts, listeners, runtime, allocator figures, log levels, draining.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use redvoy_admin::{
+    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDump,
+    ConfigDumpQuery, DrainRequest, HostStat, HostStatus, ListenerStatus, LogChange, LogLevel,
+    MemoryStats, RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
+};
+use redvoy_config::model::{self, TrafficDirection};
+use redvoy_config::{render_config_dump_with_hosts, DumpHost, DumpOptions};
+use redvoy_proxy::ListenerControl;
+use redvoy_runtime::Runtime;
+use redvoy_upstream::ClusterManager;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+/// Switches tracing's filter when `/logging` changes levels.
+pub type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// The tracing directive for an Envoy log level.
+pub fn tracing_level(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warning => "warn",
+        LogLevel::Error | LogLevel::Critical => "error",
+        LogLevel::Off => "off",
+    }
+}
+
+pub struct Backend {
+    pub bootstrap: model::Bootstrap,
+    pub loaded_at: SystemTime,
+    pub started: Instant,
+    pub clusters: Arc<ClusterManager>,
+    pub listeners: Vec<(model::Listener, SocketAddr, Arc<ListenerControl>)>,
+    pub runtime: Runtime,
+    pub options: CommandLineOptions,
+    pub drain_time: Duration,
+    pub log_handle: Option<LogHandle>,
+    /// Envoy's logger names with the level each was last set to; redvoy has one filter, set to
+    /// the most verbose of these.
+    pub log_levels: Mutex<BTreeMap<String, LogLevel>>,
+}
+
+fn address(addr: &SocketAddr) -> Address {
+    Address::Socket {
+        ip: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+impl Backend {
+    fn apply_log_levels(&self, levels: &BTreeMap<String, LogLevel>) {
+        let most_verbose = levels.values().min().copied().unwrap_or(LogLevel::Info);
+        if let Some(handle) = &self.log_handle {
+            let _ = handle.reload(EnvFilter::new(tracing_level(most_verbose)));
+        }
+    }
+}
+
+impl AdminBackend for Backend {
+    fn config_dump(&self, q: &ConfigDumpQuery) -> Result<ConfigDump, AdminError> {
+        let opts = DumpOptions {
+            resource: q.resource.clone(),
+            mask: q.mask.clone(),
+            name_regex: q.name_regex.clone(),
+            include_eds: q.include_eds,
+        };
+        // With `include_eds`, DNS clusters show the hosts they resolved to.
+        let hosts = |name: &str| -> Option<Vec<DumpHost>> {
+            let cluster = self.clusters.get(name)?;
+            if cluster.config.discovery == model::DiscoveryType::Static {
+                return None;
+            }
+            Some(
+                cluster
+                    .host_set()
+                    .hosts()
+                    .iter()
+                    .map(|h| DumpHost {
+                        address: h.address,
+                        hostname: h.hostname.clone(),
+                        weight: h.weight,
+                    })
+                    .collect(),
+            )
+        };
+        render_config_dump_with_hosts(&self.bootstrap, self.loaded_at, &opts, &hosts)
+            .map(ConfigDump::Applied)
+            .map_err(|e| AdminError::new(e.status, e.message))
+    }
+
+    fn clusters(&self) -> Vec<ClusterStatus> {
+        self.clusters
+            .clusters()
+            .map(|cluster| {
+                let hosts = cluster
+                    .host_set()
+                    .hosts()
+                    .iter()
+                    .map(|h| {
+                        let s = &h.stats;
+                        let v = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                        let counter = |name: &str, value| HostStat {
+                            name: name.to_owned(),
+                            kind: StatKind::Counter,
+                            value,
+                        };
+                        let gauge = |name: &str, value| HostStat {
+                            name: name.to_owned(),
+                            kind: StatKind::Gauge,
+                            value,
+                        };
+                        let mut status = HostStatus::new(address(&h.address));
+                        status.hostname = h.hostname.clone();
+                        status.weight = h.weight;
+                        status.stats = vec![
+                            counter("cx_connect_fail", v(&s.cx_connect_fail)),
+                            counter("cx_total", v(&s.cx_total)),
+                            counter("rq_error", v(&s.rq_error)),
+                            counter("rq_success", v(&s.rq_success)),
+                            counter("rq_timeout", v(&s.rq_timeout)),
+                            counter("rq_total", v(&s.rq_total)),
+                            gauge("cx_active", v(&s.cx_active)),
+                            gauge("rq_active", v(&s.rq_active)),
+                            gauge("rq_pending_active", 0),
+                        ];
+                        status
+                    })
+                    .collect();
+                ClusterStatus {
+                    name: cluster.name.clone(),
+                    observability_name: cluster.name.clone(),
+                    added_via_api: false,
+                    eds_service_name: String::new(),
+                    circuit_breakers: [Thresholds::default(); 2],
+                    outlier: None,
+                    hosts,
+                }
+            })
+            .collect()
+    }
+
+    fn listeners(&self) -> Vec<ListenerStatus> {
+        self.listeners
+            .iter()
+            .map(|(l, addr, _)| ListenerStatus {
+                name: l.name.clone(),
+                local_address: address(addr),
+                additional_local_addresses: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn server_info(&self) -> ServerInfo {
+        let node = &self.bootstrap.node;
+        let node_json = serde_json::json!({
+            "id": node.id,
+            "cluster": node.cluster,
+            "metadata": {},
+            "locality": {"region": "", "zone": node.zone, "sub_zone": ""},
+            "user_agent_name": "envoy",
+            "user_agent_build_version": {
+                "version": {"major_number": 1, "minor_number": 40, "patch": 0},
+                "metadata": {}
+            },
+            "extensions": [],
+            "client_features": [],
+            "listening_addresses": [],
+            "dynamic_parameters": {}
+        });
+        let uptime = self.started.elapsed();
+        ServerInfo {
+            version: format!(
+                "redvoy/{}/Clean/RELEASE/BoringSSL",
+                env!("CARGO_PKG_VERSION")
+            ),
+            uptime_current_epoch: uptime,
+            uptime_all_epochs: uptime,
+            hot_restart_version: "disabled".to_owned(),
+            command_line_options: self.options.clone(),
+            node_json: node_json.to_string(),
+        }
+    }
+
+    fn drain_listeners(&self, request: DrainRequest) {
+        for (listener, _, control) in &self.listeners {
+            if request.inbound_only && listener.traffic_direction != TrafficDirection::Inbound {
+                continue;
+            }
+            let control = Arc::clone(control);
+            if request.skip_exit {
+                control.start_drain_close();
+                continue;
+            }
+            let drain_time = self.drain_time;
+            let graceful = request.graceful;
+            tokio::spawn(async move { control.drain(graceful, drain_time).await });
+        }
+    }
+
+    fn runtime(&self) -> RuntimeView {
+        let json = self.runtime.to_json();
+        let layers = json["layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let entries = json["entries"]
+            .as_object()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|(key, e)| RuntimeEntry {
+                        key: key.clone(),
+                        final_value: e["final_value"].as_str().unwrap_or_default().to_owned(),
+                        layer_values: e["layer_values"]
+                            .as_array()
+                            .map(|v| {
+                                v.iter()
+                                    .map(|x| x.as_str().unwrap_or_default().to_owned())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RuntimeView { layers, entries }
+    }
+
+    fn runtime_modify(&self, changes: &[(String, String)]) -> Result<(), AdminError> {
+        self.runtime
+            .modify(changes)
+            .map_err(|e| AdminError::new(503, e.to_string()))
+    }
+
+    fn memory(&self) -> MemoryStats {
+        let _ = tikv_jemalloc_ctl::epoch::advance();
+        let read = |r: tikv_jemalloc_ctl::Result<usize>| r.map_or(0, |v| v as u64);
+        let allocated = read(tikv_jemalloc_ctl::stats::allocated::read());
+        let active = read(tikv_jemalloc_ctl::stats::active::read());
+        let mapped = read(tikv_jemalloc_ctl::stats::mapped::read());
+        let resident = read(tikv_jemalloc_ctl::stats::resident::read());
+        MemoryStats {
+            allocated,
+            heap_size: mapped,
+            pageheap_unmapped: 0,
+            pageheap_free: active.saturating_sub(allocated),
+            total_thread_cache: 0,
+            total_physical_bytes: resident,
+        }
+    }
+
+    fn loggers(&self) -> Vec<(String, LogLevel)> {
+        let levels = self
+            .log_levels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        redvoy_admin::ENVOY_LOGGERS
+            .iter()
+            .map(|name| {
+                let level = levels.get(*name).copied().unwrap_or(LogLevel::Info);
+                ((*name).to_owned(), level)
+            })
+            .collect()
+    }
+
+    fn set_log_levels(&self, change: LogChange) {
+        let mut levels = self
+            .log_levels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match change {
+            LogChange::All(level) => {
+                for name in redvoy_admin::ENVOY_LOGGERS {
+                    levels.insert((*name).to_owned(), level);
+                }
+            }
+            LogChange::Named(changes) => {
+                for (name, level) in changes {
+                    levels.insert(name, level);
+                }
+            }
+        }
+        self.apply_log_levels(&levels);
+    }
+}
