@@ -47,6 +47,8 @@ pub struct Backend {
     /// Envoy's logger names with the level each was last set to; redvoy has one filter, set to
     /// the most verbose of these.
     pub log_levels: Mutex<BTreeMap<String, LogLevel>>,
+    /// `listener_manager.listener_stopped`.
+    pub listener_stopped: redvoy_stats::Counter,
 }
 
 fn address(addr: &SocketAddr) -> Address {
@@ -161,22 +163,44 @@ impl AdminBackend for Backend {
 
     fn server_info(&self) -> ServerInfo {
         let node = &self.bootstrap.node;
+        // The node as Envoy's /server_info shows it: build details and the extensions this
+        // server implements (redvoy lists only its own).
         let node_json = serde_json::json!({
             "id": node.id,
             "cluster": node.cluster,
-            "metadata": {},
             "locality": {"region": "", "zone": node.zone, "sub_zone": ""},
             "user_agent_name": "envoy",
             "user_agent_build_version": {
                 "version": {"major_number": 1, "minor_number": 40, "patch": 0},
-                "metadata": {}
+                "metadata": {
+                    "build.type": if cfg!(debug_assertions) { "DEBUG" } else { "RELEASE" },
+                    "revision.sha": concat!("redvoy-", env!("CARGO_PKG_VERSION")),
+                    "revision.status": "Clean",
+                    "ssl.version": "none"
+                }
             },
-            "extensions": [],
+            "extensions": [
+                {
+                    "name": "envoy.filters.network.redis_proxy",
+                    "category": "envoy.filters.network",
+                    "type_descriptor": "",
+                    "type_urls": ["envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"],
+                    "disabled": false
+                },
+                {
+                    "name": "envoy.cluster.static",
+                    "category": "envoy.clusters",
+                    "type_descriptor": "",
+                    "type_urls": [],
+                    "disabled": false
+                }
+            ],
             "client_features": [],
             "listening_addresses": [],
             "dynamic_parameters": {}
         });
-        let uptime = self.started.elapsed();
+        // Envoy reports whole seconds (`"3s"`).
+        let uptime = Duration::from_secs(self.started.elapsed().as_secs());
         ServerInfo {
             version: format!(
                 "redvoy/{}/Clean/RELEASE/BoringSSL",
@@ -202,7 +226,13 @@ impl AdminBackend for Backend {
             }
             let drain_time = self.drain_time;
             let graceful = request.graceful;
-            tokio::spawn(async move { control.drain(graceful, drain_time).await });
+            let stopped = self.listener_stopped.clone();
+            tokio::spawn(async move {
+                if !control.is_stopped() {
+                    control.drain(graceful, drain_time).await;
+                    stopped.inc();
+                }
+            });
         }
     }
 

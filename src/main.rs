@@ -368,7 +368,12 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
     let built = build_filters(&bootstrap, &store, &runtime).await?;
     let clusters = Arc::new(built.clusters);
-    ListenerManagerStats::register(&store, built.filters.len(), concurrency);
+    ListenerManagerStats::register(
+        &store,
+        built.filters.len(),
+        bootstrap.clusters.len(),
+        concurrency,
+    );
     clusters.spawn_dns_refresh();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -429,6 +434,7 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
             drain_time: server.drain_time,
             log_handle: server.log_handle.clone(),
             log_levels: Mutex::new(log_levels),
+            listener_stopped: store.counter("listener_manager.listener_stopped"),
         };
         let state = redvoy_admin::AdminState {
             stats: store.clone(),

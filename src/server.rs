@@ -30,27 +30,34 @@ impl ServerStats {
         // No certificates: Envoy reports u32::MAX days.
         g("days_until_first_cert_expiring").set(u64::from(u32::MAX));
         g("version").set(version_number());
+        // Written at start-up by Envoy (so listed by `usedonly`) though they stay 0 here.
+        for name in ["compilation_settings.fips_mode", "stats_recent_lookups"] {
+            g(name).set(0);
+        }
         for name in [
-            "compilation_settings.fips_mode",
             "hot_restart_epoch",
             "parent_connections",
             "seconds_until_first_ocsp_response_expiring",
-            "stats_recent_lookups",
         ] {
             g(name);
         }
         for name in [
             "debug_assertion_failures",
             "dropped_stat_flushes",
-            "dynamic_unknown_fields",
             "envoy_bug_failures",
             "envoy_notifications",
-            "static_unknown_fields",
-            "wip_protos",
             "main_thread.watchdog_mega_miss",
             "main_thread.watchdog_miss",
         ] {
             c(name);
+        }
+        // Envoy adds 0 to these after validating the bootstrap, which marks them used.
+        for name in [
+            "dynamic_unknown_fields",
+            "static_unknown_fields",
+            "wip_protos",
+        ] {
+            c(name).add(0);
         }
         for i in 0..concurrency {
             c(&format!("worker_{i}.watchdog_mega_miss"));
@@ -118,7 +125,8 @@ fn version_number() -> u64 {
 pub struct ListenerManagerStats;
 
 impl ListenerManagerStats {
-    pub fn register(store: &Store, listeners: usize, concurrency: usize) {
+    pub fn register(store: &Store, listeners: usize, clusters: usize, concurrency: usize) {
+        Self::register_thread_local_clusters(store, clusters, concurrency);
         let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
         let g = |n: &str| store.gauge(&format!("listener_manager.{n}"));
         c("listener_added").add(listeners as u64);
@@ -136,10 +144,23 @@ impl ListenerManagerStats {
         for name in [
             "total_filter_chains_draining",
             "total_listeners_draining",
-            "total_listeners_warming",
             "workers_pinned",
         ] {
             g(name);
+        }
+        g("total_listeners_warming").set(0);
+    }
+
+    /// `thread_local_cluster_manager.<thread>.clusters_inflated`: every thread has every cluster.
+    fn register_thread_local_clusters(store: &Store, clusters: usize, concurrency: usize) {
+        let threads = std::iter::once("main_thread".to_owned())
+            .chain((0..concurrency).map(|i| format!("worker_{i}")));
+        for thread in threads {
+            store
+                .gauge(&format!(
+                    "thread_local_cluster_manager.{thread}.clusters_inflated"
+                ))
+                .set(clusters as u64);
         }
     }
 

@@ -128,12 +128,17 @@ fn home(_: &Request, _: &AdminState) -> Response {
     for entry in help_entries() {
         let method = if entry.post { "post" } else { "get" };
         let label = entry.path.trim_start_matches('/');
+        if label.is_empty() {
+            // The home page does not link to itself.
+            continue;
+        }
         let _ = write!(
             page,
             "<tr class='vert-space'>\n  <td class='home-data'>\
              <form action='{path}' method='{method}' class='home-form'>\
              <button class='button-as-link'>{label}</button>",
-            path = html_escape(entry.path),
+            // Relative links, as Envoy writes them (`action='clusters'`).
+            path = html_escape(label),
             label = html_escape(label),
         );
         for (name, _) in &entry.params {

@@ -66,6 +66,8 @@ pub(crate) struct Request {
     /// `/runtime_modify` reads its parameters from a form body when the query has none.
     pub(crate) body: Vec<u8>,
     pub(crate) keep_alive: bool,
+    /// Bytes the request took on the wire (head and body), for the connection's rx stats.
+    pub(crate) wire_len: usize,
 }
 
 impl Request {
@@ -146,6 +148,7 @@ where
         }
         buf.drain(..n).collect()
     };
+    req.wire_len += req.body.len();
     Ok(Some(req))
 }
 
@@ -240,6 +243,7 @@ fn parse_head(head: &[u8]) -> Result<Request, RequestError> {
         headers,
         body: Vec::new(),
         keep_alive,
+        wire_len: head.len(),
     })
 }
 

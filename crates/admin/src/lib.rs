@@ -372,6 +372,7 @@ where
                 return linger_close(stream).await;
             }
         };
+        stats.request(req.wire_len);
         let resp = handlers::handle(&req, state);
         stats.response(resp.status);
         let with_body = req.method != "HEAD";

@@ -18,6 +18,19 @@ pub(crate) struct AdminListenerStats {
     /// `http.admin.downstream_rq_{1,2,3,4,5}xx`, indexed by the status class.
     rq_class: [Counter; 5],
     rq_completed: Counter,
+    /// The connection manager's own `http.admin.*` counterparts.
+    http_cx_active: Gauge,
+    http_cx_total: Counter,
+    http_cx_destroy: Counter,
+    http_rq_total: Counter,
+    http_rq_completed: Counter,
+    http_rq_class: [Counter; 5],
+    http_cx_http1_active: Gauge,
+    http_cx_http1_total: Counter,
+    http_rq_http1_total: Counter,
+    http_rq_active: Gauge,
+    http_rx_bytes_total: Counter,
+    http_rx_bytes_buffered: Gauge,
 }
 
 impl AdminListenerStats {
@@ -37,7 +50,7 @@ impl AdminListenerStats {
         ] {
             c(name);
         }
-        g("downstream_pre_cx_active");
+        g("downstream_pre_cx_active").set(0);
         Self {
             cx_total: c("downstream_cx_total"),
             cx_active: g("downstream_cx_active"),
@@ -54,6 +67,19 @@ impl AdminListenerStats {
             main_thread_cx_active: g("main_thread.downstream_cx_active"),
             rq_class: [1, 2, 3, 4, 5].map(|n| c(&format!("http.admin.downstream_rq_{n}xx"))),
             rq_completed: c("http.admin.downstream_rq_completed"),
+            http_cx_active: store.gauge("http.admin.downstream_cx_active"),
+            http_cx_total: store.counter("http.admin.downstream_cx_total"),
+            http_cx_destroy: store.counter("http.admin.downstream_cx_destroy"),
+            http_rq_total: store.counter("http.admin.downstream_rq_total"),
+            http_rq_completed: store.counter("http.admin.downstream_rq_completed"),
+            http_rq_class: [1, 2, 3, 4, 5]
+                .map(|n| store.counter(&format!("http.admin.downstream_rq_{n}xx"))),
+            http_cx_http1_active: store.gauge("http.admin.downstream_cx_http1_active"),
+            http_cx_http1_total: store.counter("http.admin.downstream_cx_http1_total"),
+            http_rq_http1_total: store.counter("http.admin.downstream_rq_http1_total"),
+            http_rq_active: store.gauge("http.admin.downstream_rq_active"),
+            http_rx_bytes_total: store.counter("http.admin.downstream_cx_rx_bytes_total"),
+            http_rx_bytes_buffered: store.gauge("http.admin.downstream_cx_rx_bytes_buffered"),
         }
     }
 
@@ -63,6 +89,10 @@ impl AdminListenerStats {
         self.cx_active.inc();
         self.main_thread_cx_total.inc();
         self.main_thread_cx_active.inc();
+        self.http_cx_active.inc();
+        self.http_cx_total.inc();
+        self.http_cx_http1_active.inc();
+        self.http_cx_http1_total.inc();
         self.accepted_per_event.record(1);
         Instant::now()
     }
@@ -71,15 +101,33 @@ impl AdminListenerStats {
         self.cx_active.dec();
         self.main_thread_cx_active.dec();
         self.cx_destroy.inc();
+        self.http_cx_active.dec();
+        self.http_cx_http1_active.dec();
+        self.http_cx_destroy.inc();
         self.cx_length_ms
             .record(opened.elapsed().as_millis() as u64);
     }
 
+    /// A request arrived (`wire_len` bytes): it is active until `response`.
+    pub(crate) fn request(&self, wire_len: usize) {
+        self.http_rx_bytes_total.add(wire_len as u64);
+        // Envoy's buffered-bytes gauge holds the size of the last read.
+        self.http_rx_bytes_buffered.set(wire_len as u64);
+        self.http_rq_total.inc();
+        self.http_rq_http1_total.inc();
+        self.http_rq_active.inc();
+    }
+
     pub(crate) fn response(&self, status: u16) {
+        self.http_rq_active.dec();
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         if let Some(c) = self.rq_class.get(class) {
             c.inc();
         }
+        if let Some(c) = self.http_rq_class.get(class) {
+            c.inc();
+        }
         self.rq_completed.inc();
+        self.http_rq_completed.inc();
     }
 }

@@ -605,12 +605,13 @@ pub(crate) fn runtime_json(view: &RuntimeView) -> String {
             )
         })
         .collect();
+    // Envoy prints `entries` first.
     obj(vec![
+        ("entries", Json::Object(entries)),
         (
             "layers",
             Json::Array(view.layers.iter().map(|l| Json::str(l.as_str())).collect()),
         ),
-        ("entries", Json::Object(entries)),
     ])
     .pretty()
 }

@@ -213,7 +213,15 @@ impl UpstreamClient {
         let stats = &self.config.cluster_stats;
         stats.upstream_cx_total.inc();
         self.host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+        // Envoy counts a connection as active from the moment it is created.
+        stats.upstream_cx_active.inc();
+        self.host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        let connected = timeout(self.config.connect_timeout, TcpStream::connect(addr)).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            stats.upstream_cx_active.dec();
+            self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        }
+        let stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(%addr, error = %e, "upstream connect failed");
@@ -241,8 +249,6 @@ impl UpstreamClient {
             }
         };
         let _ = stream.set_nodelay(true);
-        stats.upstream_cx_active.inc();
-        self.host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
         {
             let mut inner = self.inner.borrow_mut();
             inner.state = ConnState::Connected;
@@ -397,12 +403,8 @@ impl UpstreamClient {
         if request.counted {
             self.config.cluster_stats.upstream_rq_active.dec();
             self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+            // Envoy 1.40's redis client leaves the host's rq_success/rq_error at zero.
             let is_error = matches!(frame.value, redvoy_resp::RespValue::Error(_));
-            if is_error {
-                self.host.stats.rq_error.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.host.stats.rq_success.fetch_add(1, Ordering::Relaxed);
-            }
             let micros = request.sent_at.elapsed().as_micros() as u64;
             self.config.upstream_rq_time.record(micros);
             if let Some(cs) = &request.command_stats {

@@ -50,7 +50,8 @@ impl ListenerStats {
         ] {
             c(name);
         }
-        g("downstream_pre_cx_active");
+        // Envoy writes this gauge (to 0) when the listener starts.
+        g("downstream_pre_cx_active").set(0);
         Self {
             downstream_cx_total: c("downstream_cx_total"),
             downstream_cx_destroy: c("downstream_cx_destroy"),

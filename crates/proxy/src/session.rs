@@ -326,6 +326,8 @@ struct Session {
     tx: Transaction,
     /// QUIT seen or protocol error: read nothing more.
     stop_reading: bool,
+    /// This connection's share of `downstream_cx_rx_bytes_buffered`.
+    rx_buffered_reported: u64,
 }
 
 /// Serves one client connection until it closes.
@@ -342,6 +344,7 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>, control: Arc<Liste
         authenticated,
         tx: Transaction::default(),
         stop_reading: false,
+        rx_buffered_reported: 0,
     };
     let mut input = BytesMut::new();
     if let Err(e) = session.serve(stream, &mut input).await {
@@ -349,7 +352,7 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>, control: Arc<Liste
     }
     stats
         .downstream_cx_rx_bytes_buffered
-        .sub(input.len() as u64);
+        .sub(session.rx_buffered_reported);
     session.shared.closed.set(true);
     let abandoned = session.shared.queue.borrow().slots.len() as u64;
     stats.downstream_rq_active.sub(abandoned);
@@ -367,7 +370,6 @@ impl Session {
         let mut wrote_since_check = false;
         loop {
             // Dispatch what is already buffered, up to the in-flight bound.
-            let buffered_before = input.len();
             while !self.stop_reading
                 && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
             {
@@ -382,16 +384,12 @@ impl Session {
             }
             let filter = Rc::clone(&self.filter);
             let stats = &filter.config.stats;
-            stats
-                .downstream_cx_rx_bytes_buffered
-                .sub((buffered_before - input.len()) as u64);
             let wake_at = self.drain(&mut output, &mut close_after_flush);
             if !output.is_empty() {
                 let n = output.len() as u64;
-                stats.downstream_cx_tx_bytes_buffered.add(n);
-                let written = wr.write_all(&output).await;
-                stats.downstream_cx_tx_bytes_buffered.sub(n);
-                written?;
+                // downstream_cx_tx_bytes_buffered stays unwritten, as in Envoy, whose writes
+                // to a client socket that keeps up never leave bytes buffered.
+                wr.write_all(&output).await?;
                 stats.downstream_cx_tx_bytes_total.add(n);
                 output.clear();
                 wrote_since_check = true;
@@ -442,7 +440,16 @@ impl Session {
                     }
                     let stats = &self.filter.config.stats;
                     stats.downstream_cx_rx_bytes_total.add(n as u64);
-                    stats.downstream_cx_rx_bytes_buffered.add(n as u64);
+                    // Envoy's accounting: the gauge moves to the read buffer's size as of each
+                    // read, and keeps it until the next read or the close.
+                    let now_buffered = input.len() as u64;
+                    let gauge = &stats.downstream_cx_rx_bytes_buffered;
+                    if now_buffered >= self.rx_buffered_reported {
+                        gauge.add(now_buffered - self.rx_buffered_reported);
+                    } else {
+                        gauge.sub(self.rx_buffered_reported - now_buffered);
+                    }
+                    self.rx_buffered_reported = now_buffered;
                 }
                 _ = self.shared.notify.notified() => {}
                 _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}

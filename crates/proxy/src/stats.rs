@@ -39,6 +39,7 @@ pub struct ProxyStats {
     pub downstream_cx_rx_bytes_buffered: Gauge,
     pub downstream_cx_rx_bytes_total: Counter,
     pub downstream_cx_total: Counter,
+    #[allow(dead_code)]
     pub downstream_cx_tx_bytes_buffered: Gauge,
     pub downstream_cx_tx_bytes_total: Counter,
     pub downstream_rq_active: Gauge,

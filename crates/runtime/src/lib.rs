@@ -169,9 +169,12 @@ impl Runtime {
         let stats = &self.inner.stats;
         stats.num_keys.set(values.len() as u64);
         stats.num_layers.set(self.inner.layers.len() as u64);
-        stats
-            .admin_overrides_active
-            .set(u64::from(!admin.is_empty()));
+        // Envoy only writes this gauge once the admin layer holds overrides.
+        if !admin.is_empty() || stats.admin_overrides_active.value() != 0 {
+            stats
+                .admin_overrides_active
+                .set(u64::from(!admin.is_empty()));
+        }
         stats.load_success.inc();
         stats.override_dir_not_exists.inc();
         self.inner.snapshot.store(Arc::new(Snapshot { values }));

@@ -29,14 +29,23 @@ pub fn expectations_apply(target: Target) -> bool {
 /// `assert_eq!` when [`expectations_apply`] to the target (first argument).
 #[macro_export]
 macro_rules! expect_eq {
+    // Both sides are evaluated on every target: they often send the traffic being checked.
     ($target:expr, $left:expr, $right:expr $(,)?) => {
-        if $crate::compare::expectations_apply($target) {
-            assert_eq!($left, $right);
+        match (&$left, &$right) {
+            (left, right) => {
+                if $crate::compare::expectations_apply($target) {
+                    assert_eq!(left, right);
+                }
+            }
         }
     };
     ($target:expr, $left:expr, $right:expr, $($arg:tt)+) => {
-        if $crate::compare::expectations_apply($target) {
-            assert_eq!($left, $right, $($arg)+);
+        match (&$left, &$right) {
+            (left, right) => {
+                if $crate::compare::expectations_apply($target) {
+                    assert_eq!(left, right, $($arg)+);
+                }
+            }
         }
     };
 }
@@ -45,13 +54,21 @@ macro_rules! expect_eq {
 #[macro_export]
 macro_rules! expect_that {
     ($target:expr, $cond:expr $(,)?) => {
-        if $crate::compare::expectations_apply($target) {
-            assert!($cond);
+        match $cond {
+            cond => {
+                if $crate::compare::expectations_apply($target) {
+                    assert!(cond);
+                }
+            }
         }
     };
     ($target:expr, $cond:expr, $($arg:tt)+) => {
-        if $crate::compare::expectations_apply($target) {
-            assert!($cond, $($arg)+);
+        match $cond {
+            cond => {
+                if $crate::compare::expectations_apply($target) {
+                    assert!(cond, $($arg)+);
+                }
+            }
         }
     };
 }

@@ -146,7 +146,8 @@ impl ManagerStats {
         ] {
             store.counter(&format!("cluster_manager.{name}"));
         }
-        store.gauge("cluster_manager.warming_clusters");
+        // Envoy writes it (0 once every static cluster is warm).
+        store.gauge("cluster_manager.warming_clusters").set(0);
         Self {
             active_clusters: store.gauge("cluster_manager.active_clusters"),
             cluster_added: store.counter("cluster_manager.cluster_added"),

@@ -224,7 +224,12 @@ impl ClusterStats {
             update_empty: c("update_empty"),
             update_no_rebuild: c("update_no_rebuild"),
             version: g("version"),
-            warming_state: g("warming_state"),
+            warming_state: {
+                // Written (0, warm) as soon as Envoy creates the cluster.
+                let warming = g("warming_state");
+                warming.set(0);
+                warming
+            },
             default_total_match_count: c("default.total_match_count"),
             lb_healthy_panic: c("lb_healthy_panic"),
             lb,
