@@ -924,7 +924,7 @@ redis_cluster::127.0.0.1:46987::local_origin_success_rate::-1
     fn runtime_memory_certs() {
         assert_eq!(
             runtime_json(&RuntimeView::default()),
-            "{\n \"layers\": [],\n \"entries\": {}\n}\n"
+            "{\n \"entries\": {},\n \"layers\": []\n}\n"
         );
         let view = RuntimeView {
             layers: vec!["static".into(), "admin".into()],
@@ -943,7 +943,7 @@ redis_cluster::127.0.0.1:46987::local_origin_success_rate::-1
         };
         assert_eq!(
             runtime_json(&view),
-            "{\n \"layers\": [\n  \"static\",\n  \"admin\"\n ],\n \"entries\": {\n  \"a\": {\n   \"final_value\": \"x\",\n   \"layer_values\": [\n    \"\",\n    \"x\"\n   ]\n  },\n  \"redis.foo\": {\n   \"final_value\": \"1\",\n   \"layer_values\": [\n    \"1\",\n    \"\"\n   ]\n  }\n }\n}\n"
+            "{\n \"entries\": {\n  \"a\": {\n   \"final_value\": \"x\",\n   \"layer_values\": [\n    \"\",\n    \"x\"\n   ]\n  },\n  \"redis.foo\": {\n   \"final_value\": \"1\",\n   \"layer_values\": [\n    \"1\",\n    \"\"\n   ]\n  }\n },\n \"layers\": [\n  \"static\",\n  \"admin\"\n ]\n}\n"
         );
         assert_eq!(
             memory_json(&MemoryStats {

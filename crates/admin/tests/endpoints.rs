@@ -237,7 +237,6 @@ async fn start() -> Admin {
     stats
         .gauge("listener.0.0.0.0_6379.worker_0.downstream_cx_active")
         .set(3);
-    stats.gauge("listener.admin.downstream_cx_active").set(1);
     stats
         .histogram(
             "redis.egress.command.get.latency",
@@ -489,9 +488,11 @@ async fn stats_with_pilot_agent_queries() {
     let r = get(a.addr, "/stats?usedonly&filter=downstream_cx_active$").await;
     assert_eq!(
         r.body,
-        "listener.0.0.0.0_6379.downstream_cx_active: 3\n\
+        "http.admin.downstream_cx_active: 1\n\
+         listener.0.0.0.0_6379.downstream_cx_active: 3\n\
          listener.0.0.0.0_6379.worker_0.downstream_cx_active: 3\n\
-         listener.admin.downstream_cx_active: 1\n"
+         listener.admin.downstream_cx_active: 1\n\
+         listener.admin.main_thread.downstream_cx_active: 1\n"
     );
 }
 
@@ -992,7 +993,7 @@ async fn runtime_and_runtime_modify() {
     assert_eq!((r.status, r.content_type()), (200, JSON));
     assert_eq!(
         r.body,
-        "{\n \"layers\": [\n  \"static\",\n  \"admin\"\n ],\n \"entries\": {}\n}\n"
+        "{\n \"entries\": {},\n \"layers\": [\n  \"static\",\n  \"admin\"\n ]\n}\n"
     );
 
     let r = get(a.addr, "/runtime_modify?a=1").await;
@@ -1126,10 +1127,10 @@ async fn help_home_and_unknown_paths() {
         .starts_with("<!DOCTYPE html>\n<html lang='en'>\n<head>\n  <title>Envoy Admin</title>"));
     assert!(r
         .body
-        .contains("<form action='/drain_listeners' method='post' class='home-form'>"));
+        .contains("<form action='drain_listeners' method='post' class='home-form'>"));
     assert!(r
         .body
-        .contains("<form action='/config_dump' method='get' class='home-form'>"));
+        .contains("<form action='config_dump' method='get' class='home-form'>"));
 }
 
 // === HTTP behaviour ===
