@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use redvoy_admin::{
-    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDump,
-    ConfigDumpQuery, DrainRequest, HostStat, HostStatus, ListenerStatus, LogChange, LogLevel,
-    MemoryStats, RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
+    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDumpQuery,
+    DrainRequest, HostStat, HostStatus, ListenerStatus, LogChange, LogLevel, MemoryStats,
+    RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
 };
 use redvoy_config::model::{self, TrafficDirection};
 use redvoy_config::{render_config_dump_with_hosts, DumpHost, DumpOptions};
@@ -68,7 +68,7 @@ impl Backend {
 }
 
 impl AdminBackend for Backend {
-    fn config_dump(&self, q: &ConfigDumpQuery) -> Result<ConfigDump, AdminError> {
+    fn config_dump(&self, q: &ConfigDumpQuery) -> Result<String, AdminError> {
         let opts = DumpOptions {
             resource: q.resource.clone(),
             mask: q.mask.clone(),
@@ -95,7 +95,6 @@ impl AdminBackend for Backend {
             )
         };
         render_config_dump_with_hosts(&self.bootstrap, self.loaded_at, &opts, &hosts)
-            .map(ConfigDump::Applied)
             .map_err(|e| AdminError::new(e.status, e.message))
     }
 

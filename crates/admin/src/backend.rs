@@ -24,28 +24,11 @@ impl AdminError {
 /// The server as the admin endpoints see it. Every method is called on the admin task, one
 /// request at a time per connection; none may block for long.
 pub trait AdminBackend: Send + Sync + 'static {
-    /// `envoy.admin.v3.ConfigDump` as proto3 JSON: `{"configs": [Any, ...]}`, each config an
-    /// Any with `@type` (`BootstrapConfigDump`, `ClustersConfigDump`, `EndpointsConfigDump` when
-    /// `include_eds`, `ListenersConfigDump`, …, in Envoy's order), field names as in the proto
-    /// (`static_clusters`, not `staticClusters`). Any layout (compact or pretty) will do; it is
-    /// printed again the way Envoy prints, strings re-escaped and numbers kept as written.
-    ///
-    /// A backend that applies `resource`/`mask`/`name_regex` itself (with descriptors) returns
-    /// [`ConfigDump::Applied`]; one that returns every resource returns [`ConfigDump::Full`]
-    /// and this crate applies the query to the JSON. `name_regex` has already been checked to
-    /// compile (RE2 syntax). An `Err` is sent as `text/plain` with its status.
-    fn config_dump(&self, query: &ConfigDumpQuery) -> Result<ConfigDump, AdminError>;
-
-    /// The shape of `field` in the proto message `message` (full name, e.g.
-    /// `envoy.config.cluster.v3.Cluster`), used to validate `?mask=` paths the way protobuf's
-    /// `FieldMaskUtil` does. The admin crate knows the `envoy.admin.v3.*ConfigDump` messages
-    /// itself; for other messages a backend with descriptors answers here. The default,
-    /// [`FieldLookup::UnknownMessage`], accepts any path below such a message and trims by the
-    /// JSON that is there.
-    fn proto_field(&self, message: &str, field: &str) -> FieldLookup {
-        let _ = (message, field);
-        FieldLookup::UnknownMessage
-    }
+    /// `envoy.admin.v3.ConfigDump` as proto3 JSON, with the query (`resource`, `mask`,
+    /// `name_regex`, `include_eds`) applied by whoever holds the descriptors (the config
+    /// crate). It is printed again the way Envoy prints. `name_regex` has already been checked
+    /// to compile (RE2 syntax). An `Err` is sent as `text/plain` with its status.
+    fn config_dump(&self, query: &ConfigDumpQuery) -> Result<String, AdminError>;
 
     /// Active clusters, in the order `/clusters` lists them.
     fn clusters(&self) -> Vec<ClusterStatus>;
@@ -95,36 +78,6 @@ pub struct ConfigDumpQuery {
     pub name_regex: Option<String>,
     /// `?include_eds` is present, whatever its value.
     pub include_eds: bool,
-}
-
-/// What [`AdminBackend::config_dump`] returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigDump {
-    /// Every resource (`EndpointsConfigDump` only with `include_eds`); the admin crate applies
-    /// `resource`, `mask` and `name_regex`.
-    Full(String),
-    /// The answer with the query already applied.
-    Applied(String),
-}
-
-/// Answer to [`AdminBackend::proto_field`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldLookup {
-    /// The message has this field.
-    Field(FieldShape),
-    /// The message is known and has no such field: a mask naming it is invalid.
-    NoSuchField,
-    /// The message is not known: paths below it are accepted.
-    UnknownMessage,
-}
-
-/// A proto field as field masks see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldShape {
-    pub repeated: bool,
-    /// Full name of the field's message type; `None` for scalars and enums. Maps count as
-    /// repeated messages.
-    pub message: Option<String>,
 }
 
 /// Query of `POST /drain_listeners`.

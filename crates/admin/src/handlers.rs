@@ -4,8 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::{ConfigDump, ConfigDumpQuery, DrainRequest, LogChange, LogLevel};
-use crate::config_dump;
+use crate::backend::{ConfigDumpQuery, DrainRequest, LogChange, LogLevel};
 use crate::http::{parse_params, Request, Response, TEXT_HTML, TEXT_PLAIN, TEXT_PLAIN_BARE};
 use crate::json;
 use crate::re2;
@@ -274,21 +273,18 @@ fn init_dump(_: &Request, _: &AdminState) -> Response {
 // === /config_dump ===
 
 fn config_dump(req: &Request, state: &AdminState) -> Response {
-    let name_regex = match non_empty(req, "name_regex") {
-        None => None,
-        Some(pattern) => match re2::compile(pattern, true) {
-            Ok(re) => Some(re),
-            Err(reason) => {
-                return Response::typed(
-                    400,
-                    TEXT_PLAIN,
-                    format!(
-                        "INVALID_ARGUMENT: Error while parsing name_regex from {pattern}: {reason}"
-                    ),
-                );
-            }
-        },
-    };
+    // Checked here so the error carries RE2's wording, as Envoy's does.
+    if let Some(pattern) = non_empty(req, "name_regex") {
+        if let Err(reason) = re2::compile(pattern, true) {
+            return Response::typed(
+                400,
+                TEXT_PLAIN,
+                format!(
+                    "INVALID_ARGUMENT: Error while parsing name_regex from {pattern}: {reason}"
+                ),
+            );
+        }
+    }
     let query = ConfigDumpQuery {
         resource: non_empty(req, "resource").map(str::to_owned),
         mask: non_empty(req, "mask").map(str::to_owned),
@@ -296,29 +292,14 @@ fn config_dump(req: &Request, state: &AdminState) -> Response {
         // Presence is enough: `?include_eds`, `?include_eds=`, even `?include_eds=false`.
         include_eds: req.param("include_eds").is_some(),
     };
-    let (raw, applied) = match state.backend.config_dump(&query) {
-        Ok(ConfigDump::Full(raw)) => (raw, false),
-        Ok(ConfigDump::Applied(raw)) => (raw, true),
+    let raw = match state.backend.config_dump(&query) {
+        Ok(raw) => raw,
         Err(e) => return Response::typed(e.status, TEXT_PLAIN_BARE, e.body),
     };
-    let dump = match json::parse(&raw) {
-        Ok(dump) => dump,
-        Err(e) => return Response::typed(500, TEXT_PLAIN_BARE, format!("config dump: {e}")),
-    };
-    if applied {
-        return Response::json(dump.pretty());
-    }
-    let backend = &*state.backend;
-    let lookup = |message: &str, field: &str| backend.proto_field(message, field);
-    let schema = config_dump::Schema { backend: &lookup };
-    let apply = config_dump::Query {
-        resource: query.resource.as_deref(),
-        mask: query.mask.as_deref(),
-        name_regex,
-    };
-    match config_dump::apply(dump, &apply, &schema) {
-        Ok(out) => Response::json(out.pretty()),
-        Err((status, body)) => Response::typed(status, TEXT_PLAIN_BARE, body),
+    // Re-printed so the bytes are Envoy's (one-space indent, `<`/`>` escaped).
+    match json::parse(&raw) {
+        Ok(dump) => Response::json(dump.pretty()),
+        Err(e) => Response::typed(500, TEXT_PLAIN_BARE, format!("config dump: {e}")),
     }
 }
 

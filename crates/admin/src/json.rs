@@ -50,27 +50,6 @@ impl Json {
         Json::String(n.to_string())
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut Json> {
-        match self {
-            Json::Object(members) => members.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// Protobuf's pretty form, with the final newline Envoy's admin adds.
     pub(crate) fn pretty(&self) -> String {
         let mut out = String::new();

@@ -19,7 +19,6 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
 mod backend;
-mod config_dump;
 mod handlers;
 mod http;
 mod json;
@@ -30,10 +29,10 @@ mod render;
 use listener_stats::AdminListenerStats;
 
 pub use backend::{
-    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDump,
-    ConfigDumpQuery, DrainRequest, DrainStrategy, FieldLookup, FieldShape, HealthFlags, HostStat,
-    HostStatus, IpVersion, ListenerStatus, Locality, LogChange, LogLevel, MemoryStats, Mode,
-    OutlierInfo, RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
+    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDumpQuery,
+    DrainRequest, DrainStrategy, HealthFlags, HostStat, HostStatus, IpVersion, ListenerStatus,
+    Locality, LogChange, LogLevel, MemoryStats, Mode, OutlierInfo, RuntimeEntry, RuntimeView,
+    ServerInfo, StatKind, Thresholds,
 };
 
 /// Connections served at once. The admin port is for operators and agents; once this many are

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use redvoy_admin::{
     bind_pipe, serve, serve_unix, Address, AdminBackend, AdminError, AdminState, ClusterStatus,
-    CommandLineOptions, ConfigDump, ConfigDumpQuery, DrainRequest, DrainStrategy, HostStatus,
-    ListenerStatus, LogChange, LogLevel, MemoryStats, RuntimeEntry, RuntimeView, ServerInfo,
-    ServerState, Thresholds,
+    CommandLineOptions, ConfigDumpQuery, DrainRequest, DrainStrategy, HostStatus, ListenerStatus,
+    LogChange, LogLevel, MemoryStats, RuntimeEntry, RuntimeView, ServerInfo, ServerState,
+    Thresholds,
 };
 use redvoy_stats::{HistogramUnit, Store};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -50,13 +50,13 @@ const EDS_DUMP: &str = r#"{"@type":"type.googleapis.com/envoy.admin.v3.Endpoints
   "static_endpoint_configs":[{"endpoint_config":{"@type":"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment","cluster_name":"redis_cluster","policy":{"overprovisioning_factor":140}}}]},"#;
 
 impl AdminBackend for Fake {
-    fn config_dump(&self, query: &ConfigDumpQuery) -> Result<ConfigDump, AdminError> {
+    fn config_dump(&self, query: &ConfigDumpQuery) -> Result<String, AdminError> {
         self.dump_queries.lock().unwrap().push(query.clone());
         if let Some(applied) = self.applied.lock().unwrap().clone() {
-            return Ok(ConfigDump::Applied(applied));
+            return Ok(applied);
         }
         let eds = if query.include_eds { EDS_DUMP } else { "" };
-        Ok(ConfigDump::Full(CONFIG_DUMP.replace("EDS", eds)))
+        Ok(CONFIG_DUMP.replace("EDS", eds))
     }
 
     fn clusters(&self) -> Vec<ClusterStatus> {
@@ -655,186 +655,6 @@ async fn server_info_shape() {
 }
 
 // === /config_dump ===
-
-#[tokio::test]
-async fn config_dump_full_and_istioctl_masks() {
-    let a = start().await;
-    let r = get(a.addr, "/config_dump").await;
-    assert_eq!((r.status, r.content_type()), (200, JSON));
-    assert!(r.body.starts_with("{\n \"configs\": [\n  {\n   \"@type\": \"type.googleapis.com/envoy.admin.v3.BootstrapConfigDump\",\n   \"bootstrap\": {\n"));
-    assert!(r.body.ends_with(
-        "  {\n   \"@type\": \"type.googleapis.com/envoy.admin.v3.SecretsConfigDump\"\n  }\n ]\n}\n"
-    ));
-    let types = |body: &str| -> Vec<String> {
-        json(body)["configs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                c["@type"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('.')
-                    .next()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
-    };
-    assert_eq!(
-        types(&r.body),
-        [
-            "BootstrapConfigDump",
-            "ClustersConfigDump",
-            "ListenersConfigDump",
-            "SecretsConfigDump"
-        ]
-    );
-    for (mask, expected) in [
-        (
-            "dynamic_active_clusters,dynamic_warming_clusters,static_clusters",
-            "ClustersConfigDump",
-        ),
-        ("dynamic_listeners,static_listeners", "ListenersConfigDump"),
-        (
-            "dynamic_active_secrets,dynamic_warming_secrets",
-            "SecretsConfigDump",
-        ),
-        ("bootstrap", "BootstrapConfigDump"),
-    ] {
-        let r = get(a.addr, &format!("/config_dump?mask={mask}")).await;
-        assert_eq!(r.status, 200, "{mask}");
-        assert_eq!(types(&r.body), [expected], "{mask}");
-    }
-    // istioctl's route mask matches no dump redvoy has: Envoy's 400.
-    let r = get(
-        a.addr,
-        "/config_dump?mask=dynamic_route_configs,static_route_configs",
-    )
-    .await;
-    assert_eq!((r.status, r.content_type()), (400, "text/plain"));
-    assert_eq!(
-        r.body,
-        "FieldMask dynamic_route_configs,static_route_configs could not be successfully applied to any configs."
-    );
-    // Empty values are absent parameters.
-    let r = get(a.addr, "/config_dump?mask=&resource=&name_regex=").await;
-    assert_eq!(types(&r.body).len(), 4);
-
-    let r = get(a.addr, "/config_dump?include_eds").await;
-    assert_eq!(
-        types(&r.body),
-        [
-            "BootstrapConfigDump",
-            "ClustersConfigDump",
-            "EndpointsConfigDump",
-            "ListenersConfigDump",
-            "SecretsConfigDump"
-        ]
-    );
-    get(a.addr, "/config_dump?include_eds=false").await;
-    let asked: Vec<bool> = a
-        .fake
-        .dump_queries
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|q| q.include_eds)
-        .collect();
-    assert!(!asked[0]);
-    assert_eq!(asked[asked.len() - 2..], [true, true], "presence is enough");
-}
-
-#[tokio::test]
-async fn config_dump_resource_mask_and_name_regex() {
-    let a = start().await;
-    let r = get(
-        a.addr,
-        "/config_dump?resource=static_clusters&mask=cluster.name",
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.body,
-        "{\n \"configs\": [\n  {\n   \"@type\": \"type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster\",\n   \"cluster\": {\n    \"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\",\n    \"name\": \"down_cluster\"\n   }\n  },\n  {\n   \"@type\": \"type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster\",\n   \"cluster\": {\n    \"@type\": \"type.googleapis.com/envoy.config.cluster.v3.Cluster\",\n    \"name\": \"redis_cluster\"\n   }\n  }\n ]\n}\n"
-    );
-    let r = get(
-        a.addr,
-        "/config_dump?resource=static_clusters&name_regex=down.*&mask=cluster.name",
-    )
-    .await;
-    let v = json(&r.body);
-    assert_eq!(v["configs"].as_array().unwrap().len(), 1);
-    assert_eq!(v["configs"][0]["cluster"]["name"], "down_cluster");
-    let r = get(
-        a.addr,
-        "/config_dump?resource=static_clusters&name_regex=down",
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "{}\n"),
-        "whole-name match"
-    );
-    let r = get(
-        a.addr,
-        "/config_dump?resource=static_endpoint_configs&include_eds",
-    )
-    .await;
-    assert_eq!(
-        json(&r.body)["configs"][0]["endpoint_config"]["cluster_name"],
-        "redis_cluster"
-    );
-    let r = get(a.addr, "/config_dump?mask=bootstrap.node.id").await;
-    assert_eq!(
-        json(&r.body)["configs"][0]["bootstrap"],
-        serde_json::json!({"node": {"id": "sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local"}})
-    );
-
-    for (target, status, body) in [
-        (
-            "/config_dump?resource=bogus",
-            404,
-            "bogus not found in config dump",
-        ),
-        (
-            "/config_dump?resource=static_endpoint_configs",
-            404,
-            "static_endpoint_configs not found in config dump",
-        ),
-        (
-            "/config_dump?resource=bootstrap",
-            400,
-            "bootstrap is not a repeated field. Use ?mask=bootstrap to get only this field",
-        ),
-        (
-            "/config_dump?mask=bogus",
-            400,
-            "FieldMask bogus could not be successfully applied to any configs.",
-        ),
-        (
-            "/config_dump?resource=static_clusters&mask=cluster",
-            400,
-            "FieldMask goo.gle/debugonly  \npaths: \"cluster\"\n could not be successfully used.",
-        ),
-    ] {
-        let r = get(a.addr, target).await;
-        assert_eq!(
-            (r.status, r.body.as_str(), r.content_type()),
-            (status, body, "text/plain"),
-            "{target}"
-        );
-    }
-    let r = get(a.addr, "/config_dump?name_regex=(").await;
-    assert_eq!(
-        (r.status, r.body.as_str(), r.content_type()),
-        (
-            400,
-            "INVALID_ARGUMENT: Error while parsing name_regex from (: missing ): (",
-            TEXT
-        )
-    );
-}
 
 #[tokio::test]
 async fn config_dump_applied_by_the_backend() {
