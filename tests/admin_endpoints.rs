@@ -885,9 +885,16 @@ fn stats_prometheus() {
             r"?usedonly&filter=^cluster\.down\.",
         ] {
             let p = proxy.prometheus(query);
+            // Histograms count as used only once a stats flush (every 5 s) has latched them,
+            // so whether they are listed depends on when the flush fell: leave them out.
             let names: BTreeSet<String> = p
                 .samples
                 .iter()
+                .filter(|s| {
+                    !["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|x| s.name.ends_with(x))
+                })
                 .map(|s| {
                     let labels: Vec<String> =
                         s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

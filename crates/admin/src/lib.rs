@@ -360,14 +360,24 @@ where
         )
         .await;
         let req = match read {
-            Err(_) | Ok(Ok(None)) => return Ok(()),
+            Err(_) => {
+                stats.closed_locally();
+                return Ok(());
+            }
+            Ok(Ok(None)) => {
+                stats.closed_remotely();
+                return Ok(());
+            }
             Ok(Ok(Some(req))) => req,
             Ok(Err(http::RequestError::Io(e))) => return Err(e),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "admin: bad request");
                 if let Some(resp) = e.response() {
-                    stream.write_all(&resp.encode(true, true)).await?;
+                    let bytes = resp.encode(true, true);
+                    stats.sent(bytes.len());
+                    stream.write_all(&bytes).await?;
                 }
+                stats.closed_locally();
                 return linger_close(stream).await;
             }
         };
@@ -375,10 +385,11 @@ where
         let resp = handlers::handle(&req, state);
         stats.response(resp.status);
         let with_body = req.method != "HEAD";
-        stream
-            .write_all(&resp.encode(with_body, !req.keep_alive))
-            .await?;
+        let bytes = resp.encode(with_body, !req.keep_alive);
+        stats.sent(bytes.len());
+        stream.write_all(&bytes).await?;
         if !req.keep_alive {
+            stats.closed_locally();
             return stream.shutdown().await;
         }
     }

@@ -31,6 +31,9 @@ pub(crate) struct AdminListenerStats {
     http_rq_active: Gauge,
     http_rx_bytes_total: Counter,
     http_rx_bytes_buffered: Gauge,
+    http_tx_bytes_total: Counter,
+    http_cx_destroy_local: Counter,
+    http_cx_destroy_remote: Counter,
 }
 
 impl AdminListenerStats {
@@ -80,6 +83,9 @@ impl AdminListenerStats {
             http_rq_active: store.gauge("http.admin.downstream_rq_active"),
             http_rx_bytes_total: store.counter("http.admin.downstream_cx_rx_bytes_total"),
             http_rx_bytes_buffered: store.gauge("http.admin.downstream_cx_rx_bytes_buffered"),
+            http_tx_bytes_total: store.counter("http.admin.downstream_cx_tx_bytes_total"),
+            http_cx_destroy_local: store.counter("http.admin.downstream_cx_destroy_local"),
+            http_cx_destroy_remote: store.counter("http.admin.downstream_cx_destroy_remote"),
         }
     }
 
@@ -106,6 +112,21 @@ impl AdminListenerStats {
         self.http_cx_destroy.inc();
         self.cx_length_ms
             .record(opened.elapsed().as_millis() as u64);
+    }
+
+    /// Response bytes written.
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.http_tx_bytes_total.add(bytes as u64);
+    }
+
+    /// The admin server closed the connection (`Connection: close`, idle, bad request).
+    pub(crate) fn closed_locally(&self) {
+        self.http_cx_destroy_local.inc();
+    }
+
+    /// The client closed the connection.
+    pub(crate) fn closed_remotely(&self) {
+        self.http_cx_destroy_remote.inc();
     }
 
     /// A request arrived (`wire_len` bytes): it is active until `response`.
