@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use redvoy_test_util::{
-    abbrev, bootstrap, expect_eq, expect_that, free_port, json_leaves, json_shape,
-    same_on_all_targets, try_wait_for, Cluster, HttpResponse, Proxy, RedisServer, Reply, Rows,
-    Stats, Target,
+    abbrev, expect_eq, expect_that, free_port, json_leaves, json_shape, same_on_all_targets,
+    try_wait_for, two_cluster_bootstrap, HttpResponse, Proxy, RedisServer, Reply, Rows, Stats,
+    Target,
 };
 
 fn targets() -> Vec<Target> {
@@ -29,25 +29,6 @@ const HTML: &str = "text/html; charset=UTF-8";
 
 /// Bound on the proxy accounting for a closed client connection.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One listener (stat prefix `redis`) routing `down:*` to cluster `down` (nothing listens on
-/// its port) and everything else to cluster `redis`.
-fn two_cluster_bootstrap(redis: &RedisServer, down_port: u16) -> String {
-    bootstrap(
-        r#"
-        stat_prefix: redis
-        settings: {op_timeout: 5s}
-        prefix_routes:
-          routes:
-          - {prefix: "down:", cluster: down}
-          catch_all_route: {cluster: redis}
-        "#,
-        &[
-            Cluster::new("redis", "RING_HASH", &[redis.port()]),
-            Cluster::new("down", "RING_HASH", &[down_port]),
-        ],
-    )
-}
 
 /// A GET, a SET and a GET to the down cluster on one connection, then waits until the proxy
 /// has accounted for the closed connection.
@@ -108,7 +89,7 @@ fn prefixed(label: &str, rows: Rows) -> Rows {
 #[test]
 fn home_page() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/");
@@ -165,7 +146,7 @@ fn home_page() {
 #[test]
 fn help() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/help");
@@ -215,7 +196,7 @@ fn help() {
 #[test]
 fn unknown_path_is_404_with_the_help_text() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/no_such_endpoint");
@@ -246,7 +227,7 @@ fn unknown_path_is_404_with_the_help_text() {
 #[test]
 fn ready() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let mut rows = Rows::new();
@@ -272,7 +253,7 @@ fn ready() {
 #[test]
 fn server_info() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     let flags = [
         "--service-node",
         "node-1",
@@ -385,7 +366,7 @@ fn server_info() {
 #[test]
 fn config_dump_queries() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     let queries = [
         "",
         "?mask=dynamic_active_clusters,dynamic_warming_clusters,static_clusters",
@@ -457,7 +438,7 @@ fn strip_bootstrap_node(value: &mut Value) {
 #[test]
 fn clusters() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         light_traffic(&proxy);
@@ -515,7 +496,7 @@ fn clusters() {
 #[test]
 fn listeners() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let text = proxy.admin("GET", "/listeners");
@@ -550,7 +531,7 @@ fn listeners() {
 #[test]
 fn stats_pilot_agent_queries() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         light_traffic(&proxy);
@@ -612,7 +593,7 @@ fn stats_pilot_agent_queries() {
 #[test]
 fn stats_text_json_and_types() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         light_traffic(&proxy);
@@ -803,7 +784,7 @@ fn histogram_text_problem(value: &str) -> Option<String> {
 #[test]
 fn stats_prometheus() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         light_traffic(&proxy);
@@ -914,7 +895,7 @@ fn stats_prometheus() {
 #[test]
 fn memory() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/memory");
@@ -941,7 +922,7 @@ fn memory() {
 #[test]
 fn certs() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/certs");
@@ -960,7 +941,7 @@ fn certs() {
 #[test]
 fn runtime_without_layers() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/runtime");
@@ -981,7 +962,7 @@ fn runtime_without_layers() {
 #[test]
 fn hot_restart_version() {
     let redis = RedisServer::start();
-    let yaml = two_cluster_bootstrap(&redis, free_port());
+    let yaml = two_cluster_bootstrap(redis.port(), free_port());
     same_on_all_targets(&targets(), |target| {
         let proxy = Proxy::start(target, &yaml, &[]);
         let resp = proxy.admin("GET", "/hot_restart_version");

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use redvoy_test_util::{
-    bootstrap, expect_eq, expect_that, free_port, json_leaves, same_on_all_targets, try_wait_for,
-    Cluster, Proxy, RedisServer, Reply, Rows, Target,
+    expect_eq, expect_that, free_port, json_leaves, same_on_all_targets, try_wait_for,
+    two_cluster_bootstrap, Proxy, RedisServer, Reply, Rows, Target,
 };
 
 fn targets() -> Vec<Target> {
@@ -60,20 +60,7 @@ fn in_scope(name: &str) -> bool {
 /// Two clusters: `redis` (a live redis-server) for every key but `down:*`, and `down` (a port
 /// nothing listens on) for `down:*`.
 fn oracle_bootstrap(redis: &RedisServer, down_port: u16) -> String {
-    bootstrap(
-        r#"
-        stat_prefix: redis
-        settings: {op_timeout: 5s}
-        prefix_routes:
-          routes:
-          - {prefix: "down:", cluster: down}
-          catch_all_route: {cluster: redis}
-        "#,
-        &[
-            Cluster::new("redis", "RING_HASH", &[redis.port()]),
-            Cluster::new("down", "RING_HASH", &[down_port]),
-        ],
-    )
+    two_cluster_bootstrap(redis.port(), down_port)
 }
 
 /// Starts `target` and plays the script; returns once every downstream connection is closed

@@ -108,6 +108,26 @@ pub fn bootstrap(filter: &str, clusters: &[Cluster]) -> String {
 
 /// The filter body most tests use: stat prefix `redis`, a 5 s op timeout and every key on
 /// `cluster`, plus `extra` YAML at the filter's level.
+/// One redis_proxy listener (stat prefix `redis`) routing `down:*` to cluster `down` (meant to
+/// point at a port nothing listens on) and every other key to cluster `redis`, both RING_HASH:
+/// the scenario the admin and stats oracle tests share.
+pub fn two_cluster_bootstrap(redis_port: u16, down_port: u16) -> String {
+    bootstrap(
+        r#"
+        stat_prefix: redis
+        settings: {op_timeout: 5s}
+        prefix_routes:
+          routes:
+          - {prefix: "down:", cluster: down}
+          catch_all_route: {cluster: redis}
+        "#,
+        &[
+            Cluster::new("redis", "RING_HASH", &[redis_port]),
+            Cluster::new("down", "RING_HASH", &[down_port]),
+        ],
+    )
+}
+
 pub fn catch_all_filter(cluster: &str, extra: &str) -> String {
     format!(
         "stat_prefix: redis\nsettings: {{op_timeout: 5s}}\nprefix_routes:\n  catch_all_route: {{cluster: {cluster}}}\n{}",

@@ -23,7 +23,9 @@ pub mod redis;
 pub mod resp;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
-pub use bootstrap::{bootstrap, catch_all_filter, dedent, simple_bootstrap, Cluster};
+pub use bootstrap::{
+    bootstrap, catch_all_filter, dedent, simple_bootstrap, two_cluster_bootstrap, Cluster,
+};
 pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
 pub use net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
