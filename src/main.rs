@@ -384,14 +384,18 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let mut listeners = Vec::new();
     for (listener, filter) in &built.filters {
         let addr = listener_address(listener)?;
-        let stats = Arc::new(ListenerStats::new(&store, &addr, concurrency));
-        let control = Arc::new(ListenerControl::new());
         let mut bound = addr;
-        for worker in per_worker.iter_mut() {
+        let mut sockets = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
             let socket = bind_listener(bound)
                 .with_context(|| format!("listener '{}': cannot bind {addr}", listener.name))?;
             // Port 0: every worker shares the port the first one got.
             bound = socket.local_addr().unwrap_or(bound);
+            sockets.push(socket);
+        }
+        let stats = Arc::new(ListenerStats::new(&store, &bound, concurrency));
+        let control = Arc::new(ListenerControl::new());
+        for (worker, socket) in per_worker.iter_mut().zip(sockets) {
             worker.push(WorkerListener {
                 name: listener.name.clone(),
                 socket,
