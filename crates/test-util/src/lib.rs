@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod ads;
 pub mod bootstrap;
 pub mod client;
 pub mod compare;
@@ -23,6 +24,7 @@ pub mod redis;
 pub mod resp;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
+pub use ads::{AdsServer, RecordedRequest, SentResponse, Variant};
 pub use bootstrap::{
     bootstrap, catch_all_filter, dedent, simple_bootstrap, two_cluster_bootstrap, Cluster,
 };
