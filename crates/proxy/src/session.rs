@@ -580,7 +580,9 @@ impl Session {
     // === request handling (Envoy's InstanceImpl::makeRequest order) ===
 
     fn on_request(&mut self, frame: Frame) {
-        let config = Arc::clone(&self.filter.config);
+        // An Rc clone (not the shared Arc) keeps the config borrowable while `self` is mutated.
+        let filter = Rc::clone(&self.filter);
+        let config = &filter.config;
         let stats = &config.stats;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
@@ -805,8 +807,17 @@ impl Session {
         let fragments = items.len() / step;
         let seq = self.push_waiting(merge, fragments as u32, r.command);
         let is_read = commands::is_read(r.cmd);
-        let sub = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let sub_is_read = commands::is_read(&sub);
+        // Fragment names are short command names: lowercase them on the stack.
+        let mut lower = [0u8; 32];
+        let owned;
+        let sub: &str = match commands::lowercase_into(name, &mut lower) {
+            Some(s) => s,
+            None => {
+                owned = String::from_utf8_lossy(name).to_ascii_lowercase();
+                &owned
+            }
+        };
+        let sub_is_read = commands::is_read(sub);
         let mut out = BytesMut::new();
         for (i, chunk) in items.chunks(step).enumerate() {
             let Some((route, key)) = self.filter.config.router.route(&chunk[0]) else {
@@ -826,11 +837,11 @@ impl Session {
             parts.push(&key);
             parts.extend(chunk[1..].iter().map(|b| &b[..]));
             encode::command(&mut out, &parts);
-            client.send(&out, Some(self.completion(seq, i)), &sub);
+            client.send(&out, Some(self.completion(seq, i)), sub);
             for mirror in &route.mirrors {
                 if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
                     if let Some(m) = self.pool(mirror.pool).and_then(|p| p.client_for_key(&key)) {
-                        m.send(&out, None, &sub);
+                        m.send(&out, None, sub);
                     }
                 }
             }

@@ -472,26 +472,23 @@ impl Store {
         let keep = |name: &str, used: bool| {
             (!used_only || used) && filter.is_none_or(|re| re.is_match(name))
         };
+        let number = |name: &String, tagged: &Arc<_>, value: u64| render::PromMetric {
+            name: name.clone(),
+            tagged: Arc::clone(tagged),
+            value: render::PromValue::Number(value),
+        };
         let families = self.with(|r| {
             let counters = r
                 .counters
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
-                .map(|(n, e)| render::PromMetric {
-                    name: n.clone(),
-                    tagged: Arc::clone(&e.tagged),
-                    value: render::PromValue::Number(e.handle.value()),
-                })
+                .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
             let gauges = r
                 .gauges
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
-                .map(|(n, e)| render::PromMetric {
-                    name: n.clone(),
-                    tagged: Arc::clone(&e.tagged),
-                    value: render::PromValue::Number(e.handle.value()),
-                })
+                .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
             let texts = if text_readouts {
                 r.text_readouts
