@@ -96,7 +96,9 @@ impl ClusterPool {
         ))
     }
 
-    /// Number of shards for broadcast commands: every distinct host of the cluster.
+    /// Number of shards for broadcast commands: every distinct host of the cluster. Envoy 1.40
+    /// instead asks its load balancer for one host per shard index, which can skip a host or
+    /// hit one twice (KEYS then misses keys); reaching each host once is what users expect.
     pub(crate) fn shard_count(&self) -> usize {
         self.refresh();
         self.cache.borrow().hosts.hosts().len()
