@@ -276,7 +276,10 @@ async fn build_filters(
         .context("building clusters")?;
     let mut filters = Vec::new();
     for listener in &bootstrap.listeners {
-        let filter = FilterConfig::new(&listener.redis_proxy, &clusters, store, runtime)
+        let Some(redis_proxy) = listener.redis_proxy() else {
+            bail!("listener '{}': no redis_proxy filter", listener.name);
+        };
+        let filter = FilterConfig::new(redis_proxy, &clusters, store, runtime)
             .with_context(|| format!("listener '{}'", listener.name))?;
         filters.push((listener.clone(), Arc::new(filter)));
     }

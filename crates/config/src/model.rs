@@ -14,6 +14,8 @@ pub struct Bootstrap {
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// `dynamic_resources`.
+    pub dynamic_resources: Option<DynamicResources>,
     /// `stats_config`, Envoy's defaults applied.
     pub stats_config: StatsConfig,
     /// `stats_flush_interval`, default 5 s (Envoy accepts [1 ms, 300 s)).
@@ -53,6 +55,9 @@ pub struct Node {
     pub id: String,
     pub cluster: String,
     pub zone: String,
+    /// The whole `Node` proto after the `--service-*` overrides, encoded: what the xDS client
+    /// sends (metadata included, unchanged).
+    pub encoded: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,8 +123,117 @@ pub struct Listener {
     pub address: SocketAddress,
     /// `traffic_direction`: `/drain_listeners?inboundonly` drains only `Inbound` listeners.
     pub traffic_direction: TrafficDirection,
-    /// The one network filter chain's terminal filter (redvoy only runs redis_proxy for now).
-    pub redis_proxy: RedisProxy,
+    /// `bind_to_port` (default true). A listener that does not bind only receives connections
+    /// handed off by a `use_original_dst` listener (Istio's `<VIP>_<port>` listeners).
+    pub bind_to_port: bool,
+    /// `use_original_dst`: connections are handed to the listener bound (or registered) at
+    /// their pre-NAT destination (`SO_ORIGINAL_DST`), if any, as Envoy's `original_dst`
+    /// listener filter does.
+    pub use_original_dst: bool,
+    /// In order; the first whose match is the most specific wins, as in Envoy.
+    pub filter_chains: Vec<FilterChain>,
+    /// Used when no chain matches.
+    pub default_filter_chain: Option<FilterChain>,
+}
+
+impl Listener {
+    /// The first chain's redis_proxy, if it has one (most listeners have a single chain).
+    pub fn redis_proxy(&self) -> Option<&RedisProxy> {
+        self.filter_chains.iter().find_map(|c| match &c.filter {
+            NetworkFilter::RedisProxy(rp) => Some(&**rp),
+            _ => None,
+        })
+    }
+}
+
+/// `config.listener.v3.FilterChain`: redvoy keeps only the terminal filter; non-terminal filters
+/// it tolerates (Istio's `istio.stats`, `istio.metadata_exchange`) are dropped at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterChain {
+    /// `name` (Envoy derives one when empty; empty here).
+    pub name: String,
+    pub filter_chain_match: FilterChainMatch,
+    pub filter: NetworkFilter,
+}
+
+/// `config.listener.v3.FilterChainMatch`, the parts a plain TCP connection can be matched on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterChainMatch {
+    pub destination_port: Option<u16>,
+    /// Destination (local, or original-destination) address ranges; empty matches any.
+    pub prefix_ranges: Vec<CidrRange>,
+    pub source_prefix_ranges: Vec<CidrRange>,
+    pub source_ports: Vec<u16>,
+    /// The match needs what only a TLS or HTTP inspector can tell (`server_names`,
+    /// `transport_protocol` other than `raw_buffer`, `application_protocols`). redvoy runs no
+    /// inspector, so such a chain never matches (Envoy's behaviour without the inspector).
+    pub needs_inspection: bool,
+}
+
+/// `config.core.v3.CidrRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CidrRange {
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+/// A filter chain's terminal network filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkFilter {
+    RedisProxy(Box<RedisProxy>),
+    TcpProxy(TcpProxy),
+    HttpConnectionManager(Box<HttpConnectionManager>),
+}
+
+/// `extensions.filters.network.tcp_proxy.v3.TcpProxy` (cluster or first weighted cluster).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    pub cluster: String,
+    /// `idle_timeout`: default 1 h; `None` when set to 0 (disabled).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The minimal `HttpConnectionManager` redvoy runs: HTTP/1.1, static `route_config`, the
+/// router filter. What Istio's 15090 and 15021 listeners use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// `config.route.v3.VirtualHost`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    pub name: String,
+    /// `*`, exact names, `*.suffix` / `prefix.*` wildcards.
+    pub domains: Vec<String>,
+    pub routes: Vec<HttpRoute>,
+}
+
+/// `config.route.v3.Route` with a path match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRoute {
+    pub path_match: PathMatch,
+    pub action: HttpRouteAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Path(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpRouteAction {
+    /// `route.cluster`, with `prefix_rewrite` and `timeout` (default 15 s; zero disables).
+    Cluster {
+        cluster: String,
+        prefix_rewrite: Option<String>,
+        timeout: Duration,
+    },
+    /// `direct_response`.
+    DirectResponse { status: u16, body: Option<String> },
 }
 
 /// `config.core.v3.TrafficDirection`.
@@ -239,6 +353,16 @@ pub struct Cluster {
     pub redis_protocol_options: Option<RedisProtocolOptions>,
     /// `common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing`.
     pub use_hostname_for_hashing: bool,
+    /// EDS clusters: `eds_cluster_config`.
+    pub eds: Option<EdsConfig>,
+}
+
+/// `Cluster.EdsClusterConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdsConfig {
+    /// The EDS resource name: `service_name`, or the cluster's name when unset.
+    pub service_name: String,
+    pub eds_config: ConfigSource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +370,11 @@ pub enum DiscoveryType {
     Static,
     StrictDns,
     LogicalDns,
+    /// Hosts from `ClusterLoadAssignment`s over xDS; the cluster warms until the first one.
+    Eds,
+    /// `ORIGINAL_DST` with `CLUSTER_PROVIDED`: the upstream is the connection's original
+    /// destination (only meaningful to tcp_proxy).
+    OriginalDst,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,11 +412,116 @@ pub enum LbPolicy {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
+    /// Unused (empty address, port 0) when [`Endpoint::pipe`] is set.
     pub address: SocketAddress,
+    /// `endpoint.address.pipe`: a Unix socket (Istio's `xds-grpc` and `sds-grpc` clusters).
+    pub pipe: Option<Pipe>,
     /// `load_balancing_weight`, default 1.
     pub weight: u32,
     /// `endpoint.hostname` (used for hashing when `use_hostname_for_hashing`).
     pub hostname: String,
+    /// `health_status` (EDS); `Unknown` counts as healthy, as in Envoy without health checks.
+    pub health_status: HealthStatus,
+    /// The endpoint's `LocalityLbEndpoints.locality`.
+    pub locality: Locality,
+    /// `LocalityLbEndpoints.priority`.
+    pub priority: u32,
+}
+
+/// `config.core.v3.HealthStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthStatus {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Timeout,
+    Degraded,
+}
+
+impl HealthStatus {
+    /// Whether Envoy routes to a host with this EDS status (no active health checking):
+    /// `UNHEALTHY`, `DRAINING` and `TIMEOUT` hosts are excluded, `DEGRADED` only when nothing
+    /// healthy is left.
+    pub fn is_healthy(self) -> bool {
+        matches!(self, Self::Unknown | Self::Healthy)
+    }
+}
+
+/// `config.core.v3.Locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+/// `config.endpoint.v3.ClusterLoadAssignment`, flattened: every locality and priority's
+/// endpoints in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterLoadAssignment {
+    pub cluster_name: String,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `bootstrap.v3.Bootstrap.DynamicResources`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicResources {
+    pub lds_config: Option<ConfigSource>,
+    pub cds_config: Option<ConfigSource>,
+    /// The stream every `ads: {}` source shares.
+    pub ads_config: Option<ApiConfigSource>,
+}
+
+/// `config.core.v3.ConfigSource`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSource {
+    pub kind: ConfigSourceKind,
+    /// `initial_fetch_timeout`, default 15 s; zero waits forever.
+    pub initial_fetch_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSourceKind {
+    /// `ads: {}`: the bootstrap's `ads_config` stream.
+    Ads,
+    /// `api_config_source`: a stream of its own.
+    Api(ApiConfigSource),
+    /// `path_config_source` (or the deprecated `path`): a file holding a `DiscoveryResponse`,
+    /// re-read when it is replaced (Envoy watches for a move onto the path).
+    Path {
+        path: std::path::PathBuf,
+        /// `watched_directory.path`: re-read when anything in it is moved.
+        watched_directory: Option<std::path::PathBuf>,
+    },
+}
+
+/// `config.core.v3.ApiConfigSource` (gRPC only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfigSource {
+    pub api_type: ApiType,
+    /// The first of `grpc_services` (Envoy uses only the first).
+    pub grpc_service: GrpcService,
+    pub set_node_on_first_message_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiType {
+    /// `GRPC`: State of the World.
+    Grpc,
+    /// `DELTA_GRPC`: incremental.
+    DeltaGrpc,
+}
+
+/// `config.core.v3.GrpcService`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrpcService {
+    /// `envoy_grpc.cluster_name`: a static cluster of the bootstrap.
+    EnvoyGrpc { cluster_name: String },
+    /// `google_grpc.target_uri`: `host:port`, `dns:///host:port`, `ipv4:addr:port` or
+    /// `unix:path` / `unix:///path`.
+    GoogleGrpc { target_uri: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -183,6 +183,8 @@ impl ClusterManager {
                         .add(hosts.len() as u64);
                     cluster.set_hosts(hosts);
                 }
+                // Hosts arrive over EDS; ORIGINAL_DST has none of its own.
+                DiscoveryType::Eds | DiscoveryType::OriginalDst => {}
                 DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
                     dns.push(DnsCluster {
                         cluster: Arc::downgrade(&cluster),
@@ -304,6 +306,8 @@ fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
             DiscoveryType::Static => "envoy.cluster.static",
             DiscoveryType::LogicalDns => "envoy.cluster.logical_dns",
             DiscoveryType::StrictDns => "envoy.cluster.strict_dns",
+            DiscoveryType::Eds => "envoy.cluster.eds",
+            DiscoveryType::OriginalDst => "envoy.cluster.original_dst",
         };
         return Err(UpstreamError::HostnameHashing(kind));
     }
@@ -509,12 +513,17 @@ mod tests {
                         address: (*a).to_owned(),
                         port: *p,
                     },
+                    pipe: None,
                     weight: 1,
                     hostname: String::new(),
+                    health_status: Default::default(),
+                    locality: Default::default(),
+                    priority: 0,
                 })
                 .collect(),
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
+            eds: None,
         }
     }
 

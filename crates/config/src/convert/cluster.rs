@@ -133,6 +133,7 @@ pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         endpoints,
         redis_protocol_options,
         use_hostname_for_hashing,
+        eds: None,
     })
 }
 
@@ -284,7 +285,9 @@ fn endpoints(
         ));
     }
     let kind = match discovery {
-        model::DiscoveryType::Static => AddressKind::StaticEndpoint,
+        model::DiscoveryType::Static
+        | model::DiscoveryType::Eds
+        | model::DiscoveryType::OriginalDst => AddressKind::StaticEndpoint,
         model::DiscoveryType::StrictDns | model::DiscoveryType::LogicalDns => {
             AddressKind::DnsEndpoint
         }
@@ -316,8 +319,12 @@ fn endpoints(
             }
             out.push(model::Endpoint {
                 address,
+                pipe: None,
                 weight,
                 hostname: endpoint.hostname.clone(),
+                health_status: model::HealthStatus::Unknown,
+                locality: model::Locality::default(),
+                priority: 0,
             });
         }
     }

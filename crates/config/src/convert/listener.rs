@@ -99,7 +99,14 @@ pub(super) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         name: l.name,
         address,
         traffic_direction,
-        redis_proxy: redis_proxy(proxy, &fp)?,
+        bind_to_port: true,
+        use_original_dst: false,
+        filter_chains: vec![model::FilterChain {
+            name: String::new(),
+            filter_chain_match: model::FilterChainMatch::default(),
+            filter: model::NetworkFilter::RedisProxy(Box::new(redis_proxy(proxy, &fp)?)),
+        }],
+        default_filter_chain: None,
     })
 }
 

@@ -97,6 +97,7 @@ pub(crate) fn bootstrap(
         admin,
         listeners,
         clusters,
+        dynamic_resources: None,
         stats_config,
         stats_flush_interval,
         runtime,
@@ -152,16 +153,23 @@ fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> 
 
 /// `node`, overridden by `--service-node/--service-cluster/--service-zone` as Envoy does.
 fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
-    let n = b.node.clone().unwrap_or_default();
-    let zone = n.locality.map(|l| l.zone).unwrap_or_default();
-    let pick = |flag: &Option<String>, from_config: String| match flag {
-        Some(v) if !v.is_empty() => v.clone(),
-        _ => from_config,
+    let mut n = b.node.clone().unwrap_or_default();
+    let pick = |flag: &Option<String>, from_config: &mut String| {
+        if let Some(v) = flag.as_ref().filter(|v| !v.is_empty()) {
+            from_config.clone_from(v);
+        }
     };
+    pick(&opts.service_node, &mut n.id);
+    pick(&opts.service_cluster, &mut n.cluster);
+    if let Some(zone) = opts.service_zone.as_ref().filter(|v| !v.is_empty()) {
+        n.locality.get_or_insert_with(Default::default).zone.clone_from(zone);
+    }
+    let zone = n.locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default();
     model::Node {
-        id: pick(&opts.service_node, n.id),
-        cluster: pick(&opts.service_cluster, n.cluster),
-        zone: pick(&opts.service_zone, zone),
+        id: n.id.clone(),
+        cluster: n.cluster.clone(),
+        zone,
+        encoded: prost::Message::encode_to_vec(&n).into(),
     }
 }
 
