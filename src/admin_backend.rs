@@ -14,7 +14,7 @@ use redvoy_admin::{
 };
 use redvoy_config::model::{self, TrafficDirection};
 use redvoy_config::{render_config_dump_with_hosts, DumpHost, DumpOptions};
-use redvoy_proxy::ListenerControl;
+use crate::listener_manager::ListenerManager;
 use redvoy_runtime::Runtime;
 use redvoy_upstream::ClusterManager;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -39,7 +39,9 @@ pub struct Backend {
     pub loaded_at: SystemTime,
     pub started: Instant,
     pub clusters: Arc<ClusterManager>,
-    pub listeners: Vec<(model::Listener, SocketAddr, Arc<ListenerControl>)>,
+    pub listeners: Arc<ListenerManager>,
+    /// The xDS client, when the bootstrap has `dynamic_resources`.
+    pub dynamic: Option<crate::xds::Dynamic>,
     pub runtime: Runtime,
     pub options: CommandLineOptions,
     pub drain_time: Duration,
@@ -101,10 +103,10 @@ impl AdminBackend for Backend {
     fn clusters(&self) -> Vec<ClusterStatus> {
         self.clusters
             .clusters()
+            .iter()
             .map(|cluster| {
                 let hosts = cluster
-                    .host_set()
-                    .hosts()
+                    .all_hosts()
                     .iter()
                     .map(|h| {
                         let s = &h.stats;
@@ -139,8 +141,13 @@ impl AdminBackend for Backend {
                 ClusterStatus {
                     name: cluster.name.clone(),
                     observability_name: cluster.name.clone(),
-                    added_via_api: false,
-                    eds_service_name: String::new(),
+                    added_via_api: !self.clusters.is_static(&cluster.name),
+                    eds_service_name: cluster
+                        .config
+                        .eds
+                        .as_ref()
+                        .map(|e| e.service_name.clone())
+                        .unwrap_or_default(),
                     circuit_breakers: [Thresholds::default(); 2],
                     outlier: None,
                     hosts,
@@ -151,10 +158,11 @@ impl AdminBackend for Backend {
 
     fn listeners(&self) -> Vec<ListenerStatus> {
         self.listeners
+            .running()
             .iter()
-            .map(|(l, addr, _)| ListenerStatus {
+            .map(|(l, runtime)| ListenerStatus {
                 name: l.name.clone(),
-                local_address: address(addr),
+                local_address: address(&runtime.address),
                 additional_local_addresses: Vec::new(),
             })
             .collect()
@@ -214,11 +222,11 @@ impl AdminBackend for Backend {
     }
 
     fn drain_listeners(&self, request: DrainRequest) {
-        for (listener, _, control) in &self.listeners {
+        for (listener, runtime) in self.listeners.running() {
             if request.inbound_only && listener.traffic_direction != TrafficDirection::Inbound {
                 continue;
             }
-            let control = Arc::clone(control);
+            let control = Arc::clone(&runtime.control);
             if request.skip_exit {
                 control.start_drain_close();
                 continue;

@@ -3,7 +3,6 @@
 //! SIGINT or `POST /quitquitquit`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -12,9 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use redvoy_config::{model, LoadOptions};
-use redvoy_proxy::{
-    bind_listener, run_worker, FilterConfig, ListenerControl, ListenerStats, WorkerListener,
-};
+use redvoy_proxy::{run_worker, DrainStrategy, FilterConfig};
 use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
@@ -24,10 +21,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 mod admin_backend;
+mod listener_manager;
 mod server;
+mod xds;
 
 use admin_backend::{tracing_level, Backend, LogHandle};
 use redvoy_admin::LogLevel;
+use listener_manager::ListenerManager;
 use server::{ListenerManagerStats, ServerStats, SERVER_STATS_REFRESH};
 
 // jemalloc: fast under many small per-request allocations, and it reports the allocated and
@@ -111,6 +111,10 @@ struct Flags {
     skip_deprecated_logs: bool,
     #[arg(long = "enable-core-dump", action = ArgAction::SetTrue)]
     enable_core_dump: bool,
+    /// redvoy only: a dynamic listener whose filters redvoy does not implement is NACKed, as
+    /// Envoy would reject an unknown extension, instead of being skipped with a warning.
+    #[arg(long = "reject-unsupported", action = ArgAction::SetTrue)]
+    reject_unsupported: bool,
 }
 
 fn main() -> ExitCode {
@@ -185,9 +189,20 @@ fn run(flags: Flags, log_handle: Option<LogHandle>) -> Result<()> {
         .concurrency
         .filter(|c| *c > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let drain_strategy = if flags
+        .drain_strategy
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("immediate"))
+    {
+        DrainStrategy::Immediate
+    } else {
+        DrainStrategy::Gradual
+    };
     let server = Server {
         options: command_line_options(&flags, concurrency),
         drain_time: Duration::from_secs(flags.drain_time_s),
+        drain_strategy,
+        reject_unsupported: flags.reject_unsupported,
         log_level: log_level(&flags.log_level),
         log_handle,
         concurrency,
@@ -200,6 +215,8 @@ fn run(flags: Flags, log_handle: Option<LogHandle>) -> Result<()> {
 struct Server {
     options: redvoy_admin::CommandLineOptions,
     drain_time: Duration,
+    drain_strategy: DrainStrategy,
+    reject_unsupported: bool,
     log_level: LogLevel,
     log_handle: Option<LogHandle>,
     concurrency: usize,
@@ -261,29 +278,28 @@ fn command_line_options(flags: &Flags, concurrency: usize) -> redvoy_admin::Comm
     o
 }
 
-struct Built {
-    clusters: ClusterManager,
-    filters: Vec<(model::Listener, Arc<FilterConfig>)>,
-}
-
+/// Envoy's validate mode: builds clusters and every redis_proxy filter, opening no socket.
 async fn build_filters(
     bootstrap: &model::Bootstrap,
     store: &Store,
     runtime: &Runtime,
-) -> Result<Built> {
+) -> Result<()> {
     let clusters = ClusterManager::new(&bootstrap.clusters, store)
         .await
         .context("building clusters")?;
-    let mut filters = Vec::new();
     for listener in &bootstrap.listeners {
-        let Some(redis_proxy) = listener.redis_proxy() else {
-            bail!("listener '{}': no redis_proxy filter", listener.name);
-        };
-        let filter = FilterConfig::new(redis_proxy, &clusters, store, runtime)
-            .with_context(|| format!("listener '{}'", listener.name))?;
-        filters.push((listener.clone(), Arc::new(filter)));
+        for chain in listener
+            .filter_chains
+            .iter()
+            .chain(listener.default_filter_chain.as_ref())
+        {
+            if let model::NetworkFilter::RedisProxy(rp) = &chain.filter {
+                FilterConfig::new(rp, &clusters, store, runtime)
+                    .with_context(|| format!("listener '{}'", listener.name))?;
+            }
+        }
     }
-    Ok(Built { clusters, filters })
+    Ok(())
 }
 
 /// The bootstrap's `layered_runtime` as the runtime's layers.
@@ -349,16 +365,6 @@ fn stats_options(config: &model::StatsConfig) -> redvoy_stats::StatsOptions {
     }
 }
 
-fn listener_address(listener: &model::Listener) -> Result<SocketAddr> {
-    let ip: IpAddr = listener.address.address.parse().with_context(|| {
-        format!(
-            "listener '{}': address '{}' is not an IP address",
-            listener.name, listener.address.address
-        )
-    })?;
-    Ok(SocketAddr::new(ip, listener.address.port))
-}
-
 async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let loaded_at = SystemTime::now();
     let started = Instant::now();
@@ -369,61 +375,58 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let server_stats = ServerStats::new(&store, concurrency);
     server_state.set_initializing();
     let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
-    let built = build_filters(&bootstrap, &store, &runtime).await?;
-    let clusters = Arc::new(built.clusters);
-    ListenerManagerStats::register(
-        &store,
-        built.filters.len(),
-        bootstrap.clusters.len(),
-        concurrency,
+    let clusters = Arc::new(
+        ClusterManager::new(&bootstrap.clusters, &store)
+            .await
+            .context("building clusters")?,
     );
+    ListenerManagerStats::register(&store, bootstrap.clusters.len(), concurrency);
     clusters.spawn_dns_refresh();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    // Every worker gets its own socket per listener; binding them all before starting any
-    // worker reports an address in use before traffic flows.
-    let mut per_worker: Vec<Vec<WorkerListener>> = (0..concurrency).map(|_| Vec::new()).collect();
-    let mut listener_stats = Vec::new();
-    let mut listeners = Vec::new();
-    for (listener, filter) in &built.filters {
-        let addr = listener_address(listener)?;
-        let mut bound = addr;
-        let mut sockets = Vec::with_capacity(concurrency);
-        for _ in 0..concurrency {
-            let socket = bind_listener(bound)
-                .with_context(|| format!("listener '{}': cannot bind {addr}", listener.name))?;
-            // Port 0: every worker shares the port the first one got.
-            bound = socket.local_addr().unwrap_or(bound);
-            sockets.push(socket);
-        }
-        let stats = Arc::new(ListenerStats::new(&store, &bound, concurrency));
-        let control = Arc::new(ListenerControl::new());
-        for (worker, socket) in per_worker.iter_mut().zip(sockets) {
-            worker.push(WorkerListener {
-                name: listener.name.clone(),
-                socket,
-                filter: Arc::clone(filter),
-                stats: Arc::clone(&stats),
-                control: Arc::clone(&control),
-            });
-        }
-        listener_stats.push(stats);
-        listeners.push((listener.clone(), bound, control));
-        info!(listener = %listener.name, address = %bound, "listener started");
+    let mut worker_tx = Vec::with_capacity(concurrency);
+    let mut worker_rx = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        worker_tx.push(tx);
+        worker_rx.push(rx);
+    }
+    let listeners = Arc::new(ListenerManager::new(
+        &store,
+        &runtime,
+        Arc::clone(&clusters),
+        worker_tx,
+        server.drain_time,
+        server.drain_strategy,
+        server.reject_unsupported,
+    ));
+    // Static listeners are bound before any worker runs, so an address in use fails startup.
+    for listener in &bootstrap.listeners {
+        listeners
+            .add_or_update(listener.clone(), true, "", bytes::Bytes::new())
+            .map_err(|e| anyhow::anyhow!("listener '{}': {e}", listener.name))?;
     }
     if server.mode == Mode::InitOnly {
         return Ok(());
     }
 
     let mut workers = Vec::with_capacity(concurrency);
-    for (id, listeners) in per_worker.into_iter().enumerate() {
+    for (id, commands) in worker_rx.into_iter().enumerate() {
         let rx = shutdown_rx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("wrk:worker_{id}"))
-            .spawn(move || run_worker(id, listeners, rx))
+            .spawn(move || run_worker(id, commands, rx))
             .context("starting a worker thread")?;
         workers.push(handle);
     }
+
+    let dynamic = xds::start(
+        &bootstrap,
+        &store,
+        Arc::clone(&clusters),
+        Arc::clone(&listeners),
+    )
+    .context("dynamic_resources")?;
 
     if let Some(admin) = &bootstrap.admin {
         let log_levels = redvoy_admin::ENVOY_LOGGERS
@@ -435,7 +438,8 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
             loaded_at,
             started,
             clusters: Arc::clone(&clusters),
-            listeners: listeners.clone(),
+            listeners: Arc::clone(&listeners),
+            dynamic: dynamic.clone(),
             runtime: runtime.clone(),
             options: server.options.clone(),
             drain_time: server.drain_time,
@@ -452,32 +456,52 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         spawn_admin(admin, state).await?;
     }
     redvoy_stats::spawn_flush(store.clone(), bootstrap.stats_flush_interval);
-    ListenerManagerStats::workers_started(&store);
-    server_state.set_initialized();
     {
         let server_stats = Arc::clone(&server_stats);
         let server_state = Arc::clone(&server_state);
+        let listeners = Arc::clone(&listeners);
+        let clusters = Arc::clone(&clusters);
+        let store = store.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(SERVER_STATS_REFRESH);
             loop {
                 ticks.tick().await;
                 server_stats.refresh(&server_state);
-                let connections = listener_stats
+                let connections = listeners
+                    .running()
                     .iter()
-                    .map(|l| l.downstream_cx_active.value())
+                    .map(|(_, l)| l.stats.downstream_cx_active.value())
                     .sum();
                 server_stats.total_connections.set(connections);
+                ListenerManagerStats::clusters_inflated(
+                    &store,
+                    clusters.clusters().len(),
+                    concurrency,
+                );
             }
         });
     }
-    server_stats.refresh(&server_state);
-    info!(workers = concurrency, "redvoy ready");
+    // Envoy goes LIVE (and starts its workers) once the initial fetches are done: CDS and its
+    // EDS, then LDS, each bounded by its initial_fetch_timeout.
+    {
+        let store = store.clone();
+        let server_stats = Arc::clone(&server_stats);
+        let server_state = Arc::clone(&server_state);
+        let dynamic = dynamic.clone();
+        tokio::spawn(async move {
+            if let Some(d) = &dynamic {
+                d.initialized().await;
+            }
+            ListenerManagerStats::workers_started(&store);
+            server_state.set_initialized();
+            server_stats.refresh(&server_state);
+            info!(workers = concurrency, "redvoy ready");
+        });
+    }
 
     wait_for_shutdown(shutdown_rx).await;
     info!("shutting down");
-    for (_, _, control) in &listeners {
-        control.stop();
-    }
+    listeners.stop_all();
     let _ = shutdown_tx.send(true);
     for w in workers {
         match w.join() {

@@ -125,34 +125,14 @@ fn version_number() -> u64 {
 pub struct ListenerManagerStats;
 
 impl ListenerManagerStats {
-    pub fn register(store: &Store, listeners: usize, clusters: usize, concurrency: usize) {
-        Self::register_thread_local_clusters(store, clusters, concurrency);
-        let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
-        let g = |n: &str| store.gauge(&format!("listener_manager.{n}"));
-        c("listener_added").add(listeners as u64);
-        c("listener_create_success").add((listeners * concurrency) as u64);
-        for name in [
-            "listener_create_failure",
-            "listener_in_place_updated",
-            "listener_modified",
-            "listener_removed",
-            "listener_stopped",
-        ] {
-            c(name);
-        }
-        g("total_listeners_active").set(listeners as u64);
-        for name in [
-            "total_filter_chains_draining",
-            "total_listeners_draining",
-            "workers_pinned",
-        ] {
-            g(name);
-        }
-        g("total_listeners_warming").set(0);
+    /// The counters and gauges the listener manager does not own (it owns the listener
+    /// counts: see `listener_manager.rs`).
+    pub fn register(store: &Store, clusters: usize, concurrency: usize) {
+        Self::clusters_inflated(store, clusters, concurrency);
     }
 
     /// `thread_local_cluster_manager.<thread>.clusters_inflated`: every thread has every cluster.
-    fn register_thread_local_clusters(store: &Store, clusters: usize, concurrency: usize) {
+    pub fn clusters_inflated(store: &Store, clusters: usize, concurrency: usize) {
         let threads = std::iter::once("main_thread".to_owned())
             .chain((0..concurrency).map(|i| format!("worker_{i}")));
         for thread in threads {

@@ -103,7 +103,7 @@ fn load_proto(opts: &LoadOptions) -> Result<(Bootstrap, model::BootstrapSource),
     // Before the check, which rewrites TypedStructs into native `Any`s: Envoy dumps them as
     // written.
     let source = model::BootstrapSource(Arc::new(transcode(&msg)?));
-    supported::check(&mut msg)?;
+    supported::check(&mut msg, supported::Mode::Bootstrap)?;
     Ok((transcode(&msg)?, source))
 }
 

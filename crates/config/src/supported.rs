@@ -25,6 +25,34 @@ pub(crate) const REDIS_PROTOCOL_OPTIONS: &str =
 pub(crate) const REDIS_PROXY_NAMES: &[&str] =
     &["envoy.filters.network.redis_proxy", "envoy.redis_proxy"];
 pub(crate) const REDIS_CLUSTER_TYPE: &str = "envoy.clusters.redis";
+pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+pub(crate) const HTTP_CONNECTION_MANAGER: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+/// The terminal network filters redvoy implements.
+pub(crate) const TERMINAL_FILTERS: &[&str] = &[REDIS_PROXY, TCP_PROXY, HTTP_CONNECTION_MANAGER];
+/// `typed_extension_protocol_options` key (and type) of the HTTP upstream options Istio puts
+/// on its gRPC clusters (`xds-grpc`, `sds-grpc`) to ask for HTTP/2.
+pub(crate) const HTTP_PROTOCOL_OPTIONS: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Istio-only extension types (not in Envoy's build, so not in our descriptor set) that are
+/// accepted and dropped: `istio.stats` (telemetry), `istio.metadata_exchange` (peer metadata
+/// for telemetry), Istio's HTTP `alpn` and `peer_metadata` filters. None of them changes where
+/// or how bytes are proxied.
+const ISTIO_TOLERATED_TYPES: &[&str] = &[
+    "stats.PluginConfig",
+    "envoy.tcp.metadataexchange.config.MetadataExchange",
+    "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig",
+    "io.istio.http.peer_metadata.Config",
+];
+/// Envoy HTTP filters dropped from the minimal connection manager: the compressor Istio adds to
+/// the 15090 metrics listener only compresses responses for clients that accept it; an
+/// uncompressed answer is equally valid HTTP.
+const TOLERATED_HTTP_FILTERS: &[&str] = &["envoy.extensions.filters.http.compressor.v3.Compressor"];
+/// Bootstrap extensions accepted without effect: the internal listener registry only serves
+/// `envoy_internal_address` listeners and clusters, which redvoy refuses anyway.
+const TOLERATED_BOOTSTRAP_EXTENSIONS: &[&str] =
+    &["envoy.extensions.bootstrap.internal_listener.v3.InternalListener"];
 
 const TYPED_STRUCT_XDS: &str = "xds.type.v3.TypedStruct";
 const TYPED_STRUCT_UDPA: &str = "udpa.type.v1.TypedStruct";
@@ -45,9 +73,29 @@ enum Rule {
     ProtocolOptions,
     /// `Cluster.cluster_type`: a cluster extension.
     ClusterType,
+    /// Accepted without effect in xDS resources (each use says why); refused in the bootstrap,
+    /// where the user wrote it by hand and should learn that redvoy does not act on it.
+    DynamicIgnore,
+    /// `HttpFilter.typed_config`: the router (walked) or a tolerated filter (kept as is; the
+    /// conversion drops it).
+    HttpFilter,
+    /// `Cluster.filters[].typed_config`: upstream network filters; only tolerated Istio ones.
+    UpstreamFilter,
+    /// `Bootstrap.bootstrap_extensions[].typed_config`: only tolerated ones.
+    BootstrapExtension,
 }
 
-use Rule::{ClusterType, Ignore, NetworkFilter, ProtocolOptions, Walk};
+use Rule::{
+    BootstrapExtension, ClusterType, DynamicIgnore, HttpFilter, Ignore, NetworkFilter,
+    ProtocolOptions, UpstreamFilter, Walk,
+};
+
+/// What is being checked: a hand-written bootstrap, or a resource from a control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Bootstrap,
+    Dynamic,
+}
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
 /// fields at all.
@@ -63,9 +111,85 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("stats_config", Walk),
             // `stats_flush_on_admin` (the other member of its oneof) is refused.
             ("stats_flush_interval", Walk),
+            ("dynamic_resources", Walk),
+            ("cluster_manager", Walk),
+            ("bootstrap_extensions", Walk),
+            // Only the format of redvoy's own log lines (Istio renders a text or JSON format).
+            ("application_log_config", Ignore),
         ],
     ),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &[("listeners", Walk), ("clusters", Walk)]),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
+        &[("lds_config", Walk), ("cds_config", Walk), ("ads_config", Walk)],
+    ),
+    (
+        "envoy.config.bootstrap.v3.ClusterManager",
+        &[
+            // The outlier-detection event log only records ejections; redvoy runs no outlier
+            // detection (refused on clusters), so there is nothing to log.
+            ("outlier_detection", Ignore),
+            // Deferred creation only delays building per-worker cluster state; the clusters and
+            // their behaviour are the same.
+            ("enable_deferred_cluster_creation", Ignore),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.TypedExtensionConfig",
+        &[("name", Walk), ("typed_config", BootstrapExtension)],
+    ),
+    (
+        "envoy.config.core.v3.ConfigSource",
+        &[
+            ("ads", Walk),
+            ("api_config_source", Walk),
+            ("path_config_source", Walk),
+            ("path", Walk),
+            ("initial_fetch_timeout", Walk),
+            ("resource_api_version", Walk),
+        ],
+    ),
+    ("envoy.config.core.v3.AggregatedConfigSource", &[]),
+    ("envoy.config.core.v3.PathConfigSource", &[("path", Walk), ("watched_directory", Walk)]),
+    ("envoy.config.core.v3.WatchedDirectory", &[("path", Walk)]),
+    (
+        "envoy.config.core.v3.ApiConfigSource",
+        &[
+            ("api_type", Walk),
+            ("transport_api_version", Walk),
+            ("grpc_services", Walk),
+            ("set_node_on_first_message_only", Walk),
+            // Envoy's token bucket on discovery requests: redvoy sends a request only after a
+            // response or a reconnect, at most a few per second, which the bucket never limits.
+            ("rate_limit_settings", Ignore),
+            // REST polling interval and request timeout: only used by REST subscriptions, and
+            // only gRPC ones are accepted.
+            ("refresh_delay", Ignore),
+            ("request_timeout", Ignore),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.GrpcService",
+        &[
+            ("envoy_grpc", Walk),
+            ("google_grpc", Walk),
+            // A deadline for unary calls; xDS uses one long-lived stream, which has none.
+            ("timeout", Ignore),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.GrpcService.EnvoyGrpc",
+        // `authority` (the :authority sent) and `retry_policy` are refused by not listing them.
+        &[("cluster_name", Walk)],
+    ),
+    (
+        "envoy.config.core.v3.GrpcService.GoogleGrpc",
+        &[
+            ("target_uri", Walk),
+            // Prefix of the gRPC client's own stats, which redvoy does not keep.
+            ("stat_prefix", Ignore),
+        ],
+    ),
     ("envoy.config.bootstrap.v3.LayeredRuntime", &[("layers", Walk)]),
     (
         "envoy.config.bootstrap.v3.RuntimeLayer",
@@ -136,12 +260,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         "envoy.config.core.v3.Locality",
-        &[
-            ("zone", Walk),
-            // Region and sub-zone only feed zone-aware routing and xDS identification.
-            ("region", Ignore),
-            ("sub_zone", Ignore),
-        ],
+        // Zone-aware routing is refused; these identify the node and label endpoints.
+        &[("zone", Walk), ("region", Walk), ("sub_zone", Walk)],
     ),
     // `pipe` is only implemented for the admin address; listeners and clusters refuse it at
     // conversion, with the path.
@@ -162,18 +282,98 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("traffic_direction", Walk),
             // Listener metadata is read by other extensions, never by redis_proxy.
             ("metadata", Ignore),
+            ("bind_to_port", Walk),
+            ("use_original_dst", Walk),
+            ("default_filter_chain", Walk),
+            // Only matter with listener filters, and `listener_filters` is refused: there is
+            // nothing to time out.
+            ("listener_filters_timeout", Ignore),
+            ("continue_on_listener_filters_timeout", Ignore),
+            // redvoy enforces no global downstream connection limit or overload actions, so
+            // there is nothing to exempt the listener from.
+            ("ignore_global_conn_limit", Ignore),
+            ("bypass_overload_manager", Ignore),
+            // Buffer sizes and accept batching tune throughput, not what is proxied.
+            ("per_connection_buffer_limit_bytes", Ignore),
         ],
     ),
     (
         "envoy.config.listener.v3.FilterChain",
         &[
             ("filters", Walk),
-            // A chain's name only identifies it for filter-chain updates; there is one chain.
-            ("name", Ignore),
+            ("name", Walk),
+            ("filter_chain_match", Walk),
             // Read by other extensions, never by redis_proxy.
             ("metadata", Ignore),
         ],
     ),
+    (
+        "envoy.config.listener.v3.FilterChainMatch",
+        &[
+            ("destination_port", Walk),
+            ("prefix_ranges", Walk),
+            ("source_prefix_ranges", Walk),
+            ("source_ports", Walk),
+            ("server_names", Walk),
+            ("transport_protocol", Walk),
+            ("application_protocols", Walk),
+        ],
+    ),
+    ("envoy.config.core.v3.CidrRange", &[("address_prefix", Walk), ("prefix_len", Walk)]),
+    (
+        TCP_PROXY,
+        &[
+            ("stat_prefix", Walk),
+            ("cluster", Walk),
+            ("weighted_clusters", Walk),
+            ("idle_timeout", Walk),
+            // Access logs record connections; they never change what is proxied.
+            ("access_log", Ignore),
+            ("access_log_options", Ignore),
+        ],
+    ),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &[("clusters", Walk)]),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
+        // Only the first cluster is used (as Istio's redis path does); its weight is moot.
+        &[("name", Walk), ("weight", Ignore)],
+    ),
+    (
+        HTTP_CONNECTION_MANAGER,
+        &[
+            ("stat_prefix", Walk),
+            ("codec_type", Walk),
+            ("route_config", Walk),
+            ("http_filters", Walk),
+            // Access logs record requests; they never change what is proxied.
+            ("access_log", Ignore),
+        ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        &[("name", Walk), ("typed_config", HttpFilter), ("is_optional", Walk)],
+    ),
+    ("envoy.config.route.v3.RouteConfiguration", &[("name", Walk), ("virtual_hosts", Walk)]),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &[("name", Walk), ("domains", Walk), ("routes", Walk)],
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        &[
+            ("match", Walk),
+            ("route", Walk),
+            ("direct_response", Walk),
+            // A route's name only labels it in stats and dumps.
+            ("name", Ignore),
+        ],
+    ),
+    ("envoy.config.route.v3.RouteMatch", &[("prefix", Walk), ("path", Walk)]),
+    (
+        "envoy.config.route.v3.RouteAction",
+        &[("cluster", Walk), ("prefix_rewrite", Walk), ("timeout", Walk)],
+    ),
+    ("envoy.config.route.v3.DirectResponseAction", &[("status", Walk), ("body", Walk)]),
     (
         "envoy.config.listener.v3.Filter",
         // The name is free text in v3 when typed_config is set: lookup is by type URL.
@@ -259,7 +459,52 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // Cluster metadata feeds subset load balancing and transport-socket matching (both
             // refused); redis_proxy never reads it.
             ("metadata", Ignore),
+            ("eds_cluster_config", Walk),
+            // Limits far above anything redvoy's pools reach (one connection per upstream host
+            // and worker); Istio renders 100000 or 2^32-1. Not enforced.
+            ("circuit_breakers", Ignore),
+            // TCP keepalive probes on upstream connections do not change the protocol.
+            ("upstream_connection_options", Ignore),
+            // HTTP upstream pools only: a gRPC xDS stream is one request on one connection.
+            ("max_requests_per_connection", Ignore),
+            // Only renames the cluster's stats (`cluster.<alt_stat_name>.`); redvoy keeps
+            // `cluster.<name>.` (Istio's default matcher excludes mesh cluster stats anyway).
+            ("alt_stat_name", Ignore),
+            // Upstream network filters: only Istio's `istio.metadata_exchange` is accepted.
+            ("filters", Walk),
+            // Istio's mTLS selection (`tlsMode-istio`/`tlsMode-disabled`): redvoy connects in
+            // plaintext, which works with PERMISSIVE peers only. Refused in the bootstrap.
+            ("transport_socket_matches", DynamicIgnore),
+            ("original_dst_lb_config", Walk),
         ],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
+        &[("eds_config", Walk), ("service_name", Walk)],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
+        // `use_http_header` and the port override are refused by not listing them.
+        &[],
+    ),
+    (
+        "envoy.config.cluster.v3.Filter",
+        &[("name", Walk), ("typed_config", UpstreamFilter)],
+    ),
+    (
+        HTTP_PROTOCOL_OPTIONS,
+        &[
+            ("explicit_http_config", Walk),
+            // Idle timeouts and header limits of HTTP upstream connections; the gRPC xDS stream
+            // is kept open by keepalive and the HCM router opens a connection per request.
+            ("common_http_protocol_options", Ignore),
+        ],
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        // Which HTTP version to speak upstream: redvoy's xDS client always speaks HTTP/2 (gRPC)
+        // and its HCM router HTTP/1.1, whatever is set; the options inside are tuning only.
+        &[("http_protocol_options", Ignore), ("http2_protocol_options", Ignore)],
     ),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
@@ -280,17 +525,17 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &[("choice_count", Walk)]),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        // `policy` (overprovisioning, drop overloads) is refused by not listing it.
         &[("cluster_name", Walk), ("endpoints", Walk)],
     ),
     (
         "envoy.config.endpoint.v3.LocalityLbEndpoints",
         &[
             ("lb_endpoints", Walk),
-            // Localities and their weights only matter to zone-aware and locality-weighted load
-            // balancing, which need `common_lb_config` settings or a local cluster (refused).
-            // Without them Envoy flattens every locality into one host set, as redvoy does.
-            // (`priority` is not listed: a non-zero priority is refused.)
-            ("locality", Ignore),
+            ("locality", Walk),
+            ("priority", Walk),
+            // Locality weights only matter to locality-weighted load balancing, which needs
+            // `common_lb_config.locality_weighted_lb_config` (refused).
             ("load_balancing_weight", Ignore),
             ("metadata", Ignore),
         ],
@@ -303,6 +548,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // Endpoint metadata feeds subset load balancing and transport-socket matching (both
             // refused); redis_proxy never reads it.
             ("metadata", Ignore),
+            ("health_status", Walk),
         ],
     ),
     ("envoy.config.endpoint.v3.Endpoint", &[("address", Walk), ("hostname", Walk)]),
@@ -337,11 +583,11 @@ fn rule_for(message: &str, field: &str) -> Option<Rule> {
 }
 
 /// Checks every set field of `msg` against the allowlist and normalizes `typed_config`s.
-pub(crate) fn check(msg: &mut DynamicMessage) -> Result<(), ConfigError> {
-    walk(msg, &FieldPath::root())
+pub(crate) fn check(msg: &mut DynamicMessage, mode: Mode) -> Result<(), ConfigError> {
+    walk(msg, &FieldPath::root(), mode)
 }
 
-fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
+fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), ConfigError> {
     let desc = msg.descriptor();
     if is_leaf(desc.full_name()) {
         return Ok(());
@@ -352,16 +598,45 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
     for field in set {
         let fpath = path.field(field.name());
         let Some(rule) = rule_for(desc.full_name(), field.name()) else {
-            return Err(ConfigError::unsupported(fpath));
+            return Err(unsupported_field(desc.full_name(), field.name(), fpath));
         };
         let value = msg.get_field_mut(&field);
         match rule {
             Ignore => {}
-            Walk => walk_value(value, &fpath)?,
+            DynamicIgnore if mode == Mode::Dynamic => {}
+            DynamicIgnore => return Err(ConfigError::unsupported(fpath)),
+            Walk => walk_value(value, &fpath, mode)?,
             NetworkFilter => {
                 let Value::Message(any) = value else { continue };
-                let inner = resolve_any(any, &fpath, REDIS_PROXY, false, "filter type")?;
-                *any = repack(walked(inner, &fpath)?)?;
+                match resolve_any(any, &fpath, TERMINAL_FILTERS, &[], false, "filter type")? {
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath, mode)?)?,
+                    Resolved::Tolerated => {}
+                }
+            }
+            HttpFilter => {
+                let Value::Message(any) = value else { continue };
+                match resolve_any(
+                    any,
+                    &fpath,
+                    &[ROUTER],
+                    TOLERATED_HTTP_FILTERS,
+                    false,
+                    "HTTP filter type",
+                )? {
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath, mode)?)?,
+                    Resolved::Tolerated => {}
+                }
+            }
+            UpstreamFilter | BootstrapExtension => {
+                let Value::Message(any) = value else { continue };
+                let (noun, tolerated) = if rule == UpstreamFilter {
+                    ("upstream network filter type", &[][..])
+                } else {
+                    ("bootstrap extension type", TOLERATED_BOOTSTRAP_EXTENSIONS)
+                };
+                match resolve_any(any, &fpath, &[], tolerated, false, noun)? {
+                    Resolved::Native(_) | Resolved::Tolerated => {}
+                }
             }
             ProtocolOptions => {
                 let Value::Map(entries) = value else { continue };
@@ -373,24 +648,29 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                         other => format!("{other:?}"),
                     };
                     let kpath = fpath.key(&name);
-                    if !REDIS_PROXY_NAMES.contains(&name.as_str()) {
+                    let expected = if REDIS_PROXY_NAMES.contains(&name.as_str()) {
+                        REDIS_PROTOCOL_OPTIONS
+                    } else if name == HTTP_PROTOCOL_OPTIONS {
+                        HTTP_PROTOCOL_OPTIONS
+                    } else {
                         return Err(ConfigError::unsupported_because(
                             kpath,
                             format!("protocol options for '{name}' are not supported by redvoy"),
                         ));
-                    }
+                    };
                     let Some(Value::Message(any)) = entries.get_mut(&key) else {
                         continue;
                     };
                     // Envoy looks protocol options up by name and converts a plain Struct too.
-                    let inner = resolve_any(
-                        any,
-                        &kpath,
-                        REDIS_PROTOCOL_OPTIONS,
-                        true,
-                        "protocol options type",
-                    )?;
-                    *any = repack(walked(inner, &kpath)?)?;
+                    match resolve_any(any, &kpath, &[expected], &[], true, "protocol options type")? {
+                        Resolved::Native(inner) => *any = repack(walked(inner, &kpath, mode)?)?,
+                        Resolved::Tolerated => {
+                            return Err(ConfigError::unsupported_because(
+                                kpath,
+                                "unsupported protocol options type",
+                            ))
+                        }
+                    }
                 }
             }
             ClusterType => {
@@ -413,18 +693,56 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn walked(mut msg: DynamicMessage, path: &FieldPath) -> Result<DynamicMessage, ConfigError> {
-    walk(&mut msg, path)?;
+/// A field the allowlist does not list, with a clearer word where users commonly meet one.
+fn unsupported_field(message: &str, field: &str, path: FieldPath) -> ConfigError {
+    match (message, field) {
+        (HTTP_CONNECTION_MANAGER, "rds") => ConfigError::unsupported_because(
+            path,
+            "HTTP connection manager with RDS is not supported by redvoy (only a static route_config)",
+        ),
+        (HTTP_CONNECTION_MANAGER, _) => ConfigError::unsupported_because(
+            path,
+            "not supported by redvoy's minimal HTTP connection manager",
+        ),
+        _ => ConfigError::unsupported(path),
+    }
+}
+
+/// What a `typed_config` turned out to be.
+enum Resolved {
+    /// One of the expected native types (TypedStruct and Struct forms already converted).
+    Native(DynamicMessage),
+    /// An extension accepted without effect: an Istio-only type, a TypedStruct wrapping a type
+    /// unknown to Envoy, or one of the tolerated Envoy types for this extension point. Left as
+    /// written; the conversion drops it.
+    Tolerated,
+}
+
+/// Whether `type_name` (a full message name) is accepted and dropped at an extension point
+/// that also tolerates the Envoy types `tolerated`.
+fn is_tolerated(type_name: &str, tolerated: &[&str], pool: &prost_reflect::DescriptorPool) -> bool {
+    ISTIO_TOLERATED_TYPES.contains(&type_name)
+        || tolerated.contains(&type_name)
+        // Not an Envoy type at all (Istio's and other proxies' own extensions).
+        || pool.get_message_by_name(type_name).is_none()
+}
+
+fn walked(
+    mut msg: DynamicMessage,
+    path: &FieldPath,
+    mode: Mode,
+) -> Result<DynamicMessage, ConfigError> {
+    walk(&mut msg, path, mode)?;
     Ok(msg)
 }
 
-fn walk_value(value: &mut Value, path: &FieldPath) -> Result<(), ConfigError> {
+fn walk_value(value: &mut Value, path: &FieldPath, mode: Mode) -> Result<(), ConfigError> {
     match value {
-        Value::Message(m) => walk_message_value(m, path),
+        Value::Message(m) => walk_message_value(m, path, mode),
         Value::List(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Value::Message(m) = item {
-                    walk_message_value(m, &path.index(i))?;
+                    walk_message_value(m, &path.index(i), mode)?;
                 }
             }
             Ok(())
@@ -438,7 +756,7 @@ fn walk_value(value: &mut Value, path: &FieldPath) -> Result<(), ConfigError> {
                     other => path.key(&format!("{other:?}")),
                 };
                 if let Some(Value::Message(m)) = entries.get_mut(&key) {
-                    walk_message_value(m, &kpath)?;
+                    walk_message_value(m, &kpath, mode)?;
                 }
             }
             Ok(())
@@ -447,26 +765,32 @@ fn walk_value(value: &mut Value, path: &FieldPath) -> Result<(), ConfigError> {
     }
 }
 
-fn walk_message_value(m: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
+fn walk_message_value(
+    m: &mut DynamicMessage,
+    path: &FieldPath,
+    mode: Mode,
+) -> Result<(), ConfigError> {
     // An `Any` is only accepted where a rule above resolves it.
     if m.descriptor().full_name() == "google.protobuf.Any" {
         return Err(ConfigError::unsupported(path));
     }
-    walk(m, path)
+    walk(m, path, mode)
 }
 
-/// Unpacks a `typed_config` whose native type must be `expected`, the way Envoy's
+/// Unpacks a `typed_config` whose native type must be one of `expected`, the way Envoy's
 /// `translateOpaqueConfig` does: the native type itself; a TypedStruct (either package) whose
-/// `type_url` names `expected`, its Struct converted through JSON with unknown fields refused;
-/// a bare `google.protobuf.Struct` only where `allow_struct` (extension points looked up by
-/// name; a filter looked up by type URL cannot be a Struct).
+/// `type_url` names it, its Struct converted through JSON with unknown fields refused; a bare
+/// `google.protobuf.Struct` only where `allow_struct` (extension points looked up by name; a
+/// filter looked up by type URL cannot be a Struct). Tolerated extensions (see
+/// [`is_tolerated`]), bare or in a TypedStruct, come back as [`Resolved::Tolerated`].
 fn resolve_any(
     any: &DynamicMessage,
     path: &FieldPath,
-    expected: &str,
+    expected: &[&str],
+    tolerated: &[&str],
     allow_struct: bool,
     noun: &str,
-) -> Result<DynamicMessage, ConfigError> {
+) -> Result<Resolved, ConfigError> {
     let type_url = any
         .get_field_by_name("type_url")
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -488,14 +812,18 @@ fn resolve_any(
             .map_err(|e| ConfigError::invalid(path, format!("cannot decode {name}: {e}")))
     };
     match type_name_of(&type_url) {
-        name if name == expected => decode(name, &value),
+        name if expected.contains(&name) => Ok(Resolved::Native(decode(name, &value)?)),
         name @ (TYPED_STRUCT_XDS | TYPED_STRUCT_UDPA) => {
             let typed_struct = decode(name, &value)?;
             let inner_url = typed_struct
                 .get_field_by_name("type_url")
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            if type_name_of(&inner_url) != expected {
+            let inner = type_name_of(&inner_url);
+            if !expected.contains(&inner) {
+                if !inner.is_empty() && is_tolerated(inner, tolerated, &pool) {
+                    return Ok(Resolved::Tolerated);
+                }
                 return Err(ConfigError::unsupported_because(
                     path,
                     format!("unsupported {noun} {inner_url} (in {name})"),
@@ -508,11 +836,16 @@ fn resolve_any(
                 Some(fields) => fields,
                 None => DynamicMessage::new(desc_of(STRUCT)?),
             };
-            struct_to_message(&fields, &desc_of(expected)?, path)
+            Ok(Resolved::Native(struct_to_message(&fields, &desc_of(inner)?, path)?))
         }
         STRUCT if allow_struct => {
-            struct_to_message(&decode(STRUCT, &value)?, &desc_of(expected)?, path)
+            let [only] = expected else {
+                return Err(ConfigError::invalid(path, "a Struct needs one expected type"));
+            };
+            let target = desc_of(only)?;
+            Ok(Resolved::Native(struct_to_message(&decode(STRUCT, &value)?, &target, path)?))
         }
+        name if name != STRUCT && is_tolerated(name, tolerated, &pool) => Ok(Resolved::Tolerated),
         _ => Err(ConfigError::unsupported_because(
             path,
             format!("unsupported {noun} {type_url}"),

@@ -185,8 +185,20 @@ fn addr(address: &str, port: u16) -> SocketAddress {
 fn endpoint(address: &str, port: u16) -> Endpoint {
     Endpoint {
         address: addr(address, port),
+        pipe: None,
         weight: 1,
         hostname: String::new(),
+        health_status: HealthStatus::Unknown,
+        locality: Locality::default(),
+        priority: 0,
+    }
+}
+
+fn redis_chain(proxy: RedisProxy) -> FilterChain {
+    FilterChain {
+        name: String::new(),
+        filter_chain_match: FilterChainMatch::default(),
+        filter: NetworkFilter::RedisProxy(Box::new(proxy)),
     }
 }
 
@@ -201,6 +213,7 @@ fn article_cluster(name: &str) -> Cluster {
         endpoints: vec![endpoint(name, 6379)],
         redis_protocol_options: None,
         use_hostname_for_hashing: false,
+        eds: None,
     }
 }
 
@@ -235,7 +248,9 @@ fn article_model() -> Bootstrap {
             name: "redis_listener".to_owned(),
             address: addr("0.0.0.0", 6380),
             traffic_direction: TrafficDirection::Unspecified,
-            redis_proxy: RedisProxy {
+            bind_to_port: true,
+            use_original_dst: false,
+            filter_chains: vec![redis_chain(RedisProxy {
                 stat_prefix: "egress_redis".to_owned(),
                 settings: s,
                 latency_in_micros: false,
@@ -248,12 +263,14 @@ fn article_model() -> Bootstrap {
                 downstream_auth_username: None,
                 faults: vec![],
                 custom_commands: vec![],
-            },
+            })],
+            default_filter_chain: None,
         }],
         clusters: vec![
             article_cluster("redis-envoy-001"),
             article_cluster("redis-envoy-002"),
         ],
+        dynamic_resources: None,
         stats_config: StatsConfig::default(),
         stats_flush_interval: Duration::from_secs(5),
         runtime: Runtime::default(),
@@ -285,7 +302,7 @@ fn envoy_example_with_lowercase_enum() {
         LbPolicy::Maglev { table_size: 65_537 }
     );
     assert_eq!(
-        b.listeners[0].redis_proxy.prefix_routes.catch_all_route,
+        b.listeners[0].redis_proxy().unwrap().prefix_routes.catch_all_route,
         Some(route("", "redis_cluster"))
     );
 }
@@ -295,8 +312,10 @@ fn docs_fault_example() {
     let faults = load("good/envoy_docs_faults.yaml")
         .listeners
         .remove(0)
-        .redis_proxy
-        .faults;
+        .redis_proxy()
+        .unwrap()
+        .faults
+        .clone();
     let pct = RuntimeFraction {
         runtime_key: "bogus_key".to_owned(),
         numerator: 10,
@@ -324,7 +343,7 @@ fn docs_fault_example() {
 #[test]
 fn typed_structs_unwrap_to_native_types() {
     let xds = load("good/typed_struct_xds.yaml");
-    let rp = &xds.listeners[0].redis_proxy;
+    let rp = xds.listeners[0].redis_proxy().unwrap();
     assert_eq!(rp.stat_prefix, "ts");
     assert_eq!(rp.settings.op_timeout, Duration::from_millis(2500));
     // Struct numbers are doubles; 7.0 must still fill the UInt32Value.
@@ -334,7 +353,7 @@ fn typed_structs_unwrap_to_native_types() {
 
     let udpa = load("good/typed_struct_udpa.yaml");
     assert_eq!(
-        udpa.listeners[0].redis_proxy.settings.op_timeout,
+        udpa.listeners[0].redis_proxy().unwrap().settings.op_timeout,
         Duration::from_secs(1)
     );
     assert_eq!(
@@ -354,7 +373,8 @@ fn full_featured_model() {
         Node {
             id: "node-1".to_owned(),
             cluster: "sidecar".to_owned(),
-            zone: "eu-1a".to_owned()
+            zone: "eu-1a".to_owned(),
+            encoded: b.node.encoded.clone(),
         }
     );
     let mut admin = admin_at(addr("::1", 9901));
@@ -426,7 +446,10 @@ fn full_featured_model() {
             name: "redis".to_owned(),
             address: addr("127.0.0.1", 6380),
             traffic_direction: TrafficDirection::Outbound,
-            redis_proxy: expected_proxy
+            bind_to_port: true,
+            use_original_dst: false,
+            filter_chains: vec![redis_chain(expected_proxy)],
+            default_filter_chain: None,
         }]
     );
 
@@ -448,11 +471,13 @@ fn full_featured_model() {
                     address: addr("redis-a", 6379),
                     weight: 3,
                     hostname: "host-a".to_owned(),
+                    ..endpoint("redis-a", 6379)
                 },
                 endpoint("redis-b", 6380),
             ],
             redis_protocol_options: None,
             use_hostname_for_hashing: true,
+            eds: None,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -464,6 +489,7 @@ fn full_featured_model() {
             endpoints: vec![endpoint("localhost", 7000)],
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
+            eds: None,
         },
         Cluster {
             name: "static".to_owned(),
@@ -478,6 +504,7 @@ fn full_featured_model() {
                 auth_password: Some(Bytes::from(home.into_bytes())),
             }),
             use_hostname_for_hashing: false,
+            eds: None,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -494,6 +521,7 @@ fn full_featured_model() {
                 auth_password: Some(Bytes::from_static(b"pw")),
             }),
             use_hostname_for_hashing: false,
+            eds: None,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);
@@ -527,6 +555,8 @@ node: {id: from-overlay}
     // Scalars in a set message replace; the rest of `admin.address` stays.
     expected.admin = Some(admin_at(addr("0.0.0.0", 9000)));
     expected.node.id = "from-overlay".to_owned();
+    // Node { id: "from-overlay" } in protobuf encoding.
+    expected.node.encoded = Bytes::from_static(b"\n\x0cfrom-overlay");
     assert_eq!(b.node, expected.node);
     assert_eq!(b.admin, expected.admin);
     assert_eq!(b.clusters, expected.clusters);
@@ -599,9 +629,13 @@ fn service_flags_override_node() {
         Node {
             id: "n".to_owned(),
             cluster: "sidecar".to_owned(),
-            zone: "z".to_owned()
+            zone: "z".to_owned(),
+            encoded: node.encoded.clone(),
         }
     );
+    // The encoded node carries the overrides too (it is what the xDS client sends).
+    let encoded = String::from_utf8_lossy(&node.encoded).into_owned();
+    assert!(encoded.contains('z') && encoded.contains("sidecar"), "{encoded}");
 
     let mut opts = from_file(&fixture("good/article.yaml"));
     opts.service_cluster = Some("c".to_owned());

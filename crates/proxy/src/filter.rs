@@ -119,6 +119,8 @@ pub struct FilterConfig {
     pub(crate) router: Router,
     /// Indexed by the routes' pool indices; `None` for a cluster the config does not define.
     pub(crate) pools: Vec<Option<PoolSpec>>,
+    /// The cluster name of each pool index.
+    pool_names: Vec<String>,
     pub(crate) settings: model::ConnPoolSettings,
     pub(crate) stats: ProxyStats,
     pub(crate) passwords: Vec<Bytes>,
@@ -171,7 +173,6 @@ impl FilterConfig {
                     settings.read_policy,
                 );
                 Some(PoolSpec {
-                    cluster: Arc::clone(cluster),
                     connect_timeout: cluster.config.connect_timeout,
                     prelude,
                     prelude_replies,
@@ -182,6 +183,7 @@ impl FilterConfig {
                         &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
                         HistogramUnit::Microseconds,
                     ),
+                    cluster,
                 })
             })
             .collect();
@@ -199,6 +201,7 @@ impl FilterConfig {
             stat_prefix: config.stat_prefix.clone(),
             router,
             pools,
+            pool_names: names,
             settings,
             stats,
             passwords: config.downstream_auth_passwords.clone(),
@@ -211,6 +214,19 @@ impl FilterConfig {
 
     pub fn stat_prefix(&self) -> &str {
         &self.stat_prefix
+    }
+
+    /// Whether every cluster this filter routes to is still the version the cluster manager
+    /// has (none added, replaced or removed since the filter was built).
+    pub fn clusters_current(&self, clusters: &ClusterManager) -> bool {
+        self.pool_names
+            .iter()
+            .zip(&self.pools)
+            .all(|(name, spec)| match (clusters.get(name), spec) {
+                (Some(now), Some(spec)) => Arc::ptr_eq(&now, &spec.cluster),
+                (None, None) => true,
+                _ => false,
+            })
     }
 }
 

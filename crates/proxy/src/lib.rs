@@ -20,8 +20,11 @@ mod stats;
 mod supported_commands;
 mod worker;
 
-pub use drain::ListenerControl;
+pub use drain::{DrainStrategy, ListenerControl};
 pub use filter::{FilterConfig, FilterConfigError};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
-pub use worker::{bind_listener, run_worker, WorkerListener};
+pub use worker::{
+    bind_listener, run_worker, ChainFilter, ChainSet, CompiledChain, ListenerRuntime,
+    WorkerCommand,
+};

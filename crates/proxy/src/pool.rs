@@ -118,3 +118,13 @@ impl ClusterPool {
         })))
     }
 }
+
+impl Drop for ClusterPool {
+    /// A replaced filter's pools (config push) let their connections finish what is in flight,
+    /// then close them: the client tasks own themselves and would otherwise idle forever.
+    fn drop(&mut self) {
+        for client in self.cache.get_mut().clients.iter().flatten() {
+            client.close_when_idle();
+        }
+    }
+}

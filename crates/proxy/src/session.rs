@@ -22,6 +22,7 @@ use tracing::debug;
 use crate::client::{UpstreamClient, UpstreamFailure, UpstreamResult};
 use crate::cluster_scope::{self, Aggregation};
 use crate::drain::ListenerControl;
+use crate::worker::FilterSource;
 use crate::filter::FilterConfig;
 use crate::pool::ClusterPool;
 use crate::supported_commands::{self as commands, CommandClass};
@@ -321,6 +322,8 @@ pub struct WorkerFilter {
 struct Session {
     control: Arc<ListenerControl>,
     filter: Rc<WorkerFilter>,
+    /// Where a newer filter comes from after a config push.
+    source: FilterSource,
     shared: Rc<SessionShared>,
     authenticated: bool,
     tx: Transaction,
@@ -331,7 +334,12 @@ struct Session {
 }
 
 /// Serves one client connection until it closes.
-pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>, control: Arc<ListenerControl>) {
+pub(crate) async fn run(
+    stream: TcpStream,
+    filter: Rc<WorkerFilter>,
+    source: FilterSource,
+    control: Arc<ListenerControl>,
+) {
     let stats = &filter.config.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
@@ -340,6 +348,7 @@ pub async fn run(stream: TcpStream, filter: Rc<WorkerFilter>, control: Arc<Liste
     let mut session = Session {
         control,
         filter: Rc::clone(&filter),
+        source,
         shared: SessionShared::new(),
         authenticated,
         tx: Transaction::default(),
@@ -368,7 +377,22 @@ impl Session {
         let mut close_after_flush = false;
         let mut close_when_answered = false;
         let mut wrote_since_check = false;
+        let mut closed = self.control.subscribe_close();
         loop {
+            if *closed.borrow() {
+                // The drain time of a removed listener is over.
+                self.filter.config.stats.downstream_cx_drain_close.inc();
+                return Ok(());
+            }
+            // A config push reaches this connection on its next request (never in the middle
+            // of a transaction, whose connections are pinned).
+            if !self.tx.active {
+                if let Some(newer) = self.source.current() {
+                    if !Rc::ptr_eq(&newer, &self.filter) {
+                        self.filter = newer;
+                    }
+                }
+            }
             // Dispatch what is already buffered, up to the in-flight bound.
             while !self.stop_reading
                 && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
@@ -399,7 +423,7 @@ impl Session {
             let idle = self.shared.queue.borrow().slots.is_empty();
             // Envoy's drain close: a draining listener's connections close once every reply
             // they are owed has been written.
-            let drain_close = idle && wrote_since_check && self.control.is_draining();
+            let drain_close = idle && wrote_since_check && self.control.should_drain_close();
             if drain_close {
                 self.filter.config.stats.downstream_cx_drain_close.inc();
             }
@@ -452,6 +476,7 @@ impl Session {
                     self.rx_buffered_reported = now_buffered;
                 }
                 _ = self.shared.notify.notified() => {}
+                _ = closed.changed() => {}
                 _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
             }
         }

@@ -2,22 +2,28 @@
 //! listener sockets (SO_REUSEPORT) and its own upstream connections. Nothing on the data path is
 //! shared between workers except immutable config and atomic stats.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use redvoy_config::model::{CidrRange, FilterChainMatch};
+use redvoy_stats::{Counter, Store};
+
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::LocalSet;
 use tracing::{debug, warn};
 
 use crate::client::{ClientConfig, CommandStatsCache};
 use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
-use crate::listener_stats::ListenerStats;
+use crate::listener_stats::{listener_stat_prefix, ListenerStats};
 use crate::pool::ClusterPool;
 use crate::session::{self, WorkerFilter};
 
@@ -38,43 +44,315 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// A listener as one worker runs it.
-pub struct WorkerListener {
+/// One filter chain's terminal filter, compiled.
+pub enum ChainFilter {
+    Redis(Arc<FilterConfig>),
+}
+
+/// A filter chain: when it applies, and what runs.
+pub struct CompiledChain {
+    pub matcher: FilterChainMatch,
+    pub filter: ChainFilter,
+}
+
+/// Every chain of a listener; replaced whole when the listener's config changes.
+#[derive(Default)]
+pub struct ChainSet {
+    pub chains: Vec<CompiledChain>,
+    pub default: Option<CompiledChain>,
+}
+
+impl ChainSet {
+    /// Envoy's filter-chain selection for a plain TCP connection: destination port, then the
+    /// most specific destination prefix, then source prefix and port; chains that need TLS or
+    /// HTTP inspection never match. Returns an index into `chains`, or `chains.len()` for the
+    /// default chain.
+    pub fn select(&self, dst: SocketAddr, src: SocketAddr) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.chains.len())
+            .filter(|&i| !self.chains[i].matcher.needs_inspection)
+            .collect();
+        let by_port: Vec<usize> = {
+            let exact: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| self.chains[i].matcher.destination_port == Some(dst.port()))
+                .collect();
+            if exact.is_empty() {
+                candidates
+                    .into_iter()
+                    .filter(|&i| self.chains[i].matcher.destination_port.is_none())
+                    .collect()
+            } else {
+                exact
+            }
+        };
+        let by_dst = most_specific(&by_port, dst.ip(), |i| {
+            &self.chains[i].matcher.prefix_ranges
+        });
+        let by_src = most_specific(&by_dst, src.ip(), |i| {
+            &self.chains[i].matcher.source_prefix_ranges
+        });
+        let by_src_port = {
+            let exact: Vec<usize> = by_src
+                .iter()
+                .copied()
+                .filter(|&i| self.chains[i].matcher.source_ports.contains(&src.port()))
+                .collect();
+            if exact.is_empty() {
+                by_src
+                    .into_iter()
+                    .filter(|&i| self.chains[i].matcher.source_ports.is_empty())
+                    .collect()
+            } else {
+                exact
+            }
+        };
+        match by_src_port.first() {
+            Some(&i) => Some(i),
+            None => self.default.as_ref().map(|_| self.chains.len()),
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&CompiledChain> {
+        self.chains.get(index).or_else(|| {
+            (index == self.chains.len())
+                .then_some(self.default.as_ref())
+                .flatten()
+        })
+    }
+}
+
+/// The chains whose ranges contain `ip` with the longest prefix; chains without ranges only
+/// when no range matches.
+fn most_specific<'a>(
+    from: &[usize],
+    ip: IpAddr,
+    ranges: impl Fn(usize) -> &'a Vec<CidrRange>,
+) -> Vec<usize> {
+    let mut best: Option<u8> = None;
+    let mut out = Vec::new();
+    for &i in from {
+        let longest = ranges(i)
+            .iter()
+            .filter(|r| cidr_contains(r, ip))
+            .map(|r| r.prefix_len)
+            .max();
+        match (longest, best) {
+            (Some(l), Some(b)) if l < b => {}
+            (Some(l), Some(b)) if l == b => out.push(i),
+            (Some(l), _) => {
+                best = Some(l);
+                out = vec![i];
+            }
+            (None, _) => {}
+        }
+    }
+    if best.is_some() {
+        return out;
+    }
+    from.iter()
+        .copied()
+        .filter(|&i| ranges(i).is_empty())
+        .collect()
+}
+
+fn cidr_contains(range: &CidrRange, ip: IpAddr) -> bool {
+    match (range.address, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let len = u32::from(range.prefix_len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let len = u32::from(range.prefix_len.min(128));
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+/// A listener as the data path runs it: shared by the main thread (which swaps its chains on
+/// a config push) and every worker.
+pub struct ListenerRuntime {
     pub name: String,
-    pub socket: std::net::TcpListener,
-    pub filter: Arc<FilterConfig>,
+    /// The bound address (port 0 resolved), or the registered one for `bind_to_port: false`.
+    pub address: SocketAddr,
+    pub use_original_dst: bool,
+    chains: ArcSwap<ChainSet>,
     pub stats: Arc<ListenerStats>,
     pub control: Arc<ListenerControl>,
+    no_filter_chain_match: Counter,
+}
+
+impl ListenerRuntime {
+    pub fn new(
+        name: String,
+        address: SocketAddr,
+        use_original_dst: bool,
+        chains: ChainSet,
+        store: &Store,
+        workers: usize,
+    ) -> Self {
+        let prefix = listener_stat_prefix(&address);
+        Self {
+            name,
+            address,
+            use_original_dst,
+            chains: ArcSwap::from_pointee(chains),
+            stats: Arc::new(ListenerStats::new(store, &address, workers)),
+            control: Arc::new(ListenerControl::new()),
+            no_filter_chain_match: store
+                .counter(&format!("listener.{prefix}.no_filter_chain_match")),
+        }
+    }
+
+    /// Installs new chains: existing connections pick them up on their next request.
+    pub fn set_chains(&self, chains: ChainSet) {
+        self.chains.store(Arc::new(chains));
+    }
+
+    pub fn chains(&self) -> Arc<ChainSet> {
+        self.chains.load_full()
+    }
+}
+
+/// What the main thread asks a worker to do.
+pub enum WorkerCommand {
+    /// Run a listener: accept on `socket` (this worker's SO_REUSEPORT share), or, without a
+    /// socket, only take connections handed off by `use_original_dst` listeners.
+    Add {
+        listener: Arc<ListenerRuntime>,
+        socket: Option<std::net::TcpListener>,
+    },
+    /// Forget a removed listener for hand-offs (its accept loop ends on its own stop signal).
+    Remove(Arc<ListenerRuntime>),
+}
+
+/// One worker's view of a listener: the shared runtime and this worker's compiled filters.
+pub(crate) struct WorkerListener {
+    runtime: Arc<ListenerRuntime>,
+    /// Per chain index of `chains`, the worker filter built for it (pools, clients).
+    cache: RefCell<(Arc<ChainSet>, Vec<Option<Rc<WorkerFilter>>>)>,
+}
+
+impl WorkerListener {
+    fn new(runtime: Arc<ListenerRuntime>) -> Self {
+        let chains = runtime.chains();
+        Self {
+            runtime,
+            cache: RefCell::new((chains, Vec::new())),
+        }
+    }
+
+    /// The current worker filter of a redis_proxy chain, rebuilt after a config push.
+    fn redis_filter(&self, chain: usize) -> Option<Rc<WorkerFilter>> {
+        let current = self.runtime.chains.load();
+        let mut cache = self.cache.borrow_mut();
+        if !Arc::ptr_eq(&cache.0, &current) {
+            cache.0 = Arc::clone(&current);
+            cache.1.clear();
+        }
+        let ChainFilter::Redis(config) = &current.get(chain)?.filter;
+        if cache.1.len() <= chain {
+            cache.1.resize(chain + 1, None);
+        }
+        if let Some(built) = &cache.1[chain] {
+            return Some(Rc::clone(built));
+        }
+        let built = Rc::new(worker_filter(Arc::clone(config)));
+        cache.1[chain] = Some(Rc::clone(&built));
+        Some(built)
+    }
+}
+
+/// Where a session finds the newest filter of its chain.
+pub(crate) struct FilterSource {
+    listener: Rc<WorkerListener>,
+    chain: usize,
+}
+
+impl FilterSource {
+    /// The chain's current filter; `None` when it is no longer a redis_proxy chain (the
+    /// session keeps the filter it has).
+    pub(crate) fn current(&self) -> Option<Rc<WorkerFilter>> {
+        self.listener.redis_filter(self.chain)
+    }
+}
+
+/// Per-worker state shared by its accept loops.
+struct Worker {
+    id: usize,
+    /// Every listener by address, for original-destination hand-offs.
+    by_address: RefCell<HashMap<SocketAddr, Rc<WorkerListener>>>,
+}
+
+impl Worker {
+    /// Envoy's hand-off target: the listener at exactly `dst`, else the wildcard one on its
+    /// port; stopped listeners are skipped.
+    fn listener_for(&self, dst: SocketAddr) -> Option<Rc<WorkerListener>> {
+        let map = self.by_address.borrow();
+        let wildcard = match dst {
+            SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), dst.port()),
+            SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), dst.port()),
+        };
+        [dst, wildcard]
+            .iter()
+            .filter_map(|a| map.get(a))
+            .find(|l| !l.runtime.control.is_stopped())
+            .cloned()
+    }
 }
 
 /// Runs one worker until `shutdown` becomes true. Blocks the calling thread.
 pub fn run_worker(
     id: usize,
-    listeners: Vec<WorkerListener>,
+    mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
+    let worker = Rc::new(Worker {
+        id,
+        by_address: RefCell::new(HashMap::new()),
+    });
     local.block_on(&runtime, async move {
-        for listener in listeners {
-            let socket = TcpListener::from_std(listener.socket)?;
-            let filter = Rc::new(worker_filter(listener.filter));
-            let name = listener.name;
-            let control = listener.control;
-            tokio::task::spawn_local(accept_loop(
-                id,
-                name,
-                socket,
-                filter,
-                listener.stats,
-                control,
-            ));
-        }
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(WorkerCommand::Add { listener, socket }) => {
+                        let state = Rc::new(WorkerListener::new(Arc::clone(&listener)));
+                        worker
+                            .by_address
+                            .borrow_mut()
+                            .insert(listener.address, Rc::clone(&state));
+                        if let Some(socket) = socket {
+                            let socket = TcpListener::from_std(socket)?;
+                            tokio::task::spawn_local(accept_loop(
+                                Rc::clone(&worker),
+                                socket,
+                                state,
+                            ));
+                        }
+                    }
+                    Some(WorkerCommand::Remove(listener)) => {
+                        let mut map = worker.by_address.borrow_mut();
+                        if map
+                            .get(&listener.address)
+                            .is_some_and(|l| Arc::ptr_eq(&l.runtime, &listener))
+                        {
+                            map.remove(&listener.address);
+                        }
+                    }
+                    None => break,
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -112,55 +390,101 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
     WorkerFilter { config, pools }
 }
 
-async fn accept_loop(
-    worker: usize,
-    name: String,
-    socket: TcpListener,
-    filter: Rc<WorkerFilter>,
-    stats: Arc<ListenerStats>,
-    control: Arc<ListenerControl>,
-) {
-    let mut stop = control.subscribe();
+async fn accept_loop(worker: Rc<Worker>, socket: TcpListener, listener: Rc<WorkerListener>) {
+    let name = listener.runtime.name.clone();
+    let mut stop = listener.runtime.control.subscribe();
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => {
-                debug!(worker, listener = %name, "listener stopped accepting");
+                debug!(worker = worker.id, listener = %name, "listener stopped accepting");
                 // Dropping the socket closes this worker's share of the port.
                 return;
             }
         };
         match accepted {
             Ok((stream, peer)) => {
-                debug!(worker, listener = %name, %peer, "accepted");
-                let stats = Arc::clone(&stats);
-                let filter = Rc::clone(&filter);
-                let control = Arc::clone(&control);
+                debug!(worker = worker.id, listener = %name, %peer, "accepted");
+                let worker = Rc::clone(&worker);
+                let listener = Rc::clone(&listener);
                 tokio::task::spawn_local(async move {
-                    let opened = std::time::Instant::now();
-                    let per_worker = stats.workers.get(worker);
-                    stats.downstream_cx_total.inc();
-                    stats.downstream_cx_active.inc();
-                    stats.connections_accepted_per_socket_event.record(1);
-                    if let Some(w) = per_worker {
-                        w.downstream_cx_total.inc();
-                        w.downstream_cx_active.inc();
-                    }
-                    session::run(stream, filter, control).await;
-                    stats.downstream_cx_active.dec();
-                    stats.downstream_cx_destroy.inc();
-                    stats
-                        .downstream_cx_length_ms
-                        .record(opened.elapsed().as_millis() as u64);
-                    if let Some(w) = per_worker {
-                        w.downstream_cx_active.dec();
-                    }
+                    on_connection(worker, listener, stream, peer).await;
                 });
             }
             Err(e) => {
-                warn!(worker, listener = %name, error = %e, "accept failed");
+                warn!(worker = worker.id, listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
     }
+}
+
+/// One accepted connection: the original-destination hand-off, filter-chain selection, then
+/// the chain's filter until the connection ends.
+async fn on_connection(
+    worker: Rc<Worker>,
+    accepted_on: Rc<WorkerListener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let local = stream.local_addr().unwrap_or(accepted_on.runtime.address);
+    let mut destination = local;
+    let mut listener = accepted_on;
+    if listener.runtime.use_original_dst {
+        if let Some(original) = original_destination(&stream) {
+            destination = original;
+            if let Some(target) = worker.listener_for(original) {
+                listener = target;
+            }
+        }
+    }
+    let runtime = Arc::clone(&listener.runtime);
+    let chains = runtime.chains();
+    let Some(chain) = chains.select(destination, peer) else {
+        debug!(listener = %runtime.name, %destination, "no filter chain match");
+        runtime.no_filter_chain_match.inc();
+        return;
+    };
+    let stats = Arc::clone(&runtime.stats);
+    let opened = std::time::Instant::now();
+    let per_worker = stats.workers.get(worker.id);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    stats.connections_accepted_per_socket_event.record(1);
+    if let Some(w) = per_worker {
+        w.downstream_cx_total.inc();
+        w.downstream_cx_active.inc();
+    }
+    match chains.get(chain).map(|c| &c.filter) {
+        Some(ChainFilter::Redis(_)) => {
+            if let Some(filter) = listener.redis_filter(chain) {
+                let source = FilterSource {
+                    listener: Rc::clone(&listener),
+                    chain,
+                };
+                drop(chains);
+                session::run(stream, filter, source, Arc::clone(&runtime.control)).await;
+            }
+        }
+        None => {}
+    }
+    stats.downstream_cx_active.dec();
+    stats.downstream_cx_destroy.inc();
+    stats
+        .downstream_cx_length_ms
+        .record(opened.elapsed().as_millis() as u64);
+    if let Some(w) = per_worker {
+        w.downstream_cx_active.dec();
+    }
+}
+
+/// The pre-NAT destination of a redirected connection (`SO_ORIGINAL_DST`), when it differs
+/// from the local address.
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let original = match stream.local_addr() {
+        Ok(SocketAddr::V6(_)) => sock.original_dst_ipv6().ok()?,
+        _ => sock.original_dst().ok()?,
+    };
+    original.as_socket()
 }

@@ -667,8 +667,11 @@ impl AdsServer {
     /// Replaces the whole state of `type_url` with `resources` at `version` and pushes it to
     /// every stream subscribed to that type (SotW: full state, fresh nonce; Delta: what changed,
     /// per-resource version = `version` for resources whose bytes changed).
-    pub fn set_resources(&self, type_url: &str, version: &str, resources: Vec<Any>) {
+    /// Returns the nonces of the responses this sent (one per subscribed stream).
+    pub fn set_resources(&self, type_url: &str, version: &str, resources: Vec<Any>) -> Vec<String> {
+        let mut nonces = Vec::new();
         self.shared.record(|state| {
+            let sent_before = state.responses.len();
             let old = state.types.remove(type_url);
             let mut old = old.map(|t| t.resources).unwrap_or_default();
             let resources = resources
@@ -706,13 +709,84 @@ impl AdsServer {
                     state.send_delta(id, type_url, false);
                 }
             }
+            nonces = state.responses[sent_before..]
+                .iter()
+                .map(|r| r.nonce.clone())
+                .collect();
         });
+        nonces
     }
 
     /// [`set_resources`](Self::set_resources) for typed messages.
-    pub fn set_messages<M: prost::Name>(&self, version: &str, messages: &[M]) {
+    pub fn set_messages<M: prost::Name>(&self, version: &str, messages: &[M]) -> Vec<String> {
         let resources = messages.iter().map(pack).collect();
-        self.set_resources(&M::type_url(), version, resources);
+        self.set_resources(&M::type_url(), version, resources)
+    }
+
+    /// Waits until a request matching `pred` has been received (at index `from` or later) and
+    /// returns it; panics on timeout, listing what came, with `what` awaited.
+    pub fn wait_for_request(
+        &self,
+        from: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&RecordedRequest) -> bool,
+    ) -> RecordedRequest {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(found) = state.requests.iter().skip(from).find(|r| pred(r)) {
+                return found.clone();
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                let got: Vec<String> = state.requests.iter().map(|r| r.summary()).collect();
+                drop(state);
+                panic!("timed out after {timeout:?} waiting for {what}; xDS requests: {got:?}");
+            };
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Waits for the ACK or NACK of the response with `nonce` and returns it.
+    pub fn wait_for_reply_to(&self, nonce: &str, timeout: Duration) -> RecordedRequest {
+        self.wait_for_request(0, timeout, &format!("the (N)ACK of {nonce}"), |r| {
+            r.response_nonce == nonce
+        })
+    }
+
+    /// [`set_messages`](Self::set_messages) and wait for the (N)ACK of every response it sent;
+    /// returns them (empty when no stream was subscribed).
+    pub fn push<M: prost::Name>(
+        &self,
+        version: &str,
+        messages: &[M],
+        timeout: Duration,
+    ) -> Vec<RecordedRequest> {
+        self.set_messages(version, messages)
+            .iter()
+            .map(|nonce| self.wait_for_reply_to(nonce, timeout))
+            .collect()
+    }
+
+    /// Number of requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    /// The version of the response that carried `nonce` (SotW `version_info`, Delta
+    /// `system_version_info`).
+    pub fn version_of_nonce(&self, nonce: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .responses
+            .iter()
+            .find(|r| r.nonce == nonce)
+            .map(|r| r.version.clone())
     }
 
     /// Every request received so far, in arrival order.

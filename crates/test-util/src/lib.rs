@@ -17,14 +17,19 @@ pub mod ads;
 pub mod bootstrap;
 pub mod client;
 pub mod compare;
+pub mod httpd;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod resp;
+pub mod xds;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
-pub use ads::{AdsServer, RecordedRequest, SentResponse, Variant};
+pub use ads::{AdsServer, ErrorDetail, RecordedRequest, SentResponse, Variant};
+pub use httpd::HttpStub;
+pub use netns::{NetNs, NsRedis};
 pub use bootstrap::{
     bootstrap, catch_all_filter, dedent, simple_bootstrap, two_cluster_bootstrap, Cluster,
 };

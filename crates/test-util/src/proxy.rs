@@ -142,6 +142,9 @@ pub enum ReadyCheck {
     /// The first listener (`{{LISTENER_PORT}}`) accepts TCP connections: for bootstraps
     /// without an admin block.
     Listener,
+    /// The admin address answers any HTTP request (`/ready` may still say 503): for xDS
+    /// bootstraps whose initial fetch the test completes (or withholds) after start.
+    AdminAnswers,
 }
 
 /// Start-up options beyond the bootstrap.
@@ -153,6 +156,13 @@ pub struct ProxyOptions {
     pub args: Vec<String>,
     /// What "started" means.
     pub ready_check: ReadyCheck,
+    /// Leave out the default flags ([`Target`]'s concurrency, log level, hot-restart flags):
+    /// for tests passing an exact command line (pilot-agent's), where a repeated flag would be
+    /// an error for Envoy.
+    pub no_default_args: bool,
+    /// A command the proxy is run under, e.g. `["ip", "netns", "exec", "<ns>"]` (it must exec
+    /// the proxy in place, so the PID stays the proxy's).
+    pub wrapper: Vec<String>,
 }
 
 impl Default for ProxyOptions {
@@ -161,6 +171,8 @@ impl Default for ProxyOptions {
             concurrency: 1,
             args: Vec::new(),
             ready_check: ReadyCheck::Admin,
+            no_default_args: false,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -263,7 +275,11 @@ impl Proxy {
         };
         let config_path = proxy.dir.path().join("bootstrap.yaml");
         write_file(&config_path, &proxy.bootstrap);
-        let mut args = target.default_args(options.concurrency);
+        let mut args = if options.no_default_args {
+            Vec::new()
+        } else {
+            target.default_args(options.concurrency)
+        };
         args.push("-c".into());
         args.push(config_path.display().to_string());
         // Arguments may carry the same placeholders (e.g. `--config-yaml` naming the admin port).
@@ -272,7 +288,12 @@ impl Proxy {
             fill_known_ports(a, proxy.admin_port, &proxy.listener_ports)
                 .replace(ADMIN_SOCKET, &socket_text)
         }));
-        proxy.child = Some(spawn_logged(target, &args, &proxy.log_path()));
+        proxy.child = Some(spawn_logged(
+            target,
+            &options.wrapper,
+            &args,
+            &proxy.log_path(),
+        ));
 
         let first_listener = proxy.listener_ports.first().copied();
         let ready = try_wait_for(READY_TIMEOUT, || {
@@ -286,6 +307,7 @@ impl Proxy {
                 ReadyCheck::Listener => port_open(first_listener.unwrap_or_else(|| {
                     panic!("ReadyCheck::Listener needs a {{{{LISTENER_PORT}}}} in the bootstrap")
                 })),
+                ReadyCheck::AdminAnswers => proxy.try_admin("GET", "/ready").is_ok(),
             };
             up.then_some(Ok(()))
         });
@@ -559,14 +581,22 @@ fn write_file(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-fn spawn_logged(target: Target, args: &[String], log_path: &Path) -> Child {
+fn spawn_logged(target: Target, wrapper: &[String], args: &[String], log_path: &Path) -> Child {
     let log =
         File::create(log_path).unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
     let log2 = log
         .try_clone()
         .unwrap_or_else(|e| panic!("dup {}: {e}", log_path.display()));
     let binary = target.binary();
-    Command::new(&binary)
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(&binary);
+            c
+        }
+        None => Command::new(&binary),
+    };
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
@@ -616,7 +646,7 @@ pub fn run_to_exit(target: Target, bootstrap: &str, args: &[String]) -> RunOutpu
     all.push("-c".into());
     all.push(config_path.display().to_string());
     all.extend(args.iter().cloned());
-    let mut child = spawn_logged(target, &all, &log_path);
+    let mut child = spawn_logged(target, &[], &all, &log_path);
     let status = wait_exit(&mut child, EXIT_TIMEOUT).unwrap_or_else(|| {
         panic!(
             "{target} {all:?} did not exit within {EXIT_TIMEOUT:?}:\n{}",

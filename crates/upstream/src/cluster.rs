@@ -1,7 +1,7 @@
 //! Clusters and the cluster manager: STATIC, STRICT_DNS and LOGICAL_DNS discovery, and the
 //! swap of a whole new `HostSet` whenever membership changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -34,6 +34,10 @@ pub struct Cluster {
     pub config: model::Cluster,
     pub stats: ClusterStats,
     host_set: ArcSwap<HostSet>,
+    /// EDS: every host of the last assignment, healthy or not (the host set holds the
+    /// routable ones).
+    all_hosts: ArcSwap<Vec<Arc<Host>>>,
+    installed: std::sync::atomic::AtomicBool,
 }
 
 // === impl Cluster ===
@@ -47,6 +51,24 @@ impl Cluster {
             config,
             stats,
             host_set: ArcSwap::from_pointee(HostSet::empty()),
+            all_hosts: ArcSwap::from_pointee(Vec::new()),
+            installed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether any host set was ever installed (a first empty assignment still counts).
+    fn host_set_installed(&self) -> bool {
+        self.installed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every host of an EDS cluster's last assignment, unhealthy ones included (for
+    /// `/clusters`); the routable host set for other clusters.
+    pub fn all_hosts(&self) -> Vec<Arc<Host>> {
+        let all = self.all_hosts.load();
+        if all.is_empty() {
+            self.host_set().hosts().to_vec()
+        } else {
+            all.to_vec()
         }
     }
 
@@ -93,6 +115,8 @@ impl Cluster {
         self.stats.record_table(set.table_stats());
         debug!(cluster = %self.name, hosts = total, "host set updated");
         self.host_set.store(Arc::new(set));
+        self.installed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -118,59 +142,106 @@ struct DnsCluster {
     refresh_rate: Duration,
 }
 
-/// Owns every cluster by name.
-#[derive(Debug)]
+/// The active clusters, as readers see them: replaced whole (copy-on-write) on every change so
+/// that a lookup is one ArcSwap load and a hash probe, with no lock.
+#[derive(Debug, Default)]
+struct ClusterMap {
+    /// Static clusters first (bootstrap order), then dynamic ones in the order they warmed.
+    order: Vec<Arc<Cluster>>,
+    by_name: HashMap<String, Arc<Cluster>>,
+}
+
+/// What [`ClusterManager::add_or_update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterChange {
+    /// A new name; active at once, or warming until its hosts are known.
+    Added,
+    /// A new version of a known name; the old version serves until the new one is warm.
+    Modified,
+    /// Same configuration as the version already known: nothing to do (Envoy's hash check).
+    Unchanged,
+}
+
+/// The writer side: warming clusters, refresh tasks, the EDS cache.
+#[derive(Debug, Default)]
+struct ManagerState {
+    /// Clusters waiting for their first hosts (EDS assignment, first DNS answer).
+    warming: BTreeMap<String, Arc<Cluster>>,
+    /// Bootstrap clusters: CDS may neither change nor remove them.
+    static_names: HashSet<String>,
+    /// Bootstrap DNS clusters, handed to their refresh tasks by `spawn_dns_refresh`.
+    static_dns: Vec<DnsCluster>,
+    dns_started: bool,
+    /// One refresh task per DNS cluster, by cluster name.
+    tasks: HashMap<String, JoinHandle<()>>,
+    /// The last assignment per EDS service name: a modified EDS cluster warms from it at once
+    /// (Envoy's EDS resource cache, `assignment_use_cached`).
+    assignments: HashMap<String, Arc<model::ClusterLoadAssignment>>,
+}
+
+/// Owns every cluster by name: the bootstrap's, and those CDS adds, modifies and removes.
 pub struct ClusterManager {
-    clusters: Vec<Arc<Cluster>>,
-    by_name: HashMap<String, usize>,
-    /// Taken by the first `spawn_dns_refresh`.
-    dns: Mutex<Vec<DnsCluster>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    store: Store,
+    stats: ManagerStats,
+    active: ArcSwap<ClusterMap>,
+    state: Mutex<ManagerState>,
 }
 
 /// `cluster_manager.*` stats.
+#[derive(Debug)]
 struct ManagerStats {
     active_clusters: Gauge,
+    warming_clusters: Gauge,
     cluster_added: Counter,
+    cluster_modified: Counter,
+    cluster_removed: Counter,
+    cluster_updated: Counter,
 }
 
 impl ManagerStats {
     fn new(store: &Store) -> Self {
         for name in [
-            "cluster_modified",
-            "cluster_removed",
-            "cluster_updated",
             "cluster_updated_via_merge",
             "update_merge_cancelled",
             "update_out_of_merge_window",
         ] {
             store.counter(&format!("cluster_manager.{name}"));
         }
-        // Envoy writes it (0 once every static cluster is warm).
-        store.gauge("cluster_manager.warming_clusters").set(0);
-        Self {
+        let stats = Self {
             active_clusters: store.gauge("cluster_manager.active_clusters"),
+            warming_clusters: store.gauge("cluster_manager.warming_clusters"),
             cluster_added: store.counter("cluster_manager.cluster_added"),
-        }
+            cluster_modified: store.counter("cluster_manager.cluster_modified"),
+            cluster_removed: store.counter("cluster_manager.cluster_removed"),
+            cluster_updated: store.counter("cluster_manager.cluster_updated"),
+        };
+        // Envoy writes it (0 once every static cluster is warm).
+        stats.warming_clusters.set(0);
+        stats
     }
 }
 
 // === impl ClusterManager ===
 
 impl ClusterManager {
-    /// Builds every cluster, resolving DNS names once (Envoy's cluster warming) before returning.
-    /// A name that fails to resolve leaves its cluster without those hosts (a warning and
-    /// `update_failure`, as in Envoy); configuration errors fail the whole call.
+    /// Builds the bootstrap's clusters, resolving DNS names once (Envoy's cluster warming) before
+    /// returning. A name that fails to resolve leaves its cluster without those hosts (a warning
+    /// and `update_failure`, as in Envoy); configuration errors fail the whole call. Static EDS
+    /// clusters warm until their first assignment.
     pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError> {
-        let mut by_name = HashMap::with_capacity(clusters.len());
-        for (i, c) in clusters.iter().enumerate() {
-            if by_name.insert(c.name.clone(), i).is_some() {
+        let mut names = HashSet::with_capacity(clusters.len());
+        for c in clusters {
+            if !names.insert(c.name.clone()) {
                 return Err(UpstreamError::DuplicateCluster(c.name.clone()));
             }
             validate_cluster(c)?;
         }
 
-        let mut built = Vec::with_capacity(clusters.len());
+        let mut map = ClusterMap::default();
+        let mut state = ManagerState {
+            static_names: names,
+            ..ManagerState::default()
+        };
         let mut dns = Vec::new();
         for config in clusters {
             let cluster = Arc::new(Cluster::new(config.clone(), stats));
@@ -183,33 +254,18 @@ impl ClusterManager {
                         .add(hosts.len() as u64);
                     cluster.set_hosts(hosts);
                 }
-                // Hosts arrive over EDS; ORIGINAL_DST has none of its own.
-                DiscoveryType::Eds | DiscoveryType::OriginalDst => {}
+                DiscoveryType::OriginalDst => {}
+                DiscoveryType::Eds => {
+                    cluster.stats.warming_state.set(1);
+                    state.warming.insert(config.name.clone(), cluster);
+                    continue;
+                }
                 DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
-                    dns.push(DnsCluster {
-                        cluster: Arc::downgrade(&cluster),
-                        targets: config
-                            .endpoints
-                            .iter()
-                            .map(|e| DnsTarget {
-                                dns_address: e.address.address.clone(),
-                                port: e.address.port,
-                                hostname: if e.hostname.is_empty() {
-                                    e.address.address.clone()
-                                } else {
-                                    e.hostname.clone()
-                                },
-                                weight: e.weight,
-                                hosts: Vec::new(),
-                            })
-                            .collect(),
-                        logical: config.discovery == DiscoveryType::LogicalDns,
-                        family: config.dns_lookup_family,
-                        refresh_rate: config.dns_refresh_rate.max(MIN_DNS_REFRESH_RATE),
-                    });
+                    dns.push(DnsCluster::new(&cluster));
                 }
             }
-            built.push(cluster);
+            map.by_name.insert(config.name.clone(), Arc::clone(&cluster));
+            map.order.push(cluster);
         }
 
         // Warm every DNS cluster concurrently: startup waits for the slowest name only.
@@ -240,36 +296,300 @@ impl ClusterManager {
                 d.apply(&cluster, answers);
             }
         }
+        state.static_dns = dns;
 
         let manager_stats = ManagerStats::new(stats);
-        manager_stats.active_clusters.set(built.len() as u64);
-        manager_stats.cluster_added.add(built.len() as u64);
+        manager_stats.active_clusters.set(map.order.len() as u64);
+        manager_stats
+            .warming_clusters
+            .set(state.warming.len() as u64);
+        manager_stats.cluster_added.add(clusters.len() as u64);
 
         Ok(Self {
-            clusters: built,
-            by_name,
-            dns: Mutex::new(dns),
-            tasks: Mutex::new(Vec::new()),
+            store: stats.clone(),
+            stats: manager_stats,
+            active: ArcSwap::from_pointee(map),
+            state: Mutex::new(state),
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.by_name.get(name).and_then(|&i| self.clusters.get(i))
+    /// An active cluster by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.active.load().by_name.get(name).cloned()
     }
 
-    /// Clusters in configuration order.
-    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
-        self.clusters.iter()
+    /// Active clusters: the bootstrap's in configuration order, then dynamic ones.
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        self.active.load().order.clone()
     }
 
-    /// Spawns, on the current tokio runtime, one task per DNS cluster that re-resolves every
-    /// `dns_refresh_rate` and swaps in a new HostSet when the answer changed. Later calls do
-    /// nothing; the tasks end when the manager is dropped.
+    /// Clusters still warming, by name.
+    pub fn warming_clusters(&self) -> Vec<Arc<Cluster>> {
+        self.lock().warming.values().cloned().collect()
+    }
+
+    /// Whether `name` was defined by the bootstrap.
+    pub fn is_static(&self, name: &str) -> bool {
+        self.lock().static_names.contains(name)
+    }
+
+    /// The EDS resource names every EDS cluster (active or warming) needs, sorted.
+    pub fn eds_service_names(&self) -> Vec<String> {
+        let state = self.lock();
+        let map = self.active.load();
+        let mut names: Vec<String> = map
+            .order
+            .iter()
+            .chain(state.warming.values())
+            .filter_map(|c| c.config.eds.as_ref().map(|e| e.service_name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ManagerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds or replaces a dynamic (CDS) cluster. STATIC and ORIGINAL_DST clusters are active at
+    /// once; EDS clusters warm until an assignment for their service name is known (a cached
+    /// one counts); DNS clusters warm until their first answer. A modified cluster's previous
+    /// version keeps serving until the new one is warm. Must run on a tokio runtime (DNS).
+    pub fn add_or_update(
+        self: &Arc<Self>,
+        config: model::Cluster,
+    ) -> Result<ClusterChange, UpstreamError> {
+        validate_cluster(&config)?;
+        let mut state = self.lock();
+        if state.static_names.contains(&config.name) {
+            return Err(UpstreamError::StaticCluster(config.name));
+        }
+        let known_active = self.active.load().by_name.get(&config.name).cloned();
+        let known = state
+            .warming
+            .get(&config.name)
+            .cloned()
+            .or(known_active.clone());
+        if known.as_ref().is_some_and(|k| k.config == config) {
+            return Ok(ClusterChange::Unchanged);
+        }
+        let change = if known.is_some() {
+            self.stats.cluster_modified.inc();
+            ClusterChange::Modified
+        } else {
+            self.stats.cluster_added.inc();
+            ClusterChange::Added
+        };
+        if let Some(task) = state.tasks.remove(&config.name) {
+            task.abort();
+        }
+        let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
+        match config.discovery {
+            DiscoveryType::Static => {
+                let hosts = static_hosts(&config)?;
+                cluster
+                    .stats
+                    .default_total_match_count
+                    .add(hosts.len() as u64);
+                cluster.set_hosts(hosts);
+                self.activate(&mut state, cluster);
+            }
+            DiscoveryType::OriginalDst => self.activate(&mut state, cluster),
+            DiscoveryType::Eds => {
+                let cached = config
+                    .eds
+                    .as_ref()
+                    .and_then(|e| state.assignments.get(&e.service_name))
+                    .cloned();
+                match cached {
+                    Some(cla) => {
+                        self.store
+                            .counter(&format!("cluster.{}.assignment_use_cached", config.name))
+                            .inc();
+                        apply_assignment(&cluster, &cla);
+                        self.activate(&mut state, cluster);
+                    }
+                    None => self.warm(&mut state, cluster),
+                }
+            }
+            DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                self.warm(&mut state, Arc::clone(&cluster));
+                let mut dns = DnsCluster::new(&cluster);
+                let manager = Arc::downgrade(self);
+                let name = config.name.clone();
+                let task = tokio::spawn(async move {
+                    let mut first = true;
+                    loop {
+                        if !first {
+                            tokio::time::sleep(dns.refresh_rate).await;
+                        }
+                        let answers = dns.resolve_all().await;
+                        let Some(cluster) = dns.cluster.upgrade() else {
+                            break;
+                        };
+                        dns.apply(&cluster, answers);
+                        if first {
+                            first = false;
+                            let Some(manager) = manager.upgrade() else {
+                                break;
+                            };
+                            let mut state = manager.lock();
+                            let still_ours = state
+                                .warming
+                                .get(&name)
+                                .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+                            if still_ours {
+                                state.warming.remove(&name);
+                                manager.activate(&mut state, cluster);
+                            }
+                        }
+                    }
+                });
+                state.tasks.insert(config.name.clone(), task);
+            }
+        }
+        Ok(change)
+    }
+
+    /// Removes a dynamic cluster (active or warming). Returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, UpstreamError> {
+        let mut state = self.lock();
+        if state.static_names.contains(name) {
+            return Err(UpstreamError::StaticCluster(name.to_owned()));
+        }
+        if let Some(task) = state.tasks.remove(name) {
+            task.abort();
+        }
+        let warmed_out = state.warming.remove(name).is_some();
+        let map = self.active.load();
+        let was_active = map.by_name.contains_key(name);
+        if was_active {
+            let mut next = ClusterMap {
+                order: map
+                    .order
+                    .iter()
+                    .filter(|c| c.name != name)
+                    .cloned()
+                    .collect(),
+                by_name: map.by_name.clone(),
+            };
+            next.by_name.remove(name);
+            self.active.store(Arc::new(next));
+        }
+        let existed = warmed_out || was_active;
+        if existed {
+            self.stats.cluster_removed.inc();
+        }
+        self.publish_counts(&state);
+        Ok(existed)
+    }
+
+    /// Applies an EDS assignment to every cluster (active or warming) whose service name it
+    /// names; warming ones become active. Returns the names of the clusters that took it.
+    pub fn apply_load_assignment(&self, cla: model::ClusterLoadAssignment) -> Vec<String> {
+        let cla = Arc::new(cla);
+        let mut state = self.lock();
+        state
+            .assignments
+            .insert(cla.cluster_name.clone(), Arc::clone(&cla));
+        let wants = |c: &Arc<Cluster>| {
+            c.config
+                .eds
+                .as_ref()
+                .is_some_and(|e| e.service_name == cla.cluster_name)
+        };
+        let mut taken = Vec::new();
+        for cluster in self.active.load().order.iter().filter(|c| wants(c)) {
+            apply_assignment(cluster, &cla);
+            taken.push(cluster.name.clone());
+        }
+        let warm: Vec<String> = state
+            .warming
+            .iter()
+            .filter(|(_, c)| wants(c))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in warm {
+            if let Some(cluster) = state.warming.remove(&name) {
+                apply_assignment(&cluster, &cla);
+                self.activate(&mut state, cluster);
+                taken.push(name);
+            }
+        }
+        taken
+    }
+
+    /// Forgets the cached assignment of an EDS service name (Delta removal); clusters keep
+    /// their hosts, as in Envoy.
+    pub fn forget_load_assignment(&self, service_name: &str) {
+        self.lock().assignments.remove(service_name);
+    }
+
+    /// Ends warming of every warming cluster without hosts (EDS `initial_fetch_timeout`):
+    /// they become active with no hosts, as Envoy's init target does on expiry.
+    pub fn finish_warming(&self) {
+        let mut state = self.lock();
+        let names: Vec<String> = state
+            .warming
+            .iter()
+            .filter(|(_, c)| c.config.discovery == DiscoveryType::Eds)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            if let Some(cluster) = state.warming.remove(&name) {
+                self.activate(&mut state, cluster);
+            }
+        }
+    }
+
+    fn warm(&self, state: &mut ManagerState, cluster: Arc<Cluster>) {
+        cluster.stats.warming_state.set(1);
+        state.warming.insert(cluster.name.clone(), cluster);
+        self.publish_counts(state);
+    }
+
+    /// Makes `cluster` the active version of its name (replacing any previous one in place).
+    fn activate(&self, state: &mut ManagerState, cluster: Arc<Cluster>) {
+        cluster.stats.warming_state.set(0);
+        let map = self.active.load();
+        let mut next = ClusterMap {
+            order: map.order.clone(),
+            by_name: map.by_name.clone(),
+        };
+        match next.order.iter_mut().find(|c| c.name == cluster.name) {
+            Some(slot) => {
+                *slot = Arc::clone(&cluster);
+                self.stats.cluster_updated.inc();
+            }
+            None => next.order.push(Arc::clone(&cluster)),
+        }
+        next.by_name.insert(cluster.name.clone(), cluster);
+        self.active.store(Arc::new(next));
+        self.publish_counts(state);
+    }
+
+    fn publish_counts(&self, state: &ManagerState) {
+        self.stats
+            .active_clusters
+            .set(self.active.load().order.len() as u64);
+        self.stats.warming_clusters.set(state.warming.len() as u64);
+    }
+
+    /// Spawns, on the current tokio runtime, one task per bootstrap DNS cluster that
+    /// re-resolves every `dns_refresh_rate` and swaps in a new HostSet when the answer changed.
+    /// Later calls do nothing; the tasks end when the manager is dropped.
     pub fn spawn_dns_refresh(&self) {
-        let dns = std::mem::take(&mut *self.dns.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        for mut d in dns {
-            tasks.push(tokio::spawn(async move {
+        let mut state = self.lock();
+        if state.dns_started {
+            return;
+        }
+        state.dns_started = true;
+        for mut d in std::mem::take(&mut state.static_dns) {
+            let Some(name) = d.cluster.upgrade().map(|c| c.name.clone()) else {
+                continue;
+            };
+            let task = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(d.refresh_rate).await;
                     if d.cluster.strong_count() == 0 {
@@ -281,22 +601,78 @@ impl ClusterManager {
                     };
                     d.apply(&cluster, answers);
                 }
-            }));
+            });
+            state.tasks.insert(name, task);
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterManager")
+            .field("active", &self.active.load().order.len())
+            .field("warming", &self.lock().warming.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for ClusterManager {
     fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
+        for (_, task) in self.lock().tasks.drain() {
             task.abort();
         }
     }
+}
+
+/// Installs an EDS assignment's hosts, with Envoy's per-update accounting. Hosts keep their
+/// `Arc` (and so their stats) across updates when their address stays.
+fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
+    let stats = &cluster.stats;
+    stats.update_attempt.inc();
+    if cla.endpoints.is_empty() {
+        stats.update_empty.inc();
+    }
+    let old = cluster.host_set();
+    let mut hosts = Vec::new();
+    let mut healthy = Vec::new();
+    for e in &cla.endpoints {
+        let Ok(ip) = e.address.address.parse::<IpAddr>() else {
+            // EDS addresses are IP literals (the config crate checks); skip anything else.
+            continue;
+        };
+        let addr = SocketAddr::new(ip, e.address.port);
+        let host = old
+            .hosts()
+            .iter()
+            .chain(cluster.all_hosts.load().iter())
+            .find(|h| h.address == addr && h.weight == e.weight && h.hostname == e.hostname)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Host::new(addr, e.hostname.clone(), e.weight)));
+        if e.health_status.is_healthy() {
+            healthy.push(Arc::clone(&host));
+        }
+        hosts.push(host);
+    }
+    stats.update_success.inc();
+    // Envoy's panic mode (healthy_panic_threshold 50%): below half healthy, route to all.
+    let routable = if healthy.len() * 2 < hosts.len() {
+        hosts.clone()
+    } else {
+        healthy.clone()
+    };
+    let unchanged = routable.len() == old.hosts().len()
+        && routable
+            .iter()
+            .zip(old.hosts())
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    cluster.all_hosts.store(Arc::new(hosts.clone()));
+    if unchanged && cluster.host_set_installed() {
+        stats.update_no_rebuild.inc();
+        return;
+    }
+    cluster.set_hosts(routable);
+    stats.membership_total.set(hosts.len() as u64);
+    stats.membership_healthy.set(healthy.len() as u64);
 }
 
 fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
@@ -390,6 +766,31 @@ fn filter_family(all: &[SocketAddr], family: DnsLookupFamily) -> Vec<SocketAddr>
 // === impl DnsCluster ===
 
 impl DnsCluster {
+    fn new(cluster: &Arc<Cluster>) -> Self {
+        let config = &cluster.config;
+        Self {
+            cluster: Arc::downgrade(cluster),
+            targets: config
+                .endpoints
+                .iter()
+                .map(|e| DnsTarget {
+                    dns_address: e.address.address.clone(),
+                    port: e.address.port,
+                    hostname: if e.hostname.is_empty() {
+                        e.address.address.clone()
+                    } else {
+                        e.hostname.clone()
+                    },
+                    weight: e.weight,
+                    hosts: Vec::new(),
+                })
+                .collect(),
+            logical: config.discovery == DiscoveryType::LogicalDns,
+            family: config.dns_lookup_family,
+            refresh_rate: config.dns_refresh_rate.max(MIN_DNS_REFRESH_RATE),
+        }
+    }
+
     async fn resolve_all(&self) -> Vec<Answer> {
         let mut set = JoinSet::new();
         for (i, t) in self.targets.iter().enumerate() {
@@ -549,7 +950,7 @@ mod tests {
         );
         assert_eq!(store.value_of("cluster_manager.active_clusters"), Some(1));
         assert!(cm.get("nope").is_none());
-        assert_eq!(cm.clusters().count(), 1);
+        assert_eq!(cm.clusters().len(), 1);
     }
 
     #[tokio::test]

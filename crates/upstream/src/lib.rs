@@ -14,7 +14,7 @@ mod host;
 mod lb;
 mod stats;
 
-pub use cluster::{Cluster, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
+pub use cluster::{Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
 pub use host::{envoy_address_string, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
@@ -50,4 +50,7 @@ pub enum UpstreamError {
     WeightSumOverflow,
     #[error("cluster manager: duplicate cluster '{0}'")]
     DuplicateCluster(String),
+    /// CDS named a bootstrap cluster (Envoy's message).
+    #[error("'{0}' is a static cluster and cannot be added, modified or removed through CDS")]
+    StaticCluster(String),
 }

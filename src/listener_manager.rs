@@ -1,0 +1,404 @@
+//! The listener manager: turns listener configs (bootstrap and LDS) into running listeners on
+//! every worker, updates them in place when only their filters change, and drains the ones
+//! removed or moved. Also rebuilds the redis_proxy filters when the clusters they name change,
+//! so a config push reaches existing connections on their next request.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use redvoy_config::model;
+use redvoy_proxy::{
+    bind_listener, ChainFilter, ChainSet, CompiledChain, DrainStrategy, FilterConfig,
+    ListenerRuntime, WorkerCommand,
+};
+use redvoy_runtime::Runtime;
+use redvoy_stats::{Counter, Gauge, Store};
+use redvoy_upstream::ClusterManager;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// A listener as the manager keeps it.
+pub struct ManagedListener {
+    pub config: model::Listener,
+    pub runtime: Arc<ListenerRuntime>,
+    /// From the bootstrap: LDS may not change or remove it.
+    pub is_static: bool,
+    /// LDS version that last changed it, the resource as received, and when.
+    pub version: String,
+    pub raw: Bytes,
+    pub last_updated: SystemTime,
+}
+
+/// A listener redvoy does not run (filters it does not implement), kept for `/listeners` and
+/// `/config_dump`.
+#[derive(Clone)]
+pub struct SkippedListener {
+    pub reason: String,
+    pub version: String,
+    pub raw: Bytes,
+    pub last_updated: SystemTime,
+}
+
+/// A listener LDS sent that failed (the last attempt), for `/config_dump`'s error_state.
+#[derive(Clone)]
+pub struct FailedListener {
+    pub details: String,
+    pub raw: Bytes,
+    pub last_update_attempt: SystemTime,
+}
+
+#[derive(Default)]
+pub struct ListenerState {
+    pub active: BTreeMap<String, ManagedListener>,
+    pub skipped: BTreeMap<String, SkippedListener>,
+    pub failed: BTreeMap<String, FailedListener>,
+    pub lds_version: String,
+}
+
+struct Stats {
+    added: Counter,
+    modified: Counter,
+    removed: Counter,
+    in_place_updated: Counter,
+    create_success: Counter,
+    create_failure: Counter,
+    active: Gauge,
+    warming: Gauge,
+    draining: Gauge,
+    skipped: Counter,
+}
+
+pub struct ListenerManager {
+    store: Store,
+    runtime: Runtime,
+    clusters: Arc<ClusterManager>,
+    workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
+    drain_time: Duration,
+    drain_strategy: DrainStrategy,
+    /// `--reject-unsupported`: NACK listeners redvoy cannot run instead of skipping them.
+    pub reject_unsupported: bool,
+    state: Mutex<ListenerState>,
+    stats: Stats,
+}
+
+impl ListenerManager {
+    pub fn new(
+        store: &Store,
+        runtime: &Runtime,
+        clusters: Arc<ClusterManager>,
+        workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
+        drain_time: Duration,
+        drain_strategy: DrainStrategy,
+        reject_unsupported: bool,
+    ) -> Self {
+        let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
+        let g = |n: &str| store.gauge(&format!("listener_manager.{n}"));
+        for name in ["listener_stopped", "total_filter_chains_draining", "workers_pinned"] {
+            if name.starts_with("total") || name.starts_with("workers") {
+                g(name);
+            } else {
+                c(name);
+            }
+        }
+        let stats = Stats {
+            added: c("listener_added"),
+            modified: c("listener_modified"),
+            removed: c("listener_removed"),
+            in_place_updated: c("listener_in_place_updated"),
+            create_success: c("listener_create_success"),
+            create_failure: c("listener_create_failure"),
+            active: g("total_listeners_active"),
+            warming: g("total_listeners_warming"),
+            draining: g("total_listeners_draining"),
+            skipped: store.counter("listener_manager.redvoy_listener_skipped"),
+        };
+        stats.warming.set(0);
+        stats.active.set(0);
+        stats.draining.set(0);
+        Self {
+            store: store.clone(),
+            runtime: runtime.clone(),
+            clusters,
+            workers,
+            drain_time,
+            drain_strategy,
+            reject_unsupported,
+            state: Mutex::new(ListenerState::default()),
+            stats,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ListenerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn compile_chain(&self, chain: &model::FilterChain) -> Result<CompiledChain, String> {
+        let filter = match &chain.filter {
+            model::NetworkFilter::RedisProxy(rp) => ChainFilter::Redis(Arc::new(
+                FilterConfig::new(rp, &self.clusters, &self.store, &self.runtime)
+                    .map_err(|e| e.to_string())?,
+            )),
+            model::NetworkFilter::TcpProxy(_) | model::NetworkFilter::HttpConnectionManager(_) => {
+                return Err("this filter is not implemented by redvoy yet".to_owned());
+            }
+        };
+        Ok(CompiledChain {
+            matcher: chain.filter_chain_match.clone(),
+            filter,
+        })
+    }
+
+    fn compile(&self, listener: &model::Listener) -> Result<ChainSet, String> {
+        Ok(ChainSet {
+            chains: listener
+                .filter_chains
+                .iter()
+                .map(|c| self.compile_chain(c))
+                .collect::<Result<_, _>>()?,
+            default: listener
+                .default_filter_chain
+                .as_ref()
+                .map(|c| self.compile_chain(c))
+                .transpose()?,
+        })
+    }
+
+    /// Adds or updates one listener. `Err` carries Envoy's reason text (the caller prefixes the
+    /// name). A listener whose address stays is updated in place: its connections stay open
+    /// and use the new filters from their next request.
+    pub fn add_or_update(
+        &self,
+        config: model::Listener,
+        is_static: bool,
+        version: &str,
+        raw: Bytes,
+    ) -> Result<bool, String> {
+        let mut state = self.lock();
+        state.skipped.remove(&config.name);
+        if let Some(existing) = state.active.get(&config.name) {
+            if existing.is_static && !is_static {
+                return Err(format!(
+                    "cannot update static listener '{}' through LDS",
+                    config.name
+                ));
+            }
+            if existing.config == config {
+                return Ok(false);
+            }
+        }
+        let chains = self.compile(&config)?;
+        let now = SystemTime::now();
+        let same_place = state.active.get(&config.name).is_some_and(|e| {
+            e.config.address == config.address
+                && e.config.bind_to_port == config.bind_to_port
+                && e.config.use_original_dst == config.use_original_dst
+        });
+        if same_place {
+            if let Some(existing) = state.active.get_mut(&config.name) {
+                existing.runtime.set_chains(chains);
+                existing.config = config;
+                existing.version = version.to_owned();
+                existing.raw = raw;
+                existing.last_updated = now;
+            }
+            state.failed.clear();
+            self.stats.modified.inc();
+            self.stats.in_place_updated.inc();
+            return Ok(true);
+        }
+        let runtime = self.start(&config, chains)?;
+        let replaced = state.active.insert(
+            config.name.clone(),
+            ManagedListener {
+                config,
+                runtime,
+                is_static,
+                version: version.to_owned(),
+                raw,
+                last_updated: now,
+            },
+        );
+        match replaced {
+            Some(old) => {
+                self.stats.modified.inc();
+                self.drain(&mut state, old.runtime);
+            }
+            None => self.stats.added.inc(),
+        }
+        self.publish(&state);
+        Ok(true)
+    }
+
+    /// Binds the listener's sockets (one per worker) and hands them to the workers.
+    fn start(
+        &self,
+        config: &model::Listener,
+        chains: ChainSet,
+    ) -> Result<Arc<ListenerRuntime>, String> {
+        let ip: IpAddr = config
+            .address
+            .address
+            .parse()
+            .map_err(|_| format!("malformed IP address: {}", config.address.address))?;
+        let addr = SocketAddr::new(ip, config.address.port);
+        let mut sockets = Vec::with_capacity(self.workers.len());
+        let mut bound = addr;
+        if config.bind_to_port {
+            for _ in 0..self.workers.len() {
+                match bind_listener(bound) {
+                    Ok(socket) => {
+                        // Port 0: every worker shares the port the first one got.
+                        bound = socket.local_addr().unwrap_or(bound);
+                        sockets.push(Some(socket));
+                    }
+                    Err(e) => {
+                        self.stats.create_failure.inc();
+                        return Err(format!("cannot bind '{addr}': {e}"));
+                    }
+                }
+            }
+        } else {
+            sockets.resize_with(self.workers.len(), || None);
+        }
+        let runtime = Arc::new(ListenerRuntime::new(
+            config.name.clone(),
+            bound,
+            config.use_original_dst,
+            chains,
+            &self.store,
+            self.workers.len(),
+        ));
+        for (worker, socket) in self.workers.iter().zip(sockets) {
+            let _ = worker.send(WorkerCommand::Add {
+                listener: Arc::clone(&runtime),
+                socket,
+            });
+            self.stats.create_success.inc();
+        }
+        info!(listener = %config.name, address = %bound, "listener started");
+        Ok(runtime)
+    }
+
+    /// Removes a dynamic listener: it stops accepting at once and its connections drain.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut state = self.lock();
+        state.skipped.remove(name);
+        if state.active.get(name).is_some_and(|l| l.is_static) {
+            return false;
+        }
+        let Some(old) = state.active.remove(name) else {
+            return false;
+        };
+        self.stats.removed.inc();
+        self.drain(&mut state, old.runtime);
+        self.publish(&state);
+        true
+    }
+
+    fn drain(&self, state: &mut ListenerState, runtime: Arc<ListenerRuntime>) {
+        for worker in &self.workers {
+            let _ = worker.send(WorkerCommand::Remove(Arc::clone(&runtime)));
+        }
+        let _ = state;
+        self.stats.draining.inc();
+        let (strategy, drain_time) = (self.drain_strategy, self.drain_time);
+        let draining = self.stats.draining.clone();
+        tokio::spawn(async move {
+            runtime.control.remove(strategy, drain_time).await;
+            draining.dec();
+        });
+    }
+
+    /// Records a listener redvoy skips (filters it does not run).
+    pub fn skip(&self, name: &str, reason: String, version: &str, raw: Bytes) {
+        warn!(listener = %name, %reason, "listener skipped: redvoy does not implement its filters");
+        self.stats.skipped.inc();
+        let mut state = self.lock();
+        let was_active = state.active.get(name).is_some_and(|l| !l.is_static);
+        if was_active {
+            if let Some(old) = state.active.remove(name) {
+                self.stats.removed.inc();
+                self.drain(&mut state, old.runtime);
+            }
+        }
+        state.skipped.insert(
+            name.to_owned(),
+            SkippedListener {
+                reason,
+                version: version.to_owned(),
+                raw,
+                last_updated: SystemTime::now(),
+            },
+        );
+        self.publish(&state);
+    }
+
+    pub fn record_failure(&self, name: &str, details: String, raw: Bytes) {
+        self.lock().failed.insert(
+            name.to_owned(),
+            FailedListener {
+                details,
+                raw,
+                last_update_attempt: SystemTime::now(),
+            },
+        );
+    }
+
+    /// Rebuilds the redis_proxy filters whose clusters changed (added, replaced, removed), so
+    /// that routes to them work from the next request of every connection.
+    pub fn refresh_filters(&self) {
+        let state = self.lock();
+        for listener in state.active.values() {
+            let chains = listener.runtime.chains();
+            let stale = chains
+                .chains
+                .iter()
+                .chain(chains.default.as_ref())
+                .any(|c| match &c.filter {
+                    ChainFilter::Redis(f) => !f.clusters_current(&self.clusters),
+                });
+            if !stale {
+                continue;
+            }
+            match self.compile(&listener.config) {
+                Ok(new) => listener.runtime.set_chains(new),
+                Err(e) => warn!(listener = %listener.config.name, error = %e, "cannot rebuild filters"),
+            }
+        }
+    }
+
+    /// Names of the dynamic listeners (LDS may remove these).
+    pub fn dynamic_names(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .active
+            .iter()
+            .filter(|(_, l)| !l.is_static)
+            .map(|(n, _)| n.clone())
+            .chain(state.skipped.keys().cloned())
+            .collect()
+    }
+
+    fn publish(&self, state: &ListenerState) {
+        self.stats.active.set(state.active.len() as u64);
+    }
+
+    /// Every running listener: config, bound address, control (admin `/listeners`, drains).
+    pub fn running(&self) -> Vec<(model::Listener, Arc<ListenerRuntime>)> {
+        self.lock()
+            .active
+            .values()
+            .map(|l| (l.config.clone(), Arc::clone(&l.runtime)))
+            .collect()
+    }
+
+    /// Stops every listener (shutdown).
+    pub fn stop_all(&self) {
+        for l in self.lock().active.values() {
+            l.runtime.control.stop();
+        }
+    }
+}
