@@ -42,6 +42,13 @@ ensure_redis() {
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# ensure_iptables — `ip` and `iptables` for the original-destination test (tests/xds_original_dst.rs
+# builds a network namespace with an iptables REDIRECT; it skips, loudly, without them).
+ensure_iptables() {
+  command -v ip >/dev/null 2>&1 || apt_install iproute2
+  command -v iptables >/dev/null 2>&1 || apt_install iptables
+}
+
 ensure_curl() {
   command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 }

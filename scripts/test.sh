@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_redis
 ensure_python
 ensure_envoy
+ensure_iptables
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
 
 cd "$ROOT"

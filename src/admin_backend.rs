@@ -13,7 +13,10 @@ use redvoy_admin::{
     RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
 };
 use redvoy_config::model::{self, TrafficDirection};
-use redvoy_config::{render_config_dump_with_hosts, DumpHost, DumpOptions};
+use redvoy_config::{
+    render_config_dump_dynamic, DumpHost, DumpOptions, DumpedResource, DynamicClusterDump,
+    DynamicDump, DynamicListenerDump, FailedDump,
+};
 use crate::listener_manager::ListenerManager;
 use redvoy_runtime::Runtime;
 use redvoy_upstream::ClusterManager;
@@ -61,6 +64,78 @@ fn address(addr: &SocketAddr) -> Address {
 }
 
 impl Backend {
+    /// What xDS delivered, for `/config_dump`.
+    fn dynamic_dump(&self) -> DynamicDump {
+        let mut dump = DynamicDump::default();
+        {
+            let state = self.listeners.lock();
+            dump.lds_version.clone_from(&state.lds_version);
+            let mut names: Vec<&String> = state
+                .active
+                .iter()
+                .filter(|(_, l)| !l.is_static)
+                .map(|(n, _)| n)
+                .chain(state.skipped.keys())
+                .chain(state.failed.keys())
+                .collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let active = state.active.get(name).filter(|l| !l.is_static);
+                dump.listeners.push(DynamicListenerDump {
+                    name: name.clone(),
+                    active: active.map(|l| DumpedResource {
+                        version_info: l.version.clone(),
+                        value: l.raw.clone(),
+                        last_updated: l.last_updated,
+                    }),
+                    error: state.failed.get(name).map(|f| FailedDump {
+                        value: f.raw.clone(),
+                        version_info: f.version.clone(),
+                        last_update_attempt: f.last_update_attempt,
+                        details: f.details.clone(),
+                    }),
+                    skipped: state.skipped.get(name).map(|s| FailedDump {
+                        value: s.raw.clone(),
+                        version_info: s.version.clone(),
+                        last_update_attempt: s.last_updated,
+                        details: s.reason.clone(),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        if let Some(d) = &self.dynamic {
+            let state = d.state();
+            dump.cds_version.clone_from(&state.cds_version);
+            let warming: std::collections::HashSet<String> = self
+                .clusters
+                .warming_clusters()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            for (name, accepted) in &state.clusters {
+                dump.clusters.push(DynamicClusterDump {
+                    name: name.clone(),
+                    resource: DumpedResource {
+                        version_info: accepted.version.clone(),
+                        value: accepted.raw.clone(),
+                        last_updated: accepted.last_updated,
+                    },
+                    warming: warming.contains(name),
+                });
+            }
+            for accepted in state.endpoints.values() {
+                dump.endpoints.push(DumpedResource {
+                    version_info: accepted.version.clone(),
+                    value: accepted.raw.clone(),
+                    last_updated: accepted.last_updated,
+                });
+            }
+        }
+        dump
+    }
+
     fn apply_log_levels(&self, levels: &BTreeMap<String, LogLevel>) {
         let most_verbose = levels.values().min().copied().unwrap_or(LogLevel::Info);
         if let Some(handle) = &self.log_handle {
@@ -85,8 +160,7 @@ impl AdminBackend for Backend {
             }
             Some(
                 cluster
-                    .host_set()
-                    .hosts()
+                    .all_hosts()
                     .iter()
                     .map(|h| DumpHost {
                         address: h.address,
@@ -96,7 +170,8 @@ impl AdminBackend for Backend {
                     .collect(),
             )
         };
-        render_config_dump_with_hosts(&self.bootstrap, self.loaded_at, &opts, &hosts)
+        let dynamic = self.dynamic_dump();
+        render_config_dump_dynamic(&self.bootstrap, &dynamic, self.loaded_at, &opts, &hosts)
             .map_err(|e| AdminError::new(e.status, e.message))
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use redvoy_config::model;
 use redvoy_proxy::{
     bind_listener, ChainFilter, ChainSet, CompiledChain, DrainStrategy, FilterConfig,
-    ListenerRuntime, WorkerCommand,
+    ListenerRuntime, TcpProxyConfig, WorkerCommand,
 };
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Gauge, Store};
@@ -46,6 +46,7 @@ pub struct SkippedListener {
 #[derive(Clone)]
 pub struct FailedListener {
     pub details: String,
+    pub version: String,
     pub raw: Bytes,
     pub last_update_attempt: SystemTime,
 }
@@ -141,8 +142,11 @@ impl ListenerManager {
                 FilterConfig::new(rp, &self.clusters, &self.store, &self.runtime)
                     .map_err(|e| e.to_string())?,
             )),
-            model::NetworkFilter::TcpProxy(_) | model::NetworkFilter::HttpConnectionManager(_) => {
-                return Err("this filter is not implemented by redvoy yet".to_owned());
+            model::NetworkFilter::TcpProxy(tp) => {
+                ChainFilter::TcpProxy(Arc::new(TcpProxyConfig::new(tp, &self.store)))
+            }
+            model::NetworkFilter::HttpConnectionManager(hcm) => {
+                ChainFilter::Http(Arc::new(redvoy_http::Hcm::new(hcm, &self.store)))
             }
         };
         Ok(CompiledChain {
@@ -177,7 +181,8 @@ impl ListenerManager {
         raw: Bytes,
     ) -> Result<bool, String> {
         let mut state = self.lock();
-        state.skipped.remove(&config.name);
+        let name = config.name.clone();
+        state.skipped.remove(&name);
         if let Some(existing) = state.active.get(&config.name) {
             if existing.is_static && !is_static {
                 return Err(format!(
@@ -204,12 +209,13 @@ impl ListenerManager {
                 existing.raw = raw;
                 existing.last_updated = now;
             }
-            state.failed.clear();
+            state.failed.remove(&name);
             self.stats.modified.inc();
             self.stats.in_place_updated.inc();
             return Ok(true);
         }
         let runtime = self.start(&config, chains)?;
+        state.failed.remove(&name);
         let replaced = state.active.insert(
             config.name.clone(),
             ManagedListener {
@@ -336,11 +342,12 @@ impl ListenerManager {
         self.publish(&state);
     }
 
-    pub fn record_failure(&self, name: &str, details: String, raw: Bytes) {
+    pub fn record_failure(&self, name: &str, details: String, version: &str, raw: Bytes) {
         self.lock().failed.insert(
             name.to_owned(),
             FailedListener {
                 details,
+                version: version.to_owned(),
                 raw,
                 last_update_attempt: SystemTime::now(),
             },
@@ -359,6 +366,8 @@ impl ListenerManager {
                 .chain(chains.default.as_ref())
                 .any(|c| match &c.filter {
                     ChainFilter::Redis(f) => !f.clusters_current(&self.clusters),
+                    // tcp_proxy and HTTP look their cluster up per connection / request.
+                    ChainFilter::TcpProxy(_) | ChainFilter::Http(_) => false,
                 });
             if !stale {
                 continue;

@@ -203,6 +203,7 @@ fn run(flags: Flags, log_handle: Option<LogHandle>) -> Result<()> {
         drain_time: Duration::from_secs(flags.drain_time_s),
         drain_strategy,
         reject_unsupported: flags.reject_unsupported,
+        reject_unknown_dynamic_fields: flags.reject_unknown_dynamic_fields,
         log_level: log_level(&flags.log_level),
         log_handle,
         concurrency,
@@ -217,6 +218,7 @@ struct Server {
     drain_time: Duration,
     drain_strategy: DrainStrategy,
     reject_unsupported: bool,
+    reject_unknown_dynamic_fields: bool,
     log_level: LogLevel,
     log_handle: Option<LogHandle>,
     concurrency: usize,
@@ -413,9 +415,10 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let mut workers = Vec::with_capacity(concurrency);
     for (id, commands) in worker_rx.into_iter().enumerate() {
         let rx = shutdown_rx.clone();
+        let clusters = Arc::clone(&clusters);
         let handle = std::thread::Builder::new()
             .name(format!("wrk:worker_{id}"))
-            .spawn(move || run_worker(id, commands, rx))
+            .spawn(move || run_worker(id, commands, clusters, rx))
             .context("starting a worker thread")?;
         workers.push(handle);
     }
@@ -425,6 +428,10 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         &store,
         Arc::clone(&clusters),
         Arc::clone(&listeners),
+        redvoy_config::DynamicOptions {
+            reject_unknown_dynamic_fields: server.reject_unknown_dynamic_fields,
+            ..Default::default()
+        },
     )
     .context("dynamic_resources")?;
 

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use redvoy_test_util::ads::{TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER};
 use redvoy_test_util::xds::{
-    eds_cluster, load_assignment, redis_listener, redis_listener_with, redis_proxy,
-    static_cluster, xds_bootstrap, XdsBootstrap,
+    eds_cluster, load_assignment, redis_listener, redis_listener_with, redis_proxy, static_cluster,
+    xds_bootstrap, XdsBootstrap,
 };
 use redvoy_test_util::{
-    free_port, port_open, same_on_all_targets, try_wait_for, wait_for, wait_port_closed,
-    AdsServer, Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats,
-    Target, Variant,
+    free_port, port_open, same_on_all_targets, try_wait_for, wait_for, wait_port_closed, AdsServer,
+    Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats, Target, Variant,
 };
 
 fn targets() -> Vec<Target> {
@@ -67,7 +66,7 @@ enum Transport {
 }
 
 /// A fresh control plane (nonces count from n1 on each, so runs compare).
-fn control_plane(transport: Transport, dir: &tempfile::TempDir) -> AdsServer {
+fn control_plane(transport: Transport, dir: &redvoy_test_util::tempfile::TempDir) -> AdsServer {
     match transport {
         Transport::Tcp => AdsServer::start_tcp(),
         Transport::Unix => AdsServer::start_unix(dir.path().join("xds.sock")),
@@ -126,13 +125,19 @@ fn protocol_scenario(
 ) -> Rows {
     a.flushall();
     b.flushall();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let mut server = control_plane(transport, &dir);
     let mut rows = Rows::new();
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
 
     // Initial state: an EDS cluster on server A, a STATIC cluster on B, one listener.
-    server.set_messages("c1", &[eds_cluster("backend"), static_cluster("static_b", &[b.port()])]);
+    server.set_messages(
+        "c1",
+        &[
+            eds_cluster("backend"),
+            static_cluster("static_b", &[b.port()]),
+        ],
+    );
     server.set_messages("e1", &[load_assignment("backend", &[a.port()])]);
     server.set_messages("l1", &[redis_listener("l1", p1, "backend")]);
     let yaml = xds_bootstrap(&server, &XdsBootstrap::new(variant));
@@ -142,21 +147,41 @@ fn protocol_scenario(
     });
     assert!(!lds_ack.is_nack(), "{target}: {}", lds_ack.summary());
     let initial = server.requests();
-    assert!(initial[0].has_node, "{target}: the first request carries the node");
+    assert!(
+        initial[0].has_node,
+        "{target}: the first request carries the node"
+    );
     assert_eq!(initial[0].node_id, redvoy_test_util::xds::NODE_ID);
     rows.push((
         "initial requests".into(),
-        initial.iter().map(|r| r.summary()).collect::<Vec<_>>().join(" "),
+        initial
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     wait_stat(&proxy, "control_plane.connected_state", 1);
     stat_rows(&mut rows, "initial", &proxy.stats());
     let (set, get) = set_get(p1, "k1", "v1");
-    assert_eq!((set, get), (Reply::ok(), Reply::bulk("v1")), "{target}: via l1");
-    assert_eq!(a.cmd(&["GET", "k1"]), Reply::bulk("v1"), "{target}: k1 on A");
+    assert_eq!(
+        (set, get),
+        (Reply::ok(), Reply::bulk("v1")),
+        "{target}: via l1"
+    );
+    assert_eq!(
+        a.cmd(&["GET", "k1"]),
+        Reply::bulk("v1"),
+        "{target}: k1 on A"
+    );
 
     // Partial apply: a good new listener and an invalid one (empty stat_prefix) in one
     // response. The good one is applied, the response NACKed naming the bad one.
-    let bad = redis_listener_with("bad", "127.0.0.1", p3, redis_proxy("", &[], Some("backend")));
+    let bad = redis_listener_with(
+        "bad",
+        "127.0.0.1",
+        p3,
+        redis_proxy("", &[], Some("backend")),
+    );
     let replies = server.push(
         "l2",
         &[
@@ -166,7 +191,9 @@ fn protocol_scenario(
         ],
         XDS_WAIT,
     );
-    let nack = replies.first().unwrap_or_else(|| panic!("{target}: no LDS push"));
+    let nack = replies
+        .first()
+        .unwrap_or_else(|| panic!("{target}: no LDS push"));
     rows.push(("partial apply: reply".into(), nack.summary()));
     let detail = nack
         .error_detail
@@ -182,11 +209,26 @@ fn protocol_scenario(
     eprintln!("{target}: NACK message: {:?}", detail.message);
     wait_for(XDS_WAIT, "l2 to listen", || port_open(p2).then_some(()));
     let (set, get) = set_get(p2, "k2", "v2");
-    assert_eq!((set, get), (Reply::ok(), Reply::bulk("v2")), "{target}: via l2");
-    assert_eq!(b.cmd(&["GET", "k2"]), Reply::bulk("v2"), "{target}: k2 on B");
+    assert_eq!(
+        (set, get),
+        (Reply::ok(), Reply::bulk("v2")),
+        "{target}: via l2"
+    );
+    assert_eq!(
+        b.cmd(&["GET", "k2"]),
+        Reply::bulk("v2"),
+        "{target}: k2 on B"
+    );
     let (set, get) = set_get(p1, "k3", "v3");
-    assert_eq!((set, get), (Reply::ok(), Reply::bulk("v3")), "{target}: l1 still serves");
-    rows.push(("partial apply: bad listener port open".into(), port_open(p3).to_string()));
+    assert_eq!(
+        (set, get),
+        (Reply::ok(), Reply::bulk("v3")),
+        "{target}: l1 still serves"
+    );
+    rows.push((
+        "partial apply: bad listener port open".into(),
+        port_open(p3).to_string(),
+    ));
     wait_stat(&proxy, "listener_manager.lds.update_rejected", 1);
     stat_rows(&mut rows, "partial apply", &proxy.stats());
 
@@ -194,7 +236,11 @@ fn protocol_scenario(
     let replies = server.push("l3", &[redis_listener("l1", p1, "backend")], XDS_WAIT);
     rows.push((
         "listener removal: reply".into(),
-        replies.iter().map(|r| r.summary()).collect::<Vec<_>>().join(" "),
+        replies
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     wait_port_closed(p2);
     wait_stat(&proxy, "listener_manager.listener_removed", 1);
@@ -204,7 +250,11 @@ fn protocol_scenario(
     let replies = server.push("c2", &[eds_cluster("backend")], XDS_WAIT);
     rows.push((
         "cluster removal: reply".into(),
-        replies.iter().map(|r| r.summary()).collect::<Vec<_>>().join(" "),
+        replies
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     wait_stat(&proxy, "cluster_manager.cluster_removed", 1);
     stat_rows(&mut rows, "cluster removal", &proxy.stats());
@@ -213,7 +263,11 @@ fn protocol_scenario(
     let replies = server.push("e2", &[load_assignment("backend", &[b.port()])], XDS_WAIT);
     rows.push((
         "eds change: reply".into(),
-        replies.iter().map(|r| r.summary()).collect::<Vec<_>>().join(" "),
+        replies
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     let mut n = 0;
     wait_for(XDS_WAIT, "a key to land on B after the EDS change", || {
@@ -226,8 +280,16 @@ fn protocol_scenario(
     for i in 0..KEYS_AFTER_EDS_CHANGE {
         let key = format!("after-eds-{i}");
         assert_eq!(set_get(p1, &key, "y").0, Reply::ok(), "{target}: SET {key}");
-        assert_eq!(b.cmd(&["GET", &key]), Reply::bulk("y"), "{target}: {key} on B");
-        assert_eq!(a.cmd(&["EXISTS", &key]), Reply::Integer(0), "{target}: {key} not on A");
+        assert_eq!(
+            b.cmd(&["GET", &key]),
+            Reply::bulk("y"),
+            "{target}: {key} on B"
+        );
+        assert_eq!(
+            a.cmd(&["EXISTS", &key]),
+            Reply::Integer(0),
+            "{target}: {key} not on A"
+        );
     }
 
     // Control-plane restart: the proxy keeps serving while it is gone, then resubscribes
@@ -236,14 +298,27 @@ fn protocol_scenario(
     server.stop();
     wait_stat(&proxy, "control_plane.connected_state", 0);
     let (set, get) = set_get(p1, "during-outage", "z");
-    assert_eq!((set, get), (Reply::ok(), Reply::bulk("z")), "{target}: serving while xDS is down");
-    server.restart().unwrap_or_else(|e| panic!("restart ADS: {e}"));
-    server.wait_for_request(before_restart, RECONNECT_WAIT, "the LDS ACK after reconnect", |r| {
-        r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty()
-    });
+    assert_eq!(
+        (set, get),
+        (Reply::ok(), Reply::bulk("z")),
+        "{target}: serving while xDS is down"
+    );
+    server
+        .restart()
+        .unwrap_or_else(|e| panic!("restart ADS: {e}"));
+    server.wait_for_request(
+        before_restart,
+        RECONNECT_WAIT,
+        "the LDS ACK after reconnect",
+        |r| r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty(),
+    );
     wait_stat(&proxy, "control_plane.connected_state", 1);
     let (set, get) = set_get(p1, "after-restart", "w");
-    assert_eq!((set, get), (Reply::ok(), Reply::bulk("w")), "{target}: serving after restart");
+    assert_eq!(
+        (set, get),
+        (Reply::ok(), Reply::bulk("w")),
+        "{target}: serving after restart"
+    );
     let resubscribe: Vec<String> = server.requests()[before_restart..]
         .iter()
         .map(|r| format!("s{} {}", r.stream, r.summary()))
@@ -251,7 +326,10 @@ fn protocol_scenario(
     rows.push(("after restart: requests".into(), resubscribe.join(" ")));
     let stats = proxy.stats();
     // Reconnect attempts while the server was down depend on timing: only "some".
-    for name in ["listener_manager.lds.update_failure", "cluster_manager.cds.update_failure"] {
+    for name in [
+        "listener_manager.lds.update_failure",
+        "cluster_manager.cds.update_failure",
+    ] {
         rows.push((
             format!("after restart: {name} > 0"),
             stats.get_int(name).is_some_and(|v| v > 0).to_string(),
@@ -263,8 +341,14 @@ fn protocol_scenario(
             stats.get(name).unwrap_or("<absent>").to_string(),
         ));
     }
-    rows.push(("last EDS request".into(), last_request_of(&server, TYPE_ENDPOINT)));
-    rows.push(("last CDS request".into(), last_request_of(&server, TYPE_CLUSTER)));
+    rows.push((
+        "last EDS request".into(),
+        last_request_of(&server, TYPE_ENDPOINT),
+    ));
+    rows.push((
+        "last CDS request".into(),
+        last_request_of(&server, TYPE_CLUSTER),
+    ));
     rows.push((
         "all requests".into(),
         server
@@ -309,7 +393,7 @@ fn delta_over_unix_socket() {
 /// The control plane answers CDS (empty) but never LDS: with a 1 s LDS
 /// `initial_fetch_timeout` the proxy goes LIVE after it, counting `init_fetch_timeout`.
 fn fetch_timeout_scenario(target: Target, variant: Variant) -> Rows {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let server = control_plane(Transport::Unix, &dir);
     server.set_messages::<redvoy_test_util::xds::XdsCluster>("c1", &[]);
     let mut options = XdsBootstrap::new(variant);
@@ -323,18 +407,28 @@ fn fetch_timeout_scenario(target: Target, variant: Variant) -> Rows {
             ..ProxyOptions::default()
         },
     );
-    wait_for(XDS_WAIT, "/ready to answer 200 after the LDS fetch timeout", || {
-        (proxy.admin("GET", "/ready").status == 200).then_some(())
-    });
+    wait_for(
+        XDS_WAIT,
+        "/ready to answer 200 after the LDS fetch timeout",
+        || (proxy.admin("GET", "/ready").status == 200).then_some(()),
+    );
     let mut rows = Rows::new();
-    rows.push(("/ready".into(), proxy.admin("GET", "/ready").body.trim().to_string()));
+    rows.push((
+        "/ready".into(),
+        proxy.admin("GET", "/ready").body.trim().to_string(),
+    ));
     stat_rows(&mut rows, "after timeout", &proxy.stats());
     rows.push(("requests".into(), server.summaries().join(" ")));
     // LDS arriving late is still applied.
     let port = free_port();
     server.push("l1", &[redis_listener("late", port, "none")], XDS_WAIT);
-    wait_for(XDS_WAIT, "the late listener", || port_open(port).then_some(()));
-    rows.push(("requests after late LDS".into(), server.summaries().join(" ")));
+    wait_for(XDS_WAIT, "the late listener", || {
+        port_open(port).then_some(())
+    });
+    rows.push((
+        "requests after late LDS".into(),
+        server.summaries().join(" "),
+    ));
     rows
 }
 
@@ -356,7 +450,7 @@ fn initial_fetch_timeout_expires_and_server_goes_live() {
 #[test]
 fn zero_initial_fetch_timeout_waits_for_lds() {
     same_on_all_targets(&targets(), |target| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let server = control_plane(Transport::Unix, &dir);
         server.set_messages::<redvoy_test_util::xds::XdsCluster>("c1", &[]);
         let mut options = XdsBootstrap::new(Variant::Delta);
@@ -380,8 +474,14 @@ fn zero_initial_fetch_timeout_waits_for_lds() {
         });
         assert!(became_ready.is_none(), "{target}: ready without LDS");
         let ready = proxy.admin("GET", "/ready");
-        rows.push(("/ready while waiting".into(), format!("{} {}", ready.status, ready.body.trim())));
+        rows.push((
+            "/ready while waiting".into(),
+            format!("{} {}", ready.status, ready.body.trim()),
+        ));
         stat_rows(&mut rows, "waiting", &proxy.stats());
+        // Envoy refreshes the `server.state` gauge on its stats flush (every 5 s), so while
+        // waiting it may still read 0; /ready above is the state.
+        rows.retain(|(label, _)| label != "waiting: server.state");
         let port = free_port();
         server.push("l1", &[redis_listener("l1", port, "none")], XDS_WAIT);
         wait_for(XDS_WAIT, "/ready 200 after LDS", || {

@@ -26,6 +26,7 @@ mod error;
 pub mod model;
 mod numfmt;
 mod parse;
+mod resource;
 mod supported;
 
 use std::path::PathBuf;
@@ -37,10 +38,16 @@ use prost_reflect::DynamicMessage;
 pub use convert::DEFAULT_TAG_NAMES;
 pub use descriptors::ENVOY_TYPES_VERSION;
 pub use dump::{
-    render_bootstrap_json, render_config_dump, render_config_dump_with_hosts, DumpError, DumpHost,
-    DumpOptions, ENVOY_COMPAT_VERSION,
+    render_bootstrap_json, render_config_dump, render_config_dump_dynamic,
+    render_config_dump_with_hosts, DumpError, DumpHost, DumpOptions, DumpedResource,
+    DynamicClusterDump, DynamicDump, DynamicListenerDump, FailedDump, ENVOY_COMPAT_VERSION,
+    SKIPPED_PREFIX,
 };
 pub use error::ConfigError;
+pub use resource::{
+    decode_cluster, decode_cluster_load_assignment, decode_listener, read_discovery_file,
+    DiscoveryFile, DynamicOptions, RawResource, ResourceError,
+};
 
 /// Protobuf types used inside the crate's opaque handles.
 pub(crate) mod pb {

@@ -23,6 +23,8 @@ const YAML_MAX_NODES: usize = MAX_CONFIG_BYTES;
 pub(crate) enum Origin<'a> {
     File(&'a Path),
     ConfigYaml,
+    /// An xDS resource (`listener`, `cluster`, `ClusterLoadAssignment`).
+    Resource(&'a str),
 }
 
 impl Origin<'_> {
@@ -30,6 +32,7 @@ impl Origin<'_> {
         match self {
             Origin::File(p) => format!("config file {}", p.display()),
             Origin::ConfigYaml => "--config-yaml".to_owned(),
+            Origin::Resource(kind) => kind.to_owned(),
         }
     }
 }
@@ -520,7 +523,7 @@ pub(crate) fn type_name_of(type_url: &str) -> &str {
 
 /// A binary bootstrap is checked for fields this build does not know, as Envoy's static
 /// validation does; text formats already refuse them while parsing.
-fn reject_unknown_wire_fields(
+pub(crate) fn reject_unknown_wire_fields(
     msg: &DynamicMessage,
     path: &FieldPath,
     origin: Origin<'_>,

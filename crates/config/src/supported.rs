@@ -662,7 +662,8 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                         continue;
                     };
                     // Envoy looks protocol options up by name and converts a plain Struct too.
-                    match resolve_any(any, &kpath, &[expected], &[], true, "protocol options type")? {
+                    match resolve_any(any, &kpath, &[expected], &[], true, "protocol options type")?
+                    {
                         Resolved::Native(inner) => *any = repack(walked(inner, &kpath, mode)?)?,
                         Resolved::Tolerated => {
                             return Err(ConfigError::unsupported_because(
@@ -836,14 +837,25 @@ fn resolve_any(
                 Some(fields) => fields,
                 None => DynamicMessage::new(desc_of(STRUCT)?),
             };
-            Ok(Resolved::Native(struct_to_message(&fields, &desc_of(inner)?, path)?))
+            Ok(Resolved::Native(struct_to_message(
+                &fields,
+                &desc_of(inner)?,
+                path,
+            )?))
         }
         STRUCT if allow_struct => {
             let [only] = expected else {
-                return Err(ConfigError::invalid(path, "a Struct needs one expected type"));
+                return Err(ConfigError::invalid(
+                    path,
+                    "a Struct needs one expected type",
+                ));
             };
             let target = desc_of(only)?;
-            Ok(Resolved::Native(struct_to_message(&decode(STRUCT, &value)?, &target, path)?))
+            Ok(Resolved::Native(struct_to_message(
+                &decode(STRUCT, &value)?,
+                &target,
+                path,
+            )?))
         }
         name if name != STRUCT && is_tolerated(name, tolerated, &pool) => Ok(Resolved::Tolerated),
         _ => Err(ConfigError::unsupported_because(

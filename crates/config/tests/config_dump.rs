@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use redvoy_config::{
-    load_bootstrap, render_config_dump, render_config_dump_with_hosts, DumpHost, DumpOptions,
-    LoadOptions,
+    load_bootstrap, read_discovery_file, render_config_dump, render_config_dump_dynamic,
+    render_config_dump_with_hosts, DumpHost, DumpOptions, DumpedResource, DynamicClusterDump,
+    DynamicDump, DynamicListenerDump, LoadOptions,
 };
 use serde_json::Value;
 
@@ -363,4 +364,165 @@ fn config_dump_text_matches_envoy() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const DYN_LDS: &str = r#"
+version_info: l1
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: tcp
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+  traffic_direction: OUTBOUND
+  filter_chains:
+  - filter_chain_match: {destination_port: 6379}
+    filters:
+    - name: envoy.filters.network.tcp_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+        stat_prefix: t
+        cluster: eds
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: redis
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.redis_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+        stat_prefix: r
+        settings: {op_timeout: 1s}
+        prefix_routes: {catch_all_route: {cluster: static}}
+"#;
+
+const DYN_CDS: &str = r#"
+version_info: c1
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: static
+  type: STATIC
+  load_assignment:
+    cluster_name: static
+    endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: eds
+  type: EDS
+  eds_cluster_config:
+    service_name: svc
+    eds_config: {path_config_source: {path: EDS_PATH}}
+"#;
+
+const DYN_EDS: &str = r#"
+version_info: e1
+resources:
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: svc
+  endpoints:
+  - locality: {zone: z1}
+    lb_endpoints:
+    - endpoint: {address: {socket_address: {address: 127.0.0.2, port_value: 6379}}}
+"#;
+
+/// Listeners, clusters and endpoints from filesystem xDS: Envoy's dump and redvoy's, given the
+/// same resources, agree.
+#[test]
+fn dynamic_config_dump_matches_envoy() {
+    if !envoy_available() {
+        eprintln!("envoy not on PATH: skipping the dynamic /config_dump oracle");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("redvoy-config-dyn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lds = dir.join("lds.yaml");
+    let cds = dir.join("cds.yaml");
+    let eds = dir.join("eds.yaml");
+    std::fs::write(&lds, DYN_LDS).unwrap();
+    std::fs::write(&cds, DYN_CDS.replace("EDS_PATH", &eds.to_string_lossy())).unwrap();
+    std::fs::write(&eds, DYN_EDS).unwrap();
+    let boot = dir.join("boot.yaml");
+    std::fs::write(
+        &boot,
+        format!(
+            "node: {{id: \"node-1\", cluster: \"c\"}}\n\
+             admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\n\
+             dynamic_resources:\n\
+             \x20 lds_config: {{path_config_source: {{path: {}}}}}\n\
+             \x20 cds_config: {{path_config_source: {{path: {}}}}}\n",
+            lds.display(),
+            cds.display()
+        ),
+    )
+    .unwrap();
+    let bootstrap = load_bootstrap(&LoadOptions {
+        config_path: Some(boot.clone()),
+        ..LoadOptions::default()
+    })
+    .unwrap();
+    let envoy = start_envoy(&boot, &dir);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let now = SystemTime::now();
+    let resource = |version: &str, value: &bytes::Bytes| DumpedResource {
+        version_info: version.to_owned(),
+        value: value.clone(),
+        last_updated: now,
+    };
+    let l = read_discovery_file(&lds).unwrap();
+    let c = read_discovery_file(&cds).unwrap();
+    let e = read_discovery_file(&eds).unwrap();
+    let state = DynamicDump {
+        lds_version: l.version_info.clone(),
+        cds_version: c.version_info.clone(),
+        listeners: l
+            .resources
+            .iter()
+            .map(|r| DynamicListenerDump {
+                name: r.name.clone(),
+                active: Some(resource(&l.version_info, &r.value)),
+                ..Default::default()
+            })
+            .collect(),
+        clusters: c
+            .resources
+            .iter()
+            .map(|r| DynamicClusterDump {
+                name: r.name.clone(),
+                resource: resource(&c.version_info, &r.value),
+                warming: false,
+            })
+            .collect(),
+        endpoints: e
+            .resources
+            .iter()
+            .map(|r| resource(&e.version_info, &r.value))
+            .collect(),
+    };
+    let mut failures = Vec::new();
+    for query in [
+        "",
+        "include_eds",
+        "resource=dynamic_listeners",
+        "resource=dynamic_active_clusters&mask=cluster.name",
+        "resource=dynamic_endpoint_configs&include_eds",
+        "mask=version_info",
+        "name_regex=tcp",
+    ] {
+        let (status, body) = common::get(envoy.admin, &format!("/config_dump?{query}"));
+        assert_eq!(status, 200, "?{query}: {body}");
+        let ours = render_config_dump_dynamic(&bootstrap, &state, now, &options(query), &|_| None)
+            .unwrap();
+        let mut mine: Value = serde_json::from_str(&ours).unwrap();
+        let mut theirs: Value = serde_json::from_str(&body).unwrap();
+        normalize(&mut mine);
+        normalize(&mut theirs);
+        if mine != theirs {
+            failures.push(format!(
+                "?{query}:\n--- redvoy\n{}\n--- envoy\n{}",
+                serde_json::to_string_pretty(&mine).unwrap(),
+                serde_json::to_string_pretty(&theirs).unwrap()
+            ));
+        }
+    }
+    drop(envoy);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -302,7 +302,11 @@ fn envoy_example_with_lowercase_enum() {
         LbPolicy::Maglev { table_size: 65_537 }
     );
     assert_eq!(
-        b.listeners[0].redis_proxy().unwrap().prefix_routes.catch_all_route,
+        b.listeners[0]
+            .redis_proxy()
+            .unwrap()
+            .prefix_routes
+            .catch_all_route,
         Some(route("", "redis_cluster"))
     );
 }
@@ -448,7 +452,10 @@ fn full_featured_model() {
             traffic_direction: TrafficDirection::Outbound,
             bind_to_port: true,
             use_original_dst: false,
-            filter_chains: vec![redis_chain(expected_proxy)],
+            filter_chains: vec![FilterChain {
+                name: "only".to_owned(),
+                ..redis_chain(expected_proxy)
+            }],
             default_filter_chain: None,
         }]
     );
@@ -471,9 +478,19 @@ fn full_featured_model() {
                     address: addr("redis-a", 6379),
                     weight: 3,
                     hostname: "host-a".to_owned(),
+                    locality: Locality {
+                        zone: "a".to_owned(),
+                        ..Locality::default()
+                    },
                     ..endpoint("redis-a", 6379)
                 },
-                endpoint("redis-b", 6380),
+                Endpoint {
+                    locality: Locality {
+                        zone: "b".to_owned(),
+                        ..Locality::default()
+                    },
+                    ..endpoint("redis-b", 6380)
+                },
             ],
             redis_protocol_options: None,
             use_hostname_for_hashing: true,
@@ -635,7 +652,10 @@ fn service_flags_override_node() {
     );
     // The encoded node carries the overrides too (it is what the xDS client sends).
     let encoded = String::from_utf8_lossy(&node.encoded).into_owned();
-    assert!(encoded.contains('z') && encoded.contains("sidecar"), "{encoded}");
+    assert!(
+        encoded.contains('z') && encoded.contains("sidecar"),
+        "{encoded}"
+    );
 
     let mut opts = from_file(&fixture("good/article.yaml"));
     opts.service_cluster = Some("c".to_owned());
@@ -853,4 +873,71 @@ layered_runtime:
         );
     }
     assert_eq!(envoy["layers"], serde_json::json!(["base", "admin"]));
+}
+
+/// Istio's rendered sidecar bootstrap (an equivalent of istio/istio's
+/// `pkg/bootstrap/testdata/default_golden.json` with the current template's additions).
+#[test]
+fn istio_sidecar_bootstrap_model() {
+    let b = load("good/istio-sidecar.json");
+    assert_eq!(b.node.cluster, "redis-client.shop");
+    let d = b.dynamic_resources.as_ref().unwrap();
+    let ads = ConfigSource {
+        kind: ConfigSourceKind::Ads,
+        initial_fetch_timeout: Duration::ZERO,
+    };
+    assert_eq!(d.lds_config.as_ref(), Some(&ads));
+    assert_eq!(d.cds_config.as_ref(), Some(&ads));
+    assert_eq!(
+        d.ads_config,
+        Some(ApiConfigSource {
+            api_type: ApiType::Grpc,
+            grpc_service: GrpcService::EnvoyGrpc {
+                cluster_name: "xds-grpc".to_owned()
+            },
+            set_node_on_first_message_only: true,
+        })
+    );
+    let xds = b.clusters.iter().find(|c| c.name == "xds-grpc").unwrap();
+    assert_eq!(
+        xds.endpoints[0].pipe,
+        Some(Pipe {
+            path: "./etc/istio/proxy/XDS".to_owned(),
+            mode: 0
+        })
+    );
+    let names: Vec<&str> = b.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["0.0.0.0_15090", "0.0.0.0_15021"]);
+    let NetworkFilter::HttpConnectionManager(hcm) = &b.listeners[1].filter_chains[0].filter else {
+        panic!("{:?}", b.listeners[1]);
+    };
+    assert_eq!(hcm.stat_prefix, "agent");
+    assert_eq!(
+        hcm.virtual_hosts[0].routes[0],
+        HttpRoute {
+            path_match: PathMatch::Prefix("/healthz/ready".to_owned()),
+            action: HttpRouteAction::Cluster {
+                cluster: "agent".to_owned(),
+                prefix_rewrite: None,
+                timeout: Duration::from_secs(15),
+            },
+        }
+    );
+    // Istio's tags and matcher survive.
+    assert!(!b.stats_config.use_all_default_tags);
+    assert!(matches!(b.stats_config.matcher, StatsMatcher::Inclusion(_)));
+}
+
+#[test]
+fn envoy_grpc_must_name_a_static_cluster() {
+    let opts = LoadOptions {
+        config_yaml: Some(
+            "node: {id: \"n\", cluster: \"c\"}\n\
+             dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nope}}]}\n"
+                .to_owned(),
+        ),
+        ..LoadOptions::default()
+    };
+    let e = load_bootstrap(&opts).unwrap_err().to_string();
+    assert!(e.contains("Unknown gRPC client cluster 'nope'"), "{e}");
 }

@@ -272,7 +272,11 @@ pub(crate) fn local_reply(status: u16, body: &[u8], close: bool, head_only: bool
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     if !body.is_empty() {
-        push_header(&mut out, "content-length", body.len().to_string().as_bytes());
+        push_header(
+            &mut out,
+            "content-length",
+            body.len().to_string().as_bytes(),
+        );
         push_header(&mut out, "content-type", b"text/plain");
     }
     push_header(&mut out, "date", crate::date::now().as_bytes());

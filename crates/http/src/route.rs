@@ -91,8 +91,8 @@ impl RouteTable {
             });
         }
         // Stable sorts keep config order among equal lengths.
-        table.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        table.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         table
     }
 
@@ -164,9 +164,9 @@ mod tests {
 
     fn body(t: &RouteTable, host: &str, path: &str) -> Option<String> {
         match &t.route(host, path)?.action {
-            Action::Direct { body, .. } => {
-                body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
-            }
+            Action::Direct { body, .. } => body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
             Action::Cluster { .. } => None,
         }
     }
@@ -216,7 +216,10 @@ mod tests {
         }]);
         assert_eq!(body(&t, "h", "/exact?q=1").as_deref(), Some("exact"));
         assert!(t.route("h", "/exactly").is_none());
-        assert_eq!(body(&t, "h", "/stats/prometheus?x").as_deref(), Some("prom"));
+        assert_eq!(
+            body(&t, "h", "/stats/prometheus?x").as_deref(),
+            Some("prom")
+        );
         assert!(t.route("h", "/Stats/prometheus").is_none());
         let r = t.route("h", "/exact?q=1").unwrap();
         assert_eq!(r.rewrite("/exact?q=1", "/ex"), "/ex?q=1");

@@ -105,30 +105,29 @@ where
 {
     let stats = &hcm.stats;
     loop {
-        let head = match tokio::time::timeout(DOWNSTREAM_IDLE_TIMEOUT, head::read_request(down))
-            .await
-        {
-            Err(_) => {
-                stats.downstream_cx_idle_timeout.inc();
-                return End::Local;
-            }
-            Ok(Ok(head)) => head,
-            Ok(Err(HeadError::Closed | HeadError::Io(_))) => return End::Remote,
-            Ok(Err(e @ (HeadError::TooLarge | HeadError::Malformed))) => {
-                debug!(error = %e, "downstream protocol error");
-                stats.downstream_cx_protocol_error.inc();
-                let (status, body): (u16, &[u8]) = match e {
-                    HeadError::TooLarge => (431, b"Request Header Fields Too Large"),
-                    _ => (400, b"Bad Request"),
-                };
-                let mut rq = RequestScope::start(stats);
-                let _ = down
-                    .write_all(&head::local_reply(status, body, true, false))
-                    .await;
-                rq.complete(status);
-                return End::Local;
-            }
-        };
+        let head =
+            match tokio::time::timeout(DOWNSTREAM_IDLE_TIMEOUT, head::read_request(down)).await {
+                Err(_) => {
+                    stats.downstream_cx_idle_timeout.inc();
+                    return End::Local;
+                }
+                Ok(Ok(head)) => head,
+                Ok(Err(HeadError::Closed | HeadError::Io(_))) => return End::Remote,
+                Ok(Err(e @ (HeadError::TooLarge | HeadError::Malformed))) => {
+                    debug!(error = %e, "downstream protocol error");
+                    stats.downstream_cx_protocol_error.inc();
+                    let (status, body): (u16, &[u8]) = match e {
+                        HeadError::TooLarge => (431, b"Request Header Fields Too Large"),
+                        _ => (400, b"Bad Request"),
+                    };
+                    let mut rq = RequestScope::start(stats);
+                    let _ = down
+                        .write_all(&head::local_reply(status, body, true, false))
+                        .await;
+                    rq.complete(status);
+                    return End::Local;
+                }
+            };
         match serve_request(hcm, clusters, down, head).await {
             Ok(true) => {}
             Ok(false) => return End::Local,
@@ -192,9 +191,8 @@ where
     let has_body = req.framing != Framing::Empty;
 
     // A reply sent before the request body was read: the connection cannot be reused.
-    let reply = |status: u16, body: &[u8], close: bool| {
-        head::local_reply(status, body, close, head_only)
-    };
+    let reply =
+        |status: u16, body: &[u8], close: bool| head::local_reply(status, body, close, head_only);
 
     if req.http10 {
         write(down, &reply(426, b"Upgrade Required", true)).await?;
@@ -304,7 +302,9 @@ where
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (504, UPSTREAM_TIMEOUT.to_vec())
         }
-        Err(ExchangeError::Reset(reason)) => (503, format!("{RESET_BEFORE_HEADERS}{reason}").into_bytes()),
+        Err(ExchangeError::Reset(reason)) => {
+            (503, format!("{RESET_BEFORE_HEADERS}{reason}").into_bytes())
+        }
     };
     cluster.stats.upstream_rq_completed.inc();
     let close = req.close || !progress.request_body_done;
@@ -359,7 +359,8 @@ impl Exchange<'_> {
         up.write_all(self.head)
             .await
             .map_err(|_| ExchangeError::Reset("connection termination"))?;
-        match body::copy(down, &mut up, self.req.framing, false).await {
+        let chunked_request = self.req.framing == Framing::Chunked;
+        match body::copy(down, &mut up, self.req.framing, chunked_request).await {
             Ok(()) => progress.request_body_done = true,
             Err(BodyError::Src(_)) => return Err(ExchangeError::Downstream),
             Err(BodyError::Dst(_)) => return Err(ExchangeError::Reset("connection termination")),
@@ -419,32 +420,28 @@ impl Exchange<'_> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let connect_timeout = self.cluster.config.connect_timeout;
         let started = Instant::now();
-        let stream = match tokio::time::timeout(
-            nonzero(connect_timeout),
-            TcpStream::connect(addr),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                debug!(%addr, error = %e, "upstream connect failed");
-                cs.upstream_cx_connect_fail.inc();
-                self.host
-                    .stats
-                    .cx_connect_fail
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(ExchangeError::Reset("remote connection failure"));
-            }
-            Err(_) => {
-                cs.upstream_cx_connect_fail.inc();
-                cs.upstream_cx_connect_timeout.inc();
-                self.host
-                    .stats
-                    .cx_connect_fail
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(ExchangeError::Reset("connection timeout"));
-            }
-        };
+        let stream =
+            match tokio::time::timeout(nonzero(connect_timeout), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%addr, error = %e, "upstream connect failed");
+                    cs.upstream_cx_connect_fail.inc();
+                    self.host
+                        .stats
+                        .cx_connect_fail
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(ExchangeError::Reset("remote connection failure"));
+                }
+                Err(_) => {
+                    cs.upstream_cx_connect_fail.inc();
+                    cs.upstream_cx_connect_timeout.inc();
+                    self.host
+                        .stats
+                        .cx_connect_fail
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(ExchangeError::Reset("connection timeout"));
+                }
+            };
         cs.upstream_cx_connect_ms
             .record(started.elapsed().as_millis() as u64);
         let _ = stream.set_nodelay(true);

@@ -110,9 +110,8 @@ impl HcmStats {
         let prefix = format!("http.{stat_prefix}.");
         let c = |name: &str| store.counter(&format!("{prefix}{name}"));
         let g = |name: &str| store.gauge(&format!("{prefix}{name}"));
-        let ms = |name: &str| {
-            store.histogram(&format!("{prefix}{name}"), HistogramUnit::Milliseconds)
-        };
+        let ms =
+            |name: &str| store.histogram(&format!("{prefix}{name}"), HistogramUnit::Milliseconds);
         for name in IDLE_COUNTERS {
             c(name);
         }

@@ -18,12 +18,14 @@ mod router;
 mod session;
 mod stats;
 mod supported_commands;
+mod tcp_proxy;
 mod worker;
 
 pub use drain::{DrainStrategy, ListenerControl};
 pub use filter::{FilterConfig, FilterConfigError};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
+pub use tcp_proxy::TcpProxyConfig;
 pub use worker::{
     bind_listener, run_worker, ChainFilter, ChainSet, CompiledChain, ListenerRuntime,
     WorkerCommand,

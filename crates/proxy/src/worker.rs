@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redvoy_config::model::{CidrRange, FilterChainMatch};
+use redvoy_http::Hcm;
 use redvoy_stats::{Counter, Store};
+use redvoy_upstream::ClusterManager;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +28,7 @@ use crate::filter::FilterConfig;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
 use crate::pool::ClusterPool;
 use crate::session::{self, WorkerFilter};
+use crate::tcp_proxy::{self, TcpProxyConfig};
 
 /// Accept backlog of every listener socket.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -47,6 +50,8 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// One filter chain's terminal filter, compiled.
 pub enum ChainFilter {
     Redis(Arc<FilterConfig>),
+    TcpProxy(Arc<TcpProxyConfig>),
+    Http(Arc<Hcm>),
 }
 
 /// A filter chain: when it applies, and what runs.
@@ -68,49 +73,9 @@ impl ChainSet {
     /// HTTP inspection never match. Returns an index into `chains`, or `chains.len()` for the
     /// default chain.
     pub fn select(&self, dst: SocketAddr, src: SocketAddr) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.chains.len())
-            .filter(|&i| !self.chains[i].matcher.needs_inspection)
-            .collect();
-        let by_port: Vec<usize> = {
-            let exact: Vec<usize> = candidates
-                .iter()
-                .copied()
-                .filter(|&i| self.chains[i].matcher.destination_port == Some(dst.port()))
-                .collect();
-            if exact.is_empty() {
-                candidates
-                    .into_iter()
-                    .filter(|&i| self.chains[i].matcher.destination_port.is_none())
-                    .collect()
-            } else {
-                exact
-            }
-        };
-        let by_dst = most_specific(&by_port, dst.ip(), |i| {
-            &self.chains[i].matcher.prefix_ranges
-        });
-        let by_src = most_specific(&by_dst, src.ip(), |i| {
-            &self.chains[i].matcher.source_prefix_ranges
-        });
-        let by_src_port = {
-            let exact: Vec<usize> = by_src
-                .iter()
-                .copied()
-                .filter(|&i| self.chains[i].matcher.source_ports.contains(&src.port()))
-                .collect();
-            if exact.is_empty() {
-                by_src
-                    .into_iter()
-                    .filter(|&i| self.chains[i].matcher.source_ports.is_empty())
-                    .collect()
-            } else {
-                exact
-            }
-        };
-        match by_src_port.first() {
-            Some(&i) => Some(i),
-            None => self.default.as_ref().map(|_| self.chains.len()),
-        }
+        let matchers: Vec<&FilterChainMatch> = self.chains.iter().map(|c| &c.matcher).collect();
+        select_chain(&matchers, dst, src)
+            .or_else(|| self.default.as_ref().map(|_| self.chains.len()))
     }
 
     fn get(&self, index: usize) -> Option<&CompiledChain> {
@@ -119,6 +84,43 @@ impl ChainSet {
                 .then_some(self.default.as_ref())
                 .flatten()
         })
+    }
+}
+
+/// The index of the chain Envoy picks among `matchers` for a plain TCP connection.
+fn select_chain(matchers: &[&FilterChainMatch], dst: SocketAddr, src: SocketAddr) -> Option<usize> {
+    let candidates: Vec<usize> = (0..matchers.len())
+        .filter(|&i| !matchers[i].needs_inspection)
+        .collect();
+    let by_port = exact_or_unset(&candidates, |i| {
+        matchers[i]
+            .destination_port
+            .map(|p| p == dst.port())
+    });
+    let by_dst = most_specific(&by_port, dst.ip(), |i| &matchers[i].prefix_ranges);
+    let by_src = most_specific(&by_dst, src.ip(), |i| &matchers[i].source_prefix_ranges);
+    let by_src_port = exact_or_unset(&by_src, |i| {
+        (!matchers[i].source_ports.is_empty())
+            .then(|| matchers[i].source_ports.contains(&src.port()))
+    });
+    by_src_port.first().copied()
+}
+
+/// Chains whose criterion matches exactly (`Some(true)`), else those that do not set it
+/// (`None`); chains that set it to something else (`Some(false)`) never match.
+fn exact_or_unset(from: &[usize], criterion: impl Fn(usize) -> Option<bool>) -> Vec<usize> {
+    let exact: Vec<usize> = from
+        .iter()
+        .copied()
+        .filter(|&i| criterion(i) == Some(true))
+        .collect();
+    if exact.is_empty() {
+        from.iter()
+            .copied()
+            .filter(|&i| criterion(i).is_none())
+            .collect()
+    } else {
+        exact
     }
 }
 
@@ -233,8 +235,11 @@ pub enum WorkerCommand {
 pub(crate) struct WorkerListener {
     runtime: Arc<ListenerRuntime>,
     /// Per chain index of `chains`, the worker filter built for it (pools, clients).
-    cache: RefCell<(Arc<ChainSet>, Vec<Option<Rc<WorkerFilter>>>)>,
+    cache: RefCell<FilterCache>,
 }
+
+/// The chain set the cached worker filters were built from, and those filters by chain index.
+type FilterCache = (Arc<ChainSet>, Vec<Option<Rc<WorkerFilter>>>);
 
 impl WorkerListener {
     fn new(runtime: Arc<ListenerRuntime>) -> Self {
@@ -253,7 +258,9 @@ impl WorkerListener {
             cache.0 = Arc::clone(&current);
             cache.1.clear();
         }
-        let ChainFilter::Redis(config) = &current.get(chain)?.filter;
+        let ChainFilter::Redis(config) = &current.get(chain)?.filter else {
+            return None;
+        };
         if cache.1.len() <= chain {
             cache.1.resize(chain + 1, None);
         }
@@ -283,6 +290,7 @@ impl FilterSource {
 /// Per-worker state shared by its accept loops.
 struct Worker {
     id: usize,
+    clusters: Arc<ClusterManager>,
     /// Every listener by address, for original-destination hand-offs.
     by_address: RefCell<HashMap<SocketAddr, Rc<WorkerListener>>>,
 }
@@ -308,6 +316,7 @@ impl Worker {
 pub fn run_worker(
     id: usize,
     mut commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    clusters: Arc<ClusterManager>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -316,6 +325,7 @@ pub fn run_worker(
     let local = LocalSet::new();
     let worker = Rc::new(Worker {
         id,
+        clusters,
         by_address: RefCell::new(HashMap::new()),
     });
     local.block_on(&runtime, async move {
@@ -466,6 +476,19 @@ async fn on_connection(
                 session::run(stream, filter, source, Arc::clone(&runtime.control)).await;
             }
         }
+        Some(ChainFilter::TcpProxy(config)) => {
+            let config = Arc::clone(config);
+            drop(chains);
+            let cluster = worker.clusters.get(&config.cluster);
+            // ORIGINAL_DST clusters connect to the pre-NAT address (else the local one).
+            tcp_proxy::run(stream, &config, cluster, Some(destination)).await;
+        }
+        Some(ChainFilter::Http(hcm)) => {
+            let hcm = Arc::clone(hcm);
+            drop(chains);
+            let clusters = Arc::clone(&worker.clusters);
+            redvoy_http::serve_connection(stream, hcm, move |name| clusters.get(name)).await;
+        }
         None => {}
     }
     stats.downstream_cx_active.dec();
@@ -487,4 +510,60 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
         _ => sock.original_dst().ok()?,
     };
     original.as_socket()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> CidrRange {
+        let (ip, len) = s.split_once('/').unwrap();
+        CidrRange {
+            address: ip.parse().unwrap(),
+            prefix_len: len.parse().unwrap(),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn filter_chain_selection_follows_envoys_order() {
+        let any = FilterChainMatch::default();
+        let port_6379 = FilterChainMatch {
+            destination_port: Some(6379),
+            ..Default::default()
+        };
+        let vip = FilterChainMatch {
+            destination_port: Some(6379),
+            prefix_ranges: vec![cidr("10.0.0.0/8"), cidr("10.1.2.3/32")],
+            ..Default::default()
+        };
+        let tls = FilterChainMatch {
+            needs_inspection: true,
+            ..Default::default()
+        };
+        let chains = [&tls, &any, &port_6379, &vip];
+        // Port first, then the longest destination prefix.
+        assert_eq!(select_chain(&chains, addr("10.1.2.3:6379"), addr("1.1.1.1:5")), Some(3));
+        assert_eq!(select_chain(&chains, addr("192.168.0.1:6379"), addr("1.1.1.1:5")), Some(2));
+        // No port match: only chains without a port; the inspection chain never matches.
+        assert_eq!(select_chain(&chains, addr("10.1.2.3:80"), addr("1.1.1.1:5")), Some(1));
+        assert_eq!(select_chain(&[&tls], addr("10.1.2.3:80"), addr("1.1.1.1:5")), None);
+        let src = FilterChainMatch {
+            source_prefix_ranges: vec![cidr("127.0.0.0/8")],
+            source_ports: vec![1000],
+            ..Default::default()
+        };
+        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1000")), Some(0));
+        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1001")), None);
+        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("10.0.0.2:1000")), None);
+        let v6 = FilterChainMatch {
+            prefix_ranges: vec![cidr("::1/128")],
+            ..Default::default()
+        };
+        assert_eq!(select_chain(&[&v6], addr("[::1]:1"), addr("[::1]:2")), Some(0));
+        assert_eq!(select_chain(&[&v6], addr("127.0.0.1:1"), addr("[::1]:2")), None);
+    }
 }

@@ -28,14 +28,14 @@ pub mod xds;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
 pub use ads::{AdsServer, ErrorDetail, RecordedRequest, SentResponse, Variant};
-pub use httpd::HttpStub;
-pub use netns::{NetNs, NsRedis};
 pub use bootstrap::{
     bootstrap, catch_all_filter, dedent, simple_bootstrap, two_cluster_bootstrap, Cluster,
 };
 pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
+pub use httpd::HttpStub;
 pub use net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
+pub use netns::{NetNs, NsRedis};
 pub use process::listening_sockets;
 pub use proxy::{
     targets, validate, wait_port_closed, Proxy, ProxyOptions, ReadyCheck, RunOutput, Stats, Target,
@@ -43,3 +43,5 @@ pub use proxy::{
 };
 pub use redis::{start_servers, RedisServer};
 pub use resp::{encode_command, escape, Reply};
+// Tests of the root package use temp dirs (control-plane sockets) without their own dependency.
+pub use tempfile;

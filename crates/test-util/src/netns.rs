@@ -93,7 +93,9 @@ pub fn run(args: &[&str]) -> Result<String, String> {
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     if wait_exit(&mut child, COMMAND_TIMEOUT).is_none() {
         kill_child(&mut child, Duration::ZERO);
-        return Err(format!("{args:?} did not finish within {COMMAND_TIMEOUT:?}"));
+        return Err(format!(
+            "{args:?} did not finish within {COMMAND_TIMEOUT:?}"
+        ));
     }
     let Output {
         status,

@@ -91,7 +91,11 @@ fn filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter 
 }
 
 /// A redis_proxy filter config: `routes` as `(prefix, cluster)`, and an optional catch-all.
-pub fn redis_proxy(stat_prefix: &str, routes: &[(&str, &str)], catch_all: Option<&str>) -> RedisProxy {
+pub fn redis_proxy(
+    stat_prefix: &str,
+    routes: &[(&str, &str)],
+    catch_all: Option<&str>,
+) -> RedisProxy {
     RedisProxy {
         stat_prefix: stat_prefix.to_string(),
         settings: Some(ConnPoolSettings {
@@ -133,7 +137,12 @@ pub fn redis_listener_with(name: &str, address: &str, port: u16, redis: RedisPro
 /// A redis_proxy listener on `127.0.0.1:port` (stat prefix = name) sending every key to
 /// `cluster`.
 pub fn redis_listener(name: &str, port: u16, cluster: &str) -> Listener {
-    redis_listener_with(name, "127.0.0.1", port, redis_proxy(name, &[], Some(cluster)))
+    redis_listener_with(
+        name,
+        "127.0.0.1",
+        port,
+        redis_proxy(name, &[], Some(cluster)),
+    )
 }
 
 /// A tcp_proxy filter to `cluster`.

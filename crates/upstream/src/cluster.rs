@@ -1140,4 +1140,134 @@ mod tests {
         assert_eq!(c.stats.membership_change.value(), 1);
         assert_eq!(c.host_set_guard().hosts().len(), 1);
     }
+
+    fn eds_cluster(name: &str, service: &str) -> model::Cluster {
+        let mut c = cluster(name, DiscoveryType::Eds, &[]);
+        c.eds = Some(model::EdsConfig {
+            service_name: service.to_owned(),
+            eds_config: model::ConfigSource {
+                kind: model::ConfigSourceKind::Ads,
+                initial_fetch_timeout: Duration::ZERO,
+            },
+        });
+        c
+    }
+
+    fn cla(service: &str, endpoints: &[(&str, u16, model::HealthStatus)]) -> model::ClusterLoadAssignment {
+        model::ClusterLoadAssignment {
+            cluster_name: service.to_owned(),
+            endpoints: endpoints
+                .iter()
+                .map(|(a, p, h)| Endpoint {
+                    address: SocketAddress {
+                        address: (*a).to_owned(),
+                        port: *p,
+                    },
+                    pipe: None,
+                    weight: 1,
+                    hostname: String::new(),
+                    health_status: *h,
+                    locality: Default::default(),
+                    priority: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn ports(c: &Cluster) -> Vec<u16> {
+        c.host_set().hosts().iter().map(|h| h.address.port()).collect()
+    }
+
+    #[tokio::test]
+    async fn eds_cluster_warms_until_its_assignment() {
+        use model::HealthStatus::Healthy;
+        let store = Store::new();
+        let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
+        assert_eq!(
+            cm.add_or_update(eds_cluster("a", "svc-a")).unwrap(),
+            ClusterChange::Added
+        );
+        assert!(cm.get("a").is_none(), "warming clusters are not visible");
+        assert_eq!(store.value_of("cluster_manager.warming_clusters"), Some(1));
+        assert_eq!(cm.eds_service_names(), vec!["svc-a".to_owned()]);
+        let took = cm.apply_load_assignment(cla("svc-a", &[("127.0.0.1", 7001, Healthy)]));
+        assert_eq!(took, vec!["a".to_owned()]);
+        let a = cm.get("a").unwrap();
+        assert_eq!(ports(&a), vec![7001]);
+        assert_eq!(store.value_of("cluster_manager.warming_clusters"), Some(0));
+        assert_eq!(store.value_of("cluster_manager.active_clusters"), Some(1));
+
+        // The same config again is no change; a modified one warms from the cached assignment.
+        assert_eq!(
+            cm.add_or_update(eds_cluster("a", "svc-a")).unwrap(),
+            ClusterChange::Unchanged
+        );
+        let mut modified = eds_cluster("a", "svc-a");
+        modified.connect_timeout = Duration::from_secs(3);
+        assert_eq!(cm.add_or_update(modified).unwrap(), ClusterChange::Modified);
+        let a2 = cm.get("a").unwrap();
+        assert!(!Arc::ptr_eq(&a, &a2));
+        assert_eq!(ports(&a2), vec![7001]);
+
+        // Endpoint changes reach the active cluster in place.
+        cm.apply_load_assignment(cla("svc-a", &[("127.0.0.1", 7002, Healthy)]));
+        assert_eq!(ports(&cm.get("a").unwrap()), vec![7002]);
+
+        assert!(cm.remove("a").unwrap());
+        assert!(cm.get("a").is_none());
+        assert_eq!(store.value_of("cluster_manager.cluster_removed"), Some(1));
+        assert!(!cm.remove("a").unwrap());
+    }
+
+    #[tokio::test]
+    async fn unhealthy_endpoints_are_not_routed_unless_most_are() {
+        use model::HealthStatus::{Healthy, Unhealthy};
+        let store = Store::new();
+        let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
+        cm.add_or_update(eds_cluster("a", "a")).unwrap();
+        cm.apply_load_assignment(cla(
+            "a",
+            &[("127.0.0.1", 1, Healthy), ("127.0.0.1", 2, Unhealthy), ("127.0.0.1", 3, Healthy)],
+        ));
+        let a = cm.get("a").unwrap();
+        assert_eq!(ports(&a), vec![1, 3]);
+        assert_eq!(a.all_hosts().len(), 3);
+        // Below 50% healthy: Envoy's panic mode routes to every host.
+        cm.apply_load_assignment(cla(
+            "a",
+            &[("127.0.0.1", 1, Unhealthy), ("127.0.0.1", 2, Unhealthy), ("127.0.0.1", 3, Healthy)],
+        ));
+        assert_eq!(ports(&cm.get("a").unwrap()), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn cds_cannot_touch_static_clusters() {
+        let store = Store::new();
+        let statics = [cluster("s", DiscoveryType::Static, &[("127.0.0.1", 1)])];
+        let cm = Arc::new(ClusterManager::new(&statics, &store).await.unwrap());
+        assert!(matches!(
+            cm.add_or_update(cluster("s", DiscoveryType::Static, &[("127.0.0.1", 2)])),
+            Err(UpstreamError::StaticCluster(_))
+        ));
+        assert!(cm.remove("s").is_err());
+        cm.add_or_update(cluster("d", DiscoveryType::Static, &[("127.0.0.1", 3)]))
+            .unwrap();
+        let names: Vec<String> = cm.clusters().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(names, vec!["s".to_owned(), "d".to_owned()]);
+        assert!(cm.is_static("s") && !cm.is_static("d"));
+    }
+
+    #[tokio::test]
+    async fn dns_cluster_added_by_cds_warms_until_resolved() {
+        let store = Store::new();
+        let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
+        cm.add_or_update(cluster("dns", DiscoveryType::StrictDns, &[("127.0.0.1", 6379)]))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cm.get("dns").is_none() {
+            assert!(std::time::Instant::now() < deadline, "never warmed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(ports(&cm.get("dns").unwrap()), vec![6379]);
+    }
 }

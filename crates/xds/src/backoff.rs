@@ -27,7 +27,9 @@ impl Backoff {
         let base = BASE.as_millis() as u64;
         let cap = CAP.as_millis() as u64;
         // Saturating: past the cap the exponent no longer matters.
-        let window = (1u64 << self.retry.min(32)).saturating_sub(1).saturating_mul(base);
+        let window = (1u64 << self.retry.min(32))
+            .saturating_sub(1)
+            .saturating_mul(base);
         if window <= cap {
             self.retry += 1;
         }

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::transport::Event;
@@ -17,46 +16,12 @@ use crate::transport::Event;
 /// How often the file's metadata is checked.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The contents of a discovery file (the shape of `redvoy_config::read_discovery_file`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DiscoveryFile {
-    pub version_info: String,
-    pub resources: Vec<RawResource>,
-}
+pub(crate) use redvoy_config::DiscoveryFile;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawResource {
-    pub type_url: String,
-    pub name: String,
-    pub value: Bytes,
-}
-
-/// Reads and decodes the file. Adapter over `redvoy_config::read_discovery_file` (YAML,
-/// JSON or binary `DiscoveryResponse`); until that lands, binary protobuf only.
+/// Reads and decodes the file (YAML, JSON, text or binary `DiscoveryResponse`, by name as
+/// Envoy picks the format).
 pub(crate) fn read(path: &Path) -> Result<DiscoveryFile, String> {
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-    use prost::Message;
-
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("unable to read file: {}: {e}", path.display()))?;
-    let response = DiscoveryResponse::decode(bytes.as_slice())
-        .map_err(|e| format!("unable to parse file {}: {e}", path.display()))?;
-    let resources = response
-        .resources
-        .into_iter()
-        .map(|any| {
-            let name = crate::client::resource_name(&any.value);
-            RawResource {
-                type_url: any.type_url,
-                name,
-                value: Bytes::from(any.value),
-            }
-        })
-        .collect();
-    Ok(DiscoveryFile {
-        version_info: response.version_info,
-        resources,
-    })
+    redvoy_config::read_discovery_file(path).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -104,6 +69,9 @@ pub(crate) async fn watch(
                 }
             }
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = events.closed() => return,
+        }
     }
 }

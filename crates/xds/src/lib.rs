@@ -138,6 +138,8 @@ pub struct Update {
     pub removed: Vec<String>,
 }
 
+/// Called from the client task, one call at a time: while a call runs, no request goes out
+/// and no response is read (which is what makes an update's ACK follow its application).
 pub trait Handler: Send + Sync + 'static {
     /// Applies the valid resources; `Err(text)` makes it a NACK (code 13, `text` as
     /// `error_detail.message`) and keeps the type's version where it was.
@@ -215,7 +217,10 @@ mod tests {
         assert_eq!(t("127.0.0.1:15010"), Target::Tcp("127.0.0.1:15010".into()));
         assert_eq!(t("dns:///istiod:15012"), Target::Tcp("istiod:15012".into()));
         assert_eq!(t("dns:istiod:15012"), Target::Tcp("istiod:15012".into()));
-        assert_eq!(t("ipv4:10.0.0.1:80,10.0.0.2:80"), Target::Tcp("10.0.0.1:80".into()));
+        assert_eq!(
+            t("ipv4:10.0.0.1:80,10.0.0.2:80"),
+            Target::Tcp("10.0.0.1:80".into())
+        );
         assert_eq!(t("ipv6:[::1]:80"), Target::Tcp("[::1]:80".into()));
         assert_eq!(
             t("unix:///etc/istio/proxy/XDS"),

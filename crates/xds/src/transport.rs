@@ -102,10 +102,12 @@ pub(crate) fn channel(target: &Target) -> Result<Channel, XdsError> {
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
                 async move {
-                    let stream =
-                        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path))
-                            .await
-                            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
+                    let stream = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        tokio::net::UnixStream::connect(path),
+                    )
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
                     Ok::<_, io::Error>(TokioIo::new(stream))
                 }
             }))
@@ -251,14 +253,24 @@ pub(crate) async fn run<F: Flavor>(
         {
             return;
         }
-        let reason = match F::open(channel.clone(), service, ReceiverStream::new(rx)).await {
+        // Every wait also watches for the client task going away, so a dropped client
+        // closes its streams instead of leaving them open until the next response.
+        let opened = tokio::select! {
+            opened = F::open(channel.clone(), service, ReceiverStream::new(rx)) => opened,
+            _ = events.closed() => return,
+        };
+        let reason = match opened {
             Err(status) => describe(&status),
             Ok(mut inbound) => {
                 if events.send(Event::Up { transport }).await.is_err() {
                     return;
                 }
                 loop {
-                    match inbound.message().await {
+                    let message = tokio::select! {
+                        message = inbound.message() => message,
+                        _ = events.closed() => return,
+                    };
+                    match message {
                         Ok(Some(response)) => {
                             backoff.reset();
                             if events.send(F::event(transport, response)).await.is_err() {
@@ -271,10 +283,17 @@ pub(crate) async fn run<F: Flavor>(
                 }
             }
         };
-        if events.send(Event::Down { transport, reason }).await.is_err() {
+        if events
+            .send(Event::Down { transport, reason })
+            .await
+            .is_err()
+        {
             return;
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = events.closed() => return,
+        }
     }
 }
 

@@ -1,5 +1,9 @@
-//! Scratch: what real Envoy 1.40 sends to the test ADS server. Run with
-//! `cargo test -p redvoy-xds --test envoy_oracle -- --ignored --nocapture`.
+//! Oracle: what real Envoy 1.40 sends to the test ADS server for the script `client.rs`
+//! replays against redvoy-xds (needs `envoy` on PATH; ~15 s). Run with
+//! `cargo test -p redvoy-xds --test envoy_oracle -- --ignored --nocapture --test-threads 1`.
+
+// Test helpers outside #[test] functions panic on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

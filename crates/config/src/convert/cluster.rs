@@ -7,7 +7,9 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::{address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
 use prost::Message;
 
@@ -33,8 +35,10 @@ const DEFAULT_CHOICE_COUNT: u32 = 2;
 const MIN_CHOICE_COUNT: u32 = 2;
 /// `LbEndpoint.load_balancing_weight` when unset; set values must be at least 1.
 const DEFAULT_WEIGHT: u32 = 1;
+/// `LocalityLbEndpoints.priority` proto constraint (`lte: 128`).
+const MAX_PRIORITY: u32 = 128;
 
-pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, ConfigError> {
+pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, ConfigError> {
     if c.name.is_empty() {
         return Err(ConfigError::invalid(
             p.field("name"),
@@ -47,6 +51,9 @@ pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
             Ok(DiscoveryType::Static) => model::DiscoveryType::Static,
             Ok(DiscoveryType::StrictDns) => model::DiscoveryType::StrictDns,
             Ok(DiscoveryType::LogicalDns) => model::DiscoveryType::LogicalDns,
+            Ok(DiscoveryType::Eds) => model::DiscoveryType::Eds,
+            Ok(DiscoveryType::OriginalDst) => model::DiscoveryType::OriginalDst,
+            #[allow(unreachable_patterns)]
             Ok(other) => {
                 return Err(ConfigError::unsupported_because(
                     p.field("type"),
@@ -114,7 +121,56 @@ pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         }
     };
 
-    let lb_policy = lb_policy(&c, p)?;
+    let lb_policy = if discovery == model::DiscoveryType::OriginalDst {
+        // The upstream is the connection's original destination: no load balancer to pick.
+        if c.lb_policy != LbPolicy::ClusterProvided as i32 {
+            let name = LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
+            return Err(ConfigError::invalid(
+                p.field("lb_policy"),
+                format!(
+                    "cluster: LB policy {name} is not valid for Cluster type ORIGINAL_DST. Only \
+                     'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'"
+                ),
+            ));
+        }
+        if c.load_assignment.is_some() {
+            return Err(ConfigError::invalid(
+                p.field("load_assignment"),
+                "ORIGINAL_DST clusters must have no load assignment configured",
+            ));
+        }
+        // Unused for ORIGINAL_DST; the model has no "cluster provided" policy.
+        model::LbPolicy::RoundRobin
+    } else {
+        lb_policy(&c, p)?
+    };
+    let eds = match (&c.eds_cluster_config, discovery) {
+        (Some(e), model::DiscoveryType::Eds) => {
+            let ep = p.field("eds_cluster_config");
+            let Some(source) = &e.eds_config else {
+                return Err(ConfigError::invalid(
+                    ep.field("eds_config"),
+                    "cannot create an EDS cluster without an EDS config",
+                ));
+            };
+            Some(model::EdsConfig {
+                service_name: if e.service_name.is_empty() {
+                    c.name.clone()
+                } else {
+                    e.service_name.clone()
+                },
+                eds_config: super::dynamic::config_source(source, &ep.field("eds_config"))?,
+            })
+        }
+        (None, model::DiscoveryType::Eds) => {
+            return Err(ConfigError::invalid(
+                p.field("eds_cluster_config"),
+                "cannot create an EDS cluster without an EDS config",
+            ));
+        }
+        // Envoy ignores the EDS settings of other cluster types.
+        _ => None,
+    };
     let endpoints = endpoints(&c, discovery, p)?;
     let redis_protocol_options = protocol_options(&c, p)?;
     let use_hostname_for_hashing = c
@@ -133,7 +189,7 @@ pub(super) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         endpoints,
         redis_protocol_options,
         use_hostname_for_hashing,
-        eds: None,
+        eds,
     })
 }
 
@@ -255,8 +311,7 @@ fn is_prime(n: u64) -> bool {
     true
 }
 
-/// Every locality's endpoints, flattened in order (localities and priorities are refused or
-/// ignored by the allowlist, see `supported.rs`).
+/// Every locality's endpoints, flattened in order (each keeps its locality and priority).
 fn endpoints(
     c: &Cluster,
     discovery: model::DiscoveryType,
@@ -292,9 +347,32 @@ fn endpoints(
             AddressKind::DnsEndpoint
         }
     };
+    assignment_endpoints(la, &lp, kind)
+}
+
+/// The endpoints of a `ClusterLoadAssignment` (a cluster's `load_assignment`, or an EDS one).
+pub(crate) fn assignment_endpoints(
+    la: &ClusterLoadAssignment,
+    lp: &FieldPath,
+    kind: AddressKind,
+) -> Result<Vec<model::Endpoint>, ConfigError> {
     let mut out = Vec::new();
     for (i, locality) in la.endpoints.iter().enumerate() {
         let locp = lp.field("endpoints").index(i);
+        let loc = locality
+            .locality
+            .as_ref()
+            .map_or_else(model::Locality::default, |l| model::Locality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.sub_zone.clone(),
+            });
+        if locality.priority > MAX_PRIORITY {
+            return Err(ConfigError::invalid(
+                locp.field("priority"),
+                format!("value must be less than or equal to {MAX_PRIORITY}"),
+            ));
+        }
         for (j, lb) in locality.lb_endpoints.iter().enumerate() {
             let ep = locp.field("lb_endpoints").index(j);
             let Some(HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else {
@@ -303,13 +381,23 @@ fn endpoints(
                     "value is required",
                 ));
             };
+            let ap = ep.field("endpoint").field("address");
             let Some(address) = &endpoint.address else {
-                return Err(ConfigError::invalid(
-                    ep.field("endpoint").field("address"),
-                    "value is required",
-                ));
+                return Err(ConfigError::invalid(ap, "value is required"));
             };
-            let address = socket_address(address, &ep.field("endpoint").field("address"), kind)?;
+            let (address, pipe) = match &address.address {
+                Some(address::Address::Pipe(pipe)) if kind == AddressKind::StaticEndpoint => {
+                    let pp = ap.field("pipe");
+                    (
+                        model::SocketAddress {
+                            address: String::new(),
+                            port: 0,
+                        },
+                        Some(super::pipe(pipe, &pp)?),
+                    )
+                }
+                _ => (socket_address(address, &ap, kind)?, None),
+            };
             let weight = lb.load_balancing_weight.map_or(DEFAULT_WEIGHT, |w| w.value);
             if weight < 1 {
                 return Err(ConfigError::invalid(
@@ -317,14 +405,28 @@ fn endpoints(
                     "value must be greater than or equal to 1",
                 ));
             }
+            let health_status = match HealthStatus::try_from(lb.health_status) {
+                Ok(HealthStatus::Unknown) => model::HealthStatus::Unknown,
+                Ok(HealthStatus::Healthy) => model::HealthStatus::Healthy,
+                Ok(HealthStatus::Unhealthy) => model::HealthStatus::Unhealthy,
+                Ok(HealthStatus::Draining) => model::HealthStatus::Draining,
+                Ok(HealthStatus::Timeout) => model::HealthStatus::Timeout,
+                Ok(HealthStatus::Degraded) => model::HealthStatus::Degraded,
+                Err(_) => {
+                    return Err(ConfigError::invalid(
+                        ep.field("health_status"),
+                        "value must be one of the defined enum values",
+                    ));
+                }
+            };
             out.push(model::Endpoint {
                 address,
-                pipe: None,
+                pipe,
                 weight,
                 hostname: endpoint.hostname.clone(),
-                health_status: model::HealthStatus::Unknown,
-                locality: model::Locality::default(),
-                priority: 0,
+                health_status,
+                locality: loc.clone(),
+                priority: locality.priority,
             });
         }
     }

@@ -3,8 +3,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, FilterChain, FilterChainMatch, Listener,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::conn_pool_settings::ReadPolicy;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::prefix_routes::Route;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::redis_fault::RedisFaultType;
@@ -18,6 +23,8 @@ use super::{
     data_source, duration, optional_secret, runtime_fraction, socket_address, AddressKind,
 };
 use crate::error::FieldPath;
+use crate::parse::type_name_of;
+use crate::supported::{HTTP_CONNECTION_MANAGER, REDIS_PROXY, TCP_PROXY};
 use crate::{model, ConfigError};
 
 /// `ConnPoolSettings.buffer_flush_timeout` when unset (`CR/client_impl.cc`).
@@ -29,7 +36,7 @@ const MAX_PREFIX_BYTES: usize = 1000;
 /// The only substitution redvoy implements in `key_formatter`.
 const KEY_COMMAND: &str = "%KEY%";
 
-pub(super) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, ConfigError> {
+pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, ConfigError> {
     let Some(address) = &l.address else {
         return Err(ConfigError::invalid(
             p.field("address"),
@@ -40,50 +47,6 @@ pub(super) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         ));
     };
     let address = socket_address(address, &p.field("address"), AddressKind::Bind)?;
-
-    let chains_p = p.field("filter_chains");
-    let mut chains = l.filter_chains.into_iter();
-    let Some(chain) = chains.next() else {
-        return Err(ConfigError::invalid(
-            chains_p,
-            format!("error adding listener '{address}': no filter chains specified"),
-        ));
-    };
-    if chains.next().is_some() {
-        return Err(ConfigError::unsupported_because(
-            chains_p.index(1),
-            "more than one filter chain is not supported by redvoy",
-        ));
-    }
-    let filters_p = chains_p.index(0).field("filters");
-    let mut filters = chain.filters.into_iter();
-    let Some(filter) = filters.next() else {
-        return Err(ConfigError::unsupported_because(
-            filters_p,
-            "a filter chain without the redis_proxy filter is not supported by redvoy",
-        ));
-    };
-    if filters.next().is_some() {
-        // Every accepted filter is redis_proxy, a terminal filter.
-        return Err(ConfigError::invalid(
-            filters_p.index(0),
-            format!(
-                "Error: terminal filter named {} of type envoy.filters.network.redis_proxy must be \
-                 the last filter in a network filter chain.",
-                filter.name
-            ),
-        ));
-    }
-    let fp = filters_p.index(0).field("typed_config");
-    let Some(filter::ConfigType::TypedConfig(any)) = filter.config_type else {
-        return Err(ConfigError::invalid(
-            fp,
-            "a network filter needs a typed_config",
-        ));
-    };
-    // The allowlist walk already resolved and re-packed it as the native type.
-    let proxy = RedisProxy::decode(any.value.as_slice())
-        .map_err(|e| ConfigError::invalid(&fp, format!("cannot decode RedisProxy: {e}")))?;
     let traffic_direction = match TrafficDirection::try_from(l.traffic_direction) {
         Ok(TrafficDirection::Unspecified) => model::TrafficDirection::Unspecified,
         Ok(TrafficDirection::Inbound) => model::TrafficDirection::Inbound,
@@ -95,18 +58,272 @@ pub(super) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
             ));
         }
     };
+
+    let chains_p = p.field("filter_chains");
+    if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
+        return Err(ConfigError::invalid(
+            chains_p,
+            format!("error adding listener '{address}': no filter chains specified"),
+        ));
+    }
+    let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
+    let mut seen_matches: Vec<(usize, &FilterChainMatch)> = Vec::new();
+    let default_match = FilterChainMatch::default();
+    for (i, chain) in l.filter_chains.iter().enumerate() {
+        let cp = chains_p.index(i);
+        let m = chain.filter_chain_match.as_ref().unwrap_or(&default_match);
+        if let Some((first, _)) = seen_matches.iter().find(|(_, seen)| *seen == m) {
+            let name = |c: &FilterChain| c.name.clone();
+            let first_name = l.filter_chains.get(*first).map(name).unwrap_or_default();
+            return Err(ConfigError::invalid(
+                cp.field("filter_chain_match"),
+                format!(
+                    "error adding listener '{address}': filter chain '{}' has the same matching \
+                     rules defined as '{first_name}'",
+                    chain.name
+                ),
+            ));
+        }
+        seen_matches.push((i, m));
+        filter_chains.push(filter_chain(chain, &cp)?);
+    }
+    let default_filter_chain = match &l.default_filter_chain {
+        Some(c) => Some(filter_chain(c, &p.field("default_filter_chain"))?),
+        None => None,
+    };
     Ok(model::Listener {
         name: l.name,
         address,
         traffic_direction,
-        bind_to_port: true,
-        use_original_dst: false,
-        filter_chains: vec![model::FilterChain {
-            name: String::new(),
-            filter_chain_match: model::FilterChainMatch::default(),
-            filter: model::NetworkFilter::RedisProxy(Box::new(redis_proxy(proxy, &fp)?)),
-        }],
-        default_filter_chain: None,
+        bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
+        use_original_dst: l.use_original_dst.is_some_and(|b| b.value),
+        filter_chains,
+        default_filter_chain,
+    })
+}
+
+/// Names Envoy registers the terminal filters under (for its "must be the last filter" error).
+fn terminal_filter_name(type_name: &str) -> Option<&'static str> {
+    match type_name {
+        REDIS_PROXY => Some("envoy.filters.network.redis_proxy"),
+        TCP_PROXY => Some("envoy.filters.network.tcp_proxy"),
+        HTTP_CONNECTION_MANAGER => Some("envoy.filters.network.http_connection_manager"),
+        _ => None,
+    }
+}
+
+/// A filter chain: its match, and its one terminal filter (tolerated non-terminal filters are
+/// dropped; the allowlist walk refused every other kind).
+fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, ConfigError> {
+    let filter_chain_match = match &c.filter_chain_match {
+        Some(m) => filter_chain_match(m, &p.field("filter_chain_match"))?,
+        None => model::FilterChainMatch::default(),
+    };
+    let filters_p = p.field("filters");
+    let mut terminal = None;
+    let last = c.filters.len().saturating_sub(1);
+    for (i, f) in c.filters.iter().enumerate() {
+        let fp = filters_p.index(i).field("typed_config");
+        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            return Err(ConfigError::unsupported_because(
+                fp,
+                format!(
+                    "network filter '{}' without a typed_config is not supported by redvoy",
+                    f.name
+                ),
+            ));
+        };
+        let type_name = type_name_of(&any.type_url);
+        let Some(envoy_name) = terminal_filter_name(type_name) else {
+            // A tolerated (Istio) filter: dropped, but it cannot end the chain.
+            if i == last {
+                return Err(ConfigError::unsupported_because(
+                    fp,
+                    format!(
+                        "filter chain ends in '{}' ({}), not a terminal filter redvoy implements",
+                        f.name, any.type_url
+                    ),
+                ));
+            }
+            continue;
+        };
+        if i != last {
+            return Err(ConfigError::invalid(
+                filters_p.index(i),
+                format!(
+                    "Error: terminal filter named {} of type {envoy_name} must be the last filter \
+                     in a network filter chain.",
+                    f.name
+                ),
+            ));
+        }
+        // The allowlist walk already resolved and re-packed it as the native type.
+        terminal = Some(match type_name {
+            REDIS_PROXY => {
+                let proxy = RedisProxy::decode(any.value.as_slice()).map_err(|e| {
+                    ConfigError::invalid(&fp, format!("cannot decode RedisProxy: {e}"))
+                })?;
+                model::NetworkFilter::RedisProxy(Box::new(redis_proxy(proxy, &fp)?))
+            }
+            TCP_PROXY => {
+                let t = TcpProxy::decode(any.value.as_slice()).map_err(|e| {
+                    ConfigError::invalid(&fp, format!("cannot decode TcpProxy: {e}"))
+                })?;
+                model::NetworkFilter::TcpProxy(tcp_proxy(&t, &fp)?)
+            }
+            _ => {
+                let h = HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| {
+                    ConfigError::invalid(&fp, format!("cannot decode HttpConnectionManager: {e}"))
+                })?;
+                model::NetworkFilter::HttpConnectionManager(Box::new(super::http::hcm(&h, &fp)?))
+            }
+        });
+    }
+    let Some(filter) = terminal else {
+        return Err(ConfigError::unsupported_because(
+            filters_p,
+            "a filter chain without a terminal filter redvoy implements (redis_proxy, tcp_proxy, \
+             http_connection_manager) is not supported",
+        ));
+    };
+    Ok(model::FilterChain {
+        name: c.name.clone(),
+        filter_chain_match,
+        filter,
+    })
+}
+
+/// Largest `destination_port` (`lte: 65535`; `gte: 1`).
+const MAX_PORT: u32 = 65_535;
+
+fn filter_chain_match(
+    m: &FilterChainMatch,
+    p: &FieldPath,
+) -> Result<model::FilterChainMatch, ConfigError> {
+    let destination_port = match m.destination_port {
+        Some(port) => {
+            let port = u16::try_from(port.value)
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        p.field("destination_port"),
+                        format!("value must be inside range [1, {MAX_PORT}]"),
+                    )
+                })?;
+            Some(port)
+        }
+        None => None,
+    };
+    let mut source_ports = Vec::with_capacity(m.source_ports.len());
+    for (i, port) in m.source_ports.iter().enumerate() {
+        let port = u16::try_from(*port)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    p.field("source_ports").index(i),
+                    format!("value must be inside range [1, {MAX_PORT}]"),
+                )
+            })?;
+        source_ports.push(port);
+    }
+    let needs_inspection = !m.server_names.is_empty()
+        || (!m.transport_protocol.is_empty() && m.transport_protocol != RAW_BUFFER)
+        || !m.application_protocols.is_empty();
+    Ok(model::FilterChainMatch {
+        destination_port,
+        prefix_ranges: cidr_ranges(&m.prefix_ranges, &p.field("prefix_ranges"))?,
+        source_prefix_ranges: cidr_ranges(
+            &m.source_prefix_ranges,
+            &p.field("source_prefix_ranges"),
+        )?,
+        source_ports,
+        needs_inspection,
+    })
+}
+
+/// The transport protocol of a plain TCP connection, as Envoy names it.
+const RAW_BUFFER: &str = "raw_buffer";
+/// `CidrRange.prefix_len` proto constraint (`lte: 128`).
+const MAX_PREFIX_LEN: u32 = 128;
+
+fn cidr_ranges(ranges: &[CidrRange], p: &FieldPath) -> Result<Vec<model::CidrRange>, ConfigError> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for (i, r) in ranges.iter().enumerate() {
+        let rp = p.index(i);
+        if r.address_prefix.is_empty() {
+            return Err(ConfigError::invalid(
+                rp.field("address_prefix"),
+                "value length must be at least 1 characters",
+            ));
+        }
+        let address: std::net::IpAddr = r.address_prefix.parse().map_err(|_| {
+            ConfigError::invalid(
+                rp.field("address_prefix"),
+                format!("malformed IP address: {}", r.address_prefix),
+            )
+        })?;
+        let len = r.prefix_len.map_or(0, |v| v.value);
+        if len > MAX_PREFIX_LEN {
+            return Err(ConfigError::invalid(
+                rp.field("prefix_len"),
+                format!("value must be less than or equal to {MAX_PREFIX_LEN}"),
+            ));
+        }
+        // Envoy clamps a too-long prefix to the address family's width.
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        out.push(model::CidrRange {
+            address,
+            prefix_len: u8::try_from(len.min(width)).unwrap_or(u8::MAX),
+        });
+    }
+    Ok(out)
+}
+
+/// `TcpProxy.idle_timeout` when unset.
+const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError> {
+    if t.stat_prefix.is_empty() {
+        return Err(ConfigError::invalid(
+            p.field("stat_prefix"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    let cluster = match &t.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => c.clone(),
+        Some(ClusterSpecifier::WeightedClusters(w)) => {
+            let wp = p.field("weighted_clusters").field("clusters");
+            let Some(first) = w.clusters.first() else {
+                return Err(ConfigError::invalid(
+                    wp,
+                    "value must contain at least 1 item(s)",
+                ));
+            };
+            if first.name.is_empty() {
+                return Err(ConfigError::invalid(
+                    wp.index(0).field("name"),
+                    "value length must be at least 1 characters",
+                ));
+            }
+            first.name.clone()
+        }
+        None => {
+            return Err(ConfigError::invalid(
+                p,
+                "cluster_specifier: value is required",
+            ));
+        }
+    };
+    let idle_timeout = match &t.idle_timeout {
+        Some(d) => Some(duration(d, &p.field("idle_timeout"))?).filter(|d| !d.is_zero()),
+        None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
+    };
+    Ok(model::TcpProxy {
+        stat_prefix: t.stat_prefix.clone(),
+        cluster,
+        idle_timeout,
     })
 }
 

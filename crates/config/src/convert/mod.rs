@@ -6,10 +6,14 @@
 //! harmless; `typed_config`s are already native `Any`s of the expected type.
 
 mod cluster;
+mod dynamic;
+mod http;
 mod listener;
 mod runtime;
 mod stats;
 
+pub(crate) use cluster::{assignment_endpoints, cluster};
+pub(crate) use listener::listener;
 pub(crate) use stats::one_line as regex_error_line;
 pub use stats::DEFAULT_TAG_NAMES;
 
@@ -76,6 +80,19 @@ pub(crate) fn bootstrap(
         clusters.push(c);
     }
 
+    let dynamic_resources = match &b.dynamic_resources {
+        Some(d) => {
+            let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+            Some(dynamic::dynamic_resources(
+                d,
+                &root.field("dynamic_resources"),
+                &names,
+                &node,
+            )?)
+        }
+        None => None,
+    };
+
     let mut listeners = Vec::with_capacity(statics.listeners.len());
     let mut listener_names = HashSet::new();
     for (i, l) in statics.listeners.into_iter().enumerate() {
@@ -97,7 +114,7 @@ pub(crate) fn bootstrap(
         admin,
         listeners,
         clusters,
-        dynamic_resources: None,
+        dynamic_resources,
         stats_config,
         stats_flush_interval,
         runtime,
@@ -112,29 +129,12 @@ fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> 
     };
     let ap = p.field("address");
     let (address, pipe) = match &address.address {
-        Some(address::Address::Pipe(pipe)) => {
-            let pp = ap.field("pipe");
-            if pipe.path.is_empty() {
-                return Err(ConfigError::invalid(
-                    pp.field("path"),
-                    "value length must be at least 1 characters",
-                ));
-            }
-            if pipe.mode > MAX_PIPE_MODE {
-                return Err(ConfigError::invalid(
-                    pp.field("mode"),
-                    format!("value must be less than or equal to {MAX_PIPE_MODE}"),
-                ));
-            }
+        Some(address::Address::Pipe(p)) => {
             let unused = model::SocketAddress {
                 address: String::new(),
                 port: 0,
             };
-            let pipe = model::Pipe {
-                path: pipe.path.clone(),
-                mode: pipe.mode,
-            };
-            (unused, Some(pipe))
+            (unused, Some(pipe(p, &ap.field("pipe"))?))
         }
         _ => (socket_address(address, &ap, AddressKind::Bind)?, None),
     };
@@ -151,6 +151,29 @@ fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> 
     }))
 }
 
+/// `config.core.v3.Pipe` with its proto constraints.
+pub(crate) fn pipe(
+    pipe: &envoy_types::pb::envoy::config::core::v3::Pipe,
+    pp: &FieldPath,
+) -> Result<model::Pipe, ConfigError> {
+    if pipe.path.is_empty() {
+        return Err(ConfigError::invalid(
+            pp.field("path"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    if pipe.mode > MAX_PIPE_MODE {
+        return Err(ConfigError::invalid(
+            pp.field("mode"),
+            format!("value must be less than or equal to {MAX_PIPE_MODE}"),
+        ));
+    }
+    Ok(model::Pipe {
+        path: pipe.path.clone(),
+        mode: pipe.mode,
+    })
+}
+
 /// `node`, overridden by `--service-node/--service-cluster/--service-zone` as Envoy does.
 fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
     let mut n = b.node.clone().unwrap_or_default();
@@ -162,9 +185,16 @@ fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
     pick(&opts.service_node, &mut n.id);
     pick(&opts.service_cluster, &mut n.cluster);
     if let Some(zone) = opts.service_zone.as_ref().filter(|v| !v.is_empty()) {
-        n.locality.get_or_insert_with(Default::default).zone.clone_from(zone);
+        n.locality
+            .get_or_insert_with(Default::default)
+            .zone
+            .clone_from(zone);
     }
-    let zone = n.locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default();
+    let zone = n
+        .locality
+        .as_ref()
+        .map(|l| l.zone.clone())
+        .unwrap_or_default();
     model::Node {
         id: n.id.clone(),
         cluster: n.cluster.clone(),
@@ -195,7 +225,8 @@ pub(crate) fn socket_address(
         Some(address::Address::Pipe(_)) => {
             return Err(ConfigError::unsupported_because(
                 p.field("pipe"),
-                "pipe addresses are only supported by redvoy for admin",
+                "pipe addresses are only supported by redvoy for admin and STATIC/EDS cluster \
+                 endpoints",
             ));
         }
         _ => return Err(ConfigError::invalid(p, "address is required")),

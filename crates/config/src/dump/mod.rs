@@ -20,12 +20,17 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoy_types::pb::envoy::admin::v3::clusters_config_dump::StaticCluster;
-use envoy_types::pb::envoy::admin::v3::endpoints_config_dump::StaticEndpointConfig;
-use envoy_types::pb::envoy::admin::v3::listeners_config_dump::StaticListener;
+use bytes::Bytes;
+use envoy_types::pb::envoy::admin::v3::clusters_config_dump::{DynamicCluster, StaticCluster};
+use envoy_types::pb::envoy::admin::v3::endpoints_config_dump::{
+    DynamicEndpointConfig, StaticEndpointConfig,
+};
+use envoy_types::pb::envoy::admin::v3::listeners_config_dump::{
+    DynamicListener, DynamicListenerState, StaticListener,
+};
 use envoy_types::pb::envoy::admin::v3::{
     BootstrapConfigDump, ClustersConfigDump, EndpointsConfigDump, ListenersConfigDump,
-    SecretsConfigDump,
+    SecretsConfigDump, UpdateFailureState,
 };
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
@@ -56,6 +61,10 @@ use mask::FieldMask;
 pub const ENVOY_COMPAT_VERSION: (u32, u32, u32) = (1, 40, 0);
 
 const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
+const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// `error_state.details` of a listener redvoy skipped as unsupported.
+pub const SKIPPED_PREFIX: &str = "skipped by redvoy: ";
 const CONFIG_DUMP: &str = "envoy.admin.v3.ConfigDump";
 /// `ClusterLoadAssignment.policy.overprovisioning_factor` when the config sets none.
 const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
@@ -135,6 +144,80 @@ pub fn render_config_dump_with_hosts(
     opts: &DumpOptions,
     hosts: &dyn Fn(&str) -> Option<Vec<DumpHost>>,
 ) -> Result<String, DumpError> {
+    render_config_dump_dynamic(bootstrap, &DynamicDump::default(), loaded_at, opts, hosts)
+}
+
+/// A resource as a discovery service delivered it, for `/config_dump`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedResource {
+    /// The `version_info` of the response that carried it.
+    pub version_info: String,
+    /// The resource, protobuf-encoded (the `Any.value` received).
+    pub value: Bytes,
+    pub last_updated: SystemTime,
+}
+
+/// A rejected (or skipped) update of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDump {
+    /// The rejected resource, protobuf-encoded.
+    pub value: Bytes,
+    /// The version of the response that carried it.
+    pub version_info: String,
+    pub last_update_attempt: SystemTime,
+    /// Envoy's error text.
+    pub details: String,
+}
+
+/// One dynamic listener in its states, as Envoy's `ListenersConfigDump.DynamicListener`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamicListenerDump {
+    pub name: String,
+    pub active: Option<DumpedResource>,
+    pub warming: Option<DumpedResource>,
+    pub draining: Option<DumpedResource>,
+    /// The last NACKed update of this listener.
+    pub error: Option<FailedDump>,
+    /// A listener redvoy skipped as unsupported (`details` = the reason). Rendered as
+    /// `error_state` with `details: "skipped by redvoy: <reason>"` (where istioctl and other
+    /// tools already look for listeners that are not serving), unless `error` is set.
+    pub skipped: Option<FailedDump>,
+}
+
+/// One dynamic cluster, as Envoy's `ClustersConfigDump.DynamicCluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicClusterDump {
+    pub name: String,
+    pub resource: DumpedResource,
+    /// Still waiting for its endpoints: listed under `dynamic_warming_clusters`.
+    pub warming: bool,
+}
+
+/// The xDS-delivered state for [`render_config_dump_dynamic`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamicDump {
+    /// Last accepted LDS `version_info` (`ListenersConfigDump.version_info`); empty = none.
+    pub lds_version: String,
+    /// Last accepted CDS `version_info`.
+    pub cds_version: String,
+    /// In the order Envoy lists them (the listener manager's order: by name is fine).
+    pub listeners: Vec<DynamicListenerDump>,
+    /// Any order (sorted by name here, as Envoy's cluster map is).
+    pub clusters: Vec<DynamicClusterDump>,
+    /// The last `ClusterLoadAssignment` of each EDS service. With `?include_eds`, every
+    /// dynamic cluster gets a `dynamic_endpoint_configs` entry built like the static ones
+    /// (from `hosts(name)`, else from its config or these assignments).
+    pub endpoints: Vec<DumpedResource>,
+}
+
+/// As [`render_config_dump_with_hosts`], plus the dynamic listeners, clusters and endpoints.
+pub fn render_config_dump_dynamic(
+    bootstrap: &model::Bootstrap,
+    dynamic_state: &DynamicDump,
+    loaded_at: SystemTime,
+    opts: &DumpOptions,
+    hosts: &dyn Fn(&str) -> Option<Vec<DumpHost>>,
+) -> Result<String, DumpError> {
     let source = bootstrap.source.0.as_ref();
     let names = NameMatcher::new(opts.name_regex.as_deref())?;
     let last_updated = timestamp(loaded_at);
@@ -148,7 +231,30 @@ pub fn render_config_dump_with_hosts(
         bootstrap: Some(dumped_bootstrap(source)),
         last_updated: Some(last_updated),
     })?);
+    let mut dyn_clusters: Vec<&DynamicClusterDump> = dynamic_state
+        .clusters
+        .iter()
+        .filter(|c| names.matches(&c.name))
+        .collect();
+    dyn_clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let dumped_cluster = |c: &DynamicClusterDump| DynamicCluster {
+        version_info: c.resource.version_info.clone(),
+        cluster: Some(any(TYPE_CLUSTER, &c.resource.value)),
+        last_updated: Some(timestamp(c.resource.last_updated)),
+        ..Default::default()
+    };
     trackers.push(dynamic(&ClustersConfigDump {
+        version_info: dynamic_state.cds_version.clone(),
+        dynamic_active_clusters: dyn_clusters
+            .iter()
+            .filter(|c| !c.warming)
+            .map(|c| dumped_cluster(c))
+            .collect(),
+        dynamic_warming_clusters: dyn_clusters
+            .iter()
+            .filter(|c| c.warming)
+            .map(|c| dumped_cluster(c))
+            .collect(),
         static_clusters: clusters
             .iter()
             .filter(|c| names.matches(&c.name))
@@ -157,10 +263,20 @@ pub fn render_config_dump_with_hosts(
                 last_updated: Some(last_updated),
             })
             .collect(),
-        ..Default::default()
     })?);
-    if opts.include_eds && !clusters.is_empty() {
+    if opts.include_eds && !(clusters.is_empty() && dynamic_state.clusters.is_empty()) {
         trackers.push(dynamic(&EndpointsConfigDump {
+            dynamic_endpoint_configs: dyn_clusters
+                .iter()
+                .map(|c| DynamicEndpointConfig {
+                    endpoint_config: Some(pack(&dynamic_load_assignment(
+                        c,
+                        &dynamic_state.endpoints,
+                        hosts(&c.name),
+                    ))),
+                    ..Default::default()
+                })
+                .collect(),
             static_endpoint_configs: clusters
                 .iter()
                 .filter(|c| names.matches(&c.name))
@@ -169,10 +285,40 @@ pub fn render_config_dump_with_hosts(
                     last_updated: None,
                 })
                 .collect(),
-            ..Default::default()
         })?);
     }
+    let state = |r: &DumpedResource| DynamicListenerState {
+        version_info: r.version_info.clone(),
+        listener: Some(any(TYPE_LISTENER, &r.value)),
+        last_updated: Some(timestamp(r.last_updated)),
+    };
     trackers.push(dynamic(&ListenersConfigDump {
+        version_info: dynamic_state.lds_version.clone(),
+        dynamic_listeners: dynamic_state
+            .listeners
+            .iter()
+            .filter(|l| names.matches(&l.name))
+            .map(|l| {
+                let failure = match (&l.error, &l.skipped) {
+                    (Some(e), _) => Some((e, e.details.clone())),
+                    (None, Some(s)) => Some((s, format!("{SKIPPED_PREFIX}{}", s.details))),
+                    (None, None) => None,
+                };
+                DynamicListener {
+                    name: l.name.clone(),
+                    active_state: l.active.as_ref().map(state),
+                    warming_state: l.warming.as_ref().map(state),
+                    draining_state: l.draining.as_ref().map(state),
+                    error_state: failure.map(|(f, details)| UpdateFailureState {
+                        failed_configuration: Some(any(TYPE_LISTENER, &f.value)),
+                        last_update_attempt: Some(timestamp(f.last_update_attempt)),
+                        details,
+                        version_info: f.version_info.clone(),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect(),
         static_listeners: statics
             .listeners
             .iter()
@@ -182,7 +328,6 @@ pub fn render_config_dump_with_hosts(
                 last_updated: Some(last_updated),
             })
             .collect(),
-        ..Default::default()
     })?);
     trackers.push(dynamic(&SecretsConfigDump::default())?);
 
@@ -342,6 +487,48 @@ fn timestamp(t: SystemTime) -> Timestamp {
         // Below 1e9, so it fits.
         nanos: i32::try_from(since.subsec_millis() * 1_000_000).unwrap_or(0),
     }
+}
+
+/// An `Any` of an already encoded resource.
+fn any(type_url: &str, value: &Bytes) -> Any {
+    Any {
+        type_url: type_url.to_owned(),
+        value: value.to_vec(),
+    }
+}
+
+/// `?include_eds` for a dynamic cluster: as for static ones, from its hosts; an EDS cluster's
+/// config endpoints are its last `ClusterLoadAssignment` (matched by service name).
+fn dynamic_load_assignment(
+    c: &DynamicClusterDump,
+    assignments: &[DumpedResource],
+    live: Option<Vec<DumpHost>>,
+) -> ClusterLoadAssignment {
+    let mut cluster = Cluster::decode(c.resource.value.as_ref()).unwrap_or_default();
+    if cluster.name.is_empty() {
+        cluster.name.clone_from(&c.name);
+    }
+    let is_eds = matches!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
+    );
+    if is_eds {
+        let service = cluster
+            .eds_cluster_config
+            .as_ref()
+            .map(|e| e.service_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| cluster.name.clone());
+        cluster.load_assignment = assignments
+            .iter()
+            .filter_map(|a| ClusterLoadAssignment::decode(a.value.as_ref()).ok())
+            .find(|a| a.cluster_name == service);
+        // Envoy names an EDS cluster's hosts after the service they came from.
+        let mut cla = load_assignment(&cluster, live);
+        cla.cluster_name = service;
+        return cla;
+    }
+    load_assignment(&cluster, live)
 }
 
 fn pack<M: Message + Name>(m: &M) -> Any {

@@ -132,6 +132,7 @@ fn redact_any(
         .rsplit_once('/')
         .map_or(type_url.as_str(), |(_, n)| n);
     let Some(desc) = any.descriptor().parent_pool().get_message_by_name(name) else {
+        opaque(any, &type_url);
         return;
     };
     let bytes = any
@@ -143,6 +144,24 @@ fn redact_any(
     };
     walk(&mut inner, sensitive, ext, depth + 1);
     any.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
+}
+
+/// An `Any` of a type this build does not know (Istio's `stats.PluginConfig` in a dynamic
+/// listener) cannot be printed as JSON; Envoy then answers the whole `/config_dump` with a
+/// plain-text error, which breaks `istioctl`. redvoy shows it as an empty
+/// `udpa.type.v1.TypedStruct` naming the type instead.
+fn opaque(any: &mut DynamicMessage, type_url: &str) {
+    let pool = any.descriptor().parent_pool().clone();
+    let Some(desc) = pool.get_message_by_name(TYPED_STRUCTS[1]) else {
+        return;
+    };
+    let mut ts = DynamicMessage::new(desc);
+    ts.set_field_by_name("type_url", Value::String(type_url.to_owned()));
+    any.set_field_by_name(
+        "type_url",
+        Value::String(format!("type.googleapis.com/{}", TYPED_STRUCTS[1])),
+    );
+    any.set_field_by_name("value", Value::Bytes(ts.encode_to_vec().into()));
 }
 
 /// Envoy reifies a TypedStruct (Struct → JSON → message), redacts, and writes it back
