@@ -129,6 +129,8 @@ impl ListenerManagerStats {
     /// counts: see `listener_manager.rs`).
     pub fn register(store: &Store, clusters: usize, concurrency: usize) {
         Self::clusters_inflated(store, clusters, concurrency);
+        // 0 until the initial fetches are done (then 1), as Envoy shows it while initializing.
+        store.gauge("listener_manager.workers_started").set(0);
     }
 
     /// `thread_local_cluster_manager.<thread>.clusters_inflated`: every thread has every cluster.

@@ -698,8 +698,11 @@ fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
 }
 
 fn static_hosts(c: &model::Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
+    // Unix-socket endpoints (Istio's `xds-grpc`, `sds-grpc`) are only dialled by the xDS
+    // client; they are not hosts the data path connects to.
     c.endpoints
         .iter()
+        .filter(|e| e.pipe.is_none())
         .map(|e| {
             let ip: IpAddr = e
                 .address
