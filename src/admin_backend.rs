@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::listener_manager::ListenerManager;
 use redvoy_admin::{
     Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDumpQuery,
     DrainRequest, HostStat, HostStatus, ListenerStatus, LogChange, LogLevel, MemoryStats,
@@ -17,7 +18,6 @@ use redvoy_config::{
     render_config_dump_dynamic, DumpHost, DumpOptions, DumpedResource, DynamicClusterDump,
     DynamicDump, DynamicListenerDump, FailedDump,
 };
-use crate::listener_manager::ListenerManager;
 use redvoy_runtime::Runtime;
 use redvoy_upstream::ClusterManager;
 use tracing_subscriber::{reload, EnvFilter, Registry};

@@ -97,7 +97,11 @@ impl ListenerManager {
     ) -> Self {
         let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
         let g = |n: &str| store.gauge(&format!("listener_manager.{n}"));
-        for name in ["listener_stopped", "total_filter_chains_draining", "workers_pinned"] {
+        for name in [
+            "listener_stopped",
+            "total_filter_chains_draining",
+            "workers_pinned",
+        ] {
             if name.starts_with("total") || name.starts_with("workers") {
                 g(name);
             } else {
@@ -374,7 +378,9 @@ impl ListenerManager {
             }
             match self.compile(&listener.config) {
                 Ok(new) => listener.runtime.set_chains(new),
-                Err(e) => warn!(listener = %listener.config.name, error = %e, "cannot rebuild filters"),
+                Err(e) => {
+                    warn!(listener = %listener.config.name, error = %e, "cannot rebuild filters")
+                }
             }
         }
     }

@@ -26,8 +26,8 @@ mod server;
 mod xds;
 
 use admin_backend::{tracing_level, Backend, LogHandle};
-use redvoy_admin::LogLevel;
 use listener_manager::ListenerManager;
+use redvoy_admin::LogLevel;
 use server::{ListenerManagerStats, ServerStats, SERVER_STATS_REFRESH};
 
 // jemalloc: fast under many small per-request allocations, and it reports the allocated and
@@ -430,7 +430,6 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         Arc::clone(&listeners),
         redvoy_config::DynamicOptions {
             reject_unknown_dynamic_fields: server.reject_unknown_dynamic_fields,
-            ..Default::default()
         },
     )
     .context("dynamic_resources")?;

@@ -138,7 +138,9 @@ impl Shared {
         }
         self.listeners.refresh_filters();
         if errors.is_empty() {
-            self.lock_state().cds_version.clone_from(&update.version_info);
+            self.lock_state()
+                .cds_version
+                .clone_from(&update.version_info);
             Ok(())
         } else {
             Err(format!(
@@ -218,10 +220,12 @@ impl Shared {
         }
         for (listener, r) in decoded {
             let name = listener.name.clone();
-            if let Err(e) =
-                self.listeners
-                    .add_or_update(listener, false, &version_of(update, r), r.value.clone())
-            {
+            if let Err(e) = self.listeners.add_or_update(
+                listener,
+                false,
+                &version_of(update, r),
+                r.value.clone(),
+            ) {
                 self.listeners.record_failure(
                     &name,
                     e.clone(),
@@ -232,7 +236,10 @@ impl Shared {
             }
         }
         if errors.is_empty() {
-            self.listeners.lock().lds_version.clone_from(&update.version_info);
+            self.listeners
+                .lock()
+                .lds_version
+                .clone_from(&update.version_info);
             Ok(())
         } else {
             Err(format!(
@@ -274,7 +281,11 @@ impl Handler for XdsHandler {
 
     fn on_initial_fetch_done(&self, type_url: &str, timed_out: bool) {
         {
-            let mut p = self.0.progress.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut p = self
+                .0
+                .progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match type_url {
                 TYPE_CLUSTER => p.cds_done = true,
                 TYPE_LISTENER => p.lds_done = true,
@@ -300,9 +311,10 @@ fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<Target>
                 .ok_or_else(|| {
                     anyhow!("gRPC service cluster '{cluster_name}' is not a static cluster")
                 })?;
-            let endpoint = cluster.endpoints.first().ok_or_else(|| {
-                anyhow!("gRPC service cluster '{cluster_name}' has no endpoint")
-            })?;
+            let endpoint = cluster
+                .endpoints
+                .first()
+                .ok_or_else(|| anyhow!("gRPC service cluster '{cluster_name}' has no endpoint"))?;
             Ok(match &endpoint.pipe {
                 Some(pipe) => Target::Unix(pipe.path.clone().into()),
                 None => Target::Tcp(endpoint.address.to_string()),
@@ -358,7 +370,9 @@ pub fn start(
         (None, None) => source(bootstrap, dr.cds_config.as_ref())?,
     };
     let timeout = |cs: Option<&model::ConfigSource>| {
-        cs.map_or(std::time::Duration::from_secs(15), |c| c.initial_fetch_timeout)
+        cs.map_or(std::time::Duration::from_secs(15), |c| {
+            c.initial_fetch_timeout
+        })
     };
     let config = ClientConfig {
         node: bootstrap.node.encoded.clone(),

@@ -219,14 +219,13 @@ impl FilterConfig {
     /// Whether every cluster this filter routes to is still the version the cluster manager
     /// has (none added, replaced or removed since the filter was built).
     pub fn clusters_current(&self, clusters: &ClusterManager) -> bool {
-        self.pool_names
-            .iter()
-            .zip(&self.pools)
-            .all(|(name, spec)| match (clusters.get(name), spec) {
+        self.pool_names.iter().zip(&self.pools).all(|(name, spec)| {
+            match (clusters.get(name), spec) {
                 (Some(now), Some(spec)) => Arc::ptr_eq(&now, &spec.cluster),
                 (None, None) => true,
                 _ => false,
-            })
+            }
+        })
     }
 }
 

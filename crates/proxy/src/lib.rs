@@ -27,6 +27,5 @@ pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
 pub use tcp_proxy::TcpProxyConfig;
 pub use worker::{
-    bind_listener, run_worker, ChainFilter, ChainSet, CompiledChain, ListenerRuntime,
-    WorkerCommand,
+    bind_listener, run_worker, ChainFilter, ChainSet, CompiledChain, ListenerRuntime, WorkerCommand,
 };

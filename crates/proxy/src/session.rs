@@ -22,10 +22,10 @@ use tracing::debug;
 use crate::client::{UpstreamClient, UpstreamFailure, UpstreamResult};
 use crate::cluster_scope::{self, Aggregation};
 use crate::drain::ListenerControl;
-use crate::worker::FilterSource;
 use crate::filter::FilterConfig;
 use crate::pool::ClusterPool;
 use crate::supported_commands::{self as commands, CommandClass};
+use crate::worker::FilterSource;
 
 /// Requests a session may have in flight before it stops reading from its client. Bounds the
 /// memory one client can pin; the client sees TCP backpressure, nothing fails.

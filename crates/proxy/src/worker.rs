@@ -93,9 +93,7 @@ fn select_chain(matchers: &[&FilterChainMatch], dst: SocketAddr, src: SocketAddr
         .filter(|&i| !matchers[i].needs_inspection)
         .collect();
     let by_port = exact_or_unset(&candidates, |i| {
-        matchers[i]
-            .destination_port
-            .map(|p| p == dst.port())
+        matchers[i].destination_port.map(|p| p == dst.port())
     });
     let by_dst = most_specific(&by_port, dst.ip(), |i| &matchers[i].prefix_ranges);
     let by_src = most_specific(&by_dst, src.ip(), |i| &matchers[i].source_prefix_ranges);
@@ -167,7 +165,11 @@ fn cidr_contains(range: &CidrRange, ip: IpAddr) -> bool {
         }
         (IpAddr::V6(net), IpAddr::V6(ip)) => {
             let len = u32::from(range.prefix_len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(net) & mask == u128::from(ip) & mask
         }
         _ => false,
@@ -546,24 +548,51 @@ mod tests {
         };
         let chains = [&tls, &any, &port_6379, &vip];
         // Port first, then the longest destination prefix.
-        assert_eq!(select_chain(&chains, addr("10.1.2.3:6379"), addr("1.1.1.1:5")), Some(3));
-        assert_eq!(select_chain(&chains, addr("192.168.0.1:6379"), addr("1.1.1.1:5")), Some(2));
+        assert_eq!(
+            select_chain(&chains, addr("10.1.2.3:6379"), addr("1.1.1.1:5")),
+            Some(3)
+        );
+        assert_eq!(
+            select_chain(&chains, addr("192.168.0.1:6379"), addr("1.1.1.1:5")),
+            Some(2)
+        );
         // No port match: only chains without a port; the inspection chain never matches.
-        assert_eq!(select_chain(&chains, addr("10.1.2.3:80"), addr("1.1.1.1:5")), Some(1));
-        assert_eq!(select_chain(&[&tls], addr("10.1.2.3:80"), addr("1.1.1.1:5")), None);
+        assert_eq!(
+            select_chain(&chains, addr("10.1.2.3:80"), addr("1.1.1.1:5")),
+            Some(1)
+        );
+        assert_eq!(
+            select_chain(&[&tls], addr("10.1.2.3:80"), addr("1.1.1.1:5")),
+            None
+        );
         let src = FilterChainMatch {
             source_prefix_ranges: vec![cidr("127.0.0.0/8")],
             source_ports: vec![1000],
             ..Default::default()
         };
-        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1000")), Some(0));
-        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1001")), None);
-        assert_eq!(select_chain(&[&src], addr("10.0.0.1:1"), addr("10.0.0.2:1000")), None);
+        assert_eq!(
+            select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1000")),
+            Some(0)
+        );
+        assert_eq!(
+            select_chain(&[&src], addr("10.0.0.1:1"), addr("127.0.0.1:1001")),
+            None
+        );
+        assert_eq!(
+            select_chain(&[&src], addr("10.0.0.1:1"), addr("10.0.0.2:1000")),
+            None
+        );
         let v6 = FilterChainMatch {
             prefix_ranges: vec![cidr("::1/128")],
             ..Default::default()
         };
-        assert_eq!(select_chain(&[&v6], addr("[::1]:1"), addr("[::1]:2")), Some(0));
-        assert_eq!(select_chain(&[&v6], addr("127.0.0.1:1"), addr("[::1]:2")), None);
+        assert_eq!(
+            select_chain(&[&v6], addr("[::1]:1"), addr("[::1]:2")),
+            Some(0)
+        );
+        assert_eq!(
+            select_chain(&[&v6], addr("127.0.0.1:1"), addr("[::1]:2")),
+            None
+        );
     }
 }

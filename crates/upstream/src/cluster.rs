@@ -264,7 +264,8 @@ impl ClusterManager {
                     dns.push(DnsCluster::new(&cluster));
                 }
             }
-            map.by_name.insert(config.name.clone(), Arc::clone(&cluster));
+            map.by_name
+                .insert(config.name.clone(), Arc::clone(&cluster));
             map.order.push(cluster);
         }
 
@@ -1156,7 +1157,10 @@ mod tests {
         c
     }
 
-    fn cla(service: &str, endpoints: &[(&str, u16, model::HealthStatus)]) -> model::ClusterLoadAssignment {
+    fn cla(
+        service: &str,
+        endpoints: &[(&str, u16, model::HealthStatus)],
+    ) -> model::ClusterLoadAssignment {
         model::ClusterLoadAssignment {
             cluster_name: service.to_owned(),
             endpoints: endpoints
@@ -1178,7 +1182,11 @@ mod tests {
     }
 
     fn ports(c: &Cluster) -> Vec<u16> {
-        c.host_set().hosts().iter().map(|h| h.address.port()).collect()
+        c.host_set()
+            .hosts()
+            .iter()
+            .map(|h| h.address.port())
+            .collect()
     }
 
     #[tokio::test]
@@ -1230,7 +1238,11 @@ mod tests {
         cm.add_or_update(eds_cluster("a", "a")).unwrap();
         cm.apply_load_assignment(cla(
             "a",
-            &[("127.0.0.1", 1, Healthy), ("127.0.0.1", 2, Unhealthy), ("127.0.0.1", 3, Healthy)],
+            &[
+                ("127.0.0.1", 1, Healthy),
+                ("127.0.0.1", 2, Unhealthy),
+                ("127.0.0.1", 3, Healthy),
+            ],
         ));
         let a = cm.get("a").unwrap();
         assert_eq!(ports(&a), vec![1, 3]);
@@ -1238,7 +1250,11 @@ mod tests {
         // Below 50% healthy: Envoy's panic mode routes to every host.
         cm.apply_load_assignment(cla(
             "a",
-            &[("127.0.0.1", 1, Unhealthy), ("127.0.0.1", 2, Unhealthy), ("127.0.0.1", 3, Healthy)],
+            &[
+                ("127.0.0.1", 1, Unhealthy),
+                ("127.0.0.1", 2, Unhealthy),
+                ("127.0.0.1", 3, Healthy),
+            ],
         ));
         assert_eq!(ports(&cm.get("a").unwrap()), vec![1, 2, 3]);
     }
@@ -1264,8 +1280,12 @@ mod tests {
     async fn dns_cluster_added_by_cds_warms_until_resolved() {
         let store = Store::new();
         let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
-        cm.add_or_update(cluster("dns", DiscoveryType::StrictDns, &[("127.0.0.1", 6379)]))
-            .unwrap();
+        cm.add_or_update(cluster(
+            "dns",
+            DiscoveryType::StrictDns,
+            &[("127.0.0.1", 6379)],
+        ))
+        .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while cm.get("dns").is_none() {
             assert!(std::time::Instant::now() < deadline, "never warmed");

@@ -14,7 +14,9 @@ mod host;
 mod lb;
 mod stats;
 
-pub use cluster::{Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
+pub use cluster::{
+    Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE,
+};
 pub use host::{envoy_address_string, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
