@@ -120,9 +120,9 @@ impl ListenerManager {
             draining: g("total_listeners_draining"),
             skipped: store.counter("listener_manager.redvoy_listener_skipped"),
         };
+        // Envoy writes these two at startup; `total_listeners_draining` only when one drains.
         stats.warming.set(0);
         stats.active.set(0);
-        stats.draining.set(0);
         Self {
             store: store.clone(),
             runtime: runtime.clone(),
