@@ -69,7 +69,6 @@ struct Stats {
     active: Gauge,
     warming: Gauge,
     draining: Gauge,
-    skipped: Counter,
 }
 
 pub struct ListenerManager {
@@ -118,7 +117,6 @@ impl ListenerManager {
             active: g("total_listeners_active"),
             warming: g("total_listeners_warming"),
             draining: g("total_listeners_draining"),
-            skipped: store.counter("listener_manager.redvoy_listener_skipped"),
         };
         // Envoy writes these two at startup; `total_listeners_draining` only when one drains.
         stats.warming.set(0);
@@ -325,7 +323,11 @@ impl ListenerManager {
     /// Records a listener redvoy skips (filters it does not run).
     pub fn skip(&self, name: &str, reason: String, version: &str, raw: Bytes) {
         warn!(listener = %name, %reason, "listener skipped: redvoy does not implement its filters");
-        self.stats.skipped.inc();
+        // redvoy's own counter, created on first use so that a proxy that skips nothing shows
+        // exactly Envoy's stats.
+        self.store
+            .counter("listener_manager.redvoy_listener_skipped")
+            .inc();
         let mut state = self.lock();
         let was_active = state.active.get(name).is_some_and(|l| !l.is_static);
         if was_active {
