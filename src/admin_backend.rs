@@ -232,7 +232,8 @@ impl AdminBackend for Backend {
     }
 
     fn listeners(&self) -> Vec<ListenerStatus> {
-        self.listeners
+        let mut out: Vec<ListenerStatus> = self
+            .listeners
             .running()
             .iter()
             .map(|(l, runtime)| ListenerStatus {
@@ -240,7 +241,27 @@ impl AdminBackend for Backend {
                 local_address: address(&runtime.address),
                 additional_local_addresses: Vec::new(),
             })
-            .collect()
+            .collect();
+        // Listeners redvoy skipped are listed with the address they ask for (they do not
+        // listen there): `/config_dump` says why, under `error_state`.
+        for (name, skipped) in &self.listeners.lock().skipped {
+            let local_address = match redvoy_config::listener_address(&skipped.raw) {
+                Some(a) => Address::Socket {
+                    ip: a.address,
+                    port: a.port,
+                },
+                None => Address::Socket {
+                    ip: String::new(),
+                    port: 0,
+                },
+            };
+            out.push(ListenerStatus {
+                name: name.clone(),
+                local_address,
+                additional_local_addresses: Vec::new(),
+            });
+        }
+        out
     }
 
     fn server_info(&self) -> ServerInfo {

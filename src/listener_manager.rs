@@ -216,6 +216,18 @@ impl ListenerManager {
             self.stats.in_place_updated.inc();
             return Ok(true);
         }
+        // SO_REUSEPORT would let a second listener share the port: refuse it as Envoy does.
+        if config.bind_to_port && config.address.port != 0 {
+            if let Some((other, _)) = state.active.iter().find(|(n, l)| {
+                **n != name && l.config.bind_to_port && l.config.address == config.address
+            }) {
+                return Err(format!(
+                    "error adding listener '{}': listener '{}' has duplicate address '{}' as \
+                     existing listener",
+                    config.address, other, config.address
+                ));
+            }
+        }
         let runtime = self.start(&config, chains)?;
         state.failed.remove(&name);
         let replaced = state.active.insert(
@@ -264,7 +276,7 @@ impl ListenerManager {
                     }
                     Err(e) => {
                         self.stats.create_failure.inc();
-                        return Err(format!("cannot bind '{addr}': {e}"));
+                        return Err(format!("cannot bind '{addr}': {}", strerror(&e)));
                     }
                 }
             }
@@ -294,6 +306,7 @@ impl ListenerManager {
     pub fn remove(&self, name: &str) -> bool {
         let mut state = self.lock();
         state.skipped.remove(name);
+        state.failed.remove(name);
         if state.active.get(name).is_some_and(|l| l.is_static) {
             return false;
         }
@@ -396,6 +409,7 @@ impl ListenerManager {
             .filter(|(_, l)| !l.is_static)
             .map(|(n, _)| n.clone())
             .chain(state.skipped.keys().cloned())
+            .chain(state.failed.keys().cloned())
             .collect()
     }
 
@@ -417,5 +431,15 @@ impl ListenerManager {
         for l in self.lock().active.values() {
             l.runtime.control.stop();
         }
+    }
+}
+
+/// The OS error text as Envoy prints it (`Address already in use`), without Rust's
+/// `(os error N)` suffix.
+fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
     }
 }

@@ -87,6 +87,25 @@ pub fn decode_listener(
     Ok(convert::listener(l, &FieldPath::root())?)
 }
 
+/// The address a listener resource asks for (`ip:port`), read without any other check: for
+/// listing a listener redvoy skipped (`/listeners`). `None` when it has no socket address.
+pub fn listener_address(value: &[u8]) -> Option<model::SocketAddress> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    use prost::Message;
+    let l = Listener::decode(value).ok()?;
+    let Some(address::Address::SocketAddress(sa)) = l.address?.address else {
+        return None;
+    };
+    let port = match sa.port_specifier? {
+        socket_address::PortSpecifier::PortValue(p) => u16::try_from(p).ok()?,
+        socket_address::PortSpecifier::NamedPort(_) => return None,
+    };
+    Some(model::SocketAddress {
+        address: sa.address,
+        port,
+    })
+}
+
 /// A CDS resource (`type.googleapis.com/envoy.config.cluster.v3.Cluster`).
 pub fn decode_cluster(
     value: &[u8],
