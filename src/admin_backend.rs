@@ -199,6 +199,25 @@ impl AdminBackend for Backend {
                         let mut status = HostStatus::new(address(&h.address));
                         status.hostname = h.hostname.clone();
                         status.weight = h.weight;
+                        status.priority = h.eds.priority;
+                        status.locality = redvoy_admin::Locality {
+                            region: h.eds.locality.region.clone(),
+                            zone: h.eds.locality.zone.clone(),
+                            sub_zone: h.eds.locality.sub_zone.clone(),
+                        };
+                        // Envoy's EDS health flags (no active health checking).
+                        match h.eds.health_status {
+                            model::HealthStatus::Unhealthy | model::HealthStatus::Timeout => {
+                                status.health.failed_eds_health = true;
+                            }
+                            model::HealthStatus::Draining => {
+                                status.health.eds_status_draining = true;
+                            }
+                            model::HealthStatus::Degraded => {
+                                status.health.degraded_eds_health = true;
+                            }
+                            model::HealthStatus::Unknown | model::HealthStatus::Healthy => {}
+                        }
                         status.stats = vec![
                             counter("cx_connect_fail", v(&s.cx_connect_fail)),
                             counter("cx_total", v(&s.cx_total)),

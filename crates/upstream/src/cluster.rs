@@ -12,7 +12,7 @@ use redvoy_stats::{Counter, Gauge, Store};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
-use crate::host::Host;
+use crate::host::{EdsInfo, Host};
 use crate::lb::{validate_policy, HostSet};
 use crate::stats::ClusterStats;
 use crate::UpstreamError;
@@ -642,13 +642,25 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             continue;
         };
         let addr = SocketAddr::new(ip, e.address.port);
+        let eds = EdsInfo {
+            health_status: e.health_status,
+            locality: e.locality.clone(),
+            priority: e.priority,
+        };
         let host = old
             .hosts()
             .iter()
             .chain(cluster.all_hosts.load().iter())
-            .find(|h| h.address == addr && h.weight == e.weight && h.hostname == e.hostname)
+            .find(|h| {
+                h.address == addr
+                    && h.weight == e.weight
+                    && h.hostname == e.hostname
+                    && h.eds == eds
+            })
             .cloned()
-            .unwrap_or_else(|| Arc::new(Host::new(addr, e.hostname.clone(), e.weight)));
+            .unwrap_or_else(|| {
+                Arc::new(Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds))
+            });
         if e.health_status.is_healthy() {
             healthy.push(Arc::clone(&host));
         }

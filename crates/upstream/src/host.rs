@@ -28,19 +28,36 @@ pub struct Host {
     /// `load_balancing_weight` (≥ 1).
     pub weight: u32,
     pub stats: HostStats,
+    /// What EDS said of the host (defaults for other cluster types).
+    pub eds: EdsInfo,
     /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
     address_string: String,
+}
+
+/// A host's EDS health status, locality and priority (shown by `/clusters`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdsInfo {
+    pub health_status: redvoy_config::model::HealthStatus,
+    pub locality: redvoy_config::model::Locality,
+    pub priority: u32,
 }
 
 // === impl Host ===
 
 impl Host {
+    /// The same host with EDS details.
+    pub fn with_eds(mut self, eds: EdsInfo) -> Self {
+        self.eds = eds;
+        self
+    }
+
     pub fn new(address: SocketAddr, hostname: impl Into<String>, weight: u32) -> Self {
         Self {
             address,
             hostname: hostname.into(),
             weight,
             stats: HostStats::default(),
+            eds: EdsInfo::default(),
             address_string: envoy_address_string(&address),
         }
     }

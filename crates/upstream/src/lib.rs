@@ -17,7 +17,7 @@ mod stats;
 pub use cluster::{
     Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE,
 };
-pub use host::{envoy_address_string, Host, HostStats};
+pub use host::{envoy_address_string, EdsInfo, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
 };
