@@ -17,6 +17,9 @@
 #   BENCH_N_P16       requests per SET/GET run at -P 16 (default 500000)
 #                     (MSET runs use a quarter: each request carries 10 keys)
 #   BENCH_IDLE_CONNS  idle connections for the RSS measurement (default 1000)
+#   BENCH_XDS         0 = skip the xDS push benchmark run at the end (scripts/bench_xds.sh;
+#                     BENCH_XDS_COUNT = clusters and listeners pushed, default 1000; more
+#                     BENCH_XDS_* knobs there)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_cleanup_trap
@@ -256,3 +259,11 @@ print()
 print("RSS per idle client connection (bytes): " + ", ".join(rss))
 PY
 log "raw results: $RESULTS"
+
+# The xDS push benchmark (scripts/bench_xds.sh: push→ACK of 1,000 clusters and listeners, RSS,
+# route push→first use; BENCH_XDS=0 skips it, BENCH_XDS_COUNT sizes it). The proxies above are
+# stopped first so they do not share the cores with it.
+cleanup_tracked
+if [ "${BENCH_XDS:-1}" != "0" ]; then
+  BENCH_TARGETS="$TARGETS" bash "$ROOT/scripts/bench_xds.sh"
+fi

@@ -80,8 +80,28 @@ pub struct ListenerManager {
     drain_strategy: DrainStrategy,
     /// `--reject-unsupported`: NACK listeners redvoy cannot run instead of skipping them.
     pub reject_unsupported: bool,
-    state: Mutex<ListenerState>,
+    state: Arc<Mutex<ListenerState>>,
     stats: Stats,
+}
+
+/// The stat name prefixes a listener owns: its address scope and its filters' scopes.
+fn stat_scopes(config: &model::Listener, address: &SocketAddr) -> Vec<String> {
+    let mut scopes = vec![format!(
+        "listener.{}.",
+        redvoy_proxy::listener_stat_prefix(address)
+    )];
+    for chain in config
+        .filter_chains
+        .iter()
+        .chain(config.default_filter_chain.as_ref())
+    {
+        scopes.push(match &chain.filter {
+            model::NetworkFilter::RedisProxy(rp) => format!("redis.{}.", rp.stat_prefix),
+            model::NetworkFilter::TcpProxy(tp) => format!("tcp.{}.", tp.stat_prefix),
+            model::NetworkFilter::HttpConnectionManager(h) => format!("http.{}.", h.stat_prefix),
+        });
+    }
+    scopes
 }
 
 impl ListenerManager {
@@ -129,7 +149,7 @@ impl ListenerManager {
             drain_time,
             drain_strategy,
             reject_unsupported,
-            state: Mutex::new(ListenerState::default()),
+            state: Arc::new(Mutex::new(ListenerState::default())),
             stats,
         }
     }
@@ -244,7 +264,7 @@ impl ListenerManager {
         match replaced {
             Some(old) => {
                 self.stats.modified.inc();
-                self.drain(&mut state, old.runtime);
+                self.drain(old);
             }
             None => self.stats.added.inc(),
         }
@@ -314,22 +334,37 @@ impl ListenerManager {
             return false;
         };
         self.stats.removed.inc();
-        self.drain(&mut state, old.runtime);
+        self.drain(old);
         self.publish(&state);
         true
     }
 
-    fn drain(&self, state: &mut ListenerState, runtime: Arc<ListenerRuntime>) {
+    fn drain(&self, old: ManagedListener) {
+        let runtime = old.runtime;
         for worker in &self.workers {
             let _ = worker.send(WorkerCommand::Remove(Arc::clone(&runtime)));
         }
-        let _ = state;
         self.stats.draining.inc();
         let (strategy, drain_time) = (self.drain_strategy, self.drain_time);
         let draining = self.stats.draining.clone();
+        let state = Arc::clone(&self.state);
+        let store = self.store.clone();
+        let scopes = stat_scopes(&old.config, &runtime.address);
         tokio::spawn(async move {
             runtime.control.remove(strategy, drain_time).await;
             draining.dec();
+            // Envoy destroys the drained listener and its stats scopes; a scope another
+            // listener still uses (same stat_prefix or address) stays.
+            let in_use: Vec<String> = state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .active
+                .values()
+                .flat_map(|l| stat_scopes(&l.config, &l.runtime.address))
+                .collect();
+            for scope in scopes.iter().filter(|s| !in_use.contains(s)) {
+                store.remove_prefix(scope, &in_use);
+            }
         });
     }
 
@@ -346,7 +381,7 @@ impl ListenerManager {
         if was_active {
             if let Some(old) = state.active.remove(name) {
                 self.stats.removed.inc();
-                self.drain(&mut state, old.runtime);
+                self.drain(old);
             }
         }
         state.skipped.insert(

@@ -304,6 +304,20 @@ impl Store {
         f(&mut guard)
     }
 
+    /// Forgets every stat whose name starts with `prefix` but with none of `keep` (Envoy drops
+    /// a destroyed listener's or cluster's scope). Handles still held elsewhere keep working,
+    /// unlisted; a later stat of the same name starts again from zero, as in Envoy.
+    pub fn remove_prefix(&self, prefix: &str, keep: &[String]) {
+        let gone =
+            |name: &str| name.starts_with(prefix) && !keep.iter().any(|k| name.starts_with(k));
+        self.with(|r| {
+            r.counters.retain(|n, _| !gone(n));
+            r.gauges.retain(|n, _| !gone(n));
+            r.histograms.retain(|n, _| !gone(n));
+            r.text_readouts.retain(|n, _| !gone(n));
+        });
+    }
+
     /// Returns the counter with this full name, creating it at zero the first time. A name the
     /// stats matcher rejects gets a working handle that is never registered (Envoy's null stat).
     pub fn counter(&self, name: &str) -> Counter {

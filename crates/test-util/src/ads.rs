@@ -1,4 +1,8 @@
 //! An in-process ADS control plane for xDS tests (SotW and Delta, over TCP or a Unix socket).
+//! The same server also answers the per-type services a bootstrap's `api_config_source` uses
+//! (`ListenerDiscoveryService`, `ClusterDiscoveryService`, `EndpointDiscoveryService`, their
+//! Stream and Delta methods), from the same state and into the same recording
+//! ([`RecordedRequest::api`] tells the services apart).
 //!
 //! The server runs on its own tokio runtime so sync tests can drive it: the test scripts the
 //! resources ([`AdsServer::set_resources`]), every connected stream that subscribed to that type
@@ -25,11 +29,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
+    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -68,6 +81,32 @@ pub enum Variant {
     Delta,
 }
 
+/// Which gRPC service a stream was opened on: the aggregated one, or a per-type service
+/// (`api_config_source` of `lds_config` / `cds_config` / `eds_config`). All share one state
+/// and one recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Ads,
+    /// `envoy.service.listener.v3.ListenerDiscoveryService`
+    Listeners,
+    /// `envoy.service.cluster.v3.ClusterDiscoveryService`
+    Clusters,
+    /// `envoy.service.endpoint.v3.EndpointDiscoveryService`
+    Endpoints,
+}
+
+impl Api {
+    /// `ADS`, `LDS`, `CDS` or `EDS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Ads => "ADS",
+            Api::Listeners => "LDS",
+            Api::Clusters => "CDS",
+            Api::Endpoints => "EDS",
+        }
+    }
+}
+
 /// `google.rpc.Status` of a NACK.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorDetail {
@@ -81,6 +120,8 @@ pub struct ErrorDetail {
 pub struct RecordedRequest {
     /// Server-assigned stream number, counting from 1 across restarts.
     pub stream: u64,
+    /// The service the stream was opened on.
+    pub api: Api,
     pub variant: Variant,
     pub type_url: String,
     pub version_info: String,
@@ -234,6 +275,7 @@ impl Subscription {
 }
 
 struct StreamState {
+    api: Api,
     tx: Tx,
     reader: Option<tokio::task::AbortHandle>,
     types: HashMap<String, Subscription>,
@@ -359,10 +401,16 @@ impl State {
         });
     }
 
+    fn api_of(&self, id: u64) -> Api {
+        self.streams.get(&id).map_or(Api::Ads, |s| s.api)
+    }
+
     fn on_sotw(&mut self, id: u64, req: DiscoveryRequest) {
         let node = req.node.as_ref();
+        let api = self.api_of(id);
         self.requests.push(RecordedRequest {
             stream: id,
+            api,
             variant: Variant::Sotw,
             type_url: req.type_url.clone(),
             version_info: req.version_info.clone(),
@@ -411,8 +459,10 @@ impl State {
 
     fn on_delta(&mut self, id: u64, req: DeltaDiscoveryRequest) {
         let node = req.node.as_ref();
+        let api = self.api_of(id);
         self.requests.push(RecordedRequest {
             stream: id,
+            api,
             variant: Variant::Delta,
             type_url: req.type_url.clone(),
             version_info: String::new(),
@@ -481,13 +531,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open_stream(&self, tx: Tx) -> u64 {
+    fn open_stream(&self, api: Api, tx: Tx) -> u64 {
         let mut state = self.lock();
         state.streams_opened += 1;
         let id = state.streams_opened;
         state.streams.insert(
             id,
             StreamState {
+                api,
                 tx,
                 reader: None,
                 types: HashMap::new(),
@@ -513,21 +564,23 @@ impl Shared {
     }
 }
 
+type SotwStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+type DeltaStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+/// Serves every discovery service (ADS and the per-type ones) from one shared state.
+#[derive(Clone)]
 struct Service {
     shared: Arc<Shared>,
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Service {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
+impl Service {
+    fn sotw(
         &self,
+        api: Api,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<SotwStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let id = self.shared.open_stream(Tx::Sotw(tx));
+        let id = self.shared.open_stream(api, Tx::Sotw(tx));
         let shared = self.shared.clone();
         let mut inbound = request.into_inner();
         let reader = tokio::spawn(async move {
@@ -540,12 +593,13 @@ impl AggregatedDiscoveryService for Service {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn delta_aggregated_resources(
+    fn delta(
         &self,
+        api: Api,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<DeltaStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-        let id = self.shared.open_stream(Tx::Delta(tx));
+        let id = self.shared.open_stream(api, Tx::Delta(tx));
         let shared = self.shared.clone();
         let mut inbound = request.into_inner();
         let reader = tokio::spawn(async move {
@@ -556,6 +610,112 @@ impl AggregatedDiscoveryService for Service {
         });
         self.shared.set_reader(id, reader.abort_handle());
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// REST-style fetches are not something Envoy's gRPC config sources use.
+fn no_fetch() -> Status {
+    Status::unimplemented("the test control plane serves streams only")
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Service {
+    type StreamAggregatedResourcesStream = SotwStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        self.sotw(Api::Ads, request)
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        self.delta(Api::Ads, request)
+    }
+}
+
+#[tonic::async_trait]
+impl ListenerDiscoveryService for Service {
+    type StreamListenersStream = SotwStream;
+    type DeltaListenersStream = DeltaStream;
+
+    async fn stream_listeners(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        self.sotw(Api::Listeners, request)
+    }
+
+    async fn delta_listeners(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        self.delta(Api::Listeners, request)
+    }
+
+    async fn fetch_listeners(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterDiscoveryService for Service {
+    type StreamClustersStream = SotwStream;
+    type DeltaClustersStream = DeltaStream;
+
+    async fn stream_clusters(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        self.sotw(Api::Clusters, request)
+    }
+
+    async fn delta_clusters(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        self.delta(Api::Clusters, request)
+    }
+
+    async fn fetch_clusters(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
+    }
+}
+
+#[tonic::async_trait]
+impl EndpointDiscoveryService for Service {
+    type StreamEndpointsStream = SotwStream;
+    type DeltaEndpointsStream = DeltaStream;
+
+    async fn stream_endpoints(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        self.sotw(Api::Endpoints, request)
+    }
+
+    async fn delta_endpoints(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        self.delta(Api::Endpoints, request)
+    }
+
+    async fn fetch_endpoints(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
     }
 }
 
@@ -596,11 +756,26 @@ impl AdsServer {
             .thread_name("test-ads")
             .enable_all()
             .build()?;
-        let service = AggregatedDiscoveryServiceServer::new(Service {
+        let service = Service {
             shared: self.shared.clone(),
-        })
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let router = tonic::transport::Server::builder().add_service(service);
+        };
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                AggregatedDiscoveryServiceServer::new(service.clone())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                ListenerDiscoveryServiceServer::new(service.clone())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                ClusterDiscoveryServiceServer::new(service.clone())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                EndpointDiscoveryServiceServer::new(service)
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            );
         let _guard = runtime.enter();
         match &self.address {
             Address::Tcp(addr) => {
@@ -1202,6 +1377,77 @@ mod tests {
     fn delta_over_unix_socket() {
         let dir = tempfile::tempdir().unwrap();
         delta_exchange(AdsServer::start_unix(dir.path().join("xds.sock")).unwrap());
+    }
+
+    /// The per-type services share the state and the recording, each stream tagged with its
+    /// service.
+    #[test]
+    fn per_type_services_share_state() {
+        use envoy_types::pb::envoy::config::listener::v3::Listener;
+        use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+        use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
+
+        let server = AdsServer::start_tcp().unwrap();
+        server.set_messages("c1", &[cluster("a")]);
+        server.set_messages(
+            "l1",
+            &[Listener {
+                name: "l".into(),
+                ..Default::default()
+            }],
+        );
+        let Address::Tcp(addr) = server.address().clone() else {
+            unreachable!()
+        };
+        let rt = rt();
+        rt.block_on(async {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let (ctx, crx) = mpsc::channel(4);
+            ctx.send(DiscoveryRequest {
+                node: node(),
+                type_url: TYPE_CLUSTER.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let mut clusters = ClusterDiscoveryServiceClient::new(channel.clone())
+                .stream_clusters(ReceiverStream::new(crx))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(names(&next(&mut clusters).await), ["a"]);
+            let (ltx, lrx) = mpsc::channel(4);
+            ltx.send(DeltaDiscoveryRequest {
+                node: node(),
+                type_url: TYPE_LISTENER.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let mut listeners = ListenerDiscoveryServiceClient::new(channel)
+                .delta_listeners(ReceiverStream::new(lrx))
+                .await
+                .unwrap()
+                .into_inner();
+            let r = next(&mut listeners).await;
+            assert_eq!(r.resources[0].name, "l");
+        });
+        let apis: Vec<(Api, Variant, String)> = server
+            .requests()
+            .iter()
+            .map(|r| (r.api, r.variant, r.summary()))
+            .collect();
+        assert_eq!(
+            apis,
+            [
+                (Api::Clusters, Variant::Sotw, "CDS{node}".to_string()),
+                (Api::Listeners, Variant::Delta, "LDS{node}".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod resp;
 pub mod xds;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
-pub use ads::{AdsServer, ErrorDetail, RecordedRequest, SentResponse, Variant};
+pub use ads::{AdsServer, Api, ErrorDetail, RecordedRequest, SentResponse, Variant};
 pub use bootstrap::{
     bootstrap, catch_all_filter, dedent, simple_bootstrap, two_cluster_bootstrap, Cluster,
 };

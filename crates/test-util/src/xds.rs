@@ -14,8 +14,11 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
+use envoy_types::pb::envoy::config::core::v3::grpc_service::{EnvoyGrpc, TargetSpecifier};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, TrafficDirection,
+    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
+    SocketAddress, TrafficDirection,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -46,6 +49,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration};
 use crate::ads::{pack, AdsServer, Variant};
 
 pub use envoy_types::pb::envoy::config::cluster::v3::Cluster as XdsCluster;
+pub use envoy_types::pb::envoy::config::core::v3::HealthStatus as XdsHealthStatus;
 pub use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as XdsClusterLoadAssignment;
 pub use envoy_types::pb::envoy::config::listener::v3::Listener as XdsListener;
 pub use envoy_types::pb::envoy::config::route::v3::RouteConfiguration as XdsRouteConfiguration;
@@ -79,6 +83,31 @@ pub fn ads_config_source(initial_fetch_timeout: Option<Duration>) -> ConfigSourc
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
         initial_fetch_timeout: initial_fetch_timeout.map(pb_duration),
+        ..Default::default()
+    }
+}
+
+/// A `ConfigSource` with its own `api_config_source` stream (`GRPC` for SotW, `DELTA_GRPC`)
+/// to the static gRPC cluster `grpc_cluster`, as a bootstrap's `lds_config` / `cds_config` or a
+/// cluster's `eds_config` uses instead of ADS.
+pub fn grpc_config_source(variant: Variant, grpc_cluster: &str) -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(ApiConfigSource {
+            api_type: match variant {
+                Variant::Sotw => ApiType::Grpc,
+                Variant::Delta => ApiType::DeltaGrpc,
+            } as i32,
+            transport_api_version: ApiVersion::V3 as i32,
+            grpc_services: vec![GrpcService {
+                target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
+                    cluster_name: grpc_cluster.to_string(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
     }
 }
@@ -267,6 +296,21 @@ pub fn load_assignment(cluster: &str, ports: &[u16]) -> ClusterLoadAssignment {
     }
 }
 
+/// A load assignment of `127.0.0.1:<port>` endpoints, each with its EDS `health_status`.
+pub fn load_assignment_with_health(
+    cluster: &str,
+    endpoints: &[(u16, XdsHealthStatus)],
+) -> ClusterLoadAssignment {
+    let ports: Vec<u16> = endpoints.iter().map(|(port, _)| *port).collect();
+    let mut cla = load_assignment(cluster, &ports);
+    for locality in &mut cla.endpoints {
+        for (lb, (_, health)) in locality.lb_endpoints.iter_mut().zip(endpoints) {
+            lb.health_status = *health as i32;
+        }
+    }
+    cla
+}
+
 fn cluster_base(name: &str, kind: DiscoveryType) -> Cluster {
     Cluster {
         name: name.to_string(),
@@ -291,6 +335,18 @@ pub fn eds_cluster(name: &str) -> Cluster {
     Cluster {
         eds_cluster_config: Some(EdsClusterConfig {
             eds_config: Some(ads_config_source(None)),
+            service_name: String::new(),
+        }),
+        ..cluster_base(name, DiscoveryType::Eds)
+    }
+}
+
+/// An EDS RING_HASH cluster whose endpoints come from `eds_config` (e.g. a
+/// [`grpc_config_source`] stream of its own).
+pub fn eds_cluster_from(name: &str, eds_config: ConfigSource) -> Cluster {
+    Cluster {
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(eds_config),
             service_name: String::new(),
         }),
         ..cluster_base(name, DiscoveryType::Eds)

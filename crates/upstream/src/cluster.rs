@@ -481,6 +481,19 @@ impl ClusterManager {
         let existed = warmed_out || was_active;
         if existed {
             self.stats.cluster_removed.inc();
+            // Envoy destroys the cluster's stats scope with it. Clusters whose names extend
+            // this one (`a` and `a.b`) keep theirs.
+            let scope = format!("cluster.{name}.");
+            let keep: Vec<String> = self
+                .active
+                .load()
+                .order
+                .iter()
+                .chain(state.warming.values())
+                .map(|c| format!("cluster.{}.", c.name))
+                .filter(|k| k.starts_with(&scope) && *k != scope)
+                .collect();
+            self.store.remove_prefix(&scope, &keep);
         }
         self.publish_counts(&state);
         Ok(existed)
@@ -1236,8 +1249,13 @@ mod tests {
         cm.apply_load_assignment(cla("svc-a", &[("127.0.0.1", 7002, Healthy)]));
         assert_eq!(ports(&cm.get("a").unwrap()), vec![7002]);
 
+        cm.add_or_update(eds_cluster("a.b", "svc-ab")).unwrap();
+        assert!(store.value_of("cluster.a.update_attempt").is_some());
         assert!(cm.remove("a").unwrap());
         assert!(cm.get("a").is_none());
+        // Its stats go with it (Envoy destroys the scope); `a.b`'s stay.
+        assert!(store.value_of("cluster.a.update_attempt").is_none());
+        assert!(store.value_of("cluster.a.b.warming_state").is_some());
         assert_eq!(store.value_of("cluster_manager.cluster_removed"), Some(1));
         assert!(!cm.remove("a").unwrap());
     }

@@ -312,8 +312,12 @@ impl Client {
     async fn start_type(&mut self, ti: usize) {
         let t = &mut self.types[ti];
         t.started = true;
-        if let Some(stats) = &t.stats {
-            stats.update_attempt.inc();
+        // A gRPC subscription counts its start as an attempt; Envoy's filesystem subscription
+        // counts only its reads.
+        if !matches!(t.origin, Origin::File { .. }) {
+            if let Some(stats) = &t.stats {
+                stats.update_attempt.inc();
+            }
         }
         match &t.origin {
             Origin::None => self.initial_fetch_done(ti, false),
