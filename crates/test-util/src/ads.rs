@@ -786,7 +786,16 @@ impl AdsServer {
                 self.address = Address::Tcp(listener.local_addr()?);
                 runtime.spawn(async move {
                     if let Err(e) = router
-                        .serve_with_incoming(TcpListenerStream::new(listener))
+                        .serve_with_incoming(tokio_stream::StreamExt::map(
+                            TcpListenerStream::new(listener),
+                            // Without TCP_NODELAY small responses stall on Nagle and delayed
+                            // ACKs (~40 ms per push).
+                            |accepted| {
+                                accepted.inspect(|s| {
+                                    let _ = s.set_nodelay(true);
+                                })
+                            },
+                        ))
                         .await
                     {
                         eprintln!("test ADS server (tcp) failed: {e}");

@@ -7,7 +7,7 @@
 //! 2. CDS pushes N EDS clusters (Istio-style `outbound|6379||…` names) and EDS their load
 //!    assignments, then LDS pushes N unbound `<VIP>_6379` redis_proxy listeners (one catch-all
 //!    cluster each) plus one bound on a loopback port; the time from each push to its ACK and
-//!    the proxy's RSS before and after are measured;
+//!    the proxy's RSS before, after CDS/EDS and after LDS is measured;
 //! 3. while a client loops `GET k` on the bound listener, LDS switches that listener's
 //!    catch-all between two clusters whose redis-servers hold different values of `k`; the
 //!    time from the push to the first reply from the new cluster is measured on the client's
@@ -18,7 +18,8 @@
 //! `envoy redvoy`), `BENCH_XDS_ROUTE_REPEATS` (default 5), `BENCH_XDS_STEP_TIMEOUT_S` (bound
 //! on each push-to-ACK step, default 120), `BENCH_XDS_ROUTE_TIMEOUT_S` (bound on one route
 //! push becoming visible, default 30), `BENCH_XDS_DRAIN_S` (`--drain-time-s` of both proxies,
-//! default 2). Binaries: `ENVOY_BIN` (default `envoy` on PATH), `REDVOY_BIN` (default the
+//! default 2), `BENCH_XDS_TRANSPORT` (`unix`, the default: the control plane on a Unix socket,
+//! as Istio's agent serves it; or `tcp` on loopback). Binaries: `ENVOY_BIN` (default `envoy` on PATH), `REDVOY_BIN` (default the
 //! `redvoy` next to this program).
 
 #![forbid(unsafe_code)]
@@ -79,6 +80,9 @@ struct Knobs {
     step_timeout: Duration,
     route_timeout: Duration,
     drain_s: u64,
+    /// The control plane listens on a Unix socket (Istio's agent serves xDS on one) rather
+    /// than on loopback TCP.
+    unix: bool,
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -120,6 +124,11 @@ fn knobs() -> Knobs {
             DEFAULT_ROUTE_TIMEOUT_S,
         )),
         drain_s: env_num("BENCH_XDS_DRAIN_S", DEFAULT_DRAIN_S),
+        unix: match std::env::var("BENCH_XDS_TRANSPORT").as_deref() {
+            Err(_) | Ok("") | Ok("unix") => true,
+            Ok("tcp") => false,
+            Ok(other) => panic!("BENCH_XDS_TRANSPORT={other:?}: use unix or tcp"),
+        },
     }
 }
 
@@ -195,6 +204,14 @@ impl Step {
         }
     }
 
+    /// The cell text plus, for a NACK, its message.
+    fn detail(&self) -> String {
+        match self {
+            Step::Nacked(message) => format!("NACK: {message}"),
+            other => other.show(),
+        }
+    }
+
     fn show(&self) -> String {
         match self {
             Step::Acked(d) => format!("{:.1}", ms(*d)),
@@ -226,6 +243,7 @@ struct Row {
     lds: Step,
     total: Step,
     rss_before_kib: Option<u64>,
+    rss_after_cds_kib: Option<u64>,
     rss_after_kib: Option<u64>,
     routes: Vec<RoutePush>,
     notes: Vec<String>,
@@ -240,6 +258,7 @@ impl Row {
             lds: Step::Skipped,
             total: Step::Skipped,
             rss_before_kib: None,
+            rss_after_cds_kib: None,
             rss_after_kib: None,
             routes: Vec::new(),
             notes: Vec::new(),
@@ -410,7 +429,19 @@ fn proxy_args(knobs: &Knobs) -> Vec<String> {
 fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -> Row {
     let mut row = Row::new(target);
     let n = knobs.count;
-    let server = match AdsServer::start_tcp() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            row.notes.push(format!("temp dir: {e}"));
+            return row;
+        }
+    };
+    let started = if knobs.unix {
+        AdsServer::start_unix(dir.path().join("xds.sock"))
+    } else {
+        AdsServer::start_tcp()
+    };
+    let server = match started {
         Ok(s) => s,
         Err(e) => {
             row.notes.push(format!("ADS server: {e}"));
@@ -482,14 +513,16 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
     );
     if !matches!((&row.cds, &row.eds), (Step::Acked(_), Step::Acked(_))) {
         row.notes.push(format!(
-            "CDS/EDS: {:?} {:?}; last requests: {}",
-            row.cds,
-            row.eds,
+            "CDS: {}, EDS: {}; last requests: {}",
+            row.cds.detail(),
+            row.eds.detail(),
             recent(&server)
         ));
         return row;
     }
 
+    thread::sleep(SETTLE);
+    row.rss_after_cds_kib = rss_kib(pid);
     let mark = server.request_count();
     let t_lds = Instant::now();
     let nonce = server
@@ -506,18 +539,19 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
         &[&lds_ack],
     );
     row.lds = step_of(&found[0]);
-    if let Step::Acked(d) = row.lds {
-        row.total = Step::Acked(t_lds.duration_since(t_cds) + d);
+    // The settle pause between the pushes is left out: total = CDS→EDS ACK + LDS→ACK.
+    if let (Step::Acked(eds), Step::Acked(lds)) = (&row.eds, &row.lds) {
+        row.total = Step::Acked(*eds + *lds);
     }
     eprintln!(
-        "  {target}: LDS→ACK {} ms, CDS push→LDS ACK {} ms",
+        "  {target}: LDS→ACK {} ms, total (CDS→EDS ACK + LDS→ACK) {} ms",
         row.lds.show(),
         row.total.show()
     );
     if !matches!(row.lds, Step::Acked(_)) {
         row.notes.push(format!(
-            "LDS: {:?}; last requests: {}",
-            row.lds,
+            "LDS: {}; last requests: {}",
+            row.lds.detail(),
             recent(&server)
         ));
         return row;
@@ -638,8 +672,9 @@ fn print_table(rows: &[Row], knobs: &Knobs) {
         "CDS→ACK ms",
         "CDS→EDS ACK ms",
         "LDS→ACK ms",
-        "total ms",
+        "total ms (EDS ACK + LDS ACK)",
         "RSS before MiB",
+        "RSS after CDS MiB",
         "RSS after MiB",
         "route push→ACK ms",
         "route push→first use ms (existing conn)",
@@ -658,6 +693,7 @@ fn print_table(rows: &[Row], knobs: &Knobs) {
             step(&row.lds),
             step(&row.total),
             mib(row.rss_before_kib),
+            mib(row.rss_after_cds_kib),
             mib(row.rss_after_kib),
             routes(|r| r.ack),
             routes(|r| r.existing),
@@ -705,7 +741,8 @@ fn print_table(rows: &[Row], knobs: &Knobs) {
         format!("| {} |", parts.join(" | "))
     };
     println!(
-        "xDS push (SotW ADS, --concurrency 1): {} EDS clusters + 2, {} listeners (bind_to_port: false) + 1 bound; route push medians of {} pushes (--drain-time-s {})",
+        "xDS push (SotW ADS over {}, --concurrency 1): {} EDS clusters + 2, {} listeners (bind_to_port: false) + 1 bound; route push medians of {} pushes (--drain-time-s {})",
+        if knobs.unix { "a Unix socket" } else { "TCP" },
         knobs.count, knobs.count, knobs.route_repeats, knobs.drain_s
     );
     println!("{}", line(headers.to_vec()));
