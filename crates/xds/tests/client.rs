@@ -612,3 +612,39 @@ fn eds_names_changed_from_the_handle() {
     let got = settle(&server, 8, 6);
     assert_eq!(got, ["EDS{v=e1 [a,z] n=n2}", "EDS{v=e1 [a,z] n=n4}"]);
 }
+
+/// A CDS response far above gRPC's usual 4 MiB limit (large meshes send such) is received,
+/// handed over whole and ACKed.
+#[test]
+fn responses_larger_than_4_mib_are_accepted() {
+    let server = AdsServer::start_tcp().unwrap();
+    let running = Running::start(ads_config(&server, ApiType::Grpc, true));
+    // 3,000 clusters of ~2 KiB each: ~6 MiB in one DiscoveryResponse.
+    let clusters: Vec<Cluster> = (0..3000)
+        .map(|i| Cluster {
+            name: format!("c{i:04}-{}", "x".repeat(2000)),
+            ..Default::default()
+        })
+        .collect();
+    let bytes: usize = clusters.iter().map(|c| c.encoded_len()).sum();
+    assert!(bytes > 5 << 20, "{bytes}");
+    server.set_messages("big", &clusters);
+    let ack = wait_until(|| {
+        server
+            .requests()
+            .into_iter()
+            .find(|r| r.type_url == TYPE_CLUSTER && r.version_info == "big")
+    });
+    assert!(!ack.is_nack());
+    let delivered = wait_until(|| {
+        running
+            .recorder
+            .updates
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|u| u.type_url == TYPE_CLUSTER && u.version_info == "big")
+            .map(|u| u.resources.len())
+    });
+    assert_eq!(delivered, 3000);
+}
