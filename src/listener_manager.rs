@@ -116,17 +116,10 @@ impl ListenerManager {
     ) -> Self {
         let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
         let g = |n: &str| store.gauge(&format!("listener_manager.{n}"));
-        for name in [
-            "listener_stopped",
-            "total_filter_chains_draining",
-            "workers_pinned",
-        ] {
-            if name.starts_with("total") || name.starts_with("workers") {
-                g(name);
-            } else {
-                c(name);
-            }
-        }
+        // Registered as Envoy registers them; redvoy never moves them here.
+        c("listener_stopped");
+        g("total_filter_chains_draining");
+        g("workers_pinned");
         let stats = Stats {
             added: c("listener_added"),
             modified: c("listener_modified"),
@@ -350,8 +343,12 @@ impl ListenerManager {
         let state = Arc::clone(&self.state);
         let store = self.store.clone();
         let scopes = stat_scopes(&old.config, &runtime.address);
+        let workers = self.workers.clone();
         tokio::spawn(async move {
             runtime.control.remove(strategy, drain_time).await;
+            for worker in &workers {
+                let _ = worker.send(WorkerCommand::CloseConnections(Arc::clone(&runtime)));
+            }
             draining.dec();
             // Envoy destroys the drained listener and its stats scopes; a scope another
             // listener still uses (same stat_prefix or address) stays.

@@ -100,6 +100,9 @@ impl Shared {
             let cluster = match redvoy_config::decode_cluster(&r.value, &self.options) {
                 Ok(c) => c,
                 Err(e) => {
+                    // A refused cluster keeps its previous version (it is named, so it is not
+                    // a removal).
+                    seen.insert(r.name.clone());
                     errors.push(format!("{}: {}", r.name, e));
                     continue;
                 }

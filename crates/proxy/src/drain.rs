@@ -25,8 +25,9 @@ pub struct ListenerControl {
     draining: AtomicBool,
     /// True once the listener must stop accepting.
     stop_tx: watch::Sender<bool>,
-    /// True once the drain time is over: every connection closes now.
-    close_tx: watch::Sender<bool>,
+    /// True once the drain time is over: every connection closes now (the workers wake
+    /// their sessions, which check this flag; see `WorkerCommand::CloseConnections`).
+    closed: AtomicBool,
     /// Gradual drain: when it started (nanoseconds after `epoch()`) and how long it lasts.
     gradual_since_ns: AtomicU64,
     gradual_span_ns: AtomicU64,
@@ -49,7 +50,7 @@ impl ListenerControl {
         Self {
             draining: AtomicBool::new(false),
             stop_tx: watch::channel(false).0,
-            close_tx: watch::channel(false).0,
+            closed: AtomicBool::new(false),
             gradual_since_ns: AtomicU64::new(0),
             gradual_span_ns: AtomicU64::new(0),
         }
@@ -75,8 +76,13 @@ impl ListenerControl {
         elapsed >= span || rand::random::<u64>() % span < elapsed
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting at once and drains the connections over `drain_time` with `strategy`;
-    /// when it is over, every connection still open is closed (listener removal or change).
+    /// when it is over, every connection still open must close: the caller then asks the
+    /// workers to wake them (`WorkerCommand::CloseConnections`).
     pub async fn remove(&self, strategy: DrainStrategy, drain_time: Duration) {
         if strategy == DrainStrategy::Gradual && !drain_time.is_zero() {
             let now = epoch().elapsed().as_nanos() as u64;
@@ -86,11 +92,7 @@ impl ListenerControl {
         }
         self.stop();
         tokio::time::sleep(drain_time).await;
-        self.close_tx.send_replace(true);
-    }
-
-    pub(crate) fn subscribe_close(&self) -> watch::Receiver<bool> {
-        self.close_tx.subscribe()
+        self.closed.store(true, Ordering::Relaxed);
     }
 
     pub fn is_stopped(&self) -> bool {

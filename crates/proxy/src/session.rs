@@ -138,7 +138,8 @@ impl PendingQueue {
 /// The part of a session that upstream clients reach through `Completion`s.
 pub(crate) struct SessionShared {
     queue: RefCell<PendingQueue>,
-    notify: Notify,
+    /// Wakes the session: a reply is ready, or its listener's drain time is over.
+    pub(crate) notify: Notify,
     closed: Cell<bool>,
 }
 
@@ -377,17 +378,18 @@ impl Session {
         let mut close_after_flush = false;
         let mut close_when_answered = false;
         let mut wrote_since_check = false;
-        let mut closed = self.control.subscribe_close();
+        self.source.register(&self.shared);
         loop {
-            if *closed.borrow() {
-                // The drain time of a removed listener is over.
+            if self.control.is_closed() {
+                // The drain time of a removed listener is over (the worker woke us).
                 self.filter.config.stats.downstream_cx_drain_close.inc();
                 return Ok(());
             }
             // A config push reaches this connection on its next request (never in the middle
-            // of a transaction, whose connections are pinned).
+            // of a transaction, whose connections are pinned). One relaxed load when nothing
+            // changed.
             if !self.tx.active {
-                if let Some(newer) = self.source.current() {
+                if let Some(newer) = self.source.changed() {
                     if !Rc::ptr_eq(&newer, &self.filter) {
                         self.filter = newer;
                     }
@@ -476,7 +478,6 @@ impl Session {
                     self.rx_buffered_reported = now_buffered;
                 }
                 _ = self.shared.notify.notified() => {}
-                _ = closed.changed() => {}
                 _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
             }
         }

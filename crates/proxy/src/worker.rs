@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
 use crate::pool::ClusterPool;
-use crate::session::{self, WorkerFilter};
+use crate::session::{self, SessionShared, WorkerFilter};
 use crate::tcp_proxy::{self, TcpProxyConfig};
 
 /// Accept backlog of every listener socket.
@@ -184,6 +185,9 @@ pub struct ListenerRuntime {
     pub address: SocketAddr,
     pub use_original_dst: bool,
     chains: ArcSwap<ChainSet>,
+    /// Bumped by every `set_chains`: sessions compare it (one relaxed load) before looking for
+    /// a newer filter.
+    generation: AtomicU64,
     pub stats: Arc<ListenerStats>,
     pub control: Arc<ListenerControl>,
     no_filter_chain_match: Counter,
@@ -204,6 +208,7 @@ impl ListenerRuntime {
             address,
             use_original_dst,
             chains: ArcSwap::from_pointee(chains),
+            generation: AtomicU64::new(0),
             stats: Arc::new(ListenerStats::new(store, &address, workers)),
             control: Arc::new(ListenerControl::new()),
             no_filter_chain_match: store
@@ -214,6 +219,7 @@ impl ListenerRuntime {
     /// Installs new chains: existing connections pick them up on their next request.
     pub fn set_chains(&self, chains: ChainSet) {
         self.chains.store(Arc::new(chains));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     pub fn chains(&self) -> Arc<ChainSet> {
@@ -231,6 +237,8 @@ pub enum WorkerCommand {
     },
     /// Forget a removed listener for hand-offs (its accept loop ends on its own stop signal).
     Remove(Arc<ListenerRuntime>),
+    /// The listener's drain time is over: wake its sessions so that they close.
+    CloseConnections(Arc<ListenerRuntime>),
 }
 
 /// One worker's view of a listener: the shared runtime and this worker's compiled filters.
@@ -238,6 +246,8 @@ pub(crate) struct WorkerListener {
     runtime: Arc<ListenerRuntime>,
     /// Per chain index of `chains`, the worker filter built for it (pools, clients).
     cache: RefCell<FilterCache>,
+    /// This worker's redis_proxy sessions on the listener, to wake when its drain ends.
+    sessions: RefCell<Vec<Weak<SessionShared>>>,
 }
 
 /// The chain set the cached worker filters were built from, and those filters by chain index.
@@ -249,6 +259,16 @@ impl WorkerListener {
         Self {
             runtime,
             cache: RefCell::new((chains, Vec::new())),
+            sessions: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Wakes every live session (drain over: they see the closed flag and close).
+    fn wake_sessions(&self) {
+        for session in self.sessions.borrow_mut().drain(..) {
+            if let Some(s) = session.upgrade() {
+                s.notify.notify_one();
+            }
         }
     }
 
@@ -279,13 +299,32 @@ impl WorkerListener {
 pub(crate) struct FilterSource {
     listener: Rc<WorkerListener>,
     chain: usize,
+    /// The listener generation the session's filter comes from.
+    seen: u64,
 }
 
 impl FilterSource {
-    /// The chain's current filter; `None` when it is no longer a redis_proxy chain (the
+    /// The chain's current filter if the listener's chains changed since the last call;
+    /// `None` when they did not, or when the chain is no longer a redis_proxy chain (the
     /// session keeps the filter it has).
-    pub(crate) fn current(&self) -> Option<Rc<WorkerFilter>> {
+    pub(crate) fn changed(&mut self) -> Option<Rc<WorkerFilter>> {
+        let now = self.listener.runtime.generation.load(Ordering::Acquire);
+        if now == self.seen {
+            return None;
+        }
+        self.seen = now;
         self.listener.redis_filter(self.chain)
+    }
+
+    /// Lists the session for the wake-up at the end of a drain.
+    pub(crate) fn register(&self, session: &Rc<SessionShared>) {
+        let mut sessions = self.listener.sessions.borrow_mut();
+        // Drop closed sessions whenever the list would grow, so it stays proportional to the
+        // live ones (amortized O(1) per session).
+        if sessions.len() == sessions.capacity() {
+            sessions.retain(|s| s.strong_count() > 0);
+        }
+        sessions.push(Rc::downgrade(session));
     }
 }
 
@@ -293,6 +332,8 @@ impl FilterSource {
 struct Worker {
     id: usize,
     clusters: Arc<ClusterManager>,
+    /// Every listener this worker runs or drains, for `CloseConnections`.
+    all: RefCell<Vec<Rc<WorkerListener>>>,
     /// Every listener by address, for original-destination hand-offs.
     by_address: RefCell<HashMap<SocketAddr, Rc<WorkerListener>>>,
 }
@@ -328,6 +369,7 @@ pub fn run_worker(
     let worker = Rc::new(Worker {
         id,
         clusters,
+        all: RefCell::new(Vec::new()),
         by_address: RefCell::new(HashMap::new()),
     });
     local.block_on(&runtime, async move {
@@ -340,6 +382,7 @@ pub fn run_worker(
                             .by_address
                             .borrow_mut()
                             .insert(listener.address, Rc::clone(&state));
+                        worker.all.borrow_mut().push(Rc::clone(&state));
                         if let Some(socket) = socket {
                             let socket = TcpListener::from_std(socket)?;
                             tokio::task::spawn_local(accept_loop(
@@ -356,6 +399,12 @@ pub fn run_worker(
                             .is_some_and(|l| Arc::ptr_eq(&l.runtime, &listener))
                         {
                             map.remove(&listener.address);
+                        }
+                    }
+                    Some(WorkerCommand::CloseConnections(listener)) => {
+                        let mut all = worker.all.borrow_mut();
+                        if let Some(i) = all.iter().position(|l| Arc::ptr_eq(&l.runtime, &listener)) {
+                            all.swap_remove(i).wake_sessions();
                         }
                     }
                     None => break,
@@ -471,6 +520,7 @@ async fn on_connection(
         Some(ChainFilter::Redis(_)) => {
             if let Some(filter) = listener.redis_filter(chain) {
                 let source = FilterSource {
+                    seen: listener.runtime.generation.load(Ordering::Acquire),
                     listener: Rc::clone(&listener),
                     chain,
                 };
