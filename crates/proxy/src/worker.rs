@@ -533,13 +533,18 @@ async fn on_connection(
             drop(chains);
             let cluster = worker.clusters.get(&config.cluster);
             // ORIGINAL_DST clusters connect to the pre-NAT address (else the local one).
-            tcp_proxy::run(stream, &config, cluster, Some(destination)).await;
+            // Boxed: the spawned connection task is sized by its largest branch, and idle
+            // redis connections should not pay for the TCP/HTTP proxies' state.
+            Box::pin(tcp_proxy::run(stream, &config, cluster, Some(destination))).await;
         }
         Some(ChainFilter::Http(hcm)) => {
             let hcm = Arc::clone(hcm);
             drop(chains);
             let clusters = Arc::clone(&worker.clusters);
-            redvoy_http::serve_connection(stream, hcm, move |name| clusters.get(name)).await;
+            Box::pin(redvoy_http::serve_connection(stream, hcm, move |name| {
+                clusters.get(name)
+            }))
+            .await;
         }
         None => {}
     }
