@@ -500,6 +500,8 @@ async fn on_connection(
         }
     }
     let runtime = Arc::clone(&listener.runtime);
+    // The generation before the chains: a push in between is then seen as a change later.
+    let generation = runtime.generation.load(Ordering::Acquire);
     let chains = runtime.chains();
     let Some(chain) = chains.select(destination, peer) else {
         debug!(listener = %runtime.name, %destination, "no filter chain match");
@@ -520,7 +522,7 @@ async fn on_connection(
         Some(ChainFilter::Redis(_)) => {
             if let Some(filter) = listener.redis_filter(chain) {
                 let source = FilterSource {
-                    seen: listener.runtime.generation.load(Ordering::Acquire),
+                    seen: generation,
                     listener: Rc::clone(&listener),
                     chain,
                 };
