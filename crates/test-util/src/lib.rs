@@ -23,6 +23,7 @@ pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod resp;
 pub mod xds;
 
@@ -42,6 +43,7 @@ pub use proxy::{
     ADMIN_SOCKET,
 };
 pub use redis::{start_servers, RedisServer};
+pub use redis_cluster::{key_slot, NodeInfo, RedisCluster, Role, SlotRange};
 pub use resp::{encode_command, escape, Reply};
 // Tests of the root package use temp dirs (control-plane sockets) without their own dependency.
 pub use tempfile;
