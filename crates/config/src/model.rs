@@ -276,6 +276,19 @@ pub struct ConnPoolSettings {
     pub max_upstream_unknown_connections: u32,
     pub enable_command_stats: bool,
     pub read_policy: ReadPolicy,
+    /// `dns_cache_config`: resolves hostnames in MOVED/ASK targets (default port 6379).
+    pub dns_cache: Option<DnsCacheConfig>,
+}
+
+/// `common.dynamic_forward_proxy.v3.DnsCacheConfig`, the parts redvoy uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsCacheConfig {
+    pub name: String,
+    pub dns_lookup_family: DnsLookupFamily,
+    /// `dns_refresh_rate`, default 60 s: how long a resolved name is reused.
+    pub dns_refresh_rate: Duration,
+    /// `max_hosts`, default 1024.
+    pub max_hosts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -355,6 +368,41 @@ pub struct Cluster {
     pub use_hostname_for_hashing: bool,
     /// EDS clusters: `eds_cluster_config`.
     pub eds: Option<EdsConfig>,
+    /// `cluster_type { name: envoy.clusters.redis }`: its `RedisClusterConfig` (Envoy defaults
+    /// applied). Set exactly when `discovery` is [`DiscoveryType::RedisCluster`].
+    pub redis_cluster: Option<RedisClusterConfig>,
+}
+
+/// `extensions.clusters.redis.v3.RedisClusterConfig`, Envoy's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisClusterConfig {
+    /// Period of the `CLUSTER SLOTS` poll; default 5 s.
+    pub cluster_refresh_rate: Duration,
+    /// Op timeout of the discovery connection; default 3 s.
+    pub cluster_refresh_timeout: Duration,
+    /// Minimum time between two triggered refreshes; default 5 s.
+    pub redirect_refresh_interval: Duration,
+    /// MOVED/ASK count that triggers a refresh; default 5; 0 disables.
+    pub redirect_refresh_threshold: u32,
+    /// Upstream failures that trigger a refresh; default 0 (disabled).
+    pub failure_refresh_threshold: u32,
+    /// Host-degraded events that trigger a refresh; default 0 (disabled).
+    pub host_degraded_refresh_threshold: u32,
+    pub enable_zone_discovery: bool,
+}
+
+impl Default for RedisClusterConfig {
+    fn default() -> Self {
+        Self {
+            cluster_refresh_rate: Duration::from_secs(5),
+            cluster_refresh_timeout: Duration::from_secs(3),
+            redirect_refresh_interval: Duration::from_secs(5),
+            redirect_refresh_threshold: 5,
+            failure_refresh_threshold: 0,
+            host_degraded_refresh_threshold: 0,
+            enable_zone_discovery: false,
+        }
+    }
 }
 
 /// `Cluster.EdsClusterConfig`.
@@ -375,6 +423,9 @@ pub enum DiscoveryType {
     /// `ORIGINAL_DST` with `CLUSTER_PROVIDED`: the upstream is the connection's original
     /// destination (only meaningful to tcp_proxy).
     OriginalDst,
+    /// `envoy.clusters.redis`: endpoints are discovery seeds; hosts and the slot map come from
+    /// `CLUSTER SLOTS`. The cluster warms until the first topology (or a seed DNS failure).
+    RedisCluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -408,6 +459,9 @@ pub enum LbPolicy {
     Maglev {
         table_size: u64,
     },
+    /// `CLUSTER_PROVIDED` (or the `cluster_provided` typed policy): the cluster type chooses
+    /// (Redis Cluster: slot map and read policy).
+    ClusterProvided,
 }
 
 #[derive(Debug, Clone, PartialEq)]

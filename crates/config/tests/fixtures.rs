@@ -161,6 +161,7 @@ fn settings(op_timeout: Duration) -> ConnPoolSettings {
         max_upstream_unknown_connections: 100,
         enable_command_stats: false,
         read_policy: ReadPolicy::Master,
+        dns_cache: None,
     }
 }
 
@@ -214,6 +215,7 @@ fn article_cluster(name: &str) -> Cluster {
         redis_protocol_options: None,
         use_hostname_for_hashing: false,
         eds: None,
+        redis_cluster: None,
     }
 }
 
@@ -419,6 +421,7 @@ fn full_featured_model() {
             max_upstream_unknown_connections: 0,
             enable_command_stats: true,
             read_policy: ReadPolicy::PreferReplica,
+            dns_cache: None,
         },
         latency_in_micros: true,
         prefix_routes: PrefixRoutes {
@@ -495,6 +498,7 @@ fn full_featured_model() {
             redis_protocol_options: None,
             use_hostname_for_hashing: true,
             eds: None,
+            redis_cluster: None,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -507,6 +511,7 @@ fn full_featured_model() {
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
             eds: None,
+            redis_cluster: None,
         },
         Cluster {
             name: "static".to_owned(),
@@ -522,6 +527,7 @@ fn full_featured_model() {
             }),
             use_hostname_for_hashing: false,
             eds: None,
+            redis_cluster: None,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -539,6 +545,7 @@ fn full_featured_model() {
             }),
             use_hostname_for_hashing: false,
             eds: None,
+            redis_cluster: None,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);

@@ -116,6 +116,7 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
             eds: None,
+            redis_cluster: None,
         },
         store,
     );

@@ -336,6 +336,7 @@ mod tests {
                 redis_protocol_options: None,
                 use_hostname_for_hashing: false,
                 eds: None,
+                redis_cluster: None,
             },
             store,
         );

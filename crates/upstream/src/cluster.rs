@@ -255,6 +255,8 @@ impl ClusterManager {
                     cluster.set_hosts(hosts);
                 }
                 DiscoveryType::OriginalDst => {}
+                // TODO(issue 5): CLUSTER SLOTS discovery.
+                DiscoveryType::RedisCluster => {}
                 DiscoveryType::Eds => {
                     cluster.stats.warming_state.set(1);
                     state.warming.insert(config.name.clone(), cluster);
@@ -396,7 +398,10 @@ impl ClusterManager {
                 cluster.set_hosts(hosts);
                 self.activate(&mut state, cluster);
             }
-            DiscoveryType::OriginalDst => self.activate(&mut state, cluster),
+            // TODO(issue 5): CLUSTER SLOTS discovery.
+            DiscoveryType::OriginalDst | DiscoveryType::RedisCluster => {
+                self.activate(&mut state, cluster)
+            }
             DiscoveryType::Eds => {
                 let cached = config
                     .eds
@@ -710,6 +715,7 @@ fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
             DiscoveryType::StrictDns => "envoy.cluster.strict_dns",
             DiscoveryType::Eds => "envoy.cluster.eds",
             DiscoveryType::OriginalDst => "envoy.cluster.original_dst",
+            DiscoveryType::RedisCluster => "envoy.clusters.redis",
         };
         return Err(UpstreamError::HostnameHashing(kind));
     }
@@ -954,6 +960,7 @@ mod tests {
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
             eds: None,
+            redis_cluster: None,
         }
     }
 

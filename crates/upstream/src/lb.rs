@@ -97,7 +97,7 @@ pub fn validate_policy(policy: &LbPolicy) -> Result<(), UpstreamError> {
                 return Err(UpstreamError::LeastRequestChoiceCount(*choice_count));
             }
         }
-        LbPolicy::RoundRobin | LbPolicy::Random => {}
+        LbPolicy::RoundRobin | LbPolicy::Random | LbPolicy::ClusterProvided => {}
     }
     Ok(())
 }
@@ -164,7 +164,7 @@ impl HostSet {
                 }
                 None => (Lb::Empty, LbTableStats::None),
             },
-            LbPolicy::RoundRobin => (
+            LbPolicy::RoundRobin | LbPolicy::ClusterProvided => (
                 Lb::RoundRobin(RoundRobin::build(&hosts)),
                 LbTableStats::None,
             ),

@@ -190,6 +190,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         redis_protocol_options,
         use_hostname_for_hashing,
         eds,
+        redis_cluster: None,
     })
 }
 
@@ -343,9 +344,9 @@ fn endpoints(
         model::DiscoveryType::Static
         | model::DiscoveryType::Eds
         | model::DiscoveryType::OriginalDst => AddressKind::StaticEndpoint,
-        model::DiscoveryType::StrictDns | model::DiscoveryType::LogicalDns => {
-            AddressKind::DnsEndpoint
-        }
+        model::DiscoveryType::StrictDns
+        | model::DiscoveryType::LogicalDns
+        | model::DiscoveryType::RedisCluster => AddressKind::DnsEndpoint,
     };
     assignment_endpoints(la, &lp, kind)
 }

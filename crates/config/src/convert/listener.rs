@@ -457,6 +457,7 @@ fn conn_pool_settings(
             .map_or(DEFAULT_MAX_UPSTREAM_UNKNOWN_CONNECTIONS, |v| v.value),
         enable_command_stats: s.enable_command_stats,
         read_policy,
+        dns_cache: None,
     })
 }
 
