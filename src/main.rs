@@ -16,7 +16,7 @@ use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -29,6 +29,9 @@ use admin_backend::{tracing_level, Backend, LogHandle};
 use listener_manager::ListenerManager;
 use redvoy_admin::LogLevel;
 use server::{ListenerManagerStats, ServerStats, SERVER_STATS_REFRESH};
+
+/// Longest start-up wait for the first topology of the bootstrap's Redis Clusters.
+const REDIS_CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 // jemalloc: fast under many small per-request allocations, and it reports the allocated and
 // resident sizes behind `server.memory_*`.
@@ -384,6 +387,17 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     );
     ListenerManagerStats::register(&store, bootstrap.clusters.len(), concurrency);
     clusters.spawn_dns_refresh();
+    // Envoy starts listeners only once each Redis Cluster has its first topology; waiting
+    // (bounded) here means the first client requests find the slot map.
+    let pending = clusters
+        .wait_redis_clusters(REDIS_CLUSTER_INIT_TIMEOUT)
+        .await;
+    if !pending.is_empty() {
+        warn!(
+            clusters = ?pending,
+            "Redis Cluster topology not discovered yet; starting anyway (requests get 'no upstream host' until it is)"
+        );
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut worker_tx = Vec::with_capacity(concurrency);

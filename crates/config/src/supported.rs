@@ -25,6 +25,8 @@ pub(crate) const REDIS_PROTOCOL_OPTIONS: &str =
 pub(crate) const REDIS_PROXY_NAMES: &[&str] =
     &["envoy.filters.network.redis_proxy", "envoy.redis_proxy"];
 pub(crate) const REDIS_CLUSTER_TYPE: &str = "envoy.clusters.redis";
+pub(crate) const REDIS_CLUSTER_CONFIG: &str =
+    "envoy.extensions.clusters.redis.v3.RedisClusterConfig";
 pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -404,6 +406,33 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("max_upstream_unknown_connections", Walk),
             ("enable_command_stats", Walk),
             ("read_policy", Walk),
+            ("dns_cache_config", Walk),
+        ],
+    ),
+    (
+        "envoy.extensions.common.dynamic_forward_proxy.v3.DnsCacheConfig",
+        &[
+            ("name", Walk),
+            ("dns_lookup_family", Walk),
+            ("dns_refresh_rate", Walk),
+            ("max_hosts", Walk),
+            // Tuning of the cache's own re-resolution and expiry; redvoy re-resolves a MOVED
+            // target's name after `dns_refresh_rate` and keeps at most `max_hosts` names.
+            ("dns_min_refresh_rate", Ignore),
+            ("host_ttl", Ignore),
+            ("dns_failure_refresh_rate", Ignore),
+            ("dns_query_timeout", Ignore),
+        ],
+    ),
+    (
+        REDIS_CLUSTER_CONFIG,
+        &[
+            ("cluster_refresh_rate", Walk),
+            ("cluster_refresh_timeout", Walk),
+            ("redirect_refresh_interval", Walk),
+            ("redirect_refresh_threshold", Walk),
+            ("failure_refresh_threshold", Walk),
+            ("host_degraded_refresh_threshold", Walk),
         ],
     ),
     (
@@ -675,19 +704,43 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                 }
             }
             ClusterType => {
-                let name = match value {
-                    Value::Message(m) => m
-                        .get_field_by_name("name")
-                        .and_then(|v| v.as_str().map(str::to_owned)),
-                    _ => None,
+                let Value::Message(ext) = value else { continue };
+                let name = ext
+                    .get_field_by_name("name")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if name != REDIS_CLUSTER_TYPE {
+                    return Err(ConfigError::unsupported_because(
+                        fpath,
+                        format!("unsupported cluster type '{name}'"),
+                    ));
                 }
-                .unwrap_or_default();
-                let message = if name == REDIS_CLUSTER_TYPE {
-                    "cluster type envoy.clusters.redis (Redis Cluster) is not supported by redvoy yet".to_owned()
-                } else {
-                    format!("unsupported cluster type '{name}'")
+                let tpath = fpath.field("typed_config");
+                let Some(Value::Message(any)) = ext
+                    .descriptor()
+                    .get_field_by_name("typed_config")
+                    .filter(|f| ext.has_field(f))
+                    .map(|f| ext.get_field_mut(&f))
+                else {
+                    continue;
                 };
-                return Err(ConfigError::unsupported_because(fpath, message));
+                // Istio EnvoyFilters write it as a plain Struct; Envoy converts that too.
+                match resolve_any(
+                    any,
+                    &tpath,
+                    &[REDIS_CLUSTER_CONFIG],
+                    &[],
+                    true,
+                    "cluster type",
+                )? {
+                    Resolved::Native(inner) => *any = repack(walked(inner, &tpath, mode)?)?,
+                    Resolved::Tolerated => {
+                        return Err(ConfigError::unsupported_because(
+                            tpath,
+                            "unsupported cluster type configuration",
+                        ))
+                    }
+                }
             }
         }
     }

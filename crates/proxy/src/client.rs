@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout};
 use tracing::debug;
 
+use crate::pool::{ClusterPool, RedirectRequest, Redirection};
 use crate::session::Completion;
 use crate::supported_commands;
 
@@ -102,9 +103,18 @@ pub(crate) enum UpstreamFailure {
 
 pub(crate) type UpstreamResult = Result<Frame, UpstreamFailure>;
 
+/// What a pooled request keeps so that a MOVED/ASK reply can resend it elsewhere.
+struct Resendable {
+    request: Bytes,
+    cmd: &'static str,
+    hops: u8,
+}
+
 struct PendingRequest {
     /// `None` for replies nobody waits for: mirrors, the connection prelude.
     completion: Option<Completion>,
+    /// Set on pooled clients of a pool with `enable_redirection`.
+    resend: Option<Resendable>,
     sent_at: Instant,
     counted: bool,
     command_stats: Option<Rc<UpstreamCommandStats>>,
@@ -136,12 +146,22 @@ pub(crate) struct UpstreamClient {
     /// Set when the owner wants the connection closed once nothing is pending (host removed,
     /// transaction finished).
     close_when_idle: Cell<bool>,
+    /// The pool of a pooled client (empty for a transaction's dedicated connection): it
+    /// follows MOVED/ASK and counts failures for Redis Cluster refreshes.
+    pool: Weak<ClusterPool>,
+    /// `enable_redirection` on a pooled client.
+    redirects: bool,
 }
 
 // === impl UpstreamClient ===
 
 impl UpstreamClient {
-    pub(crate) fn new(host: Arc<Host>, config: Rc<ClientConfig>) -> Rc<Self> {
+    pub(crate) fn new(
+        host: Arc<Host>,
+        config: Rc<ClientConfig>,
+        pool: Weak<ClusterPool>,
+        redirects: bool,
+    ) -> Rc<Self> {
         Rc::new(Self {
             host,
             config,
@@ -154,6 +174,8 @@ impl UpstreamClient {
             }),
             wake: Notify::new(),
             close_when_idle: Cell::new(false),
+            pool,
+            redirects,
         })
     }
 
@@ -164,6 +186,35 @@ impl UpstreamClient {
     /// Queues an encoded request whose (lowercase) command is `cmd`. The reply (or failure)
     /// goes to `completion`.
     pub(crate) fn send(self: &Rc<Self>, request: &[u8], completion: Option<Completion>, cmd: &str) {
+        let resend = self.redirects.then(|| Resendable {
+            request: Bytes::copy_from_slice(request),
+            cmd: supported_commands::upstream_stat_name(cmd),
+            hops: 0,
+        });
+        self.enqueue(request, completion, cmd, resend);
+    }
+
+    /// Sends a request that a MOVED/ASK reply sent here; after ASK, `asking` goes first (its
+    /// reply is discarded, as in Envoy).
+    pub(crate) fn send_redirected(self: &Rc<Self>, ask: bool, r: RedirectRequest) {
+        if ask {
+            self.enqueue(b"*1\r\n$6\r\nasking\r\n", None, "asking", None);
+        }
+        let resend = self.redirects.then(|| Resendable {
+            request: r.request.clone(),
+            cmd: r.cmd,
+            hops: r.hops,
+        });
+        self.enqueue(&r.request, r.completion, r.cmd, resend);
+    }
+
+    fn enqueue(
+        self: &Rc<Self>,
+        request: &[u8],
+        completion: Option<Completion>,
+        cmd: &str,
+        resend: Option<Resendable>,
+    ) {
         let now = Instant::now();
         let command_stats = self.config.command_stats.as_ref().map(|c| c.get(cmd));
         if let Some(cs) = &command_stats {
@@ -180,6 +231,7 @@ impl UpstreamClient {
             inner.out.extend_from_slice(request);
             inner.pending.push_back(PendingRequest {
                 completion,
+                resend,
                 sent_at: now,
                 counted: true,
                 command_stats,
@@ -261,6 +313,7 @@ impl UpstreamClient {
                 for _ in 0..self.config.prelude_replies {
                     inner.pending.push_front(PendingRequest {
                         completion: None,
+                        resend: None,
                         sent_at: Instant::now(),
                         counted: false,
                         command_stats: None,
@@ -416,6 +469,37 @@ impl UpstreamClient {
                 cs.latency.record(micros);
             }
         }
+        if let (Some(resend), redvoy_resp::RespValue::Error(text)) = (request.resend, &frame.value)
+        {
+            if let Some(pool) = self.pool.upgrade() {
+                match Redirection::parse(text) {
+                    Some(Redirection::Moved(target) | Redirection::Ask(target)) => {
+                        let ask = text.starts_with(b"ASK");
+                        let retry = RedirectRequest {
+                            request: resend.request,
+                            completion: request.completion,
+                            cmd: resend.cmd,
+                            hops: resend.hops.saturating_add(1),
+                        };
+                        // On failure Envoy passes the original MOVED/ASK error through.
+                        if let Err(back) = pool.redirect(ask, target, retry) {
+                            if let Some(c) = back.completion {
+                                c.complete(Ok(frame));
+                            }
+                        }
+                        return true;
+                    }
+                    Some(Redirection::ClusterDown) => {
+                        pool.on_request_failure();
+                        if let Some(c) = request.completion {
+                            c.complete(Err(UpstreamFailure::Failure));
+                        }
+                        return true;
+                    }
+                    None => {}
+                }
+            }
+        }
         if let Some(c) = request.completion {
             c.complete(Ok(frame));
         }
@@ -432,10 +516,14 @@ impl UpstreamClient {
             inner.batch_started = None;
             inner.pending.drain(..).collect()
         };
+        let pool = self.pool.upgrade();
         for request in failed {
             if request.counted {
                 self.config.cluster_stats.upstream_rq_active.dec();
                 self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+                if let Some(pool) = &pool {
+                    pool.on_request_failure();
+                }
             }
             if let Some(c) = request.completion {
                 c.complete(Err(UpstreamFailure::Failure));

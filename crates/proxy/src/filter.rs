@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use redvoy_config::model::{self, FaultType, ReadPolicy};
 use redvoy_resp::encode;
 use redvoy_runtime::Runtime;
-use redvoy_stats::{Histogram, HistogramUnit, Store};
+use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterManager};
 
 use crate::router::Router;
@@ -35,6 +35,8 @@ pub(crate) struct PoolSpec {
     pub upstream_rq_time: Histogram,
     /// The store and cluster name, when `enable_command_stats` asks for per-command stats.
     pub command_stats: Option<(Store, String)>,
+    /// `cluster.<name>.redis_cluster.max_upstream_unknown_connections_reached`.
+    pub unknown_limit_reached: Counter,
 }
 
 #[derive(Debug, Clone)]
@@ -162,12 +164,14 @@ impl FilterConfig {
                 // Envoy registers the pool's counters for every cluster the filter uses.
                 for stat in [
                     "connection_rate_limited",
-                    "max_upstream_unknown_connections_reached",
                     "upstream_cx_drained",
                     "upstream_resp3_hello_failure",
                 ] {
                     store.counter(&format!("cluster.{name}.redis_cluster.{stat}"));
                 }
+                let unknown_limit_reached = store.counter(&format!(
+                    "cluster.{name}.redis_cluster.max_upstream_unknown_connections_reached"
+                ));
                 let (prelude, prelude_replies) = prelude(
                     cluster.config.redis_protocol_options.as_ref(),
                     settings.read_policy,
@@ -183,6 +187,7 @@ impl FilterConfig {
                         &format!("cluster.{name}.redis_cluster.upstream_commands.upstream_rq_time"),
                         HistogramUnit::Microseconds,
                     ),
+                    unknown_limit_reached,
                     cluster,
                 })
             })

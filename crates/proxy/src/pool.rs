@@ -1,27 +1,103 @@
 //! A worker's connection pool for one upstream cluster of one filter: one pipelined client per
 //! host, created on first use, kept aligned with the cluster's current host set.
+//!
+//! For an `envoy.clusters.redis` cluster the host comes from the slot map (CRC16 of the hash
+//! tag, then the read policy), and `MOVED` / `ASK` replies are followed here when
+//! `enable_redirection` is set (Envoy's `conn_pool_impl` redirection path).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use redvoy_upstream::hash::{hashtag, murmur2_64, MURMUR_SEED};
-use redvoy_upstream::{Cluster, HostSet};
+use bytes::Bytes;
+use redvoy_config::model::{DnsCacheConfig, DnsLookupFamily, ReadPolicy};
+use redvoy_stats::Counter;
+use redvoy_upstream::hash::{hashtag, murmur2_64, slot, MURMUR_SEED};
+use redvoy_upstream::{Cluster, Host, HostSet};
+use tracing::debug;
 
 use crate::client::{ClientConfig, UpstreamClient};
+use crate::session::Completion;
+
+/// Upper bound on resolving a hostname of a MOVED/ASK target through the DNS cache.
+const REDIRECT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Redirections followed for one request before its MOVED/ASK is passed through. Envoy has no
+/// limit; a cap keeps two nodes that disagree about a slot from bouncing a request forever.
+pub(crate) const MAX_REDIRECT_HOPS: u8 = 16;
+
+/// A MOVED or ASK reply, as Envoy recognises them: exactly three tokens split on single
+/// spaces, the first exactly `MOVED` or `ASK`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Redirection<'a> {
+    Moved(&'a [u8]),
+    Ask(&'a [u8]),
+    /// `CLUSTERDOWN ...`: the request fails (`upstream failure`) when redirection is on.
+    ClusterDown,
+}
+
+impl<'a> Redirection<'a> {
+    pub(crate) fn parse(error: &'a [u8]) -> Option<Self> {
+        let mut tokens = error.split(|b| *b == b' ');
+        let first = tokens.next()?;
+        if first == b"CLUSTERDOWN" {
+            return Some(Redirection::ClusterDown);
+        }
+        let ask = match first {
+            b"MOVED" => false,
+            b"ASK" => true,
+            _ => return None,
+        };
+        let _slot = tokens.next()?;
+        let target = tokens.next()?;
+        if tokens.next().is_some() {
+            return None;
+        }
+        Some(if ask {
+            Redirection::Ask(target)
+        } else {
+            Redirection::Moved(target)
+        })
+    }
+}
+
+/// What a redirection needs to resend a request.
+pub(crate) struct RedirectRequest {
+    pub request: Bytes,
+    pub completion: Option<Completion>,
+    pub cmd: &'static str,
+    pub hops: u8,
+}
 
 struct Cache {
     hosts: Arc<HostSet>,
     /// Aligned with `hosts.hosts()`.
     clients: Vec<Option<Rc<UpstreamClient>>>,
+    /// Clients of hosts known only from MOVED/ASK (Envoy's "unknown" hosts); dropped when the
+    /// cluster adds the address.
+    unknown: HashMap<SocketAddr, Rc<UpstreamClient>>,
+}
+
+/// Redirection settings of a pool (`enable_redirection` and friends).
+pub(crate) struct RedirectSettings {
+    pub max_unknown_connections: u32,
+    pub dns_cache: Option<DnsCacheConfig>,
+    /// `cluster.<name>.redis_cluster.max_upstream_unknown_connections_reached`.
+    pub unknown_limit_reached: Counter,
 }
 
 pub(crate) struct ClusterPool {
     cluster: Arc<Cluster>,
     config: Rc<ClientConfig>,
     enable_hashtagging: bool,
+    read_policy: ReadPolicy,
+    redirect: Option<RedirectSettings>,
     cache: RefCell<Cache>,
+    /// Names of MOVED/ASK targets already resolved through the DNS cache.
+    dns: RefCell<HashMap<Bytes, (IpAddr, Instant)>>,
+    this: Weak<ClusterPool>,
 }
 
 impl ClusterPool {
@@ -29,15 +105,25 @@ impl ClusterPool {
         cluster: Arc<Cluster>,
         config: Rc<ClientConfig>,
         enable_hashtagging: bool,
-    ) -> Self {
+        read_policy: ReadPolicy,
+        redirect: Option<RedirectSettings>,
+    ) -> Rc<Self> {
         let hosts = cluster.host_set();
         let clients = vec![None; hosts.hosts().len()];
-        Self {
+        Rc::new_cyclic(|this| Self {
             cluster,
             config,
             enable_hashtagging,
-            cache: RefCell::new(Cache { hosts, clients }),
-        }
+            read_policy,
+            redirect,
+            cache: RefCell::new(Cache {
+                hosts,
+                clients,
+                unknown: HashMap::new(),
+            }),
+            dns: RefCell::new(HashMap::new()),
+            this: this.clone(),
+        })
     }
 
     /// Re-aligns the clients with the cluster's host set when it changed (a pointer compare in
@@ -48,16 +134,21 @@ impl ClusterPool {
             return;
         }
         let mut cache = self.cache.borrow_mut();
-        let mut old: HashMap<std::net::SocketAddr, Rc<UpstreamClient>> = cache
+        let mut old: HashMap<SocketAddr, Rc<UpstreamClient>> = cache
             .clients
             .drain(..)
             .flatten()
             .map(|c| (c.host().address, c))
             .collect();
-        let clients = current
+        let clients: Vec<Option<Rc<UpstreamClient>>> = current
             .hosts()
             .iter()
-            .map(|h| old.remove(&h.address))
+            .map(|h| {
+                // A host first met through a redirection keeps its connection once the
+                // topology lists it (Envoy replaces the temporary host).
+                old.remove(&h.address)
+                    .or_else(|| cache.unknown.remove(&h.address))
+            })
             .collect();
         for (_, gone) in old {
             gone.close_when_idle();
@@ -76,37 +167,64 @@ impl ClusterPool {
         murmur2_64(k, MURMUR_SEED)
     }
 
-    pub(crate) fn client_for_key(&self, key: &[u8]) -> Option<Rc<UpstreamClient>> {
+    /// Index of the host serving `key`: the slot map for a Redis Cluster (hash tags always
+    /// honoured, reads by read policy), else the cluster's load balancer.
+    fn choose(&self, hosts: &HostSet, key: &[u8], is_read: bool) -> Option<usize> {
+        match hosts.slot_map() {
+            Some(map) => map.choose(hosts.hosts(), slot(key), is_read, self.read_policy),
+            None if self.cluster.is_redis_cluster() => None,
+            None => hosts.choose(self.hash_key(key)),
+        }
+    }
+
+    pub(crate) fn client_for_key(&self, key: &[u8], is_read: bool) -> Option<Rc<UpstreamClient>> {
         self.refresh();
-        let hash = self.hash_key(key);
-        let index = self.cache.borrow().hosts.choose(hash)?;
+        let index = {
+            let cache = self.cache.borrow();
+            self.choose(&cache.hosts, key, is_read)?
+        };
         self.client_at(index)
     }
 
-    /// A new connection to the host `key` maps to, owned by the caller (transactions).
+    /// A new connection to the primary `key` maps to, owned by the caller (transactions:
+    /// never redirected, never a replica).
     pub(crate) fn dedicated_client_for_key(&self, key: &[u8]) -> Option<Rc<UpstreamClient>> {
         self.refresh();
-        let hash = self.hash_key(key);
         let cache = self.cache.borrow();
-        let index = cache.hosts.choose(hash)?;
+        let index = self.choose(&cache.hosts, key, false)?;
         let host = cache.hosts.hosts().get(index)?;
         Some(UpstreamClient::new(
             Arc::clone(host),
             Rc::clone(&self.config),
+            Weak::new(),
+            false,
         ))
     }
 
-    /// Number of shards for broadcast commands: every distinct host of the cluster. Envoy 1.40
-    /// instead asks its load balancer for one host per shard index, which can skip a host or
-    /// hit one twice (KEYS then misses keys); reaching each host once is what users expect.
+    /// Number of shards for broadcast commands: the primaries of a Redis Cluster, else every
+    /// distinct host. Envoy 1.40 asks a plain cluster's load balancer for one host per shard
+    /// index instead, which can skip a host or hit one twice (KEYS then misses keys); reaching
+    /// each host once is what users expect.
     pub(crate) fn shard_count(&self) -> usize {
         self.refresh();
-        self.cache.borrow().hosts.hosts().len()
+        let cache = self.cache.borrow();
+        match cache.hosts.slot_map() {
+            Some(map) => map.shards().len(),
+            None if self.cluster.is_redis_cluster() => 0,
+            None => cache.hosts.hosts().len(),
+        }
     }
 
     pub(crate) fn client_for_shard(&self, shard: usize) -> Option<Rc<UpstreamClient>> {
         self.refresh();
-        self.client_at(shard)
+        let index = {
+            let cache = self.cache.borrow();
+            match cache.hosts.slot_map() {
+                Some(map) => map.shards().get(shard)?.primary,
+                None => shard,
+            }
+        };
+        self.client_at(index)
     }
 
     fn client_at(&self, index: usize) -> Option<Rc<UpstreamClient>> {
@@ -114,8 +232,177 @@ impl ClusterPool {
         let host = Arc::clone(cache.hosts.hosts().get(index)?);
         let slot = cache.clients.get_mut(index)?;
         Some(Rc::clone(slot.get_or_insert_with(|| {
-            UpstreamClient::new(host, Rc::clone(&self.config))
+            UpstreamClient::new(
+                host,
+                Rc::clone(&self.config),
+                self.this.clone(),
+                self.redirect.is_some(),
+            )
         })))
+    }
+
+    /// The client for an address: a cluster member's pooled client, or a temporary one for an
+    /// address known only from a redirection, within `max_upstream_unknown_connections`.
+    fn client_for_address(&self, address: SocketAddr) -> Option<Rc<UpstreamClient>> {
+        self.refresh();
+        let index = {
+            let cache = self.cache.borrow();
+            cache
+                .hosts
+                .hosts()
+                .iter()
+                .position(|h| h.address == address)
+        };
+        if let Some(index) = index {
+            return self.client_at(index);
+        }
+        let settings = self.redirect.as_ref()?;
+        let mut cache = self.cache.borrow_mut();
+        if let Some(c) = cache.unknown.get(&address) {
+            return Some(Rc::clone(c));
+        }
+        // Envoy refuses when the count *equals* the limit, so 0 disables unknown hosts.
+        if cache.unknown.len() as u64 == u64::from(settings.max_unknown_connections) {
+            settings.unknown_limit_reached.inc();
+            return None;
+        }
+        let host = Arc::new(Host::new(address, String::new(), 1));
+        let client = UpstreamClient::new(host, Rc::clone(&self.config), self.this.clone(), true);
+        cache.unknown.insert(address, Rc::clone(&client));
+        Some(client)
+    }
+
+    /// Follows a MOVED (`ask` false) or ASK reply by resending the request to `target`
+    /// (`host:port`). On failure the request is handed back so that the caller passes the
+    /// original error through, as Envoy does.
+    pub(crate) fn redirect(
+        &self,
+        ask: bool,
+        target: &[u8],
+        request: RedirectRequest,
+    ) -> Result<(), RedirectRequest> {
+        let stats = &self.cluster.stats;
+        let Some(settings) = self.redirect.as_ref() else {
+            return Err(request);
+        };
+        if request.hops > MAX_REDIRECT_HOPS {
+            stats.upstream_internal_redirect_failed_total.inc();
+            return Err(request);
+        }
+        let Some((host, port)) = split_host_port(target) else {
+            stats.upstream_internal_redirect_failed_total.inc();
+            return Err(request);
+        };
+        if let Some(ip) = std::str::from_utf8(host)
+            .ok()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+        {
+            return self.resend(ask, SocketAddr::new(ip, port), request);
+        }
+        // A hostname: only with a DNS cache (Envoy cannot use it otherwise).
+        let Some(cache_config) = settings.dns_cache.as_ref() else {
+            stats.upstream_internal_redirect_failed_total.inc();
+            return Err(request);
+        };
+        let name = Bytes::copy_from_slice(host);
+        if let Some((ip, at)) = self.dns.borrow().get(&name) {
+            if at.elapsed() < cache_config.dns_refresh_rate {
+                return self.resend(ask, SocketAddr::new(*ip, port), request);
+            }
+        }
+        let Some(pool) = self.this.upgrade() else {
+            return Err(request);
+        };
+        let family = cache_config.dns_lookup_family;
+        let max_hosts = cache_config.max_hosts as usize;
+        tokio::task::spawn_local(async move {
+            let resolved = resolve(&name, port, family).await;
+            let request = match resolved {
+                Some(ip) => {
+                    {
+                        let mut dns = pool.dns.borrow_mut();
+                        if dns.len() >= max_hosts {
+                            dns.clear();
+                        }
+                        dns.insert(name, (ip, Instant::now()));
+                    }
+                    match pool.resend(ask, SocketAddr::new(ip, port), request) {
+                        Ok(()) => return,
+                        Err(r) => r,
+                    }
+                }
+                None => {
+                    pool.cluster
+                        .stats
+                        .upstream_internal_redirect_failed_total
+                        .inc();
+                    request
+                }
+            };
+            // The original MOVED/ASK text is gone by now; the request fails as Envoy fails a
+            // redirection whose DNS lookup fails after the fact.
+            if let Some(c) = request.completion {
+                c.complete(Err(crate::client::UpstreamFailure::Failure));
+            }
+        });
+        Ok(())
+    }
+
+    fn resend(
+        &self,
+        ask: bool,
+        address: SocketAddr,
+        request: RedirectRequest,
+    ) -> Result<(), RedirectRequest> {
+        let stats = &self.cluster.stats;
+        let Some(client) = self.client_for_address(address) else {
+            stats.upstream_internal_redirect_failed_total.inc();
+            return Err(request);
+        };
+        stats.upstream_internal_redirect_succeeded_total.inc();
+        if let Some(trigger) = self.cluster.refresh_trigger() {
+            trigger.on_redirection();
+        }
+        debug!(%address, ask, "following a redirection");
+        client.send_redirected(ask, request);
+        Ok(())
+    }
+
+    /// A pooled request failed (connection failure, timeout, CLUSTERDOWN): Envoy's refresh
+    /// manager counts it towards `failure_refresh_threshold`.
+    pub(crate) fn on_request_failure(&self) {
+        if let Some(trigger) = self.cluster.refresh_trigger() {
+            trigger.on_failure();
+        }
+    }
+}
+
+/// Splits `host:port` at the last `:` (so a bare IPv6 address works, as in Envoy); a missing
+/// or invalid port fails the redirection.
+fn split_host_port(target: &[u8]) -> Option<(&[u8], u16)> {
+    let colon = target.iter().rposition(|b| *b == b':')?;
+    let (host, port) = (&target[..colon], &target[colon + 1..]);
+    if host.is_empty() {
+        return None;
+    }
+    let port = std::str::from_utf8(port).ok()?.parse::<u16>().ok()?;
+    Some((host, port))
+}
+
+async fn resolve(name: &[u8], port: u16, family: DnsLookupFamily) -> Option<IpAddr> {
+    let name = std::str::from_utf8(name).ok()?;
+    let answers = tokio::time::timeout(REDIRECT_DNS_TIMEOUT, tokio::net::lookup_host((name, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let all: Vec<IpAddr> = answers.map(|a| a.ip()).collect();
+    let pick = |v4: bool| all.iter().copied().find(|ip| ip.is_ipv4() == v4);
+    match family {
+        DnsLookupFamily::V4Only => pick(true),
+        DnsLookupFamily::V6Only => pick(false),
+        DnsLookupFamily::Auto => pick(false).or_else(|| pick(true)),
+        DnsLookupFamily::V4Preferred => pick(true).or_else(|| pick(false)),
+        DnsLookupFamily::All => all.first().copied(),
     }
 }
 
@@ -123,8 +410,47 @@ impl Drop for ClusterPool {
     /// A replaced filter's pools (config push) let their connections finish what is in flight,
     /// then close them: the client tasks own themselves and would otherwise idle forever.
     fn drop(&mut self) {
-        for client in self.cache.get_mut().clients.iter().flatten() {
+        let cache = self.cache.get_mut();
+        for client in cache.clients.iter().flatten().chain(cache.unknown.values()) {
             client.close_when_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirection_strings() {
+        assert_eq!(
+            Redirection::parse(b"MOVED 3999 127.0.0.1:6381"),
+            Some(Redirection::Moved(b"127.0.0.1:6381"))
+        );
+        assert_eq!(
+            Redirection::parse(b"ASK 3999 10.0.0.1:7000"),
+            Some(Redirection::Ask(b"10.0.0.1:7000"))
+        );
+        assert_eq!(
+            Redirection::parse(b"CLUSTERDOWN Hash slot not served"),
+            Some(Redirection::ClusterDown)
+        );
+        // Envoy's BadRedirectStrings: truncated, extra field, lowercase.
+        assert_eq!(Redirection::parse(b"MOVED 3999"), None);
+        assert_eq!(Redirection::parse(b"MOVED 3999 1.2.3.4:1 x"), None);
+        assert_eq!(Redirection::parse(b"moved 3999 1.2.3.4:1"), None);
+        assert_eq!(Redirection::parse(b"ERR wrong"), None);
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port(b"127.0.0.1:6379"),
+            Some((&b"127.0.0.1"[..], 6379))
+        );
+        assert_eq!(split_host_port(b"::1:7000"), Some((&b"::1"[..], 7000)));
+        assert_eq!(split_host_port(b"1.2.3.4:65536"), None);
+        assert_eq!(split_host_port(b"1.2.3.4:x"), None);
+        assert_eq!(split_host_port(b"1.2.3.4"), None);
     }
 }

@@ -317,7 +317,7 @@ impl Transaction {
 pub struct WorkerFilter {
     pub(crate) config: Arc<FilterConfig>,
     /// Aligned with `FilterConfig::pools`.
-    pub(crate) pools: Vec<Option<ClusterPool>>,
+    pub(crate) pools: Vec<Option<Rc<ClusterPool>>>,
 }
 
 struct Session {
@@ -796,7 +796,7 @@ impl Session {
     }
 
     fn pool(&self, index: usize) -> Option<&ClusterPool> {
-        self.filter.pools.get(index)?.as_ref()
+        self.filter.pools.get(index)?.as_deref()
     }
 
     /// Single-server commands: routed on `args[key_index]`, reply passed through.
@@ -808,7 +808,7 @@ impl Session {
         let is_read = commands::is_read(r.cmd);
         let Some(client) = self
             .pool(route.pool_for(is_read))
-            .and_then(|p| p.client_for_key(&routed_key))
+            .and_then(|p| p.client_for_key(&routed_key, is_read))
         else {
             return self.no_host(r);
         };
@@ -819,7 +819,7 @@ impl Session {
             if mirror.should_mirror(is_read, &self.filter.config.runtime) {
                 if let Some(m) = self
                     .pool(mirror.pool)
-                    .and_then(|p| p.client_for_key(&routed_key))
+                    .and_then(|p| p.client_for_key(&routed_key, is_read))
                 {
                     m.send(&request, None, r.cmd);
                 }
@@ -852,7 +852,7 @@ impl Session {
             };
             let Some(client) = self
                 .pool(route.pool_for(is_read))
-                .and_then(|p| p.client_for_key(&key))
+                .and_then(|p| p.client_for_key(&key, sub_is_read))
             else {
                 self.complete_now(seq, i, Outcome::NoHost);
                 continue;
@@ -866,7 +866,10 @@ impl Session {
             client.send(&out, Some(self.completion(seq, i)), sub);
             for mirror in &route.mirrors {
                 if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
-                    if let Some(m) = self.pool(mirror.pool).and_then(|p| p.client_for_key(&key)) {
+                    if let Some(m) = self
+                        .pool(mirror.pool)
+                        .and_then(|p| p.client_for_key(&key, sub_is_read))
+                    {
                         m.send(&out, None, sub);
                     }
                 }
@@ -1041,9 +1044,10 @@ impl Session {
         let Some((route, routed_key)) = self.filter.config.router.route(key) else {
             return self.no_host(r);
         };
+        let is_read = commands::is_read(r.cmd);
         let Some(client) = self
-            .pool(route.pool_for(commands::is_read(r.cmd)))
-            .and_then(|p| p.client_for_key(&routed_key))
+            .pool(route.pool_for(is_read))
+            .and_then(|p| p.client_for_key(&routed_key, is_read))
         else {
             return self.no_host(r);
         };

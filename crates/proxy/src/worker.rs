@@ -27,7 +27,7 @@ use crate::client::{ClientConfig, CommandStatsCache};
 use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
-use crate::pool::ClusterPool;
+use crate::pool::{ClusterPool, RedirectSettings};
 use crate::session::{self, SessionShared, WorkerFilter};
 use crate::tcp_proxy::{self, TcpProxyConfig};
 
@@ -441,10 +441,17 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                     .as_ref()
                     .map(|(store, cluster)| CommandStatsCache::new(store.clone(), cluster)),
             });
+            let redirect = settings.enable_redirection.then(|| RedirectSettings {
+                max_unknown_connections: settings.max_upstream_unknown_connections,
+                dns_cache: settings.dns_cache.clone(),
+                unknown_limit_reached: spec.unknown_limit_reached.clone(),
+            });
             Some(ClusterPool::new(
                 Arc::clone(&spec.cluster),
                 client_config,
                 settings.enable_hashtagging,
+                settings.read_policy,
+                redirect,
             ))
         })
         .collect();

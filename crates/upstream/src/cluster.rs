@@ -9,11 +9,13 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Guard};
 use redvoy_config::model::{self, DiscoveryType, DnsLookupFamily};
 use redvoy_stats::{Counter, Gauge, Store};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
 use crate::host::{EdsInfo, Host};
 use crate::lb::{validate_policy, HostSet};
+use crate::redis_cluster::{Discovery, RefreshTrigger, RoundOutcome, SlotMap};
 use crate::stats::ClusterStats;
 use crate::UpstreamError;
 
@@ -38,6 +40,11 @@ pub struct Cluster {
     /// routable ones).
     all_hosts: ArcSwap<Vec<Arc<Host>>>,
     installed: std::sync::atomic::AtomicBool,
+    /// `envoy.clusters.redis` only: the refresh manager workers report to.
+    refresh: Option<RefreshTrigger>,
+    /// `envoy.clusters.redis` only: true once the first discovery round completed (a topology,
+    /// or seeds that resolve to nothing), which ends the cluster's initialisation.
+    initialized: watch::Sender<bool>,
 }
 
 // === impl Cluster ===
@@ -48,12 +55,55 @@ impl Cluster {
         let stats = ClusterStats::new(store, &config.name, &config.lb_policy);
         Self {
             name: config.name.clone(),
-            config,
             stats,
             host_set: ArcSwap::from_pointee(HostSet::empty()),
             all_hosts: ArcSwap::from_pointee(Vec::new()),
             installed: std::sync::atomic::AtomicBool::new(false),
+            refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
+            initialized: watch::channel(false).0,
+            config,
         }
+    }
+
+    pub fn is_redis_cluster(&self) -> bool {
+        self.config.discovery == DiscoveryType::RedisCluster
+    }
+
+    /// Envoy's cluster refresh manager for this cluster (None for other cluster types).
+    pub fn refresh_trigger(&self) -> Option<&RefreshTrigger> {
+        self.refresh.as_ref()
+    }
+
+    /// Installs a Redis Cluster topology: every discovered node and the slot map.
+    pub(crate) fn set_redis_topology(&self, hosts: Vec<Arc<Host>>, map: SlotMap) {
+        let old = self.host_set.load();
+        let before: HashSet<SocketAddr> = old.hosts().iter().map(|h| h.address).collect();
+        let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
+        if before != after {
+            self.stats.membership_change.inc();
+        }
+        let total = hosts.len() as u64;
+        let degraded = hosts
+            .iter()
+            .filter(|h| h.eds.health_status == model::HealthStatus::Degraded)
+            .count() as u64;
+        let healthy = hosts
+            .iter()
+            .filter(|h| h.eds.health_status.is_healthy())
+            .count() as u64;
+        self.stats.membership_total.set(total);
+        self.stats.membership_healthy.set(healthy);
+        self.stats.membership_degraded.set(degraded);
+        self.stats.membership_excluded.set(0);
+        debug!(cluster = %self.name, hosts = total, shards = map.shards().len(), "Redis Cluster topology installed");
+        self.host_set
+            .store(Arc::new(HostSet::redis_cluster(hosts, map)));
+        self.installed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn mark_initialized(&self) {
+        self.initialized.send_replace(true);
     }
 
     /// Whether any host set was ever installed (a first empty assignment still counts).
@@ -171,6 +221,8 @@ struct ManagerState {
     static_names: HashSet<String>,
     /// Bootstrap DNS clusters, handed to their refresh tasks by `spawn_dns_refresh`.
     static_dns: Vec<DnsCluster>,
+    /// Bootstrap Redis Clusters, whose discovery tasks `spawn_dns_refresh` starts.
+    static_redis: Vec<Arc<Cluster>>,
     dns_started: bool,
     /// One refresh task per DNS cluster, by cluster name.
     tasks: HashMap<String, JoinHandle<()>>,
@@ -255,8 +307,9 @@ impl ClusterManager {
                     cluster.set_hosts(hosts);
                 }
                 DiscoveryType::OriginalDst => {}
-                // TODO(issue 5): CLUSTER SLOTS discovery.
-                DiscoveryType::RedisCluster => {}
+                // Active at once with no hosts; `spawn_dns_refresh` starts discovery and
+                // `wait_redis_clusters` waits for the first topology.
+                DiscoveryType::RedisCluster => state.static_redis.push(Arc::clone(&cluster)),
                 DiscoveryType::Eds => {
                     cluster.stats.warming_state.set(1);
                     state.warming.insert(config.name.clone(), cluster);
@@ -398,9 +451,32 @@ impl ClusterManager {
                 cluster.set_hosts(hosts);
                 self.activate(&mut state, cluster);
             }
-            // TODO(issue 5): CLUSTER SLOTS discovery.
-            DiscoveryType::OriginalDst | DiscoveryType::RedisCluster => {
-                self.activate(&mut state, cluster)
+            DiscoveryType::OriginalDst => self.activate(&mut state, cluster),
+            DiscoveryType::RedisCluster => {
+                // Warms until the first topology, as Envoy's redis cluster initialises.
+                self.warm(&mut state, Arc::clone(&cluster));
+                let manager = Arc::downgrade(self);
+                let name = config.name.clone();
+                let discovery = Discovery::new(&cluster, &self.store);
+                let task = tokio::spawn(run_discovery(
+                    Arc::downgrade(&cluster),
+                    discovery,
+                    move |cluster: Arc<Cluster>| {
+                        let Some(manager) = manager.upgrade() else {
+                            return;
+                        };
+                        let mut state = manager.lock();
+                        let still_ours = state
+                            .warming
+                            .get(&name)
+                            .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+                        if still_ours {
+                            state.warming.remove(&name);
+                            manager.activate(&mut state, cluster);
+                        }
+                    },
+                ));
+                state.tasks.insert(config.name.clone(), task);
             }
             DiscoveryType::Eds => {
                 let cached = config
@@ -604,6 +680,12 @@ impl ClusterManager {
             return;
         }
         state.dns_started = true;
+        for cluster in std::mem::take(&mut state.static_redis) {
+            let discovery = Discovery::new(&cluster, &self.store);
+            let name = cluster.name.clone();
+            let task = tokio::spawn(run_discovery(Arc::downgrade(&cluster), discovery, |_| {}));
+            state.tasks.insert(name, task);
+        }
         for mut d in std::mem::take(&mut state.static_dns) {
             let Some(name) = d.cluster.upgrade().map(|c| c.name.clone()) else {
                 continue;
@@ -622,6 +704,67 @@ impl ClusterManager {
                 }
             });
             state.tasks.insert(name, task);
+        }
+    }
+}
+
+impl ClusterManager {
+    /// Waits until every active Redis Cluster has completed its first discovery round, or
+    /// `timeout` passes (Envoy holds listeners back until then; redvoy starts them anyway
+    /// after the timeout, with the cluster answering `no upstream host`). Returns the names
+    /// still without a topology.
+    pub async fn wait_redis_clusters(&self, timeout: Duration) -> Vec<String> {
+        let clusters: Vec<Arc<Cluster>> = self
+            .clusters()
+            .into_iter()
+            .filter(|c| c.is_redis_cluster())
+            .collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending = Vec::new();
+        for c in clusters {
+            let mut rx = c.initialized.subscribe();
+            let done = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v)).await;
+            if !matches!(done, Ok(Ok(_))) {
+                pending.push(c.name.clone());
+            }
+        }
+        pending
+    }
+}
+
+/// The discovery loop of one Redis Cluster: a round every `cluster_refresh_rate`, or at once
+/// when the refresh manager triggers. `on_first` runs after the first round that ends the
+/// cluster's initialisation (a topology, or seeds that resolve to nothing). Ends when the
+/// cluster is gone.
+async fn run_discovery(
+    cluster: Weak<Cluster>,
+    mut discovery: Discovery,
+    on_first: impl FnOnce(Arc<Cluster>) + Send + 'static,
+) {
+    let mut on_first = Some(on_first);
+    loop {
+        let Some(c) = cluster.upgrade() else {
+            break;
+        };
+        let outcome = discovery.round(&c).await;
+        if outcome != RoundOutcome::Failed {
+            if let Some(f) = on_first.take() {
+                c.mark_initialized();
+                f(Arc::clone(&c));
+            }
+        }
+        let rate = c
+            .config
+            .redis_cluster
+            .as_ref()
+            .map_or(Duration::from_secs(5), |r| r.cluster_refresh_rate)
+            .max(MIN_DNS_REFRESH_RATE);
+        let Some(trigger) = c.refresh_trigger() else {
+            break;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(rate) => {}
+            _ = trigger.wake.notified() => {}
         }
     }
 }
@@ -750,7 +893,7 @@ fn static_hosts(c: &model::Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
 /// Resolves `name`, bounded by [`DNS_RESOLVE_TIMEOUT`], and applies the lookup family the way
 /// Envoy's c-ares resolver does (AUTO: IPv6 if there is any, else IPv4; V4_PREFERRED: the
 /// reverse; ALL: IPv4 then IPv6). The system resolver (getaddrinfo) orders the answer.
-async fn resolve(name: &str, port: u16, family: DnsLookupFamily) -> Answer {
+pub(crate) async fn resolve(name: &str, port: u16, family: DnsLookupFamily) -> Answer {
     let lookup = tokio::time::timeout(DNS_RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)));
     let mut all: Vec<SocketAddr> = match lookup.await {
         Ok(Ok(addrs)) => addrs.collect(),

@@ -24,6 +24,7 @@ use redvoy_config::model::{HashFunction, LbPolicy};
 
 use crate::hash::{murmur2_64, xx_hash64, MURMUR_SEED};
 use crate::host::Host;
+use crate::redis_cluster::SlotMap;
 use crate::UpstreamError;
 
 /// Envoy's proto bound on `RingHashLbConfig.maximum_ring_size` (8M entries, ~128 MiB here).
@@ -64,6 +65,8 @@ enum Lb {
     RoundRobin(RoundRobin),
     Random(Random),
     LeastRequest(LeastRequest),
+    /// `envoy.clusters.redis`: the slot map from `CLUSTER SLOTS`.
+    Slots(SlotMap),
 }
 
 /// Checks the parts of a policy Envoy refuses when it creates the load balancer.
@@ -196,6 +199,28 @@ impl HostSet {
             Lb::RoundRobin(rr) => Some(rr.choose(self.hosts.len())),
             Lb::Random(r) => Some(r.choose(self.hosts.len())),
             Lb::LeastRequest(lr) => Some(lr.choose(&self.hosts)),
+            // Generic callers: the primary of the slot the hash names.
+            Lb::Slots(map) => map
+                .shard_for_slot((hash & 0x3FFF) as u16)
+                .map(|s| s.primary),
+        }
+    }
+
+    /// A Redis Cluster's host set: every discovered node, with its slot map.
+    pub fn redis_cluster(hosts: Vec<Arc<Host>>, map: SlotMap) -> Self {
+        Self {
+            hosts,
+            lb: Lb::Slots(map),
+            table_stats: LbTableStats::None,
+        }
+    }
+
+    /// Some for an envoy.clusters.redis cluster once a topology is installed.
+    #[inline]
+    pub fn slot_map(&self) -> Option<&SlotMap> {
+        match &self.lb {
+            Lb::Slots(map) => Some(map),
+            _ => None,
         }
     }
 
@@ -225,6 +250,7 @@ impl fmt::Debug for HostSet {
             Lb::RoundRobin(_) => "round_robin",
             Lb::Random(_) => "random",
             Lb::LeastRequest(_) => "least_request",
+            Lb::Slots(_) => "redis_cluster",
         };
         f.debug_struct("HostSet")
             .field(

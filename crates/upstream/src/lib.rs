@@ -1,9 +1,11 @@
-//! The cluster manager: upstream clusters (STATIC, STRICT_DNS, LOGICAL_DNS), their host sets and
-//! Envoy-exact load balancers (RING_HASH, MAGLEV, RANDOM, ROUND_ROBIN, LEAST_REQUEST), plus the
-//! key hashes the redis_proxy feeds them (MurmurHash2-64, CRC16 slots, hash tags).
+//! The cluster manager: upstream clusters (STATIC, STRICT_DNS, LOGICAL_DNS, EDS and Envoy's
+//! `envoy.clusters.redis`), their host sets and Envoy-exact load balancers (RING_HASH, MAGLEV,
+//! RANDOM, ROUND_ROBIN, LEAST_REQUEST, the Redis Cluster slot map), plus the key hashes the
+//! redis_proxy feeds them (MurmurHash2-64, CRC16 slots, hash tags).
 //!
-//! Owns: which hosts a cluster has and which host a hash picks. Must not depend on the proxy,
-//! and never opens a connection to a host (the proxy's conn pools do).
+//! Owns: which hosts a cluster has and which host a hash picks. Must not depend on the proxy.
+//! It opens no connection to a host except the Redis Cluster discovery session
+//! (`CLUSTER SLOTS`); traffic goes through the proxy's conn pools.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +14,7 @@ pub mod hash;
 mod cluster;
 mod host;
 mod lb;
+mod redis_cluster;
 mod stats;
 
 pub use cluster::{
@@ -21,6 +24,7 @@ pub use host::{envoy_address_string, EdsInfo, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
 };
+pub use redis_cluster::{RefreshTrigger, Shard, SlotMap, SLOT_COUNT};
 pub use stats::{ClusterStats, LbStats};
 
 /// Configuration Envoy refuses when it creates a cluster or its load balancer. Messages are

@@ -10,12 +10,14 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::extensions::clusters::redis::v3::RedisClusterConfig;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
+use envoy_types::pb::google::protobuf::{Any as PbAny, Duration as PbDuration};
 use prost::Message;
 
 use super::{duration, optional_secret, socket_address, AddressKind};
 use crate::error::FieldPath;
-use crate::supported::REDIS_PROXY_NAMES;
+use crate::supported::{REDIS_CLUSTER_TYPE, REDIS_PROXY_NAMES};
 use crate::{model, ConfigError};
 
 /// `Cluster.connect_timeout` when unset.
@@ -45,9 +47,9 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
             "value length must be at least 1 characters",
         ));
     }
-    let discovery = match c.cluster_discovery_type {
+    let discovery = match &c.cluster_discovery_type {
         None => model::DiscoveryType::Static,
-        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(t) {
+        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
             Ok(DiscoveryType::Static) => model::DiscoveryType::Static,
             Ok(DiscoveryType::StrictDns) => model::DiscoveryType::StrictDns,
             Ok(DiscoveryType::LogicalDns) => model::DiscoveryType::LogicalDns,
@@ -70,13 +72,22 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
                 ))
             }
         },
-        // Refused by the allowlist walk already; kept exhaustive.
+        // The allowlist walk refused every other cluster type already.
+        Some(ClusterDiscoveryType::ClusterType(ct)) if ct.name == REDIS_CLUSTER_TYPE => {
+            model::DiscoveryType::RedisCluster
+        }
         Some(ClusterDiscoveryType::ClusterType(ct)) => {
             return Err(ConfigError::unsupported_because(
                 p.field("cluster_type"),
                 format!("unsupported cluster type '{}'", ct.name),
             ));
         }
+    };
+    let redis_cluster = match &c.cluster_discovery_type {
+        Some(ClusterDiscoveryType::ClusterType(ct)) if ct.name == REDIS_CLUSTER_TYPE => Some(
+            redis_cluster_config(ct.typed_config.as_ref(), &p.field("cluster_type"))?,
+        ),
+        _ => None,
     };
 
     let connect_timeout = match &c.connect_timeout {
@@ -142,7 +153,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         // Unused for ORIGINAL_DST; the model has no "cluster provided" policy.
         model::LbPolicy::RoundRobin
     } else {
-        lb_policy(&c, p)?
+        lb_policy(&c, p, discovery)?
     };
     let eds = match (&c.eds_cluster_config, discovery) {
         (Some(e), model::DiscoveryType::Eds) => {
@@ -190,13 +201,17 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         redis_protocol_options,
         use_hostname_for_hashing,
         eds,
-        redis_cluster: None,
+        redis_cluster,
     })
 }
 
 /// `lb_policy` with its matching `*_lb_config` (a config for another policy is ignored, as in
 /// Envoy).
-fn lb_policy(c: &Cluster, p: &FieldPath) -> Result<model::LbPolicy, ConfigError> {
+fn lb_policy(
+    c: &Cluster,
+    p: &FieldPath,
+    discovery: model::DiscoveryType,
+) -> Result<model::LbPolicy, ConfigError> {
     let policy = LbPolicy::try_from(c.lb_policy).map_err(|_| {
         ConfigError::invalid(
             p.field("lb_policy"),
@@ -204,6 +219,9 @@ fn lb_policy(c: &Cluster, p: &FieldPath) -> Result<model::LbPolicy, ConfigError>
         )
     })?;
     Ok(match policy {
+        LbPolicy::ClusterProvided if discovery == model::DiscoveryType::RedisCluster => {
+            model::LbPolicy::ClusterProvided
+        }
         LbPolicy::RoundRobin => model::LbPolicy::RoundRobin,
         LbPolicy::Random => model::LbPolicy::Random,
         LbPolicy::LeastRequest => {
@@ -435,6 +453,45 @@ pub(crate) fn assignment_endpoints(
 }
 
 /// `typed_extension_protocol_options` under the redis_proxy filter's name (either alias).
+/// `cluster_type.typed_config` of `envoy.clusters.redis` (already re-packed as the native type
+/// by the allowlist walk), with Envoy's defaults and proto constraints.
+fn redis_cluster_config(
+    any: Option<&PbAny>,
+    p: &FieldPath,
+) -> Result<model::RedisClusterConfig, ConfigError> {
+    let mut out = model::RedisClusterConfig::default();
+    let Some(any) = any else {
+        return Ok(out);
+    };
+    let tp = p.field("typed_config");
+    let r = RedisClusterConfig::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::invalid(&tp, format!("cannot decode RedisClusterConfig: {e}")))?;
+    let positive = |d: &Option<PbDuration>, name: &str| -> Result<Option<Duration>, ConfigError> {
+        let Some(d) = d else { return Ok(None) };
+        let fp = tp.field(name);
+        let d = duration(d, &fp)?;
+        if d.is_zero() {
+            return Err(ConfigError::invalid(fp, "value must be greater than 0s"));
+        }
+        Ok(Some(d))
+    };
+    if let Some(d) = positive(&r.cluster_refresh_rate, "cluster_refresh_rate")? {
+        out.cluster_refresh_rate = d;
+    }
+    if let Some(d) = positive(&r.cluster_refresh_timeout, "cluster_refresh_timeout")? {
+        out.cluster_refresh_timeout = d;
+    }
+    if let Some(d) = &r.redirect_refresh_interval {
+        out.redirect_refresh_interval = duration(d, &tp.field("redirect_refresh_interval"))?;
+    }
+    if let Some(v) = r.redirect_refresh_threshold {
+        out.redirect_refresh_threshold = v.value;
+    }
+    out.failure_refresh_threshold = r.failure_refresh_threshold;
+    out.host_degraded_refresh_threshold = r.host_degraded_refresh_threshold;
+    Ok(out)
+}
+
 fn protocol_options(
     c: &Cluster,
     p: &FieldPath,

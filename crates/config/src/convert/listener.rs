@@ -27,6 +27,10 @@ use crate::parse::type_name_of;
 use crate::supported::{HTTP_CONNECTION_MANAGER, REDIS_PROXY, TCP_PROXY};
 use crate::{model, ConfigError};
 
+/// `DnsCacheConfig.dns_refresh_rate` and `max_hosts` when unset (Envoy's defaults).
+const DEFAULT_DNS_CACHE_REFRESH_RATE: Duration = Duration::from_secs(60);
+const DEFAULT_DNS_CACHE_MAX_HOSTS: u32 = 1024;
+
 /// `ConnPoolSettings.buffer_flush_timeout` when unset (`CR/client_impl.cc`).
 const DEFAULT_BUFFER_FLUSH_TIMEOUT: Duration = Duration::from_millis(3);
 /// `ConnPoolSettings.max_upstream_unknown_connections` when unset.
@@ -408,6 +412,43 @@ fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, Confi
     })
 }
 
+/// `ConnPoolSettings.dns_cache_config`, the parts redvoy uses for MOVED/ASK hostnames.
+fn dns_cache_config(
+    d: &envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig,
+    p: &FieldPath,
+) -> Result<model::DnsCacheConfig, ConfigError> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily as Family;
+    if d.name.is_empty() {
+        return Err(ConfigError::invalid(
+            p.field("name"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    let dns_lookup_family = match Family::try_from(d.dns_lookup_family) {
+        Ok(Family::Auto) => model::DnsLookupFamily::Auto,
+        Ok(Family::V4Only) => model::DnsLookupFamily::V4Only,
+        Ok(Family::V6Only) => model::DnsLookupFamily::V6Only,
+        Ok(Family::V4Preferred) => model::DnsLookupFamily::V4Preferred,
+        Ok(Family::All) => model::DnsLookupFamily::All,
+        Err(_) => {
+            return Err(ConfigError::invalid(
+                p.field("dns_lookup_family"),
+                "value must be one of the defined enum values",
+            ))
+        }
+    };
+    let dns_refresh_rate = match &d.dns_refresh_rate {
+        Some(r) => duration(r, &p.field("dns_refresh_rate"))?,
+        None => DEFAULT_DNS_CACHE_REFRESH_RATE,
+    };
+    Ok(model::DnsCacheConfig {
+        name: d.name.clone(),
+        dns_lookup_family,
+        dns_refresh_rate,
+        max_hosts: d.max_hosts.map_or(DEFAULT_DNS_CACHE_MAX_HOSTS, |v| v.value),
+    })
+}
+
 fn conn_pool_settings(
     s: &ConnPoolSettings,
     p: &FieldPath,
@@ -457,7 +498,11 @@ fn conn_pool_settings(
             .map_or(DEFAULT_MAX_UPSTREAM_UNKNOWN_CONNECTIONS, |v| v.value),
         enable_command_stats: s.enable_command_stats,
         read_policy,
-        dns_cache: None,
+        dns_cache: s
+            .dns_cache_config
+            .as_ref()
+            .map(|d| dns_cache_config(d, &p.field("dns_cache_config")))
+            .transpose()?,
     })
 }
 

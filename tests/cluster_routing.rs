@@ -1,0 +1,372 @@
+//! `envoy.clusters.redis` against a real 6-node Redis Cluster (3 primaries, 3 replicas built
+//! with `redis-cli --cluster create`): slot routing checked on the nodes themselves, read
+//! policies checked with `INFO commandstats`, and the replies Envoy 1.40 gives to MOVED,
+//! CLUSTERDOWN and cross-slot transactions, compared between Envoy and redvoy.
+
+use std::time::Duration;
+
+use redvoy_test_util::{
+    key_slot, same_on_all_targets, wait_for, Proxy, RedisCluster, Reply, Rows, Target,
+};
+
+/// Bound on a cluster settling after a slot move (gossip on a loaded 2-core machine).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn targets() -> Vec<Target> {
+    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
+}
+
+/// A bootstrap with one redis_proxy listener (`settings` and route YAML given) over a Redis
+/// Cluster seeded with `seeds`, plus optional extra clusters (YAML list items).
+fn cluster_bootstrap(
+    settings: &str,
+    route: &str,
+    cluster_config: &str,
+    seeds: &[u16],
+    extra_clusters: &str,
+) -> String {
+    let seeds: String = seeds
+        .iter()
+        .map(|p| {
+            format!(
+                "        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
+static_resources:
+  listeners:
+  - name: redis_listener
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: redis
+          settings: {settings}
+          prefix_routes:
+            catch_all_route: {route}
+  clusters:
+  - name: redis_cluster
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.redis
+      typed_config:
+        "@type": type.googleapis.com/google.protobuf.Struct
+        value: {cluster_config}
+    load_assignment:
+      cluster_name: redis_cluster
+      endpoints:
+      - lb_endpoints:
+{seeds}{extra_clusters}"#
+    )
+}
+
+fn default_bootstrap(cluster: &RedisCluster, settings: &str) -> String {
+    let seeds: Vec<u16> = cluster.ports().into_iter().take(1).collect();
+    cluster_bootstrap(
+        settings,
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 1s, cluster_refresh_timeout: 1s}",
+        &seeds,
+        "",
+    )
+}
+
+/// Writes a key on every primary so that Redis 7 lists the replicas in `CLUSTER SLOTS`, and
+/// waits until each replica has it.
+fn replicate_something(cluster: &mut RedisCluster) {
+    for p in cluster.primaries() {
+        let key = (0..10_000)
+            .map(|i| format!("warm:{i}"))
+            .find(|k| cluster.primary_for_key(k.as_bytes()) == p.port)
+            .unwrap_or_else(|| panic!("no key for primary {}", p.port));
+        assert_eq!(cluster.cmd(p.port, &["SET", &key, "1"]), Reply::ok());
+        for r in cluster.replicas_of(p.port) {
+            let port = r.port;
+            wait_for(
+                Duration::from_secs(10),
+                &format!("{key} on replica {port}"),
+                || {
+                    let mut c = cluster.client(port);
+                    c.cmd(&["READONLY"]);
+                    (c.cmd(&["GET", &key]) == Reply::bulk("1")).then_some(())
+                },
+            );
+        }
+    }
+}
+
+/// `cmdstat_<cmd>` calls on one node.
+fn calls(cluster: &RedisCluster, port: u16, cmd: &str) -> u64 {
+    let Reply::Bulk(text) = cluster.cmd(port, &["INFO", "commandstats"]) else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn keys_land_on_the_primary_that_owns_their_slot() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let yaml = default_bootstrap(&cluster, "{op_timeout: 5s}");
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    for target in targets() {
+        for p in cluster.primaries() {
+            cluster.cmd(p.port, &["FLUSHALL"]);
+        }
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut c = proxy.client();
+        for k in &keys {
+            assert_eq!(c.cmd(&["SET", k, k]), Reply::ok(), "{target}: SET {k}");
+        }
+        for k in &keys {
+            let owner = cluster.primary_for_key(k.as_bytes());
+            assert_eq!(
+                cluster.cmd(owner, &["GET", k]),
+                Reply::bulk(k),
+                "{target}: {k} (slot {}) not on its owner {owner}",
+                key_slot(k.as_bytes())
+            );
+            assert_eq!(c.cmd(&["GET", k]), Reply::bulk(k), "{target}");
+        }
+        // Hash tags keep keys together; fan-out commands split per slot.
+        assert_eq!(c.cmd(&["SET", "{user1}.a", "1"]), Reply::ok());
+        assert_eq!(c.cmd(&["SET", "{user1}.b", "2"]), Reply::ok());
+        let owner = cluster.primary_for_key(b"user1");
+        assert_eq!(cluster.cmd(owner, &["GET", "{user1}.b"]), Reply::bulk("2"));
+        let mut mset = vec!["MSET"];
+        for k in keys.iter().take(20) {
+            mset.push(k);
+            mset.push("m");
+        }
+        assert_eq!(c.cmd(&mset), Reply::ok(), "{target}");
+        let mut mget = vec!["MGET"];
+        mget.extend(keys.iter().take(20).map(String::as_str));
+        assert_eq!(
+            c.cmd(&mget),
+            Reply::Array(vec![Reply::bulk("m"); 20]),
+            "{target}"
+        );
+        let mut del = vec!["DEL"];
+        del.extend(keys.iter().take(20).map(String::as_str));
+        assert_eq!(c.cmd(&del), Reply::int(20), "{target}");
+        assert_eq!(
+            proxy.stat("cluster.redis_cluster.update_success"),
+            0,
+            "{target}: Envoy leaves update_success at 0 for a redis cluster"
+        );
+        assert!(proxy.stat("cluster.redis_cluster.update_attempt") >= 1);
+        assert_eq!(proxy.stat("cluster.redis_cluster.membership_total") % 3, 0);
+    }
+}
+
+#[test]
+fn replica_read_policy_sends_reads_to_replicas() {
+    let mut cluster = RedisCluster::start(3, 1);
+    replicate_something(&mut cluster);
+    let yaml = default_bootstrap(&cluster, "{op_timeout: 5s, read_policy: REPLICA}");
+    let keys: Vec<String> = (0..60).map(|i| format!("rk:{i}")).collect();
+    for target in targets() {
+        let proxy = Proxy::start(target, &yaml, &[]);
+        // The topology must show replicas before REPLICA has hosts.
+        wait_for(Duration::from_secs(15), "6 hosts in the topology", || {
+            (proxy.stat("cluster.redis_cluster.membership_total") == 6).then_some(())
+        });
+        let mut c = proxy.client();
+        for k in &keys {
+            assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok(), "{target}");
+        }
+        for k in &keys {
+            let owner = cluster.primary_for_key(k.as_bytes());
+            let replica = cluster.replicas_for_key(k.as_bytes())[0];
+            wait_for(Duration::from_secs(10), "replication", || {
+                let mut rc = cluster.client(replica);
+                rc.cmd(&["READONLY"]);
+                (rc.cmd(&["GET", k]) == Reply::bulk("v")).then_some(())
+            });
+            let _ = owner;
+        }
+        let before: Vec<(u16, u64)> = cluster
+            .nodes()
+            .iter()
+            .map(|n| (n.port, calls(&cluster, n.port, "get")))
+            .collect();
+        for k in &keys {
+            assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "{target}: GET {k}");
+        }
+        let primaries: Vec<u16> = cluster.primaries().iter().map(|p| p.port).collect();
+        let mut on_replicas = 0;
+        for (port, was) in before {
+            let now = calls(&cluster, port, "get");
+            if primaries.contains(&port) {
+                assert_eq!(now, was, "{target}: a GET reached primary {port}");
+            } else {
+                on_replicas += now - was;
+            }
+        }
+        assert_eq!(on_replicas, keys.len() as u64, "{target}");
+    }
+}
+
+/// MOVED passed through without redirection and followed with it; CLUSTERDOWN; a cross-slot
+/// transaction. Every reply compared between Envoy and redvoy.
+#[test]
+fn redirection_and_cluster_errors_match_envoy() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let key = "moved:key";
+    let slot = key_slot(key.as_bytes());
+    let plain = cluster_bootstrap(
+        "{op_timeout: 5s}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s}",
+        &cluster.ports()[..1],
+        "",
+    );
+    let redirecting = cluster_bootstrap(
+        "{op_timeout: 5s, enable_redirection: true}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s, redirect_refresh_threshold: 0}",
+        &cluster.ports()[..1],
+        "",
+    );
+    let ports: Vec<u16> = cluster.ports();
+    same_on_all_targets(&targets(), |target| {
+        let mut rows = Rows::new();
+        // Put the slot back on its original owner between targets.
+        let home = cluster.node_for_slot(slot);
+        let p_plain = Proxy::start(target, &plain, &[]);
+        let p_redir = Proxy::start(target, &redirecting, &[]);
+        let mut plain_c = p_plain.client();
+        let mut redir_c = p_redir.client();
+        assert_eq!(plain_c.cmd(&["SET", key, "v"]), Reply::ok());
+        // Move the slot behind the proxies' backs.
+        let other = cluster
+            .primaries()
+            .iter()
+            .map(|p| p.port)
+            .find(|p| *p != home)
+            .unwrap();
+        move_slot(&mut cluster, slot, home, other);
+        let moved = plain_c.cmd(&["GET", key]);
+        rows.push((
+            "GET without redirection".into(),
+            normalise(&format!("{moved:?}"), &ports),
+        ));
+        let followed = redir_c.cmd(&["GET", key]);
+        rows.push(("GET with redirection".into(), format!("{followed:?}")));
+        assert_eq!(followed, Reply::bulk("v"), "{target}");
+        assert!(
+            p_redir.stat("cluster.redis_cluster.upstream_internal_redirect_succeeded_total") >= 1
+        );
+        // Cross-slot transaction (routed by its first key).
+        for (name, c) in [("plain", &mut plain_c), ("redir", &mut redir_c)] {
+            for args in [
+                vec!["MULTI"],
+                vec!["SET", "{a}x", "1"],
+                vec!["SET", "{b}y", "2"],
+                vec!["EXEC"],
+            ] {
+                let r = c.cmd(&args);
+                rows.push((
+                    format!("{name}: {}", args.join(" ")),
+                    normalise(&format!("{r:?}"), &ports),
+                ));
+            }
+        }
+        // CLUSTERDOWN: a slot nobody serves.
+        let down_key = "down:key";
+        let down_slot = key_slot(down_key.as_bytes());
+        let owner = cluster.node_for_slot(down_slot);
+        for p in cluster.live_ports() {
+            cluster.cmd(p, &["CLUSTER", "DELSLOTS", &down_slot.to_string()]);
+        }
+        for (name, c) in [("plain", &mut plain_c), ("redir", &mut redir_c)] {
+            let r = c.cmd(&["GET", down_key]);
+            rows.push((format!("{name}: GET in an unserved slot"), format!("{r:?}")));
+        }
+        // Restore.
+        for p in cluster.live_ports() {
+            cluster.cmd(p, &["CLUSTER", "ADDSLOTS", &down_slot.to_string()]);
+            cluster.cmd(
+                p,
+                &[
+                    "CLUSTER",
+                    "SETSLOT",
+                    &down_slot.to_string(),
+                    "NODE",
+                    &node_id(&cluster, owner),
+                ],
+            );
+        }
+        move_slot(&mut cluster, slot, other, home);
+        rows
+    });
+}
+
+fn node_id(cluster: &RedisCluster, port: u16) -> String {
+    match cluster.cmd(port, &["CLUSTER", "MYID"]) {
+        Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("CLUSTER MYID on {port}: {other:?}"),
+    }
+}
+
+/// Moves one slot (and its keys) from `from` to `to` the way `redis-cli --cluster reshard`
+/// does: IMPORTING/MIGRATING, MIGRATE, then SETSLOT NODE on every node.
+fn move_slot(cluster: &mut RedisCluster, slot: u16, from: u16, to: u16) {
+    let s = slot.to_string();
+    let from_id = node_id(cluster, from);
+    let to_id = node_id(cluster, to);
+    assert_eq!(
+        cluster.cmd(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]),
+        Reply::ok()
+    );
+    assert_eq!(
+        cluster.cmd(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]),
+        Reply::ok()
+    );
+    loop {
+        let Reply::Array(keys) = cluster.cmd(from, &["CLUSTER", "GETKEYSINSLOT", &s, "100"]) else {
+            panic!("GETKEYSINSLOT");
+        };
+        if keys.is_empty() {
+            break;
+        }
+        let mut args: Vec<String> = vec![
+            "MIGRATE".into(),
+            "127.0.0.1".into(),
+            to.to_string(),
+            String::new(),
+            "0".into(),
+            "5000".into(),
+            "KEYS".into(),
+        ];
+        for k in keys {
+            if let Reply::Bulk(b) = k {
+                args.push(String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(cluster.cmd(from, &refs), Reply::ok(), "MIGRATE");
+    }
+    for p in cluster.live_ports() {
+        cluster.cmd(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    cluster.wait_converged(CONVERGE_TIMEOUT);
+}
+
+fn normalise(text: &str, ports: &[u16]) -> String {
+    let mut out = text.to_string();
+    for (i, p) in ports.iter().enumerate() {
+        out = out.replace(&format!(":{p}"), &format!(":<node{i}>"));
+    }
+    out
+}
