@@ -724,7 +724,9 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                 else {
                     continue;
                 };
-                // Istio EnvoyFilters write it as a plain Struct; Envoy converts that too.
+                // Istio EnvoyFilters write it as a plain Struct, which Envoy converts. A
+                // TypedStruct is accepted too although Envoy 1.40 finds no cluster factory for
+                // it: here it can only mean RedisClusterConfig.
                 match resolve_any(
                     any,
                     &tpath,

@@ -948,3 +948,63 @@ fn envoy_grpc_must_name_a_static_cluster() {
     let e = load_bootstrap(&opts).unwrap_err().to_string();
     assert!(e.contains("Unknown gRPC client cluster 'nope'"), "{e}");
 }
+
+/// `envoy.clusters.redis`: the Struct form (Istio EnvoyFilters), the typed form and a
+/// TypedStruct all give the same model, Envoy's defaults filling what is unset.
+#[test]
+fn redis_cluster_type_forms() {
+    let redis = |rel: &str| -> Cluster {
+        let b = load(rel);
+        let c = b.clusters.into_iter().next().unwrap();
+        assert_eq!(c.discovery, DiscoveryType::RedisCluster, "{rel}");
+        assert_eq!(c.lb_policy, LbPolicy::ClusterProvided, "{rel}");
+        c
+    };
+    let s = redis("good/redis_cluster_struct.yaml")
+        .redis_cluster
+        .unwrap();
+    assert_eq!(
+        s,
+        RedisClusterConfig {
+            cluster_refresh_rate: Duration::from_secs(5),
+            ..RedisClusterConfig::default()
+        }
+    );
+    assert_eq!(s.cluster_refresh_timeout, Duration::from_secs(3));
+    assert_eq!(s.redirect_refresh_threshold, 5);
+    let t = redis("good/redis_cluster_typed.yaml")
+        .redis_cluster
+        .unwrap();
+    assert_eq!(
+        t,
+        RedisClusterConfig {
+            cluster_refresh_rate: Duration::from_secs(1),
+            cluster_refresh_timeout: Duration::from_millis(500),
+            redirect_refresh_interval: Duration::from_secs(2),
+            redirect_refresh_threshold: 0,
+            failure_refresh_threshold: 1,
+            host_degraded_refresh_threshold: 2,
+            enable_zone_discovery: false,
+        }
+    );
+    let ts = redis("redvoy_only/redis_cluster_typed_struct.yaml")
+        .redis_cluster
+        .unwrap();
+    assert_eq!(ts.redirect_refresh_threshold, 10);
+}
+
+#[test]
+fn dns_cache_config_is_read() {
+    let b = load("good/dns_cache.yaml");
+    let Some(listener) = b.listeners.first() else {
+        panic!("no listener")
+    };
+    let NetworkFilter::RedisProxy(rp) = &listener.filter_chains[0].filter else {
+        panic!("not redis_proxy")
+    };
+    let cache = rp.settings.dns_cache.clone().unwrap();
+    assert_eq!(cache.name, "dns");
+    assert_eq!(cache.dns_lookup_family, DnsLookupFamily::V4Only);
+    assert_eq!(cache.dns_refresh_rate, Duration::from_secs(60));
+    assert_eq!(cache.max_hosts, 1024);
+}
