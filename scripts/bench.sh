@@ -20,6 +20,7 @@
 #   BENCH_XDS         0 = skip the xDS push benchmark run at the end (scripts/bench_xds.sh;
 #                     BENCH_XDS_COUNT = clusters and listeners pushed, default 1000; more
 #                     BENCH_XDS_* knobs there)
+#   BENCH_CLUSTER     0 = skip the Redis Cluster benchmark run last (scripts/bench_cluster.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_cleanup_trap
@@ -266,4 +267,9 @@ log "raw results: $RESULTS"
 cleanup_tracked
 if [ "${BENCH_XDS:-1}" != "0" ]; then
   BENCH_TARGETS="$TARGETS" bash "$ROOT/scripts/bench_xds.sh"
+fi
+# The Redis Cluster benchmark (scripts/bench_cluster.sh: GET/SET through Envoy and redvoy to a
+# real 6-node cluster, and redis-benchmark --cluster direct; BENCH_CLUSTER=0 skips it).
+if [ "${BENCH_CLUSTER:-1}" != "0" ]; then
+  BENCH_TARGETS="$TARGETS" bash "$ROOT/scripts/bench_cluster.sh"
 fi
