@@ -234,7 +234,7 @@ fn redirection_and_cluster_errors_match_envoy() {
     let redirecting = cluster_bootstrap(
         "{op_timeout: 5s, enable_redirection: true}",
         "{cluster: redis_cluster}",
-        "{cluster_refresh_rate: 3600s, redirect_refresh_threshold: 0}",
+        "{cluster_refresh_rate: 3600s, redirect_refresh_threshold: 0, failure_refresh_threshold: 1}",
         &cluster.ports()[..1],
         "",
     );
@@ -289,24 +289,25 @@ fn redirection_and_cluster_errors_match_envoy() {
         for p in cluster.live_ports() {
             cluster.cmd(p, &["CLUSTER", "DELSLOTS", &down_slot.to_string()]);
         }
+        let attempts = p_redir.stat("cluster.redis_cluster.update_attempt");
         for (name, c) in [("plain", &mut plain_c), ("redir", &mut redir_c)] {
             let r = c.cmd(&["GET", down_key]);
             rows.push((format!("{name}: GET in an unserved slot"), format!("{r:?}")));
         }
-        // Restore.
-        for p in cluster.live_ports() {
-            cluster.cmd(p, &["CLUSTER", "ADDSLOTS", &down_slot.to_string()]);
-            cluster.cmd(
-                p,
-                &[
-                    "CLUSTER",
-                    "SETSLOT",
-                    &down_slot.to_string(),
-                    "NODE",
-                    &node_id(&cluster, owner),
-                ],
-            );
-        }
+        // With failure_refresh_threshold 1, the CLUSTERDOWN failure triggers a discovery.
+        let refreshed = redvoy_test_util::try_wait_for(Duration::from_secs(5), || {
+            (p_redir.stat("cluster.redis_cluster.update_attempt") > attempts).then_some(())
+        });
+        rows.push((
+            "refresh after CLUSTERDOWN".into(),
+            format!("{}", refreshed.is_some()),
+        ));
+        // Restore: the owner claims the slot again; gossip tells the others.
+        assert_eq!(
+            cluster.cmd(owner, &["CLUSTER", "ADDSLOTS", &down_slot.to_string()]),
+            Reply::ok()
+        );
+        cluster.wait_converged(CONVERGE_TIMEOUT);
         move_slot(&mut cluster, slot, other, home);
         rows
     });
@@ -369,4 +370,108 @@ fn normalise(text: &str, ports: &[u16]) -> String {
         out = out.replace(&format!(":{p}"), &format!(":<node{i}>"));
     }
     out
+}
+
+/// Nodes that announce a hostname (`cluster-preferred-endpoint-type hostname`): discovery
+/// resolves the names in `CLUSTER SLOTS`, and a MOVED naming a host is followed only through
+/// `dns_cache_config`; without one the MOVED is passed through with
+/// `upstream_internal_redirect_failed_total`. redvoy only: the Envoy 1.40 wheel's c-ares
+/// resolver answers nothing for `localhost` on a machine without a DNS server, so Envoy never
+/// leaves warming here.
+#[test]
+fn hostnames_in_cluster_slots_and_redirections() {
+    let mut cluster = RedisCluster::start(3, 1);
+    for p in cluster.ports() {
+        assert_eq!(
+            cluster.cmd(
+                p,
+                &["CONFIG", "SET", "cluster-announce-hostname", "localhost"]
+            ),
+            Reply::ok()
+        );
+        assert_eq!(
+            cluster.cmd(
+                p,
+                &[
+                    "CONFIG",
+                    "SET",
+                    "cluster-preferred-endpoint-type",
+                    "hostname"
+                ]
+            ),
+            Reply::ok()
+        );
+    }
+    // Hostnames travel by gossip: until then a node names its peers `?`.
+    wait_for(
+        Duration::from_secs(20),
+        "hostnames in CLUSTER SLOTS",
+        || {
+            cluster
+                .live_ports()
+                .iter()
+                .all(|p| {
+                    let text = format!("{:?}", cluster.cmd(*p, &["CLUSTER", "SLOTS"]));
+                    text.contains("localhost") && !text.contains("\"?\"")
+                })
+                .then_some(())
+        },
+    );
+    let key = "named:key";
+    let slot = key_slot(key.as_bytes());
+    let v4 = |yaml: String| {
+        yaml.replace(
+            "    lb_policy: CLUSTER_PROVIDED\n",
+            "    lb_policy: CLUSTER_PROVIDED\n    dns_lookup_family: V4_ONLY\n",
+        )
+    };
+    let with_cache = v4(cluster_bootstrap(
+        "{op_timeout: 5s, enable_redirection: true, dns_cache_config: {name: moved, dns_lookup_family: V4_ONLY}}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s}",
+        &cluster.ports()[..1],
+        "",
+    ));
+    let without_cache = v4(cluster_bootstrap(
+        "{op_timeout: 5s, enable_redirection: true}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s}",
+        &cluster.ports()[..1],
+        "",
+    ));
+    let home = cluster.node_for_slot(slot);
+    let a = Proxy::start(Target::Redvoy, &with_cache, &[]);
+    let b = Proxy::start(Target::Redvoy, &without_cache, &[]);
+    let (mut ca, mut cb) = (a.client(), b.client());
+    assert_eq!(
+        ca.cmd(&["SET", key, "v"]),
+        Reply::ok(),
+        "discovery by hostname"
+    );
+    assert_eq!(cluster.cmd(home, &["GET", key]), Reply::bulk("v"));
+    let other = cluster
+        .primaries()
+        .iter()
+        .map(|p| p.port)
+        .find(|p| *p != home)
+        .unwrap_or_else(|| panic!("one primary only"));
+    move_slot(&mut cluster, slot, home, other);
+    assert_eq!(
+        ca.cmd(&["GET", key]),
+        Reply::bulk("v"),
+        "MOVED to localhost:<port> followed"
+    );
+    assert_eq!(
+        a.stat("cluster.redis_cluster.upstream_internal_redirect_succeeded_total"),
+        1
+    );
+    assert_eq!(
+        cb.cmd(&["GET", key]),
+        Reply::err(&format!("MOVED {slot} localhost:{other}")),
+        "no DNS cache: the MOVED is passed through"
+    );
+    assert_eq!(
+        b.stat("cluster.redis_cluster.upstream_internal_redirect_failed_total"),
+        1
+    );
 }
