@@ -95,6 +95,11 @@ impl Cluster {
         self.stats.membership_healthy.set(healthy);
         self.stats.membership_degraded.set(degraded);
         self.stats.membership_excluded.set(0);
+        let max_weight = hosts.iter().map(|h| h.weight).max().unwrap_or(0);
+        self.stats.max_host_weight.set(u64::from(max_weight));
+        // Envoy builds every host of a changed topology anew, each through the transport
+        // socket matcher.
+        self.stats.default_total_match_count.add(total);
         debug!(cluster = %self.name, hosts = total, shards = map.shards().len(), "Redis Cluster topology installed");
         self.host_set
             .store(Arc::new(HostSet::redis_cluster(hosts, map)));

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use redvoy_config::model::{self, DnsLookupFamily, HealthStatus, ReadPolicy, RedisClusterConfig};
 use redvoy_resp::{encode, Decoder, DecoderMode, Limits, RespValue};
-use redvoy_stats::{Histogram, HistogramUnit, Store};
+use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::{resolve, Cluster};
 use crate::host::{EdsInfo, Host};
+use crate::stats::ClusterStats;
 
 /// Hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16_384;
@@ -501,6 +502,32 @@ struct DiscoveryConn {
     stream: TcpStream,
     decoder: Decoder,
     buf: BytesMut,
+    /// Envoy counts the discovery client like any upstream connection (cluster and host).
+    stats: ClusterStats,
+    host: Option<Arc<Host>>,
+}
+
+impl Drop for DiscoveryConn {
+    fn drop(&mut self) {
+        self.stats.upstream_cx_active.dec();
+        self.stats.upstream_cx_destroy.inc();
+        self.stats.upstream_cx_destroy_local.inc();
+        if let Some(h) = &self.host {
+            h.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `cluster.<name>.upstream_commands.cluster.*`: the discovery client's command stats (Envoy
+/// records them under the command's name, `cluster`).
+struct DiscoveryCommandStats {
+    total: Counter,
+    success: Counter,
+    /// Created on the first failure, as Envoy creates it.
+    failure: Option<Counter>,
+    failure_name: String,
+    store: Store,
+    latency: Histogram,
 }
 
 /// The discovery state of one redis cluster, owned by its task.
@@ -514,6 +541,8 @@ pub(crate) struct Discovery {
     conns: HashMap<SocketAddr, DiscoveryConn>,
     /// `cluster.<name>.upstream_commands.upstream_rq_time` (µs).
     rq_time: Histogram,
+    command: DiscoveryCommandStats,
+    stats: ClusterStats,
     last_ranges: Option<Vec<SlotRange>>,
 }
 
@@ -559,6 +588,18 @@ impl Discovery {
                 ),
                 HistogramUnit::Microseconds,
             ),
+            command: {
+                let p = format!("cluster.{}.upstream_commands.cluster.", cluster.name);
+                DiscoveryCommandStats {
+                    total: store.counter(&format!("{p}total")),
+                    success: store.counter(&format!("{p}success")),
+                    failure: None,
+                    failure_name: format!("{p}failure"),
+                    store: store.clone(),
+                    latency: store.histogram(&format!("{p}latency"), HistogramUnit::Microseconds),
+                }
+            },
+            stats: cluster.stats.clone(),
             last_ranges: None,
         }
     }
@@ -568,12 +609,8 @@ impl Discovery {
     pub(crate) async fn round(&mut self, cluster: &Cluster) -> RoundOutcome {
         let stats = &cluster.stats;
         stats.update_attempt.inc();
-        let known: Vec<SocketAddr> = cluster
-            .host_set()
-            .hosts()
-            .iter()
-            .map(|h| h.address)
-            .collect();
+        let host_set = cluster.host_set();
+        let known: Vec<SocketAddr> = host_set.hosts().iter().map(|h| h.address).collect();
         self.conns.retain(|a, _| known.contains(a));
         let target = if known.is_empty() {
             match self.pick_seed().await {
@@ -591,12 +628,39 @@ impl Discovery {
         } else {
             known[rand::thread_rng().gen_range(0..known.len())]
         };
+        let host = host_set
+            .hosts()
+            .iter()
+            .find(|h| h.address == target)
+            .cloned();
+        drop(host_set);
         let started = Instant::now();
+        self.command.total.inc();
+        stats.upstream_rq_total.inc();
+        stats.upstream_rq_active.inc();
+        if let Some(h) = &host {
+            h.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        }
         let reply = tokio::time::timeout(
             self.connect_timeout + self.refresh_timeout,
-            self.cluster_slots(target),
+            self.cluster_slots(target, host),
         )
         .await;
+        stats.upstream_rq_active.dec();
+        let micros = started.elapsed().as_micros() as u64;
+        match &reply {
+            Ok(Ok(RespValue::Error(_))) => {
+                let c = &mut self.command;
+                c.failure
+                    .get_or_insert_with(|| c.store.counter(&c.failure_name))
+                    .inc();
+            }
+            Ok(Ok(_)) => self.command.success.inc(),
+            _ => {}
+        }
+        if matches!(reply, Ok(Ok(_))) {
+            self.command.latency.record(micros);
+        }
         let reply = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -612,7 +676,7 @@ impl Discovery {
                 return RoundOutcome::Failed;
             }
         };
-        self.rq_time.record(started.elapsed().as_micros() as u64);
+        self.rq_time.record(micros);
         let raw = match parse_cluster_slots(&reply) {
             Ok(r) => r,
             Err(e) => {
@@ -635,6 +699,10 @@ impl Discovery {
             }
         };
         if self.last_ranges.as_ref() == Some(&ranges) && cluster.host_set().slot_map().is_some() {
+            // Envoy builds the hosts of every parsed reply before it compares.
+            stats
+                .default_total_match_count
+                .add(ranges.iter().map(|r| 1 + r.replicas.len() as u64).sum());
             stats.update_no_rebuild.inc();
             return RoundOutcome::Unchanged;
         }
@@ -660,7 +728,11 @@ impl Discovery {
         Ok(Some(answer[rand::thread_rng().gen_range(0..answer.len())]))
     }
 
-    async fn cluster_slots(&mut self, target: SocketAddr) -> std::io::Result<RespValue> {
+    async fn cluster_slots(
+        &mut self,
+        target: SocketAddr,
+        host: Option<Arc<Host>>,
+    ) -> std::io::Result<RespValue> {
         if !self.conns.contains_key(&target) {
             let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(target))
                 .await
@@ -668,10 +740,18 @@ impl Discovery {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout")
                 })??;
             let _ = stream.set_nodelay(true);
+            self.stats.upstream_cx_total.inc();
+            self.stats.upstream_cx_active.inc();
+            if let Some(h) = &host {
+                h.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+                h.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+            }
             let mut conn = DiscoveryConn {
                 stream,
                 decoder: Decoder::new(DecoderMode::Reply, Limits::default()),
                 buf: BytesMut::with_capacity(READ_CHUNK),
+                stats: self.stats.clone(),
+                host,
             };
             if let Some(auth) = &self.auth {
                 let parts: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
