@@ -475,3 +475,44 @@ fn hostnames_in_cluster_slots_and_redirections() {
         1
     );
 }
+
+/// Cluster-scope commands on a Redis Cluster reach every primary and are merged as Envoy
+/// merges them.
+#[test]
+fn cluster_scope_commands_match_envoy() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let yaml = default_bootstrap(&cluster, "{op_timeout: 5s}");
+    let ports = cluster.ports();
+    same_on_all_targets(&targets(), |target| {
+        for p in cluster.primaries() {
+            cluster.cmd(p.port, &["FLUSHALL"]);
+        }
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut c = proxy.client();
+        let mut rows = Rows::new();
+        for i in 0..30 {
+            assert_eq!(c.cmd(&["SET", &format!("scope:{i}"), "v"]), Reply::ok());
+        }
+        let keys = match c.cmd(&["KEYS", "scope:*"]) {
+            Reply::Array(items) => {
+                let mut names: Vec<String> = items.iter().map(|r| format!("{r:?}")).collect();
+                names.sort();
+                names.join(",")
+            }
+            other => format!("{other:?}"),
+        };
+        rows.push(("KEYS scope:* (sorted)".into(), keys));
+        for args in [
+            vec!["INFO", "keyspace"],
+            vec!["DBSIZE"],
+            vec!["CONFIG", "GET", "cluster-enabled"],
+            vec!["SCRIPT", "LOAD", "return 1"],
+            vec!["FLUSHALL"],
+            vec!["KEYS", "*"],
+        ] {
+            let r = c.cmd(&args);
+            rows.push((args.join(" "), normalise(&format!("{r:?}"), &ports)));
+        }
+        rows
+    });
+}

@@ -254,6 +254,11 @@ impl UpstreamClient {
         }
     }
 
+    /// Whether no request is waiting for a reply.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.inner.borrow().pending.is_empty()
+    }
+
     /// Asks the connection to close once every pending reply has been delivered.
     pub(crate) fn close_when_idle(&self) {
         self.close_when_idle.set(true);

@@ -37,6 +37,8 @@ pub(crate) struct PoolSpec {
     pub command_stats: Option<(Store, String)>,
     /// `cluster.<name>.redis_cluster.max_upstream_unknown_connections_reached`.
     pub unknown_limit_reached: Counter,
+    /// `cluster.<name>.redis_cluster.upstream_cx_drained`.
+    pub cx_drained: Counter,
 }
 
 #[derive(Debug, Clone)]
@@ -162,16 +164,14 @@ impl FilterConfig {
             .map(|name| {
                 let cluster = clusters.get(name)?;
                 // Envoy registers the pool's counters for every cluster the filter uses.
-                for stat in [
-                    "connection_rate_limited",
-                    "upstream_cx_drained",
-                    "upstream_resp3_hello_failure",
-                ] {
+                for stat in ["connection_rate_limited", "upstream_resp3_hello_failure"] {
                     store.counter(&format!("cluster.{name}.redis_cluster.{stat}"));
                 }
                 let unknown_limit_reached = store.counter(&format!(
                     "cluster.{name}.redis_cluster.max_upstream_unknown_connections_reached"
                 ));
+                let cx_drained =
+                    store.counter(&format!("cluster.{name}.redis_cluster.upstream_cx_drained"));
                 let (prelude, prelude_replies) = prelude(
                     cluster.config.redis_protocol_options.as_ref(),
                     settings.read_policy,
@@ -188,6 +188,7 @@ impl FilterConfig {
                         HistogramUnit::Microseconds,
                     ),
                     unknown_limit_reached,
+                    cx_drained,
                     cluster,
                 })
             })

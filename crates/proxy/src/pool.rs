@@ -94,6 +94,9 @@ pub(crate) struct ClusterPool {
     enable_hashtagging: bool,
     read_policy: ReadPolicy,
     redirect: Option<RedirectSettings>,
+    /// `cluster.<name>.redis_cluster.upstream_cx_drained`: connections of removed hosts that
+    /// still had requests in flight, closed once they finish.
+    cx_drained: Counter,
     cache: RefCell<Cache>,
     /// Names of MOVED/ASK targets already resolved through the DNS cache.
     dns: RefCell<HashMap<Bytes, (IpAddr, Instant)>>,
@@ -107,6 +110,7 @@ impl ClusterPool {
         enable_hashtagging: bool,
         read_policy: ReadPolicy,
         redirect: Option<RedirectSettings>,
+        cx_drained: Counter,
     ) -> Rc<Self> {
         let hosts = cluster.host_set();
         let clients = vec![None; hosts.hosts().len()];
@@ -116,6 +120,7 @@ impl ClusterPool {
             enable_hashtagging,
             read_policy,
             redirect,
+            cx_drained,
             cache: RefCell::new(Cache {
                 hosts,
                 clients,
@@ -151,6 +156,9 @@ impl ClusterPool {
             })
             .collect();
         for (_, gone) in old {
+            if !gone.is_idle() {
+                self.cx_drained.inc();
+            }
             gone.close_when_idle();
         }
         cache.hosts = Arc::clone(&current);

@@ -452,6 +452,7 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                 settings.enable_hashtagging,
                 settings.read_policy,
                 redirect,
+                spec.cx_drained.clone(),
             ))
         })
         .collect();
