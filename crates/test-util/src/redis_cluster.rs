@@ -161,6 +161,25 @@ impl RedisCluster {
         panic!("no live cluster node answered CLUSTER SLOTS");
     }
 
+    /// The primary every live node names for `key`'s slot, or `None` while their views differ
+    /// (gossip after a failover reaches nodes one by one).
+    pub fn agreed_primary_for_key(&mut self, key: &[u8]) -> Option<u16> {
+        let slot = key_slot(key);
+        let mut agreed = None;
+        for port in self.live_ports() {
+            let ranges = try_cmd(port, &["CLUSTER", "SLOTS"]).and_then(|r| parse_slots(&r))?;
+            let owner = ranges
+                .iter()
+                .find(|r| (r.start..=r.end).contains(&slot))?
+                .primary;
+            if agreed.is_some_and(|a| a != owner) {
+                return None;
+            }
+            agreed = Some(owner);
+        }
+        agreed
+    }
+
     /// Port of the primary serving `slot`.
     pub fn node_for_slot(&mut self, slot: u16) -> u16 {
         self.range_for_slot(slot).primary

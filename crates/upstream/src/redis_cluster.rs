@@ -544,6 +544,9 @@ pub(crate) struct Discovery {
     command: DiscoveryCommandStats,
     stats: ClusterStats,
     last_ranges: Option<Vec<SlotRange>>,
+    /// Nodes whose `CLUSTER SLOTS` failed since the last good round. They are asked last: after
+    /// a primary dies, Envoy may keep asking the dead node, a refresh period lost each time.
+    failed: Vec<SocketAddr>,
 }
 
 /// What one discovery round did.
@@ -601,6 +604,7 @@ impl Discovery {
             },
             stats: cluster.stats.clone(),
             last_ranges: None,
+            failed: Vec::new(),
         }
     }
 
@@ -612,6 +616,7 @@ impl Discovery {
         let host_set = cluster.host_set();
         let known: Vec<SocketAddr> = host_set.hosts().iter().map(|h| h.address).collect();
         self.conns.retain(|a, _| known.contains(a));
+        self.failed.retain(|a| known.contains(a));
         let target = if known.is_empty() {
             match self.pick_seed().await {
                 Ok(Some(a)) => a,
@@ -626,7 +631,13 @@ impl Discovery {
                 }
             }
         } else {
-            known[rand::thread_rng().gen_range(0..known.len())]
+            let fresh: Vec<SocketAddr> = known
+                .iter()
+                .copied()
+                .filter(|a| !self.failed.contains(a))
+                .collect();
+            let from = if fresh.is_empty() { &known } else { &fresh };
+            from[rand::thread_rng().gen_range(0..from.len())]
         };
         let host = host_set
             .hosts()
@@ -666,16 +677,23 @@ impl Discovery {
             Ok(Err(e)) => {
                 debug!(cluster = %cluster.name, %target, error = %e, "CLUSTER SLOTS failed");
                 self.conns.remove(&target);
+                if !self.failed.contains(&target) {
+                    self.failed.push(target);
+                }
                 stats.update_failure.inc();
                 return RoundOutcome::Failed;
             }
             Err(_) => {
                 debug!(cluster = %cluster.name, %target, "CLUSTER SLOTS timed out");
                 self.conns.remove(&target);
+                if !self.failed.contains(&target) {
+                    self.failed.push(target);
+                }
                 stats.update_failure.inc();
                 return RoundOutcome::Failed;
             }
         };
+        self.failed.clear();
         self.rq_time.record(micros);
         let raw = match parse_cluster_slots(&reply) {
             Ok(r) => r,
