@@ -49,6 +49,9 @@ pub enum Aggregation {
     SumIntegers,
     /// Every shard replies an array; the reply is the array of those arrays, in shard order.
     Role,
+    /// `SCRIPT EXISTS`: every shard replies an array of 0/1; a script exists only where every
+    /// shard has it (EVALSHA may land on any of them). Envoy requires identical replies.
+    AllHave,
     /// The INFO text is rebuilt from a fixed field catalogue. `section` is the lowercased first
     /// argument; only catalogue sections of that name (ASCII case-insensitive) are kept, so
     /// `INFO all` gives an empty bulk string. `None` (no argument, or an empty one) keeps all.
@@ -76,7 +79,8 @@ pub fn aggregation_for(cmd: &str, args: &[Bytes]) -> Option<Aggregation> {
             Some(Aggregation::AllSame)
         }
         ("config", b"get") | ("slowlog", b"get") => Some(Aggregation::Concat),
-        ("slowlog", b"len") => Some(Aggregation::SumIntegers),
+        ("slowlog", b"len") | ("dbsize", _) => Some(Aggregation::SumIntegers),
+        ("script", b"exists") => Some(Aggregation::AllHave),
         ("script" | "flushall" | "flushdb" | "select", _) => Some(Aggregation::AllSame),
         ("keys", _) => Some(Aggregation::Concat),
         ("role", _) => Some(Aggregation::Role),
@@ -118,8 +122,31 @@ pub fn aggregate(agg: &Aggregation, replies: Vec<RespValue>) -> RespValue {
         Aggregation::Concat => concat(replies),
         Aggregation::SumIntegers => sum_integers(&replies),
         Aggregation::Role => role(replies),
+        Aggregation::AllHave => all_have(replies),
         Aggregation::Info { section } => info(section.as_deref(), &replies),
     }
+}
+
+fn all_have(replies: Vec<RespValue>) -> RespValue {
+    let mut merged: Option<Vec<RespValue>> = None;
+    for reply in replies {
+        let RespValue::Array(items) = reply else {
+            return error(NON_ARRAY_RESPONSE);
+        };
+        merged = Some(match merged {
+            None => items,
+            Some(acc) if acc.len() == items.len() => acc
+                .into_iter()
+                .zip(items)
+                .map(|(a, b)| match (a, b) {
+                    (RespValue::Integer(a), RespValue::Integer(b)) => RespValue::Integer(a.min(b)),
+                    _ => error(NON_INTEGER_RESPONSE),
+                })
+                .collect(),
+            Some(_) => return error(ALL_RESPONSES_NOT_SAME),
+        });
+    }
+    RespValue::Array(merged.unwrap_or_default())
 }
 
 fn error(text: &'static str) -> RespValue {
@@ -673,7 +700,7 @@ mod tests {
         use Aggregation::*;
         let cases: &[(&str, &[&str], Option<Aggregation>)] = &[
             ("script", &["SCRIPT", "LOAD", "return 1"], Some(AllSame)),
-            ("script", &["script", "EXISTS", "abc"], Some(AllSame)),
+            ("script", &["script", "EXISTS", "abc"], Some(AllHave)),
             ("script", &["script", "flush"], Some(AllSame)),
             ("script", &["script", "help"], Some(AllSame)),
             ("script", &["script", "bogus"], Some(AllSame)),

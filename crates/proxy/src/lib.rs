@@ -14,6 +14,7 @@ mod drain;
 mod filter;
 mod listener_stats;
 mod pool;
+mod resp3;
 mod router;
 mod session;
 mod stats;

@@ -88,6 +88,13 @@ pub(crate) struct RedirectSettings {
     pub unknown_limit_reached: Counter,
 }
 
+/// Where a key's transaction runs (see [`ClusterPool::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    Slot(u16),
+    Host(SocketAddr),
+}
+
 pub(crate) struct ClusterPool {
     cluster: Arc<Cluster>,
     config: Rc<ClientConfig>,
@@ -182,6 +189,22 @@ impl ClusterPool {
             Some(map) => map.choose(hosts.hosts(), slot(key), is_read, self.read_policy),
             None if self.cluster.is_redis_cluster() => None,
             None => hosts.choose(self.hash_key(key)),
+        }
+    }
+
+    /// Where a transaction's key belongs: its hash slot on a Redis Cluster (Redis requires one
+    /// slot per transaction), else the primary host it maps to. Two keys with different
+    /// placements cannot share a transaction.
+    pub(crate) fn placement(&self, key: &[u8]) -> Option<Placement> {
+        self.refresh();
+        let cache = self.cache.borrow();
+        match cache.hosts.slot_map() {
+            Some(_) => Some(Placement::Slot(slot(key))),
+            None if self.cluster.is_redis_cluster() => None,
+            None => {
+                let index = cache.hosts.choose(self.hash_key(key))?;
+                Some(Placement::Host(cache.hosts.hosts().get(index)?.address))
+            }
         }
     }
 

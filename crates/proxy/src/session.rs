@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use redvoy_resp::{encode, DecodeError, Decoder, DecoderMode, Frame, Limits, RespValue};
+use redvoy_resp::{
+    encode, encode_resp3, DecodeError, Decoder, DecoderMode, Frame, Limits, Resp3Shape, RespValue,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -23,7 +25,8 @@ use crate::client::{UpstreamClient, UpstreamFailure, UpstreamResult};
 use crate::cluster_scope::{self, Aggregation};
 use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
-use crate::pool::ClusterPool;
+use crate::pool::{ClusterPool, Placement};
+use crate::resp3;
 use crate::supported_commands::{self as commands, CommandClass};
 use crate::worker::FilterSource;
 
@@ -82,9 +85,18 @@ enum Reply {
 enum Merge {
     Single,
     Mget(Vec<RespValue>),
-    Mset { errors: u32 },
-    Sum { sum: i64, errors: u32 },
-    Scan(Vec<RespValue>),
+    Mset {
+        errors: u32,
+    },
+    Sum {
+        sum: i64,
+        errors: u32,
+    },
+    /// One page of a SCAN over every host: the reply's cursor becomes a composite cursor.
+    Scan {
+        host: usize,
+        hosts: usize,
+    },
     ClusterScope(Aggregation, Vec<RespValue>),
 }
 
@@ -106,6 +118,8 @@ struct Slot {
     started: Instant,
     delay: Option<Duration>,
     after: After,
+    /// `Some` for a client that negotiated RESP3: how the reply is converted.
+    resp3: Option<Resp3Shape>,
 }
 
 #[derive(Default)]
@@ -233,7 +247,14 @@ fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
             }) => *sum = sum.wrapping_add(n),
             _ => *errors += 1,
         },
-        Merge::Scan(values) | Merge::ClusterScope(_, values) => {
+        Merge::Scan { .. } => {
+            slot.reply = Some(Reply::Value(match outcome {
+                Outcome::Reply(frame) => frame.value,
+                Outcome::Failure => error_value(UPSTREAM_FAILURE),
+                Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+            }));
+        }
+        Merge::ClusterScope(_, values) => {
             let value = match outcome {
                 Outcome::Reply(frame) => frame.value,
                 Outcome::Failure => error_value(UPSTREAM_FAILURE),
@@ -257,27 +278,12 @@ fn finish(slot: &mut Slot) {
             slot.error = true;
             error_value(&format!("finished with {errors} error(s)"))
         }
-        Merge::Scan(values) => {
-            let mut all = Vec::new();
-            let mut failed = None;
-            for v in values {
-                match v {
-                    RespValue::Array(items) => all.extend(items),
-                    e @ RespValue::Error(_) => {
-                        failed.get_or_insert(e);
-                    }
-                    _ => {
-                        failed.get_or_insert(error_value("upstream protocol error"));
-                    }
-                }
-            }
-            match failed {
-                Some(e) => {
-                    slot.error = true;
-                    e
-                }
-                None => RespValue::Array(all),
-            }
+        Merge::Scan { host, hosts } => {
+            let page = match slot.reply.take() {
+                Some(Reply::Value(v)) => v,
+                _ => error_value(UPSTREAM_FAILURE),
+            };
+            scan_page(page, host, hosts)
         }
         Merge::ClusterScope(agg, values) => {
             let v = cluster_scope::aggregate(&agg, values);
@@ -290,12 +296,18 @@ fn finish(slot: &mut Slot) {
     slot.reply = Some(Reply::Value(merged));
 }
 
-/// Envoy's per-connection transaction record (MULTI/EXEC on a dedicated upstream connection).
+/// A client's transaction: WATCH, MULTI, the queued commands and EXEC/DISCARD all run on
+/// connections dedicated to this client, so Redis's promises hold (a concurrent write to a
+/// watched key makes EXEC return null). Envoy 1.40 sends WATCH on the shared connection and
+/// the transaction on a dedicated one, so WATCH guards nothing.
 #[derive(Default)]
 struct Transaction {
+    /// MULTI seen, EXEC/DISCARD not yet.
     active: bool,
-    /// The routing key: from WATCH, or the first keyed command inside MULTI.
-    key: Option<Bytes>,
+    /// A command was refused while queuing: EXEC answers EXECABORT and commits nothing.
+    aborted: bool,
+    /// Where the transaction runs (route pool, slot or host), from its first key.
+    placement: Option<(usize, Placement)>,
     /// Dedicated connections: the route's pool first, then one per mirror.
     clients: Vec<Rc<UpstreamClient>>,
     /// For each entry of `clients` after the first: mirrors skip reads when set.
@@ -309,9 +321,14 @@ impl Transaction {
         }
         self.mirror_excludes_reads.clear();
         self.active = false;
-        self.key = None;
+        self.aborted = false;
+        self.placement = None;
     }
 }
+
+/// Redis's reply to keys of different slots in one transaction or command.
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 /// Per-worker view of one filter: the compiled config and this worker's pools.
 pub struct WorkerFilter {
@@ -332,7 +349,30 @@ struct Session {
     stop_reading: bool,
     /// This connection's share of `downstream_cx_rx_bytes_buffered`.
     rx_buffered_reported: u64,
+    /// What CLIENT answers about this connection; never sent upstream.
+    client: ClientInfo,
+    /// The RESP3 shape of the request being dispatched (`None` for RESP2 clients); the
+    /// slots it pushes carry it.
+    resp3_shape: Cell<Option<Resp3Shape>>,
 }
+
+/// Per-connection state Redis keeps for a client (CLIENT SETNAME/SETINFO, HELLO's protocol).
+/// It lives in the session because upstream connections are shared: sending it upstream
+/// would change every client's connection.
+#[derive(Default)]
+struct ClientInfo {
+    id: u64,
+    peer: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    /// RESP version negotiated with HELLO (2 until `HELLO 3`).
+    resp: u8,
+}
+
+/// Client ids, unique within the process, as Redis numbers its clients.
+static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Serves one client connection until it closes.
 pub(crate) async fn run(
@@ -346,6 +386,13 @@ pub(crate) async fn run(
     stats.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
     let authenticated = filter.config.passwords.is_empty() && filter.config.username.is_none();
+    let client = ClientInfo {
+        id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        peer: stream.peer_addr().ok(),
+        local: stream.local_addr().ok(),
+        resp: 2,
+        ..ClientInfo::default()
+    };
     let mut session = Session {
         control,
         filter: Rc::clone(&filter),
@@ -355,6 +402,8 @@ pub(crate) async fn run(
         tx: Transaction::default(),
         stop_reading: false,
         rx_buffered_reported: 0,
+        client,
+        resp3_shape: Cell::new(None),
     };
     let mut input = BytesMut::new();
     if let Err(e) = session.serve(stream, &mut input).await {
@@ -388,7 +437,7 @@ impl Session {
             // A config push reaches this connection on its next request (never in the middle
             // of a transaction, whose connections are pinned). One relaxed load when nothing
             // changed.
-            if !self.tx.active {
+            if !self.tx.active && self.tx.clients.is_empty() {
                 if let Some(newer) = self.source.changed() {
                     if !Rc::ptr_eq(&newer, &self.filter) {
                         self.filter = newer;
@@ -494,10 +543,20 @@ impl Session {
                 Ok(slot) => slot,
                 Err(wake_at) => return wake_at,
             };
-            match &slot.reply {
-                Some(Reply::Raw(bytes)) => output.extend_from_slice(bytes),
-                Some(Reply::Value(v)) => v.encode(output),
-                None => {}
+            match (&slot.reply, slot.resp3) {
+                (Some(Reply::Raw(bytes)), None) => output.extend_from_slice(bytes),
+                (Some(Reply::Value(v)), None) => v.encode(output),
+                (Some(Reply::Raw(bytes)), Some(shape)) => {
+                    let mut decoder = Decoder::new(DecoderMode::Reply, Limits::default());
+                    let mut buf = BytesMut::from(&bytes[..]);
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(frame)) => encode_resp3(&frame.value, shape, output),
+                        // Bytes an upstream decoder already accepted; pass them as they are.
+                        _ => output.extend_from_slice(bytes),
+                    }
+                }
+                (Some(Reply::Value(v)), Some(shape)) => encode_resp3(v, shape, output),
+                (None, _) => {}
             }
             config.stats.downstream_rq_active.dec();
             if let Some(cs) = slot.command.and_then(|i| config.stats.command_at(i)) {
@@ -560,6 +619,7 @@ impl Session {
             started: Instant::now(),
             delay: None,
             after: After::Nothing,
+            resp3: self.resp3_shape.get(),
         });
     }
 
@@ -573,6 +633,7 @@ impl Session {
             started: Instant::now(),
             delay: None,
             after: After::Nothing,
+            resp3: self.resp3_shape.get(),
         })
     }
 
@@ -607,6 +668,13 @@ impl Session {
 
     fn on_request(&mut self, frame: Frame) {
         // An Rc clone (not the shared Arc) keeps the config borrowable while `self` is mutated.
+        // An empty inline line (a bare CRLF or LF, as `redis-cli --pipe` input files and
+        // telnet users produce) is not a request: Redis ignores it, and so do we.
+        if frame.raw.first() != Some(&b'*')
+            && matches!(&frame.value, RespValue::Array(a) if a.is_empty())
+        {
+            return;
+        }
         let filter = Rc::clone(&self.filter);
         let config = &filter.config;
         let stats = &config.stats;
@@ -649,6 +717,8 @@ impl Session {
             return;
         };
 
+        let shape = |resp: u8| (resp == 3).then(|| resp3::shape_for(cmd, &args));
+        self.resp3_shape.set(shape(self.client.resp));
         if cmd == "auth" {
             let reply = self.auth(&args);
             self.push_ready(reply, None, false);
@@ -656,6 +726,8 @@ impl Session {
         }
         if cmd == "hello" {
             let reply = self.hello(&args);
+            // The reply is in the protocol HELLO chose.
+            self.resp3_shape.set(shape(self.client.resp));
             self.push_ready(reply, None, false);
             return;
         }
@@ -665,7 +737,7 @@ impl Session {
         }
         match cmd {
             "client" => {
-                let reply = client_command(&args);
+                let reply = self.client_command(&args);
                 self.push_ready(reply, None, false);
                 return;
             }
@@ -770,6 +842,7 @@ impl Session {
                 CommandClass::Scan => self.scan(&request),
                 CommandClass::InfoShard => self.info_shard(&request),
                 CommandClass::RandomShard => self.random_shard(&request),
+                CommandClass::ClusterScope if cmd == "select" => self.select(&request),
                 CommandClass::ClusterScope => self.cluster_scope(&request),
                 CommandClass::Transaction => self.transaction(&request),
                 CommandClass::Local => {
@@ -912,15 +985,35 @@ impl Session {
         }
     }
 
+    /// SCAN over every host of the catch-all route's cluster (every primary of a Redis
+    /// Cluster), one host after the other, with a composite cursor: a full iteration returns
+    /// every key once and ends with cursor 0. Envoy 1.40 sends the cursor to every shard and
+    /// concatenates the replies, which no client can iterate.
     fn scan(&self, r: &Request<'_>) {
-        let Some(pool) = self.keyless_pool(&r.args[1], true) else {
+        let Some(pool) = self.keyless_pool(b"", true) else {
             return self.no_host(r);
         };
-        let shards = pool.shard_count();
-        if shards == 0 {
+        let hosts = pool.shard_count();
+        if hosts == 0 {
             return self.no_host(r);
         }
-        self.broadcast(r, pool, shards, Merge::Scan(vec![RespValue::Null; shards]));
+        if hosts as u64 > SCAN_HOSTS {
+            let text = format!("ERR SCAN through the proxy covers at most {SCAN_HOSTS} hosts");
+            return self.push_ready(error_value(&text), r.command, true);
+        }
+        let Some((host, cursor)) = split_scan_cursor(&r.args[1]).filter(|(h, _)| *h < hosts) else {
+            return self.push_ready(error_value("ERR invalid cursor"), r.command, true);
+        };
+        let Some(client) = pool.client_for_shard(host) else {
+            return self.no_host(r);
+        };
+        let cursor = cursor.to_string();
+        let mut parts: Vec<&[u8]> = r.args.iter().map(|a| &a[..]).collect();
+        parts[1] = cursor.as_bytes();
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &parts);
+        let seq = self.push_waiting(Merge::Scan { host, hosts }, 1, r.command);
+        client.send(&out, Some(self.completion(seq, 0)), r.cmd);
     }
 
     fn cluster_scope(&self, r: &Request<'_>) {
@@ -1004,55 +1097,75 @@ impl Session {
         client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
     }
 
-    // === transactions (Envoy 1.40 semantics, spec §4) ===
+    // === transactions ===
 
     /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction. Replies the proxy makes up
     /// here count only in `command.<cmd>.total`, as in Envoy (neither success nor error).
     fn transaction(&mut self, r: &Request<'_>) {
         match r.cmd {
             "multi" => {
-                if let Some(key) = self.tx.key.clone() {
-                    if !self.open_transaction(&key) {
-                        return self.no_host(r);
-                    }
-                    self.tx.active = true;
-                    self.send_in_transaction(r, true);
-                } else {
-                    self.tx.active = true;
+                self.tx.active = true;
+                self.tx.aborted = false;
+                if self.tx.clients.is_empty() {
+                    // Envoy's way: MULTI goes upstream with the first keyed command.
                     self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                } else {
+                    // WATCH opened the connection: MULTI follows it there.
+                    self.send_in_transaction(r, true);
                 }
             }
             "exec" => self.push_ready(error_value("EXEC without MULTI"), None, true),
             "discard" => self.push_ready(error_value("DISCARD without MULTI"), None, true),
-            "watch" => match r.args.get(1) {
-                Some(key) => {
-                    self.tx.key = Some(key.clone());
-                    self.simple(r, 1);
+            "watch" if r.args.len() < 2 => self.wrong_arity(r),
+            "watch" => {
+                let keys = &r.args[1..];
+                match self.join_transaction(keys) {
+                    Ok(()) => self.send_in_transaction(r, true),
+                    Err(reply) => self.push_ready(reply, r.command, true),
                 }
-                None => self.wrong_arity(r),
-            },
-            "unwatch" => match self.tx.key.take() {
-                Some(key) => self.routed_by(r, &key),
-                None => self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false),
-            },
+            }
+            "unwatch" => {
+                if self.tx.clients.is_empty() {
+                    self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                } else {
+                    self.send_in_transaction(r, true);
+                    self.tx.close();
+                }
+            }
             _ => self.push_ready(error_value(INVALID_REQUEST), None, true),
         }
     }
 
-    /// Forwards the whole request on the shared pool, routed by `key`.
-    fn routed_by(&self, r: &Request<'_>, key: &[u8]) {
-        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
-            return self.no_host(r);
-        };
-        let is_read = commands::is_read(r.cmd);
-        let Some(client) = self
-            .pool(route.pool_for(is_read))
-            .and_then(|p| p.client_for_key(&routed_key, is_read))
-        else {
-            return self.no_host(r);
-        };
-        let seq = self.push_waiting(Merge::Single, 1, r.command);
-        client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
+    /// Checks that `keys` belong where the transaction runs (one slot of a Redis Cluster, one
+    /// host otherwise) and opens the dedicated connections with the first key if none are
+    /// open yet. The error is the reply for the client.
+    fn join_transaction(&mut self, keys: &[Bytes]) -> Result<(), RespValue> {
+        let config = Arc::clone(&self.filter.config);
+        let mut joined = self.tx.placement;
+        for key in keys {
+            let Some((route, routed_key)) = config.router.route(key) else {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            };
+            let Some(placement) = self.pool(route.pool).and_then(|p| p.placement(&routed_key))
+            else {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            };
+            match joined {
+                Some(p) if p != (route.pool, placement) => return Err(error_value(CROSSSLOT)),
+                Some(_) => {}
+                None => joined = Some((route.pool, placement)),
+            }
+        }
+        if self.tx.clients.is_empty() {
+            let Some(key) = keys.first() else {
+                return Err(error_value(INVALID_REQUEST));
+            };
+            if !self.open_transaction(key) {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            }
+        }
+        self.tx.placement = joined;
+        Ok(())
     }
 
     /// Opens the dedicated connections of a transaction routed by `key`: the route's primary
@@ -1108,12 +1221,39 @@ impl Session {
         }
     }
 
-    /// Every command while MULTI is active (Envoy's MULTI handler).
+    /// Sends a command of the proxy's own (MULTI, DISCARD) on the dedicated connections,
+    /// its replies dropped.
+    fn send_own_in_transaction(&self, name: &'static [u8], cmd: &str) {
+        let request = Request {
+            args: &[Bytes::from_static(name)],
+            raw: &Bytes::new(),
+            verbatim: false,
+            cmd,
+            command: None,
+        };
+        self.send_in_transaction(&request, false);
+    }
+
+    /// Refuses a command while queuing: Redis's rule, the transaction will not commit.
+    fn refuse_in_transaction(&mut self, reply: RespValue) {
+        self.tx.aborted = true;
+        self.push_ready(reply, None, true);
+    }
+
+    /// Every command while MULTI is active (Envoy's MULTI handler, with Redis's rules for
+    /// refused commands: EXEC then answers EXECABORT and nothing is committed).
     fn in_transaction(&mut self, r: &Request<'_>) {
         let custom = self.filter.config.custom_commands.contains(r.cmd);
         match r.cmd {
             "multi" => {
                 return self.push_ready(error_value("MULTI calls can not be nested"), None, true)
+            }
+            "exec" if self.tx.aborted => {
+                if !self.tx.clients.is_empty() {
+                    self.send_own_in_transaction(b"DISCARD", "discard");
+                }
+                self.tx.close();
+                return self.push_ready(error_value(EXECABORT), None, true);
             }
             "exec" | "discard" => {
                 if self.tx.clients.is_empty() {
@@ -1129,6 +1269,13 @@ impl Session {
                 self.tx.close();
                 return;
             }
+            "watch" => {
+                return self.push_ready(
+                    error_value("ERR WATCH inside MULTI is not allowed"),
+                    None,
+                    true,
+                )
+            }
             "unwatch" if self.tx.clients.is_empty() => {
                 return self.push_ready(
                     RespValue::Simple(Bytes::from_static(b"QUEUED")),
@@ -1143,31 +1290,142 @@ impl Session {
                 "'{}' command is not supported within transaction",
                 String::from_utf8_lossy(&r.args[0])
             );
-            return self.push_ready(error_value(&text), None, true);
+            return self.refuse_in_transaction(error_value(&text));
         }
-        if self.tx.clients.is_empty() {
-            let key = match r.args.get(1) {
-                Some(k) => k.clone(),
-                None => return self.push_ready(error_value(INVALID_REQUEST), None, true),
-            };
-            if !self.open_transaction(&key) {
-                return self.no_host(r);
-            }
-            self.tx.key = Some(key);
+        let keys = transaction_keys(r);
+        let opened = self.tx.clients.is_empty();
+        if let Err(reply) = self.join_transaction(keys.as_slice()) {
+            return self.refuse_in_transaction(reply);
+        }
+        if opened {
             // Envoy sends MULTI itself, uppercase, and discards its reply.
-            let multi = Request {
-                args: &[Bytes::from_static(b"MULTI")],
-                raw: &Bytes::new(),
-                verbatim: false,
-                cmd: "multi",
-                command: None,
-            };
-            self.send_in_transaction(&multi, false);
+            self.send_own_in_transaction(b"MULTI", "multi");
         }
         self.send_in_transaction(r, true);
     }
 
     // === local commands ===
+
+    /// CLIENT, answered for this connection (Envoy 1.40 accepts SETNAME/SETINFO and refuses
+    /// the rest; redvoy also answers GETNAME, ID and INFO as Redis would for this client).
+    fn client_command(&mut self, args: &[Bytes]) -> RespValue {
+        let Some(sub) = args.get(1) else {
+            return error_value(INVALID_REQUEST);
+        };
+        let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
+        let arity = |n: usize| {
+            (args.len() != n).then(|| {
+                error_value(&format!(
+                    "ERR wrong number of arguments for 'client|{lower}' command"
+                ))
+            })
+        };
+        match lower.as_str() {
+            "setname" => {
+                if let Some(e) = arity(3) {
+                    return e;
+                }
+                let name = &args[2];
+                if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+                    return error_value(
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.client.name = (!name.is_empty()).then(|| name.clone());
+                RespValue::Simple(Bytes::from_static(b"OK"))
+            }
+            "getname" => {
+                if let Some(e) = arity(2) {
+                    return e;
+                }
+                self.client
+                    .name
+                    .clone()
+                    .map_or(RespValue::Null, RespValue::Bulk)
+            }
+            "id" => {
+                if let Some(e) = arity(2) {
+                    return e;
+                }
+                RespValue::Integer(self.client.id as i64)
+            }
+            "setinfo" => {
+                if let Some(e) = arity(4) {
+                    return e;
+                }
+                let attr = String::from_utf8_lossy(&args[2]).to_ascii_lowercase();
+                let value = (!args[3].is_empty()).then(|| args[3].clone());
+                match attr.as_str() {
+                    "lib-name" => self.client.lib_name = value,
+                    "lib-ver" => self.client.lib_ver = value,
+                    _ => {
+                        return error_value(&format!(
+                            "ERR Unrecognized option '{}'",
+                            String::from_utf8_lossy(&args[2])
+                        ))
+                    }
+                }
+                RespValue::Simple(Bytes::from_static(b"OK"))
+            }
+            "info" => {
+                if let Some(e) = arity(2) {
+                    return e;
+                }
+                RespValue::Bulk(Bytes::from(self.client_info_line()))
+            }
+            _ => error_value(&format!(
+                "ERR CLIENT subcommand '{}' is not supported by the proxy",
+                String::from_utf8_lossy(sub)
+            )),
+        }
+    }
+
+    /// This client's line in Redis's `CLIENT INFO` format (the fields a proxy can know).
+    fn client_info_line(&self) -> String {
+        let c = &self.client;
+        let text = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        format!(
+            "id={} addr={} laddr={} name={} db=0 multi={} resp={} lib-name={} lib-ver={}\n",
+            c.id,
+            addr(c.peer),
+            addr(c.local),
+            text(&c.name),
+            if self.tx.active { 0 } else { -1 },
+            c.resp,
+            text(&c.lib_name),
+            text(&c.lib_ver),
+        )
+    }
+
+    /// SELECT for this client only. Upstream connections are shared by every client, so a
+    /// SELECT sent there would move other clients' keys (Envoy 1.40 does send it); redvoy
+    /// serves database 0 and refuses the others.
+    fn select(&self, r: &Request<'_>) {
+        if r.args.len() != 2 {
+            return self.push_ready(
+                error_value("ERR wrong number of arguments for 'select' command"),
+                r.command,
+                true,
+            );
+        }
+        let reply = match std::str::from_utf8(&r.args[1])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            Some(0) => RespValue::Simple(Bytes::from_static(b"OK")),
+            Some(_) => error_value(
+                "ERR DB index is out of range: the proxy serves database 0 only (SELECT is per client)",
+            ),
+            None => error_value("ERR value is not an integer or out of range"),
+        };
+        let error = matches!(reply, RespValue::Error(_));
+        self.push_ready(reply, r.command, error);
+    }
 
     fn auth(&mut self, args: &[Bytes]) -> RespValue {
         let config = &self.filter.config;
@@ -1207,13 +1465,24 @@ impl Session {
         }
     }
 
-    /// HELLO on a RESP2 listener (Envoy 1.40): protocol 2 only, answered locally.
+    /// HELLO, answered locally with Envoy's fields. `HELLO 3` switches this client to RESP3
+    /// (Envoy 1.40 answers NOPROTO); its replies are then converted from the upstreams' RESP2.
     fn hello(&mut self, args: &[Bytes]) -> RespValue {
+        let mut resp = self.client.resp;
         if let Some(version) = args.get(1) {
-            if &version[..] != b"2" {
-                return error_value("NOPROTO unsupported protocol version");
+            match std::str::from_utf8(version)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                Some(2) => resp = 2,
+                Some(3) => resp = 3,
+                Some(_) => return error_value("NOPROTO unsupported protocol version"),
+                None => {
+                    return error_value("ERR Protocol version is not an integer or out of range")
+                }
             }
         }
+        let mut name = None;
         let mut i = 2;
         while i < args.len() {
             let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
@@ -1236,6 +1505,7 @@ impl Session {
                             "ERR Syntax error: HELLO SETNAME requires a <clientname>",
                         );
                     }
+                    name = Some(args[i + 1].clone());
                     i += 2;
                 }
                 _ => {
@@ -1249,6 +1519,10 @@ impl Session {
         if !self.authenticated {
             return error_value(NOAUTH);
         }
+        if let Some(name) = name {
+            self.client.name = (!name.is_empty()).then_some(name);
+        }
+        self.client.resp = resp;
         let b = |s: &'static [u8]| RespValue::Bulk(Bytes::from_static(s));
         RespValue::Array(vec![
             b(b"server"),
@@ -1256,7 +1530,7 @@ impl Session {
             b(b"version"),
             b(b"6.0.0"),
             b(b"proto"),
-            RespValue::Integer(2),
+            RespValue::Integer(i64::from(resp)),
             b(b"id"),
             RespValue::Integer(0),
             b(b"mode"),
@@ -1269,19 +1543,59 @@ impl Session {
     }
 }
 
-/// CLIENT as Envoy 1.40 answers it: SETNAME/SETINFO accepted, everything else refused.
-fn client_command(args: &[Bytes]) -> RespValue {
-    let Some(sub) = args.get(1) else {
-        return error_value(INVALID_REQUEST);
-    };
-    let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
-    match lower.as_str() {
-        "setname" | "setinfo" => RespValue::Simple(Bytes::from_static(b"OK")),
-        _ => error_value(&format!(
-            "ERR CLIENT subcommand '{}' is not supported by the proxy",
-            String::from_utf8_lossy(sub)
-        )),
+/// The keys of a command queued in a transaction: every key of the multi-key commands, else
+/// the routing key (Envoy's `args[1]`).
+fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
+    let rest = r.args.get(1..).unwrap_or_default();
+    match r.cmd {
+        "mset" | "msetnx" => rest.iter().step_by(2).cloned().collect(),
+        _ if commands::is_multi_key(r.cmd) => rest.to_vec(),
+        _ => rest.iter().take(1).cloned().collect(),
     }
+}
+
+/// Hosts a composite SCAN cursor can address: the host index is the cursor's remainder.
+const SCAN_HOSTS: u64 = 1024;
+
+/// A composite SCAN cursor `host_cursor * SCAN_HOSTS + host` as (host, host_cursor). Cursor 0
+/// is host 0's start.
+fn split_scan_cursor(cursor: &[u8]) -> Option<(usize, u64)> {
+    let n: u64 = std::str::from_utf8(cursor).ok()?.parse().ok()?;
+    Some(((n % SCAN_HOSTS) as usize, n / SCAN_HOSTS))
+}
+
+/// Turns host `host`'s SCAN reply into the client's page: the host's cursor becomes composite,
+/// and a finished host hands over to the next one (cursor 0 once the last host is done).
+fn scan_page(page: RespValue, host: usize, hosts: usize) -> RespValue {
+    let RespValue::Array(mut items) = page else {
+        return match page {
+            e @ RespValue::Error(_) => e,
+            _ => error_value("upstream protocol error"),
+        };
+    };
+    let host_cursor = match items.first().and_then(RespValue::as_bulk) {
+        Some(c) if items.len() == 2 => std::str::from_utf8(c)
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok()),
+        _ => None,
+    };
+    let Some(host_cursor) = host_cursor else {
+        return error_value("upstream protocol error");
+    };
+    let next = if host_cursor != 0 {
+        host_cursor
+            .checked_mul(SCAN_HOSTS)
+            .and_then(|c| c.checked_add(host as u64))
+    } else if host + 1 < hosts {
+        Some(host as u64 + 1)
+    } else {
+        Some(0)
+    };
+    let Some(next) = next else {
+        return error_value("ERR cursor of an upstream host too large for the proxy's SCAN");
+    };
+    items[0] = RespValue::Bulk(Bytes::from(next.to_string()));
+    RespValue::Array(items)
 }
 
 /// One decoded request, borrowed while it is being dispatched.
@@ -1339,6 +1653,7 @@ mod tests {
             started: Instant::now(),
             delay: None,
             after: After::Nothing,
+            resp3: None,
         }
     }
 

@@ -288,6 +288,7 @@ const WITHOUT_MANDATORY_ARGS: &[&str] = &[
     "flushall",
     "flushdb",
     "randomkey",
+    "dbsize",
     "quit",
     "role",
     "info",
@@ -298,8 +299,9 @@ const WITHOUT_MANDATORY_ARGS: &[&str] = &[
     "unwatch",
 ];
 
-/// Multi-key commands: only used to decide what may be queued inside MULTI.
-const MULTI_KEY: &[&str] = &["del", "mget", "mset", "touch", "unlink", "msetnx"];
+/// Multi-key commands: queued whole inside MULTI (Envoy's list, plus EXISTS, which Envoy 1.40
+/// refuses there), their keys checked against the transaction's slot.
+const MULTI_KEY: &[&str] = &["del", "exists", "mget", "mset", "touch", "unlink", "msetnx"];
 
 pub const CLUSTER_SUBCOMMANDS: &[&str] = &["info", "slots", "keyslot", "nodes", "shards"];
 
@@ -336,6 +338,7 @@ fn tables() -> &'static Tables {
             ("config", CommandClass::ClusterScope),
             ("info", CommandClass::ClusterScope),
             ("keys", CommandClass::ClusterScope),
+            ("dbsize", CommandClass::ClusterScope),
             ("select", CommandClass::ClusterScope),
             ("role", CommandClass::ClusterScope),
             ("multi", CommandClass::Transaction),
@@ -373,6 +376,11 @@ pub fn valid_without_args(cmd: &str) -> bool {
     WITHOUT_MANDATORY_ARGS.contains(&cmd)
 }
 
+/// Whether a command takes every argument as a key (MSET/MSETNX: every other one).
+pub fn is_multi_key(cmd: &str) -> bool {
+    MULTI_KEY.contains(&cmd)
+}
+
 /// Whether a command may be queued inside MULTI (Envoy: simple, multi-key, transaction commands).
 pub fn allowed_in_transaction(cmd: &str) -> bool {
     matches!(
@@ -381,13 +389,19 @@ pub fn allowed_in_transaction(cmd: &str) -> bool {
     ) || MULTI_KEY.contains(&cmd)
 }
 
+/// Commands redvoy supports beyond Envoy 1.40. They get no `command.<name>.*` stats, so that
+/// `/stats` lists exactly Envoy's names.
+const BEYOND_ENVOY: &[&str] = &["dbsize"];
+
 /// Every command name Envoy creates `command.<name>.*` stats for at start-up: all supported
 /// commands except the locally answered ones, HELLO excepted (Envoy 1.40 lists its stats too).
 pub fn stat_command_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = tables()
         .class
         .iter()
-        .filter(|(n, k)| **k != CommandClass::Local || **n == "hello")
+        .filter(|(n, k)| {
+            (**k != CommandClass::Local || **n == "hello") && !BEYOND_ENVOY.contains(n)
+        })
         .map(|(n, _)| *n)
         .collect();
     names.sort_unstable();
@@ -432,7 +446,8 @@ mod tests {
         assert_eq!(class_of("get"), Some(CommandClass::Simple));
         assert_eq!(class_of("del"), Some(CommandClass::SumResult));
         assert_eq!(class_of("watch"), Some(CommandClass::Transaction));
-        assert_eq!(class_of("dbsize"), None);
+        assert_eq!(class_of("dbsize"), Some(CommandClass::ClusterScope));
+        assert!(!stat_command_names().contains(&"dbsize"));
         assert!(is_read("get"));
         assert!(is_read("xadd"));
         assert!(!is_read("set"));

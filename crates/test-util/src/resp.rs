@@ -25,6 +25,20 @@ pub enum Reply {
     NullArray,
     /// `*n` + elements
     Array(Vec<Reply>),
+    /// RESP3 `%n` + key/value pairs
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 `~n` + elements
+    Set(Vec<Reply>),
+    /// RESP3 `,<text>`
+    Double(String),
+    /// RESP3 `#t` / `#f`
+    Boolean(bool),
+    /// RESP3 `=n` + `fmt:` + data: (format, data)
+    Verbatim(String, Vec<u8>),
+    /// RESP3 `(<digits>`
+    BigNumber(String),
+    /// RESP3 `_`
+    Null3,
 }
 
 // === impl Reply ===
@@ -78,7 +92,7 @@ impl Reply {
         }
     }
 
-    /// Canonical RESP2 encoding.
+    /// Canonical encoding (RESP3 types in RESP3).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_into(&mut out);
@@ -105,12 +119,33 @@ impl Reply {
             }
             Reply::Null => out.extend_from_slice(b"$-1\r\n"),
             Reply::NullArray => out.extend_from_slice(b"*-1\r\n"),
-            Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            Reply::Array(items) | Reply::Set(items) => {
+                let kind = if matches!(self, Reply::Set(_)) {
+                    '~'
+                } else {
+                    '*'
+                };
+                out.extend_from_slice(format!("{kind}{}\r\n", items.len()).as_bytes());
                 for item in items {
                     item.encode_into(out);
                 }
             }
+            Reply::Map(pairs) => {
+                out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+                for (k, v) in pairs {
+                    k.encode_into(out);
+                    v.encode_into(out);
+                }
+            }
+            Reply::Double(d) => out.extend_from_slice(format!(",{d}\r\n").as_bytes()),
+            Reply::BigNumber(n) => out.extend_from_slice(format!("({n}\r\n").as_bytes()),
+            Reply::Boolean(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Reply::Verbatim(format, data) => {
+                out.extend_from_slice(format!("={}\r\n{format}:", data.len() + 4).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Null3 => out.extend_from_slice(b"_\r\n"),
         }
     }
 }
@@ -125,6 +160,19 @@ impl fmt::Debug for Reply {
             Reply::Null => write!(f, "(nil)"),
             Reply::NullArray => write!(f, "(nil array)"),
             Reply::Array(items) => f.debug_list().entries(items).finish(),
+            Reply::Set(items) => {
+                write!(f, "~")?;
+                f.debug_list().entries(items).finish()
+            }
+            Reply::Map(pairs) => f
+                .debug_map()
+                .entries(pairs.iter().map(|(k, v)| (k, v)))
+                .finish(),
+            Reply::Double(d) => write!(f, ",{d}"),
+            Reply::BigNumber(n) => write!(f, "({n}"),
+            Reply::Boolean(b) => write!(f, "#{b}"),
+            Reply::Verbatim(format, data) => write!(f, "={format}:{:?}", escape(data)),
+            Reply::Null3 => write!(f, "(null)"),
         }
     }
 }
@@ -193,6 +241,21 @@ fn parse_at(buf: &[u8], pos: usize) -> Result<Option<(Reply, usize)>, String> {
             }
             Ok(Some((Reply::Bulk(buf[after_line..end].to_vec()), end + 2)))
         }
+        b'~' => Ok(parse_many(buf, after_line, parse_int(line)?)?
+            .map(|(items, next)| (Reply::Set(items), next))),
+        b'%' => {
+            let pairs = parse_int(line)?;
+            Ok(
+                parse_many(buf, after_line, pairs.saturating_mul(2))?.map(|(items, next)| {
+                    let mut it = items.into_iter();
+                    let mut map = Vec::new();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        map.push((k, v));
+                    }
+                    (Reply::Map(map), next)
+                }),
+            )
+        }
         b'*' => {
             let count = parse_int(line)?;
             if count < 0 {
@@ -211,8 +274,50 @@ fn parse_at(buf: &[u8], pos: usize) -> Result<Option<(Reply, usize)>, String> {
             }
             Ok(Some((Reply::Array(items), next)))
         }
+        b'_' => Ok(Some((Reply::Null3, after_line))),
+        b',' => Ok(Some((
+            Reply::Double(String::from_utf8_lossy(line).into_owned()),
+            after_line,
+        ))),
+        b'(' => Ok(Some((
+            Reply::BigNumber(String::from_utf8_lossy(line).into_owned()),
+            after_line,
+        ))),
+        b'#' => match line {
+            b"t" => Ok(Some((Reply::Boolean(true), after_line))),
+            b"f" => Ok(Some((Reply::Boolean(false), after_line))),
+            _ => Err(format!("bad boolean {:?}", escape(line))),
+        },
+        b'=' => {
+            let len = usize::try_from(parse_int(line)?).map_err(|e| e.to_string())?;
+            let end = after_line + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            let body = &buf[after_line..end];
+            if len < 4 || body[3] != b':' {
+                return Err("verbatim string without a format".into());
+            }
+            let format = String::from_utf8_lossy(&body[..3]).into_owned();
+            Ok(Some((Reply::Verbatim(format, body[4..].to_vec()), end + 2)))
+        }
         other => Err(format!("unexpected reply type byte {:?}", escape(&[other]))),
     }
+}
+
+/// Parses `n` consecutive replies from `pos`.
+fn parse_many(buf: &[u8], mut pos: usize, n: i64) -> Result<Option<(Vec<Reply>, usize)>, String> {
+    let mut items = Vec::new();
+    for _ in 0..n {
+        match parse_at(buf, pos)? {
+            Some((item, after)) => {
+                items.push(item);
+                pos = after;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((items, pos)))
 }
 
 /// Returns the line starting at `from` (without CRLF) and the offset after its CRLF.
