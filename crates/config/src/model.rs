@@ -260,6 +260,9 @@ pub struct RedisProxy {
     pub faults: Vec<Fault>,
     /// As written in the config (Envoy only ever matches lowercase entries).
     pub custom_commands: Vec<String>,
+    /// `protocol_version: RESP3`: clients must send `HELLO 3` before anything else. The
+    /// default (`RESP2`, indistinguishable from unset in proto3) lets each client choose.
+    pub require_resp3: bool,
 }
 
 /// `RedisProxy.ConnPoolSettings`, Envoy defaults applied.

@@ -393,6 +393,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("downstream_auth_username", Walk),
             ("faults", Walk),
             ("custom_commands", Walk),
+            ("protocol_version", Walk),
         ],
     ),
     (

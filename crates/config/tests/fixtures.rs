@@ -265,6 +265,7 @@ fn article_model() -> Bootstrap {
                 downstream_auth_username: None,
                 faults: vec![],
                 custom_commands: vec![],
+                require_resp3: false,
             })],
             default_filter_chain: None,
         }],
@@ -446,6 +447,7 @@ fn full_featured_model() {
             commands: vec!["get".to_owned(), "set".to_owned()],
         }],
         custom_commands: vec!["JSON.SET".to_owned(), "json.get".to_owned()],
+        require_resp3: false,
     };
     assert_eq!(
         b.listeners,

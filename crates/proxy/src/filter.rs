@@ -133,6 +133,8 @@ pub struct FilterConfig {
     pub(crate) runtime: Runtime,
     /// Matched against the lowercased command, so only lowercase entries ever match (Envoy).
     pub(crate) custom_commands: HashSet<String>,
+    /// `protocol_version: RESP3`: nothing but HELLO 3, AUTH and QUIT before `HELLO 3`.
+    pub(crate) require_resp3: bool,
 }
 
 impl FilterConfig {
@@ -215,6 +217,7 @@ impl FilterConfig {
             faults: Faults::new(&config.faults),
             runtime: runtime.clone(),
             custom_commands: config.custom_commands.iter().cloned().collect(),
+            require_resp3: config.require_resp3,
         })
     }
 

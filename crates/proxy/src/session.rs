@@ -731,6 +731,15 @@ impl Session {
             self.push_ready(reply, None, false);
             return;
         }
+        if config.require_resp3 && self.client.resp != 3 && cmd != "quit" {
+            // `protocol_version: RESP3`: HELLO 3 first (a bare HELLO does not negotiate).
+            self.push_ready(
+                error_value("NOPROTO unsupported protocol version"),
+                None,
+                true,
+            );
+            return;
+        }
         if !self.authenticated {
             self.push_ready(error_value(NOAUTH), None, true);
             return;
@@ -1469,12 +1478,15 @@ impl Session {
     /// (Envoy 1.40 answers NOPROTO); its replies are then converted from the upstreams' RESP2.
     fn hello(&mut self, args: &[Bytes]) -> RespValue {
         let mut resp = self.client.resp;
+        if args.len() < 2 && self.filter.config.require_resp3 && resp != 3 {
+            return error_value("NOPROTO unsupported protocol version");
+        }
         if let Some(version) = args.get(1) {
             match std::str::from_utf8(version)
                 .ok()
                 .and_then(|v| v.parse::<i64>().ok())
             {
-                Some(2) => resp = 2,
+                Some(2) if !self.filter.config.require_resp3 => resp = 2,
                 Some(3) => resp = 3,
                 Some(_) => return error_value("NOPROTO unsupported protocol version"),
                 None => {

@@ -409,6 +409,7 @@ fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, Confi
         downstream_auth_username,
         faults,
         custom_commands: rp.custom_commands,
+        require_resp3: rp.protocol_version == 1,
     })
 }
 
