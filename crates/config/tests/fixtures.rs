@@ -1010,3 +1010,19 @@ fn dns_cache_config_is_read() {
     assert_eq!(cache.dns_refresh_rate, Duration::from_secs(60));
     assert_eq!(cache.max_hosts, 1024);
 }
+
+#[test]
+fn protocol_version_is_read() {
+    let require_resp3 = |rel: &str| {
+        let b = load(rel);
+        let Some(listener) = b.listeners.first() else {
+            panic!("no listener")
+        };
+        let NetworkFilter::RedisProxy(rp) = &listener.filter_chains[0].filter else {
+            panic!("not redis_proxy")
+        };
+        rp.require_resp3
+    };
+    assert!(require_resp3("good/resp3.yaml"));
+    assert!(!require_resp3("good/dns_cache.yaml"));
+}
