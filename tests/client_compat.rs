@@ -138,6 +138,15 @@ fn hello_3_switches_one_client_to_resp3() {
         matches!(&info, Reply::Verbatim(f, body) if f == "txt" && text(body).contains("redis_version")),
         "INFO -> {info:?}"
     );
+    // EXEC's reply is converted element by element, each in its command's shape.
+    assert_eq!(v3.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(v3.cmd(&["HGETALL", "h"]), Reply::simple("QUEUED"));
+    assert_eq!(v3.cmd(&["ZSCORE", "z", "a"]), Reply::simple("QUEUED"));
+    assert_eq!(v3.cmd(&["GET", "missing"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        text(&v3.cmd_raw(&["EXEC"])),
+        "*3\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n,1.5\r\n_\r\n"
+    );
     // The RESP2 client on the same upstream connection is unaffected.
     assert_eq!(text(&v2.cmd_raw(&["GET", "missing"])), "$-1\r\n");
     assert_eq!(

@@ -120,6 +120,8 @@ struct Slot {
     after: After,
     /// `Some` for a client that negotiated RESP3: how the reply is converted.
     resp3: Option<Resp3Shape>,
+    /// A RESP3 client's EXEC: the shape of each element of the reply.
+    exec_shapes: Option<Box<[Resp3Shape]>>,
 }
 
 #[derive(Default)]
@@ -312,6 +314,8 @@ struct Transaction {
     clients: Vec<Rc<UpstreamClient>>,
     /// For each entry of `clients` after the first: mirrors skip reads when set.
     mirror_excludes_reads: Vec<bool>,
+    /// RESP3 clients: the reply shape of each command queued upstream, for EXEC's reply.
+    queued_shapes: Vec<Resp3Shape>,
 }
 
 impl Transaction {
@@ -320,6 +324,7 @@ impl Transaction {
             c.close_when_idle();
         }
         self.mirror_excludes_reads.clear();
+        self.queued_shapes.clear();
         self.active = false;
         self.aborted = false;
         self.placement = None;
@@ -550,12 +555,19 @@ impl Session {
                     let mut decoder = Decoder::new(DecoderMode::Reply, Limits::default());
                     let mut buf = BytesMut::from(&bytes[..]);
                     match decoder.decode(&mut buf) {
-                        Ok(Some(frame)) => encode_resp3(&frame.value, shape, output),
+                        Ok(Some(frame)) => encode_for_resp3(
+                            &frame.value,
+                            shape,
+                            slot.exec_shapes.as_deref(),
+                            output,
+                        ),
                         // Bytes an upstream decoder already accepted; pass them as they are.
                         _ => output.extend_from_slice(bytes),
                     }
                 }
-                (Some(Reply::Value(v)), Some(shape)) => encode_resp3(v, shape, output),
+                (Some(Reply::Value(v)), Some(shape)) => {
+                    encode_for_resp3(v, shape, slot.exec_shapes.as_deref(), output)
+                }
                 (None, _) => {}
             }
             config.stats.downstream_rq_active.dec();
@@ -620,6 +632,7 @@ impl Session {
             delay: None,
             after: After::Nothing,
             resp3: self.resp3_shape.get(),
+            exec_shapes: None,
         });
     }
 
@@ -634,6 +647,7 @@ impl Session {
             delay: None,
             after: After::Nothing,
             resp3: self.resp3_shape.get(),
+            exec_shapes: None,
         })
     }
 
@@ -648,6 +662,15 @@ impl Session {
     /// Completes a fragment without an upstream round trip (no route, no host).
     fn complete_now(&self, seq: u64, fragment: usize, outcome: Outcome) {
         self.shared.complete(seq, fragment as u32, outcome);
+    }
+
+    fn set_exec_shapes(&self, seq: u64, shapes: Box<[Resp3Shape]>) {
+        let mut q = self.shared.queue.borrow_mut();
+        if let Some(index) = seq.checked_sub(q.head) {
+            if let Some(slot) = q.slots.get_mut(index as usize) {
+                slot.exec_shapes = Some(shapes);
+            }
+        }
     }
 
     fn set_delay(&self, seq: u64, delay: Duration) {
@@ -1274,7 +1297,12 @@ impl Session {
                     self.tx.close();
                     return self.push_ready(reply, None, false);
                 }
+                let seq = self.next_seq();
                 self.send_in_transaction(r, true);
+                if r.cmd == "exec" && self.resp3_shape.get().is_some() {
+                    let shapes = std::mem::take(&mut self.tx.queued_shapes);
+                    self.set_exec_shapes(seq, shapes.into_boxed_slice());
+                }
                 self.tx.close();
                 return;
             }
@@ -1311,6 +1339,10 @@ impl Session {
             self.send_own_in_transaction(b"MULTI", "multi");
         }
         self.send_in_transaction(r, true);
+        if let Some(shape) = self.resp3_shape.get() {
+            // A RESP3 client's EXEC reply is converted element by element.
+            self.tx.queued_shapes.push(shape);
+        }
     }
 
     // === local commands ===
@@ -1555,6 +1587,24 @@ impl Session {
     }
 }
 
+/// A RESP3 client's reply; EXEC's array element by element in its commands' shapes.
+fn encode_for_resp3(
+    value: &RespValue,
+    shape: Resp3Shape,
+    exec: Option<&[Resp3Shape]>,
+    out: &mut BytesMut,
+) {
+    match (value, exec) {
+        (RespValue::Array(items), Some(shapes)) if items.len() == shapes.len() => {
+            encode::array_header(out, items.len());
+            for (item, shape) in items.iter().zip(shapes) {
+                encode_resp3(item, *shape, out);
+            }
+        }
+        _ => encode_resp3(value, shape, out),
+    }
+}
+
 /// The keys of a command queued in a transaction: every key of the multi-key commands, else
 /// the routing key (Envoy's `args[1]`).
 fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
@@ -1666,6 +1716,7 @@ mod tests {
             delay: None,
             after: After::Nothing,
             resp3: None,
+            exec_shapes: None,
         }
     }
 
