@@ -236,6 +236,19 @@ fn cluster_wide_commands_reach_every_server() {
     for server in &servers {
         assert_eq!(server.cmd(&["DBSIZE"]), Reply::int(0));
     }
+    // RANDOMKEY finds the one key wherever it is (Envoy asks one random server).
+    assert_eq!(c.cmd(&["RANDOMKEY"]), Reply::Null);
+    assert_eq!(c.cmd(&["SET", "lonely", "1"]), Reply::ok());
+    for _ in 0..6 {
+        assert_eq!(c.cmd(&["RANDOMKEY"]), Reply::bulk("lonely"));
+    }
+    // CONFIG GET through three servers: one map entry per parameter for a RESP3 client.
+    let mut v3 = proxy.client();
+    assert!(matches!(v3.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(
+        text(&v3.cmd_raw(&["CONFIG", "GET", "maxmemory"])),
+        "%1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n"
+    );
 }
 
 /// Envoy 1.40 sends SELECT over the shared upstream connections, so one client's

@@ -49,6 +49,9 @@ pub enum Aggregation {
     SumIntegers,
     /// Every shard replies an array; the reply is the array of those arrays, in shard order.
     Role,
+    /// `RANDOMKEY`: a key of a random shard that has one (Envoy asks one random shard, which
+    /// may be empty while others are not); null only when every shard is empty.
+    RandomKey,
     /// `SCRIPT EXISTS`: every shard replies an array of 0/1; a script exists only where every
     /// shard has it (EVALSHA may land on any of them). Envoy requires identical replies.
     AllHave,
@@ -81,6 +84,7 @@ pub fn aggregation_for(cmd: &str, args: &[Bytes]) -> Option<Aggregation> {
         ("config", b"get") | ("slowlog", b"get") => Some(Aggregation::Concat),
         ("slowlog", b"len") | ("dbsize", _) => Some(Aggregation::SumIntegers),
         ("script", b"exists") => Some(Aggregation::AllHave),
+        ("randomkey", _) => Some(Aggregation::RandomKey),
         ("script" | "flushall" | "flushdb" | "select", _) => Some(Aggregation::AllSame),
         ("keys", _) => Some(Aggregation::Concat),
         ("role", _) => Some(Aggregation::Role),
@@ -123,8 +127,26 @@ pub fn aggregate(agg: &Aggregation, replies: Vec<RespValue>) -> RespValue {
         Aggregation::SumIntegers => sum_integers(&replies),
         Aggregation::Role => role(replies),
         Aggregation::AllHave => all_have(replies),
+        Aggregation::RandomKey => random_key(replies),
         Aggregation::Info { section } => info(section.as_deref(), &replies),
     }
+}
+
+fn random_key(replies: Vec<RespValue>) -> RespValue {
+    let n = replies.len();
+    // A clock-derived start, as Envoy picks its random shard.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize)
+        % n.max(1);
+    let mut replies: Vec<Option<RespValue>> = replies.into_iter().map(Some).collect();
+    (0..n)
+        .map(|i| (start + i) % n)
+        .find_map(|i| match replies[i].take() {
+            Some(b @ RespValue::Bulk(_)) => Some(b),
+            _ => None,
+        })
+        .unwrap_or(RespValue::Null)
 }
 
 fn all_have(replies: Vec<RespValue>) -> RespValue {
@@ -740,7 +762,7 @@ mod tests {
             ("info", &["info", "all"], Some(info_section("all"))),
             ("get", &["get", "k"], None),
             ("cluster", &["cluster", "info"], None),
-            ("randomkey", &["randomkey"], None),
+            ("randomkey", &["randomkey"], Some(RandomKey)),
         ];
         for (cmd, request, want) in cases {
             assert_eq!(aggregation_for(cmd, &args(request)), *want, "{request:?}");

@@ -23,7 +23,7 @@ pub(crate) fn shape_for(cmd: &str, args: &[Bytes]) -> Resp3Shape {
     };
     match cmd {
         "hgetall" => Resp3Shape::Map,
-        "config" if sub() == b"get" => Resp3Shape::Map,
+        "config" if sub() == b"get" => Resp3Shape::MergedMap,
         "smembers" | "sinter" | "sunion" | "sdiff" => Resp3Shape::Set,
         // SPOP with a count replies a set; without one, a bulk string.
         "spop" if args.len() > 2 => Resp3Shape::Set,
@@ -87,7 +87,7 @@ mod tests {
         );
         assert_eq!(
             shape_for("config", &args(&["CONFIG", "GET", "x"])),
-            Resp3Shape::Map
+            Resp3Shape::MergedMap
         );
         assert_eq!(
             shape_for("zpopmin", &args(&["ZPOPMIN", "z"])),

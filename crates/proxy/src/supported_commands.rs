@@ -330,7 +330,7 @@ fn tables() -> &'static Tables {
             ("scan", CommandClass::Scan),
             ("info.shard", CommandClass::InfoShard),
             ("cluster", CommandClass::RandomShard),
-            ("randomkey", CommandClass::RandomShard),
+            ("randomkey", CommandClass::ClusterScope),
             ("script", CommandClass::ClusterScope),
             ("flushall", CommandClass::ClusterScope),
             ("flushdb", CommandClass::ClusterScope),

@@ -22,6 +22,9 @@ pub enum Resp3Shape {
     Plain,
     /// A flat `[k1, v1, k2, v2, ...]` array becomes a map.
     Map,
+    /// A map merged from several servers' flat arrays (CONFIG GET through the proxy): a key
+    /// keeps its first value, as a map's keys are unique.
+    MergedMap,
     /// An array becomes a set.
     Set,
     /// A bulk string holding a number becomes a double.
@@ -52,6 +55,18 @@ pub fn encode_resp3(value: &RespValue, shape: Resp3Shape, out: &mut BytesMut) {
             map_header(out, items.len() / 2);
             for item in items {
                 encode_resp3(item, Resp3Shape::Plain, out);
+            }
+        }
+        (Resp3Shape::MergedMap, RespValue::Array(items)) if items.len() % 2 == 0 => {
+            let mut seen = std::collections::HashSet::new();
+            let pairs: Vec<&[RespValue]> = items
+                .chunks(2)
+                .filter(|pair| seen.insert(&pair[0]))
+                .collect();
+            map_header(out, pairs.len());
+            for pair in pairs {
+                encode_resp3(&pair[0], Resp3Shape::Plain, out);
+                encode_resp3(&pair[1], Resp3Shape::Plain, out);
             }
         }
         (Resp3Shape::Set, RespValue::Array(items)) => {
@@ -198,6 +213,11 @@ mod tests {
             "*2\r\n*2\r\n$1\r\na\r\n,1\r\n*2\r\n$1\r\nb\r\n,2.5\r\n"
         );
         assert_eq!(enc(&flat, Resp3Shape::Set).chars().next(), Some('~'));
+        let twice = RespValue::Array(vec![bulk("a"), bulk("1"), bulk("a"), bulk("1")]);
+        assert_eq!(
+            enc(&twice, Resp3Shape::MergedMap),
+            "%1\r\n$1\r\na\r\n$1\r\n1\r\n"
+        );
         assert_eq!(enc(&RespValue::Null, Resp3Shape::Map), "_\r\n");
         assert_eq!(enc(&bulk("inf"), Resp3Shape::Double), ",inf\r\n");
         assert_eq!(enc(&bulk("x"), Resp3Shape::Double), "$1\r\nx\r\n");
