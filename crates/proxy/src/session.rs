@@ -285,7 +285,11 @@ fn finish(slot: &mut Slot) {
                 Some(Reply::Value(v)) => v,
                 _ => error_value(UPSTREAM_FAILURE),
             };
-            scan_page(page, host, hosts)
+            let page = scan_page(page, host, hosts);
+            if matches!(page, RespValue::Error(_)) {
+                slot.error = true;
+            }
+            page
         }
         Merge::ClusterScope(agg, values) => {
             let v = cluster_scope::aggregate(&agg, values);
@@ -1718,6 +1722,36 @@ mod tests {
             resp3: None,
             exec_shapes: None,
         }
+    }
+
+    #[test]
+    fn composite_scan_cursor() {
+        assert_eq!(split_scan_cursor(b"0"), Some((0, 0)));
+        assert_eq!(split_scan_cursor(b"2050"), Some((2, 2)));
+        assert_eq!(split_scan_cursor(b"x"), None);
+        let page = |cursor: &str| {
+            RespValue::Array(vec![
+                RespValue::Bulk(Bytes::copy_from_slice(cursor.as_bytes())),
+                RespValue::Array(vec![]),
+            ])
+        };
+        let cursor_of = |v: RespValue| match v {
+            RespValue::Array(items) => items[0].clone(),
+            other => other,
+        };
+        let bulk = |s: &'static str| RespValue::Bulk(Bytes::from_static(s.as_bytes()));
+        // A host with more to scan keeps its index; a finished one hands over; the last ends.
+        assert_eq!(cursor_of(scan_page(page("7"), 1, 3)), bulk("7169"));
+        assert_eq!(cursor_of(scan_page(page("0"), 1, 3)), bulk("2"));
+        assert_eq!(cursor_of(scan_page(page("0"), 2, 3)), bulk("0"));
+        assert_eq!(
+            scan_page(page(&u64::MAX.to_string()), 0, 3),
+            error_value("ERR cursor of an upstream host too large for the proxy's SCAN")
+        );
+        assert_eq!(
+            scan_page(RespValue::Integer(1), 0, 1),
+            error_value("upstream protocol error")
+        );
     }
 
     fn reply_frame(v: RespValue) -> Outcome {
