@@ -216,6 +216,18 @@ fn a_refused_command_aborts_the_transaction() {
         Reply::err("EXECABORT Transaction discarded because of previous errors.")
     );
     assert_eq!(servers[0].cmd(&["EXISTS", "r:u"]), Reply::int(0));
+    // So do an unknown command and a command without its arguments.
+    for bad in [&["FOO", "x"][..], &["GET"]] {
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(c.cmd(&["SET", "r:v", "1"]), Reply::simple("QUEUED"));
+        assert!(c.cmd(bad).is_error(), "{bad:?}");
+        assert_eq!(
+            c.cmd(&["EXEC"]),
+            Reply::err("EXECABORT Transaction discarded because of previous errors."),
+            "{bad:?}"
+        );
+        assert_eq!(servers[0].cmd(&["EXISTS", "r:v"]), Reply::int(0));
+    }
 }
 
 #[test]

@@ -6,7 +6,11 @@
 //! how the shards' replies become the one reply the client sees. It is pure: no I/O, no state
 //! beyond one call. Sending, shard selection, arity checks and stats live in the splitter.
 //!
-//! Every rule below was checked against a running Envoy 1.40.0 (see the tests' comments):
+//! Beyond Envoy 1.40, which users of real clients need: `DBSIZE` (summed), `RANDOMKEY` (a key
+//! of a random shard that has one) and `SCRIPT EXISTS` (1 only where every shard has the
+//! script) have their own aggregations; the splitter sends all of them to every host.
+//!
+//! Every other rule below was checked against a running Envoy 1.40.0 (see the tests' comments):
 //! * any shard error reply wins, the first in shard order, before any type check;
 //! * type checks then run in shard order, so the first offending shard picks the error text;
 //! * `SLOWLOG LEN` sums with 64-bit wrap-around, as Envoy's signed sum does in practice;

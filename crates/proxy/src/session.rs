@@ -734,6 +734,8 @@ impl Session {
         });
         let Some(class) = class else {
             stats.splitter_unsupported_command.inc();
+            // Redis discards a transaction in which a command was rejected.
+            self.tx.aborted |= self.tx.active;
             let mut text = b"ERR unknown command '".to_vec();
             text.extend_from_slice(&args[0]);
             text.extend_from_slice(b"', with args beginning with: ");
@@ -824,6 +826,7 @@ impl Session {
             && class != CommandClass::Transaction
         {
             stats.splitter_invalid_request.inc();
+            self.tx.aborted |= self.tx.active;
             self.push_ready(error_value(INVALID_REQUEST), None, true);
             return;
         }
