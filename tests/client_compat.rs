@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 
 use redvoy_test_util::{
-    simple_bootstrap, start_servers, Proxy, RedisCluster, RedisServer, Reply, RespClient, Target,
+    redis_cluster_bootstrap, simple_bootstrap, start_servers, Proxy, RedisCluster, RedisServer,
+    Reply, RespClient, Target,
 };
 
 fn redvoy() -> Target {
@@ -17,41 +18,6 @@ fn redvoy() -> Target {
 
 fn text(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
-}
-
-fn redis_cluster_bootstrap(seed: u16) -> String {
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
-static_resources:
-  listeners:
-  - name: redis_listener
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: redis
-          settings: {{op_timeout: 5s, enable_redirection: true}}
-          prefix_routes:
-            catch_all_route: {{cluster: redis_cluster}}
-  clusters:
-  - name: redis_cluster
-    connect_timeout: 1s
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.redis
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.clusters.redis.v3.RedisClusterConfig
-        cluster_refresh_rate: 60s
-    load_assignment:
-      cluster_name: redis_cluster
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {seed}}}}}}}
-"#
-    )
 }
 
 /// Iterates SCAN to the end; panics on a loop that does not end or a malformed page.
@@ -306,7 +272,17 @@ fn select_and_client_state_stay_with_their_client() {
 #[test]
 fn scan_and_cluster_wide_commands_on_a_redis_cluster() {
     let mut cluster = RedisCluster::start(3, 1);
-    let proxy = Proxy::start(redvoy(), &redis_cluster_bootstrap(cluster.ports()[0]), &[]);
+    let proxy = Proxy::start(
+        redvoy(),
+        &redis_cluster_bootstrap(
+            "{op_timeout: 5s, enable_redirection: true}",
+            "{cluster: redis_cluster}",
+            "{cluster_refresh_rate: 60s}",
+            &cluster.ports()[..1],
+            "",
+        ),
+        &[],
+    );
     let mut c = proxy.client();
     let keys: Vec<String> = (0..600).map(|i| format!("rc:{i}")).collect();
     set_keys(&mut c, &keys);

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use redvoy_test_util::process::{tail, wait_exit};
 use redvoy_test_util::{
-    bootstrap, key_slot, start_servers, Cluster, Proxy, RedisCluster, RedisServer, Reply,
-    RespClient, Target,
+    bootstrap, key_slot, redis_cluster_bootstrap, start_servers, Cluster, Proxy, RedisCluster,
+    RedisServer, Reply, RespClient, Target,
 };
 
 /// Bound on one client run (a script, `redis-cli`, `redis-benchmark`): the slowest takes a few
@@ -122,39 +122,13 @@ fn sharded_bootstrap(servers: &[RedisServer]) -> String {
     )
 }
 
-fn redis_cluster_bootstrap(seed: u16) -> String {
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
-static_resources:
-  listeners:
-  - name: redis_listener
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: redis
-          settings: {{op_timeout: 5s, enable_redirection: true, enable_hashtagging: true}}
-          prefix_routes:
-            catch_all_route: {{cluster: redis_cluster}}
-  clusters:
-  - name: redis_cluster
-    connect_timeout: 1s
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.redis
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.clusters.redis.v3.RedisClusterConfig
-        cluster_refresh_rate: 1s
-        cluster_refresh_timeout: 1s
-    load_assignment:
-      cluster_name: redis_cluster
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {seed}}}}}}}
-"#
+fn cluster_bootstrap(seed: u16) -> String {
+    redis_cluster_bootstrap(
+        "{op_timeout: 5s, enable_redirection: true, enable_hashtagging: true}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 1s, cluster_refresh_timeout: 1s}",
+        &[seed],
+        "",
     )
 }
 
@@ -183,7 +157,7 @@ impl Setup {
                 let seed = cluster.ports().first().copied().unwrap_or_else(|| {
                     panic!("RedisCluster::start(3, 1) returned no nodes");
                 });
-                (Upstream::Cluster(cluster), redis_cluster_bootstrap(seed))
+                (Upstream::Cluster(cluster), cluster_bootstrap(seed))
             }
         };
         let proxy = Proxy::start(target, &yaml, &[]);

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use redvoy_test_util::{
-    key_slot, same_on_all_targets, wait_for, Proxy, RedisCluster, Reply, Rows, Target,
+    key_slot, redis_cluster_bootstrap, same_on_all_targets, wait_for, Proxy, RedisCluster, Reply,
+    Rows, Target,
 };
 
 /// Bound on a cluster settling after a slot move (gossip on a loaded 2-core machine).
@@ -16,59 +17,9 @@ fn targets() -> Vec<Target> {
     redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
 }
 
-/// A bootstrap with one redis_proxy listener (`settings` and route YAML given) over a Redis
-/// Cluster seeded with `seeds`, plus optional extra clusters (YAML list items).
-fn cluster_bootstrap(
-    settings: &str,
-    route: &str,
-    cluster_config: &str,
-    seeds: &[u16],
-    extra_clusters: &str,
-) -> String {
-    let seeds: String = seeds
-        .iter()
-        .map(|p| {
-            format!(
-                "        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n"
-            )
-        })
-        .collect();
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
-static_resources:
-  listeners:
-  - name: redis_listener
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: redis
-          settings: {settings}
-          prefix_routes:
-            catch_all_route: {route}
-  clusters:
-  - name: redis_cluster
-    connect_timeout: 1s
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.redis
-      typed_config:
-        "@type": type.googleapis.com/google.protobuf.Struct
-        value: {cluster_config}
-    load_assignment:
-      cluster_name: redis_cluster
-      endpoints:
-      - lb_endpoints:
-{seeds}{extra_clusters}"#
-    )
-}
-
 fn default_bootstrap(cluster: &RedisCluster, settings: &str) -> String {
     let seeds: Vec<u16> = cluster.ports().into_iter().take(1).collect();
-    cluster_bootstrap(
+    redis_cluster_bootstrap(
         settings,
         "{cluster: redis_cluster}",
         "{cluster_refresh_rate: 1s, cluster_refresh_timeout: 1s}",
@@ -224,14 +175,14 @@ fn redirection_and_cluster_errors_match_envoy() {
     let mut cluster = RedisCluster::start(3, 1);
     let key = "moved:key";
     let slot = key_slot(key.as_bytes());
-    let plain = cluster_bootstrap(
+    let plain = redis_cluster_bootstrap(
         "{op_timeout: 5s}",
         "{cluster: redis_cluster}",
         "{cluster_refresh_rate: 3600s}",
         &cluster.ports()[..1],
         "",
     );
-    let redirecting = cluster_bootstrap(
+    let redirecting = redis_cluster_bootstrap(
         "{op_timeout: 5s, enable_redirection: true}",
         "{cluster: redis_cluster}",
         "{cluster_refresh_rate: 3600s, redirect_refresh_threshold: 0, failure_refresh_threshold: 1}",
@@ -438,14 +389,14 @@ fn hostnames_in_cluster_slots_and_redirections() {
             "    lb_policy: CLUSTER_PROVIDED\n    dns_lookup_family: V4_ONLY\n",
         )
     };
-    let with_cache = v4(cluster_bootstrap(
+    let with_cache = v4(redis_cluster_bootstrap(
         "{op_timeout: 5s, enable_redirection: true, dns_cache_config: {name: moved, dns_lookup_family: V4_ONLY}}",
         "{cluster: redis_cluster}",
         "{cluster_refresh_rate: 3600s}",
         &cluster.ports()[..1],
         "",
     ));
-    let without_cache = v4(cluster_bootstrap(
+    let without_cache = v4(redis_cluster_bootstrap(
         "{op_timeout: 5s, enable_redirection: true}",
         "{cluster: redis_cluster}",
         "{cluster_refresh_rate: 3600s}",

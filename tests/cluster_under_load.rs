@@ -9,7 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redvoy_test_util::{
-    key_slot, wait_for, Proxy, ReadOutcome, RedisCluster, Reply, RespClient, Target,
+    key_slot, redis_cluster_bootstrap, wait_for, Proxy, ReadOutcome, RedisCluster, Reply,
+    RespClient, Target,
 };
 
 /// Client connections of the load generator.
@@ -30,40 +31,15 @@ fn redvoy() -> Target {
 }
 
 fn bootstrap(seed: u16, refresh: &str, redirect_threshold: u32) -> String {
-    format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
-static_resources:
-  listeners:
-  - name: redis_listener
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: redis
-          settings: {{op_timeout: 2s, enable_redirection: true}}
-          prefix_routes:
-            catch_all_route: {{cluster: redis_cluster}}
-  clusters:
-  - name: redis_cluster
-    connect_timeout: 1s
-    lb_policy: CLUSTER_PROVIDED
-    cluster_type:
-      name: envoy.clusters.redis
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.clusters.redis.v3.RedisClusterConfig
-        cluster_refresh_rate: {refresh}
-        cluster_refresh_timeout: 1s
-        redirect_refresh_interval: 1s
-        redirect_refresh_threshold: {redirect_threshold}
-    load_assignment:
-      cluster_name: redis_cluster
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {seed}}}}}}}
-"#
+    redis_cluster_bootstrap(
+        "{op_timeout: 2s, enable_redirection: true}",
+        "{cluster: redis_cluster}",
+        &format!(
+            "{{cluster_refresh_rate: {refresh}, cluster_refresh_timeout: 1s, \
+             redirect_refresh_interval: 1s, redirect_refresh_threshold: {redirect_threshold}}}"
+        ),
+        &[seed],
+        "",
     )
 }
 

@@ -183,6 +183,59 @@ pub fn indent(text: &str, n: usize) -> String {
     out
 }
 
+/// A redis_proxy listener (stat prefix `redis`) whose catch-all `route` goes to an
+/// `envoy.clusters.redis` cluster `redis_cluster` discovered from `seeds`. `settings` and `route`
+/// are flow mappings (`{op_timeout: 5s, enable_redirection: true}`, `{cluster: redis_cluster}`);
+/// `cluster_config` is the RedisClusterConfig as a flow mapping, given as a
+/// `google.protobuf.Struct` as Istio writes it; `extra_clusters` is appended after the cluster.
+pub fn redis_cluster_bootstrap(
+    settings: &str,
+    route: &str,
+    cluster_config: &str,
+    seeds: &[u16],
+    extra_clusters: &str,
+) -> String {
+    let seeds: String = seeds
+        .iter()
+        .map(|p| {
+            format!(
+                "        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
+static_resources:
+  listeners:
+  - name: redis_listener
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: redis
+          settings: {settings}
+          prefix_routes:
+            catch_all_route: {route}
+  clusters:
+  - name: redis_cluster
+    connect_timeout: 1s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.redis
+      typed_config:
+        "@type": type.googleapis.com/google.protobuf.Struct
+        value: {cluster_config}
+    load_assignment:
+      cluster_name: redis_cluster
+      endpoints:
+      - lb_endpoints:
+{seeds}{extra_clusters}"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
