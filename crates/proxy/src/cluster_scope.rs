@@ -2,7 +2,8 @@
 //! `cluster_response_handler.cc`, `info_command_handler.cc`).
 //!
 //! A cluster-scope command (`SCRIPT`, `FLUSHALL`, `FLUSHDB`, `SLOWLOG`, `CONFIG`, `INFO`, `KEYS`,
-//! `SELECT`, `ROLE`) is sent unchanged to every shard of the catch-all route; this module decides
+//! `ROLE`; Envoy also broadcasts `SELECT`, which redvoy answers per client) is sent unchanged to
+//! every shard of the catch-all route; this module decides
 //! how the shards' replies become the one reply the client sees. It is pure: no I/O, no state
 //! beyond one call. Sending, shard selection, arity checks and stats live in the splitter.
 //!
@@ -71,7 +72,7 @@ pub enum Aggregation {
 /// name; `args` are all the request's arguments including args[0].
 ///
 /// `args[0]` is the command name itself and `args[1]`, when present, the subcommand, as in
-/// Envoy's request array. Arity is not checked here: bare `SCRIPT`, `SELECT`, `KEYS`, `CONFIG`,
+/// Envoy's request array. Arity is not checked here: bare `SCRIPT`, `KEYS`, `CONFIG`,
 /// `SLOWLOG` get `invalid request` from the splitter before this is consulted.
 pub fn aggregation_for(cmd: &str, args: &[Bytes]) -> Option<Aggregation> {
     let sub = args
@@ -89,7 +90,7 @@ pub fn aggregation_for(cmd: &str, args: &[Bytes]) -> Option<Aggregation> {
         ("slowlog", b"len") | ("dbsize", _) => Some(Aggregation::SumIntegers),
         ("script", b"exists") => Some(Aggregation::AllHave),
         ("randomkey", _) => Some(Aggregation::RandomKey),
-        ("script" | "flushall" | "flushdb" | "select", _) => Some(Aggregation::AllSame),
+        ("script" | "flushall" | "flushdb", _) => Some(Aggregation::AllSame),
         ("keys", _) => Some(Aggregation::Concat),
         ("role", _) => Some(Aggregation::Role),
         ("info", _) => Some(Aggregation::Info {
@@ -734,7 +735,6 @@ mod tests {
             ("flushall", &["FLUSHALL"], Some(AllSame)),
             ("flushall", &["flushall", "ASYNC"], Some(AllSame)),
             ("flushdb", &["flushdb"], Some(AllSame)),
-            ("select", &["select", "1"], Some(AllSame)),
             (
                 "config",
                 &["CONFIG", "SET", "maxmemory", "0"],

@@ -197,7 +197,11 @@ fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
     match &mut slot.merge {
         Merge::Single => {
             slot.reply = Some(match outcome {
-                Outcome::Reply(frame) if frame.verbatim => Reply::Raw(frame.raw),
+                // A RESP3 client's reply is re-encoded from the value, so only RESP2 ones
+                // forward the upstream bytes.
+                Outcome::Reply(frame) if frame.verbatim && slot.resp3.is_none() => {
+                    Reply::Raw(frame.raw)
+                }
                 Outcome::Reply(frame) => Reply::Value(frame.value),
                 Outcome::Failure => {
                     slot.error = true;
@@ -553,22 +557,9 @@ impl Session {
                 Err(wake_at) => return wake_at,
             };
             match (&slot.reply, slot.resp3) {
-                (Some(Reply::Raw(bytes)), None) => output.extend_from_slice(bytes),
+                // Raw only for RESP2 clients (see `apply`).
+                (Some(Reply::Raw(bytes)), _) => output.extend_from_slice(bytes),
                 (Some(Reply::Value(v)), None) => v.encode(output),
-                (Some(Reply::Raw(bytes)), Some(shape)) => {
-                    let mut decoder = Decoder::new(DecoderMode::Reply, Limits::default());
-                    let mut buf = BytesMut::from(&bytes[..]);
-                    match decoder.decode(&mut buf) {
-                        Ok(Some(frame)) => encode_for_resp3(
-                            &frame.value,
-                            shape,
-                            slot.exec_shapes.as_deref(),
-                            output,
-                        ),
-                        // Bytes an upstream decoder already accepted; pass them as they are.
-                        _ => output.extend_from_slice(bytes),
-                    }
-                }
                 (Some(Reply::Value(v)), Some(shape)) => {
                     encode_for_resp3(v, shape, slot.exec_shapes.as_deref(), output)
                 }
@@ -668,22 +659,18 @@ impl Session {
         self.shared.complete(seq, fragment as u32, outcome);
     }
 
-    fn set_exec_shapes(&self, seq: u64, shapes: Box<[Resp3Shape]>) {
+    /// Changes the pending slot `seq`, if it is still queued.
+    fn with_slot(&self, seq: u64, change: impl FnOnce(&mut Slot)) {
         let mut q = self.shared.queue.borrow_mut();
         if let Some(index) = seq.checked_sub(q.head) {
             if let Some(slot) = q.slots.get_mut(index as usize) {
-                slot.exec_shapes = Some(shapes);
+                change(slot);
             }
         }
     }
 
     fn set_delay(&self, seq: u64, delay: Duration) {
-        let mut q = self.shared.queue.borrow_mut();
-        if let Some(index) = seq.checked_sub(q.head) {
-            if let Some(slot) = q.slots.get_mut(index as usize) {
-                slot.delay = Some(delay);
-            }
-        }
+        self.with_slot(seq, |slot| slot.delay = Some(delay));
     }
 
     fn next_seq(&self) -> u64 {
@@ -881,7 +868,7 @@ impl Session {
                 CommandClass::Scan => self.scan(&request),
                 CommandClass::InfoShard => self.info_shard(&request),
                 CommandClass::RandomShard => self.random_shard(&request),
-                CommandClass::ClusterScope if cmd == "select" => self.select(&request),
+                CommandClass::Select => self.select(&request),
                 CommandClass::ClusterScope => self.cluster_scope(&request),
                 CommandClass::Transaction => self.transaction(&request),
                 CommandClass::Local => {
@@ -1307,8 +1294,8 @@ impl Session {
                 let seq = self.next_seq();
                 self.send_in_transaction(r, true);
                 if r.cmd == "exec" && self.resp3_shape.get().is_some() {
-                    let shapes = std::mem::take(&mut self.tx.queued_shapes);
-                    self.set_exec_shapes(seq, shapes.into_boxed_slice());
+                    let shapes = std::mem::take(&mut self.tx.queued_shapes).into_boxed_slice();
+                    self.with_slot(seq, |slot| slot.exec_shapes = Some(shapes));
                 }
                 self.tx.close();
                 return;

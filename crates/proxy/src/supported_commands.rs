@@ -19,11 +19,14 @@ pub enum CommandClass {
     SumResult,
     Scan,
     InfoShard,
-    /// CLUSTER/RANDOMKEY: one shard's raw reply.
+    /// CLUSTER: one shard's raw reply.
     RandomShard,
     /// Broadcast to every shard and aggregated.
     ClusterScope,
     Transaction,
+    /// SELECT: answered for the client that sent it (Envoy broadcasts it over the shared
+    /// connections), with `command.select.*` stats as Envoy keeps them.
+    Select,
     /// Answered by the proxy itself (AUTH, PING, ECHO, TIME, QUIT, HELLO, CLIENT).
     Local,
 }
@@ -339,7 +342,7 @@ fn tables() -> &'static Tables {
             ("info", CommandClass::ClusterScope),
             ("keys", CommandClass::ClusterScope),
             ("dbsize", CommandClass::ClusterScope),
-            ("select", CommandClass::ClusterScope),
+            ("select", CommandClass::Select),
             ("role", CommandClass::ClusterScope),
             ("multi", CommandClass::Transaction),
             ("exec", CommandClass::Transaction),
