@@ -365,7 +365,14 @@ impl ListenerManager {
         });
     }
 
-    /// Records a listener redvoy skips (filters it does not run).
+    /// Whether `name` is a running listener LDS may change (an update of it that redvoy
+    /// cannot run must be NACKed, not skipped: skipping would take the listener down).
+    pub fn is_running_dynamic(&self, name: &str) -> bool {
+        self.lock().active.get(name).is_some_and(|l| !l.is_static)
+    }
+
+    /// Records a new listener redvoy skips (filters it does not run). Never called for a
+    /// running one (see [`Self::is_running_dynamic`]).
     pub fn skip(&self, name: &str, reason: String, version: &str, raw: Bytes) {
         warn!(listener = %name, %reason, "listener skipped: redvoy does not implement its filters");
         // redvoy's own counter, created on first use so that a proxy that skips nothing shows
@@ -374,13 +381,6 @@ impl ListenerManager {
             .counter("listener_manager.redvoy_listener_skipped")
             .inc();
         let mut state = self.lock();
-        let was_active = state.active.get(name).is_some_and(|l| !l.is_static);
-        if was_active {
-            if let Some(old) = state.active.remove(name) {
-                self.stats.removed.inc();
-                self.drain(old);
-            }
-        }
         state.skipped.insert(
             name.to_owned(),
             SkippedListener {

@@ -100,6 +100,9 @@ impl Shared {
             let cluster = match redvoy_config::decode_cluster(&r.value, &self.options) {
                 Ok(c) => c,
                 Err(e) => {
+                    if !e.is_decode_error() {
+                        self.clusters.count_refused(&r.name);
+                    }
                     // A refused cluster keeps its previous version (it is named, so it is not
                     // a removal).
                     seen.insert(r.name.clone());
@@ -191,7 +194,13 @@ impl Shared {
                     }
                     decoded.push((l, r));
                 }
-                Err(ResourceError::Unsupported(reason)) if !self.listeners.reject_unsupported => {
+                // A new listener redvoy cannot run is skipped (an HTTP service's listener in a
+                // mesh). An update of a running one is NACKed instead, so the last good
+                // listener keeps serving, as Envoy keeps it when it rejects an update.
+                Err(ResourceError::Unsupported(reason))
+                    if !self.listeners.reject_unsupported
+                        && !self.listeners.is_running_dynamic(&r.name) =>
+                {
                     seen.insert(r.name.clone());
                     self.listeners
                         .skip(&r.name, reason, &version_of(update, r), r.value.clone());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redvoy_test_util::ads::{TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER};
 use redvoy_test_util::xds::{
     eds_cluster, load_assignment, redis_listener, redis_listener_with, redis_proxy, static_cluster,
-    xds_bootstrap, XdsBootstrap,
+    with_cluster_provided_lb, xds_bootstrap, XdsBootstrap,
 };
 use redvoy_test_util::{
     free_port, port_open, same_on_all_targets, try_wait_for, wait_for, wait_port_closed, AdsServer,
@@ -206,6 +206,17 @@ fn protocol_scenario(
         detail.message
     );
     rows.push(("partial apply: error code".into(), detail.code.to_string()));
+    // Envoy's protoc-gen-validate wording, which control planes and tooling match on.
+    rows.push((
+        "partial apply: NACK has Envoy's constraint text".into(),
+        detail
+            .message
+            .contains(
+                "Proto constraint validation failed (RedisProxyValidationError.StatPrefix: \
+                 value length must be at least 1 characters)",
+            )
+            .to_string(),
+    ));
     eprintln!("{target}: NACK message: {:?}", detail.message);
     wait_for(XDS_WAIT, "l2 to listen", || port_open(p2).then_some(()));
     let (set, get) = set_get(p2, "k2", "v2");
@@ -258,6 +269,38 @@ fn protocol_scenario(
     ));
     wait_stat(&proxy, "cluster_manager.cluster_removed", 1);
     stat_rows(&mut rows, "cluster removal", &proxy.stats());
+
+    // A plain cluster asking for a cluster-provided load balancer: NACKed with Envoy's text,
+    // the valid cluster of the same response kept.
+    let replies = server.push(
+        "c3",
+        &[
+            eds_cluster("backend"),
+            with_cluster_provided_lb(static_cluster("ca", &[a.port()])),
+        ],
+        XDS_WAIT,
+    );
+    let nack = replies
+        .first()
+        .unwrap_or_else(|| panic!("{target}: no CDS push"));
+    let detail = nack
+        .error_detail
+        .clone()
+        .unwrap_or_else(|| panic!("{target}: expected a NACK, got {}", nack.summary()));
+    eprintln!("{target}: CDS NACK message: {:?}", detail.message);
+    rows.push((
+        "cluster provided: NACK has Envoy's text".into(),
+        (detail
+            .message
+            .starts_with("Error adding/updating cluster(s) ca: ")
+            && detail.message.contains(
+                "cluster manager: cluster provided LB specified but cluster 'ca' did not \
+                 provide one. Check cluster documentation.",
+            ))
+        .to_string(),
+    ));
+    wait_stat(&proxy, "cluster_manager.cds.update_rejected", 1);
+    stat_rows(&mut rows, "cluster provided", &proxy.stats());
 
     // EDS change: the cluster's only endpoint moves from A to B; new keys land on B.
     let replies = server.push("e2", &[load_assignment("backend", &[b.port()])], XDS_WAIT);

@@ -5,19 +5,22 @@
 //! - filesystem xDS (`path_config_source` and the deprecated `path`): a route changed by an
 //!   atomic move of the LDS file;
 //! - `--reject-unsupported` (redvoy only): an HCM-with-RDS listener NACKed instead of skipped;
+//! - an update of a running listener to a filter type neither proxy runs (the retired v2
+//!   RedisProxy type URL): NACKed, and the last good listener serves on, under load;
 //! - a removed listener draining with `--drain-strategy immediate`, and a listener whose
 //!   address changes;
 //! - an EDS endpoint reported `UNHEALTHY`: no traffic, and `/clusters` health flags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redvoy_test_util::ads::TYPE_LISTENER;
 use redvoy_test_util::xds::{
     eds_cluster, eds_cluster_from, grpc_config_source, http_rds_listener, load_assignment,
-    load_assignment_with_health, redis_listener, static_cluster, xds_bootstrap, XdsBootstrap,
-    XdsHealthStatus, NODE_CLUSTER, NODE_ID,
+    load_assignment_with_health, redis_listener, static_cluster, with_filter_type_url,
+    xds_bootstrap, XdsBootstrap, XdsHealthStatus, NODE_CLUSTER, NODE_ID,
 };
 use redvoy_test_util::{
     encode_command, free_port, port_open, same_on_all_targets, try_wait_for, wait_for,
@@ -513,6 +516,163 @@ fn reject_unsupported_nacks_and_default_skips() {
     let a = RedisServer::start();
     unsupported_listener_run(false, &a);
     unsupported_listener_run(true, &a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3b. An update of a running listener that cannot run is NACKed; the last good one serves on
+
+/// Client threads keeping the listener busy while the update is refused.
+const UPDATE_LOAD_THREADS: usize = 8;
+/// Bound on the operations of one load thread (each is a SET and a GET).
+const UPDATE_LOAD_MAX_OPS: usize = 20_000;
+/// Bound on the whole load phase.
+const UPDATE_LOAD_DEADLINE: Duration = Duration::from_secs(30);
+/// Every this many operations a load thread also opens a fresh connection, so new
+/// connections are tested across the refused update too.
+const UPDATE_LOAD_RECONNECT_EVERY: usize = 50;
+/// The type URL of the retired v2 redis_proxy config: Envoy 1.40 has no factory for it.
+const V2_REDIS_PROXY: &str =
+    "type.googleapis.com/envoy.config.filter.network.redis_proxy.v2.RedisProxy";
+
+/// SET/GET through `port` from several threads until `stop`; returns (operations, errors).
+fn run_update_load(port: u16, stop: &AtomicBool) -> (usize, Vec<String>) {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..UPDATE_LOAD_THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut errors = Vec::new();
+                    let mut ops = 0;
+                    let mut client = match RespClient::try_connect(port) {
+                        Ok(c) => c,
+                        Err(e) => return (0, vec![format!("thread {t}: connect: {e}")]),
+                    };
+                    client.set_timeout(REPLY_TIMEOUT);
+                    while !stop.load(Ordering::Relaxed)
+                        && ops < UPDATE_LOAD_MAX_OPS
+                        && started.elapsed() < UPDATE_LOAD_DEADLINE
+                    {
+                        if ops % UPDATE_LOAD_RECONNECT_EVERY == UPDATE_LOAD_RECONNECT_EVERY - 1 {
+                            match RespClient::try_connect(port) {
+                                Ok(mut fresh) => {
+                                    fresh.set_timeout(REPLY_TIMEOUT);
+                                    client = fresh;
+                                }
+                                Err(e) => errors.push(format!("thread {t}: reconnect: {e}")),
+                            }
+                        }
+                        let key = format!("upd:{t}:{ops}");
+                        let set = exchange(&mut client, &["SET", &key, "v"]);
+                        let get = exchange(&mut client, &["GET", &key]);
+                        if set != format!("{:?}", Reply::ok())
+                            || get != format!("{:?}", Reply::bulk("v"))
+                        {
+                            errors.push(format!("thread {t} op {ops}: SET {set}, GET {get}"));
+                            if errors.len() > 5 {
+                                break;
+                            }
+                        }
+                        ops += 1;
+                    }
+                    (ops, errors)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .fold((0, Vec::new()), |(n, mut all), h| {
+                let (ops, errors) = h
+                    .join()
+                    .unwrap_or_else(|_| (0, vec!["thread panicked".into()]));
+                all.extend(errors);
+                (n + ops, all)
+            })
+    })
+}
+
+fn refused_update_scenario(target: Target, a: &RedisServer) -> Rows {
+    let server = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
+    let port = free_port();
+    server.set_messages("c1", &[static_cluster("ca", &[a.port()])]);
+    server.set_messages("l1", &[redis_listener("l1", port, "ca")]);
+    let proxy = Proxy::start(
+        target,
+        &xds_bootstrap(&server, &XdsBootstrap::new(Variant::Sotw)),
+        &[],
+    );
+    server.wait_for_request(0, XDS_WAIT, "the first LDS ACK", |r| {
+        r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty()
+    });
+    wait_for(XDS_WAIT, "l1 to listen", || port_open(port).then_some(()));
+
+    let stop = AtomicBool::new(false);
+    let (replies, (ops, errors)) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| run_update_load(port, &stop));
+        // Let the load run before and after the refused update.
+        wait_for(XDS_WAIT, "the load to start", || {
+            (a.cmd(&["DBSIZE"]) != Reply::Integer(0)).then_some(())
+        });
+        let replies = server.push(
+            "l2",
+            &[with_filter_type_url(
+                redis_listener("l1", port, "ca"),
+                V2_REDIS_PROXY,
+            )],
+            XDS_WAIT,
+        );
+        let after = a.command_calls("set");
+        wait_for(XDS_WAIT, "more load after the refused update", || {
+            (a.command_calls("set") > after + 200).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let result = load
+            .join()
+            .unwrap_or_else(|_| (0, vec!["load panicked".into()]));
+        (replies, result)
+    });
+    let reply = replies
+        .first()
+        .unwrap_or_else(|| panic!("{target}: no LDS push"));
+    let detail = reply
+        .error_detail
+        .clone()
+        .unwrap_or_else(|| panic!("{target}: expected a NACK, got {}", reply.summary()));
+    eprintln!(
+        "{target}: NACK: {:?}; {ops} operations under load",
+        detail.message
+    );
+    assert!(
+        errors.is_empty(),
+        "{target}: client errors under load: {errors:?}"
+    );
+    assert!(ops > 0, "{target}: the load ran");
+    let mut rows = Rows::new();
+    rows.push(("NACK code".into(), detail.code.to_string()));
+    rows.push(("NACK version".into(), reply.version_info.clone()));
+    rows.push((
+        "NACK names the listener and the type".into(),
+        (detail
+            .message
+            .starts_with("Error adding/updating listener(s) l1: ")
+            && detail.message.contains(
+                "Didn't find a registered implementation for 'envoy.filters.network.redis_proxy' \
+                 with type URL: 'envoy.config.filter.network.redis_proxy.v2.RedisProxy'",
+            ))
+        .to_string(),
+    ));
+    rows.push(("port still open".into(), port_open(port).to_string()));
+    rows.push((
+        "new connection after the NACK".into(),
+        format!("{:?}", set_get(port, "after", "1")),
+    ));
+    stat_rows(&mut rows, "refused update", &proxy.stats());
+    rows
+}
+
+#[test]
+fn refused_update_keeps_the_running_listener_serving() {
+    let a = RedisServer::start();
+    same_on_all_targets(&targets(), |target| refused_update_scenario(target, &a));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,20 @@ impl ConfigError {
         }
     }
 
+    /// A protoc-gen-validate rule Envoy checks, in Envoy's words: `Proto constraint validation
+    /// failed (RedisProxyValidationError.StatPrefix: value length must be at least 1
+    /// characters)`, where `message` is the proto's short name and the field is the last
+    /// segment of `path`. Control planes and tooling match on this text in NACKs.
+    pub(crate) fn proto_constraint(path: &FieldPath, message: &str, rule: &str) -> Self {
+        Self::invalid(
+            path,
+            format!(
+                "Proto constraint validation failed ({message}ValidationError.{}: {rule})",
+                path.last_field_camel()
+            ),
+        )
+    }
+
     pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.into(),
@@ -104,6 +118,20 @@ impl FieldPath {
 
     pub(crate) fn key(&self, key: &str) -> Self {
         Self(format!("{}[{key:?}]", self.0))
+    }
+
+    /// The last field name in PGV's spelling (`stat_prefix` → `StatPrefix`).
+    fn last_field_camel(&self) -> String {
+        let last = self.0.rsplit('.').next().unwrap_or_default();
+        let name = last.split('[').next().unwrap_or_default();
+        name.split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     pub(crate) fn as_str(&self) -> &str {

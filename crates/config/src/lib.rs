@@ -110,7 +110,7 @@ fn load_proto(opts: &LoadOptions) -> Result<(Bootstrap, model::BootstrapSource),
     // Before the check, which rewrites TypedStructs into native `Any`s: Envoy dumps them as
     // written.
     let source = model::BootstrapSource(Arc::new(transcode(&msg)?));
-    supported::check(&mut msg, supported::Mode::Bootstrap)?;
+    supported::check(&mut msg)?;
     Ok((transcode(&msg)?, source))
 }
 

@@ -14,7 +14,7 @@ use prost_reflect::DynamicMessage;
 use crate::convert::{self, AddressKind};
 use crate::error::FieldPath;
 use crate::parse::{self, Origin};
-use crate::supported::{self, Mode};
+use crate::supported;
 use crate::{descriptors, model, ConfigError};
 
 const LISTENER: &str = "envoy.config.listener.v3.Listener";
@@ -44,6 +44,26 @@ pub enum ResourceError {
     Unsupported(String),
 }
 
+impl ResourceError {
+    /// Whether Envoy rejects this while decoding the resource (an undecodable message, a
+    /// protoc-gen-validate rule), before its cluster or listener manager sees it. The managers
+    /// count an add or a modification for every other rejection: they raise those while
+    /// building the resource, after counting.
+    pub fn is_decode_error(&self) -> bool {
+        let Self::Invalid(text) = self else {
+            return false;
+        };
+        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+        [
+            "Proto constraint validation failed",
+            "value ",
+            "cannot decode",
+        ]
+        .iter()
+        .any(|p| message.starts_with(p))
+    }
+}
+
 impl From<ConfigError> for ResourceError {
     fn from(e: ConfigError) -> Self {
         match e {
@@ -65,7 +85,7 @@ fn checked(
     if opts.reject_unknown_dynamic_fields {
         parse::reject_unknown_wire_fields(&msg, &FieldPath::root(), Origin::Resource(full_name))?;
     }
-    supported::check(&mut msg, Mode::Dynamic)?;
+    supported::check(&mut msg)?;
     Ok(msg)
 }
 

@@ -31,6 +31,8 @@ pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v
 pub(crate) const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+/// The plaintext transport socket: the only one redvoy runs until it has TLS.
+const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 /// The terminal network filters redvoy implements.
 pub(crate) const TERMINAL_FILTERS: &[&str] = &[REDIS_PROXY, TCP_PROXY, HTTP_CONNECTION_MANAGER];
 /// `typed_extension_protocol_options` key (and type) of the HTTP upstream options Istio puts
@@ -75,9 +77,6 @@ enum Rule {
     ProtocolOptions,
     /// `Cluster.cluster_type`: a cluster extension.
     ClusterType,
-    /// Accepted without effect in xDS resources (each use says why); refused in the bootstrap,
-    /// where the user wrote it by hand and should learn that redvoy does not act on it.
-    DynamicIgnore,
     /// `HttpFilter.typed_config`: the router (walked) or a tolerated filter (kept as is; the
     /// conversion drops it).
     HttpFilter,
@@ -85,19 +84,16 @@ enum Rule {
     UpstreamFilter,
     /// `Bootstrap.bootstrap_extensions[].typed_config`: only tolerated ones.
     BootstrapExtension,
+    /// `TransportSocket.typed_config`: plaintext (`raw_buffer`) only. Anything else (TLS,
+    /// ALTS, a tap, Istio's) is refused: connecting in plaintext where the config asks for
+    /// encryption would be a silent security downgrade.
+    TransportSocket,
 }
 
 use Rule::{
-    BootstrapExtension, ClusterType, DynamicIgnore, HttpFilter, Ignore, NetworkFilter,
-    ProtocolOptions, UpstreamFilter, Walk,
+    BootstrapExtension, ClusterType, HttpFilter, Ignore, NetworkFilter, ProtocolOptions,
+    TransportSocket, UpstreamFilter, Walk,
 };
-
-/// What is being checked: a hand-written bootstrap, or a resource from a control plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Bootstrap,
-    Dynamic,
-}
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
 /// fields at all.
@@ -305,6 +301,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("filters", Walk),
             ("name", Walk),
             ("filter_chain_match", Walk),
+            // Plaintext only (see `TransportSocket`).
+            ("transport_socket", Walk),
             // Read by other extensions, never by redis_proxy.
             ("metadata", Ignore),
         ],
@@ -502,11 +500,23 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("alt_stat_name", Ignore),
             // Upstream network filters: only Istio's `istio.metadata_exchange` is accepted.
             ("filters", Walk),
-            // Istio's mTLS selection (`tlsMode-istio`/`tlsMode-disabled`): redvoy connects in
-            // plaintext, which works with PERMISSIVE peers only. Refused in the bootstrap.
-            ("transport_socket_matches", DynamicIgnore),
+            // Plaintext only: every socket named must be `raw_buffer` (see `TransportSocket`).
+            // Istio's mTLS selection (`tlsMode-istio` → TLS) is therefore refused with its
+            // path until redvoy has TLS.
+            ("transport_socket", Walk),
+            ("transport_socket_matches", Walk),
             ("original_dst_lb_config", Walk),
         ],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
+        // `match` is a Struct compared with endpoint metadata; with every socket plaintext,
+        // which entry matches changes nothing.
+        &[("name", Walk), ("match", Walk), ("transport_socket", Walk)],
+    ),
+    (
+        "envoy.config.core.v3.TransportSocket",
+        &[("name", Walk), ("typed_config", TransportSocket)],
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
@@ -613,11 +623,11 @@ fn rule_for(message: &str, field: &str) -> Option<Rule> {
 }
 
 /// Checks every set field of `msg` against the allowlist and normalizes `typed_config`s.
-pub(crate) fn check(msg: &mut DynamicMessage, mode: Mode) -> Result<(), ConfigError> {
-    walk(msg, &FieldPath::root(), mode)
+pub(crate) fn check(msg: &mut DynamicMessage) -> Result<(), ConfigError> {
+    walk(msg, &FieldPath::root())
 }
 
-fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), ConfigError> {
+fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
     let desc = msg.descriptor();
     if is_leaf(desc.full_name()) {
         return Ok(());
@@ -633,13 +643,11 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
         let value = msg.get_field_mut(&field);
         match rule {
             Ignore => {}
-            DynamicIgnore if mode == Mode::Dynamic => {}
-            DynamicIgnore => return Err(ConfigError::unsupported(fpath)),
-            Walk => walk_value(value, &fpath, mode)?,
+            Walk => walk_value(value, &fpath)?,
             NetworkFilter => {
                 let Value::Message(any) = value else { continue };
                 match resolve_any(any, &fpath, TERMINAL_FILTERS, &[], false, "filter type")? {
-                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath, mode)?)?,
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
                     Resolved::Tolerated => {}
                 }
             }
@@ -653,8 +661,29 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                     false,
                     "HTTP filter type",
                 )? {
-                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath, mode)?)?,
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
                     Resolved::Tolerated => {}
+                }
+            }
+            TransportSocket => {
+                let Value::Message(any) = value else { continue };
+                match resolve_any(any, &fpath, &[RAW_BUFFER], &[], false, "transport socket") {
+                    Ok(Resolved::Native(_)) => {}
+                    Ok(Resolved::Tolerated) | Err(ConfigError::Unsupported { .. }) => {
+                        let type_url = any
+                            .get_field_by_name("type_url")
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        return Err(ConfigError::unsupported_because(
+                            fpath,
+                            format!(
+                                "transport socket {type_url} is not supported by redvoy (only \
+                                 plaintext raw_buffer): refused rather than connecting in \
+                                 plaintext"
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             UpstreamFilter | BootstrapExtension => {
@@ -694,7 +723,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                     // Envoy looks protocol options up by name and converts a plain Struct too.
                     match resolve_any(any, &kpath, &[expected], &[], true, "protocol options type")?
                     {
-                        Resolved::Native(inner) => *any = repack(walked(inner, &kpath, mode)?)?,
+                        Resolved::Native(inner) => *any = repack(walked(inner, &kpath)?)?,
                         Resolved::Tolerated => {
                             return Err(ConfigError::unsupported_because(
                                 kpath,
@@ -736,7 +765,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath, mode: Mode) -> Result<(), Co
                     true,
                     "cluster type",
                 )? {
-                    Resolved::Native(inner) => *any = repack(walked(inner, &tpath, mode)?)?,
+                    Resolved::Native(inner) => *any = repack(walked(inner, &tpath)?)?,
                     Resolved::Tolerated => {
                         return Err(ConfigError::unsupported_because(
                             tpath,
@@ -775,31 +804,33 @@ enum Resolved {
     Tolerated,
 }
 
+/// Whether `type_name` is one of Istio's own extension types (registered in Istio's Envoy
+/// build, absent from upstream Envoy's).
+pub(crate) fn is_istio_type(type_name: &str) -> bool {
+    ISTIO_TOLERATED_TYPES.contains(&type_name)
+}
+
 /// Whether `type_name` (a full message name) is accepted and dropped at an extension point
 /// that also tolerates the Envoy types `tolerated`.
 fn is_tolerated(type_name: &str, tolerated: &[&str], pool: &prost_reflect::DescriptorPool) -> bool {
-    ISTIO_TOLERATED_TYPES.contains(&type_name)
+    is_istio_type(type_name)
         || tolerated.contains(&type_name)
         // Not an Envoy type at all (Istio's and other proxies' own extensions).
         || pool.get_message_by_name(type_name).is_none()
 }
 
-fn walked(
-    mut msg: DynamicMessage,
-    path: &FieldPath,
-    mode: Mode,
-) -> Result<DynamicMessage, ConfigError> {
-    walk(&mut msg, path, mode)?;
+fn walked(mut msg: DynamicMessage, path: &FieldPath) -> Result<DynamicMessage, ConfigError> {
+    walk(&mut msg, path)?;
     Ok(msg)
 }
 
-fn walk_value(value: &mut Value, path: &FieldPath, mode: Mode) -> Result<(), ConfigError> {
+fn walk_value(value: &mut Value, path: &FieldPath) -> Result<(), ConfigError> {
     match value {
-        Value::Message(m) => walk_message_value(m, path, mode),
+        Value::Message(m) => walk_message_value(m, path),
         Value::List(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if let Value::Message(m) = item {
-                    walk_message_value(m, &path.index(i), mode)?;
+                    walk_message_value(m, &path.index(i))?;
                 }
             }
             Ok(())
@@ -813,7 +844,7 @@ fn walk_value(value: &mut Value, path: &FieldPath, mode: Mode) -> Result<(), Con
                     other => path.key(&format!("{other:?}")),
                 };
                 if let Some(Value::Message(m)) = entries.get_mut(&key) {
-                    walk_message_value(m, &kpath, mode)?;
+                    walk_message_value(m, &kpath)?;
                 }
             }
             Ok(())
@@ -822,16 +853,12 @@ fn walk_value(value: &mut Value, path: &FieldPath, mode: Mode) -> Result<(), Con
     }
 }
 
-fn walk_message_value(
-    m: &mut DynamicMessage,
-    path: &FieldPath,
-    mode: Mode,
-) -> Result<(), ConfigError> {
+fn walk_message_value(m: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
     // An `Any` is only accepted where a rule above resolves it.
     if m.descriptor().full_name() == "google.protobuf.Any" {
         return Err(ConfigError::unsupported(path));
     }
-    walk(m, path, mode)
+    walk(m, path)
 }
 
 /// Unpacks a `typed_config` whose native type must be one of `expected`, the way Envoy's

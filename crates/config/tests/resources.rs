@@ -208,7 +208,10 @@ fn istio_listeners() {
     }
     match decode_listener(&rs[3].value, &OPTS) {
         Err(ResourceError::Invalid(e)) => assert!(
-            e.contains("stat_prefix: value length must be at least 1 characters"),
+            e.contains(
+                "Proto constraint validation failed (RedisProxyValidationError.StatPrefix: value \
+                 length must be at least 1 characters)"
+            ),
             "{e}"
         ),
         other => panic!("{other:?}"),

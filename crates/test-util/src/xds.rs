@@ -209,6 +209,25 @@ pub fn virtual_outbound_listener(port: u16, fallback_cluster: &str) -> Listener 
     listener
 }
 
+/// `listener` with every network filter's `typed_config` type URL replaced by `type_url`
+/// (bytes unchanged): e.g. the retired v2 RedisProxy URL, which Envoy 1.40 has no factory for.
+pub fn with_filter_type_url(mut listener: Listener, type_url: &str) -> Listener {
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            if let Some(ConfigType::TypedConfig(any)) = &mut filter.config_type {
+                any.type_url = type_url.to_string();
+            }
+        }
+    }
+    listener
+}
+
+/// `cluster` with `lb_policy: CLUSTER_PROVIDED` (which only some cluster types provide).
+pub fn with_cluster_provided_lb(mut cluster: Cluster) -> Cluster {
+    cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+    cluster
+}
+
 /// `listener` with `bind_to_port: false` (reached only through an original-dst hand-off).
 pub fn without_bind(mut listener: Listener) -> Listener {
     listener.bind_to_port = Some(BoolValue { value: false });

@@ -413,6 +413,29 @@ impl ClusterManager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `cluster_added` or `cluster_modified` for a cluster CDS sent, whether or not it loads.
+    fn count_add_attempt(&self, known: bool) -> ClusterChange {
+        if known {
+            self.stats.cluster_modified.inc();
+            ClusterChange::Modified
+        } else {
+            self.stats.cluster_added.inc();
+            ClusterChange::Added
+        }
+    }
+
+    /// Counts a CDS cluster refused before it reached [`Self::add_or_update`] for a reason
+    /// Envoy's cluster manager raises while loading it (after counting the add).
+    pub fn count_refused(&self, name: &str) {
+        let state = self.lock();
+        if state.static_names.contains(name) {
+            return;
+        }
+        let known =
+            state.warming.contains_key(name) || self.active.load().by_name.contains_key(name);
+        self.count_add_attempt(known);
+    }
+
     /// Adds or replaces a dynamic (CDS) cluster. STATIC and ORIGINAL_DST clusters are active at
     /// once; EDS clusters warm until an assignment for their service name is known (a cached
     /// one counts); DNS clusters warm until their first answer. A modified cluster's previous
@@ -421,7 +444,6 @@ impl ClusterManager {
         self: &Arc<Self>,
         config: model::Cluster,
     ) -> Result<ClusterChange, UpstreamError> {
-        validate_cluster(&config)?;
         let mut state = self.lock();
         if state.static_names.contains(&config.name) {
             return Err(UpstreamError::StaticCluster(config.name));
@@ -435,13 +457,9 @@ impl ClusterManager {
         if known.as_ref().is_some_and(|k| k.config == config) {
             return Ok(ClusterChange::Unchanged);
         }
-        let change = if known.is_some() {
-            self.stats.cluster_modified.inc();
-            ClusterChange::Modified
-        } else {
-            self.stats.cluster_added.inc();
-            ClusterChange::Added
-        };
+        let change = self.count_add_attempt(known.is_some());
+        // After counting, as Envoy's cluster manager counts a cluster it then fails to load.
+        validate_cluster(&config)?;
         if let Some(task) = state.tasks.remove(&config.name) {
             task.abort();
         }

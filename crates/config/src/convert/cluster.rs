@@ -303,6 +303,17 @@ fn lb_policy(
             }
             model::LbPolicy::Maglev { table_size }
         }
+        // Only the Redis Cluster (and ORIGINAL_DST, handled by the caller) provides one.
+        LbPolicy::ClusterProvided => {
+            return Err(ConfigError::invalid(
+                p.field("lb_policy"),
+                format!(
+                    "cluster manager: cluster provided LB specified but cluster '{}' did not \
+                     provide one. Check cluster documentation.",
+                    c.name
+                ),
+            ));
+        }
         other => {
             return Err(ConfigError::unsupported_because(
                 p.field("lb_policy"),

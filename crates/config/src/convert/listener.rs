@@ -141,13 +141,24 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         let Some(envoy_name) = terminal_filter_name(type_name) else {
             // A tolerated (Istio) filter: dropped, but it cannot end the chain.
             if i == last {
-                return Err(ConfigError::unsupported_because(
-                    fp,
+                let known_to_envoy = crate::supported::is_istio_type(type_name)
+                    || crate::descriptors::pool()?
+                        .get_message_by_name(type_name)
+                        .is_some();
+                // A type Envoy has no factory for (a retired v2 type, a typo) gets Envoy's own
+                // words; it stays "unsupported" because another build (Istio's) may have one.
+                let message = if known_to_envoy {
                     format!(
                         "filter chain ends in '{}' ({}), not a terminal filter redvoy implements",
                         f.name, any.type_url
-                    ),
-                ));
+                    )
+                } else {
+                    format!(
+                        "Didn't find a registered implementation for '{}' with type URL: '{}'",
+                        f.name, type_name
+                    )
+                };
+                return Err(ConfigError::unsupported_because(fp, message));
             }
             continue;
         };
@@ -290,8 +301,9 @@ const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError> {
     if t.stat_prefix.is_empty() {
-        return Err(ConfigError::invalid(
-            p.field("stat_prefix"),
+        return Err(ConfigError::proto_constraint(
+            &p.field("stat_prefix"),
+            "TcpProxy",
             "value length must be at least 1 characters",
         ));
     }
@@ -333,8 +345,9 @@ fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError
 
 fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, ConfigError> {
     if rp.stat_prefix.is_empty() {
-        return Err(ConfigError::invalid(
-            p.field("stat_prefix"),
+        return Err(ConfigError::proto_constraint(
+            &p.field("stat_prefix"),
+            "RedisProxy",
             "value length must be at least 1 characters",
         ));
     }
