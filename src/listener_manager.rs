@@ -12,13 +12,21 @@ use bytes::Bytes;
 use redvoy_config::model;
 use redvoy_proxy::{
     bind_listener, ChainFilter, ChainSet, CompiledChain, DrainStrategy, FilterConfig,
-    ListenerRuntime, TcpProxyConfig, WorkerCommand,
+    GlobalConnectionLimit, LimitExemptions, ListenerLimit, ListenerRuntime, TcpProxyConfig,
+    WorkerCommand,
 };
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Gauge, Store};
 use redvoy_upstream::ClusterManager;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+/// How removed listeners drain: `--drain-time-s` and `--drain-strategy`.
+#[derive(Clone, Copy)]
+pub struct Drain {
+    pub time: Duration,
+    pub strategy: DrainStrategy,
+}
 
 /// A listener as the manager keeps it.
 pub struct ManagedListener {
@@ -76,8 +84,8 @@ pub struct ListenerManager {
     runtime: Runtime,
     clusters: Arc<ClusterManager>,
     workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
-    drain_time: Duration,
-    drain_strategy: DrainStrategy,
+    connection_limit: Arc<GlobalConnectionLimit>,
+    drain: Drain,
     /// `--reject-unsupported`: NACK listeners redvoy cannot run instead of skipping them.
     pub reject_unsupported: bool,
     state: Arc<Mutex<ListenerState>>,
@@ -110,8 +118,8 @@ impl ListenerManager {
         runtime: &Runtime,
         clusters: Arc<ClusterManager>,
         workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
-        drain_time: Duration,
-        drain_strategy: DrainStrategy,
+        connection_limit: Arc<GlobalConnectionLimit>,
+        drain: Drain,
         reject_unsupported: bool,
     ) -> Self {
         let c = |n: &str| store.counter(&format!("listener_manager.{n}"));
@@ -139,8 +147,8 @@ impl ListenerManager {
             runtime: runtime.clone(),
             clusters,
             workers,
-            drain_time,
-            drain_strategy,
+            connection_limit,
+            drain,
             reject_unsupported,
             state: Arc::new(Mutex::new(ListenerState::default())),
             stats,
@@ -211,10 +219,12 @@ impl ListenerManager {
         }
         let chains = self.compile(&config)?;
         let now = SystemTime::now();
+        // What the accept loops hold fixed; a change of anything else swaps the chains only.
         let same_place = state.active.get(&config.name).is_some_and(|e| {
             e.config.address == config.address
                 && e.config.bind_to_port == config.bind_to_port
                 && e.config.use_original_dst == config.use_original_dst
+                && LimitExemptions::from(&e.config) == LimitExemptions::from(&config)
         });
         if same_place {
             if let Some(existing) = state.active.get_mut(&config.name) {
@@ -300,6 +310,10 @@ impl ListenerManager {
             config.name.clone(),
             bound,
             config.use_original_dst,
+            ListenerLimit {
+                limit: Arc::clone(&self.connection_limit),
+                exemptions: LimitExemptions::from(config),
+            },
             chains,
             &self.store,
             self.workers.len(),
@@ -338,7 +352,10 @@ impl ListenerManager {
             let _ = worker.send(WorkerCommand::Remove(Arc::clone(&runtime)));
         }
         self.stats.draining.inc();
-        let (strategy, drain_time) = (self.drain_strategy, self.drain_time);
+        let Drain {
+            time: drain_time,
+            strategy,
+        } = self.drain;
         let draining = self.stats.draining.clone();
         let state = Arc::clone(&self.state);
         let store = self.store.clone();

@@ -407,13 +407,21 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         worker_tx.push(tx);
         worker_rx.push(rx);
     }
+    let connection_limit = Arc::new(redvoy_proxy::GlobalConnectionLimit::new(
+        bootstrap.global_connection_limit.as_ref(),
+        &runtime,
+        &store,
+    ));
     let listeners = Arc::new(ListenerManager::new(
         &store,
         &runtime,
         Arc::clone(&clusters),
         worker_tx,
-        server.drain_time,
-        server.drain_strategy,
+        connection_limit,
+        listener_manager::Drain {
+            time: server.drain_time,
+            strategy: server.drain_strategy,
+        },
         server.reject_unsupported,
     ));
     // Static listeners are bound before any worker runs, so an address in use fails startup.

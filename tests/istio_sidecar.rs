@@ -1,7 +1,9 @@
-//! Booting as Istio's sidecar: a bootstrap shaped like the one pilot-agent renders (Delta ADS
-//! over the agent's Unix socket, node on the first message only, `initial_fetch_timeout: 0s`,
-//! Istio's stats_config, the 15090 Prometheus and 15021 health listeners, the `agent` and
-//! `prometheus_stats` clusters), started with pilot-agent's flags. Then CDS/LDS push an
+//! Booting as Istio's sidecar: the bootstrap pilot-agent renders today, read from the shared
+//! fixtures (`default_golden.json`: Delta ADS over the agent's Unix socket, node on the first
+//! message only, `initial_fetch_timeout: 0s`, Istio's stats_config, the 15090 Prometheus and
+//! 15021 health listeners, the `agent`, `prometheus_stats`, `xds-grpc` and `sds-grpc`
+//! clusters, the overload manager's connection limit, deferred stats), with only ports and
+//! socket paths localized, started with pilot-agent's flags. Then CDS/LDS push an
 //! Istio-shaped outbound Redis listener (tcp_proxy first, replaced by redis_proxy as an
 //! EnvoyFilter would) and an HTTP listener taking its routes from RDS.
 //!
@@ -54,164 +56,64 @@ const PILOT_AGENT_FLAGS: &[&str] = &[
     "1",
 ];
 
-/// The bootstrap: pilot-agent's rendering (istio/istio pkg/bootstrap/testdata/
-/// default_golden.json) with the test's ports and socket. `{{LISTENER_PORT}}` = 15090,
-/// `{{LISTENER_PORT_1}}` = 15021, `{{ADMIN_PORT}}` = 15000.
-fn istio_bootstrap(xds_socket: &str, agent_port: u16) -> String {
-    let http_listener = |name: &str, port: &str, stat_prefix: &str, prefix: &str, cluster: &str| {
-        format!(
-            r#"
-  - name: {name}
-    address: {{socket_address: {{protocol: TCP, address: 127.0.0.1, port_value: {port}}}}}
-    ignore_global_conn_limit: true
-    bypass_overload_manager: true
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          codec_type: AUTO
-          stat_prefix: {stat_prefix}
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: {{prefix: {prefix}}}
-                route: {{cluster: {cluster}}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
+/// Istio's rendered sidecar bootstrap, kept verbatim in the shared fixtures (istio/istio
+/// `pkg/bootstrap/testdata/default_golden.json`). Read at run time: a private copy could drift
+/// from what Istio renders today.
+const GOLDEN_BOOTSTRAP: &str = "../shared/fixtures/istio/default_golden.json";
+
+/// The golden bootstrap with only its ports and socket paths localized, as pilot-agent renders
+/// them for a pod: the admin port (and the `prometheus_stats` cluster that points at it) →
+/// `{{ADMIN_PORT}}`, the 15090 and 15021 listeners → `{{LISTENER_PORT}}` and
+/// `{{LISTENER_PORT_1}}`, the `agent` cluster → the agent stub, the `xds-grpc` and `sds-grpc`
+/// Unix sockets → the test's.
+fn port_of(v: &mut serde_json::Value) -> &mut serde_json::Value {
+    &mut v["address"]["socket_address"]["port_value"]
+}
+
+fn istio_bootstrap(xds_socket: &str, sds_socket: &str, agent_port: u16) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN_BOOTSTRAP);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the shared fixtures must sit beside the repository)",
+            path.display()
         )
-    };
-    let static_cluster = |name: &str, port: &str| {
-        format!(
-            r#"
-  - name: {name}
-    alt_stat_name: "{name};"
-    type: STATIC
-    connect_timeout: 0.250s
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{protocol: TCP, address: 127.0.0.1, port_value: {port}}}}}}}"#
-        )
-    };
-    format!(
-        r#"node:
-  id: sidecar~10.3.3.3~redis-client-7d4b9c-abcde.default~default.svc.cluster.local
-  cluster: redis-client.default
-  locality: {{}}
-  metadata:
-    ENVOY_PROMETHEUS_PORT: 15090
-    ENVOY_STATUS_PORT: 15021
-    INSTANCE_IPS: "10.3.3.3"
-    ISTIO_VERSION: "1.22.0"
-    LABELS: {{app: redis-client}}
-    NAMESPACE: default
-    PROXY_CONFIG: {{binaryPath: /usr/local/bin/envoy, configPath: ./etc/istio/proxy, drainDuration: 45s, proxyAdminPort: 15000, statusPort: 15020}}
-layered_runtime:
-  layers:
-  - name: global config
-    static_layer:
-      envoy.deprecated_features:envoy.config.listener.v3.Listener.hidden_envoy_deprecated_use_original_dst: true
-      envoy.reloadable_features.http_reject_path_with_fragment: false
-      re2.max_program_size.error_level: "32768"
-  - name: admin
-    admin_layer: {{}}
-bootstrap_extensions:
-- name: envoy.bootstrap.internal_listener
-  typed_config:
-    "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-    type_url: type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener
-    value: {{buffer_size_kb: 64}}
-stats_config:
-  use_all_default_tags: false
-  stats_tags:
-  - {{tag_name: cluster_name, regex: '^cluster(\.(.+);)'}}
-  - {{tag_name: tcp_prefix, regex: '^tcp\.((.*?)\.)\w+?$'}}
-  - {{tag_name: response_code, regex: '_rq(_(\d{{3}}))$'}}
-  - {{tag_name: response_code_class, regex: '_rq(_(\dxx))$'}}
-  - {{tag_name: listener_address, regex: '^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)'}}
-  - {{tag_name: component, regex: '(component\.(.+?)\.)'}}
-  stats_matcher:
-    inclusion_list:
-      patterns:
-      - {{prefix: "reporter="}}
-      - {{prefix: cluster_manager}}
-      - {{prefix: listener_manager}}
-      - {{prefix: server}}
-      - {{prefix: cluster.xds-grpc}}
-      - {{prefix: wasm}}
-      - {{suffix: rbac.allowed}}
-      - {{suffix: rbac.denied}}
-      - {{suffix: shadow_allowed}}
-      - {{suffix: shadow_denied}}
-      - {{safe_regex: {{regex: 'vhost\..*\.route\..*'}}}}
-      - {{prefix: component}}
-      - {{prefix: istio}}
-admin:
-  access_log:
-  - name: envoy.access_loggers.file
-    typed_config:
-      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-      path: /dev/null
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
-dynamic_resources:
-  lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-  ads_config:
-    api_type: DELTA_GRPC
-    set_node_on_first_message_only: true
-    transport_api_version: V3
-    grpc_services:
-    - envoy_grpc: {{cluster_name: xds-grpc}}
-static_resources:
-  clusters:{prometheus}{agent}
-  - name: xds-grpc
-    alt_stat_name: "xds-grpc;"
-    type: STATIC
-    connect_timeout: 1s
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{pipe: {{path: {xds_socket}}}}}}}
-    circuit_breakers:
-      thresholds:
-      - {{priority: DEFAULT, max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}
-      - {{priority: HIGH, max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}
-    upstream_connection_options: {{tcp_keepalive: {{keepalive_time: 300}}}}
-    max_requests_per_connection: 1
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-  listeners:{stats_listener}{health_listener}
-cluster_manager:
-  outlier_detection: {{event_log_path: /dev/stdout}}
-"#,
-        prometheus = static_cluster("prometheus_stats", "{{ADMIN_PORT}}"),
-        agent = static_cluster("agent", &agent_port.to_string()),
-        stats_listener = http_listener(
-            "0.0.0.0_15090",
-            "{{LISTENER_PORT}}",
-            "stats",
-            "/stats/prometheus",
-            "prometheus_stats"
-        ),
-        health_listener = http_listener(
-            "0.0.0.0_15021",
-            "{{LISTENER_PORT_1}}",
-            "agent",
-            "/healthz/ready",
-            "agent"
-        ),
-    )
+    });
+    let mut golden: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let placeholder = |name: &str| serde_json::Value::String(format!("{{{{{name}}}}}"));
+    *port_of(&mut golden["admin"]) = placeholder("ADMIN_PORT");
+    for listener in golden["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap_or_else(|| panic!("golden: no static listeners"))
+    {
+        let name = match listener["name"].as_str() {
+            Some("0.0.0.0_15090") => "LISTENER_PORT",
+            Some("0.0.0.0_15021") => "LISTENER_PORT_1",
+            other => panic!("golden: unexpected static listener {other:?}"),
+        };
+        *port_of(listener) = placeholder(name);
+    }
+    for cluster in golden["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap_or_else(|| panic!("golden: no static clusters"))
+    {
+        let name = cluster["name"].as_str().unwrap_or_default().to_owned();
+        let endpoint =
+            &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+        match name.as_str() {
+            "prometheus_stats" => *port_of(endpoint) = placeholder("ADMIN_PORT"),
+            "agent" => *port_of(endpoint) = agent_port.into(),
+            "xds-grpc" => endpoint["address"]["pipe"]["path"] = xds_socket.into(),
+            "sds-grpc" => endpoint["address"]["pipe"]["path"] = sds_socket.into(),
+            other => panic!("golden: unexpected static cluster {other}"),
+        }
+    }
+    // Placeholders stand where numbers go: unquote them.
+    serde_json::to_string_pretty(&golden)
+        .unwrap_or_else(|e| panic!("golden: {e}"))
+        .replace("\"{{ADMIN_PORT}}\"", "{{ADMIN_PORT}}")
+        .replace("\"{{LISTENER_PORT}}\"", "{{LISTENER_PORT}}")
+        .replace("\"{{LISTENER_PORT_1}}\"", "{{LISTENER_PORT_1}}")
 }
 
 /// The Istio-shaped outbound listener for the Redis service: tcp_proxy (Istio's default), or
@@ -260,7 +162,11 @@ fn boots_as_istio_sidecar_and_serves_redis() {
             &[direct_response_routes(HTTP_ROUTE, 200)],
         );
 
-        let yaml = istio_bootstrap(&socket.display().to_string(), agent.port());
+        let yaml = istio_bootstrap(
+            &socket.display().to_string(),
+            &dir.path().join("sds.sock").display().to_string(),
+            agent.port(),
+        );
         let proxy = Proxy::start_with(
             target,
             &yaml,

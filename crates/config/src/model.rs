@@ -23,6 +23,8 @@ pub struct Bootstrap {
     /// `layered_runtime`; no layers at all when the bootstrap has none (Envoy's `/runtime`
     /// then shows `"layers": []` and `/runtime_modify` answers "No admin layer specified").
     pub runtime: Runtime,
+    /// `overload_manager`'s `envoy.resource_monitors.global_downstream_max_connections`.
+    pub global_connection_limit: Option<GlobalConnectionLimit>,
     /// The merged bootstrap as written (before redvoy's normalization), for `/config_dump`.
     /// Opaque outside this crate: see [`crate::render_config_dump`].
     pub source: BootstrapSource,
@@ -48,6 +50,17 @@ impl std::fmt::Debug for BootstrapSource {
             .field("clusters", &statics.map_or(0, |s| s.clusters.len()))
             .finish_non_exhaustive()
     }
+}
+
+/// The overload manager's global downstream connection limit: accepted connections beyond
+/// `max_active_downstream_connections` (on every listener that neither bypasses the overload
+/// manager nor ignores the global limit) are closed at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalConnectionLimit {
+    /// The resource monitor's `name` (its stats are `overload.<name>.*`).
+    pub monitor_name: String,
+    /// `max_active_downstream_connections` (> 0).
+    pub max_active_downstream_connections: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,6 +143,10 @@ pub struct Listener {
     /// their pre-NAT destination (`SO_ORIGINAL_DST`), if any, as Envoy's `original_dst`
     /// listener filter does.
     pub use_original_dst: bool,
+    /// `bypass_overload_manager`: exempt from the overload manager's connection limit.
+    pub bypass_overload_manager: bool,
+    /// `ignore_global_conn_limit`: exempt from every global connection limit.
+    pub ignore_global_conn_limit: bool,
     /// In order; the first whose match is the most specific wins, as in Envoy.
     pub filter_chains: Vec<FilterChain>,
     /// Used when no chain matches.

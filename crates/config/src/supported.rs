@@ -33,6 +33,10 @@ pub(crate) const HTTP_CONNECTION_MANAGER: &str =
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 /// The plaintext transport socket: the only one redvoy runs until it has TLS.
 const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+/// The overload manager's global downstream connection limit: the one resource monitor
+/// redvoy runs.
+pub(crate) const DOWNSTREAM_CONNECTIONS_CONFIG: &str =
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig";
 /// The terminal network filters redvoy implements.
 pub(crate) const TERMINAL_FILTERS: &[&str] = &[REDIS_PROXY, TCP_PROXY, HTTP_CONNECTION_MANAGER];
 /// `typed_extension_protocol_options` key (and type) of the HTTP upstream options Istio puts
@@ -88,11 +92,13 @@ enum Rule {
     /// ALTS, a tap, Istio's) is refused: connecting in plaintext where the config asks for
     /// encryption would be a silent security downgrade.
     TransportSocket,
+    /// `ResourceMonitor.typed_config`: the global downstream connection limit only.
+    ResourceMonitor,
 }
 
 use Rule::{
     BootstrapExtension, ClusterType, HttpFilter, Ignore, NetworkFilter, ProtocolOptions,
-    TransportSocket, UpstreamFilter, Walk,
+    ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
 };
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
@@ -114,8 +120,29 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("bootstrap_extensions", Walk),
             // Only the format of redvoy's own log lines (Istio renders a text or JSON format).
             ("application_log_config", Ignore),
+            // Only `envoy.resource_monitors.global_downstream_max_connections` (enforced).
+            ("overload_manager", Walk),
+            // When stats appear, not what they count: redvoy creates a component's stats when
+            // the component is built (see the README).
+            ("deferred_stat_options", Ignore),
         ],
     ),
+    (
+        "envoy.config.overload.v3.OverloadManager",
+        &[
+            // How often reactive monitors (memory, CPU) are polled; the connection limit is
+            // proactive (checked at every accept), and reactive monitors are refused.
+            ("refresh_interval", Ignore),
+            ("resource_monitors", Walk),
+            // `actions`, `loadshed_points` and `buffer_factory_config` are refused by not
+            // listing them.
+        ],
+    ),
+    (
+        "envoy.config.overload.v3.ResourceMonitor",
+        &[("name", Walk), ("typed_config", ResourceMonitor)],
+    ),
+    (DOWNSTREAM_CONNECTIONS_CONFIG, &[("max_active_downstream_connections", Walk)]),
     ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &[("listeners", Walk), ("clusters", Walk)]),
     (
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
@@ -287,10 +314,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // nothing to time out.
             ("listener_filters_timeout", Ignore),
             ("continue_on_listener_filters_timeout", Ignore),
-            // redvoy enforces no global downstream connection limit or overload actions, so
-            // there is nothing to exempt the listener from.
-            ("ignore_global_conn_limit", Ignore),
-            ("bypass_overload_manager", Ignore),
+            // Exemptions from the global downstream connection limit (enforced).
+            ("ignore_global_conn_limit", Walk),
+            ("bypass_overload_manager", Walk),
             // Buffer sizes and accept batching tune throughput, not what is proxied.
             ("per_connection_buffer_limit_bytes", Ignore),
         ],
@@ -663,6 +689,26 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                 )? {
                     Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
                     Resolved::Tolerated => {}
+                }
+            }
+            ResourceMonitor => {
+                let Value::Message(any) = value else { continue };
+                match resolve_any(
+                    any,
+                    &fpath,
+                    &[DOWNSTREAM_CONNECTIONS_CONFIG],
+                    &[],
+                    false,
+                    "resource monitor",
+                )? {
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
+                    Resolved::Tolerated => {
+                        return Err(ConfigError::unsupported_because(
+                            fpath,
+                            "only the envoy.resource_monitors.global_downstream_max_connections \
+                             resource monitor is supported by redvoy",
+                        ))
+                    }
                 }
             }
             TransportSocket => {

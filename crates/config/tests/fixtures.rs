@@ -252,6 +252,8 @@ fn article_model() -> Bootstrap {
             traffic_direction: TrafficDirection::Unspecified,
             bind_to_port: true,
             use_original_dst: false,
+            bypass_overload_manager: false,
+            ignore_global_conn_limit: false,
             filter_chains: vec![redis_chain(RedisProxy {
                 stat_prefix: "egress_redis".to_owned(),
                 settings: s,
@@ -277,6 +279,7 @@ fn article_model() -> Bootstrap {
         stats_config: StatsConfig::default(),
         stats_flush_interval: Duration::from_secs(5),
         runtime: Runtime::default(),
+        global_connection_limit: None,
         source: BootstrapSource::default(),
     }
 }
@@ -457,6 +460,8 @@ fn full_featured_model() {
             traffic_direction: TrafficDirection::Outbound,
             bind_to_port: true,
             use_original_dst: false,
+            bypass_overload_manager: false,
+            ignore_global_conn_limit: false,
             filter_chains: vec![FilterChain {
                 name: "only".to_owned(),
                 ..redis_chain(expected_proxy)
@@ -935,6 +940,50 @@ fn istio_sidecar_bootstrap_model() {
     // Istio's tags and matcher survive.
     assert!(!b.stats_config.use_all_default_tags);
     assert!(matches!(b.stats_config.matcher, StatsMatcher::Inclusion(_)));
+}
+
+/// Istio's current sidecar bootstrap, read from the shared fixtures as it is (verbatim from
+/// istio/istio `pkg/bootstrap/testdata/default_golden.json`): it loads, with its overload
+/// manager's connection limit and the exemptions of the 15090/15021 listeners.
+#[test]
+fn shared_istio_golden_bootstrap_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/istio/default_golden.json");
+    assert!(
+        path.is_file(),
+        "{}: the shared fixtures are missing",
+        path.display()
+    );
+    let b = load_bootstrap(&from_file(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        b.global_connection_limit,
+        Some(GlobalConnectionLimit {
+            monitor_name: "envoy.resource_monitors.global_downstream_max_connections".to_owned(),
+            max_active_downstream_connections: 2_147_483_647,
+        })
+    );
+    for l in &b.listeners {
+        assert!(
+            l.bypass_overload_manager && l.ignore_global_conn_limit,
+            "{}",
+            l.name
+        );
+    }
+    let d = b.dynamic_resources.as_ref().unwrap();
+    assert_eq!(d.ads_config.as_ref().unwrap().api_type, ApiType::DeltaGrpc);
+    // Envoy agrees that it is valid (when an `envoy` binary is at hand).
+    if Command::new("envoy").arg("--version").output().is_ok() {
+        let out = Command::new("envoy")
+            .args(["--mode", "validate", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "envoy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 mod client;
 mod cluster_scope;
+mod conn_limit;
 mod drain;
 mod filter;
 mod listener_stats;
@@ -22,6 +23,7 @@ mod supported_commands;
 mod tcp_proxy;
 mod worker;
 
+pub use conn_limit::{GlobalConnectionLimit, LimitExemptions, ListenerLimit};
 pub use drain::{DrainStrategy, ListenerControl};
 pub use filter::{FilterConfig, FilterConfigError};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};

@@ -9,6 +9,7 @@ pub struct ListenerStats {
     pub downstream_cx_total: Counter,
     pub downstream_cx_destroy: Counter,
     pub downstream_cx_active: Gauge,
+    pub downstream_global_cx_overflow: Counter,
     pub downstream_cx_length_ms: Histogram,
     pub connections_accepted_per_socket_event: Histogram,
     pub workers: Vec<WorkerListenerStats>,
@@ -35,12 +36,11 @@ impl ListenerStats {
         let c = |n: &str| store.counter(&format!("{p}{n}"));
         let g = |n: &str| store.gauge(&format!("{p}{n}"));
         // Stats Envoy registers for every listener that redvoy never moves off zero (no
-        // listener filters, overload manager or connection limits yet).
+        // listener filters, overload actions or per-listener connection limits).
         for name in [
             "downstream_cx_overflow",
             "downstream_cx_overload_reject",
             "downstream_cx_transport_socket_connect_timeout",
-            "downstream_global_cx_overflow",
             "downstream_listener_filter_error",
             "downstream_listener_filter_remote_close",
             "downstream_pre_cx_timeout",
@@ -56,6 +56,7 @@ impl ListenerStats {
             downstream_cx_total: c("downstream_cx_total"),
             downstream_cx_destroy: c("downstream_cx_destroy"),
             downstream_cx_active: g("downstream_cx_active"),
+            downstream_global_cx_overflow: c("downstream_global_cx_overflow"),
             downstream_cx_length_ms: store.histogram(
                 &format!("{p}downstream_cx_length_ms"),
                 HistogramUnit::Milliseconds,

@@ -24,6 +24,7 @@ use tokio::task::LocalSet;
 use tracing::{debug, warn};
 
 use crate::client::{ClientConfig, CommandStatsCache};
+use crate::conn_limit::{Admission, ListenerLimit};
 use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
@@ -184,6 +185,8 @@ pub struct ListenerRuntime {
     /// The bound address (port 0 resolved), or the registered one for `bind_to_port: false`.
     pub address: SocketAddr,
     pub use_original_dst: bool,
+    /// The global connection limit, and how this listener stands towards it.
+    limit: ListenerLimit,
     chains: ArcSwap<ChainSet>,
     /// Bumped by every `set_chains`: sessions compare it (one relaxed load) before looking for
     /// a newer filter.
@@ -198,6 +201,7 @@ impl ListenerRuntime {
         name: String,
         address: SocketAddr,
         use_original_dst: bool,
+        limit: ListenerLimit,
         chains: ChainSet,
         store: &Store,
         workers: usize,
@@ -207,6 +211,7 @@ impl ListenerRuntime {
             name,
             address,
             use_original_dst,
+            limit,
             chains: ArcSwap::from_pointee(chains),
             generation: AtomicU64::new(0),
             stats: Arc::new(ListenerStats::new(store, &address, workers)),
@@ -473,11 +478,19 @@ async fn accept_loop(worker: Rc<Worker>, socket: TcpListener, listener: Rc<Worke
         };
         match accepted {
             Ok((stream, peer)) => {
+                let runtime = &listener.runtime;
+                let Some(admission) = runtime.limit.admit() else {
+                    // Over the global limit: closed before any filter sees it, as Envoy does.
+                    debug!(worker = worker.id, listener = %name, %peer, "global connection limit reached: closing");
+                    runtime.stats.downstream_global_cx_overflow.inc();
+                    drop(stream);
+                    continue;
+                };
                 debug!(worker = worker.id, listener = %name, %peer, "accepted");
                 let worker = Rc::clone(&worker);
                 let listener = Rc::clone(&listener);
                 tokio::task::spawn_local(async move {
-                    on_connection(worker, listener, stream, peer).await;
+                    on_connection(worker, listener, stream, peer, admission).await;
                 });
             }
             Err(e) => {
@@ -495,6 +508,8 @@ async fn on_connection(
     accepted_on: Rc<WorkerListener>,
     stream: TcpStream,
     peer: SocketAddr,
+    // Held for the connection's life: its place under the global connection limit.
+    _admission: Admission,
 ) {
     let local = stream.local_addr().unwrap_or(accepted_on.runtime.address);
     let mut destination = local;

@@ -101,6 +101,8 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         traffic_direction,
         bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.is_some_and(|b| b.value),
+        bypass_overload_manager: l.bypass_overload_manager,
+        ignore_global_conn_limit: l.ignore_global_conn_limit,
         filter_chains,
         default_filter_chain,
     })

@@ -26,8 +26,11 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::{
     address, data_source, socket_address, Address, DataSource, RuntimeFractionalPercent,
 };
+use envoy_types::pb::envoy::config::overload::v3::{resource_monitor, OverloadManager};
+use envoy_types::pb::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use prost::Message;
 
 use crate::error::FieldPath;
 use crate::{model, ConfigError, LoadOptions};
@@ -62,6 +65,10 @@ pub(crate) fn bootstrap(
     let runtime = match &b.layered_runtime {
         Some(r) => runtime::layered_runtime(r, &root.field("layered_runtime"))?,
         None => model::Runtime::default(),
+    };
+    let global_connection_limit = match &b.overload_manager {
+        Some(o) => overload_manager(o, &root.field("overload_manager"))?,
+        None => None,
     };
     let statics = b.static_resources.unwrap_or_default();
     let sr = root.field("static_resources");
@@ -118,8 +125,71 @@ pub(crate) fn bootstrap(
         stats_config,
         stats_flush_interval,
         runtime,
+        global_connection_limit,
         source,
     })
+}
+
+/// `overload_manager`: its one supported resource monitor, the global downstream connection
+/// limit (the allowlist refused actions, load shed points and every other monitor).
+fn overload_manager(
+    o: &OverloadManager,
+    p: &FieldPath,
+) -> Result<Option<model::GlobalConnectionLimit>, ConfigError> {
+    let mut limit = None;
+    let mut names = HashSet::new();
+    for (i, monitor) in o.resource_monitors.iter().enumerate() {
+        let mp = p.field("resource_monitors").index(i);
+        if monitor.name.is_empty() {
+            return Err(ConfigError::proto_constraint(
+                &mp.field("name"),
+                "ResourceMonitor",
+                "value length must be at least 1 characters",
+            ));
+        }
+        if !names.insert(monitor.name.as_str()) {
+            return Err(ConfigError::invalid(
+                mp.field("name"),
+                format!("Duplicate resource monitor {}", monitor.name),
+            ));
+        }
+        let tp = mp.field("typed_config");
+        let config = match &monitor.config_type {
+            Some(resource_monitor::ConfigType::TypedConfig(any)) => {
+                DownstreamConnectionsConfig::decode(any.value.as_slice()).map_err(|e| {
+                    ConfigError::invalid(
+                        &tp,
+                        format!("cannot decode DownstreamConnectionsConfig: {e}"),
+                    )
+                })?
+            }
+            None => {
+                return Err(ConfigError::invalid(&tp, "typed_config: value is required"));
+            }
+        };
+        let max = u64::try_from(config.max_active_downstream_connections)
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| {
+                ConfigError::proto_constraint(
+                    &tp.field("max_active_downstream_connections"),
+                    "DownstreamConnectionsConfig",
+                    "value must be greater than 0",
+                )
+            })?;
+        if limit.is_some() {
+            // Envoy keeps one proactive resource per kind; two limits would be ambiguous.
+            return Err(ConfigError::unsupported_because(
+                mp,
+                "a second global_downstream_max_connections monitor is not supported by redvoy",
+            ));
+        }
+        limit = Some(model::GlobalConnectionLimit {
+            monitor_name: monitor.name.clone(),
+            max_active_downstream_connections: max,
+        });
+    }
+    Ok(limit)
 }
 
 /// `admin`: no admin listener without an address, as in Envoy.
