@@ -378,7 +378,6 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         .context("invalid stats_config")?;
     let server_state = Arc::new(redvoy_admin::ServerState::new());
     let server_stats = ServerStats::new(&store, concurrency);
-    server_state.set_initializing();
     let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
     let clusters = Arc::new(
         ClusterManager::new(&bootstrap.clusters, &store)
@@ -509,14 +508,19 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
             }
         });
     }
-    // Envoy goes LIVE (and starts its workers) once the initial fetches are done: CDS and its
-    // EDS, then LDS, each bounded by its initial_fetch_timeout.
+    // Envoy's phases: PRE_INITIALIZING while the cluster manager initializes (the bootstrap's
+    // clusters, then CDS and its EDS), INITIALIZING while its init manager waits for LDS, then
+    // LIVE (and the workers start); each fetch bounded by its initial_fetch_timeout.
     {
         let store = store.clone();
         let server_stats = Arc::clone(&server_stats);
         let server_state = Arc::clone(&server_state);
         let dynamic = dynamic.clone();
         tokio::spawn(async move {
+            if let Some(d) = &dynamic {
+                d.clusters_initialized().await;
+            }
+            server_state.set_initializing();
             if let Some(d) = &dynamic {
                 d.initialized().await;
             }

@@ -53,6 +53,8 @@ struct Shared {
     has_cds: bool,
     has_lds: bool,
     progress: Mutex<InitProgress>,
+    /// The cluster manager's part of initialization is done (Envoy leaves PRE_INITIALIZING).
+    clusters_ready: watch::Sender<bool>,
     ready: watch::Sender<bool>,
     state: Mutex<DynamicState>,
 }
@@ -65,6 +67,13 @@ pub struct Dynamic {
 }
 
 impl Dynamic {
+    /// Resolves once CDS's initial fetch is done and its clusters are warm (or timed out):
+    /// Envoy's cluster manager initialization, after which the server is INITIALIZING.
+    pub async fn clusters_initialized(&self) {
+        let mut rx = self.shared.clusters_ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
     /// Resolves once the initial fetches are done (or timed out).
     pub async fn initialized(&self) {
         let mut rx = self.shared.ready.subscribe();
@@ -81,12 +90,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// LIVE once CDS is done and its clusters warm (or EDS timed out), and LDS is done.
+    /// INITIALIZING once CDS is done and its clusters warm (or EDS timed out); LIVE once LDS is
+    /// done too.
     fn check_ready(&self) {
         let p = *self.progress.lock().unwrap_or_else(PoisonError::into_inner);
         let clusters_ready = !self.has_cds
             || (p.cds_done && (p.eds_timed_out || self.clusters.warming_clusters().is_empty()));
         let listeners_ready = !self.has_lds || p.lds_done;
+        if clusters_ready {
+            self.clusters_ready
+                .send_if_modified(|r| !std::mem::replace(r, true));
+        }
         if clusters_ready && listeners_ready {
             self.ready.send_if_modified(|r| !std::mem::replace(r, true));
         }
@@ -404,6 +418,7 @@ pub fn start(
         has_cds: dr.cds_config.is_some(),
         has_lds: dr.lds_config.is_some(),
         progress: Mutex::new(InitProgress::default()),
+        clusters_ready: watch::channel(false).0,
         ready: watch::channel(false).0,
         state: Mutex::new(DynamicState::default()),
     });

@@ -488,14 +488,15 @@ fn initial_fetch_timeout_expires_and_server_goes_live() {
     });
 }
 
-/// `initial_fetch_timeout: 0s` waits forever: without an LDS answer the proxy stays
-/// PRE_INITIALIZING (not ready) and its listeners do not exist; the first LDS makes it LIVE.
+/// `initial_fetch_timeout: 0s` waits forever. Without a CDS answer the proxy stays
+/// PRE_INITIALIZING (its cluster manager initializes); once CDS is answered it is INITIALIZING
+/// until LDS answers (its init manager waits for the listeners); then LIVE. Not ready (503)
+/// before, and its listeners do not exist.
 #[test]
 fn zero_initial_fetch_timeout_waits_for_lds() {
     same_on_all_targets(&targets(), |target| {
         let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let server = control_plane(Transport::Unix, &dir);
-        server.set_messages::<redvoy_test_util::xds::XdsCluster>("c1", &[]);
         let mut options = XdsBootstrap::new(Variant::Delta);
         options.lds_initial_fetch_timeout = Some(Duration::ZERO);
         options.cds_initial_fetch_timeout = Some(Duration::ZERO);
@@ -508,19 +509,33 @@ fn zero_initial_fetch_timeout_waits_for_lds() {
                 ..ProxyOptions::default()
             },
         );
+        server.wait_for_request(0, XDS_WAIT, "the CDS subscription", |r| {
+            r.type_url == TYPE_CLUSTER
+        });
+        let mut rows = Rows::new();
+        let ready = |proxy: &Proxy| {
+            let r = proxy.admin("GET", "/ready");
+            format!("{} {}", r.status, r.body.trim())
+        };
+        let became_ready = try_wait_for(NOT_READY_WATCH, || {
+            (proxy.admin("GET", "/ready").status == 200).then_some(())
+        });
+        assert!(became_ready.is_none(), "{target}: ready without CDS");
+        rows.push(("/ready while waiting for CDS".into(), ready(&proxy)));
+        rows.push((
+            "/server_info state while waiting for CDS".into(),
+            proxy.admin_json("/server_info")["state"].to_string(),
+        ));
+        // One cluster (never connected to): an empty Delta state would send nothing.
+        server.push("c1", &[static_cluster("ca", &[free_port()])], XDS_WAIT);
         server.wait_for_request(0, XDS_WAIT, "the LDS subscription", |r| {
             r.type_url == TYPE_LISTENER
         });
-        let mut rows = Rows::new();
         let became_ready = try_wait_for(NOT_READY_WATCH, || {
             (proxy.admin("GET", "/ready").status == 200).then_some(())
         });
         assert!(became_ready.is_none(), "{target}: ready without LDS");
-        let ready = proxy.admin("GET", "/ready");
-        rows.push((
-            "/ready while waiting".into(),
-            format!("{} {}", ready.status, ready.body.trim()),
-        ));
+        rows.push(("/ready while waiting for LDS".into(), ready(&proxy)));
         stat_rows(&mut rows, "waiting", &proxy.stats());
         // Envoy refreshes the `server.state` gauge on its stats flush (every 5 s), so while
         // waiting it may still read 0; /ready above is the state.
