@@ -14,8 +14,8 @@ use redvoy_config::{DynamicOptions, ResourceError};
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use redvoy_xds::{
-    ClientConfig, Handler, Source, StreamConfig, Target, Update, TYPE_CLUSTER, TYPE_ENDPOINT,
-    TYPE_LISTENER,
+    ChannelOptions, ClientConfig, Handler, Source, StreamConfig, Target, Update, TYPE_CLUSTER,
+    TYPE_ENDPOINT, TYPE_LISTENER,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -327,7 +327,9 @@ impl Handler for XdsHandler {
 }
 
 /// Where a gRPC service lives: a bootstrap cluster's first endpoint, or a Google gRPC URI.
-fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<Target> {
+/// Where the gRPC service is, and how to connect to it (its cluster's connect timeout and TCP
+/// keepalive; Envoy's defaults for a `google_grpc` target).
+fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<(Target, ChannelOptions)> {
     match service {
         GrpcService::EnvoyGrpc { cluster_name } => {
             let cluster = bootstrap
@@ -341,20 +343,30 @@ fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<Target>
                 .endpoints
                 .first()
                 .ok_or_else(|| anyhow!("gRPC service cluster '{cluster_name}' has no endpoint"))?;
-            Ok(match &endpoint.pipe {
+            let target = match &endpoint.pipe {
                 Some(pipe) => Target::Unix(pipe.path.clone().into()),
                 None => Target::Tcp(endpoint.address.to_string()),
-            })
+            };
+            let options = ChannelOptions {
+                connect_timeout: cluster.connect_timeout,
+                tcp_keepalive: cluster.tcp_keepalive,
+            };
+            Ok((target, options))
         }
-        GrpcService::GoogleGrpc { target_uri } => Ok(Target::from_google_grpc_uri(target_uri)?),
+        GrpcService::GoogleGrpc { target_uri } => Ok((
+            Target::from_google_grpc_uri(target_uri)?,
+            ChannelOptions::default(),
+        )),
     }
 }
 
 fn stream(bootstrap: &model::Bootstrap, api: &model::ApiConfigSource) -> Result<StreamConfig> {
+    let (target, connection) = target(bootstrap, &api.grpc_service)?;
     Ok(StreamConfig {
-        target: target(bootstrap, &api.grpc_service)?,
+        target,
         api_type: api.api_type,
         set_node_on_first_message_only: api.set_node_on_first_message_only,
+        connection,
     })
 }
 

@@ -206,7 +206,11 @@ pub enum NetworkFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpProxy {
     pub stat_prefix: String,
+    /// `cluster`, or the first of `weighted_clusters`.
     pub cluster: String,
+    /// `weighted_clusters` as `(name, weight)`: each connection picks one at random by weight,
+    /// as Envoy does. Empty for a plain `cluster`.
+    pub weighted_clusters: Vec<(String, u32)>,
     /// `idle_timeout`: default 1 h; `None` when set to 0 (disabled).
     pub idle_timeout: Option<Duration>,
 }
@@ -309,6 +313,8 @@ pub struct DnsCacheConfig {
     pub dns_refresh_rate: Duration,
     /// `max_hosts`, default 1024.
     pub max_hosts: u32,
+    /// `dns_query_timeout`, default 5 s: a lookup taking longer fails the redirection.
+    pub dns_query_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -391,6 +397,114 @@ pub struct Cluster {
     /// `cluster_type { name: envoy.clusters.redis }`: its `RedisClusterConfig` (Envoy defaults
     /// applied). Set exactly when `discovery` is [`DiscoveryType::RedisCluster`].
     pub redis_cluster: Option<RedisClusterConfig>,
+    /// `circuit_breakers`' DEFAULT-priority thresholds, Envoy's defaults applied.
+    pub circuit_breakers: CircuitBreakers,
+    /// `common_lb_config.healthy_panic_threshold`.
+    pub healthy_panic_threshold: PanicThreshold,
+    /// `upstream_connection_options.tcp_keepalive`: TCP keepalive on upstream connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `transport_socket_matches`, in order. The cluster's own `transport_socket` (the
+    /// fallback) is always plaintext: redvoy refuses any other.
+    pub transport_socket_matches: TransportSocketMatches,
+}
+
+/// `circuit_breakers.thresholds` for the DEFAULT priority (the only one redis_proxy, tcp_proxy
+/// and the minimal HTTP router use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// `max_connections`; default 1024.
+    pub max_connections: u32,
+    /// `max_pending_requests`; default 1024.
+    pub max_pending_requests: u32,
+    /// `max_requests`; default 1024.
+    pub max_requests: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+        }
+    }
+}
+
+/// `healthy_panic_threshold` in percent: below this share of healthy (or degraded) hosts, the
+/// load balancer uses every host. 0 disables panic mode; default 50.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PanicThreshold(pub f64);
+
+impl Default for PanicThreshold {
+    fn default() -> Self {
+        Self(50.0)
+    }
+}
+
+impl PanicThreshold {
+    /// Envoy's `isHostSetInPanic`: (healthy + degraded) / (hosts - excluded) below the
+    /// threshold. An empty host set is in panic whenever the threshold is above 0.
+    pub fn in_panic(self, usable: usize, total: usize) -> bool {
+        let percent = if total == 0 {
+            0.0
+        } else {
+            100.0 * usable as f64 / total as f64
+        };
+        percent < self.0.min(100.0)
+    }
+}
+
+/// `config.core.v3.TcpKeepalive`; unset values take the system's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+/// One `transport_socket_matches` entry: the endpoints whose
+/// `metadata.filter_metadata["envoy.transport_socket_match"]` (or their locality's) holds
+/// every label of `labels` use its socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportSocketMatch {
+    pub name: String,
+    /// Label → value in a canonical text form (see [`Endpoint::transport_socket_labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// Whether its socket is plaintext (`raw_buffer`). redvoy runs no other socket: an
+    /// endpoint that selects one is never connected to (never in plaintext instead).
+    pub plaintext: bool,
+}
+
+/// A cluster's `transport_socket_matches`, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransportSocketMatches(pub Vec<TransportSocketMatch>);
+
+impl TransportSocketMatches {
+    /// The entry an endpoint with these labels selects, when that entry asks for a socket
+    /// redvoy does not run (TLS): Envoy's `TransportSocketMatcherImpl::resolve`, the first
+    /// entry whose labels the endpoint's (or its locality's) labels contain. `None` when the
+    /// endpoint is plaintext (a plaintext entry, or no entry and the plaintext fallback).
+    pub fn unsupported_for(
+        &self,
+        endpoint: &BTreeMap<String, String>,
+        locality: &BTreeMap<String, String>,
+    ) -> Option<&TransportSocketMatch> {
+        let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+            want.iter().all(|(k, v)| have.get(k) == Some(v))
+        };
+        self.0
+            .iter()
+            .find(|m| contains(endpoint, &m.labels) || contains(locality, &m.labels))
+            .filter(|m| !m.plaintext)
+    }
+
+    /// [`Self::unsupported_for`] an endpoint.
+    pub fn unsupported_for_endpoint(&self, e: &Endpoint) -> Option<&TransportSocketMatch> {
+        self.unsupported_for(
+            &e.transport_socket_labels,
+            &e.locality_transport_socket_labels,
+        )
+    }
 }
 
 /// `extensions.clusters.redis.v3.RedisClusterConfig`, Envoy's defaults applied.
@@ -500,6 +614,11 @@ pub struct Endpoint {
     pub locality: Locality,
     /// `LocalityLbEndpoints.priority`.
     pub priority: u32,
+    /// `metadata.filter_metadata["envoy.transport_socket_match"]`: label → value, the value in
+    /// a canonical text form (a string as itself, other values by their JSON text).
+    pub transport_socket_labels: BTreeMap<String, String>,
+    /// The same labels of the endpoint's `LocalityLbEndpoints.metadata`.
+    pub locality_transport_socket_labels: BTreeMap<String, String>,
 }
 
 /// `config.core.v3.HealthStatus`.

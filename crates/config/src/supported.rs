@@ -32,7 +32,7 @@ pub(crate) const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 /// The plaintext transport socket: the only one redvoy runs until it has TLS.
-const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+pub(crate) const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 /// The overload manager's global downstream connection limit: the one resource monitor
 /// redvoy runs.
 pub(crate) const DOWNSTREAM_CONNECTIONS_CONFIG: &str =
@@ -94,10 +94,13 @@ enum Rule {
     TransportSocket,
     /// `ResourceMonitor.typed_config`: the global downstream connection limit only.
     ResourceMonitor,
+    /// Accepted without walking its contents: the conversion reads what it needs (each use
+    /// says what) and acts on it.
+    Opaque,
 }
 
 use Rule::{
-    BootstrapExtension, ClusterType, HttpFilter, Ignore, NetworkFilter, ProtocolOptions,
+    BootstrapExtension, ClusterType, HttpFilter, Ignore, NetworkFilter, Opaque, ProtocolOptions,
     ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
 };
 
@@ -184,9 +187,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("transport_api_version", Walk),
             ("grpc_services", Walk),
             ("set_node_on_first_message_only", Walk),
-            // Envoy's token bucket on discovery requests: redvoy sends a request only after a
-            // response or a reconnect, at most a few per second, which the bucket never limits.
-            ("rate_limit_settings", Ignore),
+            // `rate_limit_settings` (a token bucket on discovery requests) is refused by not
+            // listing it: redvoy does not pace its requests.
             // REST polling interval and request timeout: only used by REST subscriptions, and
             // only gRPC ones are accepted.
             ("refresh_delay", Ignore),
@@ -361,8 +363,8 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &[("clusters", Walk)]),
     (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
-        // Only the first cluster is used (as Istio's redis path does); its weight is moot.
-        &[("name", Walk), ("weight", Ignore)],
+        // Each connection picks a cluster at random by weight, as in Envoy.
+        &[("name", Walk), ("weight", Walk)],
     ),
     (
         HTTP_CONNECTION_MANAGER,
@@ -441,12 +443,13 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("dns_lookup_family", Walk),
             ("dns_refresh_rate", Walk),
             ("max_hosts", Walk),
+            ("dns_query_timeout", Walk),
             // Tuning of the cache's own re-resolution and expiry; redvoy re-resolves a MOVED
-            // target's name after `dns_refresh_rate` and keeps at most `max_hosts` names.
+            // target's name after `dns_refresh_rate` (a failed lookup at the next redirection)
+            // and keeps at most `max_hosts` names.
             ("dns_min_refresh_rate", Ignore),
             ("host_ttl", Ignore),
             ("dns_failure_refresh_rate", Ignore),
-            ("dns_query_timeout", Ignore),
         ],
     ),
     (
@@ -490,6 +493,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     (REDIS_PROTOCOL_OPTIONS, &[("auth_password", Walk), ("auth_username", Walk)]),
     ("envoy.config.core.v3.RuntimeFractionalPercent", &[("default_value", Walk), ("runtime_key", Walk)]),
     ("envoy.type.v3.FractionalPercent", &[("numerator", Walk), ("denominator", Walk)]),
+    ("envoy.type.v3.Percent", &[("value", Walk)]),
     (
         "envoy.config.core.v3.DataSource",
         &[("filename", Walk), ("inline_bytes", Walk), ("inline_string", Walk), ("environment_variable", Walk)],
@@ -510,15 +514,14 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("maglev_lb_config", Walk),
             ("least_request_lb_config", Walk),
             ("common_lb_config", Walk),
-            // Cluster metadata feeds subset load balancing and transport-socket matching (both
-            // refused); redis_proxy never reads it.
+            // Cluster metadata feeds subset load balancing (refused) and other extensions;
+            // neither the filters nor the load balancers redvoy runs read it.
             ("metadata", Ignore),
             ("eds_cluster_config", Walk),
-            // Limits far above anything redvoy's pools reach (one connection per upstream host
-            // and worker); Istio renders 100000 or 2^32-1. Not enforced.
-            ("circuit_breakers", Ignore),
-            // TCP keepalive probes on upstream connections do not change the protocol.
-            ("upstream_connection_options", Ignore),
+            // DEFAULT-priority thresholds: enforced where Envoy enforces them (tcp_proxy and
+            // the HTTP router; Envoy's redis_proxy enforces none).
+            ("circuit_breakers", Walk),
+            ("upstream_connection_options", Walk),
             // HTTP upstream pools only: a gRPC xDS stream is one request on one connection.
             ("max_requests_per_connection", Ignore),
             // Only renames the cluster's stats (`cluster.<alt_stat_name>.`); redvoy keeps
@@ -526,23 +529,61 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("alt_stat_name", Ignore),
             // Upstream network filters: only Istio's `istio.metadata_exchange` is accepted.
             ("filters", Walk),
-            // Plaintext only: every socket named must be `raw_buffer` (see `TransportSocket`).
-            // Istio's mTLS selection (`tlsMode-istio` → TLS) is therefore refused with its
-            // path until redvoy has TLS.
+            // The fallback socket: plaintext only (see `TransportSocket`).
             ("transport_socket", Walk),
+            // Honoured per endpoint: plaintext entries are used; an endpoint selecting another
+            // (Istio's `tlsMode-istio` → TLS) is left out of the cluster, never connected to in
+            // plaintext (see `TransportSocketMatches`).
             ("transport_socket_matches", Walk),
             ("original_dst_lb_config", Walk),
         ],
     ),
     (
         "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
-        // `match` is a Struct compared with endpoint metadata; with every socket plaintext,
-        // which entry matches changes nothing.
-        &[("name", Walk), ("match", Walk), ("transport_socket", Walk)],
+        // The conversion reads the socket's type: plaintext (`raw_buffer`) or not. An endpoint
+        // that selects a non-plaintext entry is never connected to (never in plaintext).
+        &[("name", Walk), ("match", Walk), ("transport_socket", Opaque)],
     ),
     (
         "envoy.config.core.v3.TransportSocket",
         &[("name", Walk), ("typed_config", TransportSocket)],
+    ),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers",
+        // `per_host_thresholds` is refused by not listing it.
+        &[("thresholds", Walk)],
+    ),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        &[
+            // Only DEFAULT thresholds are read: HIGH ones apply to high-priority HTTP routes,
+            // which redvoy never has.
+            ("priority", Walk),
+            ("max_connections", Walk),
+            ("max_pending_requests", Walk),
+            ("max_requests", Walk),
+            // Retries: neither redis_proxy, tcp_proxy nor redvoy's HTTP router retries.
+            ("max_retries", Ignore),
+            ("retry_budget", Ignore),
+            // Only adds the `remaining_*` gauges.
+            ("track_remaining", Ignore),
+            // Caps connection pools per cluster, which Envoy's redis_proxy does not use and
+            // redvoy's tcp_proxy and HTTP router (a connection each) do not have.
+            ("max_connection_pools", Ignore),
+        ],
+    ),
+    (
+        "envoy.config.cluster.v3.UpstreamConnectionOptions",
+        // `happy_eyeballs_config` is refused by not listing it.
+        &[
+            ("tcp_keepalive", Walk),
+            // Only names the local interface in connection info (logs, access logs).
+            ("set_local_interface_name_on_upstream_connections", Ignore),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.TcpKeepalive",
+        &[("keepalive_probes", Walk), ("keepalive_time", Walk), ("keepalive_interval", Walk)],
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
@@ -559,27 +600,66 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         HTTP_PROTOCOL_OPTIONS,
+        &[("explicit_http_config", Walk), ("common_http_protocol_options", Walk)],
+    ),
+    (
+        "envoy.config.core.v3.HttpProtocolOptions",
+        // Durations and header limits (`max_connection_duration`, `max_stream_duration`,
+        // `max_headers_count`, ...) are refused by not listing them.
         &[
-            ("explicit_http_config", Walk),
-            // Idle timeouts and header limits of HTTP upstream connections; the gRPC xDS stream
-            // is kept open by keepalive and the HCM router opens a connection per request.
-            ("common_http_protocol_options", Ignore),
+            // Moot: the xDS stream is never idle (HTTP/2 keepalive), and redvoy's HTTP router
+            // opens one connection per request and closes it after the response.
+            ("idle_timeout", Ignore),
+            ("max_requests_per_connection", Ignore),
         ],
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         // Which HTTP version to speak upstream: redvoy's xDS client always speaks HTTP/2 (gRPC)
-        // and its HCM router HTTP/1.1, whatever is set; the options inside are tuning only.
-        &[("http_protocol_options", Ignore), ("http2_protocol_options", Ignore)],
+        // and its HTTP router HTTP/1.1, whatever is set.
+        &[
+            // HTTP/1 codec details (absolute URLs, header case, HTTP/1.0): redvoy's router
+            // sends plain HTTP/1.1 requests as they came.
+            ("http_protocol_options", Ignore),
+            ("http2_protocol_options", Walk),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.Http2ProtocolOptions",
+        // HTTP/2 codec tuning (windows, table sizes, codec choice) and flood limits towards
+        // the peer, which for redvoy is only the control plane. `connection_keepalive` (PING
+        // interval and timeout: when a dead control plane is noticed) is refused by not
+        // listing it: redvoy pings every 30 s and gives up after 10 s.
+        &[
+            ("hpack_table_size", Ignore),
+            ("max_concurrent_streams", Ignore),
+            ("initial_stream_window_size", Ignore),
+            ("initial_connection_window_size", Ignore),
+            ("allow_connect", Ignore),
+            ("allow_metadata", Ignore),
+            ("max_outbound_frames", Ignore),
+            ("max_outbound_control_frames", Ignore),
+            ("max_consecutive_inbound_frames_with_empty_payload", Ignore),
+            ("max_inbound_priority_frames_per_stream", Ignore),
+            ("max_inbound_window_update_frames_per_data_frame_sent", Ignore),
+            ("stream_error_on_invalid_http_messaging", Ignore),
+            ("override_stream_error_on_invalid_http_message", Ignore),
+            ("custom_settings_parameters", Ignore),
+            ("use_oghttp2_codec", Ignore),
+            ("max_metadata_size", Ignore),
+            ("enable_huffman_encoding", Ignore),
+            ("max_header_field_size_kb", Ignore),
+            ("disallow_obs_text", Ignore),
+            ("stream_reset_burst", Ignore),
+            ("stream_reset_rate", Ignore),
+        ],
     ),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         &[
             ("consistent_hashing_lb_config", Walk),
-            // The panic threshold only matters when hosts are unhealthy; redvoy runs no health
-            // checking or outlier detection (both refused), so every host stays healthy and the
-            // threshold is never reached.
-            ("healthy_panic_threshold", Ignore),
+            // Applied to EDS health status (hosts reported unhealthy).
+            ("healthy_panic_threshold", Walk),
         ],
     ),
     ("envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", &[("use_hostname_for_hashing", Walk)]),
@@ -603,7 +683,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // Locality weights only matter to locality-weighted load balancing, which needs
             // `common_lb_config.locality_weighted_lb_config` (refused).
             ("load_balancing_weight", Ignore),
-            ("metadata", Ignore),
+            // Read for `envoy.transport_socket_match` labels; other keys feed subset load
+            // balancing (refused) and are never read.
+            ("metadata", Opaque),
         ],
     ),
     (
@@ -611,9 +693,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         &[
             ("endpoint", Walk),
             ("load_balancing_weight", Walk),
-            // Endpoint metadata feeds subset load balancing and transport-socket matching (both
-            // refused); redis_proxy never reads it.
-            ("metadata", Ignore),
+            // Read for `envoy.transport_socket_match` labels; other keys feed subset load
+            // balancing (refused) and are never read.
+            ("metadata", Opaque),
             ("health_status", Walk),
         ],
     ),
@@ -668,7 +750,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
         };
         let value = msg.get_field_mut(&field);
         match rule {
-            Ignore => {}
+            Ignore | Opaque => {}
             Walk => walk_value(value, &fpath)?,
             NetworkFilter => {
                 let Value::Message(any) = value else { continue };

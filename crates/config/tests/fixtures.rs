@@ -192,6 +192,8 @@ fn endpoint(address: &str, port: u16) -> Endpoint {
         health_status: HealthStatus::Unknown,
         locality: Locality::default(),
         priority: 0,
+        transport_socket_labels: Default::default(),
+        locality_transport_socket_labels: Default::default(),
     }
 }
 
@@ -216,6 +218,10 @@ fn article_cluster(name: &str) -> Cluster {
         use_hostname_for_hashing: false,
         eds: None,
         redis_cluster: None,
+        circuit_breakers: Default::default(),
+        healthy_panic_threshold: Default::default(),
+        tcp_keepalive: None,
+        transport_socket_matches: Default::default(),
     }
 }
 
@@ -506,6 +512,11 @@ fn full_featured_model() {
             use_hostname_for_hashing: true,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            // `healthy_panic_threshold: {value: 0}`: panic mode off.
+            healthy_panic_threshold: PanicThreshold(0.0),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         },
         Cluster {
             name: "lr".to_owned(),
@@ -519,6 +530,10 @@ fn full_featured_model() {
             use_hostname_for_hashing: false,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            healthy_panic_threshold: Default::default(),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         },
         Cluster {
             name: "static".to_owned(),
@@ -535,6 +550,10 @@ fn full_featured_model() {
             use_hostname_for_hashing: false,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            healthy_panic_threshold: Default::default(),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -553,6 +572,10 @@ fn full_featured_model() {
             use_hostname_for_hashing: false,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            healthy_panic_threshold: Default::default(),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         },
     ];
     assert_eq!(b.clusters, expected_clusters);
@@ -984,6 +1007,36 @@ fn shared_istio_golden_bootstrap_loads() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `transport_socket_matches` with a TLS entry (Istio's auto-mTLS shape): accepted, and each
+/// endpoint knows whether it selects a socket redvoy does not run.
+#[test]
+fn transport_socket_matches_select_per_endpoint() {
+    let b = load("good/transport_socket_matches_tls.yaml");
+    let c = &b.clusters[0];
+    let names: Vec<(&str, bool)> = c
+        .transport_socket_matches
+        .0
+        .iter()
+        .map(|m| (m.name.as_str(), m.plaintext))
+        .collect();
+    assert_eq!(
+        names,
+        [("tlsMode-istio", false), ("tlsMode-disabled", true)]
+    );
+    let selected: Vec<Option<&str>> = c
+        .endpoints
+        .iter()
+        .map(|e| {
+            c.transport_socket_matches
+                .unsupported_for_endpoint(e)
+                .map(|m| m.name.as_str())
+        })
+        .collect();
+    // The labelled endpoint needs TLS; the plain one and the one whose label has another
+    // value take the plaintext catch-all.
+    assert_eq!(selected, [Some("tlsMode-istio"), None, None]);
 }
 
 #[test]

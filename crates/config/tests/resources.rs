@@ -170,6 +170,7 @@ fn istio_listeners() {
         NetworkFilter::TcpProxy(TcpProxy {
             stat_prefix: "outbound|6379||redis.shop.svc.cluster.local".to_owned(),
             cluster: "outbound|6379||redis.shop.svc.cluster.local".to_owned(),
+            weighted_clusters: Vec::new(),
             idle_timeout: Some(Duration::from_secs(3600)),
         })
     );
@@ -196,6 +197,7 @@ fn istio_listeners() {
         NetworkFilter::TcpProxy(TcpProxy {
             stat_prefix: "PassthroughCluster".to_owned(),
             cluster: "PassthroughCluster".to_owned(),
+            weighted_clusters: Vec::new(),
             idle_timeout: None,
         })
     );

@@ -346,6 +346,16 @@ impl Exchange<'_> {
     /// Returns the status sent downstream.
     async fn run(&self, down: &mut Conn, progress: &mut Progress) -> Result<u16, ExchangeError> {
         let cs = &self.cluster.stats;
+        // One upstream connection per request: both `max_connections` and `max_requests`
+        // bound it. Envoy would queue up to `max_pending_requests`; redvoy answers at once.
+        let breakers = &self.cluster.config.circuit_breakers;
+        let Some(_slot) = self
+            .cluster
+            .try_open_connection(breakers.max_connections.min(breakers.max_requests))
+        else {
+            cs.upstream_rq_pending_overflow.inc();
+            return Err(ExchangeError::Reset("overflow"));
+        };
         let mut up = self.connect().await?;
         let _cx = GaugeGuard::new(&cs.upstream_cx_active);
         let _active = GaugeGuard::new(&cs.upstream_rq_active);
@@ -445,6 +455,7 @@ impl Exchange<'_> {
         cs.upstream_cx_connect_ms
             .record(started.elapsed().as_millis() as u64);
         let _ = stream.set_nodelay(true);
+        redvoy_upstream::set_tcp_keepalive(&stream, self.cluster.config.tcp_keepalive.as_ref());
         Ok(Conn::new(
             stream,
             cs.upstream_cx_rx_bytes_total.clone(),

@@ -117,6 +117,10 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             use_hostname_for_hashing: false,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            healthy_panic_threshold: Default::default(),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         },
         store,
     );

@@ -34,6 +34,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct ClientConfig {
     pub connect_timeout: Duration,
     pub op_timeout: Duration,
+    /// The cluster's `upstream_connection_options.tcp_keepalive`.
+    pub tcp_keepalive: Option<redvoy_config::model::TcpKeepalive>,
     /// Bytes written first on every new connection (`auth ...`, `readonly`); one reply each
     /// is swallowed, unchecked, as Envoy does.
     pub prelude: Bytes,
@@ -279,7 +281,10 @@ impl UpstreamClient {
             self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
         }
         let stream = match connected {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                redvoy_upstream::set_tcp_keepalive(&s, self.config.tcp_keepalive.as_ref());
+                s
+            }
             Ok(Err(e)) => {
                 debug!(%addr, error = %e, "upstream connect failed");
                 stats.upstream_cx_connect_fail.inc();

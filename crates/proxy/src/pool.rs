@@ -22,8 +22,6 @@ use tracing::debug;
 use crate::client::{ClientConfig, UpstreamClient};
 use crate::session::Completion;
 
-/// Upper bound on resolving a hostname of a MOVED/ASK target through the DNS cache.
-const REDIRECT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redirections followed for one request before its MOVED/ASK is passed through. Envoy has no
 /// limit; a cap keeps two nodes that disagree about a slot from bouncing a request forever.
 pub(crate) const MAX_REDIRECT_HOPS: u8 = 16;
@@ -346,8 +344,9 @@ impl ClusterPool {
         };
         let family = cache_config.dns_lookup_family;
         let max_hosts = cache_config.max_hosts as usize;
+        let query_timeout = cache_config.dns_query_timeout;
         tokio::task::spawn_local(async move {
-            let resolved = resolve(&name, port, family).await;
+            let resolved = resolve(&name, port, family, query_timeout).await;
             let request = match resolved {
                 Some(ip) => {
                     {
@@ -420,9 +419,15 @@ fn split_host_port(target: &[u8]) -> Option<(&[u8], u16)> {
     Some((host, port))
 }
 
-async fn resolve(name: &[u8], port: u16, family: DnsLookupFamily) -> Option<IpAddr> {
+/// Resolves a redirection target's name within the DNS cache's `dns_query_timeout`.
+async fn resolve(
+    name: &[u8],
+    port: u16,
+    family: DnsLookupFamily,
+    query_timeout: Duration,
+) -> Option<IpAddr> {
     let name = std::str::from_utf8(name).ok()?;
-    let answers = tokio::time::timeout(REDIRECT_DNS_TIMEOUT, tokio::net::lookup_host((name, port)))
+    let answers = tokio::time::timeout(query_timeout, tokio::net::lookup_host((name, port)))
         .await
         .ok()?
         .ok()?;

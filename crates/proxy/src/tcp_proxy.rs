@@ -74,7 +74,11 @@ impl TcpProxyStats {
 #[derive(Debug)]
 pub struct TcpProxyConfig {
     pub stat_prefix: String,
+    /// The one cluster (`cluster`), or the first of `weighted_clusters`.
     pub cluster: String,
+    /// `weighted_clusters` as `(name, weight)`, with their sum; empty for one cluster.
+    weighted_clusters: Vec<(String, u32)>,
+    total_weight: u64,
     /// `None`: disabled (`idle_timeout: 0s`).
     pub idle_timeout: Option<Duration>,
     pub stats: TcpProxyStats,
@@ -85,9 +89,33 @@ impl TcpProxyConfig {
         Self {
             stat_prefix: config.stat_prefix.clone(),
             cluster: config.cluster.clone(),
+            weighted_clusters: config.weighted_clusters.clone(),
+            total_weight: config
+                .weighted_clusters
+                .iter()
+                .map(|(_, w)| u64::from(*w))
+                .sum(),
             idle_timeout: config.idle_timeout,
             stats: TcpProxyStats::new(store, &config.stat_prefix),
         }
+    }
+
+    /// The cluster of a new connection: with `weighted_clusters`, Envoy's
+    /// `WeightedClusterUtil::pickCluster` over `random` (a slot in `[0, total weight)`, the
+    /// cluster whose cumulative range holds it); else the one cluster.
+    pub fn pick_cluster(&self, random: u64) -> &str {
+        if self.total_weight == 0 {
+            return &self.cluster;
+        }
+        let selected = random % self.total_weight;
+        let mut end = 0;
+        for (name, weight) in &self.weighted_clusters {
+            end += u64::from(*weight);
+            if selected < end {
+                return name;
+            }
+        }
+        &self.cluster
     }
 }
 
@@ -113,7 +141,7 @@ pub async fn run(
     let stats = &config.stats;
     stats.downstream_cx_total.inc();
     let Some(cluster) = cluster else {
-        debug!(cluster = %config.cluster, "tcp_proxy: cluster not found");
+        debug!(stat_prefix = %config.stat_prefix, "tcp_proxy: cluster not found");
         stats.downstream_cx_no_route.inc();
         return;
     };
@@ -130,6 +158,13 @@ pub async fn run(
     let Some(address) = address else {
         debug!(cluster = %cluster.name, "tcp_proxy: no healthy upstream");
         cs.upstream_cx_none_healthy.inc();
+        return;
+    };
+    // Envoy's TCP pool: a connection over the cluster's `max_connections` is not made and the
+    // downstream is closed (`upstream_cx_overflow`).
+    let Some(_slot) = cluster.try_open_connection(cluster.config.circuit_breakers.max_connections)
+    else {
+        debug!(cluster = %cluster.name, "tcp_proxy: circuit breaker open (max_connections)");
         return;
     };
     let Some(upstream) = connect(&cluster, host.as_deref(), address).await else {
@@ -172,6 +207,7 @@ async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) ->
             cs.upstream_cx_connect_ms
                 .record(started.elapsed().as_millis() as u64);
             let _ = stream.set_nodelay(true);
+            redvoy_upstream::set_tcp_keepalive(&stream, cluster.config.tcp_keepalive.as_ref());
             return Some(stream);
         }
         Ok(Err(e)) => {
@@ -337,6 +373,10 @@ mod tests {
                 use_hostname_for_hashing: false,
                 eds: None,
                 redis_cluster: None,
+                circuit_breakers: Default::default(),
+                healthy_panic_threshold: Default::default(),
+                tcp_keepalive: None,
+                transport_socket_matches: Default::default(),
             },
             store,
         );
@@ -354,6 +394,7 @@ mod tests {
             &model::TcpProxy {
                 stat_prefix: "p".into(),
                 cluster: "c".into(),
+                weighted_clusters: Vec::new(),
                 idle_timeout: idle,
             },
             store,
@@ -508,5 +549,32 @@ mod tests {
         assert!(read_all(&mut s).await.is_empty());
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(stat(&store, "tcp.p.idle_timeout"), 1);
+    }
+
+    #[test]
+    fn weighted_clusters_pick_by_cumulative_weight() {
+        let store = Store::new();
+        let config = TcpProxyConfig::new(
+            &model::TcpProxy {
+                stat_prefix: "p".into(),
+                cluster: "a".into(),
+                weighted_clusters: vec![("a".into(), 1), ("b".into(), 3)],
+                idle_timeout: None,
+            },
+            &store,
+        );
+        // Envoy's pickCluster: `random % 4` in [0, 1) → a, [1, 4) → b.
+        let picks: Vec<&str> = (0..8).map(|r| config.pick_cluster(r)).collect();
+        assert_eq!(picks, ["a", "b", "b", "b", "a", "b", "b", "b"]);
+        let single = TcpProxyConfig::new(
+            &model::TcpProxy {
+                stat_prefix: "p".into(),
+                cluster: "only".into(),
+                weighted_clusters: Vec::new(),
+                idle_timeout: None,
+            },
+            &store,
+        );
+        assert_eq!(single.pick_cluster(7), "only");
     }
 }

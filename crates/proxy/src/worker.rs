@@ -435,6 +435,7 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
             let client_config = Rc::new(ClientConfig {
                 connect_timeout: spec.connect_timeout,
                 op_timeout: settings.op_timeout,
+                tcp_keepalive: spec.cluster.config.tcp_keepalive,
                 prelude: spec.prelude.clone(),
                 prelude_replies: spec.prelude_replies,
                 max_buffer_size_before_flush: settings.max_buffer_size_before_flush as usize,
@@ -556,7 +557,7 @@ async fn on_connection(
         Some(ChainFilter::TcpProxy(config)) => {
             let config = Arc::clone(config);
             drop(chains);
-            let cluster = worker.clusters.get(&config.cluster);
+            let cluster = worker.clusters.get(config.pick_cluster(rand::random()));
             // ORIGINAL_DST clusters connect to the pre-NAT address (else the local one).
             // Boxed: the spawned connection task is sized by its largest branch, and idle
             // redis connections should not pay for the TCP/HTTP proxies' state.

@@ -36,9 +36,13 @@ pub struct Cluster {
     pub config: model::Cluster,
     pub stats: ClusterStats,
     host_set: ArcSwap<HostSet>,
-    /// EDS: every host of the last assignment, healthy or not (the host set holds the
-    /// routable ones).
+    /// Every host of the last update, healthy or not (the host set holds the routable ones).
     all_hosts: ArcSwap<Vec<Arc<Host>>>,
+    /// Endpoints of the last update left out because their `transport_socket_matches` entry
+    /// asks for a socket redvoy does not run (`membership_excluded`).
+    excluded: std::sync::atomic::AtomicU64,
+    /// Connections held under the circuit breaker (see `connection.rs`).
+    pub(crate) breaker_connections: std::sync::atomic::AtomicU64,
     installed: std::sync::atomic::AtomicBool,
     /// `envoy.clusters.redis` only: the refresh manager workers report to.
     refresh: Option<RefreshTrigger>,
@@ -58,6 +62,8 @@ impl Cluster {
             stats,
             host_set: ArcSwap::from_pointee(HostSet::empty()),
             all_hosts: ArcSwap::from_pointee(Vec::new()),
+            excluded: std::sync::atomic::AtomicU64::new(0),
+            breaker_connections: std::sync::atomic::AtomicU64::new(0),
             installed: std::sync::atomic::AtomicBool::new(false),
             refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
             initialized: watch::channel(false).0,
@@ -116,8 +122,8 @@ impl Cluster {
         self.installed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Every host of an EDS cluster's last assignment, unhealthy ones included (for
-    /// `/clusters`); the routable host set for other clusters.
+    /// Every host of the last update, unhealthy ones included (for `/clusters`); the routable
+    /// host set for a Redis Cluster.
     pub fn all_hosts(&self) -> Vec<Arc<Host>> {
         let all = self.all_hosts.load();
         if all.is_empty() {
@@ -141,8 +147,7 @@ impl Cluster {
     /// `membership_change` moves only if an address was added or removed; callers that want
     /// `Arc<Host>` identity (and so per-host stats) kept must pass the existing `Arc`s.
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
-        let old = self.host_set.load();
-        let before: HashSet<SocketAddr> = old.hosts().iter().map(|h| h.address).collect();
+        let before: HashSet<SocketAddr> = self.all_hosts().iter().map(|h| h.address).collect();
         let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
         if before != after {
             self.stats.membership_change.inc();
@@ -150,28 +155,96 @@ impl Cluster {
         self.install(hosts);
     }
 
+    /// Builds the load balancer over the routable hosts (see [`routable`]) of `hosts`.
     fn install(&self, hosts: Vec<Arc<Host>>) {
+        let (routable, _panic) = routable(&hosts, self.config.healthy_panic_threshold);
         let set = HostSet::new(
-            hosts,
+            routable,
             &self.config.lb_policy,
             self.config.use_hostname_for_hashing,
         );
-        let total = set.hosts().len() as u64;
-        // No active health checking yet: every host is healthy, as in Envoy without a checker.
-        self.stats.membership_total.set(total);
-        self.stats.membership_healthy.set(total);
-        self.stats.membership_degraded.set(0);
-        self.stats.membership_excluded.set(0);
+        let count = |status: model::HealthStatus| {
+            hosts
+                .iter()
+                .filter(|h| h.eds.health_status == status)
+                .count() as u64
+        };
+        let healthy = hosts
+            .iter()
+            .filter(|h| h.eds.health_status.is_healthy())
+            .count() as u64;
+        let excluded = self.excluded.load(std::sync::atomic::Ordering::Relaxed);
+        // Envoy counts excluded hosts in the total.
+        self.stats
+            .membership_total
+            .set(hosts.len() as u64 + excluded);
+        self.stats.membership_healthy.set(healthy);
+        self.stats
+            .membership_degraded
+            .set(count(model::HealthStatus::Degraded));
+        self.stats.membership_excluded.set(excluded);
         // Envoy sets max_host_weight only from its dynamic-host path (STRICT_DNS here).
         if self.config.discovery == DiscoveryType::StrictDns {
-            let max = set.hosts().iter().map(|h| h.weight).max().unwrap_or(0);
+            let max = hosts.iter().map(|h| h.weight).max().unwrap_or(0);
             self.stats.max_host_weight.set(u64::from(max));
         }
         self.stats.record_table(set.table_stats());
-        debug!(cluster = %self.name, hosts = total, "host set updated");
+        debug!(cluster = %self.name, hosts = hosts.len(), routable = set.hosts().len(), "host set updated");
+        self.all_hosts.store(Arc::new(hosts));
         self.host_set.store(Arc::new(set));
         self.installed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Leaves out the endpoints whose transport socket redvoy does not run (never connecting
+    /// to them in plaintext instead), warning once per update that has any, and records how
+    /// many for `membership_excluded`.
+    fn usable_endpoints<'a>(&self, endpoints: &'a [model::Endpoint]) -> Vec<&'a model::Endpoint> {
+        let matches = &self.config.transport_socket_matches;
+        let (usable, excluded): (Vec<_>, Vec<_>) = endpoints
+            .iter()
+            .partition(|e| matches.unsupported_for_endpoint(e).is_none());
+        if !excluded.is_empty() {
+            let which: Vec<String> = excluded
+                .iter()
+                .map(|e| {
+                    let entry = matches
+                        .unsupported_for_endpoint(e)
+                        .map_or("", |m| m.name.as_str());
+                    format!("{}:{} ({entry})", e.address.address, e.address.port)
+                })
+                .collect();
+            warn!(
+                cluster = %self.name,
+                endpoints = ?which,
+                "endpoints left out: their transport_socket_matches entry asks for a transport \
+                 socket redvoy does not run (TLS); never connecting to them in plaintext"
+            );
+        }
+        self.excluded
+            .store(excluded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        usable
+    }
+}
+
+/// The hosts a load balancer uses: the healthy ones, or all of them when the healthy and
+/// degraded ones are below `healthy_panic_threshold` (Envoy's panic mode,
+/// `LoadBalancerBase::isHostSetInPanic`). Degraded hosts get no traffic outside panic, as with
+/// Envoy's ring hash and Maglev. Also returns whether the set is in panic.
+fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> (Vec<Arc<Host>>, bool) {
+    let healthy: Vec<Arc<Host>> = hosts
+        .iter()
+        .filter(|h| h.eds.health_status.is_healthy())
+        .cloned()
+        .collect();
+    let degraded = hosts
+        .iter()
+        .filter(|h| h.eds.health_status == model::HealthStatus::Degraded)
+        .count();
+    if threshold.in_panic(healthy.len() + degraded, hosts.len()) {
+        (hosts.to_vec(), true)
+    } else {
+        (healthy, false)
     }
 }
 
@@ -183,6 +256,8 @@ struct DnsTarget {
     /// `endpoint.hostname`, else the DNS name.
     hostname: String,
     weight: u32,
+    /// The endpoint's `health_status`, given to every address it resolves to.
+    health_status: model::HealthStatus,
     /// This target's hosts in the order of the last successful answer.
     hosts: Vec<Arc<Host>>,
 }
@@ -304,7 +379,7 @@ impl ClusterManager {
             let cluster = Arc::new(Cluster::new(config.clone(), stats));
             match config.discovery {
                 DiscoveryType::Static => {
-                    let hosts = static_hosts(config)?;
+                    let hosts = static_hosts(&cluster)?;
                     cluster
                         .stats
                         .default_total_match_count
@@ -466,7 +541,7 @@ impl ClusterManager {
         let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
         match config.discovery {
             DiscoveryType::Static => {
-                let hosts = static_hosts(&config)?;
+                let hosts = static_hosts(&cluster)?;
                 cluster
                     .stats
                     .default_total_match_count
@@ -817,10 +892,10 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
     if cla.endpoints.is_empty() {
         stats.update_empty.inc();
     }
-    let old = cluster.host_set();
+    let old = cluster.all_hosts();
+    let excluded_before = cluster.excluded.load(std::sync::atomic::Ordering::Relaxed);
     let mut hosts = Vec::new();
-    let mut healthy = Vec::new();
-    for e in &cla.endpoints {
+    for e in cluster.usable_endpoints(&cla.endpoints) {
         let Ok(ip) = e.address.address.parse::<IpAddr>() else {
             // EDS addresses are IP literals (the config crate checks); skip anything else.
             continue;
@@ -832,9 +907,7 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             priority: e.priority,
         };
         let host = old
-            .hosts()
             .iter()
-            .chain(cluster.all_hosts.load().iter())
             .find(|h| {
                 h.address == addr
                     && h.weight == e.weight
@@ -845,31 +918,17 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             .unwrap_or_else(|| {
                 Arc::new(Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds))
             });
-        if e.health_status.is_healthy() {
-            healthy.push(Arc::clone(&host));
-        }
         hosts.push(host);
     }
     stats.update_success.inc();
-    // Envoy's panic mode (healthy_panic_threshold 50%): below half healthy, route to all.
-    let routable = if healthy.len() * 2 < hosts.len() {
-        hosts.clone()
-    } else {
-        healthy.clone()
-    };
-    let unchanged = routable.len() == old.hosts().len()
-        && routable
-            .iter()
-            .zip(old.hosts())
-            .all(|(a, b)| Arc::ptr_eq(a, b));
-    cluster.all_hosts.store(Arc::new(hosts.clone()));
+    let unchanged = hosts.len() == old.len()
+        && hosts.iter().zip(&old).all(|(a, b)| Arc::ptr_eq(a, b))
+        && cluster.excluded.load(std::sync::atomic::Ordering::Relaxed) == excluded_before;
     if unchanged && cluster.host_set_installed() {
         stats.update_no_rebuild.inc();
         return;
     }
-    cluster.set_hosts(routable);
-    stats.membership_total.set(hosts.len() as u64);
-    stats.membership_healthy.set(healthy.len() as u64);
+    cluster.set_hosts(hosts);
 }
 
 fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
@@ -895,11 +954,14 @@ fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-fn static_hosts(c: &model::Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
+/// A STATIC cluster's hosts, with their configured `health_status`; endpoints needing a
+/// transport socket redvoy does not run are left out (see [`Cluster::usable_endpoints`]).
+fn static_hosts(cluster: &Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
     // Unix-socket endpoints (Istio's `xds-grpc`, `sds-grpc`) are only dialled by the xDS
     // client; they are not hosts the data path connects to.
-    c.endpoints
-        .iter()
+    cluster
+        .usable_endpoints(&cluster.config.endpoints)
+        .into_iter()
         .filter(|e| e.pipe.is_none())
         .map(|e| {
             let ip: IpAddr = e
@@ -908,7 +970,14 @@ fn static_hosts(c: &model::Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
                 .parse()
                 .map_err(|_| UpstreamError::MalformedIp(e.address.address.clone()))?;
             let addr = SocketAddr::new(ip, e.address.port);
-            Ok(Arc::new(Host::new(addr, e.hostname.clone(), e.weight)))
+            let eds = EdsInfo {
+                health_status: e.health_status,
+                locality: e.locality.clone(),
+                priority: e.priority,
+            };
+            Ok(Arc::new(
+                Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds),
+            ))
         })
         .collect()
 }
@@ -971,9 +1040,9 @@ impl DnsCluster {
         let config = &cluster.config;
         Self {
             cluster: Arc::downgrade(cluster),
-            targets: config
-                .endpoints
-                .iter()
+            targets: cluster
+                .usable_endpoints(&config.endpoints)
+                .into_iter()
                 .map(|e| DnsTarget {
                     dns_address: e.address.address.clone(),
                     port: e.address.port,
@@ -983,6 +1052,7 @@ impl DnsCluster {
                         e.hostname.clone()
                     },
                     weight: e.weight,
+                    health_status: e.health_status,
                     hosts: Vec::new(),
                 })
                 .collect(),
@@ -1078,11 +1148,12 @@ impl DnsTarget {
                 Some(existing) => hosts.push(existing.clone()),
                 None => {
                     added = true;
-                    hosts.push(Arc::new(Host::new(
-                        addr,
-                        self.hostname.clone(),
-                        self.weight,
-                    )));
+                    hosts.push(Arc::new(
+                        Host::new(addr, self.hostname.clone(), self.weight).with_eds(EdsInfo {
+                            health_status: self.health_status,
+                            ..EdsInfo::default()
+                        }),
+                    ));
                 }
             }
             // Envoy builds a fresh host object (and runs the transport socket matcher) for
@@ -1121,12 +1192,18 @@ mod tests {
                     health_status: Default::default(),
                     locality: Default::default(),
                     priority: 0,
+                    transport_socket_labels: Default::default(),
+                    locality_transport_socket_labels: Default::default(),
                 })
                 .collect(),
             redis_protocol_options: None,
             use_hostname_for_hashing: false,
             eds: None,
             redis_cluster: None,
+            circuit_breakers: Default::default(),
+            healthy_panic_threshold: Default::default(),
+            tcp_keepalive: None,
+            transport_socket_matches: Default::default(),
         }
     }
 
@@ -1316,6 +1393,7 @@ mod tests {
             port: 1,
             hostname: "x".into(),
             weight: 1,
+            health_status: model::HealthStatus::Unknown,
             hosts: Vec::new(),
         };
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
@@ -1374,6 +1452,8 @@ mod tests {
                     health_status: *h,
                     locality: Default::default(),
                     priority: 0,
+                    transport_socket_labels: Default::default(),
+                    locality_transport_socket_labels: Default::default(),
                 })
                 .collect(),
         }

@@ -5,13 +5,15 @@
 //!
 //! Owns: which hosts a cluster has and which host a hash picks. Must not depend on the proxy.
 //! It opens no connection to a host except the Redis Cluster discovery session
-//! (`CLUSTER SLOTS`); traffic goes through the proxy's conn pools.
+//! (`CLUSTER SLOTS`); traffic goes through the proxy's conn pools, which ask a cluster for
+//! their circuit-breaker place and socket options (`connection`).
 
 #![forbid(unsafe_code)]
 
 pub mod hash;
 
 mod cluster;
+mod connection;
 mod host;
 mod lb;
 mod redis_cluster;
@@ -20,6 +22,7 @@ mod stats;
 pub use cluster::{
     Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE,
 };
+pub use connection::{set_tcp_keepalive, ConnectionSlot};
 pub use host::{envoy_address_string, EdsInfo, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,

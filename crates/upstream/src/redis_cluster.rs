@@ -535,6 +535,7 @@ pub(crate) struct Discovery {
     seeds: Vec<(String, u16)>,
     family: DnsLookupFamily,
     connect_timeout: Duration,
+    tcp_keepalive: Option<redvoy_config::model::TcpKeepalive>,
     refresh_timeout: Duration,
     /// `auth` (and user) sent first on every discovery connection; reply not checked.
     auth: Option<Vec<Vec<u8>>>,
@@ -581,6 +582,7 @@ impl Discovery {
                 .collect(),
             family: config.dns_lookup_family,
             connect_timeout: config.connect_timeout,
+            tcp_keepalive: config.tcp_keepalive,
             refresh_timeout: redis.cluster_refresh_timeout,
             auth,
             conns: HashMap::new(),
@@ -758,6 +760,7 @@ impl Discovery {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout")
                 })??;
             let _ = stream.set_nodelay(true);
+            crate::set_tcp_keepalive(&stream, self.tcp_keepalive.as_ref());
             self.stats.upstream_cx_total.inc();
             self.stats.upstream_cx_active.inc();
             if let Some(h) = &host {
@@ -953,6 +956,8 @@ mod tests {
             health_status: HealthStatus::Unhealthy,
             locality: model::Locality::default(),
             priority: 0,
+            transport_socket_labels: Default::default(),
+            locality_transport_socket_labels: Default::default(),
         };
         let ranges = vec![SlotRange {
             start: 0,

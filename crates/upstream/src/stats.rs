@@ -28,6 +28,8 @@ pub struct ClusterStats {
     pub upstream_cx_tx_bytes_buffered: Gauge,
     pub upstream_cx_none_healthy: Counter,
     pub upstream_cx_overflow: Counter,
+    /// `circuit_breakers.default.cx_open`: 1 while the connection breaker is full.
+    pub circuit_breakers_default_cx_open: Gauge,
     pub upstream_cx_connect_ms: Histogram,
     pub upstream_cx_length_ms: Histogram,
     // Requests.
@@ -37,6 +39,7 @@ pub struct ClusterStats {
     pub upstream_rq_timeout: Counter,
     pub upstream_rq_cancelled: Counter,
     pub upstream_rq_pending_active: Gauge,
+    pub upstream_rq_pending_overflow: Counter,
     pub upstream_rq_per_cx: Histogram,
     pub upstream_internal_redirect_succeeded_total: Counter,
     pub upstream_internal_redirect_failed_total: Counter,
@@ -121,7 +124,6 @@ const IDLE_COUNTERS: &[&str] = &[
     "upstream_rq_maintenance_mode",
     "upstream_rq_max_duration_reached",
     "upstream_rq_pending_failure_eject",
-    "upstream_rq_pending_overflow",
     "upstream_rq_pending_total",
     "upstream_rq_per_try_idle_timeout",
     "upstream_rq_per_try_timeout",
@@ -136,11 +138,10 @@ const IDLE_COUNTERS: &[&str] = &[
     "upstream_rq_tx_reset",
 ];
 
-/// Gauges of the same kind (circuit breakers are not enforced yet; their gauges stay at 0).
+/// Gauges of the same kind (only the DEFAULT connection breaker is enforced).
 const IDLE_GAUGES: &[&str] = &[
     "lb_subsets_active",
     "upstream_queue_overloaded",
-    "circuit_breakers.default.cx_open",
     "circuit_breakers.default.cx_pool_open",
     "circuit_breakers.default.rq_open",
     "circuit_breakers.default.rq_pending_open",
@@ -199,6 +200,7 @@ impl ClusterStats {
             upstream_cx_tx_bytes_buffered: g("upstream_cx_tx_bytes_buffered"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
             upstream_cx_overflow: c("upstream_cx_overflow"),
+            circuit_breakers_default_cx_open: g("circuit_breakers.default.cx_open"),
             upstream_cx_connect_ms: h("upstream_cx_connect_ms", HistogramUnit::Milliseconds),
             upstream_cx_length_ms: h("upstream_cx_length_ms", HistogramUnit::Milliseconds),
             upstream_rq_total: c("upstream_rq_total"),
@@ -207,6 +209,7 @@ impl ClusterStats {
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_rq_cancelled: c("upstream_rq_cancelled"),
             upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
             upstream_rq_per_cx: h("upstream_rq_per_cx", HistogramUnit::Unspecified),
             upstream_internal_redirect_succeeded_total: c(
                 "upstream_internal_redirect_succeeded_total",

@@ -173,7 +173,7 @@ pub(crate) fn start(
     let mut channels = Vec::new();
     let ads = match &config.ads {
         Some(ads) => {
-            channels.push(transport::channel(&ads.target)?);
+            channels.push(transport::channel(&ads.target, &ads.connection)?);
             transports.push(TransportState {
                 config: ads.clone(),
                 service: Service::Aggregated,
@@ -202,7 +202,7 @@ pub(crate) fn start(
         let origin = match source {
             Source::Ads => Origin::Grpc(ads.ok_or(XdsError::NoAdsConfig)?),
             Source::Stream(stream) => {
-                channels.push(transport::channel(&stream.target)?);
+                channels.push(transport::channel(&stream.target, &stream.connection)?);
                 transports.push(TransportState {
                     config: stream.clone(),
                     service: match type_url {

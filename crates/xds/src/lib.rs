@@ -84,6 +84,26 @@ pub struct StreamConfig {
     pub target: Target,
     pub api_type: ApiType,
     pub set_node_on_first_message_only: bool,
+    /// The gRPC cluster's `connect_timeout` and `upstream_connection_options.tcp_keepalive`.
+    pub connection: ChannelOptions,
+}
+
+/// How the channel to the control plane connects: its cluster's settings (an `envoy_grpc`
+/// cluster), or Envoy's defaults (a `google_grpc` target has no cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelOptions {
+    pub connect_timeout: Duration,
+    pub tcp_keepalive: Option<redvoy_config::model::TcpKeepalive>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            // Envoy's default cluster `connect_timeout`.
+            connect_timeout: Duration::from_secs(5),
+            tcp_keepalive: None,
+        }
+    }
 }
 
 /// Where one resource type comes from.

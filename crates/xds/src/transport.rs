@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Status, Streaming};
 
 use crate::backoff::Backoff;
-use crate::{Target, XdsError};
+use crate::{ChannelOptions, Target, XdsError};
 
 /// Largest response accepted. Envoy has no limit of its own; istio-agent uses MaxInt32, and
 /// a mesh with thousands of services sends LDS/CDS responses well above tonic's 4 MiB.
@@ -30,10 +30,9 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// `too_many_pings`, and pings every 30 s itself.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The `xds-grpc` cluster of Istio's bootstrap sets TCP keepalive at 300 s.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(300);
-/// Envoy's default cluster `connect_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Linux's default idle time before the first keepalive probe, for a `tcp_keepalive` that
+/// sets only the interval or the probe count.
+const DEFAULT_KEEPALIVE_TIME: Duration = Duration::from_secs(7200);
 /// Requests queued for a stream; the client task waits when the stream does not drain them.
 pub(crate) const REQUEST_QUEUE: usize = 256;
 /// An `authority` for Unix-socket channels, which have none (the connector ignores it).
@@ -78,7 +77,9 @@ pub(crate) enum Event {
     },
 }
 
-pub(crate) fn channel(target: &Target) -> Result<Channel, XdsError> {
+pub(crate) fn channel(target: &Target, options: &ChannelOptions) -> Result<Channel, XdsError> {
+    // A zero timeout would fail every connect; Envoy's proto requires a positive one.
+    let connect_timeout = options.connect_timeout.max(Duration::from_millis(1));
     let bad = |e: tonic::transport::Error| XdsError::Endpoint {
         target: format!("{target:?}"),
         reason: e.to_string(),
@@ -91,8 +92,15 @@ pub(crate) fn channel(target: &Target) -> Result<Channel, XdsError> {
     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
     .keep_alive_while_idle(true)
-    .tcp_keepalive(Some(TCP_KEEPALIVE))
-    .connect_timeout(CONNECT_TIMEOUT);
+    .connect_timeout(connect_timeout);
+    // Only what the cluster sets: without `tcp_keepalive` Envoy leaves the socket's default.
+    let endpoint = match &options.tcp_keepalive {
+        Some(k) => endpoint
+            .tcp_keepalive(Some(k.time.unwrap_or(DEFAULT_KEEPALIVE_TIME)))
+            .tcp_keepalive_interval(k.interval)
+            .tcp_keepalive_retries(k.probes),
+        None => endpoint,
+    };
     Ok(match target {
         // Lazy: the first stream attempt connects, and a broken connection is re-made by the
         // next attempt, so the backoff below paces reconnects too.
@@ -103,7 +111,7 @@ pub(crate) fn channel(target: &Target) -> Result<Channel, XdsError> {
                 let path = path.clone();
                 async move {
                     let stream = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
+                        connect_timeout,
                         tokio::net::UnixStream::connect(path),
                     )
                     .await

@@ -145,6 +145,7 @@ fn ads_config(server: &AdsServer, api_type: ApiType, node_first_only: bool) -> C
             target: target(server),
             api_type,
             set_node_on_first_message_only: node_first_only,
+            connection: Default::default(),
         }),
         cds: Source::Ads,
         lds: Source::Ads,

@@ -1,5 +1,6 @@
 //! Clusters: discovery type, load balancer, endpoints and Redis protocol options.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::ring_hash_lb_config::HashFunction;
@@ -7,17 +8,21 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{address, HealthStatus};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, transport_socket, HealthStatus, Metadata, RoutingPriority,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::clusters::redis::v3::RedisClusterConfig;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
-use envoy_types::pb::google::protobuf::{Any as PbAny, Duration as PbDuration};
+use envoy_types::pb::google::protobuf::{
+    value, Any as PbAny, Duration as PbDuration, Struct as PbStruct,
+};
 use prost::Message;
 
 use super::{duration, optional_secret, socket_address, AddressKind};
 use crate::error::FieldPath;
-use crate::supported::{REDIS_CLUSTER_TYPE, REDIS_PROXY_NAMES};
+use crate::supported::{RAW_BUFFER, REDIS_CLUSTER_TYPE, REDIS_PROXY_NAMES};
 use crate::{model, ConfigError};
 
 /// `Cluster.connect_timeout` when unset.
@@ -189,6 +194,37 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         .as_ref()
         .and_then(|l| l.consistent_hashing_lb_config.as_ref())
         .is_some_and(|h| h.use_hostname_for_hashing);
+    let circuit_breakers = circuit_breakers(&c);
+    let healthy_panic_threshold = healthy_panic_threshold(&c, p)?;
+    let tcp_keepalive = c
+        .upstream_connection_options
+        .as_ref()
+        .and_then(|o| o.tcp_keepalive.as_ref())
+        .map(|k| model::TcpKeepalive {
+            probes: k.keepalive_probes.map(|v| v.value),
+            time: k
+                .keepalive_time
+                .map(|v| Duration::from_secs(u64::from(v.value))),
+            interval: k
+                .keepalive_interval
+                .map(|v| Duration::from_secs(u64::from(v.value))),
+        });
+    let transport_socket_matches = transport_socket_matches(&c);
+    if discovery == model::DiscoveryType::RedisCluster {
+        // Discovered nodes carry no metadata: the entry matching no labels decides for all of
+        // them, and for the discovery connections.
+        let none = BTreeMap::new();
+        if let Some(m) = transport_socket_matches.unsupported_for(&none, &none) {
+            return Err(ConfigError::unsupported_because(
+                p.field("transport_socket_matches"),
+                format!(
+                    "the Redis Cluster's nodes select transport socket '{}', which is not \
+                     plaintext: TLS is not supported by redvoy",
+                    m.name
+                ),
+            ));
+        }
+    }
 
     Ok(model::Cluster {
         name: c.name,
@@ -202,7 +238,104 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         use_hostname_for_hashing,
         eds,
         redis_cluster,
+        circuit_breakers,
+        healthy_panic_threshold,
+        tcp_keepalive,
+        transport_socket_matches,
     })
+}
+
+/// The DEFAULT-priority `circuit_breakers.thresholds` (Envoy's defaults for what is unset).
+/// HIGH-priority thresholds apply to high-priority HTTP routes only, which redvoy never has.
+fn circuit_breakers(c: &Cluster) -> model::CircuitBreakers {
+    let mut out = model::CircuitBreakers::default();
+    let default = c.circuit_breakers.as_ref().and_then(|cb| {
+        cb.thresholds
+            .iter()
+            .find(|t| t.priority == RoutingPriority::Default as i32)
+    });
+    if let Some(t) = default {
+        if let Some(v) = t.max_connections {
+            out.max_connections = v.value;
+        }
+        if let Some(v) = t.max_pending_requests {
+            out.max_pending_requests = v.value;
+        }
+        if let Some(v) = t.max_requests {
+            out.max_requests = v.value;
+        }
+    }
+    out
+}
+
+/// `common_lb_config.healthy_panic_threshold` (`Percent`, 0 to 100; default 50).
+fn healthy_panic_threshold(
+    c: &Cluster,
+    p: &FieldPath,
+) -> Result<model::PanicThreshold, ConfigError> {
+    let Some(percent) = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+    else {
+        return Ok(model::PanicThreshold::default());
+    };
+    if !(0.0..=100.0).contains(&percent.value) {
+        return Err(ConfigError::proto_constraint(
+            &p.field("common_lb_config")
+                .field("healthy_panic_threshold")
+                .field("value"),
+            "Percent",
+            "value must be inside range [0, 100]",
+        ));
+    }
+    Ok(model::PanicThreshold(percent.value))
+}
+
+/// `transport_socket_matches`: each entry's labels, and whether its socket is plaintext.
+fn transport_socket_matches(c: &Cluster) -> model::TransportSocketMatches {
+    model::TransportSocketMatches(
+        c.transport_socket_matches
+            .iter()
+            .map(|m| model::TransportSocketMatch {
+                name: m.name.clone(),
+                labels: m.r#match.as_ref().map(struct_labels).unwrap_or_default(),
+                plaintext: m.transport_socket.as_ref().is_some_and(|t| {
+                    matches!(
+                        &t.config_type,
+                        Some(transport_socket::ConfigType::TypedConfig(any))
+                            if crate::parse::type_name_of(&any.type_url) == RAW_BUFFER
+                    )
+                }),
+            })
+            .collect(),
+    )
+}
+
+/// The filter metadata Envoy's transport socket matcher reads.
+const TRANSPORT_SOCKET_MATCH_FILTER: &str = "envoy.transport_socket_match";
+
+/// A metadata's `envoy.transport_socket_match` labels.
+fn metadata_labels(metadata: Option<&Metadata>) -> BTreeMap<String, String> {
+    metadata
+        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH_FILTER))
+        .map(struct_labels)
+        .unwrap_or_default()
+}
+
+/// A Struct's fields as label → canonical value text: a string as itself, anything else by its
+/// debug form behind a marker no string value starts with, so that only equal values match.
+fn struct_labels(s: &PbStruct) -> BTreeMap<String, String> {
+    s.fields
+        .iter()
+        .map(|(k, v)| {
+            let text = match &v.kind {
+                Some(value::Kind::StringValue(s)) => s.clone(),
+                other => format!("\u{0}{other:?}"),
+            };
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 /// `lb_policy` with its matching `*_lb_config` (a config for another policy is ignored, as in
@@ -457,6 +590,8 @@ pub(crate) fn assignment_endpoints(
                 health_status,
                 locality: loc.clone(),
                 priority: locality.priority,
+                transport_socket_labels: metadata_labels(lb.metadata.as_ref()),
+                locality_transport_socket_labels: metadata_labels(locality.metadata.as_ref()),
             });
         }
     }

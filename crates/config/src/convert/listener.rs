@@ -309,23 +309,35 @@ fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError
             "value length must be at least 1 characters",
         ));
     }
-    let cluster = match &t.cluster_specifier {
-        Some(ClusterSpecifier::Cluster(c)) => c.clone(),
+    let (cluster, weighted_clusters) = match &t.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => (c.clone(), Vec::new()),
         Some(ClusterSpecifier::WeightedClusters(w)) => {
             let wp = p.field("weighted_clusters").field("clusters");
-            let Some(first) = w.clusters.first() else {
+            if w.clusters.is_empty() {
                 return Err(ConfigError::invalid(
                     wp,
                     "value must contain at least 1 item(s)",
                 ));
-            };
-            if first.name.is_empty() {
-                return Err(ConfigError::invalid(
-                    wp.index(0).field("name"),
-                    "value length must be at least 1 characters",
-                ));
             }
-            first.name.clone()
+            let mut weighted = Vec::with_capacity(w.clusters.len());
+            for (i, c) in w.clusters.iter().enumerate() {
+                if c.name.is_empty() {
+                    return Err(ConfigError::proto_constraint(
+                        &wp.index(i).field("name"),
+                        "ClusterWeight",
+                        "value length must be at least 1 characters",
+                    ));
+                }
+                if c.weight < 1 {
+                    return Err(ConfigError::proto_constraint(
+                        &wp.index(i).field("weight"),
+                        "ClusterWeight",
+                        "value must be greater than or equal to 1",
+                    ));
+                }
+                weighted.push((c.name.clone(), c.weight));
+            }
+            (weighted[0].0.clone(), weighted)
         }
         None => {
             return Err(ConfigError::invalid(
@@ -341,6 +353,7 @@ fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError
     Ok(model::TcpProxy {
         stat_prefix: t.stat_prefix.clone(),
         cluster,
+        weighted_clusters,
         idle_timeout,
     })
 }
@@ -429,6 +442,9 @@ fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, Confi
 }
 
 /// `ConnPoolSettings.dns_cache_config`, the parts redvoy uses for MOVED/ASK hostnames.
+/// `DnsCacheConfig.dns_query_timeout` when unset.
+const DEFAULT_DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn dns_cache_config(
     d: &envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig,
     p: &FieldPath,
@@ -457,10 +473,15 @@ fn dns_cache_config(
         Some(r) => duration(r, &p.field("dns_refresh_rate"))?,
         None => DEFAULT_DNS_CACHE_REFRESH_RATE,
     };
+    let dns_query_timeout = match &d.dns_query_timeout {
+        Some(t) => duration(t, &p.field("dns_query_timeout"))?,
+        None => DEFAULT_DNS_QUERY_TIMEOUT,
+    };
     Ok(model::DnsCacheConfig {
         name: d.name.clone(),
         dns_lookup_family,
         dns_refresh_rate,
+        dns_query_timeout,
         max_hosts: d.max_hosts.map_or(DEFAULT_DNS_CACHE_MAX_HOSTS, |v| v.value),
     })
 }

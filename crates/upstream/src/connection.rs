@@ -1,0 +1,81 @@
+//! What a cluster says about each upstream connection, whoever opens it: the DEFAULT-priority
+//! circuit breaker on the connections tcp_proxy and the HTTP router open (Envoy enforces
+//! `max_connections` there and nowhere in its redis_proxy, whose pooled clients it never
+//! counts against the breaker: observed on Envoy 1.40), and TCP keepalive
+//! (`upstream_connection_options.tcp_keepalive`) on every upstream socket.
+
+use std::sync::atomic::Ordering;
+
+use redvoy_config::model::TcpKeepalive;
+use socket2::SockRef;
+use tokio::net::TcpStream;
+
+use crate::Cluster;
+
+/// One upstream connection counted against the cluster's circuit breaker; frees its place when
+/// dropped.
+pub struct ConnectionSlot<'a> {
+    cluster: &'a Cluster,
+    max: u64,
+}
+
+impl Cluster {
+    /// Takes a place under `max` open connections (`circuit_breakers` thresholds), or counts
+    /// `upstream_cx_overflow` and returns `None` when the breaker is open. The caller then
+    /// fails the downstream without connecting, as Envoy does (tcp_proxy closes the
+    /// connection, the HTTP router answers 503).
+    pub fn try_open_connection(&self, max: u32) -> Option<ConnectionSlot<'_>> {
+        let max = u64::from(max);
+        let taken =
+            self.breaker_connections
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+        match taken {
+            Ok(before) => {
+                if before + 1 >= max {
+                    self.stats.circuit_breakers_default_cx_open.set(1);
+                }
+                Some(ConnectionSlot { cluster: self, max })
+            }
+            Err(_) => {
+                self.stats.upstream_cx_overflow.inc();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let before = self
+            .cluster
+            .breaker_connections
+            .fetch_sub(1, Ordering::AcqRel);
+        if before <= self.max {
+            self.cluster.stats.circuit_breakers_default_cx_open.set(0);
+        }
+    }
+}
+
+/// Applies `upstream_connection_options.tcp_keepalive` to a connected upstream socket (unset
+/// values keep the system's defaults). A socket that refuses the option keeps working without
+/// it, as with Envoy, which only logs a failed socket option.
+pub fn set_tcp_keepalive(stream: &TcpStream, keepalive: Option<&TcpKeepalive>) {
+    let Some(k) = keepalive else {
+        return;
+    };
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(time) = k.time {
+        params = params.with_time(time);
+    }
+    if let Some(interval) = k.interval {
+        params = params.with_interval(interval);
+    }
+    if let Some(probes) = k.probes {
+        params = params.with_retries(probes);
+    }
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::warn!(error = %e, "cannot set TCP keepalive on an upstream connection");
+    }
+}
