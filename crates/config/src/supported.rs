@@ -658,7 +658,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         &[
             ("consistent_hashing_lb_config", Walk),
-            // Applied to EDS health status (hosts reported unhealthy).
+            // Applied to the endpoints' `health_status` (panic mode), on every cluster type.
             ("healthy_panic_threshold", Walk),
         ],
     ),

@@ -197,7 +197,8 @@ fn istio_listeners() {
         NetworkFilter::TcpProxy(TcpProxy {
             stat_prefix: "PassthroughCluster".to_owned(),
             cluster: "PassthroughCluster".to_owned(),
-            weighted_clusters: Vec::new(),
+            // Istio writes the catch-all as one weighted cluster.
+            weighted_clusters: vec![("PassthroughCluster".to_owned(), 1)],
             idle_timeout: None,
         })
     );

@@ -7,9 +7,10 @@
 //!   build entries by hash key itself;
 //! - weights are normalised in `f64` exactly as `normalizeHostWeights` does, since the ring
 //!   walks running `f64` sums and a different rounding moves entries between hosts;
-//! - the hash reaches the table untouched: one priority, every host healthy (redvoy has no
-//!   active health checks yet, and Envoy without them never enters panic mode), no
-//!   `hash_balance_factor`, no retry attempts from the redis context.
+//! - the table is built over the routable hosts the cluster hands in: the healthy ones, or all
+//!   of them in panic mode (`cluster.rs`, `routable`), as Envoy's thread-aware balancers do;
+//! - the hash reaches the table untouched: one priority, no `hash_balance_factor`, no retry
+//!   attempts from the redis context.
 //!
 //! The other policies ignore the hash. Choosing never allocates and never locks.
 
