@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redvoy_test_util::{
-    dedent, expect_eq, expect_that, json_leaves, port_open, same_on_all_targets, simple_bootstrap,
-    try_wait_for, HttpResponse, Proxy, ProxyOptions, RedisServer, Reply, Rows, Target,
+    dedent, expect_eq, expect_that, json_leaves, port_open, redis_listener_yaml,
+    same_on_all_targets, simple_bootstrap, try_wait_for, HttpResponse, Proxy, ProxyOptions,
+    RedisServer, Reply, Rows, Target,
 };
 
 fn targets() -> Vec<Target> {
@@ -247,25 +248,15 @@ fn healthcheck_fail_and_ok() {
 /// Two listeners: `inbound` (`traffic_direction: INBOUND`) on `{{LISTENER_PORT}}` and `plain`
 /// (no direction) on `{{LISTENER_PORT_1}}`, both to one cluster.
 fn two_listener_bootstrap(redis: &RedisServer) -> String {
-    let listener = |name: &str, port: &str, direction: &str| {
-        format!(
-            r#"
-  - name: {name}
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-{direction}    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: {name}
-          settings: {{op_timeout: 5s}}
-          prefix_routes: {{catch_all_route: {{cluster: redis}}}}"#
-        )
-    };
     format!(
         "admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}\nstatic_resources:\n  listeners:{}{}\n  clusters:\n  - name: redis\n    connect_timeout: 1s\n    type: STATIC\n    lb_policy: RING_HASH\n    load_assignment:\n      cluster_name: redis\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]\n",
-        listener("inbound", "{{LISTENER_PORT}}", "    traffic_direction: INBOUND\n"),
-        listener("plain", "{{LISTENER_PORT_1}}", ""),
+        redis_listener_yaml(
+            "inbound",
+            "{{LISTENER_PORT}}",
+            &["traffic_direction: INBOUND"],
+            "redis"
+        ),
+        redis_listener_yaml("plain", "{{LISTENER_PORT_1}}", &[], "redis"),
         redis.port()
     )
 }

@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use redvoy_test_util::{
-    same_on_all_targets, Proxy, ReadOutcome, RedisServer, Reply, RespClient, Rows, Target,
+    redis_listener_yaml, same_on_all_targets, Proxy, ReadOutcome, RedisServer, Reply, RespClient,
+    Rows, Target,
 };
 
 fn targets() -> Vec<Target> {
@@ -29,8 +30,6 @@ const WEIGHTED_CONNECTIONS: usize = 200;
 /// Bound on a reply or a close.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const REDIS_PROXY_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy";
 const TCP_PROXY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -52,18 +51,11 @@ fn bootstrap(listeners: &[String], clusters: &[String]) -> String {
 
 /// A redis_proxy listener on `{{LISTENER_PORT<suffix>}}` sending every key to `cluster`.
 fn redis_listener(suffix: &str, cluster: &str) -> String {
-    format!(
-        r#"
-  - name: redis{suffix}
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT{suffix}}}}}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": {REDIS_PROXY_TYPE}
-          stat_prefix: redis{suffix}
-          settings: {{op_timeout: 5s}}
-          prefix_routes: {{catch_all_route: {{cluster: {cluster}}}}}"#
+    redis_listener_yaml(
+        &format!("redis{suffix}"),
+        &format!("{{{{LISTENER_PORT{suffix}}}}}"),
+        &[],
+        cluster,
     )
 }
 

@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use redvoy_test_util::{
-    same_on_all_targets, try_wait_for, Proxy, ReadOutcome, RedisServer, Reply, RespClient, Rows,
-    Target,
+    redis_listener_yaml, same_on_all_targets, try_wait_for, Proxy, ReadOutcome, RedisServer, Reply,
+    RespClient, Rows, Target,
 };
 
 fn targets() -> Vec<Target> {
@@ -36,21 +36,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Three listeners on `{{LISTENER_PORT}}` (plain), `_1` (bypass) and `_2` (ignore), all to one
 /// redis-server.
 fn overload_bootstrap(redis_port: u16) -> String {
-    let listener = |name: &str, port: &str, extra: &str| {
-        format!(
-            r#"
-  - name: {name}
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}{extra}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: {name}
-          settings: {{op_timeout: 5s}}
-          prefix_routes: {{catch_all_route: {{cluster: redis}}}}"#
-        )
-    };
     format!(
         r#"admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}
@@ -72,16 +57,18 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {redis_port}}}}}}}
 "#,
-        plain = listener("plain", "{{LISTENER_PORT}}", ""),
-        bypass = listener(
+        plain = redis_listener_yaml("plain", "{{LISTENER_PORT}}", &[], "redis"),
+        bypass = redis_listener_yaml(
             "bypass",
             "{{LISTENER_PORT_1}}",
-            "\n    bypass_overload_manager: true"
+            &["bypass_overload_manager: true"],
+            "redis"
         ),
-        ignore = listener(
+        ignore = redis_listener_yaml(
             "ignore",
             "{{LISTENER_PORT_2}}",
-            "\n    ignore_global_conn_limit: true"
+            &["ignore_global_conn_limit: true"],
+            "redis"
         ),
     )
 }

@@ -106,6 +106,26 @@ pub fn bootstrap(filter: &str, clusters: &[Cluster]) -> String {
     out
 }
 
+/// One item of `static_resources.listeners`: a redis_proxy listener `name` (also its stat
+/// prefix) on `127.0.0.1:<port>` (a number or a `{{LISTENER_PORT..}}` placeholder) sending every
+/// key to `cluster`, with `extra` lines (`key: value`) at the listener's level.
+pub fn redis_listener_yaml(name: &str, port: &str, extra: &[&str], cluster: &str) -> String {
+    let extra: String = extra.iter().map(|l| format!("\n    {l}")).collect();
+    format!(
+        r#"
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}{extra}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": {REDIS_PROXY_TYPE}
+          stat_prefix: {name}
+          settings: {{op_timeout: 5s}}
+          prefix_routes: {{catch_all_route: {{cluster: {cluster}}}}}"#
+    )
+}
+
 /// The filter body most tests use: stat prefix `redis`, a 5 s op timeout and every key on
 /// `cluster`, plus `extra` YAML at the filter's level.
 /// One redis_proxy listener (stat prefix `redis`) routing `down:*` to cluster `down` (meant to

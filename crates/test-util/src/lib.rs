@@ -30,8 +30,8 @@ pub mod xds;
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
 pub use ads::{AdsServer, Api, ErrorDetail, RecordedRequest, SentResponse, Variant};
 pub use bootstrap::{
-    bootstrap, catch_all_filter, dedent, redis_cluster_bootstrap, simple_bootstrap,
-    two_cluster_bootstrap, Cluster,
+    bootstrap, catch_all_filter, dedent, redis_cluster_bootstrap, redis_listener_yaml,
+    simple_bootstrap, two_cluster_bootstrap, Cluster,
 };
 pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
