@@ -1111,6 +1111,7 @@ fn dns_cache_config_is_read() {
     assert_eq!(cache.dns_lookup_family, DnsLookupFamily::V4Only);
     assert_eq!(cache.dns_refresh_rate, Duration::from_secs(60));
     assert_eq!(cache.max_hosts, 1024);
+    assert_eq!(cache.dns_query_timeout, Duration::from_millis(1500));
 }
 
 #[test]
