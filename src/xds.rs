@@ -326,9 +326,9 @@ impl Handler for XdsHandler {
     }
 }
 
-/// Where a gRPC service lives: a bootstrap cluster's first endpoint, or a Google gRPC URI.
-/// Where the gRPC service is, and how to connect to it (its cluster's connect timeout and TCP
-/// keepalive; Envoy's defaults for a `google_grpc` target).
+/// Where a gRPC service lives (a bootstrap cluster's first endpoint, or a Google gRPC URI) and
+/// how to connect to it (the cluster's connect timeout and TCP keepalive; Envoy's defaults for
+/// a `google_grpc` target).
 fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<(Target, ChannelOptions)> {
     match service {
         GrpcService::EnvoyGrpc { cluster_name } => {

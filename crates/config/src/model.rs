@@ -414,8 +414,6 @@ pub struct Cluster {
 pub struct CircuitBreakers {
     /// `max_connections`; default 1024.
     pub max_connections: u32,
-    /// `max_pending_requests`; default 1024.
-    pub max_pending_requests: u32,
     /// `max_requests`; default 1024.
     pub max_requests: u32,
 }
@@ -424,7 +422,6 @@ impl Default for CircuitBreakers {
     fn default() -> Self {
         Self {
             max_connections: 1024,
-            max_pending_requests: 1024,
             max_requests: 1024,
         }
     }
@@ -443,14 +440,15 @@ impl Default for PanicThreshold {
 
 impl PanicThreshold {
     /// Envoy's `isHostSetInPanic`: (healthy + degraded) / (hosts - excluded) below the
-    /// threshold. An empty host set is in panic whenever the threshold is above 0.
+    /// threshold, which Envoy rounds to a whole percent first. An empty host set is in panic
+    /// whenever the threshold is above 0.
     pub fn in_panic(self, usable: usize, total: usize) -> bool {
         let percent = if total == 0 {
             0.0
         } else {
             100.0 * usable as f64 / total as f64
         };
-        percent < self.0.min(100.0)
+        percent < self.0.round().min(100.0)
     }
 }
 
@@ -482,8 +480,9 @@ pub struct TransportSocketMatches(pub Vec<TransportSocketMatch>);
 impl TransportSocketMatches {
     /// The entry an endpoint with these labels selects, when that entry asks for a socket
     /// redvoy does not run (TLS): Envoy's `TransportSocketMatcherImpl::resolve`, the first
-    /// entry whose labels the endpoint's (or its locality's) labels contain. `None` when the
-    /// endpoint is plaintext (a plaintext entry, or no entry and the plaintext fallback).
+    /// entry whose labels the endpoint's labels contain, else the first whose labels its
+    /// locality's contain (two passes, in that order). `None` when the endpoint is plaintext
+    /// (a plaintext entry, or no entry and the plaintext fallback).
     pub fn unsupported_for(
         &self,
         endpoint: &BTreeMap<String, String>,
@@ -494,7 +493,8 @@ impl TransportSocketMatches {
         };
         self.0
             .iter()
-            .find(|m| contains(endpoint, &m.labels) || contains(locality, &m.labels))
+            .find(|m| contains(endpoint, &m.labels))
+            .or_else(|| self.0.iter().find(|m| contains(locality, &m.labels)))
             .filter(|m| !m.plaintext)
     }
 
@@ -867,5 +867,50 @@ impl RuntimeValue {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Envoy looks at the endpoint's labels with every entry before the locality's: an
+    /// endpoint labelled for TLS gets TLS even when an earlier plaintext entry matches its
+    /// locality.
+    #[test]
+    fn transport_socket_match_tries_endpoint_labels_first() {
+        let matches = TransportSocketMatches(vec![
+            TransportSocketMatch {
+                name: "zone-plain".into(),
+                labels: labels(&[("zone", "a")]),
+                plaintext: true,
+            },
+            TransportSocketMatch {
+                name: "istio-tls".into(),
+                labels: labels(&[("tlsMode", "istio")]),
+                plaintext: false,
+            },
+        ]);
+        let endpoint = labels(&[("tlsMode", "istio")]);
+        let locality = labels(&[("zone", "a")]);
+        assert_eq!(
+            matches
+                .unsupported_for(&endpoint, &locality)
+                .map(|m| m.name.as_str()),
+            Some("istio-tls")
+        );
+        // Only the locality matches: its plaintext entry.
+        assert!(matches.unsupported_for(&labels(&[]), &locality).is_none());
+        // Nothing matches: the cluster's plaintext fallback.
+        assert!(matches
+            .unsupported_for(&labels(&[]), &labels(&[]))
+            .is_none());
     }
 }

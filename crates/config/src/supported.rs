@@ -31,6 +31,7 @@ pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v
 pub(crate) const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const TRANSPORT_SOCKET: &str = "envoy.config.core.v3.TransportSocket";
 /// The plaintext transport socket: the only one redvoy runs until it has TLS.
 pub(crate) const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 /// The overload manager's global downstream connection limit: the one resource monitor
@@ -544,10 +545,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         // that selects a non-plaintext entry is never connected to (never in plaintext).
         &[("name", Walk), ("match", Walk), ("transport_socket", Opaque)],
     ),
-    (
-        "envoy.config.core.v3.TransportSocket",
-        &[("name", Walk), ("typed_config", TransportSocket)],
-    ),
+    (TRANSPORT_SOCKET, &[("name", Walk), ("typed_config", TransportSocket)]),
     (
         "envoy.config.cluster.v3.CircuitBreakers",
         // `per_host_thresholds` is refused by not listing it.
@@ -560,8 +558,10 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // which redvoy never has.
             ("priority", Walk),
             ("max_connections", Walk),
-            ("max_pending_requests", Walk),
             ("max_requests", Walk),
+            // Bounds a queue redvoy never has: tcp_proxy and the HTTP router fail at once when
+            // the connections are used up (Envoy queues HTTP requests up to this many).
+            ("max_pending_requests", Ignore),
             // Retries: neither redis_proxy, tcp_proxy nor redvoy's HTTP router retries.
             ("max_retries", Ignore),
             ("retry_budget", Ignore),
@@ -740,6 +740,23 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
     if is_leaf(desc.full_name()) {
         return Ok(());
     }
+    // The extension's `name`, for Envoy's "Didn't find a registered implementation" text.
+    let ext_name = msg
+        .get_field_by_name("name")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    // A transport socket named but not typed (`{name: envoy.transport_sockets.tls}`) is one
+    // Envoy refuses; it must not pass as plaintext here.
+    if desc.full_name() == TRANSPORT_SOCKET
+        && !desc
+            .get_field_by_name("typed_config")
+            .is_some_and(|f| msg.has_field(&f))
+    {
+        return Err(ConfigError::unsupported_because(
+            path.clone(),
+            no_factory(&ext_name, ""),
+        ));
+    }
     // Field-number order, so the first offending field reported does not depend on hashing.
     let mut set: Vec<_> = msg.fields().map(|(f, _)| f).collect();
     set.sort_by_key(|f| f.number());
@@ -754,7 +771,15 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
             Walk => walk_value(value, &fpath)?,
             NetworkFilter => {
                 let Value::Message(any) = value else { continue };
-                match resolve_any(any, &fpath, TERMINAL_FILTERS, &[], false, "filter type")? {
+                match resolve_any(
+                    any,
+                    &ext_name,
+                    &fpath,
+                    TERMINAL_FILTERS,
+                    &[],
+                    false,
+                    "filter type",
+                )? {
                     Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
                     Resolved::Tolerated => {}
                 }
@@ -763,6 +788,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                 let Value::Message(any) = value else { continue };
                 match resolve_any(
                     any,
+                    &ext_name,
                     &fpath,
                     &[ROUTER],
                     TOLERATED_HTTP_FILTERS,
@@ -777,6 +803,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                 let Value::Message(any) = value else { continue };
                 match resolve_any(
                     any,
+                    &ext_name,
                     &fpath,
                     &[DOWNSTREAM_CONNECTIONS_CONFIG],
                     &[],
@@ -795,7 +822,15 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
             }
             TransportSocket => {
                 let Value::Message(any) = value else { continue };
-                match resolve_any(any, &fpath, &[RAW_BUFFER], &[], false, "transport socket") {
+                match resolve_any(
+                    any,
+                    &ext_name,
+                    &fpath,
+                    &[RAW_BUFFER],
+                    &[],
+                    false,
+                    "transport socket",
+                ) {
                     Ok(Resolved::Native(_)) => {}
                     Ok(Resolved::Tolerated) | Err(ConfigError::Unsupported { .. }) => {
                         let type_url = any
@@ -821,7 +856,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                 } else {
                     ("bootstrap extension type", TOLERATED_BOOTSTRAP_EXTENSIONS)
                 };
-                match resolve_any(any, &fpath, &[], tolerated, false, noun)? {
+                match resolve_any(any, &ext_name, &fpath, &[], tolerated, false, noun)? {
                     Resolved::Native(_) | Resolved::Tolerated => {}
                 }
             }
@@ -849,8 +884,15 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                         continue;
                     };
                     // Envoy looks protocol options up by name and converts a plain Struct too.
-                    match resolve_any(any, &kpath, &[expected], &[], true, "protocol options type")?
-                    {
+                    match resolve_any(
+                        any,
+                        &name,
+                        &kpath,
+                        &[expected],
+                        &[],
+                        true,
+                        "protocol options type",
+                    )? {
                         Resolved::Native(inner) => *any = repack(walked(inner, &kpath)?)?,
                         Resolved::Tolerated => {
                             return Err(ConfigError::unsupported_because(
@@ -887,6 +929,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                 // it: here it can only mean RedisClusterConfig.
                 match resolve_any(
                     any,
+                    &name,
                     &tpath,
                     &[REDIS_CLUSTER_CONFIG],
                     &[],
@@ -926,25 +969,23 @@ fn unsupported_field(message: &str, field: &str, path: FieldPath) -> ConfigError
 enum Resolved {
     /// One of the expected native types (TypedStruct and Struct forms already converted).
     Native(DynamicMessage),
-    /// An extension accepted without effect: an Istio-only type, a TypedStruct wrapping a type
-    /// unknown to Envoy, or one of the tolerated Envoy types for this extension point. Left as
-    /// written; the conversion drops it.
+    /// An extension accepted without effect: an Istio-only type (bare or in a TypedStruct), or
+    /// one of the tolerated Envoy types for this extension point. Left as written; the
+    /// conversion drops it.
     Tolerated,
 }
 
-/// Whether `type_name` is one of Istio's own extension types (registered in Istio's Envoy
-/// build, absent from upstream Envoy's).
-pub(crate) fn is_istio_type(type_name: &str) -> bool {
-    ISTIO_TOLERATED_TYPES.contains(&type_name)
+/// Whether `type_name` (a full message name) is accepted and dropped at an extension point
+/// that also tolerates the Envoy types `tolerated`: Istio's own extensions and those. Any other
+/// type is refused: one Envoy has no factory for (a retired v2 type, a typo) would make Envoy
+/// refuse the resource, and dropping it could drop a filter that enforces something.
+fn is_tolerated(type_name: &str, tolerated: &[&str]) -> bool {
+    ISTIO_TOLERATED_TYPES.contains(&type_name) || tolerated.contains(&type_name)
 }
 
-/// Whether `type_name` (a full message name) is accepted and dropped at an extension point
-/// that also tolerates the Envoy types `tolerated`.
-fn is_tolerated(type_name: &str, tolerated: &[&str], pool: &prost_reflect::DescriptorPool) -> bool {
-    is_istio_type(type_name)
-        || tolerated.contains(&type_name)
-        // Not an Envoy type at all (Istio's and other proxies' own extensions).
-        || pool.get_message_by_name(type_name).is_none()
+/// Envoy's text for a `typed_config` whose type it has no factory for.
+fn no_factory(ext_name: &str, type_name: &str) -> String {
+    format!("Didn't find a registered implementation for '{ext_name}' with type URL: '{type_name}'")
 }
 
 fn walked(mut msg: DynamicMessage, path: &FieldPath) -> Result<DynamicMessage, ConfigError> {
@@ -994,9 +1035,11 @@ fn walk_message_value(m: &mut DynamicMessage, path: &FieldPath) -> Result<(), Co
 /// `type_url` names it, its Struct converted through JSON with unknown fields refused; a bare
 /// `google.protobuf.Struct` only where `allow_struct` (extension points looked up by name; a
 /// filter looked up by type URL cannot be a Struct). Tolerated extensions (see
-/// [`is_tolerated`]), bare or in a TypedStruct, come back as [`Resolved::Tolerated`].
+/// [`is_tolerated`]), bare or in a TypedStruct, come back as [`Resolved::Tolerated`]; a type
+/// Envoy does not know is refused with Envoy's words, naming `ext_name`.
 fn resolve_any(
     any: &DynamicMessage,
+    ext_name: &str,
     path: &FieldPath,
     expected: &[&str],
     tolerated: &[&str],
@@ -1033,13 +1076,15 @@ fn resolve_any(
                 .unwrap_or_default();
             let inner = type_name_of(&inner_url);
             if !expected.contains(&inner) {
-                if !inner.is_empty() && is_tolerated(inner, tolerated, &pool) {
+                if !inner.is_empty() && is_tolerated(inner, tolerated) {
                     return Ok(Resolved::Tolerated);
                 }
-                return Err(ConfigError::unsupported_because(
-                    path,
-                    format!("unsupported {noun} {inner_url} (in {name})"),
-                ));
+                let message = if pool.get_message_by_name(inner).is_none() {
+                    no_factory(ext_name, inner)
+                } else {
+                    format!("unsupported {noun} {inner_url} (in {name})")
+                };
+                return Err(ConfigError::unsupported_because(path, message));
             }
             let fields = match typed_struct
                 .get_field_by_name("value")
@@ -1068,7 +1113,11 @@ fn resolve_any(
                 path,
             )?))
         }
-        name if name != STRUCT && is_tolerated(name, tolerated, &pool) => Ok(Resolved::Tolerated),
+        name if name != STRUCT && is_tolerated(name, tolerated) => Ok(Resolved::Tolerated),
+        name if pool.get_message_by_name(name).is_none() => Err(ConfigError::unsupported_because(
+            path,
+            no_factory(ext_name, name),
+        )),
         _ => Err(ConfigError::unsupported_because(
             path,
             format!("unsupported {noun} {type_url}"),

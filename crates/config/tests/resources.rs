@@ -278,6 +278,34 @@ fn istio_stats_filter_is_dropped() {
     }
 }
 
+/// A filter whose type Envoy has no factory for (here the retired v2 network RBAC) is never
+/// dropped from the chain: it could enforce something. Refused with Envoy's words.
+#[test]
+fn unknown_filter_type_is_refused_not_dropped() {
+    let rs = resources("lds-unknown.yaml", LISTENERS);
+    let mut l = Listener::decode(rs[0].value.as_ref()).unwrap();
+    l.filter_chains[0].filters.insert(
+        0,
+        Filter {
+            name: "envoy.filters.network.rbac".to_owned(),
+            config_type: Some(filter::ConfigType::TypedConfig(Any {
+                type_url: "type.googleapis.com/envoy.config.filter.network.rbac.v2.RBAC".to_owned(),
+                value: vec![],
+            })),
+        },
+    );
+    match decode_listener(&l.encode_to_vec(), &OPTS) {
+        Err(ResourceError::Unsupported(e)) => assert!(
+            e.contains(
+                "Didn't find a registered implementation for 'envoy.filters.network.rbac' with \
+                 type URL: 'envoy.config.filter.network.rbac.v2.RBAC'"
+            ),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn unknown_fields_follow_the_option() {
     let rs = resources("lds-unknown.yaml", LISTENERS);

@@ -102,6 +102,8 @@ impl GlobalConnectionLimit {
                     monitored = true;
                 }
                 _ => {
+                    // Check, then count: two accepts racing may both pass at the limit, as in
+                    // Envoy's own check of this key.
                     let limit = self
                         .runtime
                         .snapshot()

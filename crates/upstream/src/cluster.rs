@@ -157,7 +157,7 @@ impl Cluster {
 
     /// Builds the load balancer over the routable hosts (see [`routable`]) of `hosts`.
     fn install(&self, hosts: Vec<Arc<Host>>) {
-        let (routable, _panic) = routable(&hosts, self.config.healthy_panic_threshold);
+        let routable = routable(&hosts, self.config.healthy_panic_threshold);
         let set = HostSet::new(
             routable,
             &self.config.lb_policy,
@@ -230,8 +230,9 @@ impl Cluster {
 /// The hosts a load balancer uses: the healthy ones, or all of them when the healthy and
 /// degraded ones are below `healthy_panic_threshold` (Envoy's panic mode,
 /// `LoadBalancerBase::isHostSetInPanic`). Degraded hosts get no traffic outside panic, as with
-/// Envoy's ring hash and Maglev. Also returns whether the set is in panic.
-fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> (Vec<Arc<Host>>, bool) {
+/// Envoy's ring hash and Maglev (Envoy's other policies may also send to degraded hosts when
+/// too few are healthy; redvoy does not yet).
+fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> Vec<Arc<Host>> {
     let healthy: Vec<Arc<Host>> = hosts
         .iter()
         .filter(|h| h.eds.health_status.is_healthy())
@@ -242,9 +243,9 @@ fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> (Vec<Arc<H
         .filter(|h| h.eds.health_status == model::HealthStatus::Degraded)
         .count();
     if threshold.in_panic(healthy.len() + degraded, hosts.len()) {
-        (hosts.to_vec(), true)
+        hosts.to_vec()
     } else {
-        (healthy, false)
+        healthy
     }
 }
 

@@ -16,7 +16,6 @@ use crate::Cluster;
 /// dropped.
 pub struct ConnectionSlot<'a> {
     cluster: &'a Cluster,
-    max: u64,
 }
 
 impl Cluster {
@@ -36,7 +35,7 @@ impl Cluster {
                 if before + 1 >= max {
                     self.stats.circuit_breakers_default_cx_open.set(1);
                 }
-                Some(ConnectionSlot { cluster: self, max })
+                Some(ConnectionSlot { cluster: self })
             }
             Err(_) => {
                 self.stats.upstream_cx_overflow.inc();
@@ -48,13 +47,12 @@ impl Cluster {
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        let before = self
-            .cluster
+        self.cluster
             .breaker_connections
             .fetch_sub(1, Ordering::AcqRel);
-        if before <= self.max {
-            self.cluster.stats.circuit_breakers_default_cx_open.set(0);
-        }
+        // A place is free again. (A concurrent open may set the gauge back to 1 just before
+        // this; it only reports, and the next open or close corrects it.)
+        self.cluster.stats.circuit_breakers_default_cx_open.set(0);
     }
 }
 

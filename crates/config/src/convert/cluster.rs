@@ -210,15 +210,18 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
                 .map(|v| Duration::from_secs(u64::from(v.value))),
         });
     let transport_socket_matches = transport_socket_matches(&c);
-    if discovery == model::DiscoveryType::RedisCluster {
-        // Discovered nodes carry no metadata: the entry matching no labels decides for all of
-        // them, and for the discovery connections.
+    if matches!(
+        discovery,
+        model::DiscoveryType::RedisCluster | model::DiscoveryType::OriginalDst
+    ) {
+        // Discovered nodes and original destinations carry no metadata: the entry matching no
+        // labels decides for every one of them (and for Redis Cluster discovery).
         let none = BTreeMap::new();
         if let Some(m) = transport_socket_matches.unsupported_for(&none, &none) {
             return Err(ConfigError::unsupported_because(
                 p.field("transport_socket_matches"),
                 format!(
-                    "the Redis Cluster's nodes select transport socket '{}', which is not \
+                    "the cluster's hosts select transport socket '{}', which is not \
                      plaintext: TLS is not supported by redvoy",
                     m.name
                 ),
@@ -257,9 +260,6 @@ fn circuit_breakers(c: &Cluster) -> model::CircuitBreakers {
     if let Some(t) = default {
         if let Some(v) = t.max_connections {
             out.max_connections = v.value;
-        }
-        if let Some(v) = t.max_pending_requests {
-            out.max_pending_requests = v.value;
         }
         if let Some(v) = t.max_requests {
             out.max_requests = v.value;

@@ -143,24 +143,13 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         let Some(envoy_name) = terminal_filter_name(type_name) else {
             // A tolerated (Istio) filter: dropped, but it cannot end the chain.
             if i == last {
-                let known_to_envoy = crate::supported::is_istio_type(type_name)
-                    || crate::descriptors::pool()?
-                        .get_message_by_name(type_name)
-                        .is_some();
-                // A type Envoy has no factory for (a retired v2 type, a typo) gets Envoy's own
-                // words; it stays "unsupported" because another build (Istio's) may have one.
-                let message = if known_to_envoy {
+                return Err(ConfigError::unsupported_because(
+                    fp,
                     format!(
                         "filter chain ends in '{}' ({}), not a terminal filter redvoy implements",
                         f.name, any.type_url
-                    )
-                } else {
-                    format!(
-                        "Didn't find a registered implementation for '{}' with type URL: '{}'",
-                        f.name, type_name
-                    )
-                };
-                return Err(ConfigError::unsupported_because(fp, message));
+                    ),
+                ));
             }
             continue;
         };

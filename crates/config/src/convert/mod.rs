@@ -33,6 +33,7 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use prost::Message;
 
 use crate::error::FieldPath;
+use crate::supported::DOWNSTREAM_CONNECTIONS_CONFIG;
 use crate::{model, ConfigError, LoadOptions};
 
 /// Largest file a `DataSource.filename` may name (passwords and usernames are bytes long).
@@ -130,6 +131,9 @@ pub(crate) fn bootstrap(
     })
 }
 
+/// The name the global downstream connection limit must have.
+const GLOBAL_CX_MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
+
 /// `overload_manager`: its one supported resource monitor, the global downstream connection
 /// limit (the allowlist refused actions, load shed points and every other monitor).
 fn overload_manager(
@@ -145,6 +149,17 @@ fn overload_manager(
                 &mp.field("name"),
                 "ResourceMonitor",
                 "value length must be at least 1 characters",
+            ));
+        }
+        // The connection limit is a proactive resource Envoy knows by this name only.
+        if monitor.name != GLOBAL_CX_MONITOR {
+            return Err(ConfigError::invalid(
+                mp.field("name"),
+                format!(
+                    "Didn't find a registered implementation for '{}' with type URL: \
+                     '{DOWNSTREAM_CONNECTIONS_CONFIG}'",
+                    monitor.name
+                ),
             ));
         }
         if !names.insert(monitor.name.as_str()) {
@@ -177,13 +192,6 @@ fn overload_manager(
                     "value must be greater than 0",
                 )
             })?;
-        if limit.is_some() {
-            // Envoy keeps one proactive resource per kind; two limits would be ambiguous.
-            return Err(ConfigError::unsupported_because(
-                mp,
-                "a second global_downstream_max_connections monitor is not supported by redvoy",
-            ));
-        }
         limit = Some(model::GlobalConnectionLimit {
             monitor_name: monitor.name.clone(),
             max_active_downstream_connections: max,
