@@ -14,19 +14,21 @@ pub mod hash;
 
 mod cluster;
 mod connection;
+mod dns;
 mod host;
 mod lb;
+mod manager;
 mod redis_cluster;
 mod stats;
 
-pub use cluster::{
-    Cluster, ClusterChange, ClusterManager, DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE,
-};
+pub use cluster::Cluster;
 pub use connection::{set_tcp_keepalive, ConnectionSlot};
+pub use dns::{DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
 pub use host::{envoy_address_string, EdsInfo, Host, HostStats};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
 };
+pub use manager::{ClusterChange, ClusterManager};
 pub use redis_cluster::{RefreshTrigger, Shard, SlotMap, SLOT_COUNT};
 pub use stats::{ClusterStats, LbStats};
 

@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::cluster::{resolve, Cluster};
+use crate::cluster::Cluster;
+use crate::dns::resolve;
 use crate::host::{EdsInfo, Host};
 use crate::stats::ClusterStats;
 

@@ -1,0 +1,681 @@
+//! The cluster manager: owns every cluster by name (the bootstrap's, and those CDS adds,
+//! modifies and removes), warms new ones (EDS assignment, first DNS answer, first Redis
+//! Cluster topology), swaps them in, and runs their refresh tasks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redvoy_config::model::{self, DiscoveryType};
+use redvoy_stats::{Counter, Gauge, Store};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::cluster::{static_hosts, validate_cluster, Cluster};
+use crate::dns::{resolve, Answer, DnsCluster, MIN_DNS_REFRESH_RATE};
+use crate::host::{EdsInfo, Host};
+use crate::redis_cluster::{Discovery, RoundOutcome};
+use crate::UpstreamError;
+
+/// The active clusters, as readers see them: replaced whole (copy-on-write) on every change so
+/// that a lookup is one ArcSwap load and a hash probe, with no lock.
+#[derive(Debug, Default)]
+struct ClusterMap {
+    /// Static clusters first (bootstrap order), then dynamic ones in the order they warmed.
+    order: Vec<Arc<Cluster>>,
+    by_name: HashMap<String, Arc<Cluster>>,
+}
+
+/// What [`ClusterManager::add_or_update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterChange {
+    /// A new name; active at once, or warming until its hosts are known.
+    Added,
+    /// A new version of a known name; the old version serves until the new one is warm.
+    Modified,
+    /// Same configuration as the version already known: nothing to do (Envoy's hash check).
+    Unchanged,
+}
+
+/// The writer side: warming clusters, refresh tasks, the EDS cache.
+#[derive(Debug, Default)]
+struct ManagerState {
+    /// Clusters waiting for their first hosts (EDS assignment, first DNS answer).
+    warming: BTreeMap<String, Arc<Cluster>>,
+    /// Bootstrap clusters: CDS may neither change nor remove them.
+    static_names: HashSet<String>,
+    /// Bootstrap DNS clusters, handed to their refresh tasks by `spawn_dns_refresh`.
+    static_dns: Vec<DnsCluster>,
+    /// Bootstrap Redis Clusters, whose discovery tasks `spawn_dns_refresh` starts.
+    static_redis: Vec<Arc<Cluster>>,
+    dns_started: bool,
+    /// One refresh task per DNS cluster, by cluster name.
+    tasks: HashMap<String, JoinHandle<()>>,
+    /// The last assignment per EDS service name: a modified EDS cluster warms from it at once
+    /// (Envoy's EDS resource cache, `assignment_use_cached`).
+    assignments: HashMap<String, Arc<model::ClusterLoadAssignment>>,
+}
+
+/// Owns every cluster by name: the bootstrap's, and those CDS adds, modifies and removes.
+pub struct ClusterManager {
+    store: Store,
+    stats: ManagerStats,
+    active: ArcSwap<ClusterMap>,
+    state: Mutex<ManagerState>,
+}
+
+/// `cluster_manager.*` stats.
+#[derive(Debug)]
+struct ManagerStats {
+    active_clusters: Gauge,
+    warming_clusters: Gauge,
+    cluster_added: Counter,
+    cluster_modified: Counter,
+    cluster_removed: Counter,
+    cluster_updated: Counter,
+}
+
+impl ManagerStats {
+    fn new(store: &Store) -> Self {
+        for name in [
+            "cluster_updated_via_merge",
+            "update_merge_cancelled",
+            "update_out_of_merge_window",
+        ] {
+            store.counter(&format!("cluster_manager.{name}"));
+        }
+        let stats = Self {
+            active_clusters: store.gauge("cluster_manager.active_clusters"),
+            warming_clusters: store.gauge("cluster_manager.warming_clusters"),
+            cluster_added: store.counter("cluster_manager.cluster_added"),
+            cluster_modified: store.counter("cluster_manager.cluster_modified"),
+            cluster_removed: store.counter("cluster_manager.cluster_removed"),
+            cluster_updated: store.counter("cluster_manager.cluster_updated"),
+        };
+        // Envoy writes it (0 once every static cluster is warm).
+        stats.warming_clusters.set(0);
+        stats
+    }
+}
+
+// === impl ClusterManager ===
+
+impl ClusterManager {
+    /// Builds the bootstrap's clusters, resolving DNS names once (Envoy's cluster warming) before
+    /// returning. A name that fails to resolve leaves its cluster without those hosts (a warning
+    /// and `update_failure`, as in Envoy); configuration errors fail the whole call. Static EDS
+    /// clusters warm until their first assignment.
+    pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError> {
+        let mut names = HashSet::with_capacity(clusters.len());
+        for c in clusters {
+            if !names.insert(c.name.clone()) {
+                return Err(UpstreamError::DuplicateCluster(c.name.clone()));
+            }
+            validate_cluster(c)?;
+        }
+
+        let mut map = ClusterMap::default();
+        let mut state = ManagerState {
+            static_names: names,
+            ..ManagerState::default()
+        };
+        let mut dns = Vec::new();
+        for config in clusters {
+            let cluster = Arc::new(Cluster::new(config.clone(), stats));
+            match config.discovery {
+                DiscoveryType::Static => {
+                    let hosts = static_hosts(&cluster)?;
+                    cluster
+                        .stats
+                        .default_total_match_count
+                        .add(hosts.len() as u64);
+                    cluster.set_hosts(hosts);
+                }
+                DiscoveryType::OriginalDst => {}
+                // Active at once with no hosts; `spawn_dns_refresh` starts discovery and
+                // `wait_redis_clusters` waits for the first topology.
+                DiscoveryType::RedisCluster => state.static_redis.push(Arc::clone(&cluster)),
+                DiscoveryType::Eds => {
+                    cluster.stats.warming_state.set(1);
+                    state.warming.insert(config.name.clone(), cluster);
+                    continue;
+                }
+                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                    dns.push(DnsCluster::new(&cluster));
+                }
+            }
+            map.by_name
+                .insert(config.name.clone(), Arc::clone(&cluster));
+            map.order.push(cluster);
+        }
+
+        // Warm every DNS cluster concurrently: startup waits for the slowest name only.
+        let mut lookups = JoinSet::new();
+        for (ci, d) in dns.iter().enumerate() {
+            for (ti, t) in d.targets.iter().enumerate() {
+                let (name, port, family) = (t.dns_address.clone(), t.port, d.family);
+                lookups.spawn(async move { (ci, ti, resolve(&name, port, family).await) });
+            }
+        }
+        let mut answers: Vec<Vec<Option<Answer>>> = dns
+            .iter()
+            .map(|d| d.targets.iter().map(|_| None).collect())
+            .collect();
+        while let Some(joined) = lookups.join_next().await {
+            if let Ok((ci, ti, answer)) = joined {
+                if let Some(slot) = answers.get_mut(ci).and_then(|a| a.get_mut(ti)) {
+                    *slot = Some(answer);
+                }
+            }
+        }
+        for (d, answers) in dns.iter_mut().zip(answers) {
+            if let Some(cluster) = d.cluster.upgrade() {
+                let answers = answers
+                    .into_iter()
+                    .map(|a| a.unwrap_or_else(|| Err("resolver task failed".to_owned())))
+                    .collect();
+                d.apply(&cluster, answers);
+            }
+        }
+        state.static_dns = dns;
+
+        let manager_stats = ManagerStats::new(stats);
+        manager_stats.active_clusters.set(map.order.len() as u64);
+        manager_stats
+            .warming_clusters
+            .set(state.warming.len() as u64);
+        manager_stats.cluster_added.add(clusters.len() as u64);
+
+        Ok(Self {
+            store: stats.clone(),
+            stats: manager_stats,
+            active: ArcSwap::from_pointee(map),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// An active cluster by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.active.load().by_name.get(name).cloned()
+    }
+
+    /// Active clusters: the bootstrap's in configuration order, then dynamic ones.
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        self.active.load().order.clone()
+    }
+
+    /// Clusters still warming, by name.
+    pub fn warming_clusters(&self) -> Vec<Arc<Cluster>> {
+        self.lock().warming.values().cloned().collect()
+    }
+
+    /// Whether `name` was defined by the bootstrap.
+    pub fn is_static(&self, name: &str) -> bool {
+        self.lock().static_names.contains(name)
+    }
+
+    /// The EDS resource names every EDS cluster (active or warming) needs, sorted.
+    pub fn eds_service_names(&self) -> Vec<String> {
+        let state = self.lock();
+        let map = self.active.load();
+        let mut names: Vec<String> = map
+            .order
+            .iter()
+            .chain(state.warming.values())
+            .filter_map(|c| c.config.eds.as_ref().map(|e| e.service_name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ManagerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `cluster_added` or `cluster_modified` for a cluster CDS sent, whether or not it loads.
+    fn count_add_attempt(&self, known: bool) -> ClusterChange {
+        if known {
+            self.stats.cluster_modified.inc();
+            ClusterChange::Modified
+        } else {
+            self.stats.cluster_added.inc();
+            ClusterChange::Added
+        }
+    }
+
+    /// Counts a CDS cluster refused before it reached [`Self::add_or_update`] for a reason
+    /// Envoy's cluster manager raises while loading it (after counting the add).
+    pub fn count_refused(&self, name: &str) {
+        let state = self.lock();
+        if state.static_names.contains(name) {
+            return;
+        }
+        let known =
+            state.warming.contains_key(name) || self.active.load().by_name.contains_key(name);
+        self.count_add_attempt(known);
+    }
+
+    /// Adds or replaces a dynamic (CDS) cluster. STATIC and ORIGINAL_DST clusters are active at
+    /// once; EDS clusters warm until an assignment for their service name is known (a cached
+    /// one counts); DNS clusters warm until their first answer. A modified cluster's previous
+    /// version keeps serving until the new one is warm. Must run on a tokio runtime (DNS).
+    pub fn add_or_update(
+        self: &Arc<Self>,
+        config: model::Cluster,
+    ) -> Result<ClusterChange, UpstreamError> {
+        let mut state = self.lock();
+        if state.static_names.contains(&config.name) {
+            return Err(UpstreamError::StaticCluster(config.name));
+        }
+        let known_active = self.active.load().by_name.get(&config.name).cloned();
+        let known = state
+            .warming
+            .get(&config.name)
+            .cloned()
+            .or(known_active.clone());
+        if known.as_ref().is_some_and(|k| k.config == config) {
+            return Ok(ClusterChange::Unchanged);
+        }
+        let change = self.count_add_attempt(known.is_some());
+        // After counting, as Envoy's cluster manager counts a cluster it then fails to load.
+        validate_cluster(&config)?;
+        if let Some(task) = state.tasks.remove(&config.name) {
+            task.abort();
+        }
+        let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
+        match config.discovery {
+            DiscoveryType::Static => {
+                let hosts = static_hosts(&cluster)?;
+                cluster
+                    .stats
+                    .default_total_match_count
+                    .add(hosts.len() as u64);
+                cluster.set_hosts(hosts);
+                self.activate(&mut state, cluster);
+            }
+            DiscoveryType::OriginalDst => self.activate(&mut state, cluster),
+            DiscoveryType::RedisCluster => {
+                // Warms until the first topology, as Envoy's redis cluster initialises.
+                self.warm(&mut state, Arc::clone(&cluster));
+                let manager = Arc::downgrade(self);
+                let name = config.name.clone();
+                let discovery = Discovery::new(&cluster, &self.store);
+                let task = tokio::spawn(run_discovery(
+                    Arc::downgrade(&cluster),
+                    discovery,
+                    move |cluster: Arc<Cluster>| {
+                        let Some(manager) = manager.upgrade() else {
+                            return;
+                        };
+                        let mut state = manager.lock();
+                        let still_ours = state
+                            .warming
+                            .get(&name)
+                            .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+                        if still_ours {
+                            state.warming.remove(&name);
+                            manager.activate(&mut state, cluster);
+                        }
+                    },
+                ));
+                state.tasks.insert(config.name.clone(), task);
+            }
+            DiscoveryType::Eds => {
+                let cached = config
+                    .eds
+                    .as_ref()
+                    .and_then(|e| state.assignments.get(&e.service_name))
+                    .cloned();
+                match cached {
+                    Some(cla) => {
+                        self.store
+                            .counter(&format!("cluster.{}.assignment_use_cached", config.name))
+                            .inc();
+                        apply_assignment(&cluster, &cla);
+                        self.activate(&mut state, cluster);
+                    }
+                    None => self.warm(&mut state, cluster),
+                }
+            }
+            DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                self.warm(&mut state, Arc::clone(&cluster));
+                let mut dns = DnsCluster::new(&cluster);
+                let manager = Arc::downgrade(self);
+                let name = config.name.clone();
+                let task = tokio::spawn(async move {
+                    let mut first = true;
+                    loop {
+                        if !first {
+                            tokio::time::sleep(dns.refresh_rate).await;
+                        }
+                        let answers = dns.resolve_all().await;
+                        let Some(cluster) = dns.cluster.upgrade() else {
+                            break;
+                        };
+                        dns.apply(&cluster, answers);
+                        if first {
+                            first = false;
+                            let Some(manager) = manager.upgrade() else {
+                                break;
+                            };
+                            let mut state = manager.lock();
+                            let still_ours = state
+                                .warming
+                                .get(&name)
+                                .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+                            if still_ours {
+                                state.warming.remove(&name);
+                                manager.activate(&mut state, cluster);
+                            }
+                        }
+                    }
+                });
+                state.tasks.insert(config.name.clone(), task);
+            }
+        }
+        Ok(change)
+    }
+
+    /// Removes a dynamic cluster (active or warming). Returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, UpstreamError> {
+        let mut state = self.lock();
+        if state.static_names.contains(name) {
+            return Err(UpstreamError::StaticCluster(name.to_owned()));
+        }
+        if let Some(task) = state.tasks.remove(name) {
+            task.abort();
+        }
+        let warmed_out = state.warming.remove(name).is_some();
+        let map = self.active.load();
+        let was_active = map.by_name.contains_key(name);
+        if was_active {
+            let mut next = ClusterMap {
+                order: map
+                    .order
+                    .iter()
+                    .filter(|c| c.name != name)
+                    .cloned()
+                    .collect(),
+                by_name: map.by_name.clone(),
+            };
+            next.by_name.remove(name);
+            self.active.store(Arc::new(next));
+        }
+        let existed = warmed_out || was_active;
+        if existed {
+            self.stats.cluster_removed.inc();
+            // Envoy destroys the cluster's stats scope with it. Clusters whose names extend
+            // this one (`a` and `a.b`) keep theirs.
+            let scope = format!("cluster.{name}.");
+            let keep: Vec<String> = self
+                .active
+                .load()
+                .order
+                .iter()
+                .chain(state.warming.values())
+                .map(|c| format!("cluster.{}.", c.name))
+                .filter(|k| k.starts_with(&scope) && *k != scope)
+                .collect();
+            self.store.remove_prefix(&scope, &keep);
+        }
+        self.publish_counts(&state);
+        Ok(existed)
+    }
+
+    /// Applies an EDS assignment to every cluster (active or warming) whose service name it
+    /// names; warming ones become active. Returns the names of the clusters that took it.
+    pub fn apply_load_assignment(&self, cla: model::ClusterLoadAssignment) -> Vec<String> {
+        let cla = Arc::new(cla);
+        let mut state = self.lock();
+        state
+            .assignments
+            .insert(cla.cluster_name.clone(), Arc::clone(&cla));
+        let wants = |c: &Arc<Cluster>| {
+            c.config
+                .eds
+                .as_ref()
+                .is_some_and(|e| e.service_name == cla.cluster_name)
+        };
+        let mut taken = Vec::new();
+        for cluster in self.active.load().order.iter().filter(|c| wants(c)) {
+            apply_assignment(cluster, &cla);
+            taken.push(cluster.name.clone());
+        }
+        let warm: Vec<String> = state
+            .warming
+            .iter()
+            .filter(|(_, c)| wants(c))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in warm {
+            if let Some(cluster) = state.warming.remove(&name) {
+                apply_assignment(&cluster, &cla);
+                self.activate(&mut state, cluster);
+                taken.push(name);
+            }
+        }
+        taken
+    }
+
+    /// Forgets the cached assignment of an EDS service name (Delta removal); clusters keep
+    /// their hosts, as in Envoy.
+    pub fn forget_load_assignment(&self, service_name: &str) {
+        self.lock().assignments.remove(service_name);
+    }
+
+    /// Ends warming of every warming cluster without hosts (EDS `initial_fetch_timeout`):
+    /// they become active with no hosts, as Envoy's init target does on expiry.
+    pub fn finish_warming(&self) {
+        let mut state = self.lock();
+        let names: Vec<String> = state
+            .warming
+            .iter()
+            .filter(|(_, c)| c.config.discovery == DiscoveryType::Eds)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            if let Some(cluster) = state.warming.remove(&name) {
+                self.activate(&mut state, cluster);
+            }
+        }
+    }
+
+    fn warm(&self, state: &mut ManagerState, cluster: Arc<Cluster>) {
+        cluster.stats.warming_state.set(1);
+        state.warming.insert(cluster.name.clone(), cluster);
+        self.publish_counts(state);
+    }
+
+    /// Makes `cluster` the active version of its name (replacing any previous one in place).
+    fn activate(&self, state: &mut ManagerState, cluster: Arc<Cluster>) {
+        cluster.stats.warming_state.set(0);
+        let map = self.active.load();
+        let mut next = ClusterMap {
+            order: map.order.clone(),
+            by_name: map.by_name.clone(),
+        };
+        match next.order.iter_mut().find(|c| c.name == cluster.name) {
+            Some(slot) => {
+                *slot = Arc::clone(&cluster);
+                self.stats.cluster_updated.inc();
+            }
+            None => next.order.push(Arc::clone(&cluster)),
+        }
+        next.by_name.insert(cluster.name.clone(), cluster);
+        self.active.store(Arc::new(next));
+        self.publish_counts(state);
+    }
+
+    fn publish_counts(&self, state: &ManagerState) {
+        self.stats
+            .active_clusters
+            .set(self.active.load().order.len() as u64);
+        self.stats.warming_clusters.set(state.warming.len() as u64);
+    }
+
+    /// Spawns, on the current tokio runtime, one task per bootstrap DNS cluster that
+    /// re-resolves every `dns_refresh_rate` and swaps in a new HostSet when the answer changed.
+    /// Later calls do nothing; the tasks end when the manager is dropped.
+    pub fn spawn_dns_refresh(&self) {
+        let mut state = self.lock();
+        if state.dns_started {
+            return;
+        }
+        state.dns_started = true;
+        for cluster in std::mem::take(&mut state.static_redis) {
+            let discovery = Discovery::new(&cluster, &self.store);
+            let name = cluster.name.clone();
+            let task = tokio::spawn(run_discovery(Arc::downgrade(&cluster), discovery, |_| {}));
+            state.tasks.insert(name, task);
+        }
+        for mut d in std::mem::take(&mut state.static_dns) {
+            let Some(name) = d.cluster.upgrade().map(|c| c.name.clone()) else {
+                continue;
+            };
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(d.refresh_rate).await;
+                    if d.cluster.strong_count() == 0 {
+                        break;
+                    }
+                    let answers = d.resolve_all().await;
+                    let Some(cluster) = d.cluster.upgrade() else {
+                        break;
+                    };
+                    d.apply(&cluster, answers);
+                }
+            });
+            state.tasks.insert(name, task);
+        }
+    }
+}
+
+impl ClusterManager {
+    /// Waits until every active Redis Cluster has completed its first discovery round, or
+    /// `timeout` passes (Envoy holds listeners back until then; redvoy starts them anyway
+    /// after the timeout, with the cluster answering `no upstream host`). Returns the names
+    /// still without a topology.
+    pub async fn wait_redis_clusters(&self, timeout: Duration) -> Vec<String> {
+        let clusters: Vec<Arc<Cluster>> = self
+            .clusters()
+            .into_iter()
+            .filter(|c| c.is_redis_cluster())
+            .collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending = Vec::new();
+        for c in clusters {
+            let mut rx = c.initialized.subscribe();
+            let done = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v)).await;
+            if !matches!(done, Ok(Ok(_))) {
+                pending.push(c.name.clone());
+            }
+        }
+        pending
+    }
+}
+
+/// The discovery loop of one Redis Cluster: a round every `cluster_refresh_rate`, or at once
+/// when the refresh manager triggers. `on_first` runs after the first round that ends the
+/// cluster's initialisation (a topology, or seeds that resolve to nothing). Ends when the
+/// cluster is gone.
+async fn run_discovery(
+    cluster: Weak<Cluster>,
+    mut discovery: Discovery,
+    on_first: impl FnOnce(Arc<Cluster>) + Send + 'static,
+) {
+    let mut on_first = Some(on_first);
+    loop {
+        let Some(c) = cluster.upgrade() else {
+            break;
+        };
+        let outcome = discovery.round(&c).await;
+        if outcome != RoundOutcome::Failed {
+            if let Some(f) = on_first.take() {
+                c.mark_initialized();
+                f(Arc::clone(&c));
+            }
+        }
+        let rate = c
+            .config
+            .redis_cluster
+            .as_ref()
+            .map_or(Duration::from_secs(5), |r| r.cluster_refresh_rate)
+            .max(MIN_DNS_REFRESH_RATE);
+        let Some(trigger) = c.refresh_trigger() else {
+            break;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(rate) => {}
+            _ = trigger.wake.notified() => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterManager")
+            .field("active", &self.active.load().order.len())
+            .field("warming", &self.lock().warming.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ClusterManager {
+    fn drop(&mut self) {
+        for (_, task) in self.lock().tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Installs an EDS assignment's hosts, with Envoy's per-update accounting. Hosts keep their
+/// `Arc` (and so their stats) across updates when their address stays.
+fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
+    let stats = &cluster.stats;
+    stats.update_attempt.inc();
+    if cla.endpoints.is_empty() {
+        stats.update_empty.inc();
+    }
+    let old = cluster.all_hosts();
+    let excluded_before = cluster.excluded.load(std::sync::atomic::Ordering::Relaxed);
+    let mut hosts = Vec::new();
+    for e in cluster.usable_endpoints(&cla.endpoints) {
+        let Ok(ip) = e.address.address.parse::<IpAddr>() else {
+            // EDS addresses are IP literals (the config crate checks); skip anything else.
+            continue;
+        };
+        let addr = SocketAddr::new(ip, e.address.port);
+        let eds = EdsInfo {
+            health_status: e.health_status,
+            locality: e.locality.clone(),
+            priority: e.priority,
+        };
+        let host = old
+            .iter()
+            .find(|h| {
+                h.address == addr
+                    && h.weight == e.weight
+                    && h.hostname == e.hostname
+                    && h.eds == eds
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds))
+            });
+        hosts.push(host);
+    }
+    stats.update_success.inc();
+    let unchanged = hosts.len() == old.len()
+        && hosts.iter().zip(&old).all(|(a, b)| Arc::ptr_eq(a, b))
+        && cluster.excluded.load(std::sync::atomic::Ordering::Relaxed) == excluded_before;
+    if unchanged && cluster.host_set_installed() {
+        stats.update_no_rebuild.inc();
+        return;
+    }
+    cluster.set_hosts(hosts);
+}
+
+#[cfg(test)]
+mod tests;
