@@ -1,6 +1,7 @@
 //! Unit tests of the cluster manager: static, DNS and EDS clusters, warming, CDS changes.
 
 use super::*;
+
 use redvoy_config::model::{DnsLookupFamily, Endpoint, LbPolicy, SocketAddress};
 
 fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> model::Cluster {
