@@ -42,7 +42,7 @@ ensure_redis() {
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
-# ensure_iptables — `ip` and `iptables` for the original-destination test (tests/xds_original_dst.rs
+# ensure_iptables — `ip` and `iptables` for the original-destination test (tests/e2e/xds_original_dst.rs
 # builds a network namespace with an iptables REDIRECT; it skips, loudly, without them).
 ensure_iptables() {
   command -v ip >/dev/null 2>&1 || apt_install iproute2
@@ -115,7 +115,7 @@ ensure_envoy() {
   log "envoy: $ENVOY_BIN"
 }
 
-# The redis-py release tests/client_libraries.rs drives (ioredis is pinned in
+# The redis-py release tests/e2e/client_libraries.rs drives (ioredis is pinned in
 # tests/clients/package.json).
 REDIS_PY_VERSION="8.2.0"
 
@@ -123,7 +123,7 @@ redis_py_is_wanted_version() {
   [ "$("$1" -c 'import redis; print(redis.__version__)' 2>/dev/null)" = "$REDIS_PY_VERSION" ]
 }
 
-# ensure_client_libs — the client libraries of tests/client_libraries.rs: redis-py
+# ensure_client_libs — the client libraries of tests/e2e/client_libraries.rs: redis-py
 # $REDIS_PY_VERSION (pip when the interpreter allows it, else $ROOT/.venv; exports REDVOY_PYTHON,
 # the interpreter that has it), Node.js and npm, and ioredis 5 and 6 in tests/clients/node_modules
 # (`npm ci` from the committed package-lock.json).

@@ -20,9 +20,7 @@ use redvoy_test_util::{
     RespClient, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// `max_active_downstream_connections` of the test.
 const LIMIT: usize = 2;

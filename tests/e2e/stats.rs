@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use redvoy_test_util::{
     encode_command, same_on_all_targets, simple_bootstrap, wait_for, Proxy, RedisServer, Reply,
-    Rows, Target,
+    Rows,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Number of clients connected to `redis` (including the one asking).
 fn connected_clients(redis: &RedisServer) -> u64 {

@@ -11,9 +11,7 @@ use redvoy_test_util::{
     ProxyOptions, ReadyCheck, RedisServer, Reply, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Bound on a process exiting after `/quitquitquit`.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);

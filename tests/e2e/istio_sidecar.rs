@@ -25,9 +25,7 @@ use redvoy_test_util::{
     RespClient, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Bound on an xDS exchange or a listener change showing.
 const WAIT: Duration = Duration::from_secs(15);

@@ -8,9 +8,7 @@ use redvoy_test_util::{
     RedisServer, Reply, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Bound on a mirrored write reaching the mirror.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,9 +19,7 @@ use redvoy_test_util::{
     Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Keys written for a placement comparison.
 const KEYS: usize = 60;

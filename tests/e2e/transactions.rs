@@ -11,9 +11,7 @@ use redvoy_test_util::{
     Reply, RespClient, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 fn redvoy() -> Target {
     Target::Redvoy

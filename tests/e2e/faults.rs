@@ -5,12 +5,9 @@ use std::time::{Duration, Instant};
 
 use redvoy_test_util::{
     bootstrap, catch_all_filter, same_on_all_targets, Cluster, Proxy, RedisServer, Reply, Rows,
-    Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 const DELAY: Duration = Duration::from_millis(300);
 /// How much earlier than `DELAY` a delayed reply may arrive (timer granularity).

@@ -3,12 +3,10 @@
 
 use redvoy_test_util::{
     bootstrap, catch_all_filter, same_on_all_targets, Cluster, Proxy, RedisServer, Reply,
-    RespClient, Rows, Target,
+    RespClient, Rows,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 fn step(rows: &mut Rows, client: &mut RespClient, args: &[&str], expect: Reply) {
     let reply = client.cmd(args);

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use redvoy_test_util::{
     bootstrap, same_on_all_targets, start_servers, wait_for, Cluster, Proxy, RedisServer, Reply,
-    RespClient, Rows, Target,
+    RespClient, Rows,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Bound on a mirrored write reaching the mirror.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);

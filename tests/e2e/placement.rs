@@ -10,9 +10,7 @@ use redvoy_test_util::{
     Reply, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 const KEYS: usize = 1_000;
 /// Commands per pipelined write.

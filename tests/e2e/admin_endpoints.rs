@@ -18,9 +18,7 @@ use redvoy_test_util::{
     Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Envoy's content types.
 const TEXT: &str = "text/plain; charset=UTF-8";

@@ -11,12 +11,10 @@ use std::time::Duration;
 use redvoy_test_util::{
     dedent, expect_eq, expect_that, json_leaves, port_open, redis_listener_yaml,
     same_on_all_targets, simple_bootstrap, try_wait_for, HttpResponse, Proxy, ProxyOptions,
-    RedisServer, Reply, Rows, Target,
+    RedisServer, Reply, Rows,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 const TEXT: &str = "text/plain; charset=UTF-8";
 /// Envoy's answer to a GET on a mutating endpoint.

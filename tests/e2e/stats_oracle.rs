@@ -18,9 +18,7 @@ use redvoy_test_util::{
     two_cluster_bootstrap, Proxy, RedisServer, Reply, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Stats redvoy deliberately does not have, each with the reason. A pattern is an exact
 /// (normalized) stat name, or a prefix when it ends in `*`. Applies to (a) and (b).

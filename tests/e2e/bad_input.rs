@@ -11,9 +11,7 @@ use redvoy_test_util::{
     RedisServer, Reply, RespClient, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long "no reply yet" is watched for.

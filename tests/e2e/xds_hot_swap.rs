@@ -28,9 +28,7 @@ use redvoy_test_util::{
     RespClient, Target, Variant,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Concurrent client connections.
 const CONNECTIONS: usize = 50;

@@ -10,12 +10,10 @@ use redvoy_test_util::{
     Rows, Target,
 };
 
+use crate::targets;
+
 /// Bound on a cluster settling after a slot move (gossip on a loaded 2-core machine).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
 
 fn default_bootstrap(cluster: &RedisCluster, settings: &str) -> String {
     let seeds: Vec<u16> = cluster.ports().into_iter().take(1).collect();

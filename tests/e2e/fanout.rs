@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use redvoy_test_util::{
     same_on_all_targets, simple_bootstrap, start_servers, try_wait_for, Proxy, RedisServer, Reply,
-    RespClient, Rows, Target,
+    RespClient, Rows,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 const KEYS: usize = 30;
 /// Bound on the proxy reconnecting to a restarted server.

@@ -18,9 +18,7 @@ use redvoy_test_util::{
     Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats, Target, Variant,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Bound on one xDS exchange (push → ACK) or a state change showing in the stats.
 const XDS_WAIT: Duration = Duration::from_secs(15);

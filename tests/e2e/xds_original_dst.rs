@@ -17,12 +17,10 @@ use redvoy_test_util::xds::{
     xds_bootstrap, XdsBootstrap,
 };
 use redvoy_test_util::{
-    free_port, wait_for, AdsServer, NetNs, NsRedis, Proxy, ProxyOptions, Target, Variant,
+    free_port, wait_for, AdsServer, NetNs, NsRedis, Proxy, ProxyOptions, Variant,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// The fake service VIP (Kubernetes' default service range) and its port.
 const VIP: &str = "10.96.0.10";

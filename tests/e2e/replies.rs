@@ -15,9 +15,7 @@ use redvoy_test_util::{
     RespClient, Rows, Target,
 };
 
-fn targets() -> Vec<Target> {
-    redvoy_test_util::targets(env!("CARGO_BIN_EXE_redvoy"))
-}
+use crate::targets;
 
 /// Sentinel command written after a case; its reply marks the end of the case's replies.
 const SENTINEL: &[u8] = b"*2\r\n$4\r\nECHO\r\n$8\r\nSENTINEL\r\n";
