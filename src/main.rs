@@ -202,7 +202,7 @@ fn run(flags: Flags, log_handle: Option<LogHandle>) -> Result<()> {
         DrainStrategy::Gradual
     };
     let server = Server {
-        options: command_line_options(&flags, concurrency),
+        options: command_line_options(&flags, concurrency, drain_strategy),
         drain_time: Duration::from_secs(flags.drain_time_s),
         drain_strategy,
         reject_unsupported: flags.reject_unsupported,
@@ -229,7 +229,11 @@ struct Server {
 }
 
 /// `/server_info`'s `command_line_options`, as Envoy echoes its flags.
-fn command_line_options(flags: &Flags, concurrency: usize) -> redvoy_admin::CommandLineOptions {
+fn command_line_options(
+    flags: &Flags,
+    concurrency: usize,
+    drain_strategy: DrainStrategy,
+) -> redvoy_admin::CommandLineOptions {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     let mut o = redvoy_admin::CommandLineOptions {
         base_id: flags.base_id.unwrap_or(0),
@@ -268,11 +272,7 @@ fn command_line_options(flags: &Flags, concurrency: usize) -> redvoy_admin::Comm
     if let Some(f) = &flags.log_format {
         o.log_format = f.clone();
     }
-    if flags
-        .drain_strategy
-        .as_deref()
-        .is_some_and(|s| s.eq_ignore_ascii_case("immediate"))
-    {
+    if drain_strategy == DrainStrategy::Immediate {
         o.drain_strategy = redvoy_admin::DrainStrategy::Immediate;
     }
     o.mode = match flags.mode {
@@ -402,6 +402,9 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
     let mut worker_tx = Vec::with_capacity(concurrency);
     let mut worker_rx = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
+        // Unbounded on purpose: commands come from config changes (a few per listener push,
+        // never per request), and the main thread applying a push must not wait on a busy
+        // worker; a bounded channel could stall xDS behind the data path.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         worker_tx.push(tx);
         worker_rx.push(rx);

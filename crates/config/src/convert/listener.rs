@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::prefix_routes::Route;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::redis_fault::RedisFaultType;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::{
-    ConnPoolSettings, PrefixRoutes,
+    ConnPoolSettings, PrefixRoutes, ProtocolVersion,
 };
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProxy;
 use prost::Message;
@@ -426,7 +426,7 @@ fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, Confi
         downstream_auth_username,
         faults,
         custom_commands: rp.custom_commands,
-        require_resp3: rp.protocol_version == 1,
+        require_resp3: rp.protocol_version == ProtocolVersion::Resp3 as i32,
     })
 }
 
