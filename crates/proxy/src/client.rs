@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout};
 use tracing::debug;
 
+use crate::pending::Completion;
 use crate::pool::{ClusterPool, RedirectRequest, Redirection};
-use crate::session::Completion;
 use crate::supported_commands;
 
 /// Read buffer growth step for upstream replies.

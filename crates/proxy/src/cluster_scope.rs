@@ -230,7 +230,7 @@ fn sum_integers(replies: &[RespValue]) -> RespValue {
 
 /// How one INFO field is merged across shards (Envoy `AggregationType`).
 #[derive(Debug, Clone, Copy)]
-enum Merge {
+enum InfoFieldMerge {
     /// First non-empty value in shard order, verbatim; omitted when no shard had one.
     First,
     /// Wrapping sum of the values that parse as `i64`; always printed (0 when none did).
@@ -248,10 +248,10 @@ enum Merge {
 struct InfoField {
     section: &'static str,
     key: &'static str,
-    merge: Merge,
+    merge: InfoFieldMerge,
 }
 
-const fn field(section: &'static str, key: &'static str, merge: Merge) -> InfoField {
+const fn field(section: &'static str, key: &'static str, merge: InfoFieldMerge) -> InfoField {
     InfoField {
         section,
         key,
@@ -259,7 +259,7 @@ const fn field(section: &'static str, key: &'static str, merge: Merge) -> InfoFi
     }
 }
 
-use Merge::{Constant, First, Human, Keyspace, Max, Sum};
+use InfoFieldMerge::{Constant, First, Human, Keyspace, Max, Sum};
 
 /// Envoy 1.40's INFO catalogue, in output order. Order, sections and merge kinds were checked
 /// against the real binary with every field present (see `info_full_catalogue_matches_envoy`).
@@ -500,7 +500,7 @@ fn info(section: Option<&[u8]>, replies: &[RespValue]) -> RespValue {
     RespValue::Bulk(Bytes::from(render_info(&state, included)))
 }
 
-fn fold_field(merge: Merge, state: &mut FieldState, value: &[u8]) {
+fn fold_field(merge: InfoFieldMerge, state: &mut FieldState, value: &[u8]) {
     match merge {
         First => {
             if state.text.is_empty() {

@@ -14,13 +14,17 @@ mod conn_limit;
 mod drain;
 mod filter;
 mod listener_stats;
+mod local_commands;
+mod pending;
 mod pool;
 mod resp3;
 mod router;
 mod session;
+mod splitter;
 mod stats;
 mod supported_commands;
 mod tcp_proxy;
+mod transaction;
 mod worker;
 
 pub use conn_limit::{GlobalConnectionLimit, LimitExemptions, ListenerLimit};

@@ -20,7 +20,7 @@ use redvoy_upstream::{Cluster, Host, HostSet};
 use tracing::debug;
 
 use crate::client::{ClientConfig, UpstreamClient};
-use crate::session::Completion;
+use crate::pending::Completion;
 
 /// Redirections followed for one request before its MOVED/ASK is passed through. Envoy has no
 /// limit; a cap keeps two nodes that disagree about a slot from bouncing a request forever.

@@ -28,8 +28,9 @@ use crate::conn_limit::{Admission, ListenerLimit};
 use crate::drain::ListenerControl;
 use crate::filter::FilterConfig;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
+use crate::pending::SessionShared;
 use crate::pool::{ClusterPool, RedirectSettings};
-use crate::session::{self, SessionShared, WorkerFilter};
+use crate::session::{self, WorkerFilter};
 use crate::tcp_proxy::{self, TcpProxyConfig};
 
 /// Accept backlog of every listener socket.

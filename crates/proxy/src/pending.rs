@@ -1,0 +1,326 @@
+//! The in-order pending queue (one slot per decoded request, replies written only from its
+//! front) and how the replies of a request's fragments merge into one reply.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redvoy_resp::{Frame, Resp3Shape, RespValue};
+use tokio::sync::Notify;
+
+use crate::client::{UpstreamFailure, UpstreamResult};
+use crate::cluster_scope::{self, Aggregation};
+
+/// Error replies Envoy's redis_proxy makes up, byte for byte.
+pub(crate) const NO_UPSTREAM_HOST: &str = "no upstream host";
+pub(crate) const UPSTREAM_FAILURE: &str = "upstream failure";
+pub(crate) const INVALID_REQUEST: &str = "invalid request";
+pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// How one upstream reply reached a request (or why none did).
+pub(crate) enum Outcome {
+    Reply(Frame),
+    Failure,
+    NoHost,
+}
+
+impl From<UpstreamResult> for Outcome {
+    fn from(r: UpstreamResult) -> Self {
+        match r {
+            Ok(frame) => Outcome::Reply(frame),
+            Err(UpstreamFailure::Failure) => Outcome::Failure,
+        }
+    }
+}
+
+/// Where an upstream reply must go: a fragment of one pending request of one session.
+pub(crate) struct Completion {
+    pub(crate) session: Rc<SessionShared>,
+    pub(crate) seq: u64,
+    pub(crate) fragment: u32,
+}
+
+impl Completion {
+    pub(crate) fn complete(self, result: UpstreamResult) {
+        self.session
+            .complete(self.seq, self.fragment, result.into());
+    }
+}
+
+pub(crate) enum Reply {
+    /// Upstream bytes forwarded as received.
+    Raw(Bytes),
+    Value(RespValue),
+}
+
+/// How the fragment replies of one request are combined.
+pub(crate) enum FragmentMerge {
+    Single,
+    Mget(Vec<RespValue>),
+    Mset {
+        errors: u32,
+    },
+    Sum {
+        sum: i64,
+        errors: u32,
+    },
+    /// One page of a SCAN over every host: the reply's cursor becomes a composite cursor.
+    Scan {
+        host: usize,
+        hosts: usize,
+    },
+    ClusterScope(Aggregation, Vec<RespValue>),
+}
+
+/// What to do after a reply has been written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    Nothing,
+    /// QUIT: close once everything before has been written.
+    Close,
+}
+
+pub(crate) struct Slot {
+    pub(crate) merge: FragmentMerge,
+    pub(crate) remaining: u32,
+    pub(crate) reply: Option<Reply>,
+    /// A proxy-detected error (counts `command.<cmd>.error` instead of `success`).
+    pub(crate) error: bool,
+    pub(crate) command: Option<usize>,
+    pub(crate) started: Instant,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) after: After,
+    /// `Some` for a client that negotiated RESP3: how the reply is converted.
+    pub(crate) resp3: Option<Resp3Shape>,
+    /// A RESP3 client's EXEC: the shape of each element of the reply.
+    pub(crate) exec_shapes: Option<Box<[Resp3Shape]>>,
+}
+
+#[derive(Default)]
+pub(crate) struct PendingQueue {
+    /// Sequence number of `slots[0]`.
+    pub(crate) head: u64,
+    pub(crate) slots: VecDeque<Slot>,
+}
+
+impl PendingQueue {
+    /// Takes the front slot if its reply is ready and due. Otherwise returns when a delayed
+    /// front reply will be due (`None`: the front waits for upstream, or the queue is empty).
+    pub(crate) fn pop_ready(&mut self, now: Instant) -> Result<Slot, Option<Instant>> {
+        let front = self.slots.front().ok_or(None)?;
+        if front.reply.is_none() {
+            return Err(None);
+        }
+        if let Some(delay) = front.delay {
+            let due = front.started + delay;
+            if due > now {
+                return Err(Some(due));
+            }
+        }
+        let slot = self.slots.pop_front().ok_or(None)?;
+        self.head += 1;
+        Ok(slot)
+    }
+}
+
+/// The part of a session that upstream clients reach through `Completion`s.
+pub(crate) struct SessionShared {
+    pub(crate) queue: RefCell<PendingQueue>,
+    /// Wakes the session: a reply is ready, or its listener's drain time is over.
+    pub(crate) notify: Notify,
+    pub(crate) closed: Cell<bool>,
+}
+
+impl SessionShared {
+    pub(crate) fn new() -> Rc<Self> {
+        Rc::new(Self {
+            queue: RefCell::new(PendingQueue::default()),
+            notify: Notify::new(),
+            closed: Cell::new(false),
+        })
+    }
+
+    pub(crate) fn complete(&self, seq: u64, fragment: u32, outcome: Outcome) {
+        if self.closed.get() {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        let Some(index) = seq.checked_sub(queue.head) else {
+            return;
+        };
+        let Some(slot) = queue.slots.get_mut(index as usize) else {
+            return;
+        };
+        apply(slot, fragment as usize, outcome);
+        slot.remaining = slot.remaining.saturating_sub(1);
+        if slot.remaining == 0 {
+            finish(slot);
+            drop(queue);
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// An error reply with `text`.
+pub(crate) fn error_value(text: &str) -> RespValue {
+    RespValue::Error(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+/// Hosts a composite SCAN cursor can address: the host index is the cursor's remainder.
+pub(crate) const SCAN_HOSTS: u64 = 1024;
+
+/// A composite SCAN cursor `host_cursor * SCAN_HOSTS + host` as (host, host_cursor). Cursor 0
+/// is host 0's start.
+pub(crate) fn split_scan_cursor(cursor: &[u8]) -> Option<(usize, u64)> {
+    let n: u64 = std::str::from_utf8(cursor).ok()?.parse().ok()?;
+    Some(((n % SCAN_HOSTS) as usize, n / SCAN_HOSTS))
+}
+
+/// Turns host `host`'s SCAN reply into the client's page: the host's cursor becomes composite,
+/// and a finished host hands over to the next one (cursor 0 once the last host is done).
+pub(crate) fn scan_page(page: RespValue, host: usize, hosts: usize) -> RespValue {
+    let RespValue::Array(mut items) = page else {
+        return match page {
+            e @ RespValue::Error(_) => e,
+            _ => error_value("upstream protocol error"),
+        };
+    };
+    let host_cursor = match items.first().and_then(RespValue::as_bulk) {
+        Some(c) if items.len() == 2 => std::str::from_utf8(c)
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok()),
+        _ => None,
+    };
+    let Some(host_cursor) = host_cursor else {
+        return error_value("upstream protocol error");
+    };
+    let next = if host_cursor != 0 {
+        host_cursor
+            .checked_mul(SCAN_HOSTS)
+            .and_then(|c| c.checked_add(host as u64))
+    } else if host + 1 < hosts {
+        Some(host as u64 + 1)
+    } else {
+        Some(0)
+    };
+    let Some(next) = next else {
+        return error_value("ERR cursor of an upstream host too large for the proxy's SCAN");
+    };
+    items[0] = RespValue::Bulk(Bytes::from(next.to_string()));
+    RespValue::Array(items)
+}
+
+pub(crate) fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
+    match &mut slot.merge {
+        FragmentMerge::Single => {
+            slot.reply = Some(match outcome {
+                // A RESP3 client's reply is re-encoded from the value, so only RESP2 ones
+                // forward the upstream bytes.
+                Outcome::Reply(frame) if frame.verbatim && slot.resp3.is_none() => {
+                    Reply::Raw(frame.raw)
+                }
+                Outcome::Reply(frame) => Reply::Value(frame.value),
+                Outcome::Failure => {
+                    slot.error = true;
+                    Reply::Value(error_value(UPSTREAM_FAILURE))
+                }
+                Outcome::NoHost => {
+                    slot.error = true;
+                    Reply::Value(error_value(NO_UPSTREAM_HOST))
+                }
+            });
+        }
+        FragmentMerge::Mget(values) => {
+            let value = match outcome {
+                Outcome::Reply(frame) => match frame.value {
+                    v @ (RespValue::Bulk(_) | RespValue::Null) => v,
+                    e @ RespValue::Error(_) => {
+                        slot.error = true;
+                        e
+                    }
+                    _ => {
+                        slot.error = true;
+                        error_value("upstream protocol error")
+                    }
+                },
+                Outcome::Failure => {
+                    slot.error = true;
+                    error_value(UPSTREAM_FAILURE)
+                }
+                Outcome::NoHost => {
+                    slot.error = true;
+                    error_value(NO_UPSTREAM_HOST)
+                }
+            };
+            if let Some(v) = values.get_mut(fragment) {
+                *v = value;
+            }
+        }
+        FragmentMerge::Mset { errors } => match outcome {
+            Outcome::Reply(Frame {
+                value: RespValue::Simple(s),
+                ..
+            }) if &s[..] == b"OK" => {}
+            _ => *errors += 1,
+        },
+        FragmentMerge::Sum { sum, errors } => match outcome {
+            Outcome::Reply(Frame {
+                value: RespValue::Integer(n),
+                ..
+            }) => *sum = sum.wrapping_add(n),
+            _ => *errors += 1,
+        },
+        FragmentMerge::Scan { .. } => {
+            slot.reply = Some(Reply::Value(match outcome {
+                Outcome::Reply(frame) => frame.value,
+                Outcome::Failure => error_value(UPSTREAM_FAILURE),
+                Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+            }));
+        }
+        FragmentMerge::ClusterScope(_, values) => {
+            let value = match outcome {
+                Outcome::Reply(frame) => frame.value,
+                Outcome::Failure => error_value(UPSTREAM_FAILURE),
+                Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+            };
+            if let Some(v) = values.get_mut(fragment) {
+                *v = value;
+            }
+        }
+    }
+}
+
+/// Builds the final reply once every fragment is in.
+pub(crate) fn finish(slot: &mut Slot) {
+    let merged = match std::mem::replace(&mut slot.merge, FragmentMerge::Single) {
+        FragmentMerge::Single => return,
+        FragmentMerge::Mget(values) => RespValue::Array(values),
+        FragmentMerge::Mset { errors: 0 } => RespValue::Simple(Bytes::from_static(b"OK")),
+        FragmentMerge::Sum { sum, errors: 0 } => RespValue::Integer(sum),
+        FragmentMerge::Mset { errors } | FragmentMerge::Sum { errors, .. } => {
+            slot.error = true;
+            error_value(&format!("finished with {errors} error(s)"))
+        }
+        FragmentMerge::Scan { host, hosts } => {
+            let page = match slot.reply.take() {
+                Some(Reply::Value(v)) => v,
+                _ => error_value(UPSTREAM_FAILURE),
+            };
+            let page = scan_page(page, host, hosts);
+            if matches!(page, RespValue::Error(_)) {
+                slot.error = true;
+            }
+            page
+        }
+        FragmentMerge::ClusterScope(agg, values) => {
+            let v = cluster_scope::aggregate(&agg, values);
+            if matches!(v, RespValue::Error(_)) {
+                slot.error = true;
+            }
+            v
+        }
+    };
+    slot.reply = Some(Reply::Value(merged));
+}

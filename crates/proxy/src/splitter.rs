@@ -1,0 +1,509 @@
+//! The command splitter (Envoy's `command_splitter_impl`): one request becomes one upstream
+//! command, a fan-out over keys or hosts, a transaction step or a local reply.
+
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use redvoy_resp::{encode, Frame, RespValue};
+
+use crate::cluster_scope;
+use crate::pending::{
+    error_value, split_scan_cursor, After, FragmentMerge, Outcome, INVALID_REQUEST, NOAUTH,
+    NO_UPSTREAM_HOST, SCAN_HOSTS,
+};
+use crate::pool::ClusterPool;
+use crate::resp3;
+use crate::session::Session;
+use crate::supported_commands::{self as commands, CommandClass};
+
+impl Session {
+    pub(crate) fn on_request(&mut self, frame: Frame) {
+        // An Rc clone (not the shared Arc) keeps the config borrowable while `self` is mutated.
+        // An empty inline line (a bare CRLF or LF, as `redis-cli --pipe` input files and
+        // telnet users produce) is not a request: Redis ignores it, and so do we.
+        if frame.raw.first() != Some(&b'*')
+            && matches!(&frame.value, RespValue::Array(a) if a.is_empty())
+        {
+            return;
+        }
+        let filter = Rc::clone(&self.filter);
+        let config = &filter.config;
+        let stats = &config.stats;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        let Frame {
+            raw,
+            value,
+            verbatim,
+        } = frame;
+        let Some(args) = value.into_args().filter(|a| !a.is_empty()) else {
+            stats.splitter_invalid_request.inc();
+            self.push_ready(error_value(INVALID_REQUEST), None, true);
+            return;
+        };
+        let mut lower = [0u8; 32];
+        let owned;
+        let cmd: &str = match commands::lowercase_into(&args[0], &mut lower) {
+            Some(c) => c,
+            None => {
+                owned = String::from_utf8_lossy(&args[0]).to_lowercase();
+                &owned
+            }
+        };
+        let class = commands::class_of(cmd).or_else(|| {
+            config
+                .custom_commands
+                .contains(cmd)
+                .then_some(CommandClass::Simple)
+        });
+        let Some(class) = class else {
+            stats.splitter_unsupported_command.inc();
+            // Redis discards a transaction in which a command was rejected.
+            self.tx.aborted |= self.tx.active;
+            let mut text = b"ERR unknown command '".to_vec();
+            text.extend_from_slice(&args[0]);
+            text.extend_from_slice(b"', with args beginning with: ");
+            if let Some(first) = args.get(1) {
+                text.extend_from_slice(first);
+            }
+            self.push_ready(RespValue::Error(Bytes::from(text)), None, true);
+            return;
+        };
+
+        let shape = |resp: u8| (resp == 3).then(|| resp3::shape_for(cmd, &args));
+        self.resp3_shape.set(shape(self.client.resp));
+        if cmd == "auth" {
+            let reply = self.auth(&args);
+            self.push_ready(reply, None, false);
+            return;
+        }
+        if cmd == "hello" {
+            let reply = self.hello(&args);
+            // The reply is in the protocol HELLO chose.
+            self.resp3_shape.set(shape(self.client.resp));
+            self.push_ready(reply, None, false);
+            return;
+        }
+        if config.require_resp3 && self.client.resp != 3 && cmd != "quit" {
+            // `protocol_version: RESP3`: HELLO 3 first (a bare HELLO does not negotiate).
+            self.push_ready(
+                error_value("NOPROTO unsupported protocol version"),
+                None,
+                true,
+            );
+            return;
+        }
+        if !self.authenticated {
+            self.push_ready(error_value(NOAUTH), None, true);
+            return;
+        }
+        match cmd {
+            "client" => {
+                let reply = self.client_command(&args);
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "ping" => {
+                self.push_ready(RespValue::Simple(Bytes::from_static(b"PONG")), None, false);
+                return;
+            }
+            "echo" => {
+                let reply = if args.len() == 2 {
+                    RespValue::Bulk(args[1].clone())
+                } else {
+                    error_value(INVALID_REQUEST)
+                };
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "time" => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let reply = RespValue::Array(vec![
+                    RespValue::Bulk(Bytes::from(now.as_secs().to_string())),
+                    RespValue::Bulk(Bytes::from(now.as_micros().to_string())),
+                ]);
+                self.push_ready(reply, None, false);
+                return;
+            }
+            "scan" if args.len() < 2 => {
+                let text = format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    String::from_utf8_lossy(&args[0])
+                );
+                self.push_ready(error_value(&text), None, true);
+                return;
+            }
+            "quit" => {
+                self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                if let Some(last) = self.shared.queue.borrow_mut().slots.back_mut() {
+                    last.after = After::Close;
+                }
+                self.stop_reading = true;
+                return;
+            }
+            _ => {}
+        }
+        if args.len() < 2
+            && !commands::valid_without_args(cmd)
+            && class != CommandClass::Transaction
+        {
+            stats.splitter_invalid_request.inc();
+            self.tx.aborted |= self.tx.active;
+            self.push_ready(error_value(INVALID_REQUEST), None, true);
+            return;
+        }
+
+        let handler = if self.tx.active { "multi" } else { cmd };
+        let command = stats.command_index(handler);
+        if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+            cs.total.inc();
+        }
+        let fault = config.faults.pick(cmd, &config.runtime).cloned();
+        if let Some(f) = fault.as_ref().filter(|f| f.error) {
+            if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+                cs.error_fault.inc();
+            }
+            let seq = self.next_seq();
+            self.push_ready(error_value("Fault Injected: Error"), command, true);
+            if !f.delay.is_zero() {
+                self.set_delay(seq, f.delay);
+            }
+            return;
+        }
+        let seq = self.next_seq();
+        let request = Request {
+            args: &args,
+            raw: &raw,
+            verbatim,
+            cmd,
+            command,
+        };
+        if self.tx.active {
+            self.in_transaction(&request);
+        } else {
+            match class {
+                CommandClass::Simple => self.simple(&request, 1),
+                CommandClass::Eval => {
+                    if args.len() < 4 {
+                        self.wrong_arity(&request);
+                    } else {
+                        self.simple(&request, 3)
+                    }
+                }
+                CommandClass::Object => {
+                    if args.len() < 3 {
+                        self.wrong_arity(&request);
+                    } else {
+                        self.simple(&request, 2)
+                    }
+                }
+                CommandClass::Mget => self.mget(&request),
+                CommandClass::Mset => self.mset(&request),
+                CommandClass::SumResult => self.sum(&request),
+                CommandClass::Scan => self.scan(&request),
+                CommandClass::InfoShard => self.info_shard(&request),
+                CommandClass::RandomShard => self.random_shard(&request),
+                CommandClass::Select => self.select(&request),
+                CommandClass::ClusterScope => self.cluster_scope(&request),
+                CommandClass::Transaction => self.transaction(&request),
+                CommandClass::Local => {
+                    // Every local command was answered above.
+                    self.push_ready(error_value(INVALID_REQUEST), command, true);
+                }
+            }
+        }
+        if let Some(f) = fault.as_ref().filter(|f| !f.delay.is_zero()) {
+            self.set_delay(seq, f.delay);
+        }
+    }
+
+    pub(crate) fn wrong_arity(&self, r: &Request<'_>) {
+        let text = format!(
+            "wrong number of arguments for '{}' command",
+            String::from_utf8_lossy(&r.args[0])
+        );
+        self.push_ready(error_value(&text), r.command, true);
+    }
+
+    pub(crate) fn no_host(&self, r: &Request<'_>) {
+        self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
+    }
+
+    pub(crate) fn pool(&self, index: usize) -> Option<&ClusterPool> {
+        self.filter.pools.get(index)?.as_deref()
+    }
+
+    /// Single-server commands: routed on `args[key_index]`, reply passed through.
+    pub(crate) fn simple(&self, r: &Request<'_>, key_index: usize) {
+        let key = &r.args[key_index];
+        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
+            return self.no_host(r);
+        };
+        let is_read = commands::is_read(r.cmd);
+        let Some(client) = self
+            .pool(route.pool_for(is_read))
+            .and_then(|p| p.client_for_key(&routed_key, is_read))
+        else {
+            return self.no_host(r);
+        };
+        let request = request_bytes(r, key_index, &routed_key);
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        client.send(&request, Some(self.completion(seq, 0)), r.cmd);
+        for mirror in &route.mirrors {
+            if mirror.should_mirror(is_read, &self.filter.config.runtime) {
+                if let Some(m) = self
+                    .pool(mirror.pool)
+                    .and_then(|p| p.client_for_key(&routed_key, is_read))
+                {
+                    m.send(&request, None, r.cmd);
+                }
+            }
+        }
+    }
+
+    /// Fan-out of one sub-command per key (MGET, DEL, EXISTS, TOUCH, UNLINK) or pair (MSET).
+    pub(crate) fn fan_out(&self, r: &Request<'_>, merge: FragmentMerge, name: &[u8], step: usize) {
+        let items = &r.args[1..];
+        let fragments = items.len() / step;
+        let seq = self.push_waiting(merge, fragments as u32, r.command);
+        let is_read = commands::is_read(r.cmd);
+        // Fragment names are short command names: lowercase them on the stack.
+        let mut lower = [0u8; 32];
+        let owned;
+        let sub: &str = match commands::lowercase_into(name, &mut lower) {
+            Some(s) => s,
+            None => {
+                owned = String::from_utf8_lossy(name).to_ascii_lowercase();
+                &owned
+            }
+        };
+        let sub_is_read = commands::is_read(sub);
+        let mut out = BytesMut::new();
+        for (i, chunk) in items.chunks(step).enumerate() {
+            let Some((route, key)) = self.filter.config.router.route(&chunk[0]) else {
+                self.complete_now(seq, i, Outcome::NoHost);
+                continue;
+            };
+            let Some(client) = self
+                .pool(route.pool_for(is_read))
+                .and_then(|p| p.client_for_key(&key, sub_is_read))
+            else {
+                self.complete_now(seq, i, Outcome::NoHost);
+                continue;
+            };
+            out.clear();
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(step + 1);
+            parts.push(name);
+            parts.push(&key);
+            parts.extend(chunk[1..].iter().map(|b| &b[..]));
+            encode::command(&mut out, &parts);
+            client.send(&out, Some(self.completion(seq, i)), sub);
+            for mirror in &route.mirrors {
+                if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
+                    if let Some(m) = self
+                        .pool(mirror.pool)
+                        .and_then(|p| p.client_for_key(&key, sub_is_read))
+                    {
+                        m.send(&out, None, sub);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn mget(&self, r: &Request<'_>) {
+        let n = r.args.len() - 1;
+        self.fan_out(r, FragmentMerge::Mget(vec![RespValue::Null; n]), b"get", 1);
+    }
+
+    pub(crate) fn mset(&self, r: &Request<'_>) {
+        if !(r.args.len() - 1).is_multiple_of(2) {
+            return self.wrong_arity(r);
+        }
+        self.fan_out(r, FragmentMerge::Mset { errors: 0 }, b"set", 2);
+    }
+
+    pub(crate) fn sum(&self, r: &Request<'_>) {
+        let name = r.args[0].clone();
+        self.fan_out(r, FragmentMerge::Sum { sum: 0, errors: 0 }, &name, 1);
+    }
+
+    /// The pool that commands without a key use: the route of the empty key.
+    pub(crate) fn keyless_pool(&self, routing_key: &[u8], is_read: bool) -> Option<&ClusterPool> {
+        let (route, _) = self.filter.config.router.route(routing_key)?;
+        self.pool(route.pool_for(is_read))
+    }
+
+    /// Sends the request unchanged to every shard of `pool`, gathering into `merge`.
+    pub(crate) fn broadcast(
+        &self,
+        r: &Request<'_>,
+        pool: &ClusterPool,
+        shards: usize,
+        merge: FragmentMerge,
+    ) {
+        let seq = self.push_waiting(merge, shards as u32, r.command);
+        let request = whole_request(r);
+        for shard in 0..shards {
+            match pool.client_for_shard(shard) {
+                Some(c) => c.send(&request, Some(self.completion(seq, shard)), r.cmd),
+                None => self.complete_now(seq, shard, Outcome::NoHost),
+            }
+        }
+    }
+
+    /// SCAN over every host of the catch-all route's cluster (every primary of a Redis
+    /// Cluster), one host after the other, with a composite cursor: a full iteration returns
+    /// every key once and ends with cursor 0. Envoy 1.40 sends the cursor to every shard and
+    /// concatenates the replies, which no client can iterate.
+    pub(crate) fn scan(&self, r: &Request<'_>) {
+        let Some(pool) = self.keyless_pool(b"", true) else {
+            return self.no_host(r);
+        };
+        let hosts = pool.shard_count();
+        if hosts == 0 {
+            return self.no_host(r);
+        }
+        if hosts as u64 > SCAN_HOSTS {
+            let text = format!("ERR SCAN through the proxy covers at most {SCAN_HOSTS} hosts");
+            return self.push_ready(error_value(&text), r.command, true);
+        }
+        let Some((host, cursor)) = split_scan_cursor(&r.args[1]).filter(|(h, _)| *h < hosts) else {
+            return self.push_ready(error_value("ERR invalid cursor"), r.command, true);
+        };
+        let Some(client) = pool.client_for_shard(host) else {
+            return self.no_host(r);
+        };
+        let cursor = cursor.to_string();
+        let mut parts: Vec<&[u8]> = r.args.iter().map(|a| &a[..]).collect();
+        parts[1] = cursor.as_bytes();
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &parts);
+        let seq = self.push_waiting(FragmentMerge::Scan { host, hosts }, 1, r.command);
+        client.send(&out, Some(self.completion(seq, 0)), r.cmd);
+    }
+
+    pub(crate) fn cluster_scope(&self, r: &Request<'_>) {
+        // Envoy answers a missing route or empty cluster before judging the arguments.
+        let Some(pool) = self.keyless_pool(b"", commands::is_read(r.cmd)) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        if shards == 0 {
+            return self.no_host(r);
+        }
+        let Some(agg) = cluster_scope::aggregation_for(r.cmd, r.args) else {
+            let text = cluster_scope::UNSUPPORTED_CLUSTER_SCOPE_COMMAND;
+            return self.push_ready(error_value(text), r.command, true);
+        };
+        self.broadcast(
+            r,
+            pool,
+            shards,
+            FragmentMerge::ClusterScope(agg, vec![RespValue::Null; shards]),
+        );
+    }
+
+    pub(crate) fn info_shard(&self, r: &Request<'_>) {
+        if r.args.len() > 3 {
+            return self.wrong_arity(r);
+        }
+        let Some(pool) = self.keyless_pool(b"", true) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        let index = std::str::from_utf8(&r.args[1])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok());
+        let Some(index) = index else {
+            let text = "ERR invalid shard_id - must be a numeric shard index";
+            return self.push_ready(error_value(text), r.command, true);
+        };
+        if index >= shards {
+            let text = format!(
+                "ERR shard_id {index} out of range (0-{})",
+                shards.saturating_sub(1)
+            );
+            return self.push_ready(error_value(&text), r.command, true);
+        }
+        let Some(client) = pool.client_for_shard(index) else {
+            return self.no_host(r);
+        };
+        let mut out = BytesMut::new();
+        let mut parts: Vec<&[u8]> = vec![b"INFO"];
+        parts.extend(r.args.get(2).map(|s| &s[..]));
+        encode::command(&mut out, &parts);
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        client.send(&out, Some(self.completion(seq, 0)), "info");
+    }
+
+    pub(crate) fn random_shard(&self, r: &Request<'_>) {
+        if r.cmd == "cluster" {
+            let sub = String::from_utf8_lossy(&r.args[1]).to_ascii_lowercase();
+            if !commands::CLUSTER_SUBCOMMANDS.contains(&sub.as_str()) {
+                let text = format!("ERR cluster subcommand '{sub}' is not supported");
+                return self.push_ready(error_value(&text), r.command, true);
+            }
+        }
+        let Some(pool) = self.keyless_pool(b"", true) else {
+            return self.no_host(r);
+        };
+        let shards = pool.shard_count();
+        if shards == 0 {
+            return self.no_host(r);
+        }
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let shard = (micros % shards as u128) as usize;
+        let Some(client) = pool.client_for_shard(shard) else {
+            return self.no_host(r);
+        };
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
+    }
+}
+
+/// One decoded request, borrowed while it is being dispatched.
+pub(crate) struct Request<'a> {
+    pub(crate) args: &'a [Bytes],
+    pub(crate) raw: &'a Bytes,
+    pub(crate) verbatim: bool,
+    /// Lowercased command name.
+    pub(crate) cmd: &'a str,
+    pub(crate) command: Option<usize>,
+}
+
+/// The request as received, re-encoded only when the bytes on the wire were not canonical.
+pub(crate) fn whole_request(r: &Request<'_>) -> Bytes {
+    if r.verbatim && !r.raw.is_empty() {
+        return r.raw.clone();
+    }
+    let mut out = BytesMut::new();
+    let parts: Vec<&[u8]> = r.args.iter().map(|a| &a[..]).collect();
+    encode::command(&mut out, &parts);
+    out.freeze()
+}
+
+/// The request with `args[key_index]` replaced by the routed key (prefix removed, formatted).
+pub(crate) fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &[u8]) -> Bytes {
+    let original = &r.args[key_index];
+    // The router hands back a sub-slice of the original key when it did not rewrite it.
+    let unchanged = routed_key.as_ptr() == original.as_ptr() && routed_key.len() == original.len();
+    if unchanged {
+        return whole_request(r);
+    }
+    let mut out = BytesMut::new();
+    let parts: Vec<&[u8]> = r
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| if i == key_index { routed_key } else { &a[..] })
+        .collect();
+    encode::command(&mut out, &parts);
+    out.freeze()
+}

@@ -1,0 +1,279 @@
+//! Transactions (Envoy's `TransactionRequest`): WATCH, MULTI, the queued commands and
+//! EXEC/DISCARD on connections dedicated to one client.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redvoy_resp::{Resp3Shape, RespValue};
+
+use crate::client::UpstreamClient;
+use crate::pending::{error_value, FragmentMerge, INVALID_REQUEST, NO_UPSTREAM_HOST};
+use crate::pool::Placement;
+use crate::session::Session;
+use crate::splitter::{whole_request, Request};
+use crate::supported_commands as commands;
+
+/// A client's transaction: WATCH, MULTI, the queued commands and EXEC/DISCARD all run on
+/// connections dedicated to this client, so Redis's promises hold (a concurrent write to a
+/// watched key makes EXEC return null). Envoy 1.40 sends WATCH on the shared connection and
+/// the transaction on a dedicated one, so WATCH guards nothing.
+#[derive(Default)]
+pub(crate) struct Transaction {
+    /// MULTI seen, EXEC/DISCARD not yet.
+    pub(crate) active: bool,
+    /// A command was refused while queuing: EXEC answers EXECABORT and commits nothing.
+    pub(crate) aborted: bool,
+    /// Where the transaction runs (route pool, slot or host), from its first key.
+    pub(crate) placement: Option<(usize, Placement)>,
+    /// Dedicated connections: the route's pool first, then one per mirror.
+    pub(crate) clients: Vec<Rc<UpstreamClient>>,
+    /// For each entry of `clients` after the first: mirrors skip reads when set.
+    pub(crate) mirror_excludes_reads: Vec<bool>,
+    /// RESP3 clients: the reply shape of each command queued upstream, for EXEC's reply.
+    pub(crate) queued_shapes: Vec<Resp3Shape>,
+}
+
+impl Transaction {
+    pub(crate) fn close(&mut self) {
+        for c in self.clients.drain(..) {
+            c.close_when_idle();
+        }
+        self.mirror_excludes_reads.clear();
+        self.queued_shapes.clear();
+        self.active = false;
+        self.aborted = false;
+        self.placement = None;
+    }
+}
+
+/// Redis's reply to keys of different slots in one transaction or command.
+pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+impl Session {
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction. Replies the proxy makes up
+    /// here count only in `command.<cmd>.total`, as in Envoy (neither success nor error).
+    pub(crate) fn transaction(&mut self, r: &Request<'_>) {
+        match r.cmd {
+            "multi" => {
+                self.tx.active = true;
+                self.tx.aborted = false;
+                if self.tx.clients.is_empty() {
+                    // Envoy's way: MULTI goes upstream with the first keyed command.
+                    self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                } else {
+                    // WATCH opened the connection: MULTI follows it there.
+                    self.send_in_transaction(r, true);
+                }
+            }
+            "exec" => self.push_ready(error_value("EXEC without MULTI"), None, true),
+            "discard" => self.push_ready(error_value("DISCARD without MULTI"), None, true),
+            "watch" if r.args.len() < 2 => self.wrong_arity(r),
+            "watch" => {
+                let keys = &r.args[1..];
+                match self.join_transaction(keys) {
+                    Ok(()) => self.send_in_transaction(r, true),
+                    Err(reply) => self.push_ready(reply, r.command, true),
+                }
+            }
+            "unwatch" => {
+                if self.tx.clients.is_empty() {
+                    self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
+                } else {
+                    self.send_in_transaction(r, true);
+                    self.tx.close();
+                }
+            }
+            _ => self.push_ready(error_value(INVALID_REQUEST), None, true),
+        }
+    }
+
+    /// Checks that `keys` belong where the transaction runs (one slot of a Redis Cluster, one
+    /// host otherwise) and opens the dedicated connections with the first key if none are
+    /// open yet. The error is the reply for the client.
+    pub(crate) fn join_transaction(&mut self, keys: &[Bytes]) -> Result<(), RespValue> {
+        let config = Arc::clone(&self.filter.config);
+        let mut joined = self.tx.placement;
+        for key in keys {
+            let Some((route, routed_key)) = config.router.route(key) else {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            };
+            let Some(placement) = self.pool(route.pool).and_then(|p| p.placement(&routed_key))
+            else {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            };
+            match joined {
+                Some(p) if p != (route.pool, placement) => return Err(error_value(CROSSSLOT)),
+                Some(_) => {}
+                None => joined = Some((route.pool, placement)),
+            }
+        }
+        if self.tx.clients.is_empty() {
+            let Some(key) = keys.first() else {
+                return Err(error_value(INVALID_REQUEST));
+            };
+            if !self.open_transaction(key) {
+                return Err(error_value(NO_UPSTREAM_HOST));
+            }
+        }
+        self.tx.placement = joined;
+        Ok(())
+    }
+
+    /// Opens the dedicated connections of a transaction routed by `key`: the route's primary
+    /// pool, then each mirror's.
+    pub(crate) fn open_transaction(&mut self, key: &[u8]) -> bool {
+        let Some((route, routed_key)) = self.filter.config.router.route(key) else {
+            return false;
+        };
+        let Some(primary) = self
+            .pool(route.pool)
+            .and_then(|p| p.dedicated_client_for_key(&routed_key))
+        else {
+            return false;
+        };
+        let mut clients = vec![primary];
+        let mut excludes = Vec::new();
+        for mirror in &route.mirrors {
+            // The runtime fraction is decided once per transaction.
+            if !mirror.should_mirror(false, &self.filter.config.runtime) {
+                continue;
+            }
+            if let Some(m) = self
+                .pool(mirror.pool)
+                .and_then(|p| p.dedicated_client_for_key(&routed_key))
+            {
+                clients.push(m);
+                excludes.push(mirror.exclude_read_commands);
+            }
+        }
+        self.tx.clients = clients;
+        self.tx.mirror_excludes_reads = excludes;
+        true
+    }
+
+    /// Sends a request on the transaction's dedicated connections; the primary's reply is the
+    /// client's.
+    pub(crate) fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
+        let request = whole_request(r);
+        let is_read = commands::is_read(r.cmd);
+        let mut clients = self.tx.clients.iter();
+        if let Some(primary) = clients.next() {
+            if replied {
+                let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+                primary.send(&request, Some(self.completion(seq, 0)), r.cmd);
+            } else {
+                primary.send(&request, None, r.cmd);
+            }
+        }
+        for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
+            if !(is_read && *excludes_reads) {
+                client.send(&request, None, r.cmd);
+            }
+        }
+    }
+
+    /// Sends a command of the proxy's own (MULTI, DISCARD) on the dedicated connections,
+    /// its replies dropped.
+    pub(crate) fn send_own_in_transaction(&self, name: &'static [u8], cmd: &str) {
+        let request = Request {
+            args: &[Bytes::from_static(name)],
+            raw: &Bytes::new(),
+            verbatim: false,
+            cmd,
+            command: None,
+        };
+        self.send_in_transaction(&request, false);
+    }
+
+    /// Refuses a command while queuing: Redis's rule, the transaction will not commit.
+    pub(crate) fn refuse_in_transaction(&mut self, reply: RespValue) {
+        self.tx.aborted = true;
+        self.push_ready(reply, None, true);
+    }
+
+    /// Every command while MULTI is active (Envoy's MULTI handler, with Redis's rules for
+    /// refused commands: EXEC then answers EXECABORT and nothing is committed).
+    pub(crate) fn in_transaction(&mut self, r: &Request<'_>) {
+        let custom = self.filter.config.custom_commands.contains(r.cmd);
+        match r.cmd {
+            "multi" => {
+                return self.push_ready(error_value("MULTI calls can not be nested"), None, true)
+            }
+            "exec" if self.tx.aborted => {
+                if !self.tx.clients.is_empty() {
+                    self.send_own_in_transaction(b"DISCARD", "discard");
+                }
+                self.tx.close();
+                return self.push_ready(error_value(EXECABORT), None, true);
+            }
+            "exec" | "discard" => {
+                if self.tx.clients.is_empty() {
+                    let reply = if r.cmd == "exec" {
+                        RespValue::Array(Vec::new())
+                    } else {
+                        RespValue::Simple(Bytes::from_static(b"OK"))
+                    };
+                    self.tx.close();
+                    return self.push_ready(reply, None, false);
+                }
+                let seq = self.next_seq();
+                self.send_in_transaction(r, true);
+                if r.cmd == "exec" && self.resp3_shape.get().is_some() {
+                    let shapes = std::mem::take(&mut self.tx.queued_shapes).into_boxed_slice();
+                    self.with_slot(seq, |slot| slot.exec_shapes = Some(shapes));
+                }
+                self.tx.close();
+                return;
+            }
+            "watch" => {
+                return self.push_ready(
+                    error_value("ERR WATCH inside MULTI is not allowed"),
+                    None,
+                    true,
+                )
+            }
+            "unwatch" if self.tx.clients.is_empty() => {
+                return self.push_ready(
+                    RespValue::Simple(Bytes::from_static(b"QUEUED")),
+                    None,
+                    false,
+                )
+            }
+            _ => {}
+        }
+        if !commands::allowed_in_transaction(r.cmd) && !custom {
+            let text = format!(
+                "'{}' command is not supported within transaction",
+                String::from_utf8_lossy(&r.args[0])
+            );
+            return self.refuse_in_transaction(error_value(&text));
+        }
+        let keys = transaction_keys(r);
+        let opened = self.tx.clients.is_empty();
+        if let Err(reply) = self.join_transaction(keys.as_slice()) {
+            return self.refuse_in_transaction(reply);
+        }
+        if opened {
+            // Envoy sends MULTI itself, uppercase, and discards its reply.
+            self.send_own_in_transaction(b"MULTI", "multi");
+        }
+        self.send_in_transaction(r, true);
+        if let Some(shape) = self.resp3_shape.get() {
+            // A RESP3 client's EXEC reply is converted element by element.
+            self.tx.queued_shapes.push(shape);
+        }
+    }
+}
+
+/// The keys of a command queued in a transaction: every key of the multi-key commands, else
+/// the routing key (Envoy's `args[1]`).
+pub(crate) fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
+    let rest = r.args.get(1..).unwrap_or_default();
+    match r.cmd {
+        "mset" | "msetnx" => rest.iter().step_by(2).cloned().collect(),
+        _ if commands::is_multi_key(r.cmd) => rest.to_vec(),
+        _ => rest.iter().take(1).cloned().collect(),
+    }
+}
