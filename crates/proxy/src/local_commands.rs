@@ -99,7 +99,7 @@ impl Session {
     }
 
     /// This client's line in Redis's `CLIENT INFO` format (the fields a proxy can know).
-    pub(crate) fn client_info_line(&self) -> String {
+    fn client_info_line(&self) -> String {
         let c = &self.client;
         let text = |b: &Option<Bytes>| {
             b.as_ref()
@@ -165,7 +165,7 @@ impl Session {
         }
     }
 
-    pub(crate) fn auth_user(&mut self, user: &Bytes, pass: &Bytes) -> RespValue {
+    fn auth_user(&mut self, user: &Bytes, pass: &Bytes) -> RespValue {
         let config = &self.filter.config;
         if config.username.is_none() && config.passwords.is_empty() {
             return error_value("ERR Client sent AUTH, but no username-password pair is set");

@@ -115,11 +115,7 @@ pub(crate) async fn run(
 }
 
 impl Session {
-    pub(crate) async fn serve(
-        &mut self,
-        mut stream: TcpStream,
-        input: &mut BytesMut,
-    ) -> std::io::Result<()> {
+    async fn serve(&mut self, mut stream: TcpStream, input: &mut BytesMut) -> std::io::Result<()> {
         let (rd, mut wr) = stream.split();
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
         let mut output = BytesMut::new();
@@ -233,7 +229,7 @@ impl Session {
 
     /// Moves every ready reply at the front of the queue into `output`, recording stats.
     /// Returns when a delayed reply at the front will be due.
-    pub(crate) fn drain(&mut self, output: &mut BytesMut, close: &mut bool) -> Option<Instant> {
+    fn drain(&mut self, output: &mut BytesMut, close: &mut bool) -> Option<Instant> {
         let config = &self.filter.config;
         let now = Instant::now();
         let mut queue = self.shared.queue.borrow_mut();
@@ -280,7 +276,7 @@ impl Session {
         None
     }
 
-    pub(crate) fn on_protocol_error(&mut self, e: &DecodeError) {
+    fn on_protocol_error(&mut self, e: &DecodeError) {
         debug!(error = %e, "downstream protocol error");
         self.filter.config.stats.downstream_cx_protocol_error.inc();
         self.stop_reading = true;
@@ -294,7 +290,7 @@ impl Session {
 
     // === slot helpers ===
 
-    pub(crate) fn push_slot(&self, slot: Slot) -> u64 {
+    fn push_slot(&self, slot: Slot) -> u64 {
         let mut q = self.shared.queue.borrow_mut();
         let seq = q.head + q.slots.len() as u64;
         q.slots.push_back(slot);
@@ -371,7 +367,7 @@ impl Session {
 }
 
 /// A RESP3 client's reply; EXEC's array element by element in its commands' shapes.
-pub(crate) fn encode_for_resp3(
+fn encode_for_resp3(
     value: &RespValue,
     shape: Resp3Shape,
     exec: Option<&[Resp3Shape]>,

@@ -228,7 +228,7 @@ impl Session {
         self.push_ready(error_value(&text), r.command, true);
     }
 
-    pub(crate) fn no_host(&self, r: &Request<'_>) {
+    fn no_host(&self, r: &Request<'_>) {
         self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
     }
 
@@ -237,7 +237,7 @@ impl Session {
     }
 
     /// Single-server commands: routed on `args[key_index]`, reply passed through.
-    pub(crate) fn simple(&self, r: &Request<'_>, key_index: usize) {
+    fn simple(&self, r: &Request<'_>, key_index: usize) {
         let key = &r.args[key_index];
         let Some((route, routed_key)) = self.filter.config.router.route(key) else {
             return self.no_host(r);
@@ -265,7 +265,7 @@ impl Session {
     }
 
     /// Fan-out of one sub-command per key (MGET, DEL, EXISTS, TOUCH, UNLINK) or pair (MSET).
-    pub(crate) fn fan_out(&self, r: &Request<'_>, merge: FragmentMerge, name: &[u8], step: usize) {
+    fn fan_out(&self, r: &Request<'_>, merge: FragmentMerge, name: &[u8], step: usize) {
         let items = &r.args[1..];
         let fragments = items.len() / step;
         let seq = self.push_waiting(merge, fragments as u32, r.command);
@@ -314,37 +314,31 @@ impl Session {
         }
     }
 
-    pub(crate) fn mget(&self, r: &Request<'_>) {
+    fn mget(&self, r: &Request<'_>) {
         let n = r.args.len() - 1;
         self.fan_out(r, FragmentMerge::Mget(vec![RespValue::Null; n]), b"get", 1);
     }
 
-    pub(crate) fn mset(&self, r: &Request<'_>) {
+    fn mset(&self, r: &Request<'_>) {
         if !(r.args.len() - 1).is_multiple_of(2) {
             return self.wrong_arity(r);
         }
         self.fan_out(r, FragmentMerge::Mset { errors: 0 }, b"set", 2);
     }
 
-    pub(crate) fn sum(&self, r: &Request<'_>) {
+    fn sum(&self, r: &Request<'_>) {
         let name = r.args[0].clone();
         self.fan_out(r, FragmentMerge::Sum { sum: 0, errors: 0 }, &name, 1);
     }
 
     /// The pool that commands without a key use: the route of the empty key.
-    pub(crate) fn keyless_pool(&self, routing_key: &[u8], is_read: bool) -> Option<&ClusterPool> {
+    fn keyless_pool(&self, routing_key: &[u8], is_read: bool) -> Option<&ClusterPool> {
         let (route, _) = self.filter.config.router.route(routing_key)?;
         self.pool(route.pool_for(is_read))
     }
 
     /// Sends the request unchanged to every shard of `pool`, gathering into `merge`.
-    pub(crate) fn broadcast(
-        &self,
-        r: &Request<'_>,
-        pool: &ClusterPool,
-        shards: usize,
-        merge: FragmentMerge,
-    ) {
+    fn broadcast(&self, r: &Request<'_>, pool: &ClusterPool, shards: usize, merge: FragmentMerge) {
         let seq = self.push_waiting(merge, shards as u32, r.command);
         let request = whole_request(r);
         for shard in 0..shards {
@@ -359,7 +353,7 @@ impl Session {
     /// Cluster), one host after the other, with a composite cursor: a full iteration returns
     /// every key once and ends with cursor 0. Envoy 1.40 sends the cursor to every shard and
     /// concatenates the replies, which no client can iterate.
-    pub(crate) fn scan(&self, r: &Request<'_>) {
+    fn scan(&self, r: &Request<'_>) {
         let Some(pool) = self.keyless_pool(b"", true) else {
             return self.no_host(r);
         };
@@ -386,7 +380,7 @@ impl Session {
         client.send(&out, Some(self.completion(seq, 0)), r.cmd);
     }
 
-    pub(crate) fn cluster_scope(&self, r: &Request<'_>) {
+    fn cluster_scope(&self, r: &Request<'_>) {
         // Envoy answers a missing route or empty cluster before judging the arguments.
         let Some(pool) = self.keyless_pool(b"", commands::is_read(r.cmd)) else {
             return self.no_host(r);
@@ -407,7 +401,7 @@ impl Session {
         );
     }
 
-    pub(crate) fn info_shard(&self, r: &Request<'_>) {
+    fn info_shard(&self, r: &Request<'_>) {
         if r.args.len() > 3 {
             return self.wrong_arity(r);
         }
@@ -440,7 +434,7 @@ impl Session {
         client.send(&out, Some(self.completion(seq, 0)), "info");
     }
 
-    pub(crate) fn random_shard(&self, r: &Request<'_>) {
+    fn random_shard(&self, r: &Request<'_>) {
         if r.cmd == "cluster" {
             let sub = String::from_utf8_lossy(&r.args[1]).to_ascii_lowercase();
             if !commands::CLUSTER_SUBCOMMANDS.contains(&sub.as_str()) {
@@ -490,7 +484,7 @@ pub(crate) fn whole_request(r: &Request<'_>) -> Bytes {
 }
 
 /// The request with `args[key_index]` replaced by the routed key (prefix removed, formatted).
-pub(crate) fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &[u8]) -> Bytes {
+fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &[u8]) -> Bytes {
     let original = &r.args[key_index];
     // The router hands back a sub-slice of the original key when it did not rewrite it.
     let unchanged = routed_key.as_ptr() == original.as_ptr() && routed_key.len() == original.len();

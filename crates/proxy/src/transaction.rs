@@ -92,7 +92,7 @@ impl Session {
     /// Checks that `keys` belong where the transaction runs (one slot of a Redis Cluster, one
     /// host otherwise) and opens the dedicated connections with the first key if none are
     /// open yet. The error is the reply for the client.
-    pub(crate) fn join_transaction(&mut self, keys: &[Bytes]) -> Result<(), RespValue> {
+    fn join_transaction(&mut self, keys: &[Bytes]) -> Result<(), RespValue> {
         let config = Arc::clone(&self.filter.config);
         let mut joined = self.tx.placement;
         for key in keys {
@@ -123,7 +123,7 @@ impl Session {
 
     /// Opens the dedicated connections of a transaction routed by `key`: the route's primary
     /// pool, then each mirror's.
-    pub(crate) fn open_transaction(&mut self, key: &[u8]) -> bool {
+    fn open_transaction(&mut self, key: &[u8]) -> bool {
         let Some((route, routed_key)) = self.filter.config.router.route(key) else {
             return false;
         };
@@ -155,7 +155,7 @@ impl Session {
 
     /// Sends a request on the transaction's dedicated connections; the primary's reply is the
     /// client's.
-    pub(crate) fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
+    fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
         let request = whole_request(r);
         let is_read = commands::is_read(r.cmd);
         let mut clients = self.tx.clients.iter();
@@ -176,7 +176,7 @@ impl Session {
 
     /// Sends a command of the proxy's own (MULTI, DISCARD) on the dedicated connections,
     /// its replies dropped.
-    pub(crate) fn send_own_in_transaction(&self, name: &'static [u8], cmd: &str) {
+    fn send_own_in_transaction(&self, name: &'static [u8], cmd: &str) {
         let request = Request {
             args: &[Bytes::from_static(name)],
             raw: &Bytes::new(),
@@ -188,7 +188,7 @@ impl Session {
     }
 
     /// Refuses a command while queuing: Redis's rule, the transaction will not commit.
-    pub(crate) fn refuse_in_transaction(&mut self, reply: RespValue) {
+    fn refuse_in_transaction(&mut self, reply: RespValue) {
         self.tx.aborted = true;
         self.push_ready(reply, None, true);
     }
@@ -269,7 +269,7 @@ impl Session {
 
 /// The keys of a command queued in a transaction: every key of the multi-key commands, else
 /// the routing key (Envoy's `args[1]`).
-pub(crate) fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
+fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
     let rest = r.args.get(1..).unwrap_or_default();
     match r.cmd {
         "mset" | "msetnx" => rest.iter().step_by(2).cloned().collect(),
