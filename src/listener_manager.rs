@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use redvoy_config::model;
 use redvoy_proxy::{
-    bind_listener, ChainFilter, ChainSet, CompiledChain, DrainStrategy, FilterConfig,
-    GlobalConnectionLimit, LimitExemptions, ListenerLimit, ListenerRuntime, TcpProxyConfig,
-    WorkerCommand,
+    bind_listener, ChainFilter, ChainSet, DrainStrategy, GlobalConnectionLimit, LimitExemptions,
+    ListenerLimit, ListenerRuntime, WorkerCommand,
 };
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Gauge, Store};
@@ -159,38 +158,9 @@ impl ListenerManager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn compile_chain(&self, chain: &model::FilterChain) -> Result<CompiledChain, String> {
-        let filter = match &chain.filter {
-            model::NetworkFilter::RedisProxy(rp) => ChainFilter::Redis(Arc::new(
-                FilterConfig::new(rp, &self.clusters, &self.store, &self.runtime)
-                    .map_err(|e| e.to_string())?,
-            )),
-            model::NetworkFilter::TcpProxy(tp) => {
-                ChainFilter::TcpProxy(Arc::new(TcpProxyConfig::new(tp, &self.store)))
-            }
-            model::NetworkFilter::HttpConnectionManager(hcm) => {
-                ChainFilter::Http(Arc::new(redvoy_http::Hcm::new(hcm, &self.store)))
-            }
-        };
-        Ok(CompiledChain {
-            matcher: chain.filter_chain_match.clone(),
-            filter,
-        })
-    }
-
     fn compile(&self, listener: &model::Listener) -> Result<ChainSet, String> {
-        Ok(ChainSet {
-            chains: listener
-                .filter_chains
-                .iter()
-                .map(|c| self.compile_chain(c))
-                .collect::<Result<_, _>>()?,
-            default: listener
-                .default_filter_chain
-                .as_ref()
-                .map(|c| self.compile_chain(c))
-                .transpose()?,
-        })
+        redvoy_proxy::compile_chains(listener, &self.clusters, &self.store, &self.runtime)
+            .map_err(|e| e.to_string())
     }
 
     /// Adds or updates one listener. `Err` carries Envoy's reason text (the caller prefixes the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use redvoy_config::{model, LoadOptions};
-use redvoy_proxy::{run_worker, DrainStrategy, FilterConfig};
+use redvoy_proxy::{run_worker, DrainStrategy};
 use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
@@ -283,7 +283,8 @@ fn command_line_options(
     o
 }
 
-/// Envoy's validate mode: builds clusters and every redis_proxy filter, opening no socket.
+/// Envoy's validate mode: builds the clusters and every listener's filter chains, opening no
+/// socket.
 async fn build_filters(
     bootstrap: &model::Bootstrap,
     store: &Store,
@@ -293,16 +294,8 @@ async fn build_filters(
         .await
         .context("building clusters")?;
     for listener in &bootstrap.listeners {
-        for chain in listener
-            .filter_chains
-            .iter()
-            .chain(listener.default_filter_chain.as_ref())
-        {
-            if let model::NetworkFilter::RedisProxy(rp) = &chain.filter {
-                FilterConfig::new(rp, &clusters, store, runtime)
-                    .with_context(|| format!("listener '{}'", listener.name))?;
-            }
-        }
+        redvoy_proxy::compile_chains(listener, &clusters, store, runtime)
+            .with_context(|| format!("listener '{}'", listener.name))?;
     }
     Ok(())
 }

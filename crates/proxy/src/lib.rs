@@ -13,6 +13,7 @@ mod cluster_scope;
 mod conn_limit;
 mod drain;
 mod filter;
+mod listener;
 mod listener_stats;
 mod local_commands;
 mod pending;
@@ -30,9 +31,8 @@ mod worker;
 pub use conn_limit::{GlobalConnectionLimit, LimitExemptions, ListenerLimit};
 pub use drain::{DrainStrategy, ListenerControl};
 pub use filter::{FilterConfig, FilterConfigError};
+pub use listener::{compile_chains, ChainFilter, ChainSet, CompiledChain};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
 pub use tcp_proxy::TcpProxyConfig;
-pub use worker::{
-    bind_listener, run_worker, ChainFilter, ChainSet, CompiledChain, ListenerRuntime, WorkerCommand,
-};
+pub use worker::{bind_listener, run_worker, ListenerRuntime, WorkerCommand};
