@@ -300,25 +300,11 @@ impl ClusterManager {
                 // Warms until the first topology, as Envoy's redis cluster initialises.
                 self.warm(&mut state, Arc::clone(&cluster));
                 let manager = Arc::downgrade(self);
-                let name = config.name.clone();
                 let discovery = Discovery::new(&cluster, &self.store);
                 let task = tokio::spawn(run_discovery(
                     Arc::downgrade(&cluster),
                     discovery,
-                    move |cluster: Arc<Cluster>| {
-                        let Some(manager) = manager.upgrade() else {
-                            return;
-                        };
-                        let mut state = manager.lock();
-                        let still_ours = state
-                            .warming
-                            .get(&name)
-                            .is_some_and(|w| Arc::ptr_eq(w, &cluster));
-                        if still_ours {
-                            state.warming.remove(&name);
-                            manager.activate(&mut state, cluster);
-                        }
-                    },
+                    move |cluster| activate_warmed(&manager, cluster),
                 ));
                 state.tasks.insert(config.name.clone(), task);
             }
@@ -341,37 +327,10 @@ impl ClusterManager {
             }
             DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
                 self.warm(&mut state, Arc::clone(&cluster));
-                let mut dns = DnsCluster::new(&cluster);
                 let manager = Arc::downgrade(self);
-                let name = config.name.clone();
-                let task = tokio::spawn(async move {
-                    let mut first = true;
-                    loop {
-                        if !first {
-                            tokio::time::sleep(dns.refresh_rate).await;
-                        }
-                        let answers = dns.resolve_all().await;
-                        let Some(cluster) = dns.cluster.upgrade() else {
-                            break;
-                        };
-                        dns.apply(&cluster, answers);
-                        if first {
-                            first = false;
-                            let Some(manager) = manager.upgrade() else {
-                                break;
-                            };
-                            let mut state = manager.lock();
-                            let still_ours = state
-                                .warming
-                                .get(&name)
-                                .is_some_and(|w| Arc::ptr_eq(w, &cluster));
-                            if still_ours {
-                                state.warming.remove(&name);
-                                manager.activate(&mut state, cluster);
-                            }
-                        }
-                    }
-                });
+                let task = tokio::spawn(run_dns(DnsCluster::new(&cluster), true, move |cluster| {
+                    activate_warmed(&manager, cluster)
+                }));
                 state.tasks.insert(config.name.clone(), task);
             }
         }
@@ -530,23 +489,12 @@ impl ClusterManager {
             let task = tokio::spawn(run_discovery(Arc::downgrade(&cluster), discovery, |_| {}));
             state.tasks.insert(name, task);
         }
-        for mut d in std::mem::take(&mut state.static_dns) {
+        for d in std::mem::take(&mut state.static_dns) {
             let Some(name) = d.cluster.upgrade().map(|c| c.name.clone()) else {
                 continue;
             };
-            let task = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(d.refresh_rate).await;
-                    if d.cluster.strong_count() == 0 {
-                        break;
-                    }
-                    let answers = d.resolve_all().await;
-                    let Some(cluster) = d.cluster.upgrade() else {
-                        break;
-                    };
-                    d.apply(&cluster, answers);
-                }
-            });
+            // Resolved once already by `new`: the loop starts with a refresh period.
+            let task = tokio::spawn(run_dns(d, false, |_| {}));
             state.tasks.insert(name, task);
         }
     }
@@ -591,7 +539,11 @@ async fn run_discovery(
             break;
         };
         let outcome = discovery.round(&c).await;
-        if outcome != RoundOutcome::Failed {
+        let done = !matches!(outcome, RoundOutcome::Failed);
+        if let RoundOutcome::Topology(hosts, map) = outcome {
+            c.set_redis_topology(hosts, map);
+        }
+        if done {
             if let Some(f) = on_first.take() {
                 c.mark_initialized();
                 f(Arc::clone(&c));
@@ -610,6 +562,53 @@ async fn run_discovery(
             _ = tokio::time::sleep(rate) => {}
             _ = trigger.wake.notified() => {}
         }
+    }
+}
+
+/// The refresh loop of one STRICT_DNS or LOGICAL_DNS cluster: resolves every name (at once
+/// when `resolve_at_once`, else after a refresh period), applies the answers, then again every
+/// `dns_refresh_rate`. `on_first` runs after the first answers are applied. Ends when the
+/// cluster is gone.
+async fn run_dns(
+    mut dns: DnsCluster,
+    resolve_at_once: bool,
+    on_first: impl FnOnce(Arc<Cluster>) + Send + 'static,
+) {
+    let mut on_first = Some(on_first);
+    let mut wait = !resolve_at_once;
+    loop {
+        if wait {
+            tokio::time::sleep(dns.refresh_rate).await;
+        }
+        wait = true;
+        if dns.cluster.strong_count() == 0 {
+            break;
+        }
+        let answers = dns.resolve_all().await;
+        let Some(cluster) = dns.cluster.upgrade() else {
+            break;
+        };
+        dns.apply(&cluster, answers);
+        if let Some(f) = on_first.take() {
+            f(cluster);
+        }
+    }
+}
+
+/// Activates a cluster whose first hosts just arrived, unless a newer version of it replaced
+/// it while it warmed (or the manager is gone).
+fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
+    let Some(manager) = manager.upgrade() else {
+        return;
+    };
+    let mut state = manager.lock();
+    let still_ours = state
+        .warming
+        .get(&cluster.name)
+        .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+    if still_ours {
+        state.warming.remove(&cluster.name);
+        manager.activate(&mut state, cluster);
     }
 }
 

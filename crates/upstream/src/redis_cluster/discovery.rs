@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use super::slot_map::SlotMap;
 use super::slots::{build_topology, parse_cluster_slots, resolve_ranges, SlotRange};
 use crate::cluster::Cluster;
 use crate::dns::resolve;
@@ -79,10 +80,12 @@ pub(crate) struct Discovery {
     failed: Vec<SocketAddr>,
 }
 
-/// What one discovery round did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one discovery round found. The round only reads the cluster; whoever runs the
+/// discovery installs a new topology.
 pub(crate) enum RoundOutcome {
-    Installed,
+    /// A changed topology: every node's host (reused where the address stays) and the slot
+    /// map, to install with `Cluster::set_redis_topology`.
+    Topology(Vec<Arc<Host>>, SlotMap),
     Unchanged,
     Failed,
     /// Seeds resolved to nothing (Envoy's `update_empty`): initialisation completes empty.
@@ -257,9 +260,8 @@ impl Discovery {
         }
         let old = cluster.host_set();
         let (hosts, map) = build_topology(&ranges, old.hosts(), cluster.config.endpoints.first());
-        cluster.set_redis_topology(hosts, map);
         self.last_ranges = Some(ranges);
-        RoundOutcome::Installed
+        RoundOutcome::Topology(hosts, map)
     }
 
     async fn pick_seed(&self) -> Result<Option<SocketAddr>, String> {
