@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make test: installs what the tests need (redis-server/redis-tools, Envoy 1.40 from PyPI, the
 # client libraries of tests/e2e/client_libraries.rs: redis-py, Node.js with ioredis 5 and 6),
-# then runs every test of the workspace: unit tests and the end-to-end tests in tests/, which
+# then runs every test of the workspace: unit tests and the end-to-end tests in tests/e2e/, which
 # run each scenario through real Envoy (the oracle) and through redvoy.
 #
 # REDVOY_TEST_TARGETS=envoy|redvoy|envoy,redvoy (default both) selects the targets.

@@ -4,7 +4,7 @@
 // Usage: node ioredis_check.js PACKAGE HOST PORT
 //   PACKAGE is an alias from package.json beside this file: ioredis5 or ioredis6.
 //
-// Run by tests/client_libraries.rs against redvoy; it also passes against a plain redis-server.
+// Run by tests/e2e/client_libraries.rs against redvoy; it also passes against a plain redis-server.
 // Prints one JSON line ("ok", and the steps that "failed"); every step runs, a failed one
 // prints its error on stderr, and any failure makes the exit status 1.
 //

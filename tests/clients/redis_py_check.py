@@ -3,7 +3,7 @@
 
 Usage: redis_py_check.py HOST PORT
 
-Run by tests/client_libraries.rs against redvoy; it also passes against a plain redis-server
+Run by tests/e2e/client_libraries.rs against redvoy; it also passes against a plain redis-server
 (except what needs several servers). Prints one JSON line ("ok", and the steps
 that "failed"); every step runs, a failed one prints its traceback on stderr, and any failure
 makes the exit status 1.

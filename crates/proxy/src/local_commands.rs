@@ -1,12 +1,12 @@
 //! Commands the proxy answers for the client itself (CLIENT, SELECT, AUTH, HELLO): their state
 //! lives in the session because upstream connections are shared by every client.
 
+use bytes::Bytes;
+use redvoy_resp::RespValue;
+
 use crate::pending::{error_value, INVALID_REQUEST, NOAUTH};
 use crate::session::Session;
 use crate::splitter::Request;
-
-use bytes::Bytes;
-use redvoy_resp::RespValue;
 
 /// Per-connection state Redis keeps for a client (CLIENT SETNAME/SETINFO, HELLO's protocol).
 /// It lives in the session because upstream connections are shared: sending it upstream

@@ -324,3 +324,165 @@ pub(crate) fn finish(slot: &mut Slot) {
     };
     slot.reply = Some(Reply::Value(merged));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use proptest::prelude::*;
+    use redvoy_resp::Frame;
+
+    fn waiting(merge: FragmentMerge, fragments: u32) -> Slot {
+        Slot {
+            merge,
+            remaining: fragments,
+            reply: None,
+            error: false,
+            command: None,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+            resp3: None,
+            exec_shapes: None,
+        }
+    }
+
+    #[test]
+    fn composite_scan_cursor() {
+        assert_eq!(split_scan_cursor(b"0"), Some((0, 0)));
+        assert_eq!(split_scan_cursor(b"2050"), Some((2, 2)));
+        assert_eq!(split_scan_cursor(b"x"), None);
+        let page = |cursor: &str| {
+            RespValue::Array(vec![
+                RespValue::Bulk(Bytes::copy_from_slice(cursor.as_bytes())),
+                RespValue::Array(vec![]),
+            ])
+        };
+        let cursor_of = |v: RespValue| match v {
+            RespValue::Array(items) => items[0].clone(),
+            other => other,
+        };
+        let bulk = |s: &'static str| RespValue::Bulk(Bytes::from_static(s.as_bytes()));
+        // A host with more to scan keeps its index; a finished one hands over; the last ends.
+        assert_eq!(cursor_of(scan_page(page("7"), 1, 3)), bulk("7169"));
+        assert_eq!(cursor_of(scan_page(page("0"), 1, 3)), bulk("2"));
+        assert_eq!(cursor_of(scan_page(page("0"), 2, 3)), bulk("0"));
+        assert_eq!(
+            scan_page(page(&u64::MAX.to_string()), 0, 3),
+            error_value("ERR cursor of an upstream host too large for the proxy's SCAN")
+        );
+        assert_eq!(
+            scan_page(RespValue::Integer(1), 0, 1),
+            error_value("upstream protocol error")
+        );
+    }
+
+    fn reply_frame(v: RespValue) -> Outcome {
+        let mut out = BytesMut::new();
+        v.encode(&mut out);
+        Outcome::Reply(Frame {
+            raw: out.freeze(),
+            value: v,
+            verbatim: true,
+        })
+    }
+
+    fn reply_bytes(slot: &Slot) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        match &slot.reply {
+            Some(Reply::Raw(b)) => out.extend_from_slice(b),
+            Some(Reply::Value(v)) => v.encode(&mut out),
+            None => {}
+        }
+        out.to_vec()
+    }
+
+    proptest! {
+        /// Replies leave in request order whatever order upstreams complete them in, and MGET
+        /// fragments land in key order.
+        #[test]
+        fn reply_order_survives_shuffled_completion(
+            shapes in proptest::collection::vec(1u32..5, 1..40),
+            seed in any::<u64>(),
+        ) {
+            let shared = SessionShared::new();
+            let mut completions = Vec::new();
+            for (seq, fragments) in shapes.iter().enumerate() {
+                let merge = if *fragments == 1 {
+                    FragmentMerge::Single
+                } else {
+                    FragmentMerge::Mget(vec![RespValue::Null; *fragments as usize])
+                };
+                shared.queue.borrow_mut().slots.push_back(waiting(merge, *fragments));
+                for f in 0..*fragments {
+                    completions.push((seq as u64, f));
+                }
+            }
+            // Deterministic shuffle from the seed.
+            let mut state = seed | 1;
+            for i in (1..completions.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                completions.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut delivered = Vec::new();
+            for (seq, f) in completions {
+                let payload = format!("{seq}:{f}");
+                shared.complete(seq, f, reply_frame(RespValue::Bulk(Bytes::from(payload))));
+                let mut q = shared.queue.borrow_mut();
+                while let Ok(slot) = q.pop_ready(Instant::now()) {
+                    delivered.push(reply_bytes(&slot));
+                }
+            }
+            prop_assert_eq!(delivered.len(), shapes.len());
+            for (seq, (bytes, fragments)) in delivered.iter().zip(&shapes).enumerate() {
+                let expected = if *fragments == 1 {
+                    RespValue::Bulk(Bytes::from(format!("{seq}:0")))
+                } else {
+                    RespValue::Array(
+                        (0..*fragments)
+                            .map(|f| RespValue::Bulk(Bytes::from(format!("{seq}:{f}"))))
+                            .collect(),
+                    )
+                };
+                let mut out = BytesMut::new();
+                expected.encode(&mut out);
+                prop_assert_eq!(bytes, &out.to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn mset_and_sum_merge() {
+        let mut slot = waiting(FragmentMerge::Mset { errors: 0 }, 2);
+        apply(
+            &mut slot,
+            0,
+            reply_frame(RespValue::Simple(Bytes::from_static(b"OK"))),
+        );
+        apply(&mut slot, 1, Outcome::NoHost);
+        finish(&mut slot);
+        assert_eq!(reply_bytes(&slot), b"-finished with 1 error(s)\r\n");
+        assert!(slot.error);
+
+        let mut slot = waiting(FragmentMerge::Sum { sum: 0, errors: 0 }, 2);
+        apply(&mut slot, 0, reply_frame(RespValue::Integer(2)));
+        apply(&mut slot, 1, reply_frame(RespValue::Integer(3)));
+        finish(&mut slot);
+        assert_eq!(reply_bytes(&slot), b":5\r\n");
+    }
+
+    #[test]
+    fn mget_fragment_errors() {
+        let mut slot = waiting(FragmentMerge::Mget(vec![RespValue::Null; 3]), 3);
+        apply(&mut slot, 0, reply_frame(RespValue::Integer(1)));
+        apply(&mut slot, 1, Outcome::Failure);
+        apply(&mut slot, 2, reply_frame(RespValue::Null));
+        finish(&mut slot);
+        assert_eq!(
+            reply_bytes(&slot),
+            b"*3\r\n-upstream protocol error\r\n-upstream failure\r\n$-1\r\n"
+        );
+    }
+}

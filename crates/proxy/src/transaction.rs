@@ -48,8 +48,8 @@ impl Transaction {
 }
 
 /// Redis's reply to keys of different slots in one transaction or command.
-pub(crate) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 impl Session {
     /// MULTI/EXEC/DISCARD/WATCH/UNWATCH outside a transaction. Replies the proxy makes up

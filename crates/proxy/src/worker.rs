@@ -58,7 +58,7 @@ pub struct ListenerRuntime {
     /// The global connection limit, and how this listener stands towards it.
     limit: ListenerLimit,
     chains: ArcSwap<ChainSet>,
-    /// Bumped by every `set_chains`: sessions compare it (one relaxed load) before looking for
+    /// Bumped by every `set_chains`: sessions compare it (one atomic load) before looking for
     /// a newer filter.
     generation: AtomicU64,
     pub stats: Arc<ListenerStats>,

@@ -50,7 +50,7 @@ struct ManagerState {
     /// Bootstrap Redis Clusters, whose discovery tasks `spawn_dns_refresh` starts.
     static_redis: Vec<Arc<Cluster>>,
     dns_started: bool,
-    /// One refresh task per DNS cluster, by cluster name.
+    /// One refresh task per DNS cluster or Redis Cluster (discovery), by cluster name.
     tasks: HashMap<String, JoinHandle<()>>,
     /// The last assignment per EDS service name: a modified EDS cluster warms from it at once
     /// (Envoy's EDS resource cache, `assignment_use_cached`).
@@ -304,7 +304,9 @@ impl ClusterManager {
                 let task = tokio::spawn(run_discovery(
                     Arc::downgrade(&cluster),
                     discovery,
-                    move |cluster| activate_warmed(&manager, cluster),
+                    move |cluster| {
+                        activate_warmed(&manager, cluster);
+                    },
                 ));
                 state.tasks.insert(config.name.clone(), task);
             }
@@ -328,9 +330,11 @@ impl ClusterManager {
             DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
                 self.warm(&mut state, Arc::clone(&cluster));
                 let manager = Arc::downgrade(self);
-                let task = tokio::spawn(run_dns(DnsCluster::new(&cluster), true, move |cluster| {
-                    activate_warmed(&manager, cluster)
-                }));
+                let task = tokio::spawn(run_dns(
+                    DnsCluster::new(&cluster),
+                    Resolve::AtOnce,
+                    move |cluster| activate_warmed(&manager, cluster),
+                ));
                 state.tasks.insert(config.name.clone(), task);
             }
         }
@@ -474,9 +478,10 @@ impl ClusterManager {
         self.stats.warming_clusters.set(state.warming.len() as u64);
     }
 
-    /// Spawns, on the current tokio runtime, one task per bootstrap DNS cluster that
-    /// re-resolves every `dns_refresh_rate` and swaps in a new HostSet when the answer changed.
-    /// Later calls do nothing; the tasks end when the manager is dropped.
+    /// Spawns, on the current tokio runtime, the refresh tasks of the bootstrap's clusters:
+    /// DNS clusters re-resolve every `dns_refresh_rate` (swapping in a new HostSet when the
+    /// answer changed), Redis Clusters run their discovery. Later calls do nothing; a task ends
+    /// when its cluster is gone, and every task when the manager is dropped.
     pub fn spawn_dns_refresh(&self) {
         let mut state = self.lock();
         if state.dns_started {
@@ -494,7 +499,7 @@ impl ClusterManager {
                 continue;
             };
             // Resolved once already by `new`: the loop starts with a refresh period.
-            let task = tokio::spawn(run_dns(d, false, |_| {}));
+            let task = tokio::spawn(run_dns(d, Resolve::AfterRefreshPeriod, |_| true));
             state.tasks.insert(name, task);
         }
     }
@@ -565,17 +570,26 @@ async fn run_discovery(
     }
 }
 
-/// The refresh loop of one STRICT_DNS or LOGICAL_DNS cluster: resolves every name (at once
-/// when `resolve_at_once`, else after a refresh period), applies the answers, then again every
-/// `dns_refresh_rate`. `on_first` runs after the first answers are applied. Ends when the
-/// cluster is gone.
+/// When a DNS refresh loop resolves first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resolve {
+    /// A cluster CDS added: it warms until its first answers.
+    AtOnce,
+    /// A bootstrap cluster, already resolved once by `ClusterManager::new`.
+    AfterRefreshPeriod,
+}
+
+/// The refresh loop of one STRICT_DNS or LOGICAL_DNS cluster: resolves every name, applies
+/// the answers, then again every `dns_refresh_rate`. `on_first` runs after the first answers
+/// are applied; the loop ends when it returns false (the manager is gone) or when the cluster
+/// is gone.
 async fn run_dns(
     mut dns: DnsCluster,
-    resolve_at_once: bool,
-    on_first: impl FnOnce(Arc<Cluster>) + Send + 'static,
+    first: Resolve,
+    on_first: impl FnOnce(Arc<Cluster>) -> bool + Send + 'static,
 ) {
     let mut on_first = Some(on_first);
-    let mut wait = !resolve_at_once;
+    let mut wait = first == Resolve::AfterRefreshPeriod;
     loop {
         if wait {
             tokio::time::sleep(dns.refresh_rate).await;
@@ -590,16 +604,18 @@ async fn run_dns(
         };
         dns.apply(&cluster, answers);
         if let Some(f) = on_first.take() {
-            f(cluster);
+            if !f(cluster) {
+                break;
+            }
         }
     }
 }
 
 /// Activates a cluster whose first hosts just arrived, unless a newer version of it replaced
-/// it while it warmed (or the manager is gone).
-fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
+/// it while it warmed. False when the manager is gone.
+fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) -> bool {
     let Some(manager) = manager.upgrade() else {
-        return;
+        return false;
     };
     let mut state = manager.lock();
     let still_ours = state
@@ -610,6 +626,7 @@ fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
         state.warming.remove(&cluster.name);
         manager.activate(&mut state, cluster);
     }
+    true
 }
 
 impl std::fmt::Debug for ClusterManager {

@@ -1,8 +1,8 @@
 //! Unit tests of the cluster manager: static, DNS and EDS clusters, warming, CDS changes.
 
-use super::*;
-
 use redvoy_config::model::{DnsLookupFamily, Endpoint, LbPolicy, SocketAddress};
+
+use super::*;
 
 fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> model::Cluster {
     model::Cluster {

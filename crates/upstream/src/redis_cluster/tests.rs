@@ -5,16 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redvoy_config::model::{self, HealthStatus, ReadPolicy, RedisClusterConfig};
 use redvoy_resp::RespValue;
-
-use crate::host::Host;
 
 use super::refresh::*;
 use super::slot_map::*;
 use super::slots::*;
-
-use bytes::Bytes;
+use crate::host::Host;
 
 fn bulk(s: &str) -> RespValue {
     RespValue::Bulk(Bytes::copy_from_slice(s.as_bytes()))
