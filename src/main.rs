@@ -479,53 +479,21 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         spawn_admin(admin, state).await?;
     }
     redvoy_stats::spawn_flush(store.clone(), bootstrap.stats_flush_interval);
-    {
-        let server_stats = Arc::clone(&server_stats);
-        let server_state = Arc::clone(&server_state);
-        let listeners = Arc::clone(&listeners);
-        let clusters = Arc::clone(&clusters);
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(SERVER_STATS_REFRESH);
-            loop {
-                ticks.tick().await;
-                server_stats.refresh(&server_state);
-                let connections = listeners
-                    .running()
-                    .iter()
-                    .map(|(_, l)| l.stats.downstream_cx_active.value())
-                    .sum();
-                server_stats.total_connections.set(connections);
-                ListenerManagerStats::clusters_inflated(
-                    &store,
-                    clusters.clusters().len(),
-                    concurrency,
-                );
-            }
-        });
-    }
-    // Envoy's phases: PRE_INITIALIZING while the cluster manager initializes (the bootstrap's
-    // clusters, then CDS and its EDS), INITIALIZING while its init manager waits for LDS, then
-    // LIVE (and the workers start); each fetch bounded by its initial_fetch_timeout.
-    {
-        let store = store.clone();
-        let server_stats = Arc::clone(&server_stats);
-        let server_state = Arc::clone(&server_state);
-        let dynamic = dynamic.clone();
-        tokio::spawn(async move {
-            if let Some(d) = &dynamic {
-                d.clusters_initialized().await;
-            }
-            server_state.set_initializing();
-            if let Some(d) = &dynamic {
-                d.initialized().await;
-            }
-            ListenerManagerStats::workers_started(&store);
-            server_state.set_initialized();
-            server_stats.refresh(&server_state);
-            info!(workers = concurrency, "redvoy ready");
-        });
-    }
+    spawn_server_stats(
+        Arc::clone(&server_stats),
+        Arc::clone(&server_state),
+        Arc::clone(&listeners),
+        Arc::clone(&clusters),
+        store.clone(),
+        concurrency,
+    );
+    spawn_lifecycle(
+        dynamic.clone(),
+        store.clone(),
+        Arc::clone(&server_stats),
+        Arc::clone(&server_state),
+        concurrency,
+    );
 
     wait_for_shutdown(shutdown_rx).await;
     info!("shutting down");
@@ -539,6 +507,57 @@ async fn serve(bootstrap: model::Bootstrap, server: Server) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refreshes the server-wide gauges every second (`server.*` state and uptime, total
+/// connections, the per-worker cluster count).
+fn spawn_server_stats(
+    server_stats: Arc<ServerStats>,
+    server_state: Arc<redvoy_admin::ServerState>,
+    listeners: Arc<ListenerManager>,
+    clusters: Arc<ClusterManager>,
+    store: Store,
+    concurrency: usize,
+) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SERVER_STATS_REFRESH);
+        loop {
+            ticks.tick().await;
+            server_stats.refresh(&server_state);
+            let connections = listeners
+                .running()
+                .iter()
+                .map(|(_, l)| l.stats.downstream_cx_active.value())
+                .sum();
+            server_stats.total_connections.set(connections);
+            ListenerManagerStats::clusters_inflated(&store, clusters.clusters().len(), concurrency);
+        }
+    });
+}
+
+/// Envoy's phases: PRE_INITIALIZING while the cluster manager initializes (the bootstrap's
+/// clusters, then CDS and its EDS), INITIALIZING while its init manager waits for LDS, then
+/// LIVE (and the workers start); each fetch bounded by its initial_fetch_timeout.
+fn spawn_lifecycle(
+    dynamic: Option<xds::Dynamic>,
+    store: Store,
+    server_stats: Arc<ServerStats>,
+    server_state: Arc<redvoy_admin::ServerState>,
+    concurrency: usize,
+) {
+    tokio::spawn(async move {
+        if let Some(d) = &dynamic {
+            d.clusters_initialized().await;
+        }
+        server_state.set_initializing();
+        if let Some(d) = &dynamic {
+            d.initialized().await;
+        }
+        ListenerManagerStats::workers_started(&store);
+        server_state.set_initialized();
+        server_stats.refresh(&server_state);
+        info!(workers = concurrency, "redvoy ready");
+    });
 }
 
 /// Opens the admin port where `admin.address` says: TCP, or a Unix socket for `pipe`.
