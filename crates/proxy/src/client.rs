@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout};
 use tracing::debug;
 
-use crate::pending::Completion;
-use crate::pool::{ClusterPool, RedirectRequest, Redirection};
+use crate::pending::{Completion, UpstreamFailure};
+use crate::redirect::{RedirectRequest, Redirection, Redirector};
 use crate::supported_commands;
 
 /// Read buffer growth step for upstream replies.
@@ -96,15 +96,6 @@ impl CommandStatsCache {
     }
 }
 
-/// Why an upstream request got no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UpstreamFailure {
-    /// Connect failure, timeout, or the connection closed with the request pending.
-    Failure,
-}
-
-pub(crate) type UpstreamResult = Result<Frame, UpstreamFailure>;
-
 /// What a pooled request keeps so that a MOVED/ASK reply can resend it elsewhere.
 struct Resendable {
     request: Bytes,
@@ -150,7 +141,7 @@ pub(crate) struct UpstreamClient {
     close_when_idle: Cell<bool>,
     /// The pool of a pooled client (empty for a transaction's dedicated connection): it
     /// follows MOVED/ASK and counts failures for Redis Cluster refreshes.
-    pool: Weak<ClusterPool>,
+    pool: Weak<dyn Redirector>,
     /// `enable_redirection` on a pooled client.
     redirects: bool,
 }
@@ -161,7 +152,7 @@ impl UpstreamClient {
     pub(crate) fn new(
         host: Arc<Host>,
         config: Rc<ClientConfig>,
-        pool: Weak<ClusterPool>,
+        pool: Weak<dyn Redirector>,
         redirects: bool,
     ) -> Rc<Self> {
         Rc::new(Self {

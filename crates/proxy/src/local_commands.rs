@@ -5,23 +5,8 @@ use bytes::Bytes;
 use redvoy_resp::RespValue;
 
 use crate::pending::{error_value, INVALID_REQUEST, NOAUTH};
-use crate::session::Session;
-use crate::splitter::Request;
-
-/// Per-connection state Redis keeps for a client (CLIENT SETNAME/SETINFO, HELLO's protocol).
-/// It lives in the session because upstream connections are shared: sending it upstream
-/// would change every client's connection.
-#[derive(Default)]
-pub(crate) struct ClientInfo {
-    pub(crate) id: u64,
-    pub(crate) peer: Option<std::net::SocketAddr>,
-    pub(crate) local: Option<std::net::SocketAddr>,
-    pub(crate) name: Option<Bytes>,
-    pub(crate) lib_name: Option<Bytes>,
-    pub(crate) lib_ver: Option<Bytes>,
-    /// RESP version negotiated with HELLO (2 until `HELLO 3`).
-    pub(crate) resp: u8,
-}
+use crate::request::Request;
+use crate::session_state::Session;
 
 impl Session {
     /// CLIENT, answered for this connection (Envoy 1.40 accepts SETNAME/SETINFO and refuses

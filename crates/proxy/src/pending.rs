@@ -10,7 +10,6 @@ use bytes::Bytes;
 use redvoy_resp::{Frame, Resp3Shape, RespValue};
 use tokio::sync::Notify;
 
-use crate::client::{UpstreamFailure, UpstreamResult};
 use crate::cluster_scope::{self, Aggregation};
 
 /// Error replies Envoy's redis_proxy makes up, byte for byte.
@@ -18,6 +17,15 @@ pub(crate) const NO_UPSTREAM_HOST: &str = "no upstream host";
 pub(crate) const UPSTREAM_FAILURE: &str = "upstream failure";
 pub(crate) const INVALID_REQUEST: &str = "invalid request";
 pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Why an upstream request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamFailure {
+    /// Connect failure, timeout, or the connection closed with the request pending.
+    Failure,
+}
+
+pub(crate) type UpstreamResult = Result<Frame, UpstreamFailure>;
 
 /// How one upstream reply reached a request (or why none did).
 pub(crate) enum Outcome {

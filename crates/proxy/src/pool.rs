@@ -20,54 +20,8 @@ use redvoy_upstream::{Cluster, Host, HostSet};
 use tracing::debug;
 
 use crate::client::{ClientConfig, UpstreamClient};
-use crate::pending::Completion;
-
-/// Redirections followed for one request before its MOVED/ASK is passed through. Envoy has no
-/// limit; a cap keeps two nodes that disagree about a slot from bouncing a request forever.
-pub(crate) const MAX_REDIRECT_HOPS: u8 = 16;
-
-/// A MOVED or ASK reply, as Envoy recognises them: exactly three tokens split on single
-/// spaces, the first exactly `MOVED` or `ASK`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Redirection<'a> {
-    Moved(&'a [u8]),
-    Ask(&'a [u8]),
-    /// `CLUSTERDOWN ...`: the request fails (`upstream failure`) when redirection is on.
-    ClusterDown,
-}
-
-impl<'a> Redirection<'a> {
-    pub(crate) fn parse(error: &'a [u8]) -> Option<Self> {
-        let mut tokens = error.split(|b| *b == b' ');
-        let first = tokens.next()?;
-        if first == b"CLUSTERDOWN" {
-            return Some(Redirection::ClusterDown);
-        }
-        let ask = match first {
-            b"MOVED" => false,
-            b"ASK" => true,
-            _ => return None,
-        };
-        let _slot = tokens.next()?;
-        let target = tokens.next()?;
-        if tokens.next().is_some() {
-            return None;
-        }
-        Some(if ask {
-            Redirection::Ask(target)
-        } else {
-            Redirection::Moved(target)
-        })
-    }
-}
-
-/// What a redirection needs to resend a request.
-pub(crate) struct RedirectRequest {
-    pub request: Bytes,
-    pub completion: Option<Completion>,
-    pub cmd: &'static str,
-    pub hops: u8,
-}
+use crate::pending::UpstreamFailure;
+use crate::redirect::{split_host_port, RedirectRequest, Redirector, MAX_REDIRECT_HOPS};
 
 struct Cache {
     hosts: Arc<HostSet>,
@@ -225,7 +179,7 @@ impl ClusterPool {
         Some(UpstreamClient::new(
             Arc::clone(host),
             Rc::clone(&self.config),
-            Weak::new(),
+            Weak::<ClusterPool>::new(),
             false,
         ))
     }
@@ -301,10 +255,52 @@ impl ClusterPool {
         Some(client)
     }
 
-    /// Follows a MOVED (`ask` false) or ASK reply by resending the request to `target`
-    /// (`host:port`). On failure the request is handed back so that the caller passes the
-    /// original error through, as Envoy does.
-    pub(crate) fn redirect(
+    fn resend(
+        &self,
+        ask: bool,
+        address: SocketAddr,
+        request: RedirectRequest,
+    ) -> Result<(), RedirectRequest> {
+        let stats = &self.cluster.stats;
+        let Some(client) = self.client_for_address(address) else {
+            stats.upstream_internal_redirect_failed_total.inc();
+            return Err(request);
+        };
+        stats.upstream_internal_redirect_succeeded_total.inc();
+        if let Some(trigger) = self.cluster.refresh_trigger() {
+            trigger.on_redirection();
+        }
+        debug!(%address, ask, "following a redirection");
+        client.send_redirected(ask, request);
+        Ok(())
+    }
+}
+
+/// Resolves a redirection target's name within the DNS cache's `dns_query_timeout`.
+async fn resolve(
+    name: &[u8],
+    port: u16,
+    family: DnsLookupFamily,
+    query_timeout: Duration,
+) -> Option<IpAddr> {
+    let name = std::str::from_utf8(name).ok()?;
+    let answers = tokio::time::timeout(query_timeout, tokio::net::lookup_host((name, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let all: Vec<IpAddr> = answers.map(|a| a.ip()).collect();
+    let pick = |v4: bool| all.iter().copied().find(|ip| ip.is_ipv4() == v4);
+    match family {
+        DnsLookupFamily::V4Only => pick(true),
+        DnsLookupFamily::V6Only => pick(false),
+        DnsLookupFamily::Auto => pick(false).or_else(|| pick(true)),
+        DnsLookupFamily::V4Preferred => pick(true).or_else(|| pick(false)),
+        DnsLookupFamily::All => all.first().copied(),
+    }
+}
+
+impl Redirector for ClusterPool {
+    fn redirect(
         &self,
         ask: bool,
         target: &[u8],
@@ -372,73 +368,16 @@ impl ClusterPool {
             // The original MOVED/ASK text is gone by now; the request fails as Envoy fails a
             // redirection whose DNS lookup fails after the fact.
             if let Some(c) = request.completion {
-                c.complete(Err(crate::client::UpstreamFailure::Failure));
+                c.complete(Err(UpstreamFailure::Failure));
             }
         });
         Ok(())
     }
 
-    fn resend(
-        &self,
-        ask: bool,
-        address: SocketAddr,
-        request: RedirectRequest,
-    ) -> Result<(), RedirectRequest> {
-        let stats = &self.cluster.stats;
-        let Some(client) = self.client_for_address(address) else {
-            stats.upstream_internal_redirect_failed_total.inc();
-            return Err(request);
-        };
-        stats.upstream_internal_redirect_succeeded_total.inc();
-        if let Some(trigger) = self.cluster.refresh_trigger() {
-            trigger.on_redirection();
-        }
-        debug!(%address, ask, "following a redirection");
-        client.send_redirected(ask, request);
-        Ok(())
-    }
-
-    /// A pooled request failed (connection failure, timeout, CLUSTERDOWN): Envoy's refresh
-    /// manager counts it towards `failure_refresh_threshold`.
-    pub(crate) fn on_request_failure(&self) {
+    fn on_request_failure(&self) {
         if let Some(trigger) = self.cluster.refresh_trigger() {
             trigger.on_failure();
         }
-    }
-}
-
-/// Splits `host:port` at the last `:` (so a bare IPv6 address works, as in Envoy); a missing
-/// or invalid port fails the redirection.
-fn split_host_port(target: &[u8]) -> Option<(&[u8], u16)> {
-    let colon = target.iter().rposition(|b| *b == b':')?;
-    let (host, port) = (&target[..colon], &target[colon + 1..]);
-    if host.is_empty() {
-        return None;
-    }
-    let port = std::str::from_utf8(port).ok()?.parse::<u16>().ok()?;
-    Some((host, port))
-}
-
-/// Resolves a redirection target's name within the DNS cache's `dns_query_timeout`.
-async fn resolve(
-    name: &[u8],
-    port: u16,
-    family: DnsLookupFamily,
-    query_timeout: Duration,
-) -> Option<IpAddr> {
-    let name = std::str::from_utf8(name).ok()?;
-    let answers = tokio::time::timeout(query_timeout, tokio::net::lookup_host((name, port)))
-        .await
-        .ok()?
-        .ok()?;
-    let all: Vec<IpAddr> = answers.map(|a| a.ip()).collect();
-    let pick = |v4: bool| all.iter().copied().find(|ip| ip.is_ipv4() == v4);
-    match family {
-        DnsLookupFamily::V4Only => pick(true),
-        DnsLookupFamily::V6Only => pick(false),
-        DnsLookupFamily::Auto => pick(false).or_else(|| pick(true)),
-        DnsLookupFamily::V4Preferred => pick(true).or_else(|| pick(false)),
-        DnsLookupFamily::All => all.first().copied(),
     }
 }
 
@@ -450,43 +389,5 @@ impl Drop for ClusterPool {
         for client in cache.clients.iter().flatten().chain(cache.unknown.values()) {
             client.close_when_idle();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redirection_strings() {
-        assert_eq!(
-            Redirection::parse(b"MOVED 3999 127.0.0.1:6381"),
-            Some(Redirection::Moved(b"127.0.0.1:6381"))
-        );
-        assert_eq!(
-            Redirection::parse(b"ASK 3999 10.0.0.1:7000"),
-            Some(Redirection::Ask(b"10.0.0.1:7000"))
-        );
-        assert_eq!(
-            Redirection::parse(b"CLUSTERDOWN Hash slot not served"),
-            Some(Redirection::ClusterDown)
-        );
-        // Envoy's BadRedirectStrings: truncated, extra field, lowercase.
-        assert_eq!(Redirection::parse(b"MOVED 3999"), None);
-        assert_eq!(Redirection::parse(b"MOVED 3999 1.2.3.4:1 x"), None);
-        assert_eq!(Redirection::parse(b"moved 3999 1.2.3.4:1"), None);
-        assert_eq!(Redirection::parse(b"ERR wrong"), None);
-    }
-
-    #[test]
-    fn host_port_split() {
-        assert_eq!(
-            split_host_port(b"127.0.0.1:6379"),
-            Some((&b"127.0.0.1"[..], 6379))
-        );
-        assert_eq!(split_host_port(b"::1:7000"), Some((&b"::1"[..], 7000)));
-        assert_eq!(split_host_port(b"1.2.3.4:65536"), None);
-        assert_eq!(split_host_port(b"1.2.3.4:x"), None);
-        assert_eq!(split_host_port(b"1.2.3.4"), None);
     }
 }

@@ -6,10 +6,9 @@
 //! replies are written only from the front of that queue, so the order of upstream completions
 //! never changes the order the client sees.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use redvoy_resp::{
@@ -21,14 +20,8 @@ use tokio::time::sleep_until;
 use tracing::debug;
 
 use crate::drain::ListenerControl;
-use crate::filter::FilterConfig;
-use crate::local_commands::ClientInfo;
-use crate::pending::{
-    error_value, After, Completion, FragmentMerge, Outcome, Reply, SessionShared, Slot,
-};
-use crate::pool::ClusterPool;
-use crate::transaction::Transaction;
-use crate::worker::FilterSource;
+use crate::pending::{error_value, After, Reply, SessionShared};
+use crate::session_state::{ClientInfo, Session, WorkerFilter};
 
 /// Requests a session may have in flight before it stops reading from its client. Bounds the
 /// memory one client can pin; the client sees TCP backpressure, nothing fails.
@@ -40,47 +33,40 @@ const MIN_READ_SPACE: usize = 1024;
 /// Reply bytes accumulated before they are written even if more replies are ready.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
-/// Per-worker view of one filter: the compiled config and this worker's pools.
-pub struct WorkerFilter {
-    pub(crate) config: Arc<FilterConfig>,
-    /// Aligned with `FilterConfig::pools`.
-    pub(crate) pools: Vec<Option<Rc<ClusterPool>>>,
-}
-
-pub(crate) struct Session {
-    pub(crate) control: Arc<ListenerControl>,
-    pub(crate) filter: Rc<WorkerFilter>,
-    /// Where a newer filter comes from after a config push.
-    pub(crate) source: FilterSource,
-    pub(crate) shared: Rc<SessionShared>,
-    pub(crate) authenticated: bool,
-    pub(crate) tx: Transaction,
-    /// QUIT seen or protocol error: read nothing more.
-    pub(crate) stop_reading: bool,
-    /// This connection's share of `downstream_cx_rx_bytes_buffered`.
-    pub(crate) rx_buffered_reported: u64,
-    /// What CLIENT answers about this connection; never sent upstream.
-    pub(crate) client: ClientInfo,
-    /// The RESP3 shape of the request being dispatched (`None` for RESP2 clients); the
-    /// slots it pushes carry it.
-    pub(crate) resp3_shape: Cell<Option<Resp3Shape>>,
-}
-
 /// Client ids, unique within the process, as Redis numbers its clients.
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What the connection loop needs from the listener that accepted it: the newer filter after
+/// a config push, and a place on the list of sessions woken when a drain ends. Implemented by
+/// the worker's listener (`worker.rs`), which this file does not know.
+pub(crate) trait FilterUpdates {
+    /// The filter that replaces the session's after a config push; `None` while unchanged.
+    fn changed(&mut self) -> Option<Rc<WorkerFilter>>;
+    /// Lists the session for the wake-up at the end of a drain.
+    fn register(&self, session: &Rc<SessionShared>);
+}
+
+/// The connection loop's state around the session: what only reading and writing need.
+struct Connection<S> {
+    session: Session,
+    control: Arc<ListenerControl>,
+    /// Where a newer filter comes from after a config push.
+    source: S,
+    /// This connection's share of `downstream_cx_rx_bytes_buffered`.
+    rx_buffered_reported: u64,
+}
 
 /// Serves one client connection until it closes.
 pub(crate) async fn run(
     stream: TcpStream,
     filter: Rc<WorkerFilter>,
-    source: FilterSource,
+    source: impl FilterUpdates,
     control: Arc<ListenerControl>,
 ) {
     let stats = &filter.config.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
     let _ = stream.set_nodelay(true);
-    let authenticated = filter.config.passwords.is_empty() && filter.config.username.is_none();
     let client = ClientInfo {
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         peer: stream.peer_addr().ok(),
@@ -88,25 +74,20 @@ pub(crate) async fn run(
         resp: 2,
         ..ClientInfo::default()
     };
-    let mut session = Session {
+    let mut conn = Connection {
+        session: Session::new(Rc::clone(&filter), client),
         control,
-        filter: Rc::clone(&filter),
         source,
-        shared: SessionShared::new(),
-        authenticated,
-        tx: Transaction::default(),
-        stop_reading: false,
         rx_buffered_reported: 0,
-        client,
-        resp3_shape: Cell::new(None),
     };
     let mut input = BytesMut::new();
-    if let Err(e) = session.serve(stream, &mut input).await {
+    if let Err(e) = conn.serve(stream, &mut input).await {
         debug!(error = %e, "downstream connection ended");
     }
     stats
         .downstream_cx_rx_bytes_buffered
-        .sub(session.rx_buffered_reported);
+        .sub(conn.rx_buffered_reported);
+    let session = &mut conn.session;
     session.shared.closed.set(true);
     let abandoned = session.shared.queue.borrow().slots.len() as u64;
     stats.downstream_rq_active.sub(abandoned);
@@ -114,7 +95,7 @@ pub(crate) async fn run(
     stats.downstream_cx_active.dec();
 }
 
-impl Session {
+impl<S: FilterUpdates> Connection<S> {
     async fn serve(&mut self, mut stream: TcpStream, input: &mut BytesMut) -> std::io::Result<()> {
         let (rd, mut wr) = stream.split();
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
@@ -122,29 +103,34 @@ impl Session {
         let mut close_after_flush = false;
         let mut close_when_answered = false;
         let mut wrote_since_check = false;
-        self.source.register(&self.shared);
+        self.source.register(&self.session.shared);
         loop {
             if self.control.is_closed() {
                 // The drain time of a removed listener is over (the worker woke us).
-                self.filter.config.stats.downstream_cx_drain_close.inc();
+                self.session
+                    .filter
+                    .config
+                    .stats
+                    .downstream_cx_drain_close
+                    .inc();
                 return Ok(());
             }
             // A config push reaches this connection on its next request (never in the middle
             // of a transaction, whose connections are pinned). One atomic load when nothing
             // changed.
-            if !self.tx.active && self.tx.clients.is_empty() {
+            if !self.session.tx.active && self.session.tx.clients.is_empty() {
                 if let Some(newer) = self.source.changed() {
-                    if !Rc::ptr_eq(&newer, &self.filter) {
-                        self.filter = newer;
+                    if !Rc::ptr_eq(&newer, &self.session.filter) {
+                        self.session.filter = newer;
                     }
                 }
             }
             // Dispatch what is already buffered, up to the in-flight bound.
-            while !self.stop_reading
-                && self.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
+            while !self.session.stop_reading
+                && self.session.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
             {
                 match decoder.decode(input) {
-                    Ok(Some(frame)) => self.on_request(frame),
+                    Ok(Some(frame)) => self.session.on_request(frame),
                     Ok(None) => break,
                     Err(e) => {
                         self.on_protocol_error(&e);
@@ -152,7 +138,7 @@ impl Session {
                     }
                 }
             }
-            let filter = Rc::clone(&self.filter);
+            let filter = Rc::clone(&self.session.filter);
             let stats = &filter.config.stats;
             let wake_at = self.drain(&mut output, &mut close_after_flush);
             if !output.is_empty() {
@@ -166,20 +152,25 @@ impl Session {
                 // More replies may have become ready while writing.
                 continue;
             }
-            let idle = self.shared.queue.borrow().slots.is_empty();
+            let idle = self.session.shared.queue.borrow().slots.is_empty();
             // Envoy's drain close: a draining listener's connections close once every reply
             // they are owed has been written.
             let drain_close = idle && wrote_since_check && self.control.should_drain_close();
             if drain_close {
-                self.filter.config.stats.downstream_cx_drain_close.inc();
+                self.session
+                    .filter
+                    .config
+                    .stats
+                    .downstream_cx_drain_close
+                    .inc();
             }
             wrote_since_check = false;
             if close_after_flush || drain_close || (close_when_answered && idle) {
                 wr.shutdown().await?;
                 return Ok(());
             }
-            let pending = self.shared.queue.borrow().slots.len();
-            let can_read = !self.stop_reading && pending < MAX_PENDING_REQUESTS;
+            let pending = self.session.shared.queue.borrow().slots.len();
+            let can_read = !self.session.stop_reading && pending < MAX_PENDING_REQUESTS;
             // An idle client holds no buffers: buffers are taken when bytes arrive, so a
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
             if pending == 0 && input.is_empty() && input.capacity() > 0 {
@@ -201,14 +192,14 @@ impl Session {
                     };
                     if n == 0 {
                         // The client half-closed: answer what it already sent, then close.
-                        self.stop_reading = true;
-                        if self.shared.queue.borrow().slots.is_empty() {
+                        self.session.stop_reading = true;
+                        if self.session.shared.queue.borrow().slots.is_empty() {
                             return Ok(());
                         }
                         close_when_answered = true;
                         continue;
                     }
-                    let stats = &self.filter.config.stats;
+                    let stats = &self.session.filter.config.stats;
                     stats.downstream_cx_rx_bytes_total.add(n as u64);
                     // Envoy's accounting: the gauge moves to the read buffer's size as of each
                     // read, and keeps it until the next read or the close.
@@ -221,7 +212,7 @@ impl Session {
                     }
                     self.rx_buffered_reported = now_buffered;
                 }
-                _ = self.shared.notify.notified() => {}
+                _ = self.session.shared.notify.notified() => {}
                 _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
             }
         }
@@ -230,9 +221,9 @@ impl Session {
     /// Moves every ready reply at the front of the queue into `output`, recording stats.
     /// Returns when a delayed reply at the front will be due.
     fn drain(&mut self, output: &mut BytesMut, close: &mut bool) -> Option<Instant> {
-        let config = &self.filter.config;
+        let config = &self.session.filter.config;
         let now = Instant::now();
-        let mut queue = self.shared.queue.borrow_mut();
+        let mut queue = self.session.shared.queue.borrow_mut();
         while output.len() < WRITE_HIGH_WATER {
             let slot = match queue.pop_ready(now) {
                 Ok(slot) => slot,
@@ -278,91 +269,20 @@ impl Session {
 
     fn on_protocol_error(&mut self, e: &DecodeError) {
         debug!(error = %e, "downstream protocol error");
-        self.filter.config.stats.downstream_cx_protocol_error.inc();
-        self.stop_reading = true;
-        self.push_ready(error_value("downstream protocol error"), None, true);
-        if let Some(last) = self.shared.queue.borrow_mut().slots.back_mut() {
+        self.session
+            .filter
+            .config
+            .stats
+            .downstream_cx_protocol_error
+            .inc();
+        self.session.stop_reading = true;
+        self.session
+            .push_ready(error_value("downstream protocol error"), None, true);
+        if let Some(last) = self.session.shared.queue.borrow_mut().slots.back_mut() {
             last.after = After::Close;
         }
         // drain() decrements downstream_rq_active for every slot; this one is not a request.
-        self.filter.config.stats.downstream_rq_active.inc();
-    }
-
-    // === slot helpers ===
-
-    fn push_slot(&self, slot: Slot) -> u64 {
-        let mut q = self.shared.queue.borrow_mut();
-        let seq = q.head + q.slots.len() as u64;
-        q.slots.push_back(slot);
-        seq
-    }
-
-    /// A reply the proxy knows at once.
-    pub(crate) fn push_ready(&self, reply: RespValue, command: Option<usize>, error: bool) {
-        self.push_slot(Slot {
-            merge: FragmentMerge::Single,
-            remaining: 0,
-            reply: Some(Reply::Value(reply)),
-            error,
-            command,
-            started: Instant::now(),
-            delay: None,
-            after: After::Nothing,
-            resp3: self.resp3_shape.get(),
-            exec_shapes: None,
-        });
-    }
-
-    pub(crate) fn push_waiting(
-        &self,
-        merge: FragmentMerge,
-        fragments: u32,
-        command: Option<usize>,
-    ) -> u64 {
-        self.push_slot(Slot {
-            merge,
-            remaining: fragments,
-            reply: None,
-            error: false,
-            command,
-            started: Instant::now(),
-            delay: None,
-            after: After::Nothing,
-            resp3: self.resp3_shape.get(),
-            exec_shapes: None,
-        })
-    }
-
-    pub(crate) fn completion(&self, seq: u64, fragment: usize) -> Completion {
-        Completion {
-            session: Rc::clone(&self.shared),
-            seq,
-            fragment: fragment as u32,
-        }
-    }
-
-    /// Completes a fragment without an upstream round trip (no route, no host).
-    pub(crate) fn complete_now(&self, seq: u64, fragment: usize, outcome: Outcome) {
-        self.shared.complete(seq, fragment as u32, outcome);
-    }
-
-    /// Changes the pending slot `seq`, if it is still queued.
-    pub(crate) fn with_slot(&self, seq: u64, change: impl FnOnce(&mut Slot)) {
-        let mut q = self.shared.queue.borrow_mut();
-        if let Some(index) = seq.checked_sub(q.head) {
-            if let Some(slot) = q.slots.get_mut(index as usize) {
-                change(slot);
-            }
-        }
-    }
-
-    pub(crate) fn set_delay(&self, seq: u64, delay: Duration) {
-        self.with_slot(seq, |slot| slot.delay = Some(delay));
-    }
-
-    pub(crate) fn next_seq(&self) -> u64 {
-        let q = self.shared.queue.borrow();
-        q.head + q.slots.len() as u64
+        self.session.filter.config.stats.downstream_rq_active.inc();
     }
 }
 

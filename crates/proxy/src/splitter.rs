@@ -10,11 +10,12 @@ use redvoy_resp::{encode, Frame, RespValue};
 use crate::cluster_scope;
 use crate::pending::{
     error_value, split_scan_cursor, After, FragmentMerge, Outcome, INVALID_REQUEST, NOAUTH,
-    NO_UPSTREAM_HOST, SCAN_HOSTS,
+    SCAN_HOSTS,
 };
 use crate::pool::ClusterPool;
+use crate::request::{request_bytes, whole_request, Request};
 use crate::resp3;
-use crate::session::Session;
+use crate::session_state::Session;
 use crate::supported_commands::{self as commands, CommandClass};
 
 impl Session {
@@ -218,22 +219,6 @@ impl Session {
         if let Some(f) = fault.as_ref().filter(|f| !f.delay.is_zero()) {
             self.set_delay(seq, f.delay);
         }
-    }
-
-    pub(crate) fn wrong_arity(&self, r: &Request<'_>) {
-        let text = format!(
-            "wrong number of arguments for '{}' command",
-            String::from_utf8_lossy(&r.args[0])
-        );
-        self.push_ready(error_value(&text), r.command, true);
-    }
-
-    fn no_host(&self, r: &Request<'_>) {
-        self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
-    }
-
-    pub(crate) fn pool(&self, index: usize) -> Option<&ClusterPool> {
-        self.filter.pools.get(index)?.as_deref()
     }
 
     /// Single-server commands: routed on `args[key_index]`, reply passed through.
@@ -460,44 +445,4 @@ impl Session {
         let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
         client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
     }
-}
-
-/// One decoded request, borrowed while it is being dispatched.
-pub(crate) struct Request<'a> {
-    pub(crate) args: &'a [Bytes],
-    pub(crate) raw: &'a Bytes,
-    pub(crate) verbatim: bool,
-    /// Lowercased command name.
-    pub(crate) cmd: &'a str,
-    pub(crate) command: Option<usize>,
-}
-
-/// The request as received, re-encoded only when the bytes on the wire were not canonical.
-pub(crate) fn whole_request(r: &Request<'_>) -> Bytes {
-    if r.verbatim && !r.raw.is_empty() {
-        return r.raw.clone();
-    }
-    let mut out = BytesMut::new();
-    let parts: Vec<&[u8]> = r.args.iter().map(|a| &a[..]).collect();
-    encode::command(&mut out, &parts);
-    out.freeze()
-}
-
-/// The request with `args[key_index]` replaced by the routed key (prefix removed, formatted).
-fn request_bytes(r: &Request<'_>, key_index: usize, routed_key: &[u8]) -> Bytes {
-    let original = &r.args[key_index];
-    // The router hands back a sub-slice of the original key when it did not rewrite it.
-    let unchanged = routed_key.as_ptr() == original.as_ptr() && routed_key.len() == original.len();
-    if unchanged {
-        return whole_request(r);
-    }
-    let mut out = BytesMut::new();
-    let parts: Vec<&[u8]> = r
-        .args
-        .iter()
-        .enumerate()
-        .map(|(i, a)| if i == key_index { routed_key } else { &a[..] })
-        .collect();
-    encode::command(&mut out, &parts);
-    out.freeze()
 }

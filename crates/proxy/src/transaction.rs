@@ -1,51 +1,15 @@
 //! Transactions (Envoy's `TransactionRequest`): WATCH, MULTI, the queued commands and
 //! EXEC/DISCARD on connections dedicated to one client.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redvoy_resp::{Resp3Shape, RespValue};
+use redvoy_resp::RespValue;
 
-use crate::client::UpstreamClient;
 use crate::pending::{error_value, FragmentMerge, INVALID_REQUEST, NO_UPSTREAM_HOST};
-use crate::pool::Placement;
-use crate::session::Session;
-use crate::splitter::{whole_request, Request};
+use crate::request::{whole_request, Request};
+use crate::session_state::Session;
 use crate::supported_commands as commands;
-
-/// A client's transaction: WATCH, MULTI, the queued commands and EXEC/DISCARD all run on
-/// connections dedicated to this client, so Redis's promises hold (a concurrent write to a
-/// watched key makes EXEC return null). Envoy 1.40 sends WATCH on the shared connection and
-/// the transaction on a dedicated one, so WATCH guards nothing.
-#[derive(Default)]
-pub(crate) struct Transaction {
-    /// MULTI seen, EXEC/DISCARD not yet.
-    pub(crate) active: bool,
-    /// A command was refused while queuing: EXEC answers EXECABORT and commits nothing.
-    pub(crate) aborted: bool,
-    /// Where the transaction runs (route pool, slot or host), from its first key.
-    pub(crate) placement: Option<(usize, Placement)>,
-    /// Dedicated connections: the route's pool first, then one per mirror.
-    pub(crate) clients: Vec<Rc<UpstreamClient>>,
-    /// For each entry of `clients` after the first: mirrors skip reads when set.
-    pub(crate) mirror_excludes_reads: Vec<bool>,
-    /// RESP3 clients: the reply shape of each command queued upstream, for EXEC's reply.
-    pub(crate) queued_shapes: Vec<Resp3Shape>,
-}
-
-impl Transaction {
-    pub(crate) fn close(&mut self) {
-        for c in self.clients.drain(..) {
-            c.close_when_idle();
-        }
-        self.mirror_excludes_reads.clear();
-        self.queued_shapes.clear();
-        self.active = false;
-        self.aborted = false;
-        self.placement = None;
-    }
-}
 
 /// Redis's reply to keys of different slots in one transaction or command.
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";

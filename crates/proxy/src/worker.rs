@@ -28,7 +28,8 @@ use crate::listener::{ChainFilter, ChainSet};
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
 use crate::pending::SessionShared;
 use crate::pool::{ClusterPool, RedirectSettings};
-use crate::session::{self, WorkerFilter};
+use crate::session::{self, FilterUpdates};
+use crate::session_state::WorkerFilter;
 use crate::tcp_proxy;
 
 /// Accept backlog of every listener socket.
@@ -171,18 +172,18 @@ impl WorkerListener {
 }
 
 /// Where a session finds the newest filter of its chain.
-pub(crate) struct FilterSource {
+struct FilterSource {
     listener: Rc<WorkerListener>,
     chain: usize,
     /// The listener generation the session's filter comes from.
     seen: u64,
 }
 
-impl FilterSource {
+impl FilterUpdates for FilterSource {
     /// The chain's current filter if the listener's chains changed since the last call;
     /// `None` when they did not, or when the chain is no longer a redis_proxy chain (the
     /// session keeps the filter it has).
-    pub(crate) fn changed(&mut self) -> Option<Rc<WorkerFilter>> {
+    fn changed(&mut self) -> Option<Rc<WorkerFilter>> {
         let now = self.listener.runtime.generation.load(Ordering::Acquire);
         if now == self.seen {
             return None;
@@ -191,8 +192,7 @@ impl FilterSource {
         self.listener.redis_filter(self.chain)
     }
 
-    /// Lists the session for the wake-up at the end of a drain.
-    pub(crate) fn register(&self, session: &Rc<SessionShared>) {
+    fn register(&self, session: &Rc<SessionShared>) {
         let mut sessions = self.listener.sessions.borrow_mut();
         // Drop closed sessions whenever the list would grow, so it stays proportional to the
         // live ones (amortized O(1) per session).

@@ -1,0 +1,198 @@
+//! The state of one client's session that the splitter (`splitter.rs`), transactions
+//! (`transaction.rs`) and locally answered commands (`local_commands.rs`) read and change, and
+//! the helpers that put a request's slot on the pending queue. The connection loop that owns
+//! it is in `session.rs`; this file depends on none of them.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redvoy_resp::{Resp3Shape, RespValue};
+
+use crate::client::UpstreamClient;
+use crate::filter::FilterConfig;
+use crate::pending::{
+    error_value, After, Completion, FragmentMerge, Outcome, Reply, SessionShared, Slot,
+    NO_UPSTREAM_HOST,
+};
+use crate::pool::{ClusterPool, Placement};
+use crate::request::Request;
+
+/// Per-worker view of one filter: the compiled config and this worker's pools.
+pub struct WorkerFilter {
+    pub(crate) config: Arc<FilterConfig>,
+    /// Aligned with `FilterConfig::pools`.
+    pub(crate) pools: Vec<Option<Rc<ClusterPool>>>,
+}
+
+/// One client's session: its filter, pending queue, authentication, transaction and CLIENT
+/// state.
+pub(crate) struct Session {
+    pub(crate) filter: Rc<WorkerFilter>,
+    pub(crate) shared: Rc<SessionShared>,
+    pub(crate) authenticated: bool,
+    pub(crate) tx: Transaction,
+    /// QUIT seen or protocol error: read nothing more.
+    pub(crate) stop_reading: bool,
+    /// What CLIENT answers about this connection; never sent upstream.
+    pub(crate) client: ClientInfo,
+    /// The RESP3 shape of the request being dispatched (`None` for RESP2 clients); the
+    /// slots it pushes carry it.
+    pub(crate) resp3_shape: Cell<Option<Resp3Shape>>,
+}
+
+impl Session {
+    pub(crate) fn new(filter: Rc<WorkerFilter>, client: ClientInfo) -> Self {
+        let authenticated = filter.config.passwords.is_empty() && filter.config.username.is_none();
+        Session {
+            filter,
+            shared: SessionShared::new(),
+            authenticated,
+            tx: Transaction::default(),
+            stop_reading: false,
+            client,
+            resp3_shape: Cell::new(None),
+        }
+    }
+
+    fn push_slot(&self, slot: Slot) -> u64 {
+        let mut q = self.shared.queue.borrow_mut();
+        let seq = q.head + q.slots.len() as u64;
+        q.slots.push_back(slot);
+        seq
+    }
+
+    /// A reply the proxy knows at once.
+    pub(crate) fn push_ready(&self, reply: RespValue, command: Option<usize>, error: bool) {
+        self.push_slot(Slot {
+            merge: FragmentMerge::Single,
+            remaining: 0,
+            reply: Some(Reply::Value(reply)),
+            error,
+            command,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+            resp3: self.resp3_shape.get(),
+            exec_shapes: None,
+        });
+    }
+
+    pub(crate) fn push_waiting(
+        &self,
+        merge: FragmentMerge,
+        fragments: u32,
+        command: Option<usize>,
+    ) -> u64 {
+        self.push_slot(Slot {
+            merge,
+            remaining: fragments,
+            reply: None,
+            error: false,
+            command,
+            started: Instant::now(),
+            delay: None,
+            after: After::Nothing,
+            resp3: self.resp3_shape.get(),
+            exec_shapes: None,
+        })
+    }
+
+    pub(crate) fn completion(&self, seq: u64, fragment: usize) -> Completion {
+        Completion {
+            session: Rc::clone(&self.shared),
+            seq,
+            fragment: fragment as u32,
+        }
+    }
+
+    /// Completes a fragment without an upstream round trip (no route, no host).
+    pub(crate) fn complete_now(&self, seq: u64, fragment: usize, outcome: Outcome) {
+        self.shared.complete(seq, fragment as u32, outcome);
+    }
+
+    /// Changes the pending slot `seq`, if it is still queued.
+    pub(crate) fn with_slot(&self, seq: u64, change: impl FnOnce(&mut Slot)) {
+        let mut q = self.shared.queue.borrow_mut();
+        if let Some(index) = seq.checked_sub(q.head) {
+            if let Some(slot) = q.slots.get_mut(index as usize) {
+                change(slot);
+            }
+        }
+    }
+
+    pub(crate) fn set_delay(&self, seq: u64, delay: Duration) {
+        self.with_slot(seq, |slot| slot.delay = Some(delay));
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        let q = self.shared.queue.borrow();
+        q.head + q.slots.len() as u64
+    }
+
+    pub(crate) fn wrong_arity(&self, r: &Request<'_>) {
+        let text = format!(
+            "wrong number of arguments for '{}' command",
+            String::from_utf8_lossy(&r.args[0])
+        );
+        self.push_ready(error_value(&text), r.command, true);
+    }
+
+    pub(crate) fn no_host(&self, r: &Request<'_>) {
+        self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
+    }
+
+    pub(crate) fn pool(&self, index: usize) -> Option<&ClusterPool> {
+        self.filter.pools.get(index)?.as_deref()
+    }
+}
+
+/// Per-connection state Redis keeps for a client (CLIENT SETNAME/SETINFO, HELLO's protocol).
+/// It lives in the session because upstream connections are shared: sending it upstream
+/// would change every client's connection.
+#[derive(Default)]
+pub(crate) struct ClientInfo {
+    pub(crate) id: u64,
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) local: Option<std::net::SocketAddr>,
+    pub(crate) name: Option<Bytes>,
+    pub(crate) lib_name: Option<Bytes>,
+    pub(crate) lib_ver: Option<Bytes>,
+    /// RESP version negotiated with HELLO (2 until `HELLO 3`).
+    pub(crate) resp: u8,
+}
+
+/// A client's transaction: WATCH, MULTI, the queued commands and EXEC/DISCARD all run on
+/// connections dedicated to this client, so Redis's promises hold (a concurrent write to a
+/// watched key makes EXEC return null). Envoy 1.40 sends WATCH on the shared connection and
+/// the transaction on a dedicated one, so WATCH guards nothing.
+#[derive(Default)]
+pub(crate) struct Transaction {
+    /// MULTI seen, EXEC/DISCARD not yet.
+    pub(crate) active: bool,
+    /// A command was refused while queuing: EXEC answers EXECABORT and commits nothing.
+    pub(crate) aborted: bool,
+    /// Where the transaction runs (route pool, slot or host), from its first key.
+    pub(crate) placement: Option<(usize, Placement)>,
+    /// Dedicated connections: the route's pool first, then one per mirror.
+    pub(crate) clients: Vec<Rc<UpstreamClient>>,
+    /// For each entry of `clients` after the first: mirrors skip reads when set.
+    pub(crate) mirror_excludes_reads: Vec<bool>,
+    /// RESP3 clients: the reply shape of each command queued upstream, for EXEC's reply.
+    pub(crate) queued_shapes: Vec<Resp3Shape>,
+}
+
+impl Transaction {
+    pub(crate) fn close(&mut self) {
+        for c in self.clients.drain(..) {
+            c.close_when_idle();
+        }
+        self.mirror_excludes_reads.clear();
+        self.queued_shapes.clear();
+        self.active = false;
+        self.aborted = false;
+        self.placement = None;
+    }
+}
