@@ -331,10 +331,22 @@ fn protocol_version_resp3_requires_hello_3() {
     let mut c = proxy.client();
     let noproto = Reply::err("NOPROTO unsupported protocol version");
     assert_eq!(c.cmd(&["GET", "k"]), noproto);
+    // Envoy's gate comes before the splitter: an unknown command gets NOPROTO too.
+    assert_eq!(c.cmd(&["BOGUSCMD", "x"]), noproto);
     assert_eq!(c.cmd(&["HELLO"]), noproto);
     assert_eq!(c.cmd(&["HELLO", "2"]), noproto);
     assert!(matches!(c.cmd(&["HELLO", "3"]), Reply::Map(_)));
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
     assert_eq!(c.cmd(&["HELLO", "2"]), noproto);
+    // As observed on Envoy 1.40: only the gate counts `downstream_rq_noproto` (GET, BOGUSCMD);
+    // a refused HELLO is a HELLO error, and an unknown command before HELLO 3 is not counted
+    // as unsupported.
+    let stats = proxy.stats();
+    assert_eq!(stats.get_int("redis.redis.downstream_rq_noproto"), Some(2));
+    assert_eq!(stats.get_int("redis.redis.splitter.unsupported_command"), Some(0));
+    // Three refused HELLOs, one accepted.
+    assert_eq!(stats.get_int("redis.redis.command.hello.total"), Some(4));
+    assert_eq!(stats.get_int("redis.redis.command.hello.error"), Some(3));
+    assert_eq!(stats.get_int("redis.redis.command.hello.success"), Some(1));
 }

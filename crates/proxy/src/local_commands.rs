@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use redvoy_resp::RespValue;
 
-use crate::pending::{error_value, INVALID_REQUEST, NOAUTH};
+use crate::pending::{error_value, INVALID_REQUEST, NOAUTH, NOPROTO};
 use crate::request::Request;
 use crate::session_state::Session;
 
@@ -173,7 +173,7 @@ impl Session {
     pub(crate) fn hello(&mut self, args: &[Bytes]) -> RespValue {
         let mut resp = self.client.resp;
         if args.len() < 2 && self.filter.config.require_resp3 && resp != 3 {
-            return error_value("NOPROTO unsupported protocol version");
+            return error_value(NOPROTO);
         }
         if let Some(version) = args.get(1) {
             match std::str::from_utf8(version)
@@ -182,7 +182,7 @@ impl Session {
             {
                 Some(2) if !self.filter.config.require_resp3 => resp = 2,
                 Some(3) => resp = 3,
-                Some(_) => return error_value("NOPROTO unsupported protocol version"),
+                Some(_) => return error_value(NOPROTO),
                 None => {
                     return error_value("ERR Protocol version is not an integer or out of range")
                 }

@@ -17,6 +17,7 @@ pub(crate) const NO_UPSTREAM_HOST: &str = "no upstream host";
 pub(crate) const UPSTREAM_FAILURE: &str = "upstream failure";
 pub(crate) const INVALID_REQUEST: &str = "invalid request";
 pub(crate) const NOAUTH: &str = "NOAUTH Authentication required.";
+pub(crate) const NOPROTO: &str = "NOPROTO unsupported protocol version";
 
 /// Why an upstream request got no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use redvoy_resp::{encode, Frame, RespValue};
 use crate::cluster_scope;
 use crate::pending::{
     error_value, split_scan_cursor, After, FragmentMerge, Outcome, INVALID_REQUEST, NOAUTH,
-    SCAN_HOSTS,
+    NOPROTO, SCAN_HOSTS,
 };
 use crate::pool::ClusterPool;
 use crate::request::{request_bytes, whole_request, Request};
@@ -52,6 +52,17 @@ impl Session {
                 &owned
             }
         };
+        if config.require_resp3
+            && self.client.resp != 3
+            && !matches!(cmd, "hello" | "auth" | "quit")
+        {
+            // `protocol_version: RESP3`: HELLO 3 first (a bare HELLO does not negotiate). As
+            // in Envoy, the gate comes before the splitter, so an unknown command gets NOPROTO
+            // too, and only this gate counts (a refused HELLO counts as a HELLO error).
+            stats.downstream_rq_noproto.inc();
+            self.push_ready(error_value(NOPROTO), None, true);
+            return;
+        }
         let class = commands::class_of(cmd).or_else(|| {
             config
                 .custom_commands
@@ -83,16 +94,13 @@ impl Session {
             let reply = self.hello(&args);
             // The reply is in the protocol HELLO chose.
             self.resp3_shape.set(shape(self.client.resp));
-            self.push_ready(reply, None, false);
-            return;
-        }
-        if config.require_resp3 && self.client.resp != 3 && cmd != "quit" {
-            // `protocol_version: RESP3`: HELLO 3 first (a bare HELLO does not negotiate).
-            self.push_ready(
-                error_value("NOPROTO unsupported protocol version"),
-                None,
-                true,
-            );
+            // Envoy counts HELLO in `command.hello.*` (a refused one as an error).
+            let command = stats.command_index("hello");
+            if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+                cs.total.inc();
+            }
+            let error = matches!(reply, RespValue::Error(_));
+            self.push_ready(reply, command, error);
             return;
         }
         if !self.authenticated {
