@@ -25,7 +25,6 @@ use tracing::debug;
 
 use crate::pending::{Completion, UpstreamFailure};
 use crate::redirect::{RedirectRequest, Redirection, Redirector};
-use crate::supported_commands;
 
 /// Read buffer growth step for upstream replies.
 const READ_CHUNK: usize = 64 * 1024;
@@ -75,10 +74,10 @@ impl CommandStatsCache {
         }
     }
 
-    fn get(&self, cmd: &str) -> Rc<UpstreamCommandStats> {
-        // Envoy buckets every command outside the simple, eval, sum, mget and mset sets as
-        // `unknown` (custom commands, auth, multi, cluster-scope commands...).
-        let name = supported_commands::upstream_stat_name(cmd);
+    /// `name` is the command's upstream stat name (`CommandSpec::upstream_stat`): Envoy
+    /// buckets every command outside the simple, eval, sum, mget and mset sets as `unknown`
+    /// (custom commands, auth, multi, cluster-scope commands...).
+    fn get(&self, name: &'static str) -> Rc<UpstreamCommandStats> {
         if let Some(stats) = self.by_name.borrow().get(name) {
             return Rc::clone(stats);
         }
@@ -176,22 +175,28 @@ impl UpstreamClient {
         &self.host
     }
 
-    /// Queues an encoded request whose (lowercase) command is `cmd`. The reply (or failure)
+    /// Queues an encoded request whose upstream stat name is `stat` (see
+    /// [`CommandStatsCache::get`]). The reply (or failure)
     /// goes to `completion`.
-    pub(crate) fn send(self: &Rc<Self>, request: &[u8], completion: Option<Completion>, cmd: &str) {
+    pub(crate) fn send(
+        self: &Rc<Self>,
+        request: &[u8],
+        completion: Option<Completion>,
+        stat: &'static str,
+    ) {
         let resend = self.redirects.then(|| Resendable {
             request: Bytes::copy_from_slice(request),
-            cmd: supported_commands::upstream_stat_name(cmd),
+            cmd: stat,
             hops: 0,
         });
-        self.enqueue(request, completion, cmd, resend);
+        self.enqueue(request, completion, stat, resend);
     }
 
     /// Sends a request that a MOVED/ASK reply sent here; after ASK, `asking` goes first (its
     /// reply is discarded, as in Envoy).
     pub(crate) fn send_redirected(self: &Rc<Self>, ask: bool, r: RedirectRequest) {
         if ask {
-            self.enqueue(b"*1\r\n$6\r\nasking\r\n", None, "asking", None);
+            self.enqueue(b"*1\r\n$6\r\nasking\r\n", None, "unknown", None);
         }
         let resend = self.redirects.then(|| Resendable {
             request: r.request.clone(),
@@ -205,11 +210,11 @@ impl UpstreamClient {
         self: &Rc<Self>,
         request: &[u8],
         completion: Option<Completion>,
-        cmd: &str,
+        stat: &'static str,
         resend: Option<Resendable>,
     ) {
         let now = Instant::now();
-        let command_stats = self.config.command_stats.as_ref().map(|c| c.get(cmd));
+        let command_stats = self.config.command_stats.as_ref().map(|c| c.get(stat));
         if let Some(cs) = &command_stats {
             cs.total.inc();
         }

@@ -2,20 +2,21 @@
 //! pool indices, faults indexed by command, auth secrets, stats handles. Immutable and shared
 //! by every worker (`Arc`); each worker builds its own pools from `pools`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use redvoy_config::model::{self, FaultType, ReadPolicy};
+use redvoy_config::model::{self, ReadPolicy};
 use redvoy_resp::encode;
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterManager};
 
+use crate::faults::{FaultList, Faults};
 use crate::router::Router;
 use crate::stats::ProxyStats;
-use crate::supported_commands;
+use crate::supported_commands::{self, CommandSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterConfigError {
@@ -41,80 +42,15 @@ pub(crate) struct PoolSpec {
     pub cx_drained: Counter,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct FaultEntry {
-    pub error: bool,
-    /// Integer percent, as Envoy converts the fractional percent.
-    pub percent: u32,
-    /// Runtime key overriding `percent` (empty: none).
-    pub runtime_key: String,
-    pub delay: Duration,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Faults {
-    by_command: HashMap<String, Vec<FaultEntry>>,
-    all: Vec<FaultEntry>,
-}
-
-impl Faults {
-    fn new(faults: &[model::Fault]) -> Self {
-        let entry = |f: &model::Fault| FaultEntry {
-            error: f.fault_type == FaultType::Error,
-            percent: percent_of(&f.fault_enabled),
-            runtime_key: f.fault_enabled.runtime_key.clone(),
-            delay: f.delay,
-        };
-        let mut by_command: HashMap<String, Vec<FaultEntry>> = HashMap::new();
-        for f in faults.iter().filter(|f| !f.commands.is_empty()) {
-            for c in &f.commands {
-                by_command.entry(c.clone()).or_default().push(entry(f));
-            }
-        }
-        let all: Vec<FaultEntry> = faults
-            .iter()
-            .filter(|f| f.commands.is_empty())
-            .map(entry)
-            .collect();
-        // Faults without a command list apply to every command, after the specific ones.
-        for list in by_command.values_mut() {
-            list.extend(all.iter().cloned());
-        }
-        Self { by_command, all }
-    }
-
-    /// Envoy's selection: one draw in [0, 100) against cumulative percentages, each taken
-    /// from the runtime when the fault names a runtime key.
-    pub(crate) fn pick(&self, cmd: &str, runtime: &Runtime) -> Option<&FaultEntry> {
-        let list = self.by_command.get(cmd).unwrap_or(&self.all);
-        if list.is_empty() {
-            return None;
-        }
-        let snapshot = runtime.snapshot();
-        let draw = rand::random::<u64>() % 100;
-        let mut cumulative = 0u64;
-        for f in list {
-            cumulative += if f.runtime_key.is_empty() {
-                u64::from(f.percent)
-            } else {
-                snapshot.get_integer(&f.runtime_key, u64::from(f.percent))
-            };
-            if draw < cumulative {
-                return Some(f);
-            }
-        }
-        None
-    }
-}
-
-fn percent_of(f: &model::RuntimeFraction) -> u32 {
-    if f.denominator == 100 {
-        f.numerator
-    } else if f.denominator == 0 {
-        0
-    } else {
-        (u64::from(f.numerator) * 100 / u64::from(f.denominator)) as u32
-    }
+/// A request's command as one filter serves it: the command tables' facts, this filter's
+/// `command.<name>.*` stats (an index into `ProxyStats`) and its fault list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Command {
+    pub spec: CommandSpec,
+    pub stats: Option<usize>,
+    pub faults: FaultList,
+    /// Listed in `custom_commands` (allowed in a transaction whatever its class).
+    pub custom: bool,
 }
 
 /// A compiled redis_proxy filter.
@@ -130,9 +66,15 @@ pub struct FilterConfig {
     pub(crate) passwords: Vec<Bytes>,
     pub(crate) username: Option<Bytes>,
     pub(crate) faults: Faults,
+    /// Every supported command as this filter serves it, indexed by `CommandSpec::id`, then
+    /// the custom commands.
+    commands: Vec<Command>,
     pub(crate) runtime: Runtime,
-    /// Matched against the lowercased command, so only lowercase entries ever match (Envoy).
-    pub(crate) custom_commands: HashSet<String>,
+    /// Matched against the lowercased command, so only lowercase entries ever match (Envoy);
+    /// the value indexes `commands`.
+    custom_commands: HashMap<String, usize>,
+    /// `command.multi.*`, where Envoy counts every command queued in a transaction.
+    pub(crate) multi_stats: Option<usize>,
     /// `protocol_version: RESP3`: nothing but HELLO 3, AUTH and QUIT before `HELLO 3`.
     pub(crate) require_resp3: bool,
 }
@@ -205,6 +147,28 @@ impl FilterConfig {
             config.latency_in_micros,
             command_names,
         );
+        let faults = Faults::new(&config.faults);
+        let resolve = |name: &str, spec: CommandSpec| Command {
+            spec,
+            stats: stats.command_index(name),
+            faults: faults.list_for(name),
+            custom: config.custom_commands.iter().any(|c| c == name),
+        };
+        let known = supported_commands::names();
+        let mut commands: Vec<Command> = known
+            .iter()
+            .filter_map(|name| Some(resolve(name, *supported_commands::lookup(name)?)))
+            .collect();
+        let mut custom_commands = HashMap::new();
+        for name in &config.custom_commands {
+            if supported_commands::lookup(name).is_some() || custom_commands.contains_key(name) {
+                continue;
+            }
+            let id = commands.len();
+            commands.push(resolve(name, CommandSpec::custom(id)));
+            custom_commands.insert(name.clone(), id);
+        }
+        let multi_stats = stats.command_index("multi");
         Ok(Self {
             stat_prefix: config.stat_prefix.clone(),
             router,
@@ -214,11 +178,23 @@ impl FilterConfig {
             stats,
             passwords: config.downstream_auth_passwords.clone(),
             username: config.downstream_auth_username.clone(),
-            faults: Faults::new(&config.faults),
+            faults,
+            commands,
             runtime: runtime.clone(),
-            custom_commands: config.custom_commands.iter().cloned().collect(),
+            custom_commands,
+            multi_stats,
             require_resp3: config.require_resp3,
         })
+    }
+
+    /// The command a request names (lowercased), as this filter serves it; `None` when it is
+    /// neither supported nor a custom command. One table lookup per request.
+    pub(crate) fn command(&self, cmd: &str) -> Option<&Command> {
+        let id = match supported_commands::lookup(cmd) {
+            Some(spec) => spec.id,
+            None => *self.custom_commands.get(cmd)?,
+        };
+        self.commands.get(id)
     }
 
     pub fn stat_prefix(&self) -> &str {
@@ -265,38 +241,4 @@ fn prelude(
         replies += 1;
     }
     (out.freeze(), replies)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fault_percent_conversion() {
-        let f = |n, d| model::RuntimeFraction {
-            runtime_key: String::new(),
-            numerator: n,
-            denominator: d,
-        };
-        assert_eq!(percent_of(&f(30, 100)), 30);
-        assert_eq!(percent_of(&f(5000, 10_000)), 50);
-        assert_eq!(percent_of(&f(1_000_000, 1_000_000)), 100);
-    }
-
-    #[test]
-    fn fault_pick_at_100_percent() {
-        let faults = Faults::new(&[model::Fault {
-            fault_type: FaultType::Error,
-            fault_enabled: model::RuntimeFraction {
-                runtime_key: String::new(),
-                numerator: 100,
-                denominator: 100,
-            },
-            delay: Duration::ZERO,
-            commands: vec!["get".into()],
-        }]);
-        let runtime = Runtime::new(Vec::new(), &Store::new());
-        assert!(faults.pick("get", &runtime).is_some_and(|f| f.error));
-        assert!(faults.pick("set", &runtime).is_none());
-    }
 }

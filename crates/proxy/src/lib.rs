@@ -12,6 +12,7 @@ mod client;
 mod cluster_scope;
 mod conn_limit;
 mod drain;
+mod faults;
 mod filter;
 mod listener;
 mod listener_stats;

@@ -4,6 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::encode;
 
+use crate::supported_commands::CommandSpec;
+
 /// One decoded request, borrowed while it is being dispatched.
 pub(crate) struct Request<'a> {
     pub(crate) args: &'a [Bytes],
@@ -11,6 +13,11 @@ pub(crate) struct Request<'a> {
     pub(crate) verbatim: bool,
     /// Lowercased command name.
     pub(crate) cmd: &'a str,
+    /// The command's facts, looked up once.
+    pub(crate) spec: CommandSpec,
+    /// Listed in `custom_commands`.
+    pub(crate) custom: bool,
+    /// Where the request's `command.<name>.*` stats are (`multi` inside a transaction).
     pub(crate) command: Option<usize>,
 }
 

@@ -63,13 +63,7 @@ impl Session {
             self.push_ready(error_value(NOPROTO), None, true);
             return;
         }
-        let class = commands::class_of(cmd).or_else(|| {
-            config
-                .custom_commands
-                .contains(cmd)
-                .then_some(CommandClass::Simple)
-        });
-        let Some(class) = class else {
+        let Some(&command) = config.command(cmd) else {
             stats.splitter_unsupported_command.inc();
             // Redis discards a transaction in which a command was rejected.
             self.tx.aborted |= self.tx.active;
@@ -83,6 +77,7 @@ impl Session {
             return;
         };
 
+        let class = command.spec.class;
         let shape = |resp: u8| (resp == 3).then(|| resp3::shape_for(cmd, &args));
         self.resp3_shape.set(shape(self.client.resp));
         if cmd == "auth" {
@@ -155,28 +150,28 @@ impl Session {
             }
             _ => {}
         }
-        if args.len() < 2
-            && !commands::valid_without_args(cmd)
-            && class != CommandClass::Transaction
-        {
+        if args.len() < 2 && !command.spec.without_args && class != CommandClass::Transaction {
             stats.splitter_invalid_request.inc();
             self.tx.aborted |= self.tx.active;
             self.push_ready(error_value(INVALID_REQUEST), None, true);
             return;
         }
 
-        let handler = if self.tx.active { "multi" } else { cmd };
-        let command = stats.command_index(handler);
-        if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+        let stats_index = if self.tx.active {
+            config.multi_stats
+        } else {
+            command.stats
+        };
+        if let Some(cs) = stats_index.and_then(|i| stats.command_at(i)) {
             cs.total.inc();
         }
-        let fault = config.faults.pick(cmd, &config.runtime).cloned();
+        let fault = config.faults.pick(command.faults, &config.runtime).cloned();
         if let Some(f) = fault.as_ref().filter(|f| f.error) {
-            if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+            if let Some(cs) = stats_index.and_then(|i| stats.command_at(i)) {
                 cs.error_fault.inc();
             }
             let seq = self.next_seq();
-            self.push_ready(error_value("Fault Injected: Error"), command, true);
+            self.push_ready(error_value("Fault Injected: Error"), stats_index, true);
             if !f.delay.is_zero() {
                 self.set_delay(seq, f.delay);
             }
@@ -188,7 +183,9 @@ impl Session {
             raw: &raw,
             verbatim,
             cmd,
-            command,
+            spec: command.spec,
+            custom: command.custom,
+            command: stats_index,
         };
         if self.tx.active {
             self.in_transaction(&request);
@@ -220,7 +217,7 @@ impl Session {
                 CommandClass::Transaction => self.transaction(&request),
                 CommandClass::Local => {
                     // Every local command was answered above.
-                    self.push_ready(error_value(INVALID_REQUEST), command, true);
+                    self.push_ready(error_value(INVALID_REQUEST), stats_index, true);
                 }
             }
         }
@@ -235,7 +232,7 @@ impl Session {
         let Some((route, routed_key)) = self.filter.config.router.route(key) else {
             return self.no_host(r);
         };
-        let is_read = commands::is_read(r.cmd);
+        let is_read = r.spec.read;
         let Some(client) = self
             .pool(route.pool_for(is_read))
             .and_then(|p| p.client_for_key(&routed_key, is_read))
@@ -244,36 +241,35 @@ impl Session {
         };
         let request = request_bytes(r, key_index, &routed_key);
         let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
-        client.send(&request, Some(self.completion(seq, 0)), r.cmd);
+        client.send(
+            &request,
+            Some(self.completion(seq, 0)),
+            r.spec.upstream_stat,
+        );
         for mirror in &route.mirrors {
             if mirror.should_mirror(is_read, &self.filter.config.runtime) {
                 if let Some(m) = self
                     .pool(mirror.pool)
                     .and_then(|p| p.client_for_key(&routed_key, is_read))
                 {
-                    m.send(&request, None, r.cmd);
+                    m.send(&request, None, r.spec.upstream_stat);
                 }
             }
         }
     }
 
-    /// Fan-out of one sub-command per key (MGET, DEL, EXISTS, TOUCH, UNLINK) or pair (MSET).
-    fn fan_out(&self, r: &Request<'_>, merge: FragmentMerge, name: &[u8], step: usize) {
+    /// Fan-out of one sub-command per key (MGET, DEL, EXISTS, TOUCH, UNLINK) or pair (MSET):
+    /// `name` sent with `step` arguments, a read or not, counted upstream as `stat`.
+    fn fan_out(&self, r: &Request<'_>, merge: FragmentMerge, sub: SubCommand<'_>, step: usize) {
+        let SubCommand {
+            name,
+            read: sub_is_read,
+            stat,
+        } = sub;
         let items = &r.args[1..];
         let fragments = items.len() / step;
         let seq = self.push_waiting(merge, fragments as u32, r.command);
-        let is_read = commands::is_read(r.cmd);
-        // Fragment names are short command names: lowercase them on the stack.
-        let mut lower = [0u8; 32];
-        let owned;
-        let sub: &str = match commands::lowercase_into(name, &mut lower) {
-            Some(s) => s,
-            None => {
-                owned = String::from_utf8_lossy(name).to_ascii_lowercase();
-                &owned
-            }
-        };
-        let sub_is_read = commands::is_read(sub);
+        let is_read = r.spec.read;
         let mut out = BytesMut::new();
         for (i, chunk) in items.chunks(step).enumerate() {
             let Some((route, key)) = self.filter.config.router.route(&chunk[0]) else {
@@ -293,14 +289,14 @@ impl Session {
             parts.push(&key);
             parts.extend(chunk[1..].iter().map(|b| &b[..]));
             encode::command(&mut out, &parts);
-            client.send(&out, Some(self.completion(seq, i)), sub);
+            client.send(&out, Some(self.completion(seq, i)), stat);
             for mirror in &route.mirrors {
                 if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
                     if let Some(m) = self
                         .pool(mirror.pool)
                         .and_then(|p| p.client_for_key(&key, sub_is_read))
                     {
-                        m.send(&out, None, sub);
+                        m.send(&out, None, stat);
                     }
                 }
             }
@@ -309,19 +305,34 @@ impl Session {
 
     fn mget(&self, r: &Request<'_>) {
         let n = r.args.len() - 1;
-        self.fan_out(r, FragmentMerge::Mget(vec![RespValue::Null; n]), b"get", 1);
+        let get = SubCommand {
+            name: b"get",
+            read: true,
+            stat: "get",
+        };
+        self.fan_out(r, FragmentMerge::Mget(vec![RespValue::Null; n]), get, 1);
     }
 
     fn mset(&self, r: &Request<'_>) {
         if !(r.args.len() - 1).is_multiple_of(2) {
             return self.wrong_arity(r);
         }
-        self.fan_out(r, FragmentMerge::Mset { errors: 0 }, b"set", 2);
+        let set = SubCommand {
+            name: b"set",
+            read: false,
+            stat: "set",
+        };
+        self.fan_out(r, FragmentMerge::Mset { errors: 0 }, set, 2);
     }
 
     fn sum(&self, r: &Request<'_>) {
         let name = r.args[0].clone();
-        self.fan_out(r, FragmentMerge::Sum { sum: 0, errors: 0 }, &name, 1);
+        let same = SubCommand {
+            name: &name,
+            read: r.spec.read,
+            stat: r.spec.upstream_stat,
+        };
+        self.fan_out(r, FragmentMerge::Sum { sum: 0, errors: 0 }, same, 1);
     }
 
     /// The pool that commands without a key use: the route of the empty key.
@@ -336,7 +347,11 @@ impl Session {
         let request = whole_request(r);
         for shard in 0..shards {
             match pool.client_for_shard(shard) {
-                Some(c) => c.send(&request, Some(self.completion(seq, shard)), r.cmd),
+                Some(c) => c.send(
+                    &request,
+                    Some(self.completion(seq, shard)),
+                    r.spec.upstream_stat,
+                ),
                 None => self.complete_now(seq, shard, Outcome::NoHost),
             }
         }
@@ -370,12 +385,12 @@ impl Session {
         let mut out = BytesMut::new();
         encode::command(&mut out, &parts);
         let seq = self.push_waiting(FragmentMerge::Scan { host, hosts }, 1, r.command);
-        client.send(&out, Some(self.completion(seq, 0)), r.cmd);
+        client.send(&out, Some(self.completion(seq, 0)), r.spec.upstream_stat);
     }
 
     fn cluster_scope(&self, r: &Request<'_>) {
         // Envoy answers a missing route or empty cluster before judging the arguments.
-        let Some(pool) = self.keyless_pool(b"", commands::is_read(r.cmd)) else {
+        let Some(pool) = self.keyless_pool(b"", r.spec.read) else {
             return self.no_host(r);
         };
         let shards = pool.shard_count();
@@ -424,7 +439,7 @@ impl Session {
         parts.extend(r.args.get(2).map(|s| &s[..]));
         encode::command(&mut out, &parts);
         let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
-        client.send(&out, Some(self.completion(seq, 0)), "info");
+        client.send(&out, Some(self.completion(seq, 0)), "unknown");
     }
 
     fn random_shard(&self, r: &Request<'_>) {
@@ -451,6 +466,18 @@ impl Session {
             return self.no_host(r);
         };
         let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
-        client.send(&whole_request(r), Some(self.completion(seq, 0)), r.cmd);
+        client.send(
+            &whole_request(r),
+            Some(self.completion(seq, 0)),
+            r.spec.upstream_stat,
+        );
     }
+}
+
+/// The command each fragment of a fan-out sends.
+struct SubCommand<'a> {
+    name: &'a [u8],
+    read: bool,
+    /// Its upstream stat name (`CommandSpec::upstream_stat`).
+    stat: &'static str,
 }

@@ -308,18 +308,56 @@ const MULTI_KEY: &[&str] = &["del", "exists", "mget", "mset", "touch", "unlink",
 
 pub const CLUSTER_SUBCOMMANDS: &[&str] = &["info", "slots", "keyslot", "nodes", "shards"];
 
+/// What the tables say about one supported command. The splitter looks a request's command
+/// up once and carries this with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Position in [`all`], for per-filter arrays indexed by command.
+    pub id: usize,
+    pub class: CommandClass,
+    /// Envoy's `isReadCommand`: anything that is not in the write list.
+    pub read: bool,
+    /// Allowed with no argument besides its name.
+    pub without_args: bool,
+    /// Takes every argument as a key (MSET/MSETNX: every other one).
+    pub multi_key: bool,
+    /// The name Envoy records upstream per-command stats under (`redis_command_stats.cc`): the
+    /// command itself for simple, eval, sum, MGET and MSET commands, `unknown` for anything
+    /// else.
+    pub upstream_stat: &'static str,
+}
+
+impl CommandSpec {
+    /// A `custom_commands` entry: a simple read command without stats of its own upstream.
+    pub fn custom(id: usize) -> Self {
+        Self {
+            id,
+            class: CommandClass::Simple,
+            read: true,
+            without_args: false,
+            multi_key: false,
+            upstream_stat: "unknown",
+        }
+    }
+
+    /// Whether the command may be queued inside MULTI (Envoy: simple, multi-key, transaction
+    /// commands).
+    pub fn allowed_in_transaction(&self) -> bool {
+        matches!(self.class, CommandClass::Simple | CommandClass::Transaction) || self.multi_key
+    }
+}
+
 struct Tables {
-    class: HashMap<&'static str, CommandClass>,
-    writes: HashMap<&'static str, ()>,
+    by_name: HashMap<&'static str, CommandSpec>,
+    /// Indexed by `CommandSpec::id`.
+    names: Vec<&'static str>,
 }
 
 fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| {
-        let mut class = HashMap::new();
-        for c in SIMPLE {
-            class.insert(*c, CommandClass::Simple);
-        }
+        let mut class: Vec<(&'static str, CommandClass)> =
+            SIMPLE.iter().map(|c| (*c, CommandClass::Simple)).collect();
         let fixed: &[(&str, CommandClass)] = &[
             ("eval", CommandClass::Eval),
             ("evalsha", CommandClass::Eval),
@@ -357,39 +395,44 @@ fn tables() -> &'static Tables {
             ("hello", CommandClass::Local),
             ("client", CommandClass::Local),
         ];
-        for (c, k) in fixed {
-            class.insert(*c, *k);
+        class.extend_from_slice(fixed);
+        let mut by_name = HashMap::new();
+        let mut names = Vec::new();
+        for (name, class) in class {
+            if by_name.contains_key(name) {
+                continue;
+            }
+            let upstream_stat = match class {
+                CommandClass::Simple
+                | CommandClass::Eval
+                | CommandClass::SumResult
+                | CommandClass::Mget
+                | CommandClass::Mset => name,
+                _ => "unknown",
+            };
+            let spec = CommandSpec {
+                id: names.len(),
+                class,
+                read: !WRITES.contains(&name),
+                without_args: WITHOUT_MANDATORY_ARGS.contains(&name),
+                multi_key: MULTI_KEY.contains(&name),
+                upstream_stat,
+            };
+            by_name.insert(name, spec);
+            names.push(name);
         }
-        let writes = WRITES.iter().map(|w| (*w, ())).collect();
-        Tables { class, writes }
+        Tables { by_name, names }
     })
 }
 
-/// The handler class of a lowercased command name, `None` when Envoy does not support it.
-pub fn class_of(cmd: &str) -> Option<CommandClass> {
-    tables().class.get(cmd).copied()
+/// The spec of a lowercased command name, `None` when Envoy does not support it.
+pub fn lookup(cmd: &str) -> Option<&'static CommandSpec> {
+    tables().by_name.get(cmd)
 }
 
-/// Envoy's `isReadCommand`: anything that is not in the write list.
-pub fn is_read(cmd: &str) -> bool {
-    !tables().writes.contains_key(cmd)
-}
-
-pub fn valid_without_args(cmd: &str) -> bool {
-    WITHOUT_MANDATORY_ARGS.contains(&cmd)
-}
-
-/// Whether a command takes every argument as a key (MSET/MSETNX: every other one).
-pub fn is_multi_key(cmd: &str) -> bool {
-    MULTI_KEY.contains(&cmd)
-}
-
-/// Whether a command may be queued inside MULTI (Envoy: simple, multi-key, transaction commands).
-pub fn allowed_in_transaction(cmd: &str) -> bool {
-    matches!(
-        class_of(cmd),
-        Some(CommandClass::Simple | CommandClass::Transaction)
-    ) || MULTI_KEY.contains(&cmd)
+/// Every supported command name, indexed by `CommandSpec::id`.
+pub fn names() -> &'static [&'static str] {
+    &tables().names
 }
 
 /// Commands redvoy supports beyond Envoy 1.40. They get no `command.<name>.*` stats, so that
@@ -400,31 +443,15 @@ const BEYOND_ENVOY: &[&str] = &["dbsize"];
 /// commands except the locally answered ones, HELLO excepted (Envoy 1.40 lists its stats too).
 pub fn stat_command_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = tables()
-        .class
+        .by_name
         .iter()
-        .filter(|(n, k)| {
-            (**k != CommandClass::Local || **n == "hello") && !BEYOND_ENVOY.contains(n)
+        .filter(|(n, s)| {
+            (s.class != CommandClass::Local || **n == "hello") && !BEYOND_ENVOY.contains(n)
         })
         .map(|(n, _)| *n)
         .collect();
     names.sort_unstable();
     names
-}
-
-/// The name Envoy records upstream per-command stats under (`redis_command_stats.cc`): the
-/// command itself for simple, eval, sum, MGET and MSET commands, `unknown` for anything else.
-pub fn upstream_stat_name(cmd: &str) -> &'static str {
-    match tables().class.get_key_value(cmd) {
-        Some((
-            name,
-            CommandClass::Simple
-            | CommandClass::Eval
-            | CommandClass::SumResult
-            | CommandClass::Mget
-            | CommandClass::Mset,
-        )) => name,
-        _ => "unknown",
-    }
 }
 
 /// Lowercases an ASCII command name into `buf`, returning it as `&str` when it is short and
@@ -444,6 +471,18 @@ pub fn lowercase_into<'a>(name: &[u8], buf: &'a mut [u8; 32]) -> Option<&'a str>
 mod tests {
     use super::*;
 
+    fn class_of(cmd: &str) -> Option<CommandClass> {
+        lookup(cmd).map(|s| s.class)
+    }
+
+    fn is_read(cmd: &str) -> bool {
+        lookup(cmd).is_none_or(|s| s.read)
+    }
+
+    fn upstream_stat_name(cmd: &str) -> &'static str {
+        lookup(cmd).map_or("unknown", |s| s.upstream_stat)
+    }
+
     #[test]
     fn classes() {
         assert_eq!(class_of("get"), Some(CommandClass::Simple));
@@ -454,9 +493,16 @@ mod tests {
         assert!(is_read("get"));
         assert!(is_read("xadd"));
         assert!(!is_read("set"));
-        assert!(allowed_in_transaction("del"));
-        assert!(!allowed_in_transaction("keys"));
-        assert!(!allowed_in_transaction("eval"));
+        let allowed = |c| lookup(c).is_some_and(CommandSpec::allowed_in_transaction);
+        assert!(allowed("del"));
+        assert!(!allowed("keys"));
+        assert!(!allowed("eval"));
+        assert_eq!(upstream_stat_name("get"), "get");
+        assert_eq!(upstream_stat_name("multi"), "unknown");
+        assert_eq!(upstream_stat_name("mycustom"), "unknown");
+        for (id, name) in names().iter().enumerate() {
+            assert_eq!(lookup(name).map(|s| s.id), Some(id));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use redvoy_resp::RespValue;
 use crate::pending::{error_value, FragmentMerge, INVALID_REQUEST, NO_UPSTREAM_HOST};
 use crate::request::{whole_request, Request};
 use crate::session_state::Session;
-use crate::supported_commands as commands;
+use crate::supported_commands::{self as commands, CommandSpec};
 
 /// Redis's reply to keys of different slots in one transaction or command.
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -121,19 +121,23 @@ impl Session {
     /// client's.
     fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
         let request = whole_request(r);
-        let is_read = commands::is_read(r.cmd);
+        let is_read = r.spec.read;
         let mut clients = self.tx.clients.iter();
         if let Some(primary) = clients.next() {
             if replied {
                 let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
-                primary.send(&request, Some(self.completion(seq, 0)), r.cmd);
+                primary.send(
+                    &request,
+                    Some(self.completion(seq, 0)),
+                    r.spec.upstream_stat,
+                );
             } else {
-                primary.send(&request, None, r.cmd);
+                primary.send(&request, None, r.spec.upstream_stat);
             }
         }
         for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
             if !(is_read && *excludes_reads) {
-                client.send(&request, None, r.cmd);
+                client.send(&request, None, r.spec.upstream_stat);
             }
         }
     }
@@ -146,6 +150,12 @@ impl Session {
             raw: &Bytes::new(),
             verbatim: false,
             cmd,
+            // MULTI and DISCARD are in the table; a custom spec (simple, `unknown`) would
+            // send and count them the same way.
+            spec: commands::lookup(cmd)
+                .copied()
+                .unwrap_or(CommandSpec::custom(0)),
+            custom: false,
             command: None,
         };
         self.send_in_transaction(&request, false);
@@ -160,7 +170,6 @@ impl Session {
     /// Every command while MULTI is active (Envoy's MULTI handler, with Redis's rules for
     /// refused commands: EXEC then answers EXECABORT and nothing is committed).
     pub(crate) fn in_transaction(&mut self, r: &Request<'_>) {
-        let custom = self.filter.config.custom_commands.contains(r.cmd);
         match r.cmd {
             "multi" => {
                 return self.push_ready(error_value("MULTI calls can not be nested"), None, true)
@@ -207,7 +216,7 @@ impl Session {
             }
             _ => {}
         }
-        if !commands::allowed_in_transaction(r.cmd) && !custom {
+        if !r.spec.allowed_in_transaction() && !r.custom {
             let text = format!(
                 "'{}' command is not supported within transaction",
                 String::from_utf8_lossy(&r.args[0])
@@ -237,7 +246,7 @@ fn transaction_keys(r: &Request<'_>) -> Vec<Bytes> {
     let rest = r.args.get(1..).unwrap_or_default();
     match r.cmd {
         "mset" | "msetnx" => rest.iter().step_by(2).cloned().collect(),
-        _ if commands::is_multi_key(r.cmd) => rest.to_vec(),
+        _ if r.spec.multi_key => rest.to_vec(),
         _ => rest.iter().take(1).cloned().collect(),
     }
 }
