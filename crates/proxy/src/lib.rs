@@ -35,8 +35,10 @@ mod worker;
 pub use conn_limit::{GlobalConnectionLimit, LimitExemptions, ListenerLimit};
 pub use drain::{DrainStrategy, ListenerControl};
 pub use filter::{FilterConfig, FilterConfigError};
-pub use listener::{compile_chains, ChainFilter, ChainSet, CompiledChain};
+pub use listener::{
+    bind_listener, compile_chains, ChainFilter, ChainSet, CompiledChain, ListenerRuntime,
+};
 pub use listener_stats::{listener_stat_prefix, ListenerStats};
 pub use session::MAX_PENDING_REQUESTS;
 pub use tcp_proxy::TcpProxyConfig;
-pub use worker::{bind_listener, run_worker, ListenerRuntime, WorkerCommand};
+pub use worker::{run_worker, WorkerCommand};
