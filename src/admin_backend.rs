@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::listener_manager::ListenerManager;
 use redvoy_admin::{
     Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDumpQuery,
     DrainRequest, HostStat, HostStatus, ListenerStatus, LogChange, LogLevel, MemoryStats,
@@ -20,23 +19,12 @@ use redvoy_config::{
 };
 use redvoy_runtime::Runtime;
 use redvoy_upstream::ClusterManager;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::EnvFilter;
 
-/// Switches tracing's filter when `/logging` changes levels.
-pub type LogHandle = reload::Handle<EnvFilter, Registry>;
+use crate::listener_manager::ListenerManager;
+use crate::logging::{tracing_level, LogHandle};
 
-/// The tracing directive for an Envoy log level.
-pub fn tracing_level(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warning => "warn",
-        LogLevel::Error | LogLevel::Critical => "error",
-        LogLevel::Off => "off",
-    }
-}
-
+/// The admin port's view of the running server (every field shared with the server).
 pub struct Backend {
     pub bootstrap: model::Bootstrap,
     pub loaded_at: SystemTime,

@@ -11,14 +11,36 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use redvoy_config::model;
 use redvoy_proxy::{
-    bind_listener, ChainFilter, ChainSet, DrainStrategy, GlobalConnectionLimit, LimitExemptions,
-    ListenerLimit, ListenerRuntime, WorkerCommand,
+    bind_listener, ChainFilter, ChainSet, DrainStrategy, FilterConfigError, GlobalConnectionLimit,
+    LimitExemptions, ListenerLimit, ListenerRuntime, WorkerCommand,
 };
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Gauge, Store};
 use redvoy_upstream::ClusterManager;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+/// Why a listener was not added or updated: Envoy's reason text (callers prefix the name).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error(transparent)]
+    Filter(#[from] FilterConfigError),
+    #[error("cannot update static listener '{0}' through LDS")]
+    StaticThroughLds(String),
+    #[error(
+        "error adding listener '{address}': listener '{other}' has duplicate address \
+         '{address}' as existing listener"
+    )]
+    DuplicateAddress {
+        address: model::SocketAddress,
+        other: String,
+    },
+    #[error("malformed IP address: {0}")]
+    MalformedIp(String),
+    /// The OS error as Envoy prints it (`Address already in use`).
+    #[error("cannot bind '{address}': {reason}")]
+    Bind { address: SocketAddr, reason: String },
+}
 
 /// How removed listeners drain: `--drain-time-s` and `--drain-strategy`.
 #[derive(Clone, Copy)]
@@ -82,6 +104,8 @@ pub struct ListenerManager {
     store: Store,
     runtime: Runtime,
     clusters: Arc<ClusterManager>,
+    /// One per worker. Unbounded: a few commands per config change, never per request, and a
+    /// push must not wait on a busy worker (see `App::build`).
     workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     connection_limit: Arc<GlobalConnectionLimit>,
     drain: Drain,
@@ -158,13 +182,12 @@ impl ListenerManager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn compile(&self, listener: &model::Listener) -> Result<ChainSet, String> {
+    fn compile(&self, listener: &model::Listener) -> Result<ChainSet, FilterConfigError> {
         redvoy_proxy::compile_chains(listener, &self.clusters, &self.store, &self.runtime)
-            .map_err(|e| e.to_string())
     }
 
-    /// Adds or updates one listener. `Err` carries Envoy's reason text (the caller prefixes the
-    /// name). A listener whose address stays is updated in place: its connections stay open
+    /// Adds or updates one listener. `Err` displays as Envoy's reason text (the caller
+    /// prefixes the name). A listener whose address stays is updated in place: its connections stay open
     /// and use the new filters from their next request.
     pub fn add_or_update(
         &self,
@@ -172,16 +195,13 @@ impl ListenerManager {
         is_static: bool,
         version: &str,
         raw: Bytes,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ListenerError> {
         let mut state = self.lock();
         let name = config.name.clone();
         state.skipped.remove(&name);
         if let Some(existing) = state.active.get(&config.name) {
             if existing.is_static && !is_static {
-                return Err(format!(
-                    "cannot update static listener '{}' through LDS",
-                    config.name
-                ));
+                return Err(ListenerError::StaticThroughLds(config.name));
             }
             if existing.config == config {
                 return Ok(false);
@@ -214,11 +234,10 @@ impl ListenerManager {
             if let Some((other, _)) = state.active.iter().find(|(n, l)| {
                 **n != name && l.config.bind_to_port && l.config.address == config.address
             }) {
-                return Err(format!(
-                    "error adding listener '{}': listener '{}' has duplicate address '{}' as \
-                     existing listener",
-                    config.address, other, config.address
-                ));
+                return Err(ListenerError::DuplicateAddress {
+                    address: config.address.clone(),
+                    other: other.clone(),
+                });
             }
         }
         let runtime = self.start(&config, chains)?;
@@ -250,12 +269,12 @@ impl ListenerManager {
         &self,
         config: &model::Listener,
         chains: ChainSet,
-    ) -> Result<Arc<ListenerRuntime>, String> {
+    ) -> Result<Arc<ListenerRuntime>, ListenerError> {
         let ip: IpAddr = config
             .address
             .address
             .parse()
-            .map_err(|_| format!("malformed IP address: {}", config.address.address))?;
+            .map_err(|_| ListenerError::MalformedIp(config.address.address.clone()))?;
         let addr = SocketAddr::new(ip, config.address.port);
         let mut sockets = Vec::with_capacity(self.workers.len());
         let mut bound = addr;
@@ -269,7 +288,10 @@ impl ListenerManager {
                     }
                     Err(e) => {
                         self.stats.create_failure.inc();
-                        return Err(format!("cannot bind '{addr}': {}", strerror(&e)));
+                        return Err(ListenerError::Bind {
+                            address: addr,
+                            reason: strerror(&e),
+                        });
                     }
                 }
             }

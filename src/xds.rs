@@ -7,20 +7,50 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use redvoy_config::model::{self, ConfigSourceKind, GrpcService};
 use redvoy_config::{DynamicOptions, ResourceError};
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use redvoy_xds::{
-    ChannelOptions, ClientConfig, Handler, Source, StreamConfig, Target, Update, TYPE_CLUSTER,
-    TYPE_ENDPOINT, TYPE_LISTENER,
+    ChannelOptions, ClientConfig, Handler, Source, StreamConfig, Target, Update, XdsError,
+    TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::listener_manager::ListenerManager;
+
+/// `dynamic_resources` that cannot be started (the caller adds the field name).
+#[derive(Debug, thiserror::Error)]
+pub enum DynamicError {
+    #[error("gRPC service cluster '{0}' is not a static cluster")]
+    NotStaticCluster(String),
+    #[error("gRPC service cluster '{0}' has no endpoint")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    Xds(#[from] XdsError),
+}
+
+/// Why an xDS response is NACKed. Its text is the NACK's `error_detail`, worded as Envoy's.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    /// One `name: reason` (or Envoy's duplicate message) per refused cluster.
+    #[error("Error adding/updating cluster(s) {}", .0.join(", "))]
+    Clusters(Vec<String>),
+    /// One per refused listener; Envoy ends each with a newline.
+    #[error("Error adding/updating listener(s) {}", lines(.0))]
+    Listeners(Vec<String>),
+    /// The first ClusterLoadAssignment that cannot be decoded.
+    #[error("{name}: {reason}")]
+    Endpoints { name: String, reason: String },
+    #[error("redvoy does not handle {0}")]
+    UnknownType(String),
+}
+
+fn lines(errors: &[String]) -> String {
+    errors.iter().map(|e| format!("{e}\n")).collect()
+}
 
 /// A resource as last accepted, for `/config_dump`.
 #[derive(Clone)]
@@ -106,7 +136,7 @@ impl Shared {
         }
     }
 
-    fn on_clusters(&self, update: &Update) -> Result<(), String> {
+    fn on_clusters(&self, update: &Update) -> Result<(), Rejection> {
         let mut errors = Vec::new();
         let mut seen = BTreeSet::new();
         let now = SystemTime::now();
@@ -163,18 +193,19 @@ impl Shared {
                 .clone_from(&update.version_info);
             Ok(())
         } else {
-            Err(format!(
-                "Error adding/updating cluster(s) {}",
-                errors.join(", ")
-            ))
+            Err(Rejection::Clusters(errors))
         }
     }
 
-    fn on_endpoints(&self, update: &Update) -> Result<(), String> {
+    fn on_endpoints(&self, update: &Update) -> Result<(), Rejection> {
         let now = SystemTime::now();
         for r in &update.resources {
-            let cla = redvoy_config::decode_cluster_load_assignment(&r.value)
-                .map_err(|e| format!("{}: {}", r.name, e))?;
+            let cla = redvoy_config::decode_cluster_load_assignment(&r.value).map_err(|e| {
+                Rejection::Endpoints {
+                    name: r.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
             let name = cla.cluster_name.clone();
             self.clusters.apply_load_assignment(cla);
             self.lock_state().endpoints.insert(
@@ -195,7 +226,7 @@ impl Shared {
         Ok(())
     }
 
-    fn on_listeners(&self, update: &Update) -> Result<(), String> {
+    fn on_listeners(&self, update: &Update) -> Result<(), Rejection> {
         let mut errors = Vec::new();
         let mut seen = BTreeSet::new();
         let mut decoded = Vec::new();
@@ -254,7 +285,7 @@ impl Shared {
             ) {
                 self.listeners.record_failure(
                     &name,
-                    e.clone(),
+                    e.to_string(),
                     &version_of(update, r),
                     r.value.clone(),
                 );
@@ -268,10 +299,7 @@ impl Shared {
                 .clone_from(&update.version_info);
             Ok(())
         } else {
-            Err(format!(
-                "Error adding/updating listener(s) {}",
-                errors.iter().map(|e| format!("{e}\n")).collect::<String>()
-            ))
+            Err(Rejection::Listeners(errors))
         }
     }
 }
@@ -288,17 +316,18 @@ fn version_of(update: &Update, r: &redvoy_xds::Resource) -> String {
 struct XdsHandler(Arc<Shared>);
 
 impl Handler for XdsHandler {
+    /// The client's trait takes the NACK's detail as text.
     fn on_update(&self, update: Update) -> Result<(), String> {
         let result = match update.type_url.as_str() {
             TYPE_CLUSTER => self.0.on_clusters(&update),
             TYPE_ENDPOINT => self.0.on_endpoints(&update),
             TYPE_LISTENER => self.0.on_listeners(&update),
-            other => Err(format!("redvoy does not handle {other}")),
+            other => Err(Rejection::UnknownType(other.to_owned())),
         };
-        if let Err(e) = &result {
+        result.map_err(|e| {
             warn!(type_url = %update.type_url, error = %e, "xDS update rejected");
-        }
-        result
+            e.to_string()
+        })
     }
 
     fn eds_names(&self) -> Vec<String> {
@@ -329,20 +358,21 @@ impl Handler for XdsHandler {
 /// Where a gRPC service lives (a bootstrap cluster's first endpoint, or a Google gRPC URI) and
 /// how to connect to it (the cluster's connect timeout and TCP keepalive; Envoy's defaults for
 /// a `google_grpc` target).
-fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<(Target, ChannelOptions)> {
+fn target(
+    bootstrap: &model::Bootstrap,
+    service: &GrpcService,
+) -> Result<(Target, ChannelOptions), DynamicError> {
     match service {
         GrpcService::EnvoyGrpc { cluster_name } => {
             let cluster = bootstrap
                 .clusters
                 .iter()
                 .find(|c| &c.name == cluster_name)
-                .ok_or_else(|| {
-                    anyhow!("gRPC service cluster '{cluster_name}' is not a static cluster")
-                })?;
+                .ok_or_else(|| DynamicError::NotStaticCluster(cluster_name.clone()))?;
             let endpoint = cluster
                 .endpoints
                 .first()
-                .ok_or_else(|| anyhow!("gRPC service cluster '{cluster_name}' has no endpoint"))?;
+                .ok_or_else(|| DynamicError::NoEndpoint(cluster_name.clone()))?;
             let target = match &endpoint.pipe {
                 Some(pipe) => Target::Unix(pipe.path.clone().into()),
                 None => Target::Tcp(endpoint.address.to_string()),
@@ -360,7 +390,10 @@ fn target(bootstrap: &model::Bootstrap, service: &GrpcService) -> Result<(Target
     }
 }
 
-fn stream(bootstrap: &model::Bootstrap, api: &model::ApiConfigSource) -> Result<StreamConfig> {
+fn stream(
+    bootstrap: &model::Bootstrap,
+    api: &model::ApiConfigSource,
+) -> Result<StreamConfig, DynamicError> {
     let (target, connection) = target(bootstrap, &api.grpc_service)?;
     Ok(StreamConfig {
         target,
@@ -370,7 +403,10 @@ fn stream(bootstrap: &model::Bootstrap, api: &model::ApiConfigSource) -> Result<
     })
 }
 
-fn source(bootstrap: &model::Bootstrap, cs: Option<&model::ConfigSource>) -> Result<Source> {
+fn source(
+    bootstrap: &model::Bootstrap,
+    cs: Option<&model::ConfigSource>,
+) -> Result<Source, DynamicError> {
     Ok(match cs.map(|c| &c.kind) {
         None => Source::None,
         Some(ConfigSourceKind::Ads) => Source::Ads,
@@ -382,13 +418,14 @@ fn source(bootstrap: &model::Bootstrap, cs: Option<&model::ConfigSource>) -> Res
     })
 }
 
+/// Starts the xDS client of `dynamic_resources`; `None` when the bootstrap has none.
 pub fn start(
     bootstrap: &model::Bootstrap,
     store: &Store,
     clusters: Arc<ClusterManager>,
     listeners: Arc<ListenerManager>,
     options: DynamicOptions,
-) -> Result<Option<Dynamic>> {
+) -> Result<Option<Dynamic>, DynamicError> {
     let Some(dr) = &bootstrap.dynamic_resources else {
         return Ok(None);
     };

@@ -5,7 +5,8 @@
 //! `TypedStruct` unpacking, refusal of everything redvoy does not implement with the field
 //! path in the error, and rendering `/config_dump` as Envoy prints it ([`render_config_dump`]).
 //! Protobuf types never leave this crate (the model keeps the source proto as an opaque
-//! [`model::BootstrapSource`]). Must not depend on the data path or the stats crate.
+//! [`model::BootstrapSource`]). Must not depend on the data path; of the stats crate it uses
+//! only the plain `stats_config` types ([`model::StatsConfig`] and its parts).
 //!
 //! Pipeline of [`load_bootstrap`]:
 //! 1. `parse`: the file (format by name, as Envoy picks it) and `--config-yaml` become

@@ -724,86 +724,12 @@ pub struct RedisProtocolOptions {
     pub auth_password: Option<Bytes>,
 }
 
-/// `config.metrics.v3.StatsConfig`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatsConfig {
-    /// In configuration order; applied after the default extractors (when enabled).
-    pub stats_tags: Vec<TagSpecifier>,
-    /// Default true.
-    pub use_all_default_tags: bool,
-    pub matcher: StatsMatcher,
-    /// `histogram_bucket_settings`, in order (the first match wins in Envoy).
-    pub histogram_bucket_settings: Vec<HistogramBucketSettings>,
-}
-
-impl Default for StatsConfig {
-    fn default() -> Self {
-        Self {
-            stats_tags: Vec::new(),
-            use_all_default_tags: true,
-            matcher: StatsMatcher::AcceptAll,
-            histogram_bucket_settings: Vec::new(),
-        }
-    }
-}
-
-/// `config.metrics.v3.TagSpecifier`. At most one of `regex` and `fixed_value` is set.
-///
-/// Both `None`: the tag takes Envoy's built-in extractor(s) of the same name (the name is one
-/// of [`crate::DEFAULT_TAG_NAMES`], checked at load).
-/// `regex` is an ECMAScript (std::regex) pattern, uncompiled here: Istio's use look-ahead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagSpecifier {
-    /// Non-empty.
-    pub tag_name: String,
-    /// Never `Some("")` (Envoy treats an empty regex as unset).
-    pub regex: Option<String>,
-    pub fixed_value: Option<String>,
-}
-
-/// `config.metrics.v3.StatsMatcher`: which stats are instantiated at all.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum StatsMatcher {
-    /// No matcher, or `reject_all: false`.
-    #[default]
-    AcceptAll,
-    /// `reject_all: true`.
-    RejectAll,
-    /// `inclusion_list`: only stats matching one of these exist.
-    Inclusion(Vec<StringMatcher>),
-    /// `exclusion_list`: stats matching one of these do not exist.
-    Exclusion(Vec<StringMatcher>),
-}
-
-/// `type.matcher.v3.StringMatcher` (without `custom`, which is refused).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StringMatcher {
-    pub kind: StringMatchKind,
-    /// The pattern; for `SafeRegex` an RE2 pattern (already checked to compile with the
-    /// `regex` crate, whose syntax is RE2's), matched against the whole name.
-    pub value: String,
-    /// ASCII case-insensitive; always false for `SafeRegex` (Envoy refuses the combination).
-    pub ignore_case: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StringMatchKind {
-    Exact,
-    Prefix,
-    Suffix,
-    Contains,
-    SafeRegex,
-}
-
-/// `config.metrics.v3.HistogramBucketSettings`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramBucketSettings {
-    pub matcher: StringMatcher,
-    /// Upper bounds, each > 0 and unique, in configuration order (Envoy sorts them).
-    pub buckets: Vec<f64>,
-    /// `bins`, when set.
-    pub bins: Option<u32>,
-}
+// The stats crate owns the `stats_config` types, since it is what compiles them; the model
+// re-exports them so that the proto converts straight into what the store takes.
+pub use redvoy_stats::{
+    HistogramBucketSettings, StatsConfig, StatsMatcher, StringMatchKind, StringMatcher,
+    TagSpecifier,
+};
 
 /// `bootstrap.v3.LayeredRuntime`.
 #[derive(Debug, Clone, PartialEq, Default)]

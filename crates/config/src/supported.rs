@@ -380,7 +380,13 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
-        &[("name", Walk), ("typed_config", HttpFilter), ("is_optional", Walk)],
+        &[
+            ("name", Walk),
+            ("typed_config", HttpFilter),
+            // Only lets Envoy skip a filter type it has no factory for; redvoy refuses those
+            // whether optional or not, and knows every type it accepts.
+            ("is_optional", Ignore),
+        ],
     ),
     ("envoy.config.route.v3.RouteConfiguration", &[("name", Walk), ("virtual_hosts", Walk)]),
     (

@@ -16,11 +16,13 @@
 
 use std::fs;
 
-use redvoy_stats::{HistogramUnit, StatsMatcher, StatsOptions, Store, StringMatcher, TagSpecifier};
+use redvoy_stats::{
+    HistogramUnit, StatsConfig, StatsMatcher, Store, StringMatchKind, StringMatcher, TagSpecifier,
+};
 use serde_json::Value;
 
 /// The subset of `envoy.config.metrics.v3.StatsConfig` the store takes, from Envoy's JSON.
-fn options(json: &Value) -> Result<StatsOptions, Box<dyn std::error::Error>> {
+fn stats_config(json: &Value) -> Result<StatsConfig, Box<dyn std::error::Error>> {
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let tags = json
         .get("stats_tags")
@@ -37,15 +39,15 @@ fn options(json: &Value) -> Result<StatsOptions, Box<dyn std::error::Error>> {
         .unwrap_or_default();
     let string_matcher = |p: &Value| -> Result<StringMatcher, Box<dyn std::error::Error>> {
         let m = if let Some(s) = text(p, "prefix") {
-            StringMatcher::Prefix(s)
+            StringMatcher::new(StringMatchKind::Prefix, s)
         } else if let Some(s) = text(p, "suffix") {
-            StringMatcher::Suffix(s)
+            StringMatcher::new(StringMatchKind::Suffix, s)
         } else if let Some(s) = text(p, "exact") {
-            StringMatcher::Exact(s)
+            StringMatcher::new(StringMatchKind::Exact, s)
         } else if let Some(s) = text(p, "contains") {
-            StringMatcher::Contains(s)
+            StringMatcher::new(StringMatchKind::Contains, s)
         } else if let Some(s) = p.get("safe_regex").and_then(|r| text(r, "regex")) {
-            StringMatcher::Regex(s)
+            StringMatcher::new(StringMatchKind::SafeRegex, s)
         } else {
             return Err(format!("unsupported matcher {p}").into());
         };
@@ -73,13 +75,14 @@ fn options(json: &Value) -> Result<StatsOptions, Box<dyn std::error::Error>> {
             _ => StatsMatcher::AcceptAll,
         }
     };
-    Ok(StatsOptions {
-        tags,
+    Ok(StatsConfig {
+        stats_tags: tags,
         use_all_default_tags: json
             .get("use_all_default_tags")
             .and_then(Value::as_bool)
             .unwrap_or(true),
         matcher,
+        histogram_bucket_settings: Vec::new(),
     })
 }
 
@@ -90,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: prometheus_oracle DIR [usedonly]")?;
     let used_only = args.next().as_deref() == Some("usedonly");
     let store = match fs::read_to_string(format!("{dir}/stats_config.json")) {
-        Ok(json) => Store::with_options(options(&serde_json::from_str(&json)?)?)?,
+        Ok(json) => Store::with_config(&stats_config(&serde_json::from_str(&json)?)?)?,
         Err(_) => Store::new(),
     };
     for line in fs::read_to_string(format!("{dir}/counters.txt"))?.lines() {

@@ -34,7 +34,10 @@ mod tags;
 pub use histogram::{
     Histogram, HistogramUnit, BUCKET_COUNT, QUANTILE_COUNT, SUPPORTED_BUCKETS, SUPPORTED_QUANTILES,
 };
-pub use options::{StatsError, StatsMatcher, StatsOptions, StringMatcher, TagSpecifier};
+pub use options::{
+    HistogramBucketSettings, StatsConfig, StatsError, StatsMatcher, StringMatchKind, StringMatcher,
+    TagSpecifier,
+};
 pub use render::fmt_double;
 pub use shard::STAT_SHARDS;
 pub use tags::Tag;
@@ -288,10 +291,10 @@ impl Store {
     }
 
     /// A store configured from the bootstrap's `stats_config`.
-    pub fn with_options(opts: StatsOptions) -> Result<Store, StatsError> {
+    pub fn with_config(stats_config: &StatsConfig) -> Result<Store, StatsError> {
         let config = Config {
-            tags: TagProducer::new(&opts.tags, opts.use_all_default_tags)?,
-            matcher: CompiledMatcher::new(&opts.matcher)?,
+            tags: TagProducer::new(&stats_config.stats_tags, stats_config.use_all_default_tags)?,
+            matcher: CompiledMatcher::new(&stats_config.matcher)?,
         };
         Ok(Self {
             registry: Arc::default(),

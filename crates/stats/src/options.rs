@@ -1,38 +1,48 @@
-//! The bootstrap's `stats_config` as this crate takes it: tag specifiers, whether Envoy's default
-//! tag extractors apply, and the stats matcher. The config crate converts the proto into these
-//! types; `Store::with_options` validates and compiles them.
+//! The bootstrap's `stats_config`: tag specifiers, whether Envoy's default tag extractors apply,
+//! the stats matcher and histogram bucket settings. These are the only Rust types for it: the
+//! config crate converts the proto into them (checking Envoy's proto constraints, with field
+//! paths in its errors) and re-exports them in its model; `Store::with_config` compiles them.
 
 use crate::regex_dialect;
 
-/// `envoy.config.metrics.v3.StatsConfig`, the parts the store implements.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatsOptions {
-    /// `stats_tags`, in configuration order (the order extractors run in and tags are listed).
-    pub tags: Vec<TagSpecifier>,
+/// `envoy.config.metrics.v3.StatsConfig`, Envoy's defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsConfig {
+    /// `stats_tags`, in configuration order (the order extractors run in and tags are listed);
+    /// applied after the default extractors when those are enabled.
+    pub stats_tags: Vec<TagSpecifier>,
     /// `use_all_default_tags`; unset in the proto means true.
     pub use_all_default_tags: bool,
     /// `stats_matcher`.
     pub matcher: StatsMatcher,
+    /// `histogram_bucket_settings`, in order (the first match wins in Envoy). Validated at load
+    /// but not applied yet: every histogram renders Envoy's default buckets.
+    pub histogram_bucket_settings: Vec<HistogramBucketSettings>,
 }
 
-impl Default for StatsOptions {
+impl Default for StatsConfig {
     fn default() -> Self {
         Self {
-            tags: Vec::new(),
+            stats_tags: Vec::new(),
             use_all_default_tags: true,
             matcher: StatsMatcher::AcceptAll,
+            histogram_bucket_settings: Vec::new(),
         }
     }
 }
 
-/// `envoy.config.metrics.v3.TagSpecifier`. With neither `regex` nor `fixed_value`, the tag name
-/// must be one of Envoy's default tags (`envoy.cluster_name`, ...) and its default extractors
-/// are used; an empty `regex` counts as unset, as in Envoy.
+/// `envoy.config.metrics.v3.TagSpecifier`. At most one of `regex` and `fixed_value` is set.
+///
+/// Both `None`: the tag takes Envoy's built-in extractor(s) of the same name, so the name must
+/// be one of Envoy's default tags (`envoy.cluster_name`, ...). An empty `regex` counts as unset,
+/// as in Envoy (the config crate never produces one).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TagSpecifier {
+    /// Non-empty.
     pub tag_name: String,
-    /// An ECMAScript regex: capture group 1 is removed from the name, group 2 (or 1 when there
-    /// is no group 2) is the tag value.
+    /// An ECMAScript (std::regex) pattern, compiled by the store (Istio's use look-ahead):
+    /// capture group 1 is removed from the name, group 2 (or 1 when there is no group 2) is the
+    /// tag value.
     pub regex: Option<String>,
     /// Adds this tag to every stat, removing nothing.
     pub fixed_value: Option<String>,
@@ -42,6 +52,7 @@ pub struct TagSpecifier {
 /// still hand out working handles; they are just never registered or rendered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum StatsMatcher {
+    /// No matcher, or `reject_all: false`.
     #[default]
     AcceptAll,
     /// `reject_all: true`.
@@ -52,26 +63,56 @@ pub enum StatsMatcher {
     Exclusion(Vec<StringMatcher>),
 }
 
-/// `envoy.type.matcher.v3.StringMatcher` applied to a stat's full name.
+/// `envoy.type.matcher.v3.StringMatcher` applied to a stat's full name (without `custom`,
+/// which the config crate refuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StringMatcher {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
-    /// `safe_regex`: RE2 syntax, the whole name must match (Envoy's `FullMatch`).
-    Regex(String),
-    /// `ignore_case: true` around another matcher: ASCII case folding for exact, prefix, suffix
-    /// and contains. Envoy ignores the flag for `safe_regex`, and so does this.
-    IgnoreCase(Box<StringMatcher>),
+pub struct StringMatcher {
+    pub kind: StringMatchKind,
+    /// The pattern; for `SafeRegex` an RE2 pattern matched against the whole name (Envoy's
+    /// `FullMatch`), already checked at load to compile with the `regex` crate.
+    pub value: String,
+    /// ASCII case folding for exact, prefix, suffix and contains. Envoy refuses it with
+    /// `safe_regex` at load and ignores it there otherwise, and so does the store.
+    pub ignore_case: bool,
 }
 
+/// Which `match_pattern` a [`StringMatcher`] has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StringMatchKind {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+    SafeRegex,
+}
+
+/// `envoy.config.metrics.v3.HistogramBucketSettings`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramBucketSettings {
+    pub matcher: StringMatcher,
+    /// Upper bounds, each > 0 and unique, in configuration order (Envoy sorts them).
+    pub buckets: Vec<f64>,
+    /// `bins`, when set.
+    pub bins: Option<u32>,
+}
+
+// === impl StringMatcher ===
+
 impl StringMatcher {
+    /// A case-sensitive matcher.
+    pub fn new(kind: StringMatchKind, value: impl Into<String>) -> Self {
+        Self {
+            kind,
+            value: value.into(),
+            ignore_case: false,
+        }
+    }
+
     /// This matcher with `ignore_case: true`.
     pub fn ignoring_case(self) -> Self {
-        match self {
-            m @ StringMatcher::IgnoreCase(_) => m,
-            m => StringMatcher::IgnoreCase(Box::new(m)),
+        Self {
+            ignore_case: true,
+            ..self
         }
     }
 }
@@ -120,7 +161,7 @@ impl CompiledMatcher {
     pub(crate) fn new(m: &StatsMatcher) -> Result<Self, StatsError> {
         let all = |ms: &[StringMatcher]| {
             ms.iter()
-                .map(|m| CompiledString::new(m, false))
+                .map(CompiledString::new)
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(match m {
@@ -145,27 +186,32 @@ impl CompiledMatcher {
 // === impl CompiledString ===
 
 impl CompiledString {
-    fn new(m: &StringMatcher, ignore_case: bool) -> Result<Self, StatsError> {
-        Ok(match m {
-            StringMatcher::Exact(s) => CompiledString::Exact(s.clone(), ignore_case),
-            StringMatcher::Prefix(s) => CompiledString::Prefix(s.clone(), ignore_case),
-            StringMatcher::Suffix(s) => CompiledString::Suffix(s.clone(), ignore_case),
-            StringMatcher::Contains(s) if ignore_case => {
-                CompiledString::Contains(s.to_ascii_lowercase(), true)
+    fn new(m: &StringMatcher) -> Result<Self, StatsError> {
+        let StringMatcher {
+            kind,
+            value,
+            ignore_case,
+        } = m;
+        let ignore_case = *ignore_case;
+        Ok(match kind {
+            StringMatchKind::Exact => CompiledString::Exact(value.clone(), ignore_case),
+            StringMatchKind::Prefix => CompiledString::Prefix(value.clone(), ignore_case),
+            StringMatchKind::Suffix => CompiledString::Suffix(value.clone(), ignore_case),
+            StringMatchKind::Contains if ignore_case => {
+                CompiledString::Contains(value.to_ascii_lowercase(), true)
             }
-            StringMatcher::Contains(s) => CompiledString::Contains(s.clone(), false),
-            StringMatcher::Regex(r) => {
-                let anchored = format!("^(?:{})$", regex_dialect::re2(r));
+            StringMatchKind::Contains => CompiledString::Contains(value.clone(), false),
+            StringMatchKind::SafeRegex => {
+                let anchored = format!("^(?:{})$", regex_dialect::re2(value));
                 let re = regex::RegexBuilder::new(&anchored)
                     .size_limit(MATCHER_REGEX_SIZE_LIMIT)
                     .build()
                     .map_err(|e| StatsError::InvalidMatcherRegex {
-                        regex: r.clone(),
+                        regex: value.clone(),
                         reason: e.to_string(),
                     })?;
                 CompiledString::Regex(re)
             }
-            StringMatcher::IgnoreCase(inner) => CompiledString::new(inner, true)?,
         })
     }
 
@@ -193,6 +239,11 @@ impl CompiledString {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use StringMatchKind::*;
+
+    fn sm(kind: StringMatchKind, value: &str) -> StringMatcher {
+        StringMatcher::new(kind, value)
+    }
 
     fn rejects(m: StatsMatcher, name: &str) -> bool {
         CompiledMatcher::new(&m).unwrap().rejects(name)
@@ -200,12 +251,7 @@ mod tests {
 
     #[test]
     fn accept_reject_inclusion_exclusion() {
-        let list = || {
-            vec![
-                StringMatcher::Prefix("cluster_manager".into()),
-                StringMatcher::Suffix("rbac.allowed".into()),
-            ]
-        };
+        let list = || vec![sm(Prefix, "cluster_manager"), sm(Suffix, "rbac.allowed")];
         assert!(!rejects(StatsMatcher::AcceptAll, "x"));
         assert!(rejects(StatsMatcher::RejectAll, "x"));
         assert!(!rejects(
@@ -232,47 +278,32 @@ mod tests {
 
     #[test]
     fn string_matchers_follow_envoy() {
-        let m =
-            |s: StringMatcher, name: &str| CompiledString::new(&s, false).unwrap().matches(name);
-        assert!(m(StringMatcher::Exact("a.b".into()), "a.b"));
-        assert!(!m(StringMatcher::Exact("a.b".into()), "A.b"));
-        assert!(m(StringMatcher::Exact("a.b".into()).ignoring_case(), "A.B"));
-        assert!(m(
-            StringMatcher::Prefix("Server".into()).ignoring_case(),
-            "server.live"
-        ));
-        assert!(!m(StringMatcher::Prefix("Server".into()), "server.live"));
-        assert!(m(
-            StringMatcher::Suffix("_ACTIVE".into()).ignoring_case(),
-            "x.cx_active"
-        ));
-        assert!(!m(
-            StringMatcher::Suffix("longer_than_name".into()).ignoring_case(),
-            "x"
-        ));
-        assert!(m(
-            StringMatcher::Contains("CX".into()).ignoring_case(),
-            "a.cx_total"
-        ));
-        assert!(!m(StringMatcher::Contains("CX".into()), "a.cx_total"));
+        let m = |s: StringMatcher, name: &str| CompiledString::new(&s).unwrap().matches(name);
+        assert!(m(sm(Exact, "a.b"), "a.b"));
+        assert!(!m(sm(Exact, "a.b"), "A.b"));
+        assert!(m(sm(Exact, "a.b").ignoring_case(), "A.B"));
+        assert!(m(sm(Prefix, "Server").ignoring_case(), "server.live"));
+        assert!(!m(sm(Prefix, "Server"), "server.live"));
+        assert!(m(sm(Suffix, "_ACTIVE").ignoring_case(), "x.cx_active"));
+        assert!(!m(sm(Suffix, "longer_than_name").ignoring_case(), "x"));
+        assert!(m(sm(Contains, "CX").ignoring_case(), "a.cx_total"));
+        assert!(!m(sm(Contains, "CX"), "a.cx_total"));
         // `safe_regex` is a full match: Istio's `vhost\..*\.route\..*` needs the whole name.
-        let vhost = StringMatcher::Regex(r"vhost\..*\.route\..*".into());
+        let vhost = sm(SafeRegex, r"vhost\..*\.route\..*");
         assert!(m(vhost.clone(), "vhost.v.route.r.upstream_rq_total"));
         assert!(!m(vhost, "x.vhost.v.route.r"));
-        assert!(!m(StringMatcher::Regex("cx".into()), "a.cx_total"));
+        assert!(!m(sm(SafeRegex, "cx"), "a.cx_total"));
         // ignore_case does not apply to regexes, as in Envoy.
-        assert!(!m(StringMatcher::Regex("A".into()).ignoring_case(), "a"));
+        assert!(!m(sm(SafeRegex, "A").ignoring_case(), "a"));
         // Non-ASCII names never panic on a char boundary.
-        assert!(!m(StringMatcher::Prefix("é".into()).ignoring_case(), "aé"));
-        assert!(!m(StringMatcher::Suffix("é".into()).ignoring_case(), "éa"));
+        assert!(!m(sm(Prefix, "é").ignoring_case(), "aé"));
+        assert!(!m(sm(Suffix, "é").ignoring_case(), "éa"));
     }
 
     #[test]
     fn bad_matcher_regex_is_refused() {
-        let err = CompiledMatcher::new(&StatsMatcher::Inclusion(vec![StringMatcher::Regex(
-            "(".into(),
-        )]))
-        .unwrap_err();
+        let err =
+            CompiledMatcher::new(&StatsMatcher::Inclusion(vec![sm(SafeRegex, "(")])).unwrap_err();
         assert!(
             matches!(err, StatsError::InvalidMatcherRegex { .. }),
             "{err}"

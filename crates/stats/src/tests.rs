@@ -237,7 +237,7 @@ fn stats_type_selects_like_envoy() {
     );
 }
 
-fn istio_options() -> StatsOptions {
+fn istio_stats_config() -> StatsConfig {
     // The tag list and inclusion list of Istio's default sidecar bootstrap
     // (shared/fixtures/istio/default_golden.json), verbatim.
     let tag = |name: &str, re: &str| TagSpecifier {
@@ -245,9 +245,11 @@ fn istio_options() -> StatsOptions {
         regex: Some(re.into()),
         fixed_value: None,
     };
-    StatsOptions {
+    let prefix = |p: &str| StringMatcher::new(StringMatchKind::Prefix, p);
+    let suffix = |s: &str| StringMatcher::new(StringMatchKind::Suffix, s);
+    StatsConfig {
         use_all_default_tags: false,
-        tags: vec![
+        stats_tags: vec![
             tag("cluster_name", r"^cluster(\.(.+);)"),
             tag(
                 "http_conn_manager_prefix",
@@ -278,24 +280,25 @@ fn istio_options() -> StatsOptions {
             tag("authz_dry_run_result", r"(\.shadow_(allowed|denied))"),
         ],
         matcher: StatsMatcher::Inclusion(vec![
-            StringMatcher::Prefix("reporter=".into()),
-            StringMatcher::Prefix("cluster_manager".into()),
-            StringMatcher::Prefix("listener_manager".into()),
-            StringMatcher::Prefix("server".into()),
-            StringMatcher::Prefix("cluster.xds-grpc".into()),
-            StringMatcher::Prefix("wasm".into()),
-            StringMatcher::Suffix("rbac.allowed".into()),
-            StringMatcher::Suffix("rbac.denied".into()),
-            StringMatcher::Suffix("shadow_allowed".into()),
-            StringMatcher::Suffix("shadow_denied".into()),
-            StringMatcher::Regex(r"vhost\..*\.route\..*".into()),
-            StringMatcher::Prefix("component".into()),
-            StringMatcher::Prefix("istio".into()),
+            prefix("reporter="),
+            prefix("cluster_manager"),
+            prefix("listener_manager"),
+            prefix("server"),
+            prefix("cluster.xds-grpc"),
+            prefix("wasm"),
+            suffix("rbac.allowed"),
+            suffix("rbac.denied"),
+            suffix("shadow_allowed"),
+            suffix("shadow_denied"),
+            StringMatcher::new(StringMatchKind::SafeRegex, r"vhost\..*\.route\..*"),
+            prefix("component"),
+            prefix("istio"),
             // Added for this test, as `sidecar.istio.io/statsInclusionPrefixes` would.
-            StringMatcher::Prefix("redis.".into()),
-            StringMatcher::Prefix("cluster.outbound".into()),
-            StringMatcher::Prefix("listener.".into()),
+            prefix("redis."),
+            prefix("cluster.outbound"),
+            prefix("listener."),
         ]),
+        histogram_bucket_settings: Vec::new(),
     }
 }
 
@@ -303,7 +306,7 @@ fn istio_options() -> StatsOptions {
 // bootstrap's, with `redis.`, `cluster.outbound` and `listener.` added to the inclusion list).
 #[test]
 fn istio_stats_config_tags_and_matcher_like_envoy() {
-    let s = Store::with_options(istio_options()).unwrap();
+    let s = Store::with_config(&istio_stats_config()).unwrap();
     let c = "cluster.outbound|6379||redis.ns.svc.cluster.local;";
     s.counter(&format!("{c}.upstream_cx_total")).add(2);
     s.counter("cluster.xds-grpc;.upstream_cx_total").inc();
@@ -353,20 +356,20 @@ fn istio_stats_config_tags_and_matcher_like_envoy() {
 
 #[test]
 fn bad_options_are_refused() {
-    let err = Store::with_options(StatsOptions {
-        tags: vec![TagSpecifier {
+    let err = Store::with_config(&StatsConfig {
+        stats_tags: vec![TagSpecifier {
             tag_name: "x".into(),
             regex: Some("(unclosed".into()),
             fixed_value: None,
         }],
-        ..StatsOptions::default()
+        ..StatsConfig::default()
     })
     .err()
     .unwrap();
     assert!(matches!(err, StatsError::InvalidTagRegex { .. }), "{err}");
-    assert!(Store::with_options(StatsOptions {
+    assert!(Store::with_config(&StatsConfig {
         matcher: StatsMatcher::RejectAll,
-        ..StatsOptions::default()
+        ..StatsConfig::default()
     })
     .unwrap()
     .render_text(None, false)

@@ -1,20 +1,30 @@
 //! Clusters: discovery type, load balancer, endpoints and Redis protocol options.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::ConsistentHashingLbConfig;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::ring_hash_lb_config::HashFunction;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy,
+    ClusterDiscoveryType, CommonLbConfig, CustomClusterType, DiscoveryType, DnsLookupFamily,
+    EdsClusterConfig, LbConfig, LbPolicy, LeastRequestLbConfig, MaglevLbConfig, RingHashLbConfig,
+    TransportSocketMatch,
 };
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, UpstreamConnectionOptions,
+};
 use envoy_types::pb::envoy::config::core::v3::{
-    address, transport_socket, HealthStatus, Metadata, RoutingPriority,
+    address, transport_socket, Address, HealthStatus, Locality, Metadata, RoutingPriority,
+    TcpKeepalive, TransportSocket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
 use envoy_types::pb::envoy::extensions::clusters::redis::v3::RedisClusterConfig;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{
     value, Any as PbAny, Duration as PbDuration, Struct as PbStruct,
 };
@@ -46,56 +56,116 @@ const DEFAULT_WEIGHT: u32 = 1;
 const MAX_PRIORITY: u32 = 128;
 
 pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, ConfigError> {
-    if c.name.is_empty() {
+    #[allow(deprecated)]
+    let Cluster {
+        name,
+        cluster_discovery_type,
+        connect_timeout,
+        lb_policy,
+        lb_config,
+        load_assignment,
+        dns_refresh_rate,
+        dns_lookup_family,
+        typed_extension_protocol_options,
+        common_lb_config,
+        eds_cluster_config,
+        circuit_breakers,
+        upstream_connection_options,
+        transport_socket_matches,
+        // The fallback socket: plaintext only, which the allowlist enforces.
+        transport_socket: _,
+        // Only Istio's metadata exchange passes the allowlist; it changes nothing proxied.
+        filters: _,
+        // Ignored by the allowlist: read by nothing redvoy runs, HTTP pools only, stats naming.
+        metadata: _,
+        max_requests_per_connection: _,
+        alt_stat_name: _,
+        // Refused by the allowlist.
+        transport_socket_matcher: _,
+        stats_matcher: _,
+        per_connection_buffer_limit_bytes: _,
+        per_connection_buffer_high_watermark_timeout: _,
+        health_checks: _,
+        upstream_http_protocol_options: _,
+        common_http_protocol_options: _,
+        http_protocol_options: _,
+        http2_protocol_options: _,
+        dns_jitter: _,
+        dns_failure_refresh_rate: _,
+        respect_dns_ttl: _,
+        dns_resolvers: _,
+        use_tcp_for_dns_lookups: _,
+        dns_resolution_config: _,
+        typed_dns_resolver_config: _,
+        wait_for_warm_on_init: _,
+        outlier_detection: _,
+        cleanup_interval: _,
+        upstream_bind_config: _,
+        lb_subset_config: _,
+        protocol_selection: _,
+        close_connections_on_host_health_failure: _,
+        ignore_health_on_host_removal: _,
+        load_balancing_policy: _,
+        lrs_server: _,
+        lrs_report_endpoint_metrics: _,
+        track_timeout_budgets: _,
+        upstream_config: _,
+        track_cluster_stats: _,
+        preconnect_policy: _,
+        connection_pool_per_downstream_connection: _,
+        queuing_policies: _,
+    } = c;
+    if name.is_empty() {
         return Err(ConfigError::invalid(
             p.field("name"),
             "value length must be at least 1 characters",
         ));
     }
-    let discovery = match &c.cluster_discovery_type {
-        None => model::DiscoveryType::Static,
-        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
-            Ok(DiscoveryType::Static) => model::DiscoveryType::Static,
-            Ok(DiscoveryType::StrictDns) => model::DiscoveryType::StrictDns,
-            Ok(DiscoveryType::LogicalDns) => model::DiscoveryType::LogicalDns,
-            Ok(DiscoveryType::Eds) => model::DiscoveryType::Eds,
-            Ok(DiscoveryType::OriginalDst) => model::DiscoveryType::OriginalDst,
-            #[allow(unreachable_patterns)]
-            Ok(other) => {
+    let (discovery, redis_cluster) = match &cluster_discovery_type {
+        None => (model::DiscoveryType::Static, None),
+        Some(ClusterDiscoveryType::Type(t)) => {
+            let discovery = match DiscoveryType::try_from(*t) {
+                Ok(DiscoveryType::Static) => model::DiscoveryType::Static,
+                Ok(DiscoveryType::StrictDns) => model::DiscoveryType::StrictDns,
+                Ok(DiscoveryType::LogicalDns) => model::DiscoveryType::LogicalDns,
+                Ok(DiscoveryType::Eds) => model::DiscoveryType::Eds,
+                Ok(DiscoveryType::OriginalDst) => model::DiscoveryType::OriginalDst,
+                #[allow(unreachable_patterns)]
+                Ok(other) => {
+                    return Err(ConfigError::unsupported_because(
+                        p.field("type"),
+                        format!(
+                            "cluster type {} is not supported by redvoy",
+                            other.as_str_name()
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(ConfigError::invalid(
+                        p.field("type"),
+                        "value must be one of the defined enum values",
+                    ))
+                }
+            };
+            (discovery, None)
+        }
+        Some(ClusterDiscoveryType::ClusterType(CustomClusterType {
+            name: type_name,
+            typed_config,
+        })) => {
+            // The allowlist walk refused every other cluster type already.
+            if type_name != REDIS_CLUSTER_TYPE {
                 return Err(ConfigError::unsupported_because(
-                    p.field("type"),
-                    format!(
-                        "cluster type {} is not supported by redvoy",
-                        other.as_str_name()
-                    ),
+                    p.field("cluster_type"),
+                    format!("unsupported cluster type '{type_name}'"),
                 ));
             }
-            Err(_) => {
-                return Err(ConfigError::invalid(
-                    p.field("type"),
-                    "value must be one of the defined enum values",
-                ))
-            }
-        },
-        // The allowlist walk refused every other cluster type already.
-        Some(ClusterDiscoveryType::ClusterType(ct)) if ct.name == REDIS_CLUSTER_TYPE => {
-            model::DiscoveryType::RedisCluster
+            let config = redis_cluster_config(typed_config.as_ref(), &p.field("cluster_type"))?;
+            (model::DiscoveryType::RedisCluster, Some(config))
         }
-        Some(ClusterDiscoveryType::ClusterType(ct)) => {
-            return Err(ConfigError::unsupported_because(
-                p.field("cluster_type"),
-                format!("unsupported cluster type '{}'", ct.name),
-            ));
-        }
-    };
-    let redis_cluster = match &c.cluster_discovery_type {
-        Some(ClusterDiscoveryType::ClusterType(ct)) if ct.name == REDIS_CLUSTER_TYPE => Some(
-            redis_cluster_config(ct.typed_config.as_ref(), &p.field("cluster_type"))?,
-        ),
-        _ => None,
     };
 
-    let connect_timeout = match &c.connect_timeout {
+    let connect_timeout = match &connect_timeout {
         Some(d) => {
             let d = duration(d, &p.field("connect_timeout"))?;
             if d.is_zero() {
@@ -109,8 +179,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     // Deprecated in favour of a DNS resolver extension, but still honoured by Envoy 1.40.
-    #[allow(deprecated)]
-    let dns_refresh_rate = match &c.dns_refresh_rate {
+    let dns_refresh_rate = match &dns_refresh_rate {
         Some(d) => {
             let d = duration(d, &p.field("dns_refresh_rate"))?;
             if d <= MIN_DNS_REFRESH_RATE {
@@ -123,7 +192,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         }
         None => DEFAULT_DNS_REFRESH_RATE,
     };
-    let dns_lookup_family = match DnsLookupFamily::try_from(c.dns_lookup_family) {
+    let dns_lookup_family = match DnsLookupFamily::try_from(dns_lookup_family) {
         Ok(DnsLookupFamily::Auto) => model::DnsLookupFamily::Auto,
         Ok(DnsLookupFamily::V4Only) => model::DnsLookupFamily::V4Only,
         Ok(DnsLookupFamily::V6Only) => model::DnsLookupFamily::V6Only,
@@ -139,8 +208,9 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
 
     let lb_policy = if discovery == model::DiscoveryType::OriginalDst {
         // The upstream is the connection's original destination: no load balancer to pick.
-        if c.lb_policy != LbPolicy::ClusterProvided as i32 {
-            let name = LbPolicy::try_from(c.lb_policy).map_or("UNKNOWN", |l| l.as_str_name());
+        let policy = LbPolicy::try_from(lb_policy);
+        if policy != Ok(LbPolicy::ClusterProvided) {
+            let name = policy.map_or("UNKNOWN", |l| l.as_str_name());
             return Err(ConfigError::invalid(
                 p.field("lb_policy"),
                 format!(
@@ -149,7 +219,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
                 ),
             ));
         }
-        if c.load_assignment.is_some() {
+        if load_assignment.is_some() {
             return Err(ConfigError::invalid(
                 p.field("load_assignment"),
                 "ORIGINAL_DST clusters must have no load assignment configured",
@@ -158,22 +228,28 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         // Unused for ORIGINAL_DST; the model has no "cluster provided" policy.
         model::LbPolicy::RoundRobin
     } else {
-        lb_policy(&c, p, discovery)?
+        self::lb_policy(lb_policy, lb_config.as_ref(), &name, p, discovery)?
     };
-    let eds = match (&c.eds_cluster_config, discovery) {
-        (Some(e), model::DiscoveryType::Eds) => {
+    let eds = match (&eds_cluster_config, discovery) {
+        (
+            Some(EdsClusterConfig {
+                eds_config,
+                service_name,
+            }),
+            model::DiscoveryType::Eds,
+        ) => {
             let ep = p.field("eds_cluster_config");
-            let Some(source) = &e.eds_config else {
+            let Some(source) = eds_config else {
                 return Err(ConfigError::invalid(
                     ep.field("eds_config"),
                     "cannot create an EDS cluster without an EDS config",
                 ));
             };
             Some(model::EdsConfig {
-                service_name: if e.service_name.is_empty() {
-                    c.name.clone()
+                service_name: if service_name.is_empty() {
+                    name.clone()
                 } else {
-                    e.service_name.clone()
+                    service_name.clone()
                 },
                 eds_config: super::dynamic::config_source(source, &ep.field("eds_config"))?,
             })
@@ -187,29 +263,15 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         // Envoy ignores the EDS settings of other cluster types.
         _ => None,
     };
-    let endpoints = endpoints(&c, discovery, p)?;
-    let redis_protocol_options = protocol_options(&c, p)?;
-    let use_hostname_for_hashing = c
-        .common_lb_config
+    let endpoints = endpoints(load_assignment.as_ref(), discovery, p)?;
+    let redis_protocol_options = protocol_options(&typed_extension_protocol_options, p)?;
+    let (use_hostname_for_hashing, healthy_panic_threshold) =
+        self::common_lb_config(common_lb_config.as_ref(), p)?;
+    let circuit_breakers = self::circuit_breakers(circuit_breakers.as_ref());
+    let tcp_keepalive = upstream_connection_options
         .as_ref()
-        .and_then(|l| l.consistent_hashing_lb_config.as_ref())
-        .is_some_and(|h| h.use_hostname_for_hashing);
-    let circuit_breakers = circuit_breakers(&c);
-    let healthy_panic_threshold = healthy_panic_threshold(&c, p)?;
-    let tcp_keepalive = c
-        .upstream_connection_options
-        .as_ref()
-        .and_then(|o| o.tcp_keepalive.as_ref())
-        .map(|k| model::TcpKeepalive {
-            probes: k.keepalive_probes.map(|v| v.value),
-            time: k
-                .keepalive_time
-                .map(|v| Duration::from_secs(u64::from(v.value))),
-            interval: k
-                .keepalive_interval
-                .map(|v| Duration::from_secs(u64::from(v.value))),
-        });
-    let transport_socket_matches = transport_socket_matches(&c);
+        .and_then(tcp_keepalive_option);
+    let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches);
     if matches!(
         discovery,
         model::DiscoveryType::RedisCluster | model::DiscoveryType::OriginalDst
@@ -230,7 +292,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
     }
 
     Ok(model::Cluster {
-        name: c.name,
+        name,
         discovery,
         lb_policy,
         connect_timeout,
@@ -248,39 +310,96 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
     })
 }
 
+/// `upstream_connection_options.tcp_keepalive`.
+fn tcp_keepalive_option(o: &UpstreamConnectionOptions) -> Option<model::TcpKeepalive> {
+    let UpstreamConnectionOptions {
+        tcp_keepalive,
+        // Only names the interface in connection info (ignored by the allowlist).
+        set_local_interface_name_on_upstream_connections: _,
+        // Refused by the allowlist.
+        happy_eyeballs_config: _,
+    } = o;
+    let TcpKeepalive {
+        keepalive_probes,
+        keepalive_time,
+        keepalive_interval,
+    } = tcp_keepalive.as_ref()?;
+    Some(model::TcpKeepalive {
+        probes: keepalive_probes.map(|v| v.value),
+        time: keepalive_time.map(|v| Duration::from_secs(u64::from(v.value))),
+        interval: keepalive_interval.map(|v| Duration::from_secs(u64::from(v.value))),
+    })
+}
+
 /// The DEFAULT-priority `circuit_breakers.thresholds` (Envoy's defaults for what is unset).
 /// HIGH-priority thresholds apply to high-priority HTTP routes only, which redvoy never has.
-fn circuit_breakers(c: &Cluster) -> model::CircuitBreakers {
+fn circuit_breakers(cb: Option<&CircuitBreakers>) -> model::CircuitBreakers {
     let mut out = model::CircuitBreakers::default();
-    let default = c.circuit_breakers.as_ref().and_then(|cb| {
-        cb.thresholds
-            .iter()
-            .find(|t| t.priority == RoutingPriority::Default as i32)
-    });
-    if let Some(t) = default {
-        if let Some(v) = t.max_connections {
-            out.max_connections = v.value;
-        }
-        if let Some(v) = t.max_requests {
-            out.max_requests = v.value;
-        }
+    let Some(CircuitBreakers {
+        thresholds,
+        // Refused by the allowlist.
+        per_host_thresholds: _,
+    }) = cb
+    else {
+        return out;
+    };
+    let is_default =
+        |t: &&Thresholds| RoutingPriority::try_from(t.priority) == Ok(RoutingPriority::Default);
+    let Some(Thresholds {
+        // DEFAULT, by `is_default`.
+        priority: _,
+        max_connections,
+        max_requests,
+        // No queue, no retries, no per-cluster pools, no `remaining_*` gauges in redvoy
+        // (ignored by the allowlist).
+        max_pending_requests: _,
+        max_retries: _,
+        retry_budget: _,
+        track_remaining: _,
+        max_connection_pools: _,
+    }) = thresholds.iter().find(is_default)
+    else {
+        return out;
+    };
+    if let Some(v) = max_connections {
+        out.max_connections = v.value;
+    }
+    if let Some(v) = max_requests {
+        out.max_requests = v.value;
     }
     out
 }
 
-/// `common_lb_config.healthy_panic_threshold` (`Percent`, 0 to 100; default 50).
-fn healthy_panic_threshold(
-    c: &Cluster,
+/// `common_lb_config`: `consistent_hashing_lb_config.use_hostname_for_hashing`, and
+/// `healthy_panic_threshold` (`Percent`, 0 to 100; default 50).
+fn common_lb_config(
+    c: Option<&CommonLbConfig>,
     p: &FieldPath,
-) -> Result<model::PanicThreshold, ConfigError> {
-    let Some(percent) = c
-        .common_lb_config
-        .as_ref()
-        .and_then(|l| l.healthy_panic_threshold.as_ref())
+) -> Result<(bool, model::PanicThreshold), ConfigError> {
+    let Some(CommonLbConfig {
+        healthy_panic_threshold,
+        consistent_hashing_lb_config,
+        // Refused by the allowlist.
+        update_merge_window: _,
+        ignore_new_hosts_until_first_hc: _,
+        close_connections_on_host_set_change: _,
+        override_host_status: _,
+        locality_config_specifier: _,
+    }) = c
     else {
-        return Ok(model::PanicThreshold::default());
+        return Ok((false, model::PanicThreshold::default()));
     };
-    if !(0.0..=100.0).contains(&percent.value) {
+    let use_hostname_for_hashing = consistent_hashing_lb_config.as_ref().is_some_and(
+        |ConsistentHashingLbConfig {
+             use_hostname_for_hashing,
+             // Refused by the allowlist.
+             hash_balance_factor: _,
+         }| *use_hostname_for_hashing,
+    );
+    let Some(Percent { value }) = healthy_panic_threshold else {
+        return Ok((use_hostname_for_hashing, model::PanicThreshold::default()));
+    };
+    if !(0.0..=100.0).contains(value) {
         return Err(ConfigError::proto_constraint(
             &p.field("common_lb_config")
                 .field("healthy_panic_threshold")
@@ -289,24 +408,38 @@ fn healthy_panic_threshold(
             "value must be inside range [0, 100]",
         ));
     }
-    Ok(model::PanicThreshold(percent.value))
+    Ok((use_hostname_for_hashing, model::PanicThreshold(*value)))
 }
 
 /// `transport_socket_matches`: each entry's labels, and whether its socket is plaintext.
-fn transport_socket_matches(c: &Cluster) -> model::TransportSocketMatches {
+fn transport_socket_matches(matches: &[TransportSocketMatch]) -> model::TransportSocketMatches {
     model::TransportSocketMatches(
-        c.transport_socket_matches
+        matches
             .iter()
-            .map(|m| model::TransportSocketMatch {
-                name: m.name.clone(),
-                labels: m.r#match.as_ref().map(struct_labels).unwrap_or_default(),
-                plaintext: m.transport_socket.as_ref().is_some_and(|t| {
-                    matches!(
-                        &t.config_type,
-                        Some(transport_socket::ConfigType::TypedConfig(any))
-                            if crate::parse::type_name_of(&any.type_url) == RAW_BUFFER
-                    )
-                }),
+            .map(|m| {
+                let TransportSocketMatch {
+                    name,
+                    r#match,
+                    transport_socket,
+                } = m;
+                let plaintext = transport_socket.as_ref().is_some_and(
+                    |TransportSocket {
+                         // Lookup is by type URL, as in Envoy.
+                         name: _,
+                         config_type,
+                     }| {
+                        matches!(
+                            config_type,
+                            Some(transport_socket::ConfigType::TypedConfig(any))
+                                if crate::parse::type_name_of(&any.type_url) == RAW_BUFFER
+                        )
+                    },
+                );
+                model::TransportSocketMatch {
+                    name: name.clone(),
+                    labels: r#match.as_ref().map(struct_labels).unwrap_or_default(),
+                    plaintext,
+                }
             })
             .collect(),
     )
@@ -317,8 +450,16 @@ const TRANSPORT_SOCKET_MATCH_FILTER: &str = "envoy.transport_socket_match";
 
 /// A metadata's `envoy.transport_socket_match` labels.
 fn metadata_labels(metadata: Option<&Metadata>) -> BTreeMap<String, String> {
-    metadata
-        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH_FILTER))
+    let Some(Metadata {
+        filter_metadata,
+        // Envoy's transport socket matcher reads the untyped form only.
+        typed_filter_metadata: _,
+    }) = metadata
+    else {
+        return BTreeMap::new();
+    };
+    filter_metadata
+        .get(TRANSPORT_SOCKET_MATCH_FILTER)
         .map(struct_labels)
         .unwrap_or_default()
 }
@@ -341,11 +482,13 @@ fn struct_labels(s: &PbStruct) -> BTreeMap<String, String> {
 /// `lb_policy` with its matching `*_lb_config` (a config for another policy is ignored, as in
 /// Envoy).
 fn lb_policy(
-    c: &Cluster,
+    lb_policy: i32,
+    lb_config: Option<&LbConfig>,
+    cluster_name: &str,
     p: &FieldPath,
     discovery: model::DiscoveryType,
 ) -> Result<model::LbPolicy, ConfigError> {
-    let policy = LbPolicy::try_from(c.lb_policy).map_err(|_| {
+    let policy = LbPolicy::try_from(lb_policy).map_err(|_| {
         ConfigError::invalid(
             p.field("lb_policy"),
             "value must be one of the defined enum values",
@@ -358,10 +501,13 @@ fn lb_policy(
         LbPolicy::RoundRobin => model::LbPolicy::RoundRobin,
         LbPolicy::Random => model::LbPolicy::Random,
         LbPolicy::LeastRequest => {
-            let choice_count = match &c.lb_config {
-                Some(LbConfig::LeastRequestLbConfig(l)) => {
-                    l.choice_count.map_or(DEFAULT_CHOICE_COUNT, |v| v.value)
-                }
+            let choice_count = match lb_config {
+                Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+                    choice_count,
+                    // Refused by the allowlist.
+                    active_request_bias: _,
+                    slow_start_config: _,
+                })) => choice_count.map_or(DEFAULT_CHOICE_COUNT, |v| v.value),
                 _ => DEFAULT_CHOICE_COUNT,
             };
             if choice_count < MIN_CHOICE_COUNT {
@@ -374,15 +520,21 @@ fn lb_policy(
         }
         LbPolicy::RingHash => {
             let rp = p.field("ring_hash_lb_config");
-            let (min, max, hash) = match &c.lb_config {
-                Some(LbConfig::RingHashLbConfig(r)) => (
-                    r.minimum_ring_size
-                        .map_or(DEFAULT_MIN_RING_SIZE, |v| v.value),
-                    r.maximum_ring_size
-                        .map_or(DEFAULT_MAX_RING_SIZE, |v| v.value),
-                    r.hash_function,
+            let (min, max, hash) = match lb_config {
+                Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+                    minimum_ring_size,
+                    maximum_ring_size,
+                    hash_function,
+                })) => (
+                    minimum_ring_size.map_or(DEFAULT_MIN_RING_SIZE, |v| v.value),
+                    maximum_ring_size.map_or(DEFAULT_MAX_RING_SIZE, |v| v.value),
+                    HashFunction::try_from(*hash_function),
                 ),
-                _ => (DEFAULT_MIN_RING_SIZE, DEFAULT_MAX_RING_SIZE, 0),
+                _ => (
+                    DEFAULT_MIN_RING_SIZE,
+                    DEFAULT_MAX_RING_SIZE,
+                    Ok(HashFunction::XxHash),
+                ),
             };
             for (name, v) in [("minimum_ring_size", min), ("maximum_ring_size", max)] {
                 if v > MAX_RING_SIZE {
@@ -398,7 +550,7 @@ fn lb_policy(
                     format!("ring hash: minimum_ring_size ({min}) > maximum_ring_size ({max})"),
                 ));
             }
-            let hash_function = match HashFunction::try_from(hash) {
+            let hash_function = match hash {
                 Ok(HashFunction::XxHash) => model::HashFunction::XxHash,
                 Ok(HashFunction::MurmurHash2) => model::HashFunction::MurmurHash2,
                 Err(_) => {
@@ -415,9 +567,9 @@ fn lb_policy(
             }
         }
         LbPolicy::Maglev => {
-            let table_size = match &c.lb_config {
-                Some(LbConfig::MaglevLbConfig(m)) => {
-                    m.table_size.map_or(DEFAULT_MAGLEV_TABLE_SIZE, |v| v.value)
+            let table_size = match lb_config {
+                Some(LbConfig::MaglevLbConfig(MaglevLbConfig { table_size })) => {
+                    table_size.map_or(DEFAULT_MAGLEV_TABLE_SIZE, |v| v.value)
                 }
                 _ => DEFAULT_MAGLEV_TABLE_SIZE,
             };
@@ -441,9 +593,8 @@ fn lb_policy(
             return Err(ConfigError::invalid(
                 p.field("lb_policy"),
                 format!(
-                    "cluster manager: cluster provided LB specified but cluster '{}' did not \
-                     provide one. Check cluster documentation.",
-                    c.name
+                    "cluster manager: cluster provided LB specified but cluster '{cluster_name}' \
+                     did not provide one. Check cluster documentation."
                 ),
             ));
         }
@@ -476,26 +627,29 @@ fn is_prime(n: u64) -> bool {
 
 /// Every locality's endpoints, flattened in order (each keeps its locality and priority).
 fn endpoints(
-    c: &Cluster,
+    la: Option<&ClusterLoadAssignment>,
     discovery: model::DiscoveryType,
     p: &FieldPath,
 ) -> Result<Vec<model::Endpoint>, ConfigError> {
-    let Some(la) = &c.load_assignment else {
+    let Some(la) = la else {
         return Ok(Vec::new());
     };
+    let ClusterLoadAssignment {
+        cluster_name,
+        endpoints,
+        // Refused by the allowlist.
+        named_endpoints: _,
+        policy: _,
+    } = la;
     let lp = p.field("load_assignment");
-    if la.cluster_name.is_empty() {
+    if cluster_name.is_empty() {
         return Err(ConfigError::invalid(
             lp.field("cluster_name"),
             "value length must be at least 1 characters",
         ));
     }
     if discovery == model::DiscoveryType::LogicalDns
-        && (la.endpoints.len() != 1
-            || la
-                .endpoints
-                .first()
-                .is_some_and(|l| l.lb_endpoints.len() != 1))
+        && (endpoints.len() != 1 || endpoints.first().is_some_and(|l| l.lb_endpoints.len() != 1))
     {
         return Err(ConfigError::invalid(
             lp,
@@ -519,36 +673,75 @@ pub(crate) fn assignment_endpoints(
     lp: &FieldPath,
     kind: AddressKind,
 ) -> Result<Vec<model::Endpoint>, ConfigError> {
+    let ClusterLoadAssignment {
+        endpoints,
+        // Checked and kept by each caller.
+        cluster_name: _,
+        // Refused by the allowlist.
+        named_endpoints: _,
+        policy: _,
+    } = la;
     let mut out = Vec::new();
-    for (i, locality) in la.endpoints.iter().enumerate() {
+    for (i, locality_endpoints) in endpoints.iter().enumerate() {
+        let LocalityLbEndpoints {
+            locality,
+            metadata: locality_metadata,
+            lb_endpoints,
+            priority,
+            // Only locality-weighted load balancing reads it, which is refused (ignored by the
+            // allowlist).
+            load_balancing_weight: _,
+            // Refused by the allowlist.
+            proximity: _,
+            lb_config: _,
+        } = locality_endpoints;
         let locp = lp.field("endpoints").index(i);
-        let loc = locality
-            .locality
-            .as_ref()
-            .map_or_else(model::Locality::default, |l| model::Locality {
-                region: l.region.clone(),
-                zone: l.zone.clone(),
-                sub_zone: l.sub_zone.clone(),
-            });
-        if locality.priority > MAX_PRIORITY {
+        let loc = locality.as_ref().map_or_else(
+            model::Locality::default,
+            |Locality {
+                 region,
+                 zone,
+                 sub_zone,
+             }| model::Locality {
+                region: region.clone(),
+                zone: zone.clone(),
+                sub_zone: sub_zone.clone(),
+            },
+        );
+        if *priority > MAX_PRIORITY {
             return Err(ConfigError::invalid(
                 locp.field("priority"),
                 format!("value must be less than or equal to {MAX_PRIORITY}"),
             ));
         }
-        for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+        for (j, lb) in lb_endpoints.iter().enumerate() {
+            let LbEndpoint {
+                health_status,
+                metadata,
+                load_balancing_weight,
+                host_identifier,
+            } = lb;
             let ep = locp.field("lb_endpoints").index(j);
-            let Some(HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier else {
+            let Some(HostIdentifier::Endpoint(endpoint)) = host_identifier else {
                 return Err(ConfigError::invalid(
                     ep.field("endpoint"),
                     "value is required",
                 ));
             };
+            let Endpoint {
+                address,
+                hostname,
+                // Refused by the allowlist.
+                health_check_config: _,
+                additional_addresses: _,
+                observability_name: _,
+            } = endpoint;
             let ap = ep.field("endpoint").field("address");
-            let Some(address) = &endpoint.address else {
+            let Some(address) = address else {
                 return Err(ConfigError::invalid(ap, "value is required"));
             };
-            let (address, pipe) = match &address.address {
+            let Address { address: specifier } = address;
+            let (address, pipe) = match specifier {
                 Some(address::Address::Pipe(pipe)) if kind == AddressKind::StaticEndpoint => {
                     let pp = ap.field("pipe");
                     (
@@ -561,14 +754,14 @@ pub(crate) fn assignment_endpoints(
                 }
                 _ => (socket_address(address, &ap, kind)?, None),
             };
-            let weight = lb.load_balancing_weight.map_or(DEFAULT_WEIGHT, |w| w.value);
+            let weight = load_balancing_weight.map_or(DEFAULT_WEIGHT, |w| w.value);
             if weight < 1 {
                 return Err(ConfigError::invalid(
                     ep.field("load_balancing_weight"),
                     "value must be greater than or equal to 1",
                 ));
             }
-            let health_status = match HealthStatus::try_from(lb.health_status) {
+            let health_status = match HealthStatus::try_from(*health_status) {
                 Ok(HealthStatus::Unknown) => model::HealthStatus::Unknown,
                 Ok(HealthStatus::Healthy) => model::HealthStatus::Healthy,
                 Ok(HealthStatus::Unhealthy) => model::HealthStatus::Unhealthy,
@@ -586,19 +779,18 @@ pub(crate) fn assignment_endpoints(
                 address,
                 pipe,
                 weight,
-                hostname: endpoint.hostname.clone(),
+                hostname: hostname.clone(),
                 health_status,
                 locality: loc.clone(),
-                priority: locality.priority,
-                transport_socket_labels: metadata_labels(lb.metadata.as_ref()),
-                locality_transport_socket_labels: metadata_labels(locality.metadata.as_ref()),
+                priority: *priority,
+                transport_socket_labels: metadata_labels(metadata.as_ref()),
+                locality_transport_socket_labels: metadata_labels(locality_metadata.as_ref()),
             });
         }
     }
     Ok(out)
 }
 
-/// `typed_extension_protocol_options` under the redis_proxy filter's name (either alias).
 /// `cluster_type.typed_config` of `envoy.clusters.redis` (already re-packed as the native type
 /// by the allowlist walk), with Envoy's defaults and proto constraints.
 fn redis_cluster_config(
@@ -610,7 +802,16 @@ fn redis_cluster_config(
         return Ok(out);
     };
     let tp = p.field("typed_config");
-    let r = RedisClusterConfig::decode(any.value.as_slice())
+    let RedisClusterConfig {
+        cluster_refresh_rate,
+        cluster_refresh_timeout,
+        redirect_refresh_interval,
+        redirect_refresh_threshold,
+        failure_refresh_threshold,
+        host_degraded_refresh_threshold,
+        // Refused by the allowlist.
+        enable_zone_discovery: _,
+    } = RedisClusterConfig::decode(any.value.as_slice())
         .map_err(|e| ConfigError::invalid(&tp, format!("cannot decode RedisClusterConfig: {e}")))?;
     let positive = |d: &Option<PbDuration>, name: &str| -> Result<Option<Duration>, ConfigError> {
         let Some(d) = d else { return Ok(None) };
@@ -621,32 +822,31 @@ fn redis_cluster_config(
         }
         Ok(Some(d))
     };
-    if let Some(d) = positive(&r.cluster_refresh_rate, "cluster_refresh_rate")? {
+    if let Some(d) = positive(&cluster_refresh_rate, "cluster_refresh_rate")? {
         out.cluster_refresh_rate = d;
     }
-    if let Some(d) = positive(&r.cluster_refresh_timeout, "cluster_refresh_timeout")? {
+    if let Some(d) = positive(&cluster_refresh_timeout, "cluster_refresh_timeout")? {
         out.cluster_refresh_timeout = d;
     }
-    if let Some(d) = &r.redirect_refresh_interval {
+    if let Some(d) = &redirect_refresh_interval {
         out.redirect_refresh_interval = duration(d, &tp.field("redirect_refresh_interval"))?;
     }
-    if let Some(v) = r.redirect_refresh_threshold {
+    if let Some(v) = redirect_refresh_threshold {
         out.redirect_refresh_threshold = v.value;
     }
-    out.failure_refresh_threshold = r.failure_refresh_threshold;
-    out.host_degraded_refresh_threshold = r.host_degraded_refresh_threshold;
+    out.failure_refresh_threshold = failure_refresh_threshold;
+    out.host_degraded_refresh_threshold = host_degraded_refresh_threshold;
     Ok(out)
 }
 
+/// `typed_extension_protocol_options` under the redis_proxy filter's name (either alias).
 fn protocol_options(
-    c: &Cluster,
+    options: &HashMap<String, PbAny>,
     p: &FieldPath,
 ) -> Result<Option<model::RedisProtocolOptions>, ConfigError> {
-    let mut found = REDIS_PROXY_NAMES.iter().filter_map(|name| {
-        c.typed_extension_protocol_options
-            .get(*name)
-            .map(|any| (*name, any))
-    });
+    let mut found = REDIS_PROXY_NAMES
+        .iter()
+        .filter_map(|name| options.get(*name).map(|any| (*name, any)));
     let Some((name, any)) = found.next() else {
         return Ok(None);
     };
@@ -660,12 +860,18 @@ fn protocol_options(
     }
     let kp = op.key(name);
     // The allowlist walk already resolved and re-packed it as the native type.
-    let o = RedisProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
+    let RedisProtocolOptions {
+        auth_username,
+        auth_password,
+        // Refused by the allowlist.
+        aws_iam: _,
+        credentials: _,
+    } = RedisProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
         ConfigError::invalid(&kp, format!("cannot decode RedisProtocolOptions: {e}"))
     })?;
     Ok(Some(model::RedisProtocolOptions {
-        auth_username: optional_secret(o.auth_username.as_ref(), &kp.field("auth_username"))?,
-        auth_password: optional_secret(o.auth_password.as_ref(), &kp.field("auth_password"))?,
+        auth_username: optional_secret(auth_username.as_ref(), &kp.field("auth_username"))?,
+        auth_password: optional_secret(auth_password.as_ref(), &kp.field("auth_password"))?,
     }))
 }
 

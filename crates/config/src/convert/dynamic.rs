@@ -6,8 +6,12 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::DynamicResources;
 use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
-use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
-use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ApiVersion, ConfigSource};
+use envoy_types::pb::envoy::config::core::v3::grpc_service::{
+    EnvoyGrpc, GoogleGrpc, TargetSpecifier,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, ConfigSource, GrpcService, PathConfigSource, WatchedDirectory,
+};
 
 use super::duration;
 use crate::error::FieldPath;
@@ -24,6 +28,14 @@ pub(crate) fn dynamic_resources(
     static_clusters: &[&str],
     node: &model::Node,
 ) -> Result<model::DynamicResources, ConfigError> {
+    let DynamicResources {
+        lds_config,
+        cds_config,
+        ads_config,
+        // Refused by the allowlist (xDS-TP).
+        lds_resources_locator: _,
+        cds_resources_locator: _,
+    } = d;
     // Envoy's `checkLocalInfo`: a control plane needs to know who is asking.
     let check_node = |what: &str, at: &FieldPath| {
         if node.id.is_empty() || node.cluster.is_empty() {
@@ -37,7 +49,7 @@ pub(crate) fn dynamic_resources(
         }
         Ok(())
     };
-    let ads_config = match &d.ads_config {
+    let ads_config = match ads_config {
         Some(a) => {
             let ap = p.field("ads_config");
             check_node("ads", &ap)?;
@@ -67,12 +79,12 @@ pub(crate) fn dynamic_resources(
         Ok(Some(s))
     };
     let lds_config = source(
-        &d.lds_config,
+        lds_config,
         "lds_config",
         "type.googleapis.com/envoy.config.listener.v3.Listener",
     )?;
     let cds_config = source(
-        &d.cds_config,
+        cds_config,
         "cds_config",
         "type.googleapis.com/envoy.config.cluster.v3.Cluster",
     )?;
@@ -104,37 +116,55 @@ pub(crate) fn config_source(
     s: &ConfigSource,
     p: &FieldPath,
 ) -> Result<model::ConfigSource, ConfigError> {
-    check_api_version(s.resource_api_version, &p.field("resource_api_version"))?;
-    let initial_fetch_timeout = match &s.initial_fetch_timeout {
+    let ConfigSource {
+        config_source_specifier,
+        initial_fetch_timeout,
+        resource_api_version,
+        // Refused by the allowlist.
+        authorities: _,
+    } = s;
+    check_api_version(*resource_api_version, &p.field("resource_api_version"))?;
+    let initial_fetch_timeout = match initial_fetch_timeout {
         Some(d) => duration(d, &p.field("initial_fetch_timeout"))?,
         None => DEFAULT_INITIAL_FETCH_TIMEOUT,
     };
     #[allow(deprecated)]
-    let kind = match &s.config_source_specifier {
+    let kind = match config_source_specifier {
         Some(ConfigSourceSpecifier::Ads(_)) => model::ConfigSourceKind::Ads,
         Some(ConfigSourceSpecifier::ApiConfigSource(a)) => {
             model::ConfigSourceKind::Api(api_config_source(a, &p.field("api_config_source"))?)
         }
-        Some(ConfigSourceSpecifier::PathConfigSource(pc)) => {
+        Some(ConfigSourceSpecifier::PathConfigSource(PathConfigSource {
+            path,
+            watched_directory,
+            // Refused by the allowlist.
+            poll_interval: _,
+        })) => {
             let pp = p.field("path_config_source");
-            if pc.path.is_empty() {
+            if path.is_empty() {
                 return Err(ConfigError::invalid(
                     pp.field("path"),
                     "value length must be at least 1 characters",
                 ));
             }
-            let watched_directory = match &pc.watched_directory {
-                Some(w) if w.path.is_empty() => {
-                    return Err(ConfigError::invalid(
-                        pp.field("watched_directory").field("path"),
-                        "value length must be at least 1 characters",
-                    ));
+            let watched_directory = match watched_directory {
+                Some(WatchedDirectory {
+                    path,
+                    // Refused by the allowlist.
+                    watch_modify: _,
+                }) => {
+                    if path.is_empty() {
+                        return Err(ConfigError::invalid(
+                            pp.field("watched_directory").field("path"),
+                            "value length must be at least 1 characters",
+                        ));
+                    }
+                    Some(PathBuf::from(path))
                 }
-                Some(w) => Some(PathBuf::from(&w.path)),
                 None => None,
             };
             model::ConfigSourceKind::Path {
-                path: PathBuf::from(&pc.path),
+                path: PathBuf::from(path),
                 watched_directory,
             }
         }
@@ -185,8 +215,21 @@ pub(crate) fn api_config_source(
     a: &ApiConfigSource,
     p: &FieldPath,
 ) -> Result<model::ApiConfigSource, ConfigError> {
-    check_api_version(a.transport_api_version, &p.field("transport_api_version"))?;
-    let api_type = match ApiType::try_from(a.api_type) {
+    let ApiConfigSource {
+        api_type,
+        transport_api_version,
+        grpc_services,
+        set_node_on_first_message_only,
+        // REST only, and only gRPC is accepted (ignored by the allowlist).
+        refresh_delay: _,
+        request_timeout: _,
+        // Refused by the allowlist.
+        cluster_names: _,
+        rate_limit_settings: _,
+        config_validators: _,
+    } = a;
+    check_api_version(*transport_api_version, &p.field("transport_api_version"))?;
+    let api_type = match ApiType::try_from(*api_type) {
         Ok(ApiType::Grpc) => model::ApiType::Grpc,
         Ok(ApiType::DeltaGrpc) => model::ApiType::DeltaGrpc,
         Ok(other) => {
@@ -206,7 +249,7 @@ pub(crate) fn api_config_source(
         }
     };
     let gp = p.field("grpc_services");
-    let mut services = a.grpc_services.iter();
+    let mut services = grpc_services.iter();
     let Some(service) = services.next() else {
         return Err(ConfigError::invalid(
             &gp,
@@ -221,27 +264,56 @@ pub(crate) fn api_config_source(
         ));
     }
     let sp = gp.index(0);
-    let grpc_service = match &service.target_specifier {
-        Some(TargetSpecifier::EnvoyGrpc(e)) => {
-            if e.cluster_name.is_empty() {
+    let GrpcService {
+        target_specifier,
+        // A deadline for unary calls; xDS is one long-lived stream (ignored by the allowlist).
+        timeout: _,
+        // Refused by the allowlist.
+        initial_metadata: _,
+        retry_policy: _,
+    } = service;
+    let grpc_service = match target_specifier {
+        Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
+            cluster_name,
+            // Refused by the allowlist.
+            authority: _,
+            retry_policy: _,
+            max_receive_message_length: _,
+            skip_envoy_headers: _,
+        })) => {
+            if cluster_name.is_empty() {
                 return Err(ConfigError::invalid(
                     sp.field("envoy_grpc").field("cluster_name"),
                     "value length must be at least 1 characters",
                 ));
             }
             model::GrpcService::EnvoyGrpc {
-                cluster_name: e.cluster_name.clone(),
+                cluster_name: cluster_name.clone(),
             }
         }
-        Some(TargetSpecifier::GoogleGrpc(g)) => {
-            if g.target_uri.is_empty() {
+        Some(TargetSpecifier::GoogleGrpc(GoogleGrpc {
+            target_uri,
+            // The gRPC client's own stats, which redvoy does not keep (ignored by the
+            // allowlist).
+            stat_prefix: _,
+            // Refused by the allowlist.
+            channel_credentials: _,
+            channel_credentials_plugin: _,
+            call_credentials: _,
+            call_credentials_plugin: _,
+            credentials_factory_name: _,
+            config: _,
+            per_stream_buffer_limit_bytes: _,
+            channel_args: _,
+        })) => {
+            if target_uri.is_empty() {
                 return Err(ConfigError::invalid(
                     sp.field("google_grpc").field("target_uri"),
                     "value length must be at least 1 characters",
                 ));
             }
             model::GrpcService::GoogleGrpc {
-                target_uri: g.target_uri.clone(),
+                target_uri: target_uri.clone(),
             }
         }
         None => {
@@ -254,6 +326,6 @@ pub(crate) fn api_config_source(
     Ok(model::ApiConfigSource {
         api_type,
         grpc_service,
-        set_node_on_first_message_only: a.set_node_on_first_message_only,
+        set_node_on_first_message_only: *set_node_on_first_message_only,
     })
 }

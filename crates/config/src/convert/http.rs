@@ -5,13 +5,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
-use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
     CodecType, RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+};
 
 use super::{data_source, duration};
 use crate::error::FieldPath;
@@ -31,13 +36,76 @@ pub(super) fn hcm(
     h: &HttpConnectionManager,
     p: &FieldPath,
 ) -> Result<model::HttpConnectionManager, ConfigError> {
-    if h.stat_prefix.is_empty() {
+    #[allow(deprecated)]
+    let HttpConnectionManager {
+        stat_prefix,
+        codec_type,
+        http_filters,
+        route_specifier,
+        // Access logs never change what is proxied (ignored by the allowlist).
+        access_log: _,
+        // Refused by the allowlist.
+        add_user_agent: _,
+        tracing: _,
+        common_http_protocol_options: _,
+        http1_safe_max_connection_duration: _,
+        http_protocol_options: _,
+        http2_protocol_options: _,
+        http3_protocol_options: _,
+        server_name: _,
+        server_header_transformation: _,
+        scheme_header_transformation: _,
+        max_request_headers_kb: _,
+        stream_idle_timeout: _,
+        stream_flush_timeout: _,
+        request_timeout: _,
+        request_headers_timeout: _,
+        drain_timeout: _,
+        drain_timeout_jitter: _,
+        delayed_close_timeout: _,
+        access_log_flush_interval: _,
+        flush_access_log_on_new_request: _,
+        access_log_options: _,
+        use_remote_address: _,
+        xff_num_trusted_hops: _,
+        original_ip_detection_extensions: _,
+        early_header_mutation_extensions: _,
+        internal_address_config: _,
+        skip_xff_append: _,
+        via: _,
+        generate_request_id: _,
+        preserve_external_request_id: _,
+        always_set_request_id_in_response: _,
+        forward_client_cert_details: _,
+        set_current_client_cert_details: _,
+        forward_client_cert_matcher: _,
+        proxy_100_continue: _,
+        represent_ipv4_remote_address_as_ipv4_mapped_ipv6: _,
+        upgrade_configs: _,
+        normalize_path: _,
+        merge_slashes: _,
+        path_with_escaped_slashes_action: _,
+        request_id_extension: _,
+        local_reply_config: _,
+        strip_matching_host_port: _,
+        stream_error_on_invalid_http_message: _,
+        path_normalization_options: _,
+        strip_trailing_host_dot: _,
+        proxy_status_config: _,
+        typed_header_validation_config: _,
+        append_x_forwarded_port: _,
+        append_local_overload: _,
+        add_proxy_protocol_connection_state: _,
+        forward_proto_config: _,
+        strip_port_mode: _,
+    } = h;
+    if stat_prefix.is_empty() {
         return Err(ConfigError::invalid(
             p.field("stat_prefix"),
             "value length must be at least 1 characters",
         ));
     }
-    match CodecType::try_from(h.codec_type) {
+    match CodecType::try_from(*codec_type) {
         Ok(CodecType::Auto | CodecType::Http1) => {}
         Ok(other) => {
             return Err(ConfigError::unsupported_because(
@@ -56,8 +124,8 @@ pub(super) fn hcm(
             ));
         }
     }
-    http_filters(h, &p.field("http_filters"))?;
-    let virtual_hosts = match &h.route_specifier {
+    self::http_filters(http_filters, &p.field("http_filters"))?;
+    let virtual_hosts = match route_specifier {
         Some(RouteSpecifier::RouteConfig(rc)) => route_config(rc, &p.field("route_config"))?,
         // RDS and scoped routes were refused by the allowlist walk.
         _ => {
@@ -68,32 +136,40 @@ pub(super) fn hcm(
         }
     };
     Ok(model::HttpConnectionManager {
-        stat_prefix: h.stat_prefix.clone(),
+        stat_prefix: stat_prefix.clone(),
         virtual_hosts,
     })
 }
 
 /// The chain must end in the router; tolerated filters before it are dropped (the walk refused
 /// every other kind).
-fn http_filters(h: &HttpConnectionManager, p: &FieldPath) -> Result<(), ConfigError> {
-    let Some(last) = h.http_filters.len().checked_sub(1) else {
+fn http_filters(filters: &[HttpFilter], p: &FieldPath) -> Result<(), ConfigError> {
+    let Some(last) = filters.len().checked_sub(1) else {
         return Err(ConfigError::unsupported_because(
             p,
             "an HTTP connection manager without the router filter is not supported by redvoy",
         ));
     };
-    for (i, f) in h.http_filters.iter().enumerate() {
-        let is_router = match &f.config_type {
+    for (i, f) in filters.iter().enumerate() {
+        let HttpFilter {
+            name,
+            config_type,
+            // Lets Envoy skip a filter type it does not know; the allowlist refuses every
+            // unknown type regardless, and the ones it accepts are all known.
+            is_optional: _,
+            // Refused by the allowlist.
+            disabled: _,
+        } = f;
+        let is_router = match config_type {
             Some(ConfigType::TypedConfig(any)) => type_name_of(&any.type_url) == ROUTER,
-            _ => f.name == ROUTER_NAME,
+            _ => name == ROUTER_NAME,
         };
         if is_router && i != last {
             return Err(ConfigError::invalid(
                 p.index(i),
                 format!(
-                    "Error: terminal filter named {} of type {ROUTER_NAME} must be the last filter \
-                     in a http filter chain.",
-                    f.name
+                    "Error: terminal filter named {name} of type {ROUTER_NAME} must be the last \
+                     filter in a http filter chain."
                 ),
             ));
         }
@@ -101,8 +177,7 @@ fn http_filters(h: &HttpConnectionManager, p: &FieldPath) -> Result<(), ConfigEr
             return Err(ConfigError::unsupported_because(
                 p.index(i),
                 format!(
-                    "the last HTTP filter is '{}', not {ROUTER_NAME}: not supported by redvoy",
-                    f.name
+                    "the last HTTP filter is '{name}', not {ROUTER_NAME}: not supported by redvoy"
                 ),
             ));
         }
@@ -114,10 +189,32 @@ fn route_config(
     rc: &RouteConfiguration,
     p: &FieldPath,
 ) -> Result<Vec<model::VirtualHost>, ConfigError> {
+    let RouteConfiguration {
+        name: config_name,
+        virtual_hosts,
+        // Refused by the allowlist.
+        vhds: _,
+        internal_only_headers: _,
+        response_headers_to_add: _,
+        response_headers_to_remove: _,
+        request_headers_to_add: _,
+        request_headers_to_remove: _,
+        most_specific_header_mutations_wins: _,
+        validate_clusters: _,
+        max_direct_response_body_size_bytes: _,
+        cluster_specifier_plugins: _,
+        request_mirror_policies: _,
+        ignore_port_in_host_matching: _,
+        vhost_header: _,
+        ignore_path_parameters_in_path_matching: _,
+        typed_per_filter_config: _,
+        metadata: _,
+        route_specifiers: _,
+    } = rc;
     let mut names = HashSet::new();
     let mut domains = HashSet::new();
-    let mut out = Vec::with_capacity(rc.virtual_hosts.len());
-    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+    let mut out = Vec::with_capacity(virtual_hosts.len());
+    for (i, vh) in virtual_hosts.iter().enumerate() {
         let vp = p.field("virtual_hosts").index(i);
         if !names.insert(vh.name.as_str()) {
             return Err(ConfigError::invalid(
@@ -134,8 +231,7 @@ fn route_config(
                     vp.field("domains"),
                     format!(
                         "Only unique values for domains are permitted. Duplicate entry of domain \
-                         {d} in route {}",
-                        rc.name
+                         {d} in route {config_name}"
                     ),
                 ));
             }
@@ -146,81 +242,104 @@ fn route_config(
 }
 
 fn virtual_host(vh: &VirtualHost, p: &FieldPath) -> Result<model::VirtualHost, ConfigError> {
-    if vh.name.is_empty() {
+    #[allow(deprecated)]
+    let VirtualHost {
+        name,
+        domains,
+        routes,
+        // Refused by the allowlist.
+        matcher: _,
+        require_tls: _,
+        virtual_clusters: _,
+        rate_limits: _,
+        request_headers_to_add: _,
+        request_headers_to_remove: _,
+        response_headers_to_add: _,
+        response_headers_to_remove: _,
+        cors: _,
+        typed_per_filter_config: _,
+        include_request_attempt_count: _,
+        include_attempt_count_in_response: _,
+        retry_policy: _,
+        retry_policy_typed_config: _,
+        hedge_policy: _,
+        include_is_timeout_retry_header: _,
+        per_request_buffer_limit_bytes: _,
+        request_body_buffer_limit: _,
+        request_mirror_policies: _,
+        metadata: _,
+        route_specifiers: _,
+    } = vh;
+    if name.is_empty() {
         return Err(ConfigError::invalid(
             p.field("name"),
             "value length must be at least 1 characters",
         ));
     }
-    if vh.domains.is_empty() {
+    if domains.is_empty() {
         return Err(ConfigError::invalid(
             p.field("domains"),
             "value must contain at least 1 item(s)",
         ));
     }
-    let mut routes = Vec::with_capacity(vh.routes.len());
-    for (i, r) in vh.routes.iter().enumerate() {
-        routes.push(route(r, &p.field("routes").index(i))?);
+    let mut out = Vec::with_capacity(routes.len());
+    for (i, r) in routes.iter().enumerate() {
+        out.push(route(r, &p.field("routes").index(i))?);
     }
     Ok(model::VirtualHost {
-        name: vh.name.clone(),
-        domains: vh.domains.clone(),
-        routes,
+        name: name.clone(),
+        domains: domains.clone(),
+        routes: out,
     })
 }
 
 fn route(r: &Route, p: &FieldPath) -> Result<model::HttpRoute, ConfigError> {
+    #[allow(deprecated)]
+    let Route {
+        r#match,
+        action,
+        // Only labels the route in stats and dumps (ignored by the allowlist).
+        name: _,
+        // Refused by the allowlist.
+        metadata: _,
+        decorator: _,
+        typed_per_filter_config: _,
+        request_headers_to_add: _,
+        request_headers_to_remove: _,
+        response_headers_to_add: _,
+        response_headers_to_remove: _,
+        tracing: _,
+        per_request_buffer_limit_bytes: _,
+        stat_prefix: _,
+        request_body_buffer_limit: _,
+        route_specifiers: _,
+    } = r;
     let mp = p.field("match");
-    let path_match = match r.r#match.as_ref().and_then(|m| m.path_specifier.as_ref()) {
-        Some(PathSpecifier::Prefix(prefix)) => model::PathMatch::Prefix(prefix.clone()),
-        Some(PathSpecifier::Path(path)) => model::PathMatch::Path(path.clone()),
-        Some(_) => {
+    let path_match = match r#match.as_ref().map(route_match) {
+        Some(Some(PathSpecifier::Prefix(prefix))) => model::PathMatch::Prefix(prefix.clone()),
+        Some(Some(PathSpecifier::Path(path))) => model::PathMatch::Path(path.clone()),
+        Some(Some(_)) => {
             return Err(ConfigError::unsupported(mp));
         }
-        None => return Err(ConfigError::invalid(mp, "value is required")),
+        Some(None) | None => return Err(ConfigError::invalid(mp, "value is required")),
     };
-    let action = match &r.action {
-        Some(Action::Route(a)) => {
-            let ap = p.field("route");
-            let cluster = match &a.cluster_specifier {
-                Some(
-                    envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier::Cluster(
-                        c,
-                    ),
-                ) if !c.is_empty() => c.clone(),
-                Some(_) => {
-                    return Err(ConfigError::invalid(
-                        ap.field("cluster"),
-                        "value length must be at least 1 characters",
-                    ));
-                }
-                None => {
-                    return Err(ConfigError::invalid(
-                        ap,
-                        "cluster_specifier: value is required",
-                    ));
-                }
-            };
-            let timeout = match &a.timeout {
-                Some(d) => duration(d, &ap.field("timeout"))?,
-                None => DEFAULT_ROUTE_TIMEOUT,
-            };
-            model::HttpRouteAction::Cluster {
-                cluster,
-                prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|s| !s.is_empty()),
-                timeout,
-            }
-        }
-        Some(Action::DirectResponse(d)) => {
+    let action = match action {
+        Some(Action::Route(a)) => route_action(a, &p.field("route"))?,
+        Some(Action::DirectResponse(DirectResponseAction {
+            status,
+            body,
+            // Refused by the allowlist.
+            body_format: _,
+        })) => {
             let dp = p.field("direct_response");
-            if !(MIN_STATUS..MAX_STATUS_EXCLUSIVE).contains(&d.status) {
+            if !(MIN_STATUS..MAX_STATUS_EXCLUSIVE).contains(status) {
                 return Err(ConfigError::invalid(
                     dp.field("status"),
                     format!("value must be inside range [{MIN_STATUS}, {MAX_STATUS_EXCLUSIVE})"),
                 ));
             }
-            let status = u16::try_from(d.status).unwrap_or(u16::MAX);
-            let body = match &d.body {
+            let status = u16::try_from(*status).unwrap_or(u16::MAX);
+            let body = match body {
                 Some(b) => {
                     let bytes = data_source(b, &dp.field("body"))?;
                     Some(String::from_utf8_lossy(&bytes).into_owned())
@@ -235,4 +354,83 @@ fn route(r: &Route, p: &FieldPath) -> Result<model::HttpRoute, ConfigError> {
         }
     };
     Ok(model::HttpRoute { path_match, action })
+}
+
+/// `RouteMatch.path_specifier`, the one part of a match redvoy implements.
+fn route_match(m: &RouteMatch) -> Option<&PathSpecifier> {
+    let RouteMatch {
+        path_specifier,
+        // Refused by the allowlist.
+        case_sensitive: _,
+        runtime_fraction: _,
+        headers: _,
+        query_parameters: _,
+        cookies: _,
+        grpc: _,
+        tls_context: _,
+        dynamic_metadata: _,
+        filter_state: _,
+    } = m;
+    path_specifier.as_ref()
+}
+
+/// `RouteAction`: a cluster, with an optional prefix rewrite and a timeout.
+fn route_action(a: &RouteAction, p: &FieldPath) -> Result<model::HttpRouteAction, ConfigError> {
+    #[allow(deprecated)]
+    let RouteAction {
+        cluster_specifier,
+        prefix_rewrite,
+        timeout,
+        // Refused by the allowlist.
+        cluster_not_found_response_code: _,
+        metadata_match: _,
+        regex_rewrite: _,
+        path_rewrite_policy: _,
+        path_rewrite: _,
+        append_x_forwarded_host: _,
+        idle_timeout: _,
+        flush_timeout: _,
+        early_data_policy: _,
+        retry_policy: _,
+        retry_policy_typed_config: _,
+        request_mirror_policies: _,
+        priority: _,
+        rate_limits: _,
+        include_vh_rate_limits: _,
+        hash_policy: _,
+        cors: _,
+        max_grpc_timeout: _,
+        grpc_timeout_offset: _,
+        upgrade_configs: _,
+        internal_redirect_policy: _,
+        internal_redirect_action: _,
+        max_internal_redirects: _,
+        hedge_policy: _,
+        max_stream_duration: _,
+        host_rewrite_specifier: _,
+    } = a;
+    let cluster = match cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => c.clone(),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                p.field("cluster"),
+                "value length must be at least 1 characters",
+            ));
+        }
+        None => {
+            return Err(ConfigError::invalid(
+                p,
+                "cluster_specifier: value is required",
+            ));
+        }
+    };
+    let timeout = match timeout {
+        Some(d) => duration(d, &p.field("timeout"))?,
+        None => DEFAULT_ROUTE_TIMEOUT,
+    };
+    Ok(model::HttpRouteAction::Cluster {
+        cluster,
+        prefix_rewrite: Some(prefix_rewrite.clone()).filter(|s| !s.is_empty()),
+        timeout,
+    })
 }

@@ -5,17 +5,24 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
-    filter, FilterChain, FilterChainMatch, Listener,
+    filter, Filter, FilterChain, FilterChainMatch, Listener,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::weighted_cluster::ClusterWeight;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{
+    ClusterSpecifier, WeightedCluster,
+};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::conn_pool_settings::ReadPolicy;
+use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::prefix_routes::route::{
+    ReadCommandPolicy, RequestMirrorPolicy,
+};
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::prefix_routes::Route;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::redis_fault::RedisFaultType;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::redis_proxy::{
-    ConnPoolSettings, PrefixRoutes, ProtocolVersion,
+    ConnPoolSettings, PrefixRoutes, ProtocolVersion, RedisFault,
 };
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProxy;
 use prost::Message;
 
@@ -41,17 +48,57 @@ const MAX_PREFIX_BYTES: usize = 1000;
 const KEY_COMMAND: &str = "%KEY%";
 
 pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, ConfigError> {
-    let Some(address) = &l.address else {
+    #[allow(deprecated)]
+    let Listener {
+        name,
+        address,
+        filter_chains,
+        default_filter_chain,
+        traffic_direction,
+        bind_to_port,
+        use_original_dst,
+        ignore_global_conn_limit,
+        bypass_overload_manager,
+        // Ignored by the allowlist: read by other extensions only, tuning, or moot without
+        // listener filters.
+        metadata: _,
+        per_connection_buffer_limit_bytes: _,
+        listener_filters_timeout: _,
+        continue_on_listener_filters_timeout: _,
+        // Refused by the allowlist.
+        additional_addresses: _,
+        stat_prefix: _,
+        stats_matcher: _,
+        fcds_config: _,
+        filter_chain_matcher: _,
+        per_connection_buffer_high_watermark_timeout: _,
+        deprecated_v1: _,
+        drain_type: _,
+        listener_filters: _,
+        transparent: _,
+        freebind: _,
+        socket_options: _,
+        tcp_fast_open_queue_length: _,
+        udp_listener_config: _,
+        api_listener: _,
+        connection_balance_config: _,
+        reuse_port: _,
+        enable_reuse_port: _,
+        access_log: _,
+        tcp_backlog_size: _,
+        max_connections_to_accept_per_socket_event: _,
+        enable_mptcp: _,
+        tcp_keepalive: _,
+        listener_specifier: _,
+    } = l;
+    let Some(address) = &address else {
         return Err(ConfigError::invalid(
             p.field("address"),
-            format!(
-                "error adding listener named '{}': address is necessary",
-                l.name
-            ),
+            format!("error adding listener named '{name}': address is necessary"),
         ));
     };
     let address = socket_address(address, &p.field("address"), AddressKind::Bind)?;
-    let traffic_direction = match TrafficDirection::try_from(l.traffic_direction) {
+    let traffic_direction = match TrafficDirection::try_from(traffic_direction) {
         Ok(TrafficDirection::Unspecified) => model::TrafficDirection::Unspecified,
         Ok(TrafficDirection::Inbound) => model::TrafficDirection::Inbound,
         Ok(TrafficDirection::Outbound) => model::TrafficDirection::Outbound,
@@ -64,21 +111,23 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
     };
 
     let chains_p = p.field("filter_chains");
-    if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
+    if filter_chains.is_empty() && default_filter_chain.is_none() {
         return Err(ConfigError::invalid(
             chains_p,
             format!("error adding listener '{address}': no filter chains specified"),
         ));
     }
-    let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
+    let mut chains = Vec::with_capacity(filter_chains.len());
     let mut seen_matches: Vec<(usize, &FilterChainMatch)> = Vec::new();
     let default_match = FilterChainMatch::default();
-    for (i, chain) in l.filter_chains.iter().enumerate() {
+    for (i, chain) in filter_chains.iter().enumerate() {
         let cp = chains_p.index(i);
         let m = chain.filter_chain_match.as_ref().unwrap_or(&default_match);
         if let Some((first, _)) = seen_matches.iter().find(|(_, seen)| *seen == m) {
-            let name = |c: &FilterChain| c.name.clone();
-            let first_name = l.filter_chains.get(*first).map(name).unwrap_or_default();
+            let first_name = filter_chains
+                .get(*first)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             return Err(ConfigError::invalid(
                 cp.field("filter_chain_match"),
                 format!(
@@ -89,21 +138,21 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
             ));
         }
         seen_matches.push((i, m));
-        filter_chains.push(filter_chain(chain, &cp)?);
+        chains.push(filter_chain(chain, &cp)?);
     }
-    let default_filter_chain = match &l.default_filter_chain {
+    let default_filter_chain = match &default_filter_chain {
         Some(c) => Some(filter_chain(c, &p.field("default_filter_chain"))?),
         None => None,
     };
     Ok(model::Listener {
-        name: l.name,
+        name,
         address,
         traffic_direction,
-        bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
-        use_original_dst: l.use_original_dst.is_some_and(|b| b.value),
-        bypass_overload_manager: l.bypass_overload_manager,
-        ignore_global_conn_limit: l.ignore_global_conn_limit,
-        filter_chains,
+        bind_to_port: bind_to_port.is_none_or(|b| b.value),
+        use_original_dst: use_original_dst.is_some_and(|b| b.value),
+        bypass_overload_manager,
+        ignore_global_conn_limit,
+        filter_chains: chains,
         default_filter_chain,
     })
 }
@@ -121,21 +170,38 @@ fn terminal_filter_name(type_name: &str) -> Option<&'static str> {
 /// A filter chain: its match, and its one terminal filter (tolerated non-terminal filters are
 /// dropped; the allowlist walk refused every other kind).
 fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, ConfigError> {
-    let filter_chain_match = match &c.filter_chain_match {
-        Some(m) => filter_chain_match(m, &p.field("filter_chain_match"))?,
+    #[allow(deprecated)]
+    let FilterChain {
+        name,
+        filter_chain_match,
+        filters,
+        // Plaintext only, which the allowlist enforces: nothing to configure.
+        transport_socket: _,
+        // Read by other extensions, never by redis_proxy (ignored by the allowlist).
+        metadata: _,
+        // Refused by the allowlist.
+        use_proxy_proto: _,
+        transport_socket_connect_timeout: _,
+    } = c;
+    let filter_chain_match = match filter_chain_match {
+        Some(m) => self::filter_chain_match(m, &p.field("filter_chain_match"))?,
         None => model::FilterChainMatch::default(),
     };
     let filters_p = p.field("filters");
     let mut terminal = None;
-    let last = c.filters.len().saturating_sub(1);
-    for (i, f) in c.filters.iter().enumerate() {
+    let last = filters.len().saturating_sub(1);
+    for (i, f) in filters.iter().enumerate() {
+        let Filter {
+            name: filter_name,
+            config_type,
+        } = f;
         let fp = filters_p.index(i).field("typed_config");
-        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+        let Some(filter::ConfigType::TypedConfig(any)) = config_type else {
             return Err(ConfigError::unsupported_because(
                 fp,
                 format!(
-                    "network filter '{}' without a typed_config is not supported by redvoy",
-                    f.name
+                    "network filter '{filter_name}' without a typed_config is not supported by \
+                     redvoy"
                 ),
             ));
         };
@@ -146,8 +212,9 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
                 return Err(ConfigError::unsupported_because(
                     fp,
                     format!(
-                        "filter chain ends in '{}' ({}), not a terminal filter redvoy implements",
-                        f.name, any.type_url
+                        "filter chain ends in '{filter_name}' ({}), not a terminal filter redvoy \
+                         implements",
+                        any.type_url
                     ),
                 ));
             }
@@ -157,9 +224,8 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
             return Err(ConfigError::invalid(
                 filters_p.index(i),
                 format!(
-                    "Error: terminal filter named {} of type {envoy_name} must be the last filter \
-                     in a network filter chain.",
-                    f.name
+                    "Error: terminal filter named {filter_name} of type {envoy_name} must be the \
+                     last filter in a network filter chain."
                 ),
             ));
         }
@@ -193,7 +259,7 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         ));
     };
     Ok(model::FilterChain {
-        name: c.name.clone(),
+        name: name.clone(),
         filter_chain_match,
         filter,
     })
@@ -206,7 +272,21 @@ fn filter_chain_match(
     m: &FilterChainMatch,
     p: &FieldPath,
 ) -> Result<model::FilterChainMatch, ConfigError> {
-    let destination_port = match m.destination_port {
+    let FilterChainMatch {
+        destination_port,
+        prefix_ranges,
+        source_prefix_ranges,
+        source_ports,
+        server_names,
+        transport_protocol,
+        application_protocols,
+        // Refused by the allowlist.
+        address_suffix: _,
+        suffix_len: _,
+        direct_source_prefix_ranges: _,
+        source_type: _,
+    } = m;
+    let destination_port = match destination_port {
         Some(port) => {
             let port = u16::try_from(port.value)
                 .ok()
@@ -221,8 +301,8 @@ fn filter_chain_match(
         }
         None => None,
     };
-    let mut source_ports = Vec::with_capacity(m.source_ports.len());
-    for (i, port) in m.source_ports.iter().enumerate() {
+    let mut ports = Vec::with_capacity(source_ports.len());
+    for (i, port) in source_ports.iter().enumerate() {
         let port = u16::try_from(*port)
             .ok()
             .filter(|v| *v >= 1)
@@ -232,19 +312,16 @@ fn filter_chain_match(
                     format!("value must be inside range [1, {MAX_PORT}]"),
                 )
             })?;
-        source_ports.push(port);
+        ports.push(port);
     }
-    let needs_inspection = !m.server_names.is_empty()
-        || (!m.transport_protocol.is_empty() && m.transport_protocol != RAW_BUFFER)
-        || !m.application_protocols.is_empty();
+    let needs_inspection = !server_names.is_empty()
+        || (!transport_protocol.is_empty() && transport_protocol != RAW_BUFFER)
+        || !application_protocols.is_empty();
     Ok(model::FilterChainMatch {
         destination_port,
-        prefix_ranges: cidr_ranges(&m.prefix_ranges, &p.field("prefix_ranges"))?,
-        source_prefix_ranges: cidr_ranges(
-            &m.source_prefix_ranges,
-            &p.field("source_prefix_ranges"),
-        )?,
-        source_ports,
+        prefix_ranges: cidr_ranges(prefix_ranges, &p.field("prefix_ranges"))?,
+        source_prefix_ranges: cidr_ranges(source_prefix_ranges, &p.field("source_prefix_ranges"))?,
+        source_ports: ports,
         needs_inspection,
     })
 }
@@ -257,20 +334,24 @@ const MAX_PREFIX_LEN: u32 = 128;
 fn cidr_ranges(ranges: &[CidrRange], p: &FieldPath) -> Result<Vec<model::CidrRange>, ConfigError> {
     let mut out = Vec::with_capacity(ranges.len());
     for (i, r) in ranges.iter().enumerate() {
+        let CidrRange {
+            address_prefix,
+            prefix_len,
+        } = r;
         let rp = p.index(i);
-        if r.address_prefix.is_empty() {
+        if address_prefix.is_empty() {
             return Err(ConfigError::invalid(
                 rp.field("address_prefix"),
                 "value length must be at least 1 characters",
             ));
         }
-        let address: std::net::IpAddr = r.address_prefix.parse().map_err(|_| {
+        let address: std::net::IpAddr = address_prefix.parse().map_err(|_| {
             ConfigError::invalid(
                 rp.field("address_prefix"),
-                format!("malformed IP address: {}", r.address_prefix),
+                format!("malformed IP address: {address_prefix}"),
             )
         })?;
-        let len = r.prefix_len.map_or(0, |v| v.value);
+        let len = prefix_len.map_or(0, |v| v.value);
         if len > MAX_PREFIX_LEN {
             return Err(ConfigError::invalid(
                 rp.field("prefix_len"),
@@ -291,40 +372,73 @@ fn cidr_ranges(ranges: &[CidrRange], p: &FieldPath) -> Result<Vec<model::CidrRan
 const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError> {
-    if t.stat_prefix.is_empty() {
+    #[allow(deprecated)]
+    let TcpProxy {
+        stat_prefix,
+        cluster_specifier,
+        idle_timeout,
+        // Access logs never change what is proxied (ignored by the allowlist).
+        access_log: _,
+        access_log_options: _,
+        // Refused by the allowlist.
+        on_demand: _,
+        metadata_match: _,
+        downstream_idle_timeout: _,
+        upstream_idle_timeout: _,
+        max_connect_attempts: _,
+        backoff_options: _,
+        hash_policy: _,
+        tunneling_config: _,
+        max_downstream_connection_duration: _,
+        max_downstream_connection_duration_jitter_percentage: _,
+        access_log_flush_interval: _,
+        flush_access_log_on_connected: _,
+        proxy_protocol_tlvs: _,
+        proxy_protocol_tlv_merge_policy: _,
+        upstream_connect_mode: _,
+        max_early_data_bytes: _,
+        check_drain_close: _,
+    } = t;
+    if stat_prefix.is_empty() {
         return Err(ConfigError::proto_constraint(
             &p.field("stat_prefix"),
             "TcpProxy",
             "value length must be at least 1 characters",
         ));
     }
-    let (cluster, weighted_clusters) = match &t.cluster_specifier {
+    let (cluster, weighted_clusters) = match cluster_specifier {
         Some(ClusterSpecifier::Cluster(c)) => (c.clone(), Vec::new()),
-        Some(ClusterSpecifier::WeightedClusters(w)) => {
+        Some(ClusterSpecifier::WeightedClusters(WeightedCluster { clusters })) => {
             let wp = p.field("weighted_clusters").field("clusters");
-            if w.clusters.is_empty() {
+            if clusters.is_empty() {
                 return Err(ConfigError::invalid(
                     wp,
                     "value must contain at least 1 item(s)",
                 ));
             }
-            let mut weighted = Vec::with_capacity(w.clusters.len());
-            for (i, c) in w.clusters.iter().enumerate() {
-                if c.name.is_empty() {
+            let mut weighted = Vec::with_capacity(clusters.len());
+            for (i, c) in clusters.iter().enumerate() {
+                let ClusterWeight {
+                    name,
+                    weight,
+                    // Refused by the allowlist (no subset load balancing).
+                    metadata_match: _,
+                } = c;
+                if name.is_empty() {
                     return Err(ConfigError::proto_constraint(
                         &wp.index(i).field("name"),
                         "ClusterWeight",
                         "value length must be at least 1 characters",
                     ));
                 }
-                if c.weight < 1 {
+                if *weight < 1 {
                     return Err(ConfigError::proto_constraint(
                         &wp.index(i).field("weight"),
                         "ClusterWeight",
                         "value must be greater than or equal to 1",
                     ));
                 }
-                weighted.push((c.name.clone(), c.weight));
+                weighted.push((name.clone(), *weight));
             }
             (weighted[0].0.clone(), weighted)
         }
@@ -335,12 +449,12 @@ fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError
             ));
         }
     };
-    let idle_timeout = match &t.idle_timeout {
+    let idle_timeout = match idle_timeout {
         Some(d) => Some(duration(d, &p.field("idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
     };
     Ok(model::TcpProxy {
-        stat_prefix: t.stat_prefix.clone(),
+        stat_prefix: stat_prefix.clone(),
         cluster,
         weighted_clusters,
         idle_timeout,
@@ -348,85 +462,110 @@ fn tcp_proxy(t: &TcpProxy, p: &FieldPath) -> Result<model::TcpProxy, ConfigError
 }
 
 fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, ConfigError> {
-    if rp.stat_prefix.is_empty() {
+    #[allow(deprecated)]
+    let RedisProxy {
+        stat_prefix,
+        settings,
+        latency_in_micros,
+        prefix_routes,
+        downstream_auth_password,
+        downstream_auth_passwords,
+        downstream_auth_username,
+        faults,
+        custom_commands,
+        protocol_version,
+        // Refused by the allowlist.
+        external_auth_provider: _,
+    } = rp;
+    if stat_prefix.is_empty() {
         return Err(ConfigError::proto_constraint(
             &p.field("stat_prefix"),
             "RedisProxy",
             "value length must be at least 1 characters",
         ));
     }
-    let Some(settings) = &rp.settings else {
+    let Some(settings) = &settings else {
         return Err(ConfigError::invalid(
             p.field("settings"),
             "value is required",
         ));
     };
     let settings = conn_pool_settings(settings, &p.field("settings"))?;
-    let prefix_routes = prefix_routes(
-        rp.prefix_routes.unwrap_or_default(),
-        &p.field("prefix_routes"),
-    )?;
+    let prefix_routes =
+        self::prefix_routes(prefix_routes.unwrap_or_default(), &p.field("prefix_routes"))?;
 
     // `downstream_auth_password` (deprecated, still honoured) first, then
     // `downstream_auth_passwords`; empty ones dropped.
-    let mut downstream_auth_passwords = Vec::new();
-    #[allow(deprecated)]
-    let single = rp.downstream_auth_password.as_ref();
-    if let Some(pw) = optional_secret(single, &p.field("downstream_auth_password"))? {
-        downstream_auth_passwords.push(pw);
+    let mut passwords = Vec::new();
+    if let Some(pw) = optional_secret(
+        downstream_auth_password.as_ref(),
+        &p.field("downstream_auth_password"),
+    )? {
+        passwords.push(pw);
     }
-    for (i, d) in rp.downstream_auth_passwords.iter().enumerate() {
+    for (i, d) in downstream_auth_passwords.iter().enumerate() {
         let pw = data_source(d, &p.field("downstream_auth_passwords").index(i))?;
         if !pw.is_empty() {
-            downstream_auth_passwords.push(pw);
+            passwords.push(pw);
         }
     }
     let downstream_auth_username = optional_secret(
-        rp.downstream_auth_username.as_ref(),
+        downstream_auth_username.as_ref(),
         &p.field("downstream_auth_username"),
     )?;
 
-    let mut faults = Vec::with_capacity(rp.faults.len());
-    for (i, f) in rp.faults.iter().enumerate() {
-        let fp = p.field("faults").index(i);
-        let Some(enabled) = &f.fault_enabled else {
-            return Err(ConfigError::invalid(
-                fp.field("fault_enabled"),
-                "value is required",
-            ));
-        };
-        let fault_type = match RedisFaultType::try_from(f.fault_type) {
-            Ok(RedisFaultType::Delay) => model::FaultType::Delay,
-            Ok(RedisFaultType::Error) => model::FaultType::Error,
-            Err(_) => {
-                return Err(ConfigError::invalid(
-                    fp.field("fault_type"),
-                    "value must be one of the defined enum values",
-                ))
-            }
-        };
-        let delay = match &f.delay {
-            Some(d) => duration(d, &fp.field("delay"))?,
-            None => Duration::ZERO,
-        };
-        faults.push(model::Fault {
-            fault_type,
-            fault_enabled: runtime_fraction(enabled),
-            delay,
-            commands: f.commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
-        });
+    let mut model_faults = Vec::with_capacity(faults.len());
+    for (i, f) in faults.iter().enumerate() {
+        model_faults.push(fault(f, &p.field("faults").index(i))?);
     }
 
+    // An unknown number cannot get past the parser; like prost's getter, it would mean RESP2.
+    let require_resp3 = ProtocolVersion::try_from(protocol_version) == Ok(ProtocolVersion::Resp3);
     Ok(model::RedisProxy {
-        stat_prefix: rp.stat_prefix,
+        stat_prefix,
         settings,
-        latency_in_micros: rp.latency_in_micros,
+        latency_in_micros,
         prefix_routes,
-        downstream_auth_passwords,
+        downstream_auth_passwords: passwords,
         downstream_auth_username,
-        faults,
-        custom_commands: rp.custom_commands,
-        require_resp3: rp.protocol_version == ProtocolVersion::Resp3 as i32,
+        faults: model_faults,
+        custom_commands,
+        require_resp3,
+    })
+}
+
+fn fault(f: &RedisFault, p: &FieldPath) -> Result<model::Fault, ConfigError> {
+    let RedisFault {
+        fault_type,
+        fault_enabled,
+        delay,
+        commands,
+    } = f;
+    let Some(enabled) = fault_enabled else {
+        return Err(ConfigError::invalid(
+            p.field("fault_enabled"),
+            "value is required",
+        ));
+    };
+    let fault_type = match RedisFaultType::try_from(*fault_type) {
+        Ok(RedisFaultType::Delay) => model::FaultType::Delay,
+        Ok(RedisFaultType::Error) => model::FaultType::Error,
+        Err(_) => {
+            return Err(ConfigError::invalid(
+                p.field("fault_type"),
+                "value must be one of the defined enum values",
+            ))
+        }
+    };
+    let delay = match delay {
+        Some(d) => duration(d, &p.field("delay"))?,
+        None => Duration::ZERO,
+    };
+    Ok(model::Fault {
+        fault_type,
+        fault_enabled: runtime_fraction(enabled),
+        delay,
+        commands: commands.iter().map(|c| c.to_ascii_lowercase()).collect(),
     })
 }
 
@@ -435,17 +574,38 @@ fn redis_proxy(rp: RedisProxy, p: &FieldPath) -> Result<model::RedisProxy, Confi
 const DEFAULT_DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn dns_cache_config(
-    d: &envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig,
+    d: &DnsCacheConfig,
     p: &FieldPath,
 ) -> Result<model::DnsCacheConfig, ConfigError> {
     use envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily as Family;
-    if d.name.is_empty() {
+    #[allow(deprecated)]
+    let DnsCacheConfig {
+        name,
+        dns_lookup_family,
+        dns_refresh_rate,
+        dns_query_timeout,
+        max_hosts,
+        // The cache's own re-resolution and expiry tuning (ignored by the allowlist).
+        dns_min_refresh_rate: _,
+        host_ttl: _,
+        dns_failure_refresh_rate: _,
+        // Refused by the allowlist.
+        disable_dns_refresh_on_failure: _,
+        dns_cache_circuit_breaker: _,
+        use_tcp_for_dns_lookups: _,
+        dns_resolution_config: _,
+        typed_dns_resolver_config: _,
+        preresolve_hostnames: _,
+        key_value_config: _,
+        resolved_address_filter: _,
+    } = d;
+    if name.is_empty() {
         return Err(ConfigError::invalid(
             p.field("name"),
             "value length must be at least 1 characters",
         ));
     }
-    let dns_lookup_family = match Family::try_from(d.dns_lookup_family) {
+    let dns_lookup_family = match Family::try_from(*dns_lookup_family) {
         Ok(Family::Auto) => model::DnsLookupFamily::Auto,
         Ok(Family::V4Only) => model::DnsLookupFamily::V4Only,
         Ok(Family::V6Only) => model::DnsLookupFamily::V6Only,
@@ -458,20 +618,20 @@ fn dns_cache_config(
             ))
         }
     };
-    let dns_refresh_rate = match &d.dns_refresh_rate {
+    let dns_refresh_rate = match dns_refresh_rate {
         Some(r) => duration(r, &p.field("dns_refresh_rate"))?,
         None => DEFAULT_DNS_CACHE_REFRESH_RATE,
     };
-    let dns_query_timeout = match &d.dns_query_timeout {
+    let dns_query_timeout = match dns_query_timeout {
         Some(t) => duration(t, &p.field("dns_query_timeout"))?,
         None => DEFAULT_DNS_QUERY_TIMEOUT,
     };
     Ok(model::DnsCacheConfig {
-        name: d.name.clone(),
+        name: name.clone(),
         dns_lookup_family,
         dns_refresh_rate,
         dns_query_timeout,
-        max_hosts: d.max_hosts.map_or(DEFAULT_DNS_CACHE_MAX_HOSTS, |v| v.value),
+        max_hosts: max_hosts.map_or(DEFAULT_DNS_CACHE_MAX_HOSTS, |v| v.value),
     })
 }
 
@@ -479,19 +639,32 @@ fn conn_pool_settings(
     s: &ConnPoolSettings,
     p: &FieldPath,
 ) -> Result<model::ConnPoolSettings, ConfigError> {
+    let ConnPoolSettings {
+        op_timeout,
+        enable_hashtagging,
+        enable_redirection,
+        max_buffer_size_before_flush,
+        buffer_flush_timeout,
+        max_upstream_unknown_connections,
+        enable_command_stats,
+        read_policy,
+        dns_cache_config,
+        // Refused by the allowlist.
+        connection_rate_limit: _,
+    } = s;
     // Required, and Envoy 1.40 accepts 0s (the constraint is only `required`).
-    let Some(op_timeout) = &s.op_timeout else {
+    let Some(op_timeout) = op_timeout else {
         return Err(ConfigError::invalid(
             p.field("op_timeout"),
             "value is required",
         ));
     };
     let op_timeout = duration(op_timeout, &p.field("op_timeout"))?;
-    let buffer_flush_timeout = match &s.buffer_flush_timeout {
+    let buffer_flush_timeout = match buffer_flush_timeout {
         Some(d) => duration(d, &p.field("buffer_flush_timeout"))?,
         None => DEFAULT_BUFFER_FLUSH_TIMEOUT,
     };
-    let read_policy = match ReadPolicy::try_from(s.read_policy) {
+    let read_policy = match ReadPolicy::try_from(*read_policy) {
         Ok(ReadPolicy::Master) => model::ReadPolicy::Master,
         Ok(ReadPolicy::PreferMaster) => model::ReadPolicy::PreferMaster,
         Ok(ReadPolicy::Replica) => model::ReadPolicy::Replica,
@@ -515,31 +688,34 @@ fn conn_pool_settings(
     };
     Ok(model::ConnPoolSettings {
         op_timeout,
-        enable_hashtagging: s.enable_hashtagging,
-        enable_redirection: s.enable_redirection,
-        max_buffer_size_before_flush: s.max_buffer_size_before_flush,
+        enable_hashtagging: *enable_hashtagging,
+        enable_redirection: *enable_redirection,
+        max_buffer_size_before_flush: *max_buffer_size_before_flush,
         buffer_flush_timeout,
-        max_upstream_unknown_connections: s
-            .max_upstream_unknown_connections
+        max_upstream_unknown_connections: max_upstream_unknown_connections
             .map_or(DEFAULT_MAX_UPSTREAM_UNKNOWN_CONNECTIONS, |v| v.value),
-        enable_command_stats: s.enable_command_stats,
+        enable_command_stats: *enable_command_stats,
         read_policy,
-        dns_cache: s
-            .dns_cache_config
+        dns_cache: dns_cache_config
             .as_ref()
-            .map(|d| dns_cache_config(d, &p.field("dns_cache_config")))
+            .map(|d| self::dns_cache_config(d, &p.field("dns_cache_config")))
             .transpose()?,
     })
 }
 
 fn prefix_routes(pr: PrefixRoutes, p: &FieldPath) -> Result<model::PrefixRoutes, ConfigError> {
-    let mut routes = Vec::with_capacity(pr.routes.len());
+    let PrefixRoutes {
+        routes: proto_routes,
+        case_insensitive,
+        catch_all_route,
+    } = pr;
+    let mut routes = Vec::with_capacity(proto_routes.len());
     let mut seen = HashSet::new();
-    for (i, r) in pr.routes.iter().enumerate() {
+    for (i, r) in proto_routes.iter().enumerate() {
         let rp = p.field("routes").index(i);
         let mut route = route(r, &rp)?;
         // Prefixes are compared (and matched) lowercased when case_insensitive.
-        if pr.case_insensitive {
+        if case_insensitive {
             route.prefix = route.prefix.to_ascii_lowercase();
         }
         if !seen.insert(route.prefix.clone()) {
@@ -550,7 +726,7 @@ fn prefix_routes(pr: PrefixRoutes, p: &FieldPath) -> Result<model::PrefixRoutes,
         }
         routes.push(route);
     }
-    let catch_all_route = match &pr.catch_all_route {
+    let catch_all_route = match &catch_all_route {
         Some(r) => Some(route(r, &p.field("catch_all_route"))?),
         None => None,
     };
@@ -562,59 +738,72 @@ fn prefix_routes(pr: PrefixRoutes, p: &FieldPath) -> Result<model::PrefixRoutes,
     }
     Ok(model::PrefixRoutes {
         routes,
-        case_insensitive: pr.case_insensitive,
+        case_insensitive,
         catch_all_route,
     })
 }
 
 fn route(r: &Route, p: &FieldPath) -> Result<model::Route, ConfigError> {
-    if r.prefix.len() > MAX_PREFIX_BYTES {
+    let Route {
+        prefix,
+        remove_prefix,
+        cluster,
+        request_mirror_policy,
+        key_formatter,
+        read_command_policy,
+    } = r;
+    if prefix.len() > MAX_PREFIX_BYTES {
         return Err(ConfigError::invalid(
             p.field("prefix"),
             format!("value length must be at most {MAX_PREFIX_BYTES} bytes"),
         ));
     }
-    if r.cluster.is_empty() {
+    if cluster.is_empty() {
         return Err(ConfigError::invalid(
             p.field("cluster"),
             "value length must be at least 1 characters",
         ));
     }
-    let mut request_mirror_policy = Vec::with_capacity(r.request_mirror_policy.len());
-    for (i, m) in r.request_mirror_policy.iter().enumerate() {
-        if m.cluster.is_empty() {
+    let mut mirrors = Vec::with_capacity(request_mirror_policy.len());
+    for (i, m) in request_mirror_policy.iter().enumerate() {
+        let RequestMirrorPolicy {
+            cluster,
+            runtime_fraction: fraction,
+            exclude_read_commands,
+        } = m;
+        if cluster.is_empty() {
             return Err(ConfigError::invalid(
                 p.field("request_mirror_policy").index(i).field("cluster"),
                 "value length must be at least 1 characters",
             ));
         }
-        request_mirror_policy.push(model::MirrorPolicy {
-            cluster: m.cluster.clone(),
-            runtime_fraction: m.runtime_fraction.as_ref().map(runtime_fraction),
-            exclude_read_commands: m.exclude_read_commands,
+        mirrors.push(model::MirrorPolicy {
+            cluster: cluster.clone(),
+            runtime_fraction: fraction.as_ref().map(runtime_fraction),
+            exclude_read_commands: *exclude_read_commands,
         });
     }
-    let key_formatter = if r.key_formatter.is_empty() {
+    let key_formatter = if key_formatter.is_empty() {
         None
     } else {
-        check_key_formatter(&r.key_formatter, &p.field("key_formatter"))?;
-        Some(r.key_formatter.clone())
+        check_key_formatter(key_formatter, &p.field("key_formatter"))?;
+        Some(key_formatter.clone())
     };
-    let read_command_cluster = match &r.read_command_policy {
-        Some(rcp) if rcp.cluster.is_empty() => {
+    let read_command_cluster = match read_command_policy {
+        Some(ReadCommandPolicy { cluster }) if cluster.is_empty() => {
             return Err(ConfigError::invalid(
                 p.field("read_command_policy").field("cluster"),
                 "value length must be at least 1 characters",
             ));
         }
-        Some(rcp) => Some(rcp.cluster.clone()),
+        Some(ReadCommandPolicy { cluster }) => Some(cluster.clone()),
         None => None,
     };
     Ok(model::Route {
-        prefix: r.prefix.clone(),
-        remove_prefix: r.remove_prefix,
-        cluster: r.cluster.clone(),
-        request_mirror_policy,
+        prefix: prefix.clone(),
+        remove_prefix: *remove_prefix,
+        cluster: cluster.clone(),
+        request_mirror_policy: mirrors,
         key_formatter,
         read_command_cluster,
     })

@@ -4,6 +4,11 @@
 //!
 //! Runs after [`crate::supported::check`], so any field not read here is known to be unset or
 //! harmless; `typed_config`s are already native `Any`s of the expected type.
+//!
+//! Every conversion destructures its message with every field named, those it does not read
+//! bound to `_` (with the allowlist's reason where it has one), so that a field added by a
+//! newer envoy-types fails to compile here, and one the allowlist accepts but nothing reads
+//! stands out. Enums are matched by name through their prost types, never by number.
 
 mod cluster;
 mod dynamic;
@@ -21,14 +26,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::bootstrap::v3::Admin;
-use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::StaticResources;
+use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap};
 use envoy_types::pb::envoy::config::core::v3::{
-    address, data_source, socket_address, Address, DataSource, RuntimeFractionalPercent,
+    address, data_source, socket_address, Address, DataSource, Locality, Node, Pipe,
+    RuntimeFractionalPercent, SocketAddress,
 };
-use envoy_types::pb::envoy::config::overload::v3::{resource_monitor, OverloadManager};
+use envoy_types::pb::envoy::config::overload::v3::{
+    resource_monitor, OverloadManager, ResourceMonitor,
+};
 use envoy_types::pb::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use prost::Message;
 
@@ -49,34 +58,87 @@ pub(crate) fn bootstrap(
     source: model::BootstrapSource,
     opts: &LoadOptions,
 ) -> Result<model::Bootstrap, ConfigError> {
+    #[allow(deprecated)]
+    let Bootstrap {
+        node,
+        static_resources,
+        dynamic_resources,
+        admin,
+        stats_config,
+        stats_flush_interval,
+        layered_runtime,
+        overload_manager,
+        // Accepted without effect (see supported.rs): the internal listener registry only, and
+        // a cluster manager whose accepted fields change nothing redvoy runs.
+        bootstrap_extensions: _,
+        cluster_manager: _,
+        // Ignored by the allowlist: log format, and when stats are created.
+        application_log_config: _,
+        deferred_stat_options: _,
+        // Refused by the allowlist.
+        node_context_params: _,
+        hds_config: _,
+        flags_path: _,
+        stats_sinks: _,
+        watchdog: _,
+        watchdogs: _,
+        tracing: _,
+        enable_dispatcher_stats: _,
+        header_prefix: _,
+        stats_server_version_override: _,
+        use_tcp_for_dns_lookups: _,
+        dns_resolution_config: _,
+        typed_dns_resolver_config: _,
+        fatal_actions: _,
+        config_sources: _,
+        default_config_source: _,
+        default_socket_interface: _,
+        certificate_provider_instances: _,
+        inline_headers: _,
+        perf_tracing_file_path: _,
+        default_regex_engine: _,
+        xds_delegate_extension: _,
+        xds_config_tracker_extension: _,
+        listener_manager: _,
+        grpc_async_client_manager_config: _,
+        memory_allocator_manager: _,
+        enable_worker_cpu_affinity: _,
+        stats_flush: _,
+        stats_eviction: _,
+    } = b;
     let root = FieldPath::root();
-    let node = node(&b, opts);
-    let admin = match &b.admin {
-        Some(a) => admin(a, &root.field("admin"))?,
+    let node = self::node(node, opts);
+    let admin = match &admin {
+        Some(a) => self::admin(a, &root.field("admin"))?,
         None => None,
     };
-    let stats_config = match &b.stats_config {
+    let stats_config = match &stats_config {
         Some(s) => stats::stats_config(s, &root.field("stats_config"))?,
         None => model::StatsConfig::default(),
     };
     let stats_flush_interval = stats::flush_interval(
-        b.stats_flush_interval.as_ref(),
+        stats_flush_interval.as_ref(),
         &root.field("stats_flush_interval"),
     )?;
-    let runtime = match &b.layered_runtime {
+    let runtime = match &layered_runtime {
         Some(r) => runtime::layered_runtime(r, &root.field("layered_runtime"))?,
         None => model::Runtime::default(),
     };
-    let global_connection_limit = match &b.overload_manager {
-        Some(o) => overload_manager(o, &root.field("overload_manager"))?,
+    let global_connection_limit = match &overload_manager {
+        Some(o) => self::overload_manager(o, &root.field("overload_manager"))?,
         None => None,
     };
-    let statics = b.static_resources.unwrap_or_default();
+    let StaticResources {
+        listeners: static_listeners,
+        clusters: static_clusters,
+        // Refused by the allowlist (no TLS, so no secrets).
+        secrets: _,
+    } = static_resources.unwrap_or_default();
     let sr = root.field("static_resources");
 
-    let mut clusters = Vec::with_capacity(statics.clusters.len());
+    let mut clusters = Vec::with_capacity(static_clusters.len());
     let mut cluster_names = HashSet::new();
-    for (i, c) in statics.clusters.into_iter().enumerate() {
+    for (i, c) in static_clusters.into_iter().enumerate() {
         let p = sr.field("clusters").index(i);
         let c = cluster::cluster(c, &p)?;
         if !cluster_names.insert(c.name.clone()) {
@@ -88,7 +150,7 @@ pub(crate) fn bootstrap(
         clusters.push(c);
     }
 
-    let dynamic_resources = match &b.dynamic_resources {
+    let dynamic_resources = match &dynamic_resources {
         Some(d) => {
             let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
             Some(dynamic::dynamic_resources(
@@ -101,9 +163,9 @@ pub(crate) fn bootstrap(
         None => None,
     };
 
-    let mut listeners = Vec::with_capacity(statics.listeners.len());
+    let mut listeners = Vec::with_capacity(static_listeners.len());
     let mut listener_names = HashSet::new();
-    for (i, l) in statics.listeners.into_iter().enumerate() {
+    for (i, l) in static_listeners.into_iter().enumerate() {
         let p = sr.field("listeners").index(i);
         let l = listener::listener(l, &p)?;
         // Envoy would treat a second listener of the same name as an update of the first and
@@ -140,11 +202,21 @@ fn overload_manager(
     o: &OverloadManager,
     p: &FieldPath,
 ) -> Result<Option<model::GlobalConnectionLimit>, ConfigError> {
+    let OverloadManager {
+        resource_monitors,
+        // Only paces reactive monitors, which are refused.
+        refresh_interval: _,
+        // Refused by the allowlist.
+        actions: _,
+        loadshed_points: _,
+        buffer_factory_config: _,
+    } = o;
     let mut limit = None;
     let mut names = HashSet::new();
-    for (i, monitor) in o.resource_monitors.iter().enumerate() {
+    for (i, monitor) in resource_monitors.iter().enumerate() {
+        let ResourceMonitor { name, config_type } = monitor;
         let mp = p.field("resource_monitors").index(i);
-        if monitor.name.is_empty() {
+        if name.is_empty() {
             return Err(ConfigError::proto_constraint(
                 &mp.field("name"),
                 "ResourceMonitor",
@@ -152,24 +224,23 @@ fn overload_manager(
             ));
         }
         // The connection limit is a proactive resource Envoy knows by this name only.
-        if monitor.name != GLOBAL_CX_MONITOR {
+        if name != GLOBAL_CX_MONITOR {
             return Err(ConfigError::invalid(
                 mp.field("name"),
                 format!(
-                    "Didn't find a registered implementation for '{}' with type URL: \
-                     '{DOWNSTREAM_CONNECTIONS_CONFIG}'",
-                    monitor.name
+                    "Didn't find a registered implementation for '{name}' with type URL: \
+                     '{DOWNSTREAM_CONNECTIONS_CONFIG}'"
                 ),
             ));
         }
-        if !names.insert(monitor.name.as_str()) {
+        if !names.insert(name.as_str()) {
             return Err(ConfigError::invalid(
                 mp.field("name"),
-                format!("Duplicate resource monitor {}", monitor.name),
+                format!("Duplicate resource monitor {name}"),
             ));
         }
         let tp = mp.field("typed_config");
-        let config = match &monitor.config_type {
+        let config = match config_type {
             Some(resource_monitor::ConfigType::TypedConfig(any)) => {
                 DownstreamConnectionsConfig::decode(any.value.as_slice()).map_err(|e| {
                     ConfigError::invalid(
@@ -182,7 +253,10 @@ fn overload_manager(
                 return Err(ConfigError::invalid(&tp, "typed_config: value is required"));
             }
         };
-        let max = u64::try_from(config.max_active_downstream_connections)
+        let DownstreamConnectionsConfig {
+            max_active_downstream_connections,
+        } = config;
+        let max = u64::try_from(max_active_downstream_connections)
             .ok()
             .filter(|m| *m > 0)
             .ok_or_else(|| {
@@ -193,7 +267,7 @@ fn overload_manager(
                 )
             })?;
         limit = Some(model::GlobalConnectionLimit {
-            monitor_name: monitor.name.clone(),
+            monitor_name: name.clone(),
             max_active_downstream_connections: max,
         });
     }
@@ -202,11 +276,24 @@ fn overload_manager(
 
 /// `admin`: no admin listener without an address, as in Envoy.
 fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> {
-    let Some(address) = &a.address else {
+    #[allow(deprecated)]
+    let Admin {
+        address,
+        profile_path,
+        ignore_global_conn_limit,
+        // Admin access logs change no proxy behaviour (ignored by the allowlist).
+        access_log: _,
+        access_log_path: _,
+        // Refused by the allowlist.
+        socket_options: _,
+        allow_paths: _,
+    } = a;
+    let Some(address) = address else {
         return Ok(None);
     };
     let ap = p.field("address");
-    let (address, pipe) = match &address.address {
+    let Address { address: kind } = address;
+    let (address, pipe) = match kind {
         Some(address::Address::Pipe(p)) => {
             let unused = model::SocketAddress {
                 address: String::new(),
@@ -216,45 +303,43 @@ fn admin(a: &Admin, p: &FieldPath) -> Result<Option<model::Admin>, ConfigError> 
         }
         _ => (socket_address(address, &ap, AddressKind::Bind)?, None),
     };
-    let profile_path = if a.profile_path.is_empty() {
+    let profile_path = if profile_path.is_empty() {
         DEFAULT_PROFILE_PATH.to_owned()
     } else {
-        a.profile_path.clone()
+        profile_path.clone()
     };
     Ok(Some(model::Admin {
         address,
         pipe,
         profile_path,
-        ignore_global_conn_limit: a.ignore_global_conn_limit,
+        ignore_global_conn_limit: *ignore_global_conn_limit,
     }))
 }
 
 /// `config.core.v3.Pipe` with its proto constraints.
-pub(crate) fn pipe(
-    pipe: &envoy_types::pb::envoy::config::core::v3::Pipe,
-    pp: &FieldPath,
-) -> Result<model::Pipe, ConfigError> {
-    if pipe.path.is_empty() {
+pub(crate) fn pipe(pipe: &Pipe, pp: &FieldPath) -> Result<model::Pipe, ConfigError> {
+    let Pipe { path, mode } = pipe;
+    if path.is_empty() {
         return Err(ConfigError::invalid(
             pp.field("path"),
             "value length must be at least 1 characters",
         ));
     }
-    if pipe.mode > MAX_PIPE_MODE {
+    if *mode > MAX_PIPE_MODE {
         return Err(ConfigError::invalid(
             pp.field("mode"),
             format!("value must be less than or equal to {MAX_PIPE_MODE}"),
         ));
     }
     Ok(model::Pipe {
-        path: pipe.path.clone(),
-        mode: pipe.mode,
+        path: path.clone(),
+        mode: *mode,
     })
 }
 
 /// `node`, overridden by `--service-node/--service-cluster/--service-zone` as Envoy does.
-fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
-    let mut n = b.node.clone().unwrap_or_default();
+fn node(node: Option<Node>, opts: &LoadOptions) -> model::Node {
+    let mut n = node.unwrap_or_default();
     let pick = |flag: &Option<String>, from_config: &mut String| {
         if let Some(v) = flag.as_ref().filter(|v| !v.is_empty()) {
             from_config.clone_from(v);
@@ -268,16 +353,33 @@ fn node(b: &Bootstrap, opts: &LoadOptions) -> model::Node {
             .zone
             .clone_from(zone);
     }
-    let zone = n
-        .locality
-        .as_ref()
-        .map(|l| l.zone.clone())
-        .unwrap_or_default();
-    model::Node {
-        id: n.id.clone(),
-        cluster: n.cluster.clone(),
+    let encoded = n.encode_to_vec().into();
+    #[allow(deprecated)]
+    let Node {
+        id,
+        cluster,
+        locality,
+        // Only for management servers, which get the whole node as `encoded`.
+        metadata: _,
+        user_agent_name: _,
+        user_agent_version_type: _,
+        // Refused by the allowlist.
+        dynamic_parameters: _,
+        extensions: _,
+        client_features: _,
+        listening_addresses: _,
+    } = n;
+    let Locality {
         zone,
-        encoded: prost::Message::encode_to_vec(&n).into(),
+        // Only for management servers, in `encoded`.
+        region: _,
+        sub_zone: _,
+    } = locality.unwrap_or_default();
+    model::Node {
+        id,
+        cluster,
+        zone,
+        encoded,
     }
 }
 
@@ -298,7 +400,8 @@ pub(crate) fn socket_address(
     p: &FieldPath,
     kind: AddressKind,
 ) -> Result<model::SocketAddress, ConfigError> {
-    let sa = match &a.address {
+    let Address { address } = a;
+    let sa = match address {
         Some(address::Address::SocketAddress(sa)) => sa,
         Some(address::Address::Pipe(_)) => {
             return Err(ConfigError::unsupported_because(
@@ -309,14 +412,24 @@ pub(crate) fn socket_address(
         }
         _ => return Err(ConfigError::invalid(p, "address is required")),
     };
+    let SocketAddress {
+        address,
+        port_specifier,
+        // TCP when unset; UDP is refused by the allowlist.
+        protocol: _,
+        // Refused by the allowlist.
+        resolver_name: _,
+        ipv4_compat: _,
+        network_namespace_filepath: _,
+    } = sa;
     let sp = p.field("socket_address");
-    if sa.address.is_empty() {
+    if address.is_empty() {
         return Err(ConfigError::invalid(
             sp.field("address"),
             "value length must be at least 1 characters",
         ));
     }
-    let port = match sa.port_specifier {
+    let port = match *port_specifier {
         Some(socket_address::PortSpecifier::PortValue(port)) => port,
         // Named ports were refused by the allowlist.
         _ => {
@@ -332,35 +445,35 @@ pub(crate) fn socket_address(
             "value must be less than or equal to 65535",
         )
     })?;
-    let is_ip = sa.address.parse::<std::net::IpAddr>().is_ok();
+    let is_ip = address.parse::<std::net::IpAddr>().is_ok();
     match kind {
         AddressKind::Bind if !is_ip => {
             return Err(ConfigError::invalid(
                 sp.field("address"),
-                format!("malformed IP address: {}", sa.address),
+                format!("malformed IP address: {address}"),
             ));
         }
         AddressKind::StaticEndpoint if !is_ip => {
             return Err(ConfigError::invalid(
                 sp.field("address"),
                 format!(
-                    "malformed IP address: {}. Consider setting resolver_name or setting cluster \
-                     type to 'STRICT_DNS' or 'LOGICAL_DNS'",
-                    sa.address
+                    "malformed IP address: {address}. Consider setting resolver_name or setting \
+                     cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'"
                 ),
             ));
         }
         _ => {}
     }
     Ok(model::SocketAddress {
-        address: sa.address.clone(),
+        address: address.clone(),
         port,
     })
 }
 
 /// A proto Duration as a std one; negative durations are rejected as Envoy does.
 pub(crate) fn duration(d: &PbDuration, p: &FieldPath) -> Result<Duration, ConfigError> {
-    let (Ok(secs), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
+    let PbDuration { seconds, nanos } = *d;
+    let (Ok(secs), Ok(nanos)) = (u64::try_from(seconds), u32::try_from(nanos)) else {
         return Err(ConfigError::invalid(
             p,
             "Invalid duration: Expected positive duration",
@@ -377,20 +490,27 @@ pub(crate) fn duration(d: &PbDuration, p: &FieldPath) -> Result<Duration, Config
 
 /// `RuntimeFractionalPercent` → model; no `default_value` means 0 %.
 pub(crate) fn runtime_fraction(r: &RuntimeFractionalPercent) -> model::RuntimeFraction {
-    let (numerator, denominator) = match &r.default_value {
-        Some(f) => {
-            let denominator = match DenominatorType::try_from(f.denominator) {
+    let RuntimeFractionalPercent {
+        default_value,
+        runtime_key,
+    } = r;
+    let (numerator, denominator) = match default_value {
+        Some(FractionalPercent {
+            numerator,
+            denominator,
+        }) => {
+            let denominator = match DenominatorType::try_from(*denominator) {
                 Ok(DenominatorType::TenThousand) => 10_000,
                 Ok(DenominatorType::Million) => 1_000_000,
                 // Unknown values cannot get past the parser; HUNDRED is the default.
                 Ok(DenominatorType::Hundred) | Err(_) => 100,
             };
-            (f.numerator, denominator)
+            (*numerator, denominator)
         }
         None => (0, 100),
     };
     model::RuntimeFraction {
-        runtime_key: r.runtime_key.clone(),
+        runtime_key: runtime_key.clone(),
         numerator,
         denominator,
     }
@@ -398,7 +518,12 @@ pub(crate) fn runtime_fraction(r: &RuntimeFractionalPercent) -> model::RuntimeFr
 
 /// Reads a `DataSource` once, at load (as Envoy's redis_proxy does). Errors use Envoy's words.
 pub(crate) fn data_source(d: &DataSource, p: &FieldPath) -> Result<Bytes, ConfigError> {
-    match &d.specifier {
+    let DataSource {
+        specifier,
+        // Refused by the allowlist: a credential is read once, at load.
+        watched_directory: _,
+    } = d;
+    match specifier {
         Some(data_source::Specifier::InlineString(s)) => Ok(Bytes::from(s.clone().into_bytes())),
         Some(data_source::Specifier::InlineBytes(b)) => Ok(Bytes::from(b.clone())),
         Some(data_source::Specifier::Filename(f)) => {

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::LayerSpecifier;
-use envoy_types::pb::envoy::config::bootstrap::v3::LayeredRuntime;
+use envoy_types::pb::envoy::config::bootstrap::v3::{LayeredRuntime, RuntimeLayer};
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::{Struct, Value};
 
@@ -18,18 +19,25 @@ pub(super) fn layered_runtime(
     r: &LayeredRuntime,
     p: &FieldPath,
 ) -> Result<model::Runtime, ConfigError> {
-    let mut layers = Vec::with_capacity(r.layers.len());
+    let LayeredRuntime {
+        layers: proto_layers,
+    } = r;
+    let mut layers = Vec::with_capacity(proto_layers.len());
     let mut names = HashSet::new();
     let mut has_admin = false;
-    for (i, layer) in r.layers.iter().enumerate() {
+    for (i, layer) in proto_layers.iter().enumerate() {
+        let RuntimeLayer {
+            name,
+            layer_specifier,
+        } = layer;
         let lp = p.field("layers").index(i);
-        if layer.name.is_empty() {
+        if name.is_empty() {
             return Err(ConfigError::invalid(
                 lp.field("name"),
                 "value length must be at least 1 characters",
             ));
         }
-        let kind = match &layer.layer_specifier {
+        let kind = match layer_specifier {
             None => return Err(ConfigError::invalid(lp, "layer_specifier is required")),
             Some(LayerSpecifier::StaticLayer(s)) => {
                 let mut values = BTreeMap::new();
@@ -55,14 +63,14 @@ pub(super) fn layered_runtime(
                 return Err(ConfigError::unsupported(lp.field("rtds_layer")));
             }
         };
-        if !names.insert(layer.name.as_str()) {
+        if !names.insert(name.as_str()) {
             return Err(ConfigError::invalid(
                 lp.field("name"),
-                format!("Duplicate layer name: {}", layer.name),
+                format!("Duplicate layer name: {name}"),
             ));
         }
         layers.push(model::RuntimeLayer {
-            name: layer.name.clone(),
+            name: name.clone(),
             kind,
         });
     }
@@ -142,19 +150,16 @@ fn fractional_percent(s: &Struct, p: &FieldPath) -> Result<model::RuntimeValue, 
                 numerator = s.parse().unwrap_or(0);
             }
             ("denominator", Some(Kind::StringValue(s))) => {
-                denominator = match s.to_ascii_uppercase().as_str() {
-                    "HUNDRED" => 100,
-                    "TEN_THOUSAND" => 10_000,
-                    "MILLION" => 1_000_000,
-                    _ => return Err(bad(&format!("denominator '{s}'"))),
-                };
+                denominator = DenominatorType::from_str_name(&s.to_ascii_uppercase())
+                    .map(denominator_value)
+                    .ok_or_else(|| bad(&format!("denominator '{s}'")))?;
             }
             ("denominator", Some(Kind::NumberValue(n))) => {
-                // The enum's numbers: HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2.
-                denominator = [100, 10_000, 1_000_000]
-                    .into_iter()
-                    .zip([0.0, 1.0, 2.0])
-                    .find_map(|(d, k)| (*n == k).then_some(d))
+                // JSON may give an enum by its number; only an exact integral one names it.
+                denominator = Some(*n)
+                    .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n <= f64::from(i32::MAX))
+                    .and_then(|n| DenominatorType::try_from(n as i32).ok())
+                    .map(denominator_value)
                     .ok_or_else(|| bad(&format!("denominator {n}")))?;
             }
             (other, _) => return Err(bad(&format!("field '{other}'"))),
@@ -164,4 +169,13 @@ fn fractional_percent(s: &Struct, p: &FieldPath) -> Result<model::RuntimeValue, 
         numerator,
         denominator,
     })
+}
+
+/// What a `FractionalPercent.denominator` divides by.
+fn denominator_value(d: DenominatorType) -> u32 {
+    match d {
+        DenominatorType::Hundred => 100,
+        DenominatorType::TenThousand => 10_000,
+        DenominatorType::Million => 1_000_000,
+    }
 }

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::metrics::v3::stats_matcher::StatsMatcher as MatcherKind;
 use envoy_types::pb::envoy::config::metrics::v3::tag_specifier::TagValue;
-use envoy_types::pb::envoy::config::metrics::v3::{StatsConfig, TagSpecifier};
+use envoy_types::pb::envoy::config::metrics::v3::{
+    HistogramBucketSettings, StatsConfig, StatsMatcher, TagSpecifier,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-use envoy_types::pb::envoy::r#type::matcher::v3::{ListStringMatcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{ListStringMatcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 
 use super::duration;
@@ -79,12 +81,23 @@ pub(super) fn stats_config(
     s: &StatsConfig,
     p: &FieldPath,
 ) -> Result<model::StatsConfig, ConfigError> {
-    let mut stats_tags = Vec::with_capacity(s.stats_tags.len());
-    for (i, t) in s.stats_tags.iter().enumerate() {
+    let StatsConfig {
+        stats_tags: tags,
+        use_all_default_tags,
+        stats_matcher,
+        histogram_bucket_settings: bucket_settings,
+        // Refused by the allowlist.
+        allow_default_tag_overrides: _,
+    } = s;
+    let mut stats_tags = Vec::with_capacity(tags.len());
+    for (i, t) in tags.iter().enumerate() {
         stats_tags.push(tag_specifier(t, &p.field("stats_tags").index(i))?);
     }
     let mp = p.field("stats_matcher");
-    let matcher = match s.stats_matcher.as_ref().map(|m| &m.stats_matcher) {
+    let matcher = match stats_matcher
+        .as_ref()
+        .map(|StatsMatcher { stats_matcher }| stats_matcher)
+    {
         None => model::StatsMatcher::AcceptAll,
         Some(None) => return Err(ConfigError::invalid(mp, "stats_matcher is required")),
         Some(Some(MatcherKind::RejectAll(true))) => model::StatsMatcher::RejectAll,
@@ -97,20 +110,25 @@ pub(super) fn stats_config(
             model::StatsMatcher::Exclusion(list(l, &mp.field("exclusion_list"))?)
         }
     };
-    let mut histogram_bucket_settings = Vec::with_capacity(s.histogram_bucket_settings.len());
-    for (i, h) in s.histogram_bucket_settings.iter().enumerate() {
+    let mut histogram_bucket_settings = Vec::with_capacity(bucket_settings.len());
+    for (i, h) in bucket_settings.iter().enumerate() {
+        let HistogramBucketSettings {
+            r#match,
+            buckets,
+            bins,
+        } = h;
         let hp = p.field("histogram_bucket_settings").index(i);
-        let Some(m) = &h.r#match else {
+        let Some(m) = r#match else {
             return Err(ConfigError::invalid(hp.field("match"), "value is required"));
         };
         let matcher = string_matcher(m, &hp.field("match"))?;
-        for (j, b) in h.buckets.iter().enumerate() {
+        for (j, b) in buckets.iter().enumerate() {
             let bp = hp.field("buckets").index(j);
             // `!(b > 0)` also catches NaN, which the proto constraint refuses too.
             if b.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 return Err(ConfigError::invalid(bp, "value must be greater than 0"));
             }
-            if h.buckets[..j].contains(b) {
+            if buckets[..j].contains(b) {
                 return Err(ConfigError::invalid(
                     bp,
                     "repeated value must contain unique items",
@@ -119,37 +137,40 @@ pub(super) fn stats_config(
         }
         histogram_bucket_settings.push(model::HistogramBucketSettings {
             matcher,
-            buckets: h.buckets.clone(),
-            bins: h.bins.map(|b| b.value),
+            buckets: buckets.clone(),
+            bins: bins.map(|b| b.value),
         });
     }
     Ok(model::StatsConfig {
         stats_tags,
-        use_all_default_tags: s.use_all_default_tags.is_none_or(|v| v.value),
+        use_all_default_tags: use_all_default_tags.is_none_or(|v| v.value),
         matcher,
         histogram_bucket_settings,
     })
 }
 
 fn tag_specifier(t: &TagSpecifier, p: &FieldPath) -> Result<model::TagSpecifier, ConfigError> {
-    if t.tag_name.is_empty() {
+    let TagSpecifier {
+        tag_name,
+        tag_value,
+    } = t;
+    if tag_name.is_empty() {
         return Err(ConfigError::invalid(
             p.field("tag_name"),
             "tag_name cannot be empty",
         ));
     }
-    let (regex, fixed_value) = match &t.tag_value {
+    let (regex, fixed_value) = match tag_value {
         Some(TagValue::Regex(r)) if !r.is_empty() => (Some(r.clone()), None),
         Some(TagValue::FixedValue(v)) => (None, Some(v.clone())),
         // Unset or empty: Envoy falls back to its built-in extractor(s) of that name.
         Some(TagValue::Regex(_)) | None => {
-            if !DEFAULT_TAG_NAMES.contains(&t.tag_name.as_str()) {
+            if !DEFAULT_TAG_NAMES.contains(&tag_name.as_str()) {
                 return Err(ConfigError::invalid(
                     p,
                     format!(
                         "No regex specified for tag specifier and no default regex for name: \
-                         '{}'",
-                        t.tag_name
+                         '{tag_name}'"
                     ),
                 ));
             }
@@ -157,21 +178,22 @@ fn tag_specifier(t: &TagSpecifier, p: &FieldPath) -> Result<model::TagSpecifier,
         }
     };
     Ok(model::TagSpecifier {
-        tag_name: t.tag_name.clone(),
+        tag_name: tag_name.clone(),
         regex,
         fixed_value,
     })
 }
 
 fn list(l: &ListStringMatcher, p: &FieldPath) -> Result<Vec<model::StringMatcher>, ConfigError> {
+    let ListStringMatcher { patterns } = l;
     let pp = p.field("patterns");
-    if l.patterns.is_empty() {
+    if patterns.is_empty() {
         return Err(ConfigError::invalid(
             pp,
             "value must contain at least 1 item(s)",
         ));
     }
-    l.patterns
+    patterns
         .iter()
         .enumerate()
         .map(|(i, m)| string_matcher(m, &pp.index(i)))
@@ -193,7 +215,11 @@ pub(crate) fn string_matcher(
             Ok(v.to_owned())
         }
     };
-    let (kind, value) = match &m.match_pattern {
+    let StringMatcher {
+        match_pattern,
+        ignore_case,
+    } = m;
+    let (kind, value) = match match_pattern {
         None => return Err(ConfigError::invalid(p, "match_pattern is required")),
         Some(MatchPattern::Exact(v)) => (model::StringMatchKind::Exact, v.clone()),
         Some(MatchPattern::Prefix(v)) => (model::StringMatchKind::Prefix, non_empty(v, "prefix")?),
@@ -201,15 +227,19 @@ pub(crate) fn string_matcher(
         Some(MatchPattern::Contains(v)) => {
             (model::StringMatchKind::Contains, non_empty(v, "contains")?)
         }
-        Some(MatchPattern::SafeRegex(r)) => {
+        Some(MatchPattern::SafeRegex(RegexMatcher {
+            regex,
+            // Only tunes RE2's program-size limits (ignored by the allowlist).
+            engine_type: _,
+        })) => {
             let rp = p.field("safe_regex").field("regex");
-            if m.ignore_case {
+            if *ignore_case {
                 return Err(ConfigError::invalid(
                     p.field("ignore_case"),
                     "ignore_case has no effect for safe_regex.",
                 ));
             }
-            let regex = non_empty(&r.regex, "safe_regex.regex")?;
+            let regex = non_empty(regex, "safe_regex.regex")?;
             // RE2 syntax is the `regex` crate's: what one refuses (look-around, back-references)
             // the other refuses too, so a bad pattern fails at load as in Envoy.
             if let Err(e) = regex::RegexBuilder::new(&regex)
@@ -230,7 +260,7 @@ pub(crate) fn string_matcher(
     Ok(model::StringMatcher {
         kind,
         value,
-        ignore_case: m.ignore_case,
+        ignore_case: *ignore_case,
     })
 }
 

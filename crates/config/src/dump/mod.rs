@@ -510,7 +510,7 @@ fn dynamic_load_assignment(
     }
     let is_eds = matches!(
         cluster.cluster_discovery_type,
-        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
+        Some(ClusterDiscoveryType::Type(t)) if DiscoveryType::try_from(t) == Ok(DiscoveryType::Eds)
     );
     if is_eds {
         let service = cluster
@@ -601,7 +601,10 @@ fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssig
     let is_static = !matches!(
         c.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(t))
-            if t == DiscoveryType::StrictDns as i32 || t == DiscoveryType::LogicalDns as i32
+            if matches!(
+                DiscoveryType::try_from(t),
+                Ok(DiscoveryType::StrictDns | DiscoveryType::LogicalDns)
+            )
     );
     let config: Vec<ConfigEndpoint<'_>> = c
         .load_assignment
