@@ -98,7 +98,7 @@ impl CommandStatsCache {
 /// What a pooled request keeps so that a MOVED/ASK reply can resend it elsewhere.
 struct Resendable {
     request: Bytes,
-    cmd: &'static str,
+    stat: &'static str,
     hops: u8,
 }
 
@@ -176,8 +176,7 @@ impl UpstreamClient {
     }
 
     /// Queues an encoded request whose upstream stat name is `stat` (see
-    /// [`CommandStatsCache::get`]). The reply (or failure)
-    /// goes to `completion`.
+    /// [`CommandStatsCache::get`]). The reply (or failure) goes to `completion`.
     pub(crate) fn send(
         self: &Rc<Self>,
         request: &[u8],
@@ -186,7 +185,7 @@ impl UpstreamClient {
     ) {
         let resend = self.redirects.then(|| Resendable {
             request: Bytes::copy_from_slice(request),
-            cmd: stat,
+            stat,
             hops: 0,
         });
         self.enqueue(request, completion, stat, resend);
@@ -200,10 +199,10 @@ impl UpstreamClient {
         }
         let resend = self.redirects.then(|| Resendable {
             request: r.request.clone(),
-            cmd: r.cmd,
+            stat: r.stat,
             hops: r.hops,
         });
-        self.enqueue(&r.request, r.completion, r.cmd, resend);
+        self.enqueue(&r.request, r.completion, r.stat, resend);
     }
 
     fn enqueue(
@@ -484,7 +483,7 @@ impl UpstreamClient {
                         let retry = RedirectRequest {
                             request: resend.request,
                             completion: request.completion,
-                            cmd: resend.cmd,
+                            stat: resend.stat,
                             hops: resend.hops.saturating_add(1),
                         };
                         // On failure Envoy passes the original MOVED/ASK error through.

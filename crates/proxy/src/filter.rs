@@ -71,7 +71,8 @@ pub struct FilterConfig {
     commands: Vec<Command>,
     pub(crate) runtime: Runtime,
     /// Matched against the lowercased command, so only lowercase entries ever match (Envoy);
-    /// the value indexes `commands`.
+    /// the value indexes `commands`. Entries naming a supported command are not here: that
+    /// command keeps its own spec (marked `custom`).
     custom_commands: HashMap<String, usize>,
     /// `command.multi.*`, where Envoy counts every command queued in a transaction.
     pub(crate) multi_stats: Option<usize>,
@@ -154,10 +155,10 @@ impl FilterConfig {
             faults: faults.list_for(name),
             custom: config.custom_commands.iter().any(|c| c == name),
         };
-        let known = supported_commands::names();
-        let mut commands: Vec<Command> = known
+        // Indexed by `CommandSpec::id`: the table lists every command at its id.
+        let mut commands: Vec<Command> = supported_commands::all()
             .iter()
-            .filter_map(|name| Some(resolve(name, *supported_commands::lookup(name)?)))
+            .map(|(name, spec)| resolve(name, *spec))
             .collect();
         let mut custom_commands = HashMap::new();
         for name in &config.custom_commands {

@@ -112,7 +112,7 @@ impl Session {
         if r.args.len() != 2 {
             return self.push_ready(
                 error_value("ERR wrong number of arguments for 'select' command"),
-                r.command,
+                r.stats,
                 true,
             );
         }
@@ -127,7 +127,7 @@ impl Session {
             None => error_value("ERR value is not an integer or out of range"),
         };
         let error = matches!(reply, RespValue::Error(_));
-        self.push_ready(reply, r.command, error);
+        self.push_ready(reply, r.stats, error);
     }
 
     pub(crate) fn auth(&mut self, args: &[Bytes]) -> RespValue {

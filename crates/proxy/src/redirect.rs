@@ -49,7 +49,8 @@ impl<'a> Redirection<'a> {
 pub(crate) struct RedirectRequest {
     pub request: Bytes,
     pub completion: Option<Completion>,
-    pub cmd: &'static str,
+    /// The upstream stat name (`CommandSpec::upstream_stat`).
+    pub stat: &'static str,
     pub hops: u8,
 }
 

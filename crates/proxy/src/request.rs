@@ -18,7 +18,7 @@ pub(crate) struct Request<'a> {
     /// Listed in `custom_commands`.
     pub(crate) custom: bool,
     /// Where the request's `command.<name>.*` stats are (`multi` inside a transaction).
-    pub(crate) command: Option<usize>,
+    pub(crate) stats: Option<usize>,
 }
 
 /// The request as received, re-encoded only when the bytes on the wire were not canonical.

@@ -38,7 +38,7 @@ static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 
 /// What the connection loop needs from the listener that accepted it: the newer filter after
 /// a config push, and a place on the list of sessions woken when a drain ends. Implemented by
-/// the worker's listener (`worker.rs`), which this file does not know.
+/// `FilterSource` in `listener/accept.rs`, which this file does not know.
 pub(crate) trait FilterUpdates {
     /// The filter that replaces the session's after a config push; `None` while unchanged.
     fn changed(&mut self) -> Option<Rc<WorkerFilter>>;

@@ -137,11 +137,11 @@ impl Session {
             "wrong number of arguments for '{}' command",
             String::from_utf8_lossy(&r.args[0])
         );
-        self.push_ready(error_value(&text), r.command, true);
+        self.push_ready(error_value(&text), r.stats, true);
     }
 
     pub(crate) fn no_host(&self, r: &Request<'_>) {
-        self.push_ready(error_value(NO_UPSTREAM_HOST), r.command, true);
+        self.push_ready(error_value(NO_UPSTREAM_HOST), r.stats, true);
     }
 
     pub(crate) fn pool(&self, index: usize) -> Option<&ClusterPool> {

@@ -90,12 +90,11 @@ impl Session {
             // The reply is in the protocol HELLO chose.
             self.resp3_shape.set(shape(self.client.resp));
             // Envoy counts HELLO in `command.hello.*` (a refused one as an error).
-            let command = stats.command_index("hello");
-            if let Some(cs) = command.and_then(|i| stats.command_at(i)) {
+            if let Some(cs) = command.stats.and_then(|i| stats.command_at(i)) {
                 cs.total.inc();
             }
             let error = matches!(reply, RespValue::Error(_));
-            self.push_ready(reply, command, error);
+            self.push_ready(reply, command.stats, error);
             return;
         }
         if !self.authenticated {
@@ -185,7 +184,7 @@ impl Session {
             cmd,
             spec: command.spec,
             custom: command.custom,
-            command: stats_index,
+            stats: stats_index,
         };
         if self.tx.active {
             self.in_transaction(&request);
@@ -240,7 +239,7 @@ impl Session {
             return self.no_host(r);
         };
         let request = request_bytes(r, key_index, &routed_key);
-        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.stats);
         client.send(
             &request,
             Some(self.completion(seq, 0)),
@@ -268,7 +267,7 @@ impl Session {
         } = sub;
         let items = &r.args[1..];
         let fragments = items.len() / step;
-        let seq = self.push_waiting(merge, fragments as u32, r.command);
+        let seq = self.push_waiting(merge, fragments as u32, r.stats);
         let is_read = r.spec.read;
         let mut out = BytesMut::new();
         for (i, chunk) in items.chunks(step).enumerate() {
@@ -343,7 +342,7 @@ impl Session {
 
     /// Sends the request unchanged to every shard of `pool`, gathering into `merge`.
     fn broadcast(&self, r: &Request<'_>, pool: &ClusterPool, shards: usize, merge: FragmentMerge) {
-        let seq = self.push_waiting(merge, shards as u32, r.command);
+        let seq = self.push_waiting(merge, shards as u32, r.stats);
         let request = whole_request(r);
         for shard in 0..shards {
             match pool.client_for_shard(shard) {
@@ -371,10 +370,10 @@ impl Session {
         }
         if hosts as u64 > SCAN_HOSTS {
             let text = format!("ERR SCAN through the proxy covers at most {SCAN_HOSTS} hosts");
-            return self.push_ready(error_value(&text), r.command, true);
+            return self.push_ready(error_value(&text), r.stats, true);
         }
         let Some((host, cursor)) = split_scan_cursor(&r.args[1]).filter(|(h, _)| *h < hosts) else {
-            return self.push_ready(error_value("ERR invalid cursor"), r.command, true);
+            return self.push_ready(error_value("ERR invalid cursor"), r.stats, true);
         };
         let Some(client) = pool.client_for_shard(host) else {
             return self.no_host(r);
@@ -384,7 +383,7 @@ impl Session {
         parts[1] = cursor.as_bytes();
         let mut out = BytesMut::new();
         encode::command(&mut out, &parts);
-        let seq = self.push_waiting(FragmentMerge::Scan { host, hosts }, 1, r.command);
+        let seq = self.push_waiting(FragmentMerge::Scan { host, hosts }, 1, r.stats);
         client.send(&out, Some(self.completion(seq, 0)), r.spec.upstream_stat);
     }
 
@@ -399,7 +398,7 @@ impl Session {
         }
         let Some(agg) = cluster_scope::aggregation_for(r.cmd, r.args) else {
             let text = cluster_scope::UNSUPPORTED_CLUSTER_SCOPE_COMMAND;
-            return self.push_ready(error_value(text), r.command, true);
+            return self.push_ready(error_value(text), r.stats, true);
         };
         self.broadcast(
             r,
@@ -422,14 +421,14 @@ impl Session {
             .and_then(|s| s.parse::<usize>().ok());
         let Some(index) = index else {
             let text = "ERR invalid shard_id - must be a numeric shard index";
-            return self.push_ready(error_value(text), r.command, true);
+            return self.push_ready(error_value(text), r.stats, true);
         };
         if index >= shards {
             let text = format!(
                 "ERR shard_id {index} out of range (0-{})",
                 shards.saturating_sub(1)
             );
-            return self.push_ready(error_value(&text), r.command, true);
+            return self.push_ready(error_value(&text), r.stats, true);
         }
         let Some(client) = pool.client_for_shard(index) else {
             return self.no_host(r);
@@ -438,7 +437,7 @@ impl Session {
         let mut parts: Vec<&[u8]> = vec![b"INFO"];
         parts.extend(r.args.get(2).map(|s| &s[..]));
         encode::command(&mut out, &parts);
-        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.stats);
         client.send(&out, Some(self.completion(seq, 0)), "unknown");
     }
 
@@ -447,7 +446,7 @@ impl Session {
             let sub = String::from_utf8_lossy(&r.args[1]).to_ascii_lowercase();
             if !commands::CLUSTER_SUBCOMMANDS.contains(&sub.as_str()) {
                 let text = format!("ERR cluster subcommand '{sub}' is not supported");
-                return self.push_ready(error_value(&text), r.command, true);
+                return self.push_ready(error_value(&text), r.stats, true);
             }
         }
         let Some(pool) = self.keyless_pool(b"", true) else {
@@ -465,7 +464,7 @@ impl Session {
         let Some(client) = pool.client_for_shard(shard) else {
             return self.no_host(r);
         };
-        let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
+        let seq = self.push_waiting(FragmentMerge::Single, 1, r.stats);
         client.send(
             &whole_request(r),
             Some(self.completion(seq, 0)),

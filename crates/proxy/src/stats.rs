@@ -44,8 +44,7 @@ pub struct ProxyStats {
     pub downstream_cx_tx_bytes_total: Counter,
     pub downstream_rq_active: Gauge,
     pub downstream_rq_total: Counter,
-    /// RESP3 listeners only (commands before HELLO 3); listed at zero as Envoy lists it.
-    #[allow(dead_code)]
+    /// Requests refused by the RESP3 gate (`protocol_version: RESP3`) before `HELLO 3`.
     pub downstream_rq_noproto: Counter,
     pub splitter_invalid_request: Counter,
     pub splitter_unsupported_command: Counter,

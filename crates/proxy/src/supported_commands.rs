@@ -349,8 +349,8 @@ impl CommandSpec {
 
 struct Tables {
     by_name: HashMap<&'static str, CommandSpec>,
-    /// Indexed by `CommandSpec::id`.
-    names: Vec<&'static str>,
+    /// Every command and its spec, indexed by `CommandSpec::id`.
+    all: Vec<(&'static str, CommandSpec)>,
 }
 
 fn tables() -> &'static Tables {
@@ -397,11 +397,9 @@ fn tables() -> &'static Tables {
         ];
         class.extend_from_slice(fixed);
         let mut by_name = HashMap::new();
-        let mut names = Vec::new();
+        let mut all = Vec::new();
+        // Every name is listed once (a test checks it), so ids follow the lists' order.
         for (name, class) in class {
-            if by_name.contains_key(name) {
-                continue;
-            }
             let upstream_stat = match class {
                 CommandClass::Simple
                 | CommandClass::Eval
@@ -411,7 +409,7 @@ fn tables() -> &'static Tables {
                 _ => "unknown",
             };
             let spec = CommandSpec {
-                id: names.len(),
+                id: all.len(),
                 class,
                 read: !WRITES.contains(&name),
                 without_args: WITHOUT_MANDATORY_ARGS.contains(&name),
@@ -419,9 +417,9 @@ fn tables() -> &'static Tables {
                 upstream_stat,
             };
             by_name.insert(name, spec);
-            names.push(name);
+            all.push((name, spec));
         }
-        Tables { by_name, names }
+        Tables { by_name, all }
     })
 }
 
@@ -430,9 +428,9 @@ pub fn lookup(cmd: &str) -> Option<&'static CommandSpec> {
     tables().by_name.get(cmd)
 }
 
-/// Every supported command name, indexed by `CommandSpec::id`.
-pub fn names() -> &'static [&'static str] {
-    &tables().names
+/// Every supported command and its spec, indexed by `CommandSpec::id`.
+pub fn all() -> &'static [(&'static str, CommandSpec)] {
+    &tables().all
 }
 
 /// Commands redvoy supports beyond Envoy 1.40. They get no `command.<name>.*` stats, so that
@@ -499,9 +497,16 @@ mod tests {
         assert!(!allowed("eval"));
         assert_eq!(upstream_stat_name("get"), "get");
         assert_eq!(upstream_stat_name("multi"), "unknown");
-        assert_eq!(upstream_stat_name("mycustom"), "unknown");
-        for (id, name) in names().iter().enumerate() {
-            assert_eq!(lookup(name).map(|s| s.id), Some(id));
+        let custom = CommandSpec::custom(7);
+        assert_eq!(
+            (custom.upstream_stat, custom.read, custom.id),
+            ("unknown", true, 7)
+        );
+        // Each name once: ids are positions, and no list silently overrides another.
+        assert_eq!(all().len(), tables().by_name.len());
+        for (id, (name, spec)) in all().iter().enumerate() {
+            assert_eq!(spec.id, id);
+            assert_eq!(lookup(name), Some(spec));
         }
     }
 

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use redvoy_resp::RespValue;
+use bytes::{Bytes, BytesMut};
+use redvoy_resp::{encode, RespValue};
 
-use crate::pending::{error_value, FragmentMerge, INVALID_REQUEST, NO_UPSTREAM_HOST};
+use crate::pending::{error_value, Completion, FragmentMerge, INVALID_REQUEST, NO_UPSTREAM_HOST};
 use crate::request::{whole_request, Request};
 use crate::session_state::Session;
-use crate::supported_commands::{self as commands, CommandSpec};
 
 /// Redis's reply to keys of different slots in one transaction or command.
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -28,7 +27,7 @@ impl Session {
                     self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
                 } else {
                     // WATCH opened the connection: MULTI follows it there.
-                    self.send_in_transaction(r, true);
+                    self.send_in_transaction(r);
                 }
             }
             "exec" => self.push_ready(error_value("EXEC without MULTI"), None, true),
@@ -37,15 +36,15 @@ impl Session {
             "watch" => {
                 let keys = &r.args[1..];
                 match self.join_transaction(keys) {
-                    Ok(()) => self.send_in_transaction(r, true),
-                    Err(reply) => self.push_ready(reply, r.command, true),
+                    Ok(()) => self.send_in_transaction(r),
+                    Err(reply) => self.push_ready(reply, r.stats, true),
                 }
             }
             "unwatch" => {
                 if self.tx.clients.is_empty() {
                     self.push_ready(RespValue::Simple(Bytes::from_static(b"OK")), None, false);
                 } else {
-                    self.send_in_transaction(r, true);
+                    self.send_in_transaction(r);
                     self.tx.close();
                 }
             }
@@ -117,48 +116,45 @@ impl Session {
         true
     }
 
-    /// Sends a request on the transaction's dedicated connections; the primary's reply is the
-    /// client's.
-    fn send_in_transaction(&self, r: &Request<'_>, replied: bool) {
+    /// Sends a client's request on the transaction's dedicated connections; the primary's
+    /// reply is the client's.
+    fn send_in_transaction(&self, r: &Request<'_>) {
+        // Only with a connection to answer: a slot nothing completes would block the queue.
+        let completion = (!self.tx.clients.is_empty()).then(|| {
+            let seq = self.push_waiting(FragmentMerge::Single, 1, r.stats);
+            self.completion(seq, 0)
+        });
         let request = whole_request(r);
-        let is_read = r.spec.read;
-        let mut clients = self.tx.clients.iter();
-        if let Some(primary) = clients.next() {
-            if replied {
-                let seq = self.push_waiting(FragmentMerge::Single, 1, r.command);
-                primary.send(
-                    &request,
-                    Some(self.completion(seq, 0)),
-                    r.spec.upstream_stat,
-                );
-            } else {
-                primary.send(&request, None, r.spec.upstream_stat);
-            }
-        }
-        for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
-            if !(is_read && *excludes_reads) {
-                client.send(&request, None, r.spec.upstream_stat);
-            }
-        }
+        self.send_on_dedicated(&request, r.spec.read, r.spec.upstream_stat, completion);
     }
 
-    /// Sends a command of the proxy's own (MULTI, DISCARD) on the dedicated connections,
-    /// its replies dropped.
-    fn send_own_in_transaction(&self, name: &'static [u8], cmd: &str) {
-        let request = Request {
-            args: &[Bytes::from_static(name)],
-            raw: &Bytes::new(),
-            verbatim: false,
-            cmd,
-            // MULTI and DISCARD are in the table; a custom spec (simple, `unknown`) would
-            // send and count them the same way.
-            spec: commands::lookup(cmd)
-                .copied()
-                .unwrap_or(CommandSpec::custom(0)),
-            custom: false,
-            command: None,
-        };
-        self.send_in_transaction(&request, false);
+    /// Sends a command of the proxy's own (MULTI, DISCARD) on the dedicated connections, its
+    /// replies dropped. Both are writes (mirrors get them too) and count upstream as
+    /// `unknown`, as Envoy counts them.
+    fn send_own_in_transaction(&self, name: &'static [u8]) {
+        let mut request = BytesMut::new();
+        encode::command(&mut request, &[name]);
+        self.send_on_dedicated(&request, false, "unknown", None);
+    }
+
+    /// The primary connection gets `request` (its reply to `completion`, if any); each mirror
+    /// gets it too unless it is a read and that mirror excludes reads.
+    fn send_on_dedicated(
+        &self,
+        request: &[u8],
+        read: bool,
+        stat: &'static str,
+        completion: Option<Completion>,
+    ) {
+        let mut clients = self.tx.clients.iter();
+        if let Some(primary) = clients.next() {
+            primary.send(request, completion, stat);
+        }
+        for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
+            if !(read && *excludes_reads) {
+                client.send(request, None, stat);
+            }
+        }
     }
 
     /// Refuses a command while queuing: Redis's rule, the transaction will not commit.
@@ -176,7 +172,7 @@ impl Session {
             }
             "exec" if self.tx.aborted => {
                 if !self.tx.clients.is_empty() {
-                    self.send_own_in_transaction(b"DISCARD", "discard");
+                    self.send_own_in_transaction(b"DISCARD");
                 }
                 self.tx.close();
                 return self.push_ready(error_value(EXECABORT), None, true);
@@ -192,7 +188,7 @@ impl Session {
                     return self.push_ready(reply, None, false);
                 }
                 let seq = self.next_seq();
-                self.send_in_transaction(r, true);
+                self.send_in_transaction(r);
                 if r.cmd == "exec" && self.resp3_shape.get().is_some() {
                     let shapes = std::mem::take(&mut self.tx.queued_shapes).into_boxed_slice();
                     self.with_slot(seq, |slot| slot.exec_shapes = Some(shapes));
@@ -230,9 +226,9 @@ impl Session {
         }
         if opened {
             // Envoy sends MULTI itself, uppercase, and discards its reply.
-            self.send_own_in_transaction(b"MULTI", "multi");
+            self.send_own_in_transaction(b"MULTI");
         }
-        self.send_in_transaction(r, true);
+        self.send_in_transaction(r);
         if let Some(shape) = self.resp3_shape.get() {
             // A RESP3 client's EXEC reply is converted element by element.
             self.tx.queued_shapes.push(shape);

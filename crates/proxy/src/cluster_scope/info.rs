@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use redvoy_resp::RespValue;
 
-use super::{error, UNEXPECTED_RESPONSE_TYPE};
+use super::errors::{error, UNEXPECTED_RESPONSE_TYPE};
 
 /// Initial capacity of the rebuilt INFO text; a full rebuild of Redis 7 INFO is about 4 KiB.
 /// Only a capacity hint: the text is bounded by the catalogue size plus the `First` values,

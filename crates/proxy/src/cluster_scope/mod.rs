@@ -21,8 +21,13 @@
 use bytes::Bytes;
 use redvoy_resp::RespValue;
 
+use errors::{
+    error, ALL_RESPONSES_NOT_SAME, NEGATIVE_VALUE, NON_ARRAY_RESPONSE, NON_INTEGER_RESPONSE,
+    NO_UPSTREAM_HOST,
+};
 use info::info;
 
+mod errors;
 mod info;
 #[cfg(test)]
 mod tests;
@@ -30,16 +35,6 @@ mod tests;
 /// The reply when Envoy has no aggregation for the command/subcommand combination.
 pub const UNSUPPORTED_CLUSTER_SCOPE_COMMAND: &str =
     "ERR unsupported cluster scope command or invalid arguments";
-
-// Envoy's aggregation error texts, byte for byte.
-const ALL_RESPONSES_NOT_SAME: &str = "all responses not same";
-const NON_ARRAY_RESPONSE: &str = "non-array response received from shard";
-const NON_INTEGER_RESPONSE: &str = "non-integer response received from shard";
-const NEGATIVE_VALUE: &str = "negative value received from upstream";
-const UNEXPECTED_RESPONSE_TYPE: &str = "unexpected response type received from shard";
-/// Only reachable with zero shards, which the splitter answers before broadcasting (Envoy
-/// asserts instead); kept so that an empty input still gets a well-formed reply.
-const NO_UPSTREAM_HOST: &str = "no upstream host";
 
 /// How the replies of every shard are merged into one (Envoy 1.40 `ClusterScopeCmdRequest`).
 #[derive(Debug, Clone, PartialEq)]
@@ -172,10 +167,6 @@ fn all_have(replies: Vec<RespValue>) -> RespValue {
         });
     }
     RespValue::Array(merged.unwrap_or_default())
-}
-
-fn error(text: &'static str) -> RespValue {
-    RespValue::Error(Bytes::from_static(text.as_bytes()))
 }
 
 fn all_same(replies: Vec<RespValue>) -> RespValue {

@@ -15,7 +15,8 @@ use redvoy_upstream::ClusterManager;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::{ChainFilter, ChainSet, ListenerRuntime};
+use super::chains::{ChainFilter, ChainSet};
+use super::runtime::ListenerRuntime;
 use crate::client::{ClientConfig, CommandStatsCache};
 use crate::conn_limit::Admission;
 use crate::filter::FilterConfig;

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use redvoy_stats::{Counter, Store};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::ChainSet;
+use super::chains::ChainSet;
 use crate::conn_limit::ListenerLimit;
 use crate::drain::ListenerControl;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
