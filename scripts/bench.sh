@@ -21,12 +21,16 @@
 #                     BENCH_XDS_COUNT = clusters and listeners pushed, default 1000; more
 #                     BENCH_XDS_* knobs there)
 #   BENCH_CLUSTER     0 = skip the Redis Cluster benchmark run last (scripts/bench_cluster.sh)
+#   BENCH_BASE_BIN    a second redvoy binary (e.g. a release build of an older commit) run as
+#                     the target "redvoy-base" in the same rotation, for before/after numbers
+#                     of a change: adds the column and the ratio redvoy/base
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_cleanup_trap
 
 TARGETS="${BENCH_TARGETS:-direct twemproxy envoy redvoy}"
 if [ "${BENCH_SKIP_REDVOY:-0}" = "1" ]; then TARGETS="$(echo "$TARGETS" | sed 's/\bredvoy\b//g')"; fi
+if [ -n "${BENCH_BASE_BIN:-}" ] && [[ " $TARGETS " != *" redvoy-base "* ]]; then TARGETS="$TARGETS redvoy-base"; fi
 REPEAT="${BENCH_REPEAT:-3}"
 N_P1="${BENCH_N_P1:-100000}"
 N_P16="${BENCH_N_P16:-500000}"
@@ -123,7 +127,7 @@ YAML
       wait_tcp "$port" twemproxy
       PORT[twemproxy]="$port"
       ;;
-    envoy|redvoy|redvoy-cmdstats)
+    envoy|redvoy|redvoy-cmdstats|redvoy-base)
       port="$(free_port)"; admin="$(free_port)"
       # redvoy-cmdstats: the same proxy with per-command upstream stats on, to show what
       # stats recording costs on the data path.
@@ -131,7 +135,10 @@ YAML
       [ "$target" = redvoy-cmdstats ] && extra=", enable_command_stats: true"
       bootstrap "$port" "$admin" "$extra" > "$WORK/$target.yaml"
       local bin="${ENVOY_BIN:-}"
-      case "$target" in redvoy*) bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy" ;; esac
+      case "$target" in
+        redvoy-base) bin="${BENCH_BASE_BIN:?BENCH_BASE_BIN must name the base redvoy binary}" ;;
+        redvoy*) bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy" ;;
+      esac
       "$bin" -c "$WORK/$target.yaml" --concurrency 1 -l error --disable-hot-restart \
         > "$WORK/$target.log" 2>&1 &
       PID[$target]=$!; track_pid "${PID[$target]}"
@@ -237,11 +244,13 @@ def med(test, p, t):
     return statistics.median(v) if v else None
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
-cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy", "redvoy-cmdstats"] if t in targets]
+cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy-base", "redvoy", "redvoy-cmdstats"] if t in targets]
 head = f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols)
 extra = []
 if "redvoy" in cols:
     extra = [("redvoy/envoy", "redvoy", "envoy"), ("redvoy/twemproxy", "redvoy", "twemproxy"), ("redvoy/direct", "redvoy", "direct")]
+if "redvoy-base" in cols:
+    extra.append(("redvoy/base", "redvoy", "redvoy-base"))
 if "redvoy-cmdstats" in cols:
     extra.append(("cmdstats/redvoy", "redvoy-cmdstats", "redvoy"))
 extra += [(f"{t}/direct", t, "direct") for t in ("envoy", "twemproxy") if t in cols and "direct" in cols]
@@ -266,10 +275,10 @@ log "raw results: $RESULTS"
 # stopped first so they do not share the cores with it.
 cleanup_tracked
 if [ "${BENCH_XDS:-1}" != "0" ]; then
-  BENCH_TARGETS="$TARGETS" bash "$ROOT/scripts/bench_xds.sh"
+  BENCH_TARGETS="${TARGETS/redvoy-base/}" bash "$ROOT/scripts/bench_xds.sh"
 fi
 # The Redis Cluster benchmark (scripts/bench_cluster.sh: GET/SET through Envoy and redvoy to a
 # real 6-node cluster, and redis-benchmark --cluster direct; BENCH_CLUSTER=0 skips it).
 if [ "${BENCH_CLUSTER:-1}" != "0" ]; then
-  BENCH_TARGETS="$TARGETS" bash "$ROOT/scripts/bench_cluster.sh"
+  BENCH_TARGETS="${TARGETS/redvoy-base/}" bash "$ROOT/scripts/bench_cluster.sh"
 fi

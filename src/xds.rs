@@ -17,7 +17,7 @@ use redvoy_xds::{
     TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER,
 };
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::listener_manager::ListenerManager;
 
@@ -324,10 +324,8 @@ impl Handler for XdsHandler {
             TYPE_LISTENER => self.0.on_listeners(&update),
             other => Err(Rejection::UnknownType(other.to_owned())),
         };
-        result.map_err(|e| {
-            warn!(type_url = %update.type_url, error = %e, "xDS update rejected");
-            e.to_string()
-        })
+        // The xDS client logs the rejection once, as Envoy's gRPC mux does.
+        result.map_err(|e| e.to_string())
     }
 
     fn eds_names(&self) -> Vec<String> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redvoy_test_util::{
     dedent, expect_eq, expect_that, json_leaves, port_open, redis_listener_yaml,
-    same_on_all_targets, simple_bootstrap, try_wait_for, HttpResponse, Proxy, ProxyOptions,
+    same_on_all_targets, simple_bootstrap, try_wait_for, HttpResponse, Level, Proxy, ProxyOptions,
     RedisServer, Reply, Rows,
 };
 
@@ -97,6 +97,12 @@ fn every_mutating_endpoint_refuses_get() {
         let mut proxy = Proxy::start(target, &yaml, &[]);
         let mut rows = Rows::new();
         for path in paths {
+            // Envoy logs each refusal at error level too.
+            let name = path.split('?').next().unwrap_or(path);
+            proxy.expect_log(
+                Level::Error,
+                &format!("admin path mutates state, method is not POST path=\"{name}\" method=GET"),
+            );
             let resp = proxy.admin("GET", path);
             expect_eq!(
                 target,

@@ -344,7 +344,10 @@ fn protocol_version_resp3_requires_hello_3() {
     // as unsupported.
     let stats = proxy.stats();
     assert_eq!(stats.get_int("redis.redis.downstream_rq_noproto"), Some(2));
-    assert_eq!(stats.get_int("redis.redis.splitter.unsupported_command"), Some(0));
+    assert_eq!(
+        stats.get_int("redis.redis.splitter.unsupported_command"),
+        Some(0)
+    );
     // Three refused HELLOs, one accepted.
     assert_eq!(stats.get_int("redis.redis.command.hello.total"), Some(4));
     assert_eq!(stats.get_int("redis.redis.command.hello.error"), Some(3));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redvoy_test_util::{
-    dedent, http, simple_bootstrap, try_wait_for, validate, wait_for, Proxy, ProxyOptions,
+    dedent, http, simple_bootstrap, try_wait_for, validate, wait_for, Level, Proxy, ProxyOptions,
     RedisServer, Reply, Target,
 };
 
@@ -264,6 +264,10 @@ fn admin_ready_stats_and_quitquitquit() {
                 .all(|l| l.starts_with("redis.redis.command.get")),
             "{target}: {}",
             filtered.body
+        );
+        proxy.expect_log(
+            Level::Error,
+            "admin path mutates state, method is not POST path=\"/quitquitquit\" method=GET",
         );
         let get_quit = proxy.admin("GET", "/quitquitquit");
         assert_eq!(get_quit.status, 405, "{target}: GET /quitquitquit");

@@ -15,7 +15,8 @@ use redvoy_test_util::xds::{
 };
 use redvoy_test_util::{
     free_port, port_open, same_on_all_targets, try_wait_for, wait_for, wait_port_closed, AdsServer,
-    Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats, Target, Variant,
+    Level, Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats, Target,
+    Variant,
 };
 
 use crate::targets;
@@ -140,6 +141,17 @@ fn protocol_scenario(
     server.set_messages("l1", &[redis_listener("l1", p1, "backend")]);
     let yaml = xds_bootstrap(&server, &XdsBootstrap::new(variant));
     let proxy = Proxy::start(target, &yaml, &[]);
+    // The two NACKs below (the second CDS one again when the control plane comes back).
+    proxy.expect_log(
+        Level::Warn,
+        "Error adding/updating listener(s) bad: filter_chains[0].filters[0].typed_config.\
+         stat_prefix: Proto constraint validation failed",
+    );
+    proxy.expect_log(
+        Level::Warn,
+        "Error adding/updating cluster(s) ca: lb_policy: cluster manager: cluster provided LB \
+         specified but cluster 'ca' did not provide one.",
+    );
     let lds_ack = server.wait_for_request(0, XDS_WAIT, "the first LDS ACK", |r| {
         r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty()
     });
@@ -447,6 +459,10 @@ fn fetch_timeout_scenario(target: Target, variant: Variant) -> Rows {
             ready_check: ReadyCheck::AdminAnswers,
             ..ProxyOptions::default()
         },
+    );
+    proxy.expect_log(
+        Level::Warn,
+        "xDS: initial fetch timed out for type.googleapis.com/envoy.config.listener.v3.Listener",
     );
     wait_for(
         XDS_WAIT,

@@ -24,8 +24,8 @@ use redvoy_test_util::xds::{
 };
 use redvoy_test_util::{
     encode_command, free_port, port_open, same_on_all_targets, try_wait_for, wait_for,
-    wait_port_closed, AdsServer, Proxy, ReadOutcome, RedisServer, Reply, RespClient, Rows, Stats,
-    Target, Variant,
+    wait_port_closed, AdsServer, Level, Proxy, ReadOutcome, RedisServer, Reply, RespClient, Rows,
+    Stats, Target, Variant,
 };
 
 use crate::targets;
@@ -453,6 +453,14 @@ fn unsupported_listener_run(reject: bool, a: &RedisServer) {
         &xds_bootstrap(&server, &XdsBootstrap::new(Variant::Sotw)),
         args,
     );
+    if reject {
+        proxy.expect_log(Level::Warn, "Error adding/updating listener(s) web: ");
+    } else {
+        proxy.expect_log(
+            Level::Warn,
+            "listener skipped: redvoy does not implement its filters listener=web",
+        );
+    }
     server.wait_for_request(0, XDS_WAIT, "the first LDS ACK", |r| {
         r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty()
     });
@@ -597,6 +605,11 @@ fn refused_update_scenario(target: Target, a: &RedisServer) -> Rows {
         target,
         &xds_bootstrap(&server, &XdsBootstrap::new(Variant::Sotw)),
         &[],
+    );
+    proxy.expect_log(
+        Level::Warn,
+        "Error adding/updating listener(s) l1: filter_chains[0].filters[0].typed_config: \
+         Didn't find a registered implementation for 'envoy.filters.network.redis_proxy'",
     );
     server.wait_for_request(0, XDS_WAIT, "the first LDS ACK", |r| {
         r.type_url == TYPE_LISTENER && !r.response_nonce.is_empty()

@@ -8,7 +8,8 @@
 //! (its RESP parser is its own for that reason).
 //!
 //! Every wait is bounded (named constants in each module); processes are stopped by PID on drop,
-//! and a failing test prints the logs of the processes it started.
+//! and a failing test prints the logs of the processes it started. redvoy's log is checked on
+//! drop: a WARN/ERROR the test did not declare fails it (`log_check`).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod compare;
 pub mod httpd;
+pub mod log_check;
 pub mod net;
 pub mod netns;
 pub mod process;
@@ -36,6 +38,7 @@ pub use bootstrap::{
 pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
 pub use httpd::HttpStub;
+pub use log_check::{Level, LogExpectation};
 pub use net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
 pub use netns::{NetNs, NsRedis};
 pub use process::listening_sockets;

@@ -5,12 +5,13 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
 use crate::client::RespClient;
+use crate::log_check::{self, Level, LogExpectation};
 use crate::net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
 use crate::process::{kill_child, listening_sockets, tail, wait_exit};
 
@@ -163,6 +164,12 @@ pub struct ProxyOptions {
     /// A command the proxy is run under, e.g. `["ip", "netns", "exec", "<ns>"]` (it must exec
     /// the proxy in place, so the PID stays the proxy's).
     pub wrapper: Vec<String>,
+    /// redvoy's WARN/ERROR events the scenario provokes (see [`crate::log_check`]); more can be
+    /// declared after start with [`Proxy::expect_log`] / [`Proxy::allow_log`].
+    pub log: Vec<LogExpectation>,
+    /// Check redvoy's log when the [`Proxy`] is dropped (default). Off only outside tests
+    /// (benchmarks), never to hide a warning.
+    pub check_log: bool,
 }
 
 impl Default for ProxyOptions {
@@ -173,11 +180,17 @@ impl Default for ProxyOptions {
             ready_check: ReadyCheck::Admin,
             no_default_args: false,
             wrapper: Vec::new(),
+            log: Vec::new(),
+            check_log: true,
         }
     }
 }
 
 /// A running Envoy or redvoy, stopped on drop (its log is printed if the test is failing).
+///
+/// On drop, redvoy's log is checked: a WARN or ERROR event (or a panic) the test did not
+/// declare with [`Proxy::expect_log`], [`Proxy::allow_log`] or [`ProxyOptions::log`] fails the
+/// test, and so does a declared-as-expected event that was never logged ([`crate::log_check`]).
 pub struct Proxy {
     target: Target,
     child: Option<Child>,
@@ -187,6 +200,10 @@ pub struct Proxy {
     admin_socket: Option<PathBuf>,
     bootstrap: String,
     dir: TempDir,
+    /// The log events declared so far (a `Mutex` so that `&Proxy` can declare).
+    log_expectations: Mutex<Vec<LogExpectation>>,
+    /// Whether drop checks the log (redvoy only; off for a proxy that failed to start).
+    checks_log: bool,
 }
 
 /// Why a proxy did not become ready.
@@ -272,6 +289,8 @@ impl Proxy {
             admin_socket: uses_socket.then_some(socket_path),
             bootstrap: rendered,
             dir,
+            log_expectations: Mutex::new(options.log.clone()),
+            checks_log: options.check_log && target == Target::Redvoy,
         };
         let config_path = proxy.dir.path().join("bootstrap.yaml");
         write_file(&config_path, &proxy.bootstrap);
@@ -320,6 +339,8 @@ impl Proxy {
 
     fn start_error(&mut self, status: Option<ExitStatus>) -> StartError {
         self.stop_now();
+        // The caller gets the log in the error and judges it.
+        self.checks_log = false;
         StartError {
             target: self.target,
             status,
@@ -507,6 +528,42 @@ impl Proxy {
         self.dir.path().join("proxy.log")
     }
 
+    /// Declares a WARN/ERROR event (matched by level and `substring` of its text) that the
+    /// scenario provokes: the log check at drop accepts it, and fails if it was never logged.
+    /// No effect on Envoy, whose log is not checked.
+    pub fn expect_log(&self, level: Level, substring: &str) -> &Self {
+        self.declare(LogExpectation::expect(level, substring))
+    }
+
+    /// Declares a WARN/ERROR event that may be logged (it depends on timing): the log check
+    /// at drop accepts it without requiring it. No effect on Envoy.
+    pub fn allow_log(&self, level: Level, substring: &str) -> &Self {
+        self.declare(LogExpectation::allow(level, substring))
+    }
+
+    fn declare(&self, expectation: LogExpectation) -> &Self {
+        self.log_expectations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(expectation);
+        self
+    }
+
+    /// Checks the log so far against the declarations ([`crate::log_check::check`]); `Err`
+    /// says which events were not declared or which expected ones are missing. Always `Ok` on
+    /// Envoy.
+    pub fn check_log(&self) -> Result<(), String> {
+        if self.target != Target::Redvoy {
+            return Ok(());
+        }
+        let declared = self
+            .log_expectations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        log_check::check(&self.log(), &declared)
+    }
+
     /// Stops the proxy (SIGTERM, then SIGKILL after a grace period).
     pub fn stop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -525,6 +582,8 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // Stopped first, so that what the proxy logs while shutting down is printed and checked.
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "--- {} (admin 127.0.0.1:{}, listeners {:?}) log tail ---\n{}",
@@ -533,8 +592,22 @@ impl Drop for Proxy {
                 self.listener_ports,
                 self.log_tail()
             );
+            // A second panic here would abort the test binary.
+            return;
         }
-        self.stop();
+        if self.checks_log {
+            if let Err(problems) = self.check_log() {
+                panic!(
+                    "{} (admin 127.0.0.1:{}, listeners {:?}): unexpected log\n{problems}\
+                     --- {} log tail ---\n{}",
+                    self.target,
+                    self.admin_port,
+                    self.listener_ports,
+                    self.target,
+                    self.log_tail()
+                );
+            }
+        }
     }
 }
 
@@ -624,7 +697,8 @@ pub struct RunOutput {
 }
 
 /// Runs `target` with `--mode validate -c <bootstrap>` plus `args`; waits (bounded) for exit.
-/// Placeholders are filled as by [`Proxy::start`].
+/// Placeholders are filled as by [`Proxy::start`]; redvoy's log is checked as by
+/// [`run_to_exit`].
 pub fn validate(target: Target, bootstrap: &str, args: &[&str]) -> RunOutput {
     let mut all = vec!["--mode".to_string(), "validate".to_string()];
     all.extend(args.iter().map(|s| s.to_string()));
@@ -632,6 +706,7 @@ pub fn validate(target: Target, bootstrap: &str, args: &[&str]) -> RunOutput {
 }
 
 /// Runs `target` with the default flags, `-c <bootstrap>` and `args`, waiting for it to exit.
+/// Panics if redvoy exits 0 having logged a WARN or ERROR ([`crate::log_check`]).
 pub fn run_to_exit(target: Target, bootstrap: &str, args: &[String]) -> RunOutput {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let bootstrap = bootstrap.replace(
@@ -653,10 +728,18 @@ pub fn run_to_exit(target: Target, bootstrap: &str, args: &[String]) -> RunOutpu
             std::fs::read_to_string(&log_path).unwrap_or_default()
         )
     });
-    RunOutput {
-        status,
-        log: std::fs::read_to_string(&log_path).unwrap_or_default(),
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // A successful redvoy run has its log checked like a [`Proxy`]'s (nothing is declared: a
+    // run that is meant to warn should fail); a failed run's log holds the reason, and the
+    // test judges it.
+    if target == Target::Redvoy && status.success() {
+        if let Err(problems) = log_check::check(&log, &[]) {
+            panic!(
+                "{target} {all:?} exited 0 with an unexpected log\n{problems}--- log ---\n{log}"
+            );
+        }
     }
+    RunOutput { status, log }
 }
 
 /// Parsed `/stats` text output.

@@ -99,6 +99,13 @@ impl ManagerStats {
     }
 }
 
+/// Whether building the bootstrap's clusters resolves their DNS names.
+#[derive(Clone, Copy)]
+enum InitialDns {
+    Resolve,
+    Skip,
+}
+
 // === impl ClusterManager ===
 
 impl ClusterManager {
@@ -107,6 +114,24 @@ impl ClusterManager {
     /// and `update_failure`, as in Envoy); configuration errors fail the whole call. Static EDS
     /// clusters warm until their first assignment.
     pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError> {
+        Self::build(clusters, stats, InitialDns::Resolve).await
+    }
+
+    /// Builds the bootstrap's clusters as [`ClusterManager::new`] does, with every check, but
+    /// resolves no name: `--mode validate`, where Envoy's resolver answers every query with no
+    /// address so that a config naming hosts of another environment still validates.
+    pub async fn without_dns(
+        clusters: &[model::Cluster],
+        stats: &Store,
+    ) -> Result<Self, UpstreamError> {
+        Self::build(clusters, stats, InitialDns::Skip).await
+    }
+
+    async fn build(
+        clusters: &[model::Cluster],
+        stats: &Store,
+        initial_dns: InitialDns,
+    ) -> Result<Self, UpstreamError> {
         let mut names = HashSet::with_capacity(clusters.len());
         for c in clusters {
             if !names.insert(c.name.clone()) {
@@ -152,7 +177,11 @@ impl ClusterManager {
 
         // Warm every DNS cluster concurrently: startup waits for the slowest name only.
         let mut lookups = JoinSet::new();
-        for (ci, d) in dns.iter().enumerate() {
+        let resolving = match initial_dns {
+            InitialDns::Resolve => dns.as_slice(),
+            InitialDns::Skip => &[],
+        };
+        for (ci, d) in resolving.iter().enumerate() {
             for (ti, t) in d.targets.iter().enumerate() {
                 let (name, port, family) = (t.dns_address.clone(), t.port, d.family);
                 lookups.spawn(async move { (ci, ti, resolve(&name, port, family).await) });
@@ -169,7 +198,11 @@ impl ClusterManager {
                 }
             }
         }
-        for (d, answers) in dns.iter_mut().zip(answers) {
+        let resolved = match initial_dns {
+            InitialDns::Resolve => dns.len(),
+            InitialDns::Skip => 0,
+        };
+        for (d, answers) in dns.iter_mut().take(resolved).zip(answers) {
             if let Some(cluster) = d.cluster.upgrade() {
                 let answers = answers
                     .into_iter()

@@ -457,6 +457,9 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
         ready_check: ReadyCheck::Admin,
         no_default_args: true,
         wrapper: Vec::new(),
+        // A benchmark, not a test: its knobs may make a proxy warn.
+        log: Vec::new(),
+        check_log: false,
     };
     let bootstrap = xds_bootstrap(&server, &XdsBootstrap::new(Variant::Sotw));
     let proxy = match Proxy::try_start(target, &bootstrap, &options) {
