@@ -12,8 +12,8 @@
 //!
 //! or with [`crate::ProxyOptions::log`]. Envoy's log is never checked (it is the oracle).
 //!
-//! Events are read in the format of redvoy's `tracing_subscriber::fmt` layer (`src/main.rs`,
-//! `init_logging`): `<RFC 3339 UTC timestamp> <LEVEL, right-aligned to 5> <spans/target>:
+//! Events are read in the format of redvoy's `tracing_subscriber::fmt` layer (`src/logging.rs`,
+//! `init`): `<RFC 3339 UTC timestamp> <LEVEL, right-aligned to 5> <spans/target>:
 //! <message> <fields>`, without ANSI colours when stderr is a file (stripped anyway). A line
 //! not starting with a timestamp continues the event before it (multi-line messages), except
 //! a Rust panic message (`thread '<name>' panicked at`), which counts as an ERROR.
