@@ -406,6 +406,50 @@ pub struct Cluster {
     /// `transport_socket_matches`, in order. The cluster's own `transport_socket` (the
     /// fallback) is always plaintext: redvoy refuses any other.
     pub transport_socket_matches: TransportSocketMatches,
+    /// `health_checks[0]`: the active health checker (redvoy runs at most one per cluster).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `envoy.config.core.v3.HealthCheck`, Envoy's defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Required.
+    pub timeout: Duration,
+    /// Required.
+    pub interval: Duration,
+    pub initial_jitter: Duration,
+    pub interval_jitter: Duration,
+    pub interval_jitter_percent: u32,
+    /// Required.
+    pub unhealthy_threshold: u32,
+    /// Required.
+    pub healthy_threshold: u32,
+    /// Default true: keep the checking connection between checks.
+    pub reuse_connection: bool,
+    /// Default 60 s: the interval while the cluster has had no traffic.
+    pub no_traffic_interval: Duration,
+    /// Default `no_traffic_interval`.
+    pub no_traffic_healthy_interval: Duration,
+    /// Default `interval`.
+    pub unhealthy_interval: Duration,
+    /// Default `unhealthy_interval`.
+    pub unhealthy_edge_interval: Duration,
+    /// Default `interval`.
+    pub healthy_edge_interval: Duration,
+    /// `event_log_path` (deprecated in Envoy, still honoured): health check events as JSON
+    /// lines.
+    pub event_log_path: Option<String>,
+    pub always_log_health_check_failures: bool,
+    pub always_log_health_check_success: bool,
+    pub checker: HealthChecker,
+}
+
+/// What a health check sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthChecker {
+    /// `custom_health_check { name: envoy.health_checkers.redis }`: PING, or `EXISTS key`
+    /// when `key` is set (the host fails while the key exists).
+    Redis { key: Option<Bytes> },
 }
 
 /// `circuit_breakers.thresholds` for the DEFAULT priority (the only one redis_proxy, tcp_proxy

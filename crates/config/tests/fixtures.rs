@@ -222,6 +222,7 @@ fn article_cluster(name: &str) -> Cluster {
         healthy_panic_threshold: Default::default(),
         tcp_keepalive: None,
         transport_socket_matches: Default::default(),
+        health_check: None,
     }
 }
 
@@ -517,6 +518,7 @@ fn full_featured_model() {
             healthy_panic_threshold: PanicThreshold(0.0),
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
+            health_check: None,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -534,6 +536,7 @@ fn full_featured_model() {
             healthy_panic_threshold: Default::default(),
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
+            health_check: None,
         },
         Cluster {
             name: "static".to_owned(),
@@ -554,6 +557,7 @@ fn full_featured_model() {
             healthy_panic_threshold: Default::default(),
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
+            health_check: None,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -576,6 +580,7 @@ fn full_featured_model() {
             healthy_panic_threshold: Default::default(),
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
+            health_check: None,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);

@@ -121,6 +121,7 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             healthy_panic_threshold: Default::default(),
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
+            health_check: None,
         },
         store,
     );

@@ -377,6 +377,7 @@ mod tests {
                 healthy_panic_threshold: Default::default(),
                 tcp_keepalive: None,
                 transport_socket_matches: Default::default(),
+                health_check: None,
             },
             store,
         );

@@ -37,6 +37,7 @@ fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> m
         healthy_panic_threshold: Default::default(),
         tcp_keepalive: None,
         transport_socket_matches: Default::default(),
+        health_check: None,
     }
 }
 
