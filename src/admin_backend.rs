@@ -18,7 +18,7 @@ use redvoy_config::{
     DynamicDump, DynamicListenerDump, FailedDump,
 };
 use redvoy_runtime::Runtime;
-use redvoy_upstream::ClusterManager;
+use redvoy_upstream::{ClusterManager, HealthFlag};
 use tracing_subscriber::EnvFilter;
 
 use crate::listener_manager::ListenerManager;
@@ -206,6 +206,12 @@ impl AdminBackend for Backend {
                             }
                             model::HealthStatus::Unknown | model::HealthStatus::Healthy => {}
                         }
+                        // What redvoy found out itself (active health checking).
+                        status.health.failed_active_hc = h.health.has(HealthFlag::FailedActiveHc);
+                        status.health.active_hc_timeout = h.health.has(HealthFlag::ActiveHcTimeout);
+                        status.health.pending_active_hc = h.health.has(HealthFlag::PendingActiveHc);
+                        status.health.failed_outlier_check =
+                            h.health.has(HealthFlag::FailedOutlierCheck);
                         status.stats = vec![
                             counter("cx_connect_fail", v(&s.cx_connect_fail)),
                             counter("cx_total", v(&s.cx_total)),

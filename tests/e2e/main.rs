@@ -15,6 +15,7 @@ mod config;
 mod config_effects;
 mod fanout;
 mod faults;
+mod health_check;
 mod istio_redis_cluster;
 mod istio_sidecar;
 mod overload;

@@ -1,7 +1,8 @@
 //! What redvoy implements, as an allowlist over the merged `DynamicMessage`.
 //!
 //! Every field that is *set* must be listed for its message type, else the config is refused
-//! with the field's path (`static_resources.clusters[1].health_checks: not supported by redvoy`).
+//! with the field's path (`static_resources.clusters[1].outlier_detection: not supported by
+//! redvoy`).
 //! Listing per field rather than per path is deliberate: a new Envoy field is refused until
 //! someone decides it is implemented or harmless, so redvoy never silently behaves unlike Envoy.
 //!
@@ -27,6 +28,14 @@ pub(crate) const REDIS_PROXY_NAMES: &[&str] =
 pub(crate) const REDIS_CLUSTER_TYPE: &str = "envoy.clusters.redis";
 pub(crate) const REDIS_CLUSTER_CONFIG: &str =
     "envoy.extensions.clusters.redis.v3.RedisClusterConfig";
+/// The Redis health checker's config (`custom_health_check.typed_config`): the one health
+/// checker redvoy runs. Envoy finds it by this type, whatever `name` the entry gives.
+pub(crate) const REDIS_HEALTH_CHECKER: &str = "envoy.extensions.health_checkers.redis.v3.Redis";
+/// Why any health checker but Redis's is refused.
+pub(crate) const REDIS_CHECKER_ONLY: &str = "redvoy runs the Redis health checker only \
+     (custom_health_check envoy.health_checkers.redis, \
+     type.googleapis.com/envoy.extensions.health_checkers.redis.v3.Redis)";
+const HEALTH_CHECK: &str = "envoy.config.core.v3.HealthCheck";
 pub(crate) const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(crate) const HTTP_CONNECTION_MANAGER: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -95,14 +104,17 @@ enum Rule {
     TransportSocket,
     /// `ResourceMonitor.typed_config`: the global downstream connection limit only.
     ResourceMonitor,
+    /// `HealthCheck.CustomHealthCheck.typed_config`: the Redis health checker only, looked up
+    /// by type URL as Envoy does (the entry's `name` is free text).
+    HealthChecker,
     /// Accepted without walking its contents: the conversion reads what it needs (each use
     /// says what) and acts on it.
     Opaque,
 }
 
 use Rule::{
-    BootstrapExtension, ClusterType, HttpFilter, Ignore, NetworkFilter, Opaque, ProtocolOptions,
-    ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
+    BootstrapExtension, ClusterType, HealthChecker, HttpFilter, Ignore, NetworkFilter, Opaque,
+    ProtocolOptions, ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
 };
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
@@ -543,8 +555,45 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // plaintext (see `TransportSocketMatches`).
             ("transport_socket_matches", Walk),
             ("original_dst_lb_config", Walk),
+            // One Redis health checker per cluster (a second entry is refused by the
+            // conversion, with its path).
+            ("health_checks", Walk),
         ],
     ),
+    (
+        HEALTH_CHECK,
+        // Refused by not listing them: the HTTP, TCP and gRPC checkers (redvoy runs the Redis
+        // one only, see `unsupported_field`); `alt_port` and `event_service` (not implemented
+        // by Envoy either, and not by redvoy); `event_logger` (sink extensions; the deprecated
+        // `event_log_path` is honoured); `tls_options` and `transport_socket_match_criteria`
+        // (health check sockets other than the cluster's plaintext one).
+        &[
+            ("timeout", Walk),
+            ("interval", Walk),
+            ("initial_jitter", Walk),
+            ("interval_jitter", Walk),
+            ("interval_jitter_percent", Walk),
+            ("unhealthy_threshold", Walk),
+            ("healthy_threshold", Walk),
+            ("reuse_connection", Walk),
+            ("custom_health_check", Walk),
+            ("no_traffic_interval", Walk),
+            ("no_traffic_healthy_interval", Walk),
+            ("unhealthy_interval", Walk),
+            ("unhealthy_edge_interval", Walk),
+            ("healthy_edge_interval", Walk),
+            // Health check events as JSON lines, and which of them are written.
+            ("event_log_path", Walk),
+            ("always_log_health_check_failures", Walk),
+            ("always_log_health_check_success", Walk),
+        ],
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck.CustomHealthCheck",
+        &[("name", Walk), ("typed_config", HealthChecker)],
+    ),
+    // `aws_iam` (IAM authentication of the checker's connections) is refused by not listing it.
+    (REDIS_HEALTH_CHECKER, &[("key", Walk)]),
     (
         "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
         // The conversion reads the socket's type: plaintext (`raw_buffer`) or not. An endpoint
@@ -909,6 +958,41 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                     }
                 }
             }
+            HealthChecker => {
+                let Value::Message(any) = value else { continue };
+                // Envoy finds no health checker for a bare Struct (its name is not used).
+                let type_url = any
+                    .get_field_by_name("type_url")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if type_name_of(&type_url) == STRUCT {
+                    return Err(ConfigError::invalid(fpath, no_factory(&ext_name, STRUCT)));
+                }
+                match resolve_any(
+                    any,
+                    &ext_name,
+                    &fpath,
+                    &[REDIS_HEALTH_CHECKER],
+                    &[],
+                    false,
+                    "health checker type",
+                ) {
+                    Ok(Resolved::Native(inner)) => *any = repack(walked(inner, &fpath)?)?,
+                    Ok(Resolved::Tolerated) => {
+                        return Err(ConfigError::unsupported_because(
+                            fpath,
+                            format!("unsupported health checker type; {REDIS_CHECKER_ONLY}"),
+                        ))
+                    }
+                    Err(ConfigError::Unsupported { path, message }) => {
+                        return Err(ConfigError::unsupported_because(
+                            path,
+                            format!("{message}; {REDIS_CHECKER_ONLY}"),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             ClusterType => {
                 let Value::Message(ext) = value else { continue };
                 let name = ext
@@ -967,6 +1051,19 @@ fn unsupported_field(message: &str, field: &str, path: FieldPath) -> ConfigError
             path,
             "not supported by redvoy's minimal HTTP connection manager",
         ),
+        (HEALTH_CHECK, "http_health_check" | "tcp_health_check" | "grpc_health_check") => {
+            ConfigError::unsupported_because(
+                path,
+                format!("not supported by redvoy; {REDIS_CHECKER_ONLY}"),
+            )
+        }
+        (HEALTH_CHECK, "tls_options" | "transport_socket_match_criteria") => {
+            ConfigError::unsupported_because(
+                path,
+                "not supported by redvoy: health checks use the cluster's plaintext socket (TLS \
+                 is not supported by redvoy)",
+            )
+        }
         _ => ConfigError::unsupported(path),
     }
 }
@@ -990,7 +1087,7 @@ fn is_tolerated(type_name: &str, tolerated: &[&str]) -> bool {
 }
 
 /// Envoy's text for a `typed_config` whose type it has no factory for.
-fn no_factory(ext_name: &str, type_name: &str) -> String {
+pub(crate) fn no_factory(ext_name: &str, type_name: &str) -> String {
     format!("Didn't find a registered implementation for '{ext_name}' with type URL: '{type_name}'")
 }
 

@@ -713,8 +713,11 @@ fn missing_file_is_a_read_error() {
 
 #[test]
 fn error_path_accessor() {
-    let e = load_bootstrap(&from_file(&fixture("bad/health_checks.yaml"))).unwrap_err();
-    assert_eq!(e.path(), Some("static_resources.clusters[1].health_checks"));
+    let e = load_bootstrap(&from_file(&fixture("bad/health_check_tcp.yaml"))).unwrap_err();
+    assert_eq!(
+        e.path(),
+        Some("static_resources.clusters[0].health_checks[0].tcp_health_check")
+    );
     assert!(matches!(e, ConfigError::Unsupported { .. }), "{e:?}");
 }
 
@@ -1133,4 +1136,129 @@ fn protocol_version_is_read() {
     };
     assert!(require_resp3("good/resp3.yaml"));
     assert!(!require_resp3("good/dns_cache.yaml"));
+}
+
+#[test]
+fn health_checks_model() {
+    let b = load("good/health_checks.yaml");
+    let checks: Vec<_> = b.clusters.iter().map(|c| c.health_check.clone()).collect();
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    assert_eq!(
+        checks,
+        vec![
+            // Every accepted field set; the edge intervals left unset take their defaults.
+            Some(HealthCheck {
+                timeout: ms(500),
+                interval: secs(2),
+                initial_jitter: ms(100),
+                interval_jitter: ms(200),
+                interval_jitter_percent: 10,
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                reuse_connection: false,
+                no_traffic_interval: secs(10),
+                no_traffic_healthy_interval: secs(10),
+                unhealthy_interval: secs(1),
+                unhealthy_edge_interval: secs(1),
+                healthy_edge_interval: secs(3),
+                event_log_path: Some("/dev/null".to_owned()),
+                always_log_health_check_failures: true,
+                always_log_health_check_success: true,
+                checker: HealthChecker::Redis {
+                    key: Some(Bytes::from_static(b"maintenance")),
+                },
+            }),
+            // Only the required fields (the checker in a TypedStruct): Envoy's defaults.
+            Some(HealthCheck {
+                timeout: secs(1),
+                interval: secs(5),
+                initial_jitter: Duration::ZERO,
+                interval_jitter: Duration::ZERO,
+                interval_jitter_percent: 0,
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+                reuse_connection: true,
+                no_traffic_interval: secs(60),
+                no_traffic_healthy_interval: secs(60),
+                unhealthy_interval: secs(5),
+                unhealthy_edge_interval: secs(5),
+                healthy_edge_interval: secs(5),
+                event_log_path: None,
+                always_log_health_check_failures: false,
+                always_log_health_check_success: false,
+                checker: HealthChecker::Redis { key: None },
+            }),
+            // Another name for the Redis checker (Envoy goes by the type URL); an empty key
+            // means PING.
+            Some(HealthCheck {
+                timeout: secs(1),
+                interval: secs(5),
+                initial_jitter: Duration::ZERO,
+                interval_jitter: Duration::ZERO,
+                interval_jitter_percent: 0,
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+                reuse_connection: true,
+                no_traffic_interval: secs(30),
+                no_traffic_healthy_interval: secs(90),
+                unhealthy_interval: secs(5),
+                unhealthy_edge_interval: secs(2),
+                healthy_edge_interval: secs(5),
+                event_log_path: None,
+                always_log_health_check_failures: false,
+                always_log_health_check_success: false,
+                checker: HealthChecker::Redis { key: None },
+            }),
+        ]
+    );
+}
+
+/// Each missing required field is named in Envoy's words, in Envoy's order.
+#[test]
+fn health_check_required_fields() {
+    let base = std::fs::read_to_string(fixture("bad/health_check_no_interval.yaml")).unwrap();
+    // The fixture's health check, which lacks `interval`.
+    let written = "    - timeout: 1s\n      unhealthy_threshold: 2\n      healthy_threshold: 1\n";
+    assert!(base.contains(written));
+    let fields = [
+        ("timeout", "1s", "Timeout"),
+        ("interval", "5s", "Interval"),
+        ("unhealthy_threshold", "2", "UnhealthyThreshold"),
+        ("healthy_threshold", "1", "HealthyThreshold"),
+    ];
+    for (missing, _, camel) in fields {
+        let block: String = fields
+            .iter()
+            .filter(|(name, _, _)| *name != missing)
+            .enumerate()
+            .map(|(i, (name, value, _))| {
+                let indent = if i == 0 { "    - " } else { "      " };
+                format!("{indent}{name}: {value}\n")
+            })
+            .collect();
+        let opts = LoadOptions {
+            config_yaml: Some(base.replacen(written, &block, 1)),
+            ..LoadOptions::default()
+        };
+        let err = validate_only(&opts).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "static_resources.clusters[0].health_checks[0].{missing}: Proto constraint \
+                 validation failed (HealthCheckValidationError.{camel}: value is required)"
+            ),
+            "without {missing}"
+        );
+    }
+    // With several missing, Envoy names the first in the proto's order.
+    let opts = LoadOptions {
+        config_yaml: Some(base.replacen(written, "    - healthy_threshold: 1\n", 1)),
+        ..LoadOptions::default()
+    };
+    let err = validate_only(&opts).unwrap_err();
+    assert_eq!(
+        err.path(),
+        Some("static_resources.clusters[0].health_checks[0].timeout")
+    );
 }

@@ -413,6 +413,84 @@ fn istio_clusters() {
     );
 }
 
+const HEALTH_CHECKED_CLUSTERS: &str = r#"
+version_info: c2
+resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: checked
+  type: EDS
+  eds_cluster_config: {eds_config: {ads: {}}}
+  health_checks:
+  - timeout: 1s
+    interval: 3s
+    unhealthy_threshold: 2
+    healthy_threshold: 1
+    custom_health_check:
+      name: envoy.health_checkers.redis
+      typed_config:
+        "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+        type_url: type.googleapis.com/envoy.extensions.health_checkers.redis.v3.Redis
+        value: {key: maintenance}
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: no_interval
+  type: EDS
+  eds_cluster_config: {eds_config: {ads: {}}}
+  health_checks:
+  - timeout: 1s
+    unhealthy_threshold: 2
+    healthy_threshold: 1
+    custom_health_check:
+      name: envoy.health_checkers.redis
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.health_checkers.redis.v3.Redis}
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: http_checked
+  type: EDS
+  eds_cluster_config: {eds_config: {ads: {}}}
+  health_checks:
+  - timeout: 1s
+    interval: 3s
+    unhealthy_threshold: 2
+    healthy_threshold: 1
+    http_health_check: {path: /healthz}
+"#;
+
+/// CDS: the Redis health checker is decoded; Envoy's own constraint is a decode error (NACKed
+/// before the cluster manager counts an update), another checker is unsupported.
+#[test]
+fn health_checked_clusters() {
+    let rs = resources("cds-hc.yaml", HEALTH_CHECKED_CLUSTERS);
+    let checked = decode_cluster(&rs[0].value, &OPTS).unwrap();
+    let hc = checked.health_check.unwrap();
+    assert_eq!(hc.interval, Duration::from_secs(3));
+    assert_eq!(hc.unhealthy_edge_interval, Duration::from_secs(3));
+    assert_eq!(hc.no_traffic_interval, Duration::from_secs(60));
+    assert_eq!(
+        hc.checker,
+        HealthChecker::Redis {
+            key: Some(bytes::Bytes::from_static(b"maintenance"))
+        }
+    );
+
+    let e = decode_cluster(&rs[1].value, &OPTS).unwrap_err();
+    assert!(e.is_decode_error(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "health_checks[0].interval: Proto constraint validation failed \
+         (HealthCheckValidationError.Interval: value is required)"
+    );
+
+    match decode_cluster(&rs[2].value, &OPTS) {
+        Err(ResourceError::Unsupported(e)) => assert!(
+            e.starts_with(
+                "health_checks[0].http_health_check: not supported by redvoy; redvoy runs the \
+                 Redis health checker only"
+            ),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 const ENDPOINTS: &str = r#"
 version_info: e1
 resources:

@@ -140,7 +140,12 @@ impl ClusterPool {
         match hosts.slot_map() {
             Some(map) => map.choose(hosts.hosts(), slot(key), is_read, self.read_policy),
             None if self.cluster.is_redis_cluster() => None,
-            None => hosts.choose(self.hash_key(key)),
+            None => {
+                if hosts.in_panic() {
+                    self.cluster.stats.lb_healthy_panic.inc();
+                }
+                hosts.choose(self.hash_key(key))
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use redvoy_stats::Store;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::host::{EdsInfo, Host};
+use crate::host::{CoarseHealth, EdsInfo, HealthFlag, Host};
 use crate::lb::{validate_policy, HostSet};
 use crate::redis_cluster::{RefreshTrigger, SlotMap};
 use crate::stats::ClusterStats;
@@ -135,6 +135,7 @@ impl Cluster {
     /// `membership_change` moves only if an address was added or removed; callers that want
     /// `Arc<Host>` identity (and so per-host stats) kept must pass the existing `Arc`s.
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        self.mark_new_hosts_unchecked(&hosts);
         let before: HashSet<SocketAddr> = self.all_hosts().iter().map(|h| h.address).collect();
         let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
         if before != after {
@@ -143,14 +144,40 @@ impl Cluster {
         self.install(hosts);
     }
 
+    /// With active health checking, a host the cluster did not have starts failed until its
+    /// first check (Envoy initialises new hosts to unhealthy when a health checker runs).
+    pub(crate) fn mark_new_hosts_unchecked(&self, hosts: &[Arc<Host>]) {
+        if self.config.health_check.is_none() {
+            return;
+        }
+        let known = self.all_hosts.load();
+        for h in hosts {
+            if !known.iter().any(|k| Arc::ptr_eq(k, h)) {
+                h.health.set(HealthFlag::FailedActiveHc);
+            }
+        }
+    }
+
+    /// Rebuilds the load balancer after a host's health changed (active health checking,
+    /// outlier detection): the same hosts, a new routable set.
+    pub(crate) fn refresh_health(&self) {
+        if self.is_redis_cluster() {
+            // The slot map routes Redis Cluster requests; it does not consult host health yet.
+            return;
+        }
+        let hosts = self.all_hosts.load().to_vec();
+        self.install(hosts);
+    }
+
     /// Builds the load balancer over the routable hosts (see [`routable`]) of `hosts`.
     pub(crate) fn install(&self, hosts: Vec<Arc<Host>>) {
-        let routable = routable(&hosts, self.config.healthy_panic_threshold);
+        let (routable, in_panic) = routable(&hosts, self.config.healthy_panic_threshold);
         let set = HostSet::new(
             routable,
             &self.config.lb_policy,
             self.config.use_hostname_for_hashing,
-        );
+        )
+        .in_panic_mode(in_panic);
         let count = |status: model::HealthStatus| {
             hosts
                 .iter()
@@ -159,7 +186,7 @@ impl Cluster {
         };
         let healthy = hosts
             .iter()
-            .filter(|h| h.eds.health_status.is_healthy())
+            .filter(|h| h.coarse_health() == CoarseHealth::Healthy)
             .count() as u64;
         let excluded = self.excluded.load(std::sync::atomic::Ordering::Relaxed);
         // Envoy counts excluded hosts in the total.
@@ -220,23 +247,24 @@ impl Cluster {
 
 /// The hosts a load balancer uses: the healthy ones, or all of them when the healthy and
 /// degraded ones are below `healthy_panic_threshold` (Envoy's panic mode,
-/// `LoadBalancerBase::isHostSetInPanic`). Degraded hosts get no traffic outside panic, as with
-/// Envoy's ring hash and Maglev (Envoy's other policies may also send to degraded hosts when
-/// too few are healthy; redvoy does not yet).
-fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> Vec<Arc<Host>> {
+/// `LoadBalancerBase::isHostSetInPanic`; the bool says whether it is). Health is Envoy's coarse
+/// health: EDS status, active health checking and outlier detection together. Degraded hosts
+/// get no traffic outside panic, as with Envoy's ring hash and Maglev (Envoy's other policies
+/// may also send to degraded hosts when too few are healthy; redvoy does not yet).
+fn routable(hosts: &[Arc<Host>], threshold: model::PanicThreshold) -> (Vec<Arc<Host>>, bool) {
     let healthy: Vec<Arc<Host>> = hosts
         .iter()
-        .filter(|h| h.eds.health_status.is_healthy())
+        .filter(|h| h.coarse_health() == CoarseHealth::Healthy)
         .cloned()
         .collect();
     let degraded = hosts
         .iter()
-        .filter(|h| h.eds.health_status == model::HealthStatus::Degraded)
+        .filter(|h| h.coarse_health() == CoarseHealth::Degraded)
         .count();
     if threshold.in_panic(healthy.len() + degraded, hosts.len()) {
-        hosts.to_vec()
+        (hosts.to_vec(), true)
     } else {
-        healthy
+        (healthy, false)
     }
 }
 

@@ -187,11 +187,12 @@ impl DnsCluster {
             }
         }
         if changed {
-            let hosts = self
+            let hosts: Vec<Arc<Host>> = self
                 .targets
                 .iter()
                 .flat_map(|t| t.hosts.iter().cloned())
                 .collect();
+            cluster.mark_new_hosts_unchecked(&hosts);
             cluster.install(hosts);
         }
     }

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use redvoy_config::model::HealthStatus;
 
 /// Envoy's per-host counters and gauges (`envoy/upstream/host_description.h`), shown by the
 /// admin `/clusters` page. Plain atomics: they are not in the stats store, exactly like Envoy.
@@ -30,6 +32,8 @@ pub struct Host {
     pub stats: HostStats,
     /// What EDS said of the host (defaults for other cluster types).
     pub eds: EdsInfo,
+    /// What redvoy found out itself: active health checking, outlier detection.
+    pub health: HostHealth,
     /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
     address_string: String,
 }
@@ -42,9 +46,70 @@ pub struct EdsInfo {
     pub priority: u32,
 }
 
+/// Envoy's run-time host health flags (`Host::HealthFlag`) that redvoy sets: the ones that
+/// come from EDS are in [`EdsInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HealthFlag {
+    /// Failed active health checking (`unhealthy_threshold` failures in a row).
+    FailedActiveHc = 1,
+    /// The last active check timed out.
+    ActiveHcTimeout = 1 << 1,
+    /// Ejected by outlier detection.
+    FailedOutlierCheck = 1 << 2,
+    /// Added while active health checking runs, not yet checked.
+    PendingActiveHc = 1 << 3,
+}
+
+/// A host's run-time health flags, shared by every worker (one atomic word).
+#[derive(Debug, Default)]
+pub struct HostHealth {
+    flags: AtomicU32,
+}
+
+impl HostHealth {
+    pub fn has(&self, flag: HealthFlag) -> bool {
+        self.flags.load(Ordering::Acquire) & flag as u32 != 0
+    }
+
+    /// Sets `flag`; true when it was not set before.
+    pub fn set(&self, flag: HealthFlag) -> bool {
+        self.flags.fetch_or(flag as u32, Ordering::AcqRel) & flag as u32 == 0
+    }
+
+    /// Clears `flag`; true when it was set before.
+    pub fn clear(&self, flag: HealthFlag) -> bool {
+        self.flags.fetch_and(!(flag as u32), Ordering::AcqRel) & flag as u32 != 0
+    }
+}
+
+/// Envoy's coarse host health (`Host::coarseHealth`): what load balancing uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoarseHealth {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
 // === impl Host ===
 
 impl Host {
+    /// Envoy's `coarseHealth`: unhealthy when EDS says so, active checking failed or outlier
+    /// detection ejected the host; degraded when EDS says so; healthy otherwise.
+    pub fn coarse_health(&self) -> CoarseHealth {
+        if self.health.has(HealthFlag::FailedActiveHc)
+            || self.health.has(HealthFlag::FailedOutlierCheck)
+            || !(self.eds.health_status.is_healthy()
+                || self.eds.health_status == HealthStatus::Degraded)
+        {
+            CoarseHealth::Unhealthy
+        } else if self.eds.health_status == HealthStatus::Degraded {
+            CoarseHealth::Degraded
+        } else {
+            CoarseHealth::Healthy
+        }
+    }
+
     /// The same host with EDS details.
     pub fn with_eds(mut self, eds: EdsInfo) -> Self {
         self.eds = eds;
@@ -58,6 +123,7 @@ impl Host {
             weight,
             stats: HostStats::default(),
             eds: EdsInfo::default(),
+            health: HostHealth::default(),
             address_string: envoy_address_string(&address),
         }
     }

@@ -57,6 +57,9 @@ pub struct HostSet {
     hosts: Vec<Arc<Host>>,
     lb: Lb,
     table_stats: LbTableStats,
+    /// Built over every host because too few were healthy (Envoy's panic mode): each pick
+    /// counts `lb_healthy_panic`.
+    in_panic: bool,
 }
 
 enum Lb {
@@ -129,6 +132,7 @@ impl HostSet {
             hosts: Vec::new(),
             lb: Lb::Empty,
             table_stats: LbTableStats::None,
+            in_panic: false,
         }
     }
 
@@ -182,6 +186,7 @@ impl HostSet {
             hosts,
             lb,
             table_stats,
+            in_panic: false,
         }
     }
 
@@ -213,7 +218,20 @@ impl HostSet {
             hosts,
             lb: Lb::Slots(map),
             table_stats: LbTableStats::None,
+            in_panic: false,
         }
+    }
+
+    /// The same host set, marked as built in panic mode.
+    pub(crate) fn in_panic_mode(mut self, in_panic: bool) -> Self {
+        self.in_panic = in_panic;
+        self
+    }
+
+    /// Whether the set was built over every host because too few were healthy.
+    #[inline]
+    pub fn in_panic(&self) -> bool {
+        self.in_panic
     }
 
     /// Some for an envoy.clusters.redis cluster once a topology is installed.

@@ -15,6 +15,7 @@ pub mod hash;
 mod cluster;
 mod connection;
 mod dns;
+mod health_check;
 mod host;
 mod lb;
 mod manager;
@@ -24,7 +25,9 @@ mod stats;
 pub use cluster::Cluster;
 pub use connection::{set_tcp_keepalive, ConnectionSlot};
 pub use dns::{DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
-pub use host::{envoy_address_string, EdsInfo, Host, HostStats};
+pub use host::{
+    envoy_address_string, CoarseHealth, EdsInfo, HealthFlag, Host, HostHealth, HostStats,
+};
 pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
 };

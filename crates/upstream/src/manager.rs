@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{static_hosts, validate_cluster, Cluster};
 use crate::dns::{DnsCluster, MIN_DNS_REFRESH_RATE};
+use crate::health_check;
 use crate::host::{EdsInfo, Host};
 use crate::redis_cluster::{Discovery, RoundOutcome};
 use crate::UpstreamError;
@@ -52,6 +53,8 @@ struct ManagerState {
     dns_started: bool,
     /// One refresh task per DNS cluster or Redis Cluster (discovery), by cluster name.
     tasks: HashMap<String, JoinHandle<()>>,
+    /// One active health checker per cluster that configures one, by cluster name.
+    health_checkers: HashMap<String, JoinHandle<()>>,
     /// The last assignment per EDS service name: a modified EDS cluster warms from it at once
     /// (Envoy's EDS resource cache, `assignment_use_cached`).
     assignments: HashMap<String, Arc<model::ClusterLoadAssignment>>,
@@ -191,7 +194,14 @@ impl ClusterManager {
         if let Some(task) = state.tasks.remove(&config.name) {
             task.abort();
         }
+        if let Some(task) = state.health_checkers.remove(&config.name) {
+            task.abort();
+        }
         let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
+        if let Some(hc) = &config.health_check {
+            let task = health_check::spawn(&cluster, hc.clone(), &self.store);
+            state.health_checkers.insert(config.name.clone(), task);
+        }
         match config.discovery {
             DiscoveryType::Static => {
                 let hosts = static_hosts(&cluster)?;
@@ -255,6 +265,9 @@ impl ClusterManager {
             return Err(UpstreamError::StaticCluster(name.to_owned()));
         }
         if let Some(task) = state.tasks.remove(name) {
+            task.abort();
+        }
+        if let Some(task) = state.health_checkers.remove(name) {
             task.abort();
         }
         let warmed_out = state.warming.remove(name).is_some();
@@ -395,6 +408,17 @@ impl ClusterManager {
             return;
         }
         state.dns_started = true;
+        let bootstrap: Vec<Arc<Cluster>> = (self.active.load().order.iter())
+            .chain(state.warming.values())
+            .filter(|c| c.config.health_check.is_some())
+            .cloned()
+            .collect();
+        for cluster in bootstrap {
+            if let Some(hc) = &cluster.config.health_check {
+                let task = health_check::spawn(&cluster, hc.clone(), &self.store);
+                state.health_checkers.insert(cluster.name.clone(), task);
+            }
+        }
         for cluster in std::mem::take(&mut state.static_redis) {
             let discovery = Discovery::new(&cluster, &self.store);
             let name = cluster.name.clone();
@@ -547,7 +571,13 @@ impl std::fmt::Debug for ClusterManager {
 
 impl Drop for ClusterManager {
     fn drop(&mut self) {
-        for (_, task) in self.lock().tasks.drain() {
+        let mut state = self.lock();
+        let ManagerState {
+            tasks,
+            health_checkers,
+            ..
+        } = &mut *state;
+        for (_, task) in tasks.drain().chain(health_checkers.drain()) {
             task.abort();
         }
     }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::ConsistentHashingLbConfig;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::ring_hash_lb_config::HashFunction;
@@ -14,9 +15,11 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, UpstreamConnectionOptions,
 };
+use envoy_types::pb::envoy::config::core::v3::health_check::custom_health_check::ConfigType;
+use envoy_types::pb::envoy::config::core::v3::health_check::{CustomHealthCheck, HealthChecker};
 use envoy_types::pb::envoy::config::core::v3::{
-    address, transport_socket, Address, HealthStatus, Locality, Metadata, RoutingPriority,
-    TcpKeepalive, TransportSocket,
+    address, transport_socket, Address, HealthCheck, HealthStatus, Locality, Metadata,
+    RoutingPriority, TcpKeepalive, TransportSocket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -24,6 +27,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::extensions::clusters::redis::v3::RedisClusterConfig;
 use envoy_types::pb::envoy::extensions::filters::network::redis_proxy::v3::RedisProtocolOptions;
+use envoy_types::pb::envoy::extensions::health_checkers::redis::v3::Redis as RedisHealthChecker;
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{
     value, Any as PbAny, Duration as PbDuration, Struct as PbStruct,
@@ -32,7 +36,10 @@ use prost::Message;
 
 use super::{duration, optional_secret, socket_address, AddressKind};
 use crate::error::FieldPath;
-use crate::supported::{RAW_BUFFER, REDIS_CLUSTER_TYPE, REDIS_PROXY_NAMES};
+use crate::supported::{
+    no_factory, RAW_BUFFER, REDIS_CHECKER_ONLY, REDIS_CLUSTER_TYPE, REDIS_HEALTH_CHECKER,
+    REDIS_PROXY_NAMES,
+};
 use crate::{model, ConfigError};
 
 /// `Cluster.connect_timeout` when unset.
@@ -54,6 +61,8 @@ const MIN_CHOICE_COUNT: u32 = 2;
 const DEFAULT_WEIGHT: u32 = 1;
 /// `LocalityLbEndpoints.priority` proto constraint (`lte: 128`).
 const MAX_PRIORITY: u32 = 128;
+/// `HealthCheck.no_traffic_interval` when unset.
+const DEFAULT_NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, ConfigError> {
     #[allow(deprecated)]
@@ -72,6 +81,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         circuit_breakers,
         upstream_connection_options,
         transport_socket_matches,
+        health_checks,
         // The fallback socket: plaintext only, which the allowlist enforces.
         transport_socket: _,
         // Only Istio's metadata exchange passes the allowlist; it changes nothing proxied.
@@ -85,7 +95,6 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         stats_matcher: _,
         per_connection_buffer_limit_bytes: _,
         per_connection_buffer_high_watermark_timeout: _,
-        health_checks: _,
         upstream_http_protocol_options: _,
         common_http_protocol_options: _,
         http_protocol_options: _,
@@ -272,6 +281,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         .as_ref()
         .and_then(tcp_keepalive_option);
     let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches);
+    let health_check = self::health_checks(&health_checks, p)?;
     if matches!(
         discovery,
         model::DiscoveryType::RedisCluster | model::DiscoveryType::OriginalDst
@@ -307,8 +317,190 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         healthy_panic_threshold,
         tcp_keepalive,
         transport_socket_matches,
-        // Refused by the allowlist until the health checker converts it.
-        health_check: None,
+        health_check,
+    })
+}
+
+/// `health_checks`: at most one entry, the Redis health checker (the allowlist refused every
+/// other checker), with Envoy's proto constraints and defaults.
+fn health_checks(
+    checks: &[HealthCheck],
+    p: &FieldPath,
+) -> Result<Option<model::HealthCheck>, ConfigError> {
+    let hp = p.field("health_checks");
+    // Envoy checks every entry's proto constraints before it builds the cluster.
+    let mut converted = checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| health_check(c, &hp.index(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if converted.len() > 1 {
+        return Err(ConfigError::unsupported_because(
+            hp.index(1),
+            "redvoy runs one health checker per cluster",
+        ));
+    }
+    Ok(converted.pop())
+}
+
+/// One `HealthCheck`. Errors come in Envoy's order: negative durations (found while parsing),
+/// then the proto constraints in declaration order, the checker oneof last.
+fn health_check(c: &HealthCheck, p: &FieldPath) -> Result<model::HealthCheck, ConfigError> {
+    const MESSAGE: &str = "HealthCheck";
+    #[allow(deprecated)]
+    let HealthCheck {
+        timeout,
+        interval,
+        initial_jitter,
+        interval_jitter,
+        interval_jitter_percent,
+        unhealthy_threshold,
+        healthy_threshold,
+        reuse_connection,
+        no_traffic_interval,
+        no_traffic_healthy_interval,
+        unhealthy_interval,
+        unhealthy_edge_interval,
+        healthy_edge_interval,
+        event_log_path,
+        always_log_health_check_failures,
+        always_log_health_check_success,
+        health_checker,
+        // Refused by the allowlist: not implemented (`alt_port`, `event_service`), sink
+        // extensions, and health check sockets other than the cluster's plaintext one.
+        alt_port: _,
+        event_logger: _,
+        event_service: _,
+        tls_options: _,
+        transport_socket_match_criteria: _,
+    } = c;
+    let read = |d: &Option<PbDuration>, name: &str| -> Result<Option<Duration>, ConfigError> {
+        d.as_ref().map(|d| duration(d, &p.field(name))).transpose()
+    };
+    let timeout = read(timeout, "timeout")?;
+    let interval = read(interval, "interval")?;
+    let initial_jitter = read(initial_jitter, "initial_jitter")?;
+    let interval_jitter = read(interval_jitter, "interval_jitter")?;
+    let no_traffic_interval = read(no_traffic_interval, "no_traffic_interval")?;
+    let no_traffic_healthy_interval =
+        read(no_traffic_healthy_interval, "no_traffic_healthy_interval")?;
+    let unhealthy_interval = read(unhealthy_interval, "unhealthy_interval")?;
+    let unhealthy_edge_interval = read(unhealthy_edge_interval, "unhealthy_edge_interval")?;
+    let healthy_edge_interval = read(healthy_edge_interval, "healthy_edge_interval")?;
+
+    // PGV `gt: {}` on every interval that is set.
+    let positive = |d: Option<Duration>, name: &str| -> Result<Option<Duration>, ConfigError> {
+        match d {
+            Some(d) if d.is_zero() => Err(ConfigError::proto_constraint(
+                &p.field(name),
+                MESSAGE,
+                "value must be greater than 0s",
+            )),
+            d => Ok(d),
+        }
+    };
+    let required =
+        |name: &str| ConfigError::proto_constraint(&p.field(name), MESSAGE, "value is required");
+    let timeout = positive(timeout, "timeout")?.ok_or_else(|| required("timeout"))?;
+    let interval = positive(interval, "interval")?.ok_or_else(|| required("interval"))?;
+    let unhealthy_threshold = unhealthy_threshold
+        .map(|v| v.value)
+        .ok_or_else(|| required("unhealthy_threshold"))?;
+    let healthy_threshold = healthy_threshold
+        .map(|v| v.value)
+        .ok_or_else(|| required("healthy_threshold"))?;
+    let no_traffic_interval = positive(no_traffic_interval, "no_traffic_interval")?
+        .unwrap_or(DEFAULT_NO_TRAFFIC_INTERVAL);
+    let no_traffic_healthy_interval =
+        positive(no_traffic_healthy_interval, "no_traffic_healthy_interval")?
+            .unwrap_or(no_traffic_interval);
+    let unhealthy_interval =
+        positive(unhealthy_interval, "unhealthy_interval")?.unwrap_or(interval);
+    let unhealthy_edge_interval =
+        positive(unhealthy_edge_interval, "unhealthy_edge_interval")?.unwrap_or(unhealthy_interval);
+    let healthy_edge_interval =
+        positive(healthy_edge_interval, "healthy_edge_interval")?.unwrap_or(interval);
+
+    // Refused by the allowlist already.
+    let other_checker = |name: &str| {
+        ConfigError::unsupported_because(
+            p.field(name),
+            format!("not supported by redvoy; {REDIS_CHECKER_ONLY}"),
+        )
+    };
+    let checker = match health_checker {
+        Some(HealthChecker::CustomHealthCheck(custom)) => {
+            custom_health_check(custom, &p.field("custom_health_check"))?
+        }
+        Some(HealthChecker::HttpHealthCheck(_)) => return Err(other_checker("http_health_check")),
+        Some(HealthChecker::TcpHealthCheck(_)) => return Err(other_checker("tcp_health_check")),
+        Some(HealthChecker::GrpcHealthCheck(_)) => return Err(other_checker("grpc_health_check")),
+        // PGV's wording for a required oneof names no message.
+        None => {
+            return Err(ConfigError::invalid(
+                p,
+                "Proto constraint validation failed (field: \"health_checker\", reason: is \
+                 required)",
+            ));
+        }
+    };
+    Ok(model::HealthCheck {
+        timeout,
+        interval,
+        initial_jitter: initial_jitter.unwrap_or_default(),
+        interval_jitter: interval_jitter.unwrap_or_default(),
+        interval_jitter_percent: *interval_jitter_percent,
+        unhealthy_threshold,
+        healthy_threshold,
+        reuse_connection: reuse_connection.is_none_or(|v| v.value),
+        no_traffic_interval,
+        no_traffic_healthy_interval,
+        unhealthy_interval,
+        unhealthy_edge_interval,
+        healthy_edge_interval,
+        event_log_path: (!event_log_path.is_empty()).then(|| event_log_path.clone()),
+        always_log_health_check_failures: *always_log_health_check_failures,
+        always_log_health_check_success: *always_log_health_check_success,
+        checker,
+    })
+}
+
+/// `custom_health_check`: the Redis checker (the allowlist walk refused any other type and
+/// re-packed TypedStruct forms as the native type).
+fn custom_health_check(
+    c: &CustomHealthCheck,
+    p: &FieldPath,
+) -> Result<model::HealthChecker, ConfigError> {
+    let CustomHealthCheck { name, config_type } = c;
+    if name.is_empty() {
+        return Err(ConfigError::proto_constraint(
+            &p.field("name"),
+            "CustomHealthCheck",
+            "value length must be at least 1 characters",
+        ));
+    }
+    // Envoy finds the factory by type URL; without one there is nothing to find.
+    let Some(ConfigType::TypedConfig(any)) = config_type else {
+        return Err(ConfigError::invalid(p, no_factory(name, "")));
+    };
+    let tp = p.field("typed_config");
+    if crate::parse::type_name_of(&any.type_url) != REDIS_HEALTH_CHECKER {
+        return Err(ConfigError::unsupported_because(
+            tp,
+            format!(
+                "unsupported health checker type {}; {REDIS_CHECKER_ONLY}",
+                any.type_url
+            ),
+        ));
+    }
+    let RedisHealthChecker {
+        key,
+        // Refused by the allowlist.
+        aws_iam: _,
+    } = RedisHealthChecker::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::invalid(&tp, format!("cannot decode Redis: {e}")))?;
+    Ok(model::HealthChecker::Redis {
+        key: (!key.is_empty()).then(|| Bytes::from(key)),
     })
 }
 

@@ -596,7 +596,7 @@ struct ConfigEndpoint<'a> {
 }
 
 /// Envoy's `dumpEndpointConfigs` for one cluster: hosts grouped by locality, localities in
-/// (region, zone, sub_zone) order, every host HEALTHY (redvoy runs no health checks).
+/// (region, zone, sub_zone) order; the live health comes in `live`.
 fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssignment {
     let is_static = !matches!(
         c.cluster_discovery_type,

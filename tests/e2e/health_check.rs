@@ -1,0 +1,292 @@
+//! Oracle comparison: active Redis health checking (`envoy.health_checkers.redis`).
+//!
+//! Three real redis-servers behind a RING_HASH cluster with a health checker. A killed server
+//! is marked `/failed_active_hc` and leaves the ring (keys move exactly as Envoy's rebuilt ring
+//! moves them); a restarted one comes back; a SIGSTOPped one is `/failed_active_hc/active_hc_timeout`;
+//! with `key`, a server where that key exists fails (maintenance mode). Every row is compared
+//! between Envoy 1.40 and redvoy.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use redvoy_test_util::{
+    bootstrap, catch_all_filter, same_on_all_targets, start_servers, try_wait_for, Cluster, Proxy,
+    RedisServer, Reply, Rows, Target,
+};
+
+use crate::targets;
+
+const KEYS: usize = 300;
+/// Health checks run every 250 ms (before traffic too) and time out after 200 ms: a change
+/// shows within a few hundred milliseconds; waits are bounded well above that.
+const HEALTH_CHECK: &str = "
+health_checks:
+- timeout: 0.2s
+  interval: 0.25s
+  no_traffic_interval: 0.25s
+  unhealthy_threshold: 2
+  healthy_threshold: 2
+  custom_health_check:
+    name: envoy.health_checkers.redis
+    typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.health_checkers.redis.v3.Redis
+";
+const FLAG_WAIT: Duration = Duration::from_secs(15);
+
+/// `/clusters` health flags of cluster `redis`, by server index.
+fn flags(proxy: &Proxy, servers: &[RedisServer]) -> BTreeMap<usize, String> {
+    let body = proxy.admin("GET", "/clusters").body;
+    let mut out = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("redis::127.0.0.1:") else {
+            continue;
+        };
+        let Some((port, value)) = rest.split_once("::health_flags::") else {
+            continue;
+        };
+        if let Some(index) = servers.iter().position(|s| s.port().to_string() == port) {
+            out.insert(index, value.to_owned());
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until every server's flags are as `want` (by index), returning them.
+fn wait_flags(proxy: &Proxy, servers: &[RedisServer], want: &[&str]) -> String {
+    let want: BTreeMap<usize, String> = want
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i, (*f).to_owned()))
+        .collect();
+    let mut last = BTreeMap::new();
+    let reached = try_wait_for(FLAG_WAIT, || {
+        last = flags(proxy, servers);
+        (last == want).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "{}: health flags are {last:?}, expected {want:?}",
+        proxy.target()
+    );
+    format!("{last:?}")
+}
+
+/// SETs every key through the proxy; every SET must succeed (no request goes to a failed host).
+fn set_all(proxy: &Proxy, keys: &[String]) {
+    let mut client = proxy.client();
+    let commands: Vec<Vec<&str>> = keys
+        .iter()
+        .map(|k| vec!["SET", k.as_str(), k.as_str()])
+        .collect();
+    for (key, reply) in keys.iter().zip(client.pipeline(&commands)) {
+        assert_eq!(reply, Reply::ok(), "{}: SET {key}", proxy.target());
+    }
+}
+
+/// For every key, the index of the running server holding it.
+fn locate(servers: &mut [RedisServer], keys: &[String]) -> Vec<String> {
+    let mut holder = vec![String::from("none"); keys.len()];
+    for (index, server) in servers.iter_mut().enumerate() {
+        if !server.is_running() {
+            continue;
+        }
+        let mut client = server.client();
+        let commands: Vec<Vec<&str>> = keys.iter().map(|k| vec!["EXISTS", k.as_str()]).collect();
+        for (i, reply) in client.pipeline(&commands).into_iter().enumerate() {
+            if reply == Reply::Integer(1) {
+                holder[i] = index.to_string();
+            }
+        }
+    }
+    holder
+}
+
+fn flush_running(servers: &mut [RedisServer]) {
+    for server in servers.iter_mut() {
+        if server.is_running() {
+            server.flushall();
+        }
+    }
+}
+
+fn signal(server: &RedisServer, signal: &str) {
+    let Some(pid) = server.pid() else {
+        panic!("redis-server on port {} is not running", server.port());
+    };
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "kill {signal} {pid}: {status:?}"
+    );
+}
+
+fn start(target: Target, servers: &[RedisServer], health_check: &str) -> Proxy {
+    let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+    let cluster = Cluster::new("redis", "RING_HASH", &ports).extra(health_check);
+    let yaml = bootstrap(&catch_all_filter("redis", ""), &[cluster]);
+    Proxy::start(target, &yaml, &[])
+}
+
+#[test]
+fn killed_server_leaves_the_ring_and_comes_back_like_envoy() {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("hc:{i}")).collect();
+    // The same servers (so the same ports, so the same host hashes) for every target.
+    let mut servers = start_servers(3);
+    same_on_all_targets(&targets(), |target| {
+        flush_running(&mut servers);
+        let proxy = start(target, &servers, HEALTH_CHECK);
+        let mut rows: Rows = Vec::new();
+        let all_healthy = ["healthy", "healthy", "healthy"];
+        rows.push(("start".into(), wait_flags(&proxy, &servers, &all_healthy)));
+        rows.push((
+            "membership_healthy start".into(),
+            proxy.stat("cluster.redis.membership_healthy").to_string(),
+        ));
+        set_all(&proxy, &keys);
+        let before = locate(&mut servers, &keys);
+
+        // Killed: marked after unhealthy_threshold failed checks, its keys move.
+        servers[1].stop();
+        rows.push((
+            "killed".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["healthy", "/failed_active_hc", "healthy"],
+            ),
+        ));
+        rows.push((
+            "membership_healthy killed".into(),
+            proxy.stat("cluster.redis.membership_healthy").to_string(),
+        ));
+        rows.push((
+            "health_check.healthy killed".into(),
+            proxy.stat("cluster.redis.health_check.healthy").to_string(),
+        ));
+        // A key of the killed server is served elsewhere once routing has the change.
+        let probe = &keys[before
+            .iter()
+            .position(|s| s == "1")
+            .expect("a key on server 1")];
+        let mut client = proxy.client();
+        let rerouted = try_wait_for(FLAG_WAIT, || {
+            (client.cmd(&["SET", probe, "probe"]) == Reply::ok()).then_some(())
+        });
+        assert!(
+            rerouted.is_some(),
+            "{target}: {probe} still fails after the mark"
+        );
+        flush_running(&mut servers);
+        set_all(&proxy, &keys);
+        let failed = locate(&mut servers, &keys);
+        // Envoy rebuilds the ring over the healthy hosts, which gives each more entries: some
+        // keys of healthy hosts move too. The rows compare every key's move with Envoy's.
+        for (i, key) in keys.iter().enumerate() {
+            assert_ne!(failed[i], "1", "{target}: {key} still on the killed server");
+            rows.push((
+                format!("{key} placement"),
+                format!("{} -> {}", before[i], failed[i]),
+            ));
+        }
+
+        // Restarted: healthy again after healthy_threshold checks, keys come back (Envoy
+        // applies a health change to routing within its 1 s update merge window: poll a key of
+        // the restarted server until it lands there).
+        servers[1].restart();
+        rows.push((
+            "restarted".into(),
+            wait_flags(&proxy, &servers, &all_healthy),
+        ));
+        let probe = &keys[before
+            .iter()
+            .position(|s| s == "1")
+            .expect("a key on server 1")];
+        let mut client = proxy.client();
+        let routed_back = try_wait_for(FLAG_WAIT, || {
+            assert_eq!(client.cmd(&["SET", probe, "probe"]), Reply::ok());
+            (servers[1].cmd(&["EXISTS", probe]) == Reply::Integer(1)).then_some(())
+        });
+        assert!(
+            routed_back.is_some(),
+            "{target}: {probe} never went back to server 1"
+        );
+        flush_running(&mut servers);
+        set_all(&proxy, &keys);
+        let back = locate(&mut servers, &keys);
+        assert_eq!(before, back, "{target}: placement after the restart");
+        for name in [
+            "attempt",
+            "success",
+            "failure",
+            "network_failure",
+            "passive_failure",
+            "verify_cluster",
+            "healthy",
+            "degraded",
+        ] {
+            let stat = format!("cluster.redis.health_check.{name}");
+            let present = proxy.stats().get(&stat).is_some();
+            rows.push((format!("{stat} present"), present.to_string()));
+        }
+        let failures = proxy.stat("cluster.redis.health_check.network_failure");
+        assert!(failures >= 2, "{target}: network_failure {failures}");
+        rows
+    });
+}
+
+#[test]
+fn hung_server_is_marked_timed_out_like_envoy() {
+    same_on_all_targets(&targets(), |target| {
+        let servers = start_servers(3);
+        let proxy = start(target, &servers, HEALTH_CHECK);
+        let mut rows: Rows = Vec::new();
+        wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        signal(&servers[2], "-STOP");
+        rows.push((
+            "stopped".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["healthy", "healthy", "/failed_active_hc/active_hc_timeout"],
+            ),
+        ));
+        signal(&servers[2], "-CONT");
+        rows.push((
+            "continued".into(),
+            wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]),
+        ));
+        rows
+    });
+}
+
+#[test]
+fn maintenance_key_fails_its_host_like_envoy() {
+    let with_key = HEALTH_CHECK.replace("v3.Redis\n", "v3.Redis\n      key: maint\n");
+    same_on_all_targets(&targets(), |target| {
+        let servers = start_servers(3);
+        let proxy = start(target, &servers, &with_key);
+        let mut rows: Rows = Vec::new();
+        wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        // Whatever its value: the key's existence is the signal.
+        assert_eq!(servers[0].cmd(&["SET", "maint", "0"]), Reply::ok());
+        rows.push((
+            "key set".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["/failed_active_hc", "healthy", "healthy"],
+            ),
+        ));
+        let exists = proxy.stat("cluster.redis.health_check.redis.exists_failure");
+        assert!(exists >= 1, "{target}: exists_failure {exists}");
+        assert_eq!(servers[0].cmd(&["DEL", "maint"]), Reply::Integer(1));
+        rows.push((
+            "key deleted".into(),
+            wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]),
+        ));
+        rows
+    });
+}
