@@ -596,7 +596,8 @@ struct ConfigEndpoint<'a> {
 }
 
 /// Envoy's `dumpEndpointConfigs` for one cluster: hosts grouped by locality, localities in
-/// (region, zone, sub_zone) order; the live health comes in `live`.
+/// (region, zone, sub_zone) order, every host HEALTHY (active health check results are not
+/// reflected here yet).
 fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssignment {
     let is_static = !matches!(
         c.cluster_discovery_type,
