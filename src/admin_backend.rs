@@ -44,6 +44,42 @@ pub struct Backend {
     pub listener_stopped: redvoy_stats::Counter,
 }
 
+/// A cluster's circuit-breaker thresholds as Envoy's resource managers report them in
+/// `/clusters`, `[DEFAULT, HIGH]`.
+///
+/// With a retry budget, the retry limit is the budget's share of the requests counted against
+/// the priority's breaker (only tcp_proxy and HTTP router connections, DEFAULT), never below
+/// `min_retry_concurrency`. Reading that limit sets the priority's `remaining_retries` to 0,
+/// as Envoy's `RetryBudgetImpl::max()` does: observed on Envoy 1.40, the gauge shows
+/// `max_retries` until `/clusters` is first read, then 0.
+fn circuit_breakers(cluster: &redvoy_upstream::Cluster) -> [Thresholds; 2] {
+    let config = &cluster.config.circuit_breakers;
+    let [default_remaining, high_remaining] = &cluster.stats.circuit_breakers_remaining;
+    [
+        (&config.default, default_remaining, cluster.breaker_in_use()),
+        (&config.high, high_remaining, 0),
+    ]
+    .map(|(t, remaining, in_use)| {
+        let max_retries = match &t.retry_budget {
+            None => u64::from(t.max_retries),
+            Some(budget) => {
+                if let Some(r) = remaining {
+                    r.retries.set(0);
+                }
+                // Envoy's arithmetic: a double truncated to an integer.
+                let share = (budget.budget_percent / 100.0 * in_use as f64) as u64;
+                share.max(u64::from(budget.min_retry_concurrency))
+            }
+        };
+        Thresholds {
+            max_connections: t.max_connections.into(),
+            max_pending_requests: t.max_pending_requests.into(),
+            max_requests: t.max_requests.into(),
+            max_retries,
+        }
+    })
+}
+
 fn address(addr: &SocketAddr) -> Address {
     Address::Socket {
         ip: addr.ip().to_string(),
@@ -236,7 +272,7 @@ impl AdminBackend for Backend {
                         .as_ref()
                         .map(|e| e.service_name.clone())
                         .unwrap_or_default(),
-                    circuit_breakers: [Thresholds::default(); 2],
+                    circuit_breakers: circuit_breakers(cluster),
                     outlier: None,
                     hosts,
                 }

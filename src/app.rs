@@ -128,6 +128,9 @@ impl App {
                 .await
                 .map_err(StartError::Clusters)?,
         );
+        if let Some(path) = &bootstrap.outlier_event_log_path {
+            clusters.set_outlier_event_log(path);
+        }
         ListenerManagerStats::register(&store, bootstrap.clusters.len(), concurrency);
         clusters.spawn_dns_refresh();
         // Envoy starts listeners only once each Redis Cluster has its first topology; waiting

@@ -244,6 +244,19 @@ fn hung_server_is_marked_timed_out_like_envoy() {
         let proxy = start(target, &servers, HEALTH_CHECK);
         let mut rows: Rows = Vec::new();
         wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        // The checker's connections are traffic, as Envoy counts them: one per host, kept.
+        let stats = proxy.stats();
+        for name in ["upstream_cx_total", "upstream_cx_active"] {
+            let stat = format!("cluster.redis.{name}");
+            rows.push((
+                format!("{name} before traffic"),
+                format!("{:?}", stats.get_int(&stat)),
+            ));
+        }
+        let requests = stats
+            .get_int("cluster.redis.upstream_rq_total")
+            .unwrap_or(0);
+        assert!(requests >= 3, "{target}: upstream_rq_total {requests}");
         signal(&servers[2], "-STOP");
         rows.push((
             "stopped".into(),

@@ -10,6 +10,8 @@ use bytes::Bytes;
 /// The bootstrap after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
+    /// `cluster_manager.outlier_detection.event_log_path`: where outlier ejections are logged.
+    pub outlier_event_log_path: Option<String>,
     pub node: Node,
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
@@ -397,7 +399,7 @@ pub struct Cluster {
     /// `cluster_type { name: envoy.clusters.redis }`: its `RedisClusterConfig` (Envoy defaults
     /// applied). Set exactly when `discovery` is [`DiscoveryType::RedisCluster`].
     pub redis_cluster: Option<RedisClusterConfig>,
-    /// `circuit_breakers`' DEFAULT-priority thresholds, Envoy's defaults applied.
+    /// `circuit_breakers`: the thresholds of both priorities, Envoy's defaults applied.
     pub circuit_breakers: CircuitBreakers,
     /// `common_lb_config.healthy_panic_threshold`.
     pub healthy_panic_threshold: PanicThreshold,
@@ -408,6 +410,40 @@ pub struct Cluster {
     pub transport_socket_matches: TransportSocketMatches,
     /// `health_checks[0]`: the active health checker (redvoy runs at most one per cluster).
     pub health_check: Option<HealthCheck>,
+    /// `outlier_detection`: consecutive-failure ejection.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `envoy.config.cluster.v3.OutlierDetection`, Envoy's defaults applied. Success-rate and
+/// failure-percentage ejection are not implemented (their fields are refused when set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    /// Default 5.
+    pub consecutive_5xx: u32,
+    /// Default 5.
+    pub consecutive_gateway_failure: u32,
+    /// Default 5; counted only with `split_external_local_origin_errors`.
+    pub consecutive_local_origin_failure: u32,
+    /// Percent; default 100.
+    pub enforcing_consecutive_5xx: u32,
+    /// Percent; default 0 (detected, not enforced).
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// Percent; default 100.
+    pub enforcing_consecutive_local_origin_failure: u32,
+    /// Default 10 s: how often ejected hosts are considered for return.
+    pub interval: Duration,
+    /// Default 30 s, multiplied by the number of times the host was ejected.
+    pub base_ejection_time: Duration,
+    /// Default 300 s (or `base_ejection_time` when larger).
+    pub max_ejection_time: Duration,
+    /// Default 0.
+    pub max_ejection_time_jitter: Duration,
+    /// Percent of the cluster's hosts that may be ejected at once; default 10.
+    pub max_ejection_percent: u32,
+    pub split_external_local_origin_errors: bool,
+    pub always_eject_one_host: bool,
+    /// Default true: a passing active health check returns an ejected host.
+    pub successful_active_health_check_uneject_host: bool,
 }
 
 /// `envoy.config.core.v3.HealthCheck`, Envoy's defaults applied.
@@ -452,23 +488,59 @@ pub enum HealthChecker {
     Redis { key: Option<Bytes> },
 }
 
-/// `circuit_breakers.thresholds` for the DEFAULT priority (the only one redis_proxy, tcp_proxy
-/// and the minimal HTTP router use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `circuit_breakers.thresholds`: per priority, the first entry of that priority (as Envoy
+/// picks it), Envoy's defaults for a priority without one.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CircuitBreakers {
-    /// `max_connections`; default 1024.
-    pub max_connections: u32,
-    /// `max_requests`; default 1024.
-    pub max_requests: u32,
+    /// DEFAULT: the priority of every request redis_proxy, tcp_proxy and the minimal HTTP
+    /// router make (enforced by the last two, as Envoy does).
+    pub default: Thresholds,
+    /// HIGH: reported only (high-priority HTTP routes, which redvoy never has).
+    pub high: Thresholds,
 }
 
-impl Default for CircuitBreakers {
+/// `CircuitBreakers.Thresholds` of one priority, Envoy's defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// `max_connections`; default 1024.
+    pub max_connections: u32,
+    /// `max_pending_requests`; default 1024.
+    pub max_pending_requests: u32,
+    /// `max_requests`; default 1024.
+    pub max_requests: u32,
+    /// `max_retries`; default 3.
+    pub max_retries: u32,
+    /// `max_connection_pools`; unset (the default) is unlimited, which Envoy keeps as
+    /// `u64::MAX` (and reports so in `remaining_cx_pools`).
+    pub max_connection_pools: Option<u32>,
+    /// `retry_budget`: when set, it replaces `max_retries` as the limit on retries.
+    pub retry_budget: Option<RetryBudget>,
+    /// `track_remaining`: publish the `circuit_breakers.<priority>.remaining_*` gauges.
+    pub track_remaining: bool,
+}
+
+impl Default for Thresholds {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_pending_requests: 1024,
             max_requests: 1024,
+            max_retries: 3,
+            max_connection_pools: None,
+            retry_budget: None,
+            track_remaining: false,
         }
     }
+}
+
+/// `Thresholds.retry_budget`, Envoy's defaults applied: retries may be `budget_percent` of the
+/// active and pending requests, never fewer than `min_retry_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// `budget_percent`; default 20.
+    pub budget_percent: f64,
+    /// `min_retry_concurrency`; default 3.
+    pub min_retry_concurrency: u32,
 }
 
 /// `healthy_panic_threshold` in percent: below this share of healthy (or degraded) hosts, the

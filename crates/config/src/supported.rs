@@ -167,8 +167,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     (
         "envoy.config.bootstrap.v3.ClusterManager",
         &[
-            // The outlier-detection event log only records ejections; redvoy runs no outlier
-            // detection (refused on clusters), so there is nothing to log.
+            // The outlier-detection event log: where ejections are written (logging only).
             ("outlier_detection", Ignore),
             // Deferred creation only delays building per-worker cluster state; the clusters and
             // their behaviour are the same.
@@ -537,8 +536,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // neither the filters nor the load balancers redvoy runs read it.
             ("metadata", Ignore),
             ("eds_cluster_config", Walk),
-            // DEFAULT-priority thresholds: enforced where Envoy enforces them (tcp_proxy and
-            // the HTTP router; Envoy's redis_proxy enforces none).
+            // Thresholds of both priorities, reported as Envoy reports them; DEFAULT ones
+            // enforced where Envoy enforces them (tcp_proxy and the HTTP router; Envoy's
+            // redis_proxy enforces none).
             ("circuit_breakers", Walk),
             ("upstream_connection_options", Walk),
             // HTTP upstream pools only: a gRPC xDS stream is one request on one connection.
@@ -558,6 +558,31 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // One Redis health checker per cluster (a second entry is refused by the
             // conversion, with its path).
             ("health_checks", Walk),
+            ("outlier_detection", Walk),
+        ],
+    ),
+    (
+        "envoy.config.cluster.v3.OutlierDetection",
+        // Consecutive-failure ejection. Refused by not listing them: success-rate and
+        // failure-percentage ejection (`enforcing_success_rate`, `success_rate_*`,
+        // `enforcing_local_origin_success_rate`, `failure_percentage_*`,
+        // `enforcing_failure_percentage*`), `monitors` and `detect_degraded_hosts`, which
+        // redvoy does not implement.
+        &[
+            ("consecutive_5xx", Walk),
+            ("interval", Walk),
+            ("base_ejection_time", Walk),
+            ("max_ejection_percent", Walk),
+            ("enforcing_consecutive_5xx", Walk),
+            ("consecutive_gateway_failure", Walk),
+            ("enforcing_consecutive_gateway_failure", Walk),
+            ("split_external_local_origin_errors", Walk),
+            ("consecutive_local_origin_failure", Walk),
+            ("enforcing_consecutive_local_origin_failure", Walk),
+            ("max_ejection_time", Walk),
+            ("max_ejection_time_jitter", Walk),
+            ("successful_active_health_check_uneject_host", Walk),
+            ("always_eject_one_host", Walk),
         ],
     ),
     (
@@ -608,23 +633,33 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        // Every threshold of both priorities is reported (`/clusters`, `remaining_*` with
+        // `track_remaining`). Enforced: DEFAULT `max_connections` and `max_requests` by
+        // tcp_proxy and the HTTP router, as Envoy does (its redis_proxy enforces none). Only
+        // reported: `max_pending_requests` (a queue redvoy never has: tcp_proxy and the HTTP
+        // router fail at once), `max_retries` and `retry_budget` (neither redis_proxy,
+        // tcp_proxy nor redvoy's HTTP router retries), `max_connection_pools` (Envoy's
+        // redis_proxy does not use it; redvoy's tcp_proxy and HTTP router have no pools), and
+        // HIGH thresholds (high-priority HTTP routes, which redvoy never has).
         &[
-            // Only DEFAULT thresholds are read: HIGH ones apply to high-priority HTTP routes,
-            // which redvoy never has.
             ("priority", Walk),
             ("max_connections", Walk),
             ("max_requests", Walk),
-            // Bounds a queue redvoy never has: tcp_proxy and the HTTP router fail at once when
-            // the connections are used up (Envoy queues HTTP requests up to this many).
-            ("max_pending_requests", Ignore),
-            // Retries: neither redis_proxy, tcp_proxy nor redvoy's HTTP router retries.
-            ("max_retries", Ignore),
-            ("retry_budget", Ignore),
-            // Only adds the `remaining_*` gauges.
-            ("track_remaining", Ignore),
-            // Caps connection pools per cluster, which Envoy's redis_proxy does not use and
-            // redvoy's tcp_proxy and HTTP router (a connection each) do not have.
-            ("max_connection_pools", Ignore),
+            ("max_pending_requests", Walk),
+            ("max_retries", Walk),
+            ("retry_budget", Walk),
+            ("track_remaining", Walk),
+            ("max_connection_pools", Walk),
+        ],
+    ),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget",
+        &[
+            ("budget_percent", Walk),
+            ("min_retry_concurrency", Walk),
+            // Checked (a duration), then dropped: it widens the requests the budget counts,
+            // and redvoy counts none against the breaker.
+            ("budget_interval", Walk),
         ],
     ),
     (

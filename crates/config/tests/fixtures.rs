@@ -223,6 +223,7 @@ fn article_cluster(name: &str) -> Cluster {
         tcp_keepalive: None,
         transport_socket_matches: Default::default(),
         health_check: None,
+        outlier_detection: None,
     }
 }
 
@@ -251,6 +252,7 @@ fn article_model() -> Bootstrap {
     let mut s = settings(Duration::from_secs(5));
     s.enable_redirection = true;
     Bootstrap {
+        outlier_event_log_path: None,
         node: Node::default(),
         admin: Some(admin_at(addr("0.0.0.0", 8001))),
         listeners: vec![Listener {
@@ -519,6 +521,7 @@ fn full_featured_model() {
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
             health_check: None,
+            outlier_detection: None,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -537,6 +540,7 @@ fn full_featured_model() {
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
             health_check: None,
+            outlier_detection: None,
         },
         Cluster {
             name: "static".to_owned(),
@@ -558,6 +562,7 @@ fn full_featured_model() {
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
             health_check: None,
+            outlier_detection: None,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -581,6 +586,7 @@ fn full_featured_model() {
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
             health_check: None,
+            outlier_detection: None,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);

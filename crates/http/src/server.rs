@@ -348,7 +348,7 @@ impl Exchange<'_> {
         let cs = &self.cluster.stats;
         // One upstream connection per request: both `max_connections` and `max_requests`
         // bound it. Envoy would queue up to `max_pending_requests`; redvoy answers at once.
-        let breakers = &self.cluster.config.circuit_breakers;
+        let breakers = &self.cluster.config.circuit_breakers.default;
         let Some(_slot) = self
             .cluster
             .try_open_connection(breakers.max_connections.min(breakers.max_requests))

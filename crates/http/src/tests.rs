@@ -122,6 +122,7 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             tcp_keepalive: None,
             transport_socket_matches: Default::default(),
             health_check: None,
+            outlier_detection: None,
         },
         store,
     );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
-use redvoy_upstream::{ClusterStats, Host};
+use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -46,6 +46,8 @@ pub(crate) struct ClientConfig {
     pub upstream_rq_time: Histogram,
     /// Per-command upstream stats, with `enable_command_stats` only.
     pub command_stats: Option<CommandStatsCache>,
+    /// The cluster, when it runs outlier detection: every result is reported to it.
+    pub outlier: Option<Arc<Cluster>>,
 }
 
 /// `cluster.<name>.redis_cluster.upstream_commands.<cmd>.*`.
@@ -143,6 +145,8 @@ pub(crate) struct UpstreamClient {
     pool: Weak<dyn Redirector>,
     /// `enable_redirection` on a pooled client.
     redirects: bool,
+    /// Why the connection is being closed, for outlier detection (set where it is decided).
+    close_reason: Cell<Option<OutlierResult>>,
 }
 
 // === impl UpstreamClient ===
@@ -168,6 +172,7 @@ impl UpstreamClient {
             close_when_idle: Cell::new(false),
             pool,
             redirects,
+            close_reason: Cell::new(None),
         })
     }
 
@@ -282,6 +287,7 @@ impl UpstreamClient {
             }
             Ok(Err(e)) => {
                 debug!(%addr, error = %e, "upstream connect failed");
+                self.report_failure(OutlierResult::LocalOriginConnectFailed);
                 stats.upstream_cx_connect_fail.inc();
                 self.host
                     .stats
@@ -294,6 +300,7 @@ impl UpstreamClient {
             }
             Err(_) => {
                 debug!(%addr, "upstream connect timeout");
+                self.report(OutlierResult::LocalOriginTimeout);
                 stats.upstream_cx_connect_timeout.inc();
                 stats.upstream_cx_connect_fail.inc();
                 self.host
@@ -327,6 +334,11 @@ impl UpstreamClient {
             }
         }
         let local_close = self.serve(stream, addr).await;
+        match self.close_reason.take() {
+            Some(reason) => self.report(reason),
+            None if !local_close => self.report_failure(OutlierResult::LocalOriginConnectFailed),
+            None => {}
+        }
         stats.upstream_cx_active.dec();
         self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
         self.record_destroy(local_close);
@@ -399,6 +411,8 @@ impl UpstreamClient {
                                     Ok(Some(frame)) => {
                                         if !self.on_reply(frame) {
                                             stats.upstream_cx_protocol_error.inc();
+                                            self.close_reason
+                                                .set(Some(OutlierResult::ExtOriginRequestFailed));
                                             return true;
                                         }
                                     }
@@ -406,6 +420,8 @@ impl UpstreamClient {
                                     Err(e) => {
                                         debug!(%addr, error = %e, "upstream protocol error");
                                         stats.upstream_cx_protocol_error.inc();
+                                        self.close_reason
+                                            .set(Some(OutlierResult::ExtOriginRequestFailed));
                                         return true;
                                     }
                                 }
@@ -435,6 +451,7 @@ impl UpstreamClient {
                 _ = sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                     debug!(%addr, "upstream op timeout");
+                    self.close_reason.set(Some(OutlierResult::LocalOriginTimeout));
                     stats.upstream_rq_timeout.inc();
                     self.host.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
                     return true;
@@ -458,6 +475,8 @@ impl UpstreamClient {
             };
             request
         };
+        // Every reply, error replies included, is a success for outlier detection.
+        self.report(OutlierResult::ExtOriginRequestSuccess);
         if request.counted {
             self.config.cluster_stats.upstream_rq_active.dec();
             self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
@@ -509,6 +528,21 @@ impl UpstreamClient {
             c.complete(Ok(frame));
         }
         true
+    }
+
+    /// Reports a result to the cluster's outlier detector, if it runs one.
+    fn report(&self, result: OutlierResult) {
+        if let Some(cluster) = &self.config.outlier {
+            cluster.put_outlier_result(&self.host, result);
+        }
+    }
+
+    /// A connection that went away counts against the host only with requests pending, as
+    /// in Envoy's Redis client.
+    fn report_failure(&self, result: OutlierResult) {
+        if !self.inner.borrow().pending.is_empty() {
+            self.report(result);
+        }
     }
 
     /// Fails everything pending and returns to `Idle` so the next request reconnects.

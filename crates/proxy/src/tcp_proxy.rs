@@ -162,7 +162,8 @@ pub async fn run(
     };
     // Envoy's TCP pool: a connection over the cluster's `max_connections` is not made and the
     // downstream is closed (`upstream_cx_overflow`).
-    let Some(_slot) = cluster.try_open_connection(cluster.config.circuit_breakers.max_connections)
+    let Some(_slot) =
+        cluster.try_open_connection(cluster.config.circuit_breakers.default.max_connections)
     else {
         debug!(cluster = %cluster.name, "tcp_proxy: circuit breaker open (max_connections)");
         return;
@@ -378,6 +379,7 @@ mod tests {
                 tcp_keepalive: None,
                 transport_socket_matches: Default::default(),
                 health_check: None,
+                outlier_detection: None,
             },
             store,
         );

@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::host::{CoarseHealth, EdsInfo, HealthFlag, Host};
 use crate::lb::{validate_policy, HostSet};
+use crate::outlier::{OutlierDetector, OutlierResult};
 use crate::redis_cluster::{RefreshTrigger, SlotMap};
 use crate::stats::ClusterStats;
 use crate::UpstreamError;
@@ -34,6 +35,8 @@ pub struct Cluster {
     installed: std::sync::atomic::AtomicBool,
     /// `envoy.clusters.redis` only: the refresh manager workers report to.
     refresh: Option<RefreshTrigger>,
+    /// `outlier_detection`: the cluster's detector.
+    outlier: Option<OutlierDetector>,
     /// `envoy.clusters.redis` only: true once the first discovery round completed (a topology,
     /// or seeds that resolve to nothing), which ends the cluster's initialisation.
     pub(crate) initialized: watch::Sender<bool>,
@@ -44,7 +47,12 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with no hosts yet; see [`Cluster::set_hosts`].
     pub fn new(config: model::Cluster, store: &Store) -> Self {
-        let stats = ClusterStats::new(store, &config.name, &config.lb_policy);
+        let stats = ClusterStats::new(
+            store,
+            &config.name,
+            &config.lb_policy,
+            &config.circuit_breakers,
+        );
         Self {
             name: config.name.clone(),
             stats,
@@ -54,6 +62,10 @@ impl Cluster {
             breaker_connections: std::sync::atomic::AtomicU64::new(0),
             installed: std::sync::atomic::AtomicBool::new(false),
             refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
+            outlier: config
+                .outlier_detection
+                .clone()
+                .map(|o| OutlierDetector::new(o, store, &config.name)),
             initialized: watch::channel(false).0,
             config,
         }
@@ -61,6 +73,20 @@ impl Cluster {
 
     pub fn is_redis_cluster(&self) -> bool {
         self.config.discovery == DiscoveryType::RedisCluster
+    }
+
+    /// The cluster's outlier detector, when it configures `outlier_detection`.
+    pub fn outlier_detector(&self) -> Option<&OutlierDetector> {
+        self.outlier.as_ref()
+    }
+
+    /// Reports what a request to `host` came to, for outlier detection (nothing when the
+    /// cluster has none).
+    #[inline]
+    pub fn put_outlier_result(&self, host: &Arc<Host>, result: OutlierResult) {
+        if let Some(detector) = &self.outlier {
+            detector.put_result(self, host, result);
+        }
     }
 
     /// Envoy's cluster refresh manager for this cluster (None for other cluster types).

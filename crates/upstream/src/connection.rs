@@ -1,7 +1,8 @@
 //! What a cluster says about each upstream connection, whoever opens it: the DEFAULT-priority
 //! circuit breaker on the connections tcp_proxy and the HTTP router open (Envoy enforces
 //! `max_connections` there and nowhere in its redis_proxy, whose pooled clients it never
-//! counts against the breaker: observed on Envoy 1.40), and TCP keepalive
+//! counts against the breaker: observed on Envoy 1.40) and what it reports (`cx_open`,
+//! `rq_open`, `remaining_cx`, `remaining_rq`), and TCP keepalive
 //! (`upstream_connection_options.tcp_keepalive`) on every upstream socket.
 
 use std::sync::atomic::Ordering;
@@ -35,6 +36,7 @@ impl Cluster {
                 if before + 1 >= max {
                     self.stats.circuit_breakers_default_cx_open.set(1);
                 }
+                self.report_in_use(before + 1);
                 Some(ConnectionSlot { cluster: self })
             }
             Err(_) => {
@@ -43,16 +45,41 @@ impl Cluster {
             }
         }
     }
+
+    /// Connections (each with its one request) counted against the DEFAULT thresholds now.
+    pub fn breaker_in_use(&self) -> u64 {
+        self.breaker_connections.load(Ordering::Acquire)
+    }
+
+    /// Reports `in_use` slots against the DEFAULT thresholds: each is one connection carrying
+    /// one request (tcp_proxy's, or the HTTP router's one request per connection), as Envoy's
+    /// TCP pool counts a connection and its stream (`rq_open`, `remaining_cx`, `remaining_rq`;
+    /// observed on Envoy 1.40).
+    fn report_in_use(&self, in_use: u64) {
+        let t = &self.config.circuit_breakers.default;
+        let max_requests = u64::from(t.max_requests);
+        self.stats
+            .circuit_breakers_default_rq_open
+            .set(u64::from(in_use >= max_requests));
+        if let Some(remaining) = &self.stats.circuit_breakers_remaining[0] {
+            remaining
+                .cx
+                .set(u64::from(t.max_connections).saturating_sub(in_use));
+            remaining.rq.set(max_requests.saturating_sub(in_use));
+        }
+    }
 }
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        self.cluster
+        let before = self
+            .cluster
             .breaker_connections
             .fetch_sub(1, Ordering::AcqRel);
-        // A place is free again. (A concurrent open may set the gauge back to 1 just before
-        // this; it only reports, and the next open or close corrects it.)
+        // A place is free again. (A concurrent open may set the gauges just before this; they
+        // only report, and the next open or close corrects them.)
         self.cluster.stats.circuit_breakers_default_cx_open.set(0);
+        self.cluster.report_in_use(before.saturating_sub(1));
     }
 }
 

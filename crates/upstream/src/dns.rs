@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn target_update_tracks_changes_and_reuses_hosts() {
         let store = Store::new();
-        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin);
+        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin, &Default::default());
         let mut t = DnsTarget {
             dns_address: "x".into(),
             port: 1,

@@ -13,12 +13,15 @@
 //!   cluster has ever opened a data-path connection, then `interval` or `unhealthy_interval`,
 //!   or their edge variants while a change is pending, plus jitter.
 //!
-//! The checker's connections are its own: they do not count in `upstream_cx_*`, as Envoy's
-//! Redis health checker client does not. A change of health rebuilds the cluster's load
-//! balancer (`Cluster::refresh_health`).
+//! The checker's connections and requests count in the cluster's and host's traffic stats
+//! (`upstream_cx_*`, `upstream_rq_total`), as Envoy's Redis health checker client counts them;
+//! so the first check already counts as traffic and `no_traffic_interval` applies only to a
+//! cluster whose checker never connected, as in Envoy. A change of health rebuilds the
+//! cluster's load balancer (`Cluster::refresh_health`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ use tracing::debug;
 
 use crate::cluster::Cluster;
 use crate::host::{HealthFlag, Host};
+use crate::stats::ClusterStats;
 
 /// How often the checker looks for hosts the cluster added or removed (DNS, EDS).
 const HOST_SYNC_PERIOD: Duration = Duration::from_millis(500);
@@ -93,6 +97,7 @@ async fn supervise(
             return;
         };
         let hosts = c.all_hosts();
+        let cluster_stats = c.stats.clone();
         drop(c);
         let current: HashMap<usize, &Arc<Host>> =
             hosts.iter().map(|h| (Arc::as_ptr(h) as usize, h)).collect();
@@ -114,6 +119,7 @@ async fn supervise(
             }
             let session = Session {
                 cluster: cluster.clone(),
+                cluster_stats: cluster_stats.clone(),
                 host: Arc::downgrade(host),
                 address: host.address,
                 config: Arc::clone(&config),
@@ -154,6 +160,13 @@ enum Failure {
     Active,
 }
 
+/// Who closed a checking connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    Local,
+    Remote,
+}
+
 /// Whether a check result changed the host's health (Envoy's `HealthTransition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transition {
@@ -170,6 +183,9 @@ struct CheckConn {
 
 struct Session {
     cluster: Weak<Cluster>,
+    /// The checker's connections and requests count in the cluster's traffic stats, as
+    /// Envoy's Redis health checker client counts them.
+    cluster_stats: ClusterStats,
     host: Weak<Host>,
     address: SocketAddr,
     config: Arc<model::HealthCheck>,
@@ -188,21 +204,35 @@ impl Session {
         }
         loop {
             self.stats.attempt.inc();
-            let result = match tokio::time::timeout(self.config.timeout, self.check()).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::NetworkTimeout),
-            };
-            if result.is_err() || !self.config.reuse_connection {
-                // Envoy closes the checking connection on a failure or timeout.
-                self.conn = None;
-            }
             let Some(host) = self.host.upgrade() else {
                 return;
             };
+            let result = match tokio::time::timeout(self.config.timeout, self.check(&host)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // Envoy closes the checking connection, the check still pending.
+                    if self.conn.take().is_some() {
+                        self.closed(&host, Close::Local, true);
+                    }
+                    Err(Failure::NetworkTimeout)
+                }
+            };
+            if result.is_ok() && !self.config.reuse_connection && self.conn.take().is_some() {
+                self.closed(&host, Close::Local, false);
+            }
             let (healthy, transition) = match result {
                 Ok(()) => (true, self.on_success(&host)),
                 Err(failure) => (false, self.on_failure(&host, failure)),
             };
+            if healthy {
+                // `successful_active_health_check_uneject_host`: a passing check returns a
+                // host outlier detection ejected.
+                if let Some(cluster) = self.cluster.upgrade() {
+                    if let Some(detector) = cluster.outlier_detector() {
+                        detector.on_health_check_success(&cluster, &host);
+                    }
+                }
+            }
             if transition == Transition::Changed {
                 debug!(host = %self.address, healthy, "health check changed the host's health");
                 match self.cluster.upgrade() {
@@ -298,11 +328,32 @@ impl Session {
     }
 
     /// One check on the kept connection (opened first if needed): PING, or EXISTS key.
-    async fn check(&mut self) -> Result<(), Failure> {
+    async fn check(&mut self, host: &Host) -> Result<(), Failure> {
+        // A kept connection the server closed since the last check: Envoy saw that close when
+        // it happened, so it is not this check's connection.
+        if let Some(conn) = &self.conn {
+            let mut probe = [0u8; 1];
+            let stale = match conn.stream.try_read(&mut probe) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if stale {
+                self.conn = None;
+                self.closed(host, Close::Remote, false);
+            }
+        }
         if self.conn.is_none() {
-            let stream = TcpStream::connect(self.address)
-                .await
-                .map_err(|_| Failure::Network)?;
+            self.opened(host);
+            let stream = match TcpStream::connect(self.address).await {
+                Ok(stream) => stream,
+                Err(_) => {
+                    self.cluster_stats.upstream_cx_connect_fail.inc();
+                    host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                    self.closed(host, Close::Remote, true);
+                    return Err(Failure::Network);
+                }
+            };
             let _ = stream.set_nodelay(true);
             let mut conn = CheckConn {
                 stream,
@@ -311,23 +362,38 @@ impl Session {
             };
             if let Some(auth) = self.auth() {
                 let parts: Vec<&[u8]> = auth.iter().map(Vec::as_slice).collect();
-                send(&mut conn, &parts).await?;
+                let sent = send(&mut conn, &parts).await;
                 // As on data-path connections, the AUTH reply is not checked: a wrong password
                 // shows as NOAUTH to the check itself.
-                read_reply(&mut conn).await?;
+                if sent.is_err() || read_reply(&mut conn).await.is_err() {
+                    self.closed(host, Close::Remote, true);
+                    return Err(Failure::Network);
+                }
             }
             self.conn = Some(conn);
         }
-        let conn = self.conn.as_mut().ok_or(Failure::Network)?;
+        self.cluster_stats.upstream_rq_total.inc();
+        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         let HealthChecker::Redis { key } = &self.config.checker;
-        let reply = match key {
-            Some(key) => {
-                send(conn, &[b"EXISTS", key]).await?;
-                read_reply(conn).await?
-            }
-            None => {
-                send(conn, &[b"PING"]).await?;
-                read_reply(conn).await?
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::Network);
+        };
+        let exchanged = match key {
+            Some(key) => match send(conn, &[b"EXISTS", key]).await {
+                Ok(()) => read_reply(conn).await,
+                Err(f) => Err(f),
+            },
+            None => match send(conn, &[b"PING"]).await {
+                Ok(()) => read_reply(conn).await,
+                Err(f) => Err(f),
+            },
+        };
+        let reply = match exchanged {
+            Ok(reply) => reply,
+            Err(failure) => {
+                self.conn = None;
+                self.closed(host, Close::Remote, true);
+                return Err(failure);
             }
         };
         match (key, reply) {
@@ -338,6 +404,34 @@ impl Session {
                 Err(Failure::Active)
             }
             _ => Err(Failure::Active),
+        }
+    }
+
+    /// A checking connection is created: Envoy counts it from then on.
+    fn opened(&self, host: &Host) {
+        let cs = &self.cluster_stats;
+        cs.upstream_cx_total.inc();
+        cs.upstream_cx_active.inc();
+        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A checking connection is gone: Envoy's `upstream_cx_destroy*` accounting.
+    fn closed(&self, host: &Host, how: Close, active_rq: bool) {
+        let cs = &self.cluster_stats;
+        cs.upstream_cx_active.dec();
+        host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        cs.upstream_cx_destroy.inc();
+        match how {
+            Close::Local => cs.upstream_cx_destroy_local.inc(),
+            Close::Remote => cs.upstream_cx_destroy_remote.inc(),
+        }
+        if active_rq {
+            cs.upstream_cx_destroy_with_active_rq.inc();
+            match how {
+                Close::Local => cs.upstream_cx_destroy_local_with_active_rq.inc(),
+                Close::Remote => cs.upstream_cx_destroy_remote_with_active_rq.inc(),
+            }
         }
     }
 

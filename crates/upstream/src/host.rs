@@ -34,6 +34,8 @@ pub struct Host {
     pub eds: EdsInfo,
     /// What redvoy found out itself: active health checking, outlier detection.
     pub health: HostHealth,
+    /// Consecutive failures, for outlier detection.
+    pub outlier: crate::outlier::OutlierCounters,
     /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
     address_string: String,
 }
@@ -124,6 +126,7 @@ impl Host {
             stats: HostStats::default(),
             eds: EdsInfo::default(),
             health: HostHealth::default(),
+            outlier: Default::default(),
             address_string: envoy_address_string(&address),
         }
     }

@@ -15,16 +15,19 @@ pub mod hash;
 mod cluster;
 mod connection;
 mod dns;
+mod event_log;
 mod health_check;
 mod host;
 mod lb;
 mod manager;
+mod outlier;
 mod redis_cluster;
 mod stats;
 
 pub use cluster::Cluster;
 pub use connection::{set_tcp_keepalive, ConnectionSlot};
 pub use dns::{DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
+pub use event_log::EventLog;
 pub use host::{
     envoy_address_string, CoarseHealth, EdsInfo, HealthFlag, Host, HostHealth, HostStats,
 };
@@ -32,6 +35,7 @@ pub use lb::{
     validate_policy, HostSet, LbTableStats, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WRR_SCHEDULE,
 };
 pub use manager::{ClusterChange, ClusterManager};
+pub use outlier::{OutlierCounters, OutlierDetector, OutlierResult};
 pub use redis_cluster::{RefreshTrigger, Shard, SlotMap, SLOT_COUNT};
 pub use stats::{ClusterStats, LbStats};
 

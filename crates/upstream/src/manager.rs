@@ -14,8 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{static_hosts, validate_cluster, Cluster};
 use crate::dns::{DnsCluster, MIN_DNS_REFRESH_RATE};
+use crate::event_log::EventLog;
 use crate::health_check;
 use crate::host::{EdsInfo, Host};
+use crate::outlier;
 use crate::redis_cluster::{Discovery, RoundOutcome};
 use crate::UpstreamError;
 
@@ -53,8 +55,11 @@ struct ManagerState {
     dns_started: bool,
     /// One refresh task per DNS cluster or Redis Cluster (discovery), by cluster name.
     tasks: HashMap<String, JoinHandle<()>>,
-    /// One active health checker per cluster that configures one, by cluster name.
-    health_checkers: HashMap<String, JoinHandle<()>>,
+    /// `cluster_manager.outlier_detection.event_log_path`, once set.
+    outlier_event_log: Option<Arc<EventLog>>,
+    /// The active health checker and the outlier detector's timer of each cluster that
+    /// configures them, by cluster name.
+    health_checkers: HashMap<String, Vec<JoinHandle<()>>>,
     /// The last assignment per EDS service name: a modified EDS cluster warms from it at once
     /// (Envoy's EDS resource cache, `assignment_use_cached`).
     assignments: HashMap<String, Arc<model::ClusterLoadAssignment>>,
@@ -105,6 +110,25 @@ impl ManagerStats {
 // === impl ClusterManager ===
 
 impl ClusterManager {
+    /// Logs outlier ejections of every cluster, present and future, to `path`
+    /// (`cluster_manager.outlier_detection.event_log_path`).
+    pub fn set_outlier_event_log(&self, path: &str) {
+        let log = Arc::new(EventLog::new(path));
+        let mut state = self.lock();
+        for cluster in self
+            .active
+            .load()
+            .order
+            .iter()
+            .chain(state.warming.values())
+        {
+            if let Some(detector) = cluster.outlier_detector() {
+                detector.set_event_log(&log);
+            }
+        }
+        state.outlier_event_log = Some(log);
+    }
+
     /// An active cluster by name.
     pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
         self.active.load().by_name.get(name).cloned()
@@ -194,13 +218,21 @@ impl ClusterManager {
         if let Some(task) = state.tasks.remove(&config.name) {
             task.abort();
         }
-        if let Some(task) = state.health_checkers.remove(&config.name) {
+        for task in state
+            .health_checkers
+            .remove(&config.name)
+            .unwrap_or_default()
+        {
             task.abort();
         }
         let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
-        if let Some(hc) = &config.health_check {
-            let task = health_check::spawn(&cluster, hc.clone(), &self.store);
-            state.health_checkers.insert(config.name.clone(), task);
+        if let (Some(log), Some(detector)) = (&state.outlier_event_log, cluster.outlier_detector())
+        {
+            detector.set_event_log(log);
+        }
+        let tasks = health_tasks(&cluster, &self.store);
+        if !tasks.is_empty() {
+            state.health_checkers.insert(config.name.clone(), tasks);
         }
         match config.discovery {
             DiscoveryType::Static => {
@@ -267,7 +299,7 @@ impl ClusterManager {
         if let Some(task) = state.tasks.remove(name) {
             task.abort();
         }
-        if let Some(task) = state.health_checkers.remove(name) {
+        for task in state.health_checkers.remove(name).unwrap_or_default() {
             task.abort();
         }
         let warmed_out = state.warming.remove(name).is_some();
@@ -410,14 +442,12 @@ impl ClusterManager {
         state.dns_started = true;
         let bootstrap: Vec<Arc<Cluster>> = (self.active.load().order.iter())
             .chain(state.warming.values())
-            .filter(|c| c.config.health_check.is_some())
+            .filter(|c| c.config.health_check.is_some() || c.outlier_detector().is_some())
             .cloned()
             .collect();
         for cluster in bootstrap {
-            if let Some(hc) = &cluster.config.health_check {
-                let task = health_check::spawn(&cluster, hc.clone(), &self.store);
-                state.health_checkers.insert(cluster.name.clone(), task);
-            }
+            let tasks = health_tasks(&cluster, &self.store);
+            state.health_checkers.insert(cluster.name.clone(), tasks);
         }
         for cluster in std::mem::take(&mut state.static_redis) {
             let discovery = Discovery::new(&cluster, &self.store);
@@ -577,10 +607,24 @@ impl Drop for ClusterManager {
             health_checkers,
             ..
         } = &mut *state;
-        for (_, task) in tasks.drain().chain(health_checkers.drain()) {
+        let health = health_checkers.drain().flat_map(|(_, t)| t);
+        for task in tasks.drain().map(|(_, t)| t).chain(health) {
             task.abort();
         }
     }
+}
+
+/// The tasks that watch a cluster's hosts: its active health checker and its outlier
+/// detector's interval timer, for the clusters that configure them.
+fn health_tasks(cluster: &Arc<Cluster>, store: &Store) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(hc) = &cluster.config.health_check {
+        tasks.push(health_check::spawn(cluster, hc.clone(), store));
+    }
+    if cluster.outlier_detector().is_some() {
+        tasks.push(tokio::spawn(outlier::run_interval(Arc::downgrade(cluster))));
+    }
+    tasks
 }
 
 /// Installs an EDS assignment's hosts, with Envoy's per-update accounting. Hosts keep their

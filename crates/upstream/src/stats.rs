@@ -1,7 +1,7 @@
 //! `cluster.<name>.*` stats, declared once (Envoy's `ALL_CLUSTER_*_STATS` macros in
 //! `envoy/upstream/upstream.h` and the load balancers' own gauges).
 
-use redvoy_config::model::LbPolicy;
+use redvoy_config::model::{CircuitBreakers, LbPolicy, Thresholds};
 use redvoy_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
 
 use crate::lb::LbTableStats;
@@ -30,6 +30,11 @@ pub struct ClusterStats {
     pub upstream_cx_overflow: Counter,
     /// `circuit_breakers.default.cx_open`: 1 while the connection breaker is full.
     pub circuit_breakers_default_cx_open: Gauge,
+    /// `circuit_breakers.default.rq_open`: 1 while the request breaker is full.
+    pub circuit_breakers_default_rq_open: Gauge,
+    /// `circuit_breakers.<priority>.remaining_*`, `[DEFAULT, HIGH]`: present for a priority
+    /// whose thresholds have `track_remaining`.
+    pub circuit_breakers_remaining: [Option<RemainingGauges>; 2],
     pub upstream_cx_connect_ms: Histogram,
     pub upstream_cx_length_ms: Histogram,
     // Requests.
@@ -63,6 +68,22 @@ pub struct ClusterStats {
     // Load balancing.
     pub lb_healthy_panic: Counter,
     pub lb: LbStats,
+}
+
+/// `circuit_breakers.<priority>.remaining_*` (`track_remaining`): each threshold less what is
+/// counted against it, as Envoy's resource manager publishes them.
+#[derive(Clone, Debug)]
+pub struct RemainingGauges {
+    /// `remaining_cx`: `max_connections` less the open connections.
+    pub cx: Gauge,
+    /// `remaining_cx_pools`: `max_connection_pools` (unlimited: `u64::MAX`).
+    pub cx_pools: Gauge,
+    /// `remaining_pending`: `max_pending_requests`.
+    pub pending: Gauge,
+    /// `remaining_rq`: `max_requests` less the requests in flight.
+    pub rq: Gauge,
+    /// `remaining_retries`: `max_retries` (Envoy sets it to 0 once a retry budget is read).
+    pub retries: Gauge,
 }
 
 /// The load balancer's own gauges, present only for the hashing policies.
@@ -138,12 +159,11 @@ const IDLE_COUNTERS: &[&str] = &[
     "upstream_rq_tx_reset",
 ];
 
-/// Gauges of the same kind (only the DEFAULT connection breaker is enforced).
+/// Gauges of the same kind (breakers redvoy never counts against: see `connection.rs`).
 const IDLE_GAUGES: &[&str] = &[
     "lb_subsets_active",
     "upstream_queue_overloaded",
     "circuit_breakers.default.cx_pool_open",
-    "circuit_breakers.default.rq_open",
     "circuit_breakers.default.rq_pending_open",
     "circuit_breakers.default.rq_retry_open",
     "circuit_breakers.high.cx_open",
@@ -157,7 +177,12 @@ const IDLE_GAUGES: &[&str] = &[
 
 impl ClusterStats {
     /// Creates (or re-attaches to) every stat under `cluster.<cluster>.`.
-    pub fn new(store: &Store, cluster: &str, policy: &LbPolicy) -> Self {
+    pub fn new(
+        store: &Store,
+        cluster: &str,
+        policy: &LbPolicy,
+        breakers: &CircuitBreakers,
+    ) -> Self {
         let prefix = format!("cluster.{cluster}.");
         let c = |name: &str| store.counter(&format!("{prefix}{name}"));
         let g = |name: &str| store.gauge(&format!("{prefix}{name}"));
@@ -180,6 +205,26 @@ impl ClusterStats {
             },
             _ => LbStats::None,
         };
+        // Envoy's resource manager starts each `remaining_*` gauge at its maximum.
+        let remaining = |priority: &str, t: &Thresholds| {
+            t.track_remaining.then(|| {
+                let r = |name: &str, max: u64| {
+                    let gauge = g(&format!("circuit_breakers.{priority}.remaining_{name}"));
+                    gauge.set(max);
+                    gauge
+                };
+                RemainingGauges {
+                    cx: r("cx", t.max_connections.into()),
+                    cx_pools: r(
+                        "cx_pools",
+                        t.max_connection_pools.map_or(u64::MAX, u64::from),
+                    ),
+                    pending: r("pending", t.max_pending_requests.into()),
+                    rq: r("rq", t.max_requests.into()),
+                    retries: r("retries", t.max_retries.into()),
+                }
+            })
+        };
         Self {
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
@@ -201,6 +246,11 @@ impl ClusterStats {
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
             upstream_cx_overflow: c("upstream_cx_overflow"),
             circuit_breakers_default_cx_open: g("circuit_breakers.default.cx_open"),
+            circuit_breakers_default_rq_open: g("circuit_breakers.default.rq_open"),
+            circuit_breakers_remaining: [
+                remaining("default", &breakers.default),
+                remaining("high", &breakers.high),
+            ],
             upstream_cx_connect_ms: h("upstream_cx_connect_ms", HistogramUnit::Milliseconds),
             upstream_cx_length_ms: h("upstream_cx_length_ms", HistogramUnit::Milliseconds),
             upstream_rq_total: c("upstream_rq_total"),

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::thresholds::RetryBudget;
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::ConsistentHashingLbConfig;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::ring_hash_lb_config::HashFunction;
@@ -13,7 +14,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     TransportSocketMatch,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, UpstreamConnectionOptions,
+    CircuitBreakers, Cluster, OutlierDetection, UpstreamConnectionOptions,
 };
 use envoy_types::pb::envoy::config::core::v3::health_check::custom_health_check::ConfigType;
 use envoy_types::pb::envoy::config::core::v3::health_check::{CustomHealthCheck, HealthChecker};
@@ -107,7 +108,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         dns_resolution_config: _,
         typed_dns_resolver_config: _,
         wait_for_warm_on_init: _,
-        outlier_detection: _,
+        outlier_detection,
         cleanup_interval: _,
         upstream_bind_config: _,
         lb_subset_config: _,
@@ -276,12 +277,16 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
     let redis_protocol_options = protocol_options(&typed_extension_protocol_options, p)?;
     let (use_hostname_for_hashing, healthy_panic_threshold) =
         self::common_lb_config(common_lb_config.as_ref(), p)?;
-    let circuit_breakers = self::circuit_breakers(circuit_breakers.as_ref());
+    let circuit_breakers = self::circuit_breakers(circuit_breakers.as_ref(), p)?;
     let tcp_keepalive = upstream_connection_options
         .as_ref()
         .and_then(tcp_keepalive_option);
     let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches);
     let health_check = self::health_checks(&health_checks, p)?;
+    let outlier_detection = outlier_detection
+        .as_ref()
+        .map(|o| self::outlier_detection(o, &p.field("outlier_detection")))
+        .transpose()?;
     if matches!(
         discovery,
         model::DiscoveryType::RedisCluster | model::DiscoveryType::OriginalDst
@@ -318,6 +323,121 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         tcp_keepalive,
         transport_socket_matches,
         health_check,
+        outlier_detection,
+    })
+}
+
+/// `outlier_detection`, Envoy's defaults applied (the allowlist refused success-rate and
+/// failure-percentage fields).
+fn outlier_detection(
+    o: &OutlierDetection,
+    p: &FieldPath,
+) -> Result<model::OutlierDetection, ConfigError> {
+    const MESSAGE: &str = "OutlierDetection";
+    let OutlierDetection {
+        consecutive_5xx,
+        interval,
+        base_ejection_time,
+        max_ejection_percent,
+        enforcing_consecutive_5xx,
+        consecutive_gateway_failure,
+        enforcing_consecutive_gateway_failure,
+        split_external_local_origin_errors,
+        consecutive_local_origin_failure,
+        enforcing_consecutive_local_origin_failure,
+        max_ejection_time,
+        max_ejection_time_jitter,
+        successful_active_health_check_uneject_host,
+        always_eject_one_host,
+        // Refused by the allowlist: success-rate and failure-percentage ejection, monitors
+        // and degraded-host detection are not implemented.
+        enforcing_success_rate: _,
+        success_rate_minimum_hosts: _,
+        success_rate_request_volume: _,
+        success_rate_stdev_factor: _,
+        enforcing_local_origin_success_rate: _,
+        failure_percentage_threshold: _,
+        enforcing_failure_percentage: _,
+        enforcing_failure_percentage_local_origin: _,
+        failure_percentage_minimum_hosts: _,
+        failure_percentage_request_volume: _,
+        monitors: _,
+        detect_degraded_hosts: _,
+    } = o;
+    let read = |d: &Option<PbDuration>, name: &str| -> Result<Option<Duration>, ConfigError> {
+        let Some(d) = d else {
+            return Ok(None);
+        };
+        let value = duration(d, &p.field(name))?;
+        if value.is_zero() && name != "max_ejection_time_jitter" {
+            return Err(ConfigError::proto_constraint(
+                &p.field(name),
+                MESSAGE,
+                "value must be greater than 0s",
+            ));
+        }
+        Ok(Some(value))
+    };
+    let percent = |v: &Option<u32>, name: &str, default: u32| -> Result<u32, ConfigError> {
+        match v {
+            Some(v) if *v > 100 => Err(ConfigError::proto_constraint(
+                &p.field(name),
+                MESSAGE,
+                "value must be less than or equal to 100",
+            )),
+            Some(v) => Ok(*v),
+            None => Ok(default),
+        }
+    };
+    let value = |v: &Option<u32>, default: u32| v.unwrap_or(default);
+    let interval = read(interval, "interval")?.unwrap_or(Duration::from_secs(10));
+    let base_ejection_time =
+        read(base_ejection_time, "base_ejection_time")?.unwrap_or(Duration::from_secs(30));
+    // Envoy: the default maximum is 300 s, or the base when that is larger.
+    let max_ejection_time = read(max_ejection_time, "max_ejection_time")?
+        .unwrap_or_else(|| base_ejection_time.max(Duration::from_secs(300)));
+    if max_ejection_time < base_ejection_time {
+        return Err(ConfigError::invalid(
+            p.field("max_ejection_time"),
+            "outlier detector's max_ejection_time cannot be smaller than base_ejection_time",
+        ));
+    }
+    Ok(model::OutlierDetection {
+        consecutive_5xx: value(&consecutive_5xx.map(|v| v.value), 5),
+        consecutive_gateway_failure: value(&consecutive_gateway_failure.map(|v| v.value), 5),
+        consecutive_local_origin_failure: value(
+            &consecutive_local_origin_failure.map(|v| v.value),
+            5,
+        ),
+        enforcing_consecutive_5xx: percent(
+            &enforcing_consecutive_5xx.map(|v| v.value),
+            "enforcing_consecutive_5xx",
+            100,
+        )?,
+        enforcing_consecutive_gateway_failure: percent(
+            &enforcing_consecutive_gateway_failure.map(|v| v.value),
+            "enforcing_consecutive_gateway_failure",
+            0,
+        )?,
+        enforcing_consecutive_local_origin_failure: percent(
+            &enforcing_consecutive_local_origin_failure.map(|v| v.value),
+            "enforcing_consecutive_local_origin_failure",
+            100,
+        )?,
+        interval,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_time_jitter: read(max_ejection_time_jitter, "max_ejection_time_jitter")?
+            .unwrap_or(Duration::ZERO),
+        max_ejection_percent: percent(
+            &max_ejection_percent.map(|v| v.value),
+            "max_ejection_percent",
+            10,
+        )?,
+        split_external_local_origin_errors: *split_external_local_origin_errors,
+        always_eject_one_host: always_eject_one_host.is_some_and(|v| v.value),
+        successful_active_health_check_uneject_host: successful_active_health_check_uneject_host
+            .is_none_or(|v| v.value),
     })
 }
 
@@ -525,43 +645,94 @@ fn tcp_keepalive_option(o: &UpstreamConnectionOptions) -> Option<model::TcpKeepa
     })
 }
 
-/// The DEFAULT-priority `circuit_breakers.thresholds` (Envoy's defaults for what is unset).
-/// HIGH-priority thresholds apply to high-priority HTTP routes only, which redvoy never has.
-fn circuit_breakers(cb: Option<&CircuitBreakers>) -> model::CircuitBreakers {
-    let mut out = model::CircuitBreakers::default();
+/// `circuit_breakers.thresholds`: per priority, the first entry of that priority (Envoy's
+/// `ResourceManagers::load`), Envoy's defaults for what it leaves unset. DEFAULT is what
+/// tcp_proxy and the HTTP router enforce; HIGH (high-priority HTTP routes, which redvoy never
+/// has) is only reported.
+fn circuit_breakers(
+    cb: Option<&CircuitBreakers>,
+    p: &FieldPath,
+) -> Result<model::CircuitBreakers, ConfigError> {
     let Some(CircuitBreakers {
         thresholds,
         // Refused by the allowlist.
         per_host_thresholds: _,
     }) = cb
     else {
-        return out;
+        return Ok(model::CircuitBreakers::default());
     };
-    let is_default =
-        |t: &&Thresholds| RoutingPriority::try_from(t.priority) == Ok(RoutingPriority::Default);
-    let Some(Thresholds {
-        // DEFAULT, by `is_default`.
+    let p = p.field("circuit_breakers").field("thresholds");
+    let of = |priority: RoutingPriority| -> Result<model::Thresholds, ConfigError> {
+        match thresholds
+            .iter()
+            .position(|t| RoutingPriority::try_from(t.priority) == Ok(priority))
+        {
+            Some(i) => self::thresholds(&thresholds[i], &p.index(i)),
+            None => Ok(model::Thresholds::default()),
+        }
+    };
+    Ok(model::CircuitBreakers {
+        default: of(RoutingPriority::Default)?,
+        high: of(RoutingPriority::High)?,
+    })
+}
+
+/// One `CircuitBreakers.Thresholds` entry, Envoy's defaults applied.
+fn thresholds(t: &Thresholds, p: &FieldPath) -> Result<model::Thresholds, ConfigError> {
+    let Thresholds {
+        // Chosen by the caller.
         priority: _,
         max_connections,
+        max_pending_requests,
         max_requests,
-        // No queue, no retries, no per-cluster pools, no `remaining_*` gauges in redvoy
-        // (ignored by the allowlist).
-        max_pending_requests: _,
-        max_retries: _,
-        retry_budget: _,
-        track_remaining: _,
-        max_connection_pools: _,
-    }) = thresholds.iter().find(is_default)
-    else {
-        return out;
+        max_retries,
+        retry_budget,
+        track_remaining,
+        max_connection_pools,
+    } = t;
+    let d = model::Thresholds::default();
+    let retry_budget = retry_budget
+        .as_ref()
+        .map(|b| self::retry_budget(b, &p.field("retry_budget")))
+        .transpose()?;
+    Ok(model::Thresholds {
+        max_connections: max_connections.map_or(d.max_connections, |v| v.value),
+        max_pending_requests: max_pending_requests.map_or(d.max_pending_requests, |v| v.value),
+        max_requests: max_requests.map_or(d.max_requests, |v| v.value),
+        max_retries: max_retries.map_or(d.max_retries, |v| v.value),
+        max_connection_pools: max_connection_pools.map(|v| v.value),
+        retry_budget,
+        track_remaining: *track_remaining,
+    })
+}
+
+/// `Thresholds.retry_budget`: Envoy's defaults (20 %, 3) for what it leaves unset.
+fn retry_budget(b: &RetryBudget, p: &FieldPath) -> Result<model::RetryBudget, ConfigError> {
+    let RetryBudget {
+        budget_percent,
+        min_retry_concurrency,
+        budget_interval,
+    } = b;
+    // Only widens the requests the budget counts; redvoy counts none against the breaker, so
+    // it changes nothing. Checked as Envoy checks it.
+    if let Some(interval) = budget_interval {
+        super::duration(interval, &p.field("budget_interval"))?;
+    }
+    let budget_percent = match budget_percent {
+        Some(Percent { value }) if !(0.0..=100.0).contains(value) => {
+            return Err(ConfigError::proto_constraint(
+                &p.field("budget_percent").field("value"),
+                "Percent",
+                "value must be inside range [0, 100]",
+            ));
+        }
+        Some(Percent { value }) => *value,
+        None => 20.0,
     };
-    if let Some(v) = max_connections {
-        out.max_connections = v.value;
-    }
-    if let Some(v) = max_requests {
-        out.max_requests = v.value;
-    }
-    out
+    Ok(model::RetryBudget {
+        budget_percent,
+        min_retry_concurrency: min_retry_concurrency.map_or(3, |v| v.value),
+    })
 }
 
 /// `common_lb_config`: `consistent_hashing_lb_config.use_hostname_for_hashing`, and

@@ -68,10 +68,10 @@ pub(crate) fn bootstrap(
         stats_flush_interval,
         layered_runtime,
         overload_manager,
-        // Accepted without effect (see supported.rs): the internal listener registry only, and
-        // a cluster manager whose accepted fields change nothing redvoy runs.
+        // Accepted without effect (see supported.rs): the internal listener registry only. Of
+        // the cluster manager, the outlier event log path is read below.
         bootstrap_extensions: _,
-        cluster_manager: _,
+        cluster_manager,
         // Ignored by the allowlist: log format, and when stats are created.
         application_log_config: _,
         deferred_stat_options: _,
@@ -179,7 +179,13 @@ pub(crate) fn bootstrap(
         listeners.push(l);
     }
 
+    let outlier_event_log_path = cluster_manager
+        .as_ref()
+        .and_then(|cm| cm.outlier_detection.as_ref())
+        .map(|od| od.event_log_path.clone())
+        .filter(|path| !path.is_empty());
     Ok(model::Bootstrap {
+        outlier_event_log_path,
         node,
         admin,
         listeners,

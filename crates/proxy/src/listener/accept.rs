@@ -211,6 +211,11 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                     .command_stats
                     .as_ref()
                     .map(|(store, cluster)| CommandStatsCache::new(store.clone(), cluster)),
+                outlier: spec
+                    .cluster
+                    .outlier_detector()
+                    .is_some()
+                    .then(|| Arc::clone(&spec.cluster)),
             });
             let redirect = settings.enable_redirection.then(|| RedirectSettings {
                 max_unknown_connections: settings.max_upstream_unknown_connections,

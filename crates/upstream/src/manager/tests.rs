@@ -38,6 +38,7 @@ fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> m
         tcp_keepalive: None,
         transport_socket_matches: Default::default(),
         health_check: None,
+        outlier_detection: None,
     }
 }
 
