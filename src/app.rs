@@ -24,8 +24,9 @@ use crate::logging::LogHandle;
 use crate::server::{ListenerManagerStats, ServerStats, SERVER_STATS_REFRESH};
 use crate::xds::{self, Dynamic, DynamicError};
 
-/// Longest start-up wait for the first topology of the bootstrap's Redis Clusters.
-const REDIS_CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest start-up wait for the bootstrap's clusters to initialise (Redis Cluster topology,
+/// first health checks).
+const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What serve and init_only modes take from the command line (see `flags.rs`).
 pub struct Settings {
@@ -133,15 +134,14 @@ impl App {
         }
         ListenerManagerStats::register(&store, bootstrap.clusters.len(), concurrency);
         clusters.spawn_dns_refresh();
-        // Envoy starts listeners only once each Redis Cluster has its first topology; waiting
-        // (bounded) here means the first client requests find the slot map.
-        let pending = clusters
-            .wait_redis_clusters(REDIS_CLUSTER_INIT_TIMEOUT)
-            .await;
+        // Envoy starts listeners only once each cluster has initialised (a Redis Cluster's
+        // first topology, a health-checked cluster's first round of checks); waiting (bounded)
+        // here means the first client requests find the slot map and the hosts' health.
+        let pending = clusters.wait_initialized(CLUSTER_INIT_TIMEOUT).await;
         if !pending.is_empty() {
             warn!(
                 clusters = ?pending,
-                "Redis Cluster topology not discovered yet; starting anyway (requests get 'no upstream host' until it is)"
+                "clusters not initialised yet (Redis Cluster topology, first health checks); starting anyway"
             );
         }
 

@@ -470,6 +470,18 @@ pub fn start(
         state: Mutex::new(DynamicState::default()),
     });
     shared.check_ready();
+    // A cluster may finish warming on its own (DNS answer, Redis Cluster topology, first
+    // health checks), not only on an xDS update.
+    let mut warming = shared.clusters.warming_changes();
+    let watcher = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        while warming.changed().await.is_ok() {
+            match watcher.upgrade() {
+                Some(shared) => shared.check_ready(),
+                None => return,
+            }
+        }
+    });
     let handler = Arc::new(XdsHandler(Arc::clone(&shared)));
     let client = redvoy_xds::spawn(config, handler, store)?;
     Ok(Some(Dynamic {

@@ -183,6 +183,11 @@ fn from_cargo_metadata(manifest_dir: &Path, locked: bool) -> Option<PathBuf> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(manifest_dir)
         .args(["metadata", "--format-version", "1", "--offline"]);
+    // Only this platform's packages: a fresh offline checkout has no copy of other platforms'
+    // (e.g. Windows-only) dependencies, and metadata for every platform would fail.
+    if let Ok(target) = env::var("TARGET") {
+        cmd.args(["--filter-platform", &target]);
+    }
     if locked {
         cmd.arg("--locked");
     }

@@ -303,3 +303,118 @@ fn maintenance_key_fails_its_host_like_envoy() {
         rows
     });
 }
+
+/// The event log's lines, normalized: the timestamp out, ports as server indexes; sorted, as
+/// hosts checked in the same round log in any order.
+fn events(path: &std::path::Path, servers: &[RedisServer]) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut line = line.to_owned();
+            if let Some(start) = line.find("\"timestamp\":\"") {
+                let value = start + "\"timestamp\":\"".len();
+                if let Some(len) = line[value..].find('"') {
+                    // RFC 3339 in UTC to the millisecond, no fraction on a whole second.
+                    let stamp = &line[value..value + len];
+                    let shape: String = stamp
+                        .chars()
+                        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+                        .collect();
+                    assert!(
+                        shape == "dddd-dd-ddTdd:dd:dd.dddZ" || shape == "dddd-dd-ddTdd:dd:ddZ",
+                        "timestamp {stamp}"
+                    );
+                    line.replace_range(value..value + len, "T");
+                }
+            }
+            for (i, s) in servers.iter().enumerate() {
+                line = line.replace(
+                    &format!("\"port_value\":{}", s.port()),
+                    &format!("\"port_value\":\"server{i}\""),
+                );
+            }
+            line
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Waits (bounded) until the event log has `count` lines, returning them normalized.
+fn wait_events(
+    proxy: &Proxy,
+    path: &std::path::Path,
+    servers: &[RedisServer],
+    count: usize,
+) -> Vec<String> {
+    let mut last = Vec::new();
+    let reached = try_wait_for(FLAG_WAIT, || {
+        last = events(path, servers);
+        (last.len() >= count).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "{}: {} event lines, expected {count}: {last:#?}",
+        proxy.target(),
+        last.len()
+    );
+    last
+}
+
+/// A health-checked cluster initialises after every host's first check, so the first requests
+/// after start-up already avoid a dead host; every transition is written to `event_log_path`
+/// as Envoy writes it.
+#[test]
+fn first_requests_avoid_a_dead_host_and_events_are_logged_like_envoy() {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("hc-start:{i}")).collect();
+    let mut servers = start_servers(3);
+    same_on_all_targets(&targets(), |target| {
+        if !servers[1].is_running() {
+            servers[1].restart();
+        }
+        flush_running(&mut servers);
+        servers[1].stop();
+        let log = std::env::temp_dir().join(format!(
+            "redvoy-hc-events-{}-{}.log",
+            std::process::id(),
+            target.name()
+        ));
+        let _ = std::fs::remove_file(&log);
+        let health_check = HEALTH_CHECK.replace(
+            "  unhealthy_threshold: 2\n",
+            &format!(
+                "  unhealthy_threshold: 2\n  event_log_path: {}\n",
+                log.display()
+            ),
+        );
+        let proxy = start(target, &servers, &health_check);
+        let mut rows: Rows = Vec::new();
+        // Right after start: no key goes to the dead server (without the first round, every
+        // host would still count as failed and panic mode would use all three).
+        set_all(&proxy, &keys);
+        rows.push((
+            "flags at start".into(),
+            format!("{:?}", flags(&proxy, &servers)),
+        ));
+        for line in wait_events(&proxy, &log, &servers, 3) {
+            rows.push(("start event".into(), line));
+        }
+
+        servers[1].restart();
+        wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        signal(&servers[2], "-STOP");
+        wait_flags(
+            &proxy,
+            &servers,
+            &["healthy", "healthy", "/failed_active_hc/active_hc_timeout"],
+        );
+        signal(&servers[2], "-CONT");
+        wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        for line in wait_events(&proxy, &log, &servers, 6) {
+            rows.push(("event".into(), line));
+        }
+        let _ = std::fs::remove_file(&log);
+        rows
+    });
+}

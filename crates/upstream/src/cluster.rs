@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use redvoy_config::model::{self, DiscoveryType};
 use redvoy_stats::Store;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use crate::host::{CoarseHealth, EdsInfo, HealthFlag, Host};
@@ -40,6 +40,11 @@ pub struct Cluster {
     /// `envoy.clusters.redis` only: true once the first discovery round completed (a topology,
     /// or seeds that resolve to nothing), which ends the cluster's initialisation.
     pub(crate) initialized: watch::Sender<bool>,
+    /// Wakes the health checker when the hosts change (it starts sessions for new ones).
+    pub(crate) hosts_changed: Notify,
+    /// Wakes whoever waits for the first health checks (see
+    /// [`Cluster::first_health_checks_done`]) after a host's first check.
+    pub(crate) first_checks: Notify,
 }
 
 // === impl Cluster ===
@@ -67,6 +72,8 @@ impl Cluster {
                 .clone()
                 .map(|o| OutlierDetector::new(o, store, &config.name)),
             initialized: watch::channel(false).0,
+            hosts_changed: Notify::new(),
+            first_checks: Notify::new(),
             config,
         }
     }
@@ -125,6 +132,29 @@ impl Cluster {
             .store(Arc::new(HostSet::redis_cluster(hosts, map)));
         self.installed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hosts_changed.notify_one();
+    }
+
+    /// Whether every current host has had its first active health check (true at once
+    /// without a health checker, or without hosts): the end of Envoy's cluster
+    /// initialisation when the cluster is health checked.
+    pub fn first_health_checks_done(&self) -> bool {
+        self.config.health_check.is_none()
+            || self.all_hosts().iter().all(|h| h.health.first_check_done())
+    }
+
+    /// Resolves once [`Self::first_health_checks_done`] holds. Each first check is bounded by
+    /// the check's `timeout` (plus `initial_jitter`), so this is too, while the checker runs.
+    pub async fn wait_first_health_checks(&self) {
+        loop {
+            let notified = self.first_checks.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.first_health_checks_done() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn mark_initialized(&self) {
@@ -235,6 +265,7 @@ impl Cluster {
         self.host_set.store(Arc::new(set));
         self.installed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hosts_changed.notify_one();
     }
 
     /// Leaves out the endpoints whose transport socket redvoy does not run (never connecting

@@ -51,6 +51,57 @@ impl EventLog {
         ));
     }
 
+    /// One `HealthCheckEvent` of the Redis checker, fields in the order Envoy's JSON printer
+    /// writes them (proto field numbers), every primitive field printed.
+    pub(crate) fn health_check(&self, cluster: &str, host: &Host, event: HealthEvent<'_>) {
+        let (before_timestamp, after_timestamp, after_locality) = match event {
+            HealthEvent::EjectUnhealthy { failure_type } => (
+                format!(
+                    ",\"eject_unhealthy_event\":{{\"failure_type\":\"{failure_type}\",\
+                     \"http_status_code\":0}}"
+                ),
+                String::new(),
+                String::new(),
+            ),
+            HealthEvent::AddHealthy { first_check } => (
+                format!(",\"add_healthy_event\":{{\"first_check\":{first_check}}}"),
+                String::new(),
+                String::new(),
+            ),
+            HealthEvent::Failure {
+                failure_type,
+                first_check,
+            } => (
+                String::new(),
+                format!(
+                    ",\"health_check_failure_event\":{{\"failure_type\":\"{failure_type}\",\
+                     \"first_check\":{first_check},\"http_status_code\":0}}"
+                ),
+                String::new(),
+            ),
+            HealthEvent::Success => (
+                String::new(),
+                String::new(),
+                ",\"successful_health_check_event\":{}".to_owned(),
+            ),
+        };
+        let locality = &host.eds.locality;
+        self.write(&format!(
+            "{{\"health_checker_type\":\"REDIS\",\"host\":{{\"socket_address\":{{\
+             \"protocol\":\"TCP\",\"address\":{},\"port_value\":{},\"resolver_name\":\"\",\
+             \"ipv4_compat\":false,\"network_namespace_filepath\":\"\"}}}},\
+             \"cluster_name\":{}{before_timestamp},\"timestamp\":\"{}\"{after_timestamp},\
+             \"locality\":{{\"region\":{},\"zone\":{},\"sub_zone\":{}}}{after_locality}}}",
+            json_string(&host.address.ip().to_string()),
+            host.address.port(),
+            json_string(cluster),
+            timestamp_millis(),
+            json_string(&locality.region),
+            json_string(&locality.zone),
+            json_string(&locality.sub_zone),
+        ));
+    }
+
     fn write(&self, line: &str) {
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         if file.is_none() {
@@ -75,6 +126,49 @@ impl EventLog {
             warn!(path = %self.path, error = %e, "cannot write the event log; events are dropped");
         }
     }
+}
+
+/// What a health check event says (Envoy's `HealthCheckEvent` oneof).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HealthEvent<'a> {
+    /// The host became unhealthy (`HealthCheckFailureType` name).
+    EjectUnhealthy { failure_type: &'a str },
+    /// The host became healthy.
+    AddHealthy { first_check: bool },
+    /// A failed check, logged for a host's first check or with
+    /// `always_log_health_check_failures`.
+    Failure {
+        failure_type: &'a str,
+        first_check: bool,
+    },
+    /// A passing check, with `always_log_health_check_success`.
+    Success,
+}
+
+/// RFC 3339 UTC with milliseconds, as the protobuf JSON printer writes a timestamp Envoy took
+/// in milliseconds: no fraction on a whole second.
+fn timestamp_millis() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (date, millis) = (rfc3339_seconds(now.as_secs() as i64), now.subsec_millis());
+    if millis == 0 {
+        format!("{date}Z")
+    } else {
+        format!("{date}.{millis:03}Z")
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time.
+fn rfc3339_seconds(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// RFC 3339 UTC with microseconds, as Envoy's JSON timestamps.

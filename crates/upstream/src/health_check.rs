@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::cluster::Cluster;
+use crate::event_log::{EventLog, HealthEvent};
 use crate::host::{HealthFlag, Host};
 use crate::stats::ClusterStats;
 
@@ -82,7 +83,16 @@ pub(crate) fn spawn(
     store: &Store,
 ) -> JoinHandle<()> {
     let stats = HealthCheckStats::new(store, &cluster.name);
-    tokio::spawn(supervise(Arc::downgrade(cluster), Arc::new(config), stats))
+    let event_log = config
+        .event_log_path
+        .as_deref()
+        .map(|path| Arc::new(EventLog::new(path)));
+    tokio::spawn(supervise(
+        Arc::downgrade(cluster),
+        Arc::new(config),
+        stats,
+        event_log,
+    ))
 }
 
 /// Keeps one session per host of the cluster, starting and stopping them as hosts come and go.
@@ -90,6 +100,7 @@ async fn supervise(
     cluster: Weak<Cluster>,
     config: Arc<model::HealthCheck>,
     stats: HealthCheckStats,
+    event_log: Option<Arc<EventLog>>,
 ) {
     let mut sessions: HashMap<usize, (Weak<Host>, AbortOnDrop)> = HashMap::new();
     loop {
@@ -124,6 +135,7 @@ async fn supervise(
                 address: host.address,
                 config: Arc::clone(&config),
                 stats: stats.clone(),
+                event_log: event_log.clone(),
                 conn: None,
                 first_check: true,
                 num_healthy: 0,
@@ -136,7 +148,12 @@ async fn supervise(
             sessions.insert(key, (Arc::downgrade(host), task));
         }
         drop(hosts);
-        tokio::time::sleep(HOST_SYNC_PERIOD).await;
+        // Woken early when the cluster's hosts change, so new hosts are checked (and a
+        // warming cluster initialised) at once; the cluster is held for one period at most.
+        let Some(c) = cluster.upgrade() else {
+            return;
+        };
+        let _ = tokio::time::timeout(HOST_SYNC_PERIOD, c.hosts_changed.notified()).await;
     }
 }
 
@@ -158,6 +175,17 @@ enum Failure {
     NetworkTimeout,
     /// A reply that is not PONG (or, with a key, not 0).
     Active,
+}
+
+impl Failure {
+    /// Envoy's `HealthCheckFailureType` name, as the event log writes it.
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Network => "NETWORK",
+            Failure::NetworkTimeout => "NETWORK_TIMEOUT",
+            Failure::Active => "ACTIVE",
+        }
+    }
 }
 
 /// Who closed a checking connection.
@@ -190,6 +218,8 @@ struct Session {
     address: SocketAddr,
     config: Arc<model::HealthCheck>,
     stats: HealthCheckStats,
+    /// `event_log_path`: the checker's events as JSON lines.
+    event_log: Option<Arc<EventLog>>,
     conn: Option<CheckConn>,
     first_check: bool,
     num_healthy: u32,
@@ -220,6 +250,7 @@ impl Session {
             if result.is_ok() && !self.config.reuse_connection && self.conn.take().is_some() {
                 self.closed(&host, Close::Local, false);
             }
+            let first_check = self.first_check;
             let (healthy, transition) = match result {
                 Ok(()) => (true, self.on_success(&host)),
                 Err(failure) => (false, self.on_failure(&host, failure)),
@@ -238,6 +269,14 @@ impl Session {
                 match self.cluster.upgrade() {
                     Some(cluster) => cluster.refresh_health(),
                     None => return,
+                }
+            }
+            // After the routable set reflects it: a cluster waiting for its first checks
+            // starts serving with the result in place.
+            if first_check {
+                host.health.mark_first_check_done();
+                if let Some(cluster) = self.cluster.upgrade() {
+                    cluster.first_checks.notify_waiters();
                 }
             }
             let traffic = self
@@ -264,12 +303,21 @@ impl Session {
                 host.health.clear(HealthFlag::FailedActiveHc);
                 self.stats.healthy.inc();
                 transition = Transition::Changed;
+                self.log(
+                    host,
+                    HealthEvent::AddHealthy {
+                        first_check: self.first_check,
+                    },
+                );
             } else {
                 transition = Transition::ChangePending;
             }
         }
         if host.health.clear(HealthFlag::PendingActiveHc) {
             transition = Transition::Changed;
+        }
+        if transition != Transition::Changed && self.config.always_log_health_check_success {
+            self.log(host, HealthEvent::Success);
         }
         self.stats.success.inc();
         self.first_check = false;
@@ -290,6 +338,12 @@ impl Session {
                 host.health.set(HealthFlag::FailedActiveHc);
                 self.stats.healthy.dec();
                 transition = Transition::Changed;
+                self.log(
+                    host,
+                    HealthEvent::EjectUnhealthy {
+                        failure_type: failure.name(),
+                    },
+                );
             } else {
                 transition = Transition::ChangePending;
             }
@@ -304,12 +358,27 @@ impl Session {
         if host.health.clear(HealthFlag::PendingActiveHc) {
             transition = Transition::Changed;
         }
+        if self.first_check || self.config.always_log_health_check_failures {
+            self.log(
+                host,
+                HealthEvent::Failure {
+                    failure_type: failure.name(),
+                    first_check: self.first_check,
+                },
+            );
+        }
         self.stats.failure.inc();
         if network {
             self.stats.network_failure.inc();
         }
         self.first_check = false;
         transition
+    }
+
+    fn log(&self, host: &Host, event: HealthEvent<'_>) {
+        if let (Some(log), Some(cluster)) = (&self.event_log, self.cluster.upgrade()) {
+            log.health_check(&cluster.name, host, event);
+        }
     }
 
     /// Envoy's `interval(state, transition)` with jitter.

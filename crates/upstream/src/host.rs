@@ -67,6 +67,10 @@ pub enum HealthFlag {
 #[derive(Debug, Default)]
 pub struct HostHealth {
     flags: AtomicU32,
+    /// The active health checker has completed its first check of this host (whatever the
+    /// result): a cluster initialises once every host has one (Envoy's
+    /// `addHostCheckCompleteCb`).
+    first_check_done: std::sync::atomic::AtomicBool,
 }
 
 impl HostHealth {
@@ -82,6 +86,14 @@ impl HostHealth {
     /// Clears `flag`; true when it was set before.
     pub fn clear(&self, flag: HealthFlag) -> bool {
         self.flags.fetch_and(!(flag as u32), Ordering::AcqRel) & flag as u32 != 0
+    }
+
+    pub(crate) fn first_check_done(&self) -> bool {
+        self.first_check_done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_first_check_done(&self) {
+        self.first_check_done.store(true, Ordering::Release);
     }
 }
 

@@ -71,6 +71,9 @@ pub struct ClusterManager {
     stats: ManagerStats,
     active: ArcSwap<ClusterMap>,
     state: Mutex<ManagerState>,
+    /// The number of warming clusters, for whoever must notice a cluster that finished
+    /// warming on its own (DNS answer, Redis Cluster topology, first health checks).
+    warming_count: tokio::sync::watch::Sender<usize>,
 }
 
 /// `cluster_manager.*` stats.
@@ -137,6 +140,11 @@ impl ClusterManager {
     /// Active clusters: the bootstrap's in configuration order, then dynamic ones.
     pub fn clusters(&self) -> Vec<Arc<Cluster>> {
         self.active.load().order.clone()
+    }
+
+    /// Changes whenever the number of warming clusters does.
+    pub fn warming_changes(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.warming_count.subscribe()
     }
 
     /// Clusters still warming, by name.
@@ -242,7 +250,7 @@ impl ClusterManager {
                     .default_total_match_count
                     .add(hosts.len() as u64);
                 cluster.set_hosts(hosts);
-                self.activate(&mut state, cluster);
+                self.activate_when_checked(&mut state, cluster);
             }
             DiscoveryType::OriginalDst => self.activate(&mut state, cluster),
             DiscoveryType::RedisCluster => {
@@ -271,7 +279,7 @@ impl ClusterManager {
                             .counter(&format!("cluster.{}.assignment_use_cached", config.name))
                             .inc();
                         apply_assignment(&cluster, &cla);
-                        self.activate(&mut state, cluster);
+                        self.activate_when_checked(&mut state, cluster);
                     }
                     None => self.warm(&mut state, cluster),
                 }
@@ -341,7 +349,10 @@ impl ClusterManager {
 
     /// Applies an EDS assignment to every cluster (active or warming) whose service name it
     /// names; warming ones become active. Returns the names of the clusters that took it.
-    pub fn apply_load_assignment(&self, cla: model::ClusterLoadAssignment) -> Vec<String> {
+    pub fn apply_load_assignment(
+        self: &Arc<Self>,
+        cla: model::ClusterLoadAssignment,
+    ) -> Vec<String> {
         let cla = Arc::new(cla);
         let mut state = self.lock();
         state
@@ -367,7 +378,7 @@ impl ClusterManager {
         for name in warm {
             if let Some(cluster) = state.warming.remove(&name) {
                 apply_assignment(&cluster, &cla);
-                self.activate(&mut state, cluster);
+                self.activate_when_checked(&mut state, cluster);
                 taken.push(name);
             }
         }
@@ -394,6 +405,18 @@ impl ClusterManager {
             if let Some(cluster) = state.warming.remove(&name) {
                 self.activate(&mut state, cluster);
             }
+        }
+    }
+
+    /// Activates a cluster whose hosts are known, or, when it is health checked and some host
+    /// has not had its first check, keeps it warming until each has (Envoy initialises a
+    /// health-checked cluster after the first round).
+    fn activate_when_checked(self: &Arc<Self>, state: &mut ManagerState, cluster: Arc<Cluster>) {
+        if cluster.first_health_checks_done() {
+            self.activate(state, cluster);
+        } else {
+            self.warm(state, Arc::clone(&cluster));
+            spawn_first_checks_wait(Arc::downgrade(self), &cluster);
         }
     }
 
@@ -428,6 +451,7 @@ impl ClusterManager {
             .active_clusters
             .set(self.active.load().order.len() as u64);
         self.stats.warming_clusters.set(state.warming.len() as u64);
+        self.warming_count.send_replace(state.warming.len());
     }
 
     /// Spawns, on the current tokio runtime, the refresh tasks of the bootstrap's clusters:
@@ -467,22 +491,27 @@ impl ClusterManager {
 }
 
 impl ClusterManager {
-    /// Waits until every active Redis Cluster has completed its first discovery round, or
-    /// `timeout` passes (Envoy holds listeners back until then; redvoy starts them anyway
-    /// after the timeout, with the cluster answering `no upstream host`). Returns the names
-    /// still without a topology.
-    pub async fn wait_redis_clusters(&self, timeout: Duration) -> Vec<String> {
-        let clusters: Vec<Arc<Cluster>> = self
-            .clusters()
-            .into_iter()
-            .filter(|c| c.is_redis_cluster())
-            .collect();
+    /// Waits until every active bootstrap cluster has initialised: each Redis Cluster has
+    /// completed its first discovery round and each health-checked cluster has checked every
+    /// host once; or until `timeout` passes (Envoy holds listeners back until then, without a
+    /// bound; redvoy starts them anyway after the timeout, a Redis Cluster answering
+    /// `no upstream host`). Returns the names of the clusters not initialised yet.
+    pub async fn wait_initialized(&self, timeout: Duration) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pending = Vec::new();
-        for c in clusters {
-            let mut rx = c.initialized.subscribe();
-            let done = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v)).await;
-            if !matches!(done, Ok(Ok(_))) {
+        for c in self.clusters() {
+            if c.is_redis_cluster() {
+                let mut rx = c.initialized.subscribe();
+                let done = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v)).await;
+                if !matches!(done, Ok(Ok(_))) {
+                    pending.push(c.name.clone());
+                    continue;
+                }
+            }
+            if tokio::time::timeout_at(deadline, c.wait_first_health_checks())
+                .await
+                .is_err()
+            {
                 pending.push(c.name.clone());
             }
         }
@@ -585,10 +614,46 @@ fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) -> boo
         .is_some_and(|w| Arc::ptr_eq(w, &cluster));
     if still_ours {
         state.warming.remove(&cluster.name);
-        manager.activate(&mut state, cluster);
+        manager.activate_when_checked(&mut state, cluster);
     }
     true
 }
+
+/// Activates `cluster` (if it is still the warming version of its name) once every host has
+/// had its first health check.
+fn spawn_first_checks_wait(manager: Weak<ClusterManager>, cluster: &Arc<Cluster>) {
+    let cluster = Arc::downgrade(cluster);
+    tokio::spawn(async move {
+        loop {
+            let Some(c) = cluster.upgrade() else {
+                return;
+            };
+            // Bounded so a replaced or removed version does not keep this task (and the
+            // cluster) alive.
+            if tokio::time::timeout(FIRST_CHECKS_RECHECK, c.wait_first_health_checks())
+                .await
+                .is_ok()
+            {
+                activate_warmed(&manager, c);
+                return;
+            }
+            let Some(m) = manager.upgrade() else {
+                return;
+            };
+            let still_ours = m
+                .lock()
+                .warming
+                .get(&c.name)
+                .is_some_and(|w| Arc::ptr_eq(w, &c));
+            if !still_ours {
+                return;
+            }
+        }
+    });
+}
+
+/// How often a wait for first health checks looks whether its cluster is still warming.
+const FIRST_CHECKS_RECHECK: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for ClusterManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -72,7 +72,7 @@ impl ClusterManager {
                 }
                 DiscoveryType::OriginalDst => {}
                 // Active at once with no hosts; `spawn_dns_refresh` starts discovery and
-                // `wait_redis_clusters` waits for the first topology.
+                // `wait_initialized` waits for the first topology.
                 DiscoveryType::RedisCluster => state.static_redis.push(Arc::clone(&cluster)),
                 DiscoveryType::Eds => {
                     cluster.stats.warming_state.set(1);
@@ -137,6 +137,7 @@ impl ClusterManager {
             store: stats.clone(),
             stats: manager_stats,
             active: ArcSwap::from_pointee(map),
+            warming_count: tokio::sync::watch::channel(state.warming.len()).0,
             state: Mutex::new(state),
         })
     }

@@ -352,3 +352,60 @@ async fn dns_cluster_added_by_cds_warms_until_resolved() {
     }
     assert_eq!(ports(&cm.get("dns").unwrap()), vec![6379]);
 }
+
+fn health_check() -> model::HealthCheck {
+    model::HealthCheck {
+        timeout: Duration::from_secs(1),
+        interval: Duration::from_secs(1),
+        initial_jitter: Duration::ZERO,
+        interval_jitter: Duration::ZERO,
+        interval_jitter_percent: 0,
+        unhealthy_threshold: 2,
+        healthy_threshold: 2,
+        reuse_connection: true,
+        no_traffic_interval: Duration::from_secs(1),
+        no_traffic_healthy_interval: Duration::from_secs(1),
+        unhealthy_interval: Duration::from_secs(1),
+        unhealthy_edge_interval: Duration::from_secs(1),
+        healthy_edge_interval: Duration::from_secs(1),
+        event_log_path: None,
+        always_log_health_check_failures: false,
+        always_log_health_check_success: false,
+        checker: model::HealthChecker::Redis { key: None },
+    }
+}
+
+#[tokio::test]
+async fn health_checked_cds_cluster_warms_until_its_first_checks() {
+    let store = Store::new();
+    let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
+    let mut changes = cm.warming_changes();
+    // Nothing listens on a fresh loopback port taken and released: each check is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = cluster("hc", DiscoveryType::Static, &[("127.0.0.1", port)]);
+    c.health_check = Some(health_check());
+    cm.add_or_update(c).unwrap();
+    assert!(cm.get("hc").is_none(), "active before its first check");
+    assert_eq!(cm.warming_clusters().len(), 1);
+    assert_eq!(store.value_of("cluster_manager.warming_clusters"), Some(1));
+    let active = tokio::time::timeout(Duration::from_secs(5), async {
+        while cm.get("hc").is_none() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(active.is_ok(), "never activated");
+    assert!(cm.warming_clusters().is_empty());
+    let hc = cm.get("hc").unwrap();
+    assert!(hc.all_hosts()[0]
+        .health
+        .has(crate::host::HealthFlag::FailedActiveHc));
+    assert_eq!(
+        store.value_of("cluster.hc.health_check.network_failure"),
+        Some(1)
+    );
+}
