@@ -28,7 +28,7 @@ fn default_bootstrap(cluster: &RedisCluster, settings: &str) -> String {
 
 /// Writes a key on every primary so that Redis 7 lists the replicas in `CLUSTER SLOTS`, and
 /// waits until each replica has it.
-fn replicate_something(cluster: &mut RedisCluster) {
+pub(crate) fn replicate_something(cluster: &mut RedisCluster) {
     for p in cluster.primaries() {
         let key = (0..10_000)
             .map(|i| format!("warm:{i}"))

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use redvoy_test_util::{
-    bootstrap, catch_all_filter, same_on_all_targets, start_servers, try_wait_for, Cluster, Proxy,
-    RedisServer, Reply, Rows, Target,
+    bootstrap, catch_all_filter, redis_cluster_bootstrap, same_on_all_targets, start_servers,
+    try_wait_for, Cluster, Proxy, RedisCluster, RedisServer, Reply, Rows, Target,
 };
 
 use crate::targets;
@@ -415,6 +415,145 @@ fn first_requests_avoid_a_dead_host_and_events_are_logged_like_envoy() {
             rows.push(("event".into(), line));
         }
         let _ = std::fs::remove_file(&log);
+        rows
+    });
+}
+
+/// `envoy.clusters.redis` with a health checker on the real 6-node cluster: a hung replica is
+/// failed by its check and PREFER_REPLICA reads of its shard go to the shard's primary (every
+/// other shard keeps reading from its replica); once it answers again, reads go back to it.
+/// Topology refresh is off (`cluster_refresh_rate` 1 h), so only health checking can move them.
+#[test]
+fn redis_cluster_hung_replica_sends_prefer_replica_reads_to_the_primary_like_envoy() {
+    let mut cluster = RedisCluster::start(3, 1);
+    crate::cluster_routing::replicate_something(&mut cluster);
+    let health_check: String = HEALTH_CHECK.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = redis_cluster_bootstrap(
+        "{op_timeout: 5s, read_policy: PREFER_REPLICA}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s, cluster_refresh_timeout: 1s}",
+        &cluster.ports()[..1],
+        &health_check,
+    );
+    let keys: Vec<String> = (0..60).map(|i| format!("hc-rk:{i}")).collect();
+    for k in &keys {
+        let owner = cluster.primary_for_key(k.as_bytes());
+        assert_eq!(cluster.cmd(owner, &["SET", k, "v"]), Reply::ok());
+    }
+    for k in &keys {
+        let replica = cluster.replicas_for_key(k.as_bytes())[0];
+        let replicated = try_wait_for(FLAG_WAIT, || {
+            let mut rc = cluster.client(replica);
+            rc.cmd(&["READONLY"]);
+            (rc.cmd(&["GET", k]) == Reply::bulk("v")).then_some(())
+        });
+        assert!(replicated.is_some(), "{k} never reached replica {replica}");
+    }
+    let primaries: Vec<u16> = cluster.primaries().iter().map(|p| p.port).collect();
+    // The hung shard: the first primary's replica.
+    let shard = primaries[0];
+    let replica = cluster.replicas_of(shard)[0].port;
+    let shard_keys = keys
+        .iter()
+        .filter(|k| cluster.primary_for_key(k.as_bytes()) == shard)
+        .count() as u64;
+    assert!(shard_keys > 0);
+    let name = |port: u16| {
+        if port == replica {
+            "hung replica".to_owned()
+        } else if let Some(i) = primaries.iter().position(|p| *p == port) {
+            format!("primary{i}")
+        } else {
+            "replica".to_owned()
+        }
+    };
+    let mut ports = cluster.ports();
+    ports.sort_unstable();
+    same_on_all_targets(&targets(), |target| {
+        // The previous target's pause may still be flagged by gossip: discovery must see 6.
+        cluster.wait_converged(Duration::from_secs(30));
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut rows: Rows = Vec::new();
+        let flags = |proxy: &Proxy| -> Vec<String> {
+            let body = proxy.admin("GET", "/clusters").body;
+            let mut out: Vec<String> = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("redis_cluster::127.0.0.1:"))
+                .filter_map(|rest| rest.split_once("::health_flags::"))
+                .filter_map(|(port, flags)| Some((port.parse::<u16>().ok()?, flags)))
+                .map(|(port, flags)| format!("{}={flags}", name(port)))
+                .collect();
+            out.sort();
+            out
+        };
+        let wait = |proxy: &Proxy, hung: &str| -> Vec<String> {
+            let mut last = Vec::new();
+            let reached = try_wait_for(FLAG_WAIT, || {
+                last = flags(proxy);
+                let ok = last.len() == 6
+                    && last.iter().all(|f| {
+                        if f.starts_with("hung replica=") {
+                            f.ends_with(&format!("={hung}"))
+                        } else {
+                            f.ends_with("=healthy")
+                        }
+                    });
+                ok.then_some(())
+            });
+            assert!(
+                reached.is_some(),
+                "{target}: flags {last:?}, hung replica expected {hung}"
+            );
+            last
+        };
+        let primary_gets = |cluster: &RedisCluster| -> Vec<u64> {
+            primaries
+                .iter()
+                .map(|p| cluster.server(*p).command_calls("get"))
+                .collect()
+        };
+        let read_all = |proxy: &Proxy| {
+            let mut c = proxy.client();
+            for k in &keys {
+                assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "{target}: GET {k}");
+            }
+        };
+        rows.push(("at start".into(), format!("{:?}", wait(&proxy, "healthy"))));
+        let before = primary_gets(&cluster);
+        read_all(&proxy);
+        let after = primary_gets(&cluster);
+        assert_eq!(
+            before, after,
+            "{target}: reads reached a primary while every replica is healthy"
+        );
+
+        signal(cluster.server(replica), "-STOP");
+        rows.push((
+            "replica hung".into(),
+            format!("{:?}", wait(&proxy, "/failed_active_hc/active_hc_timeout")),
+        ));
+        let before = primary_gets(&cluster);
+        read_all(&proxy);
+        let after = primary_gets(&cluster);
+        let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(moved, vec![shard_keys, 0, 0], "{target}: GETs per primary");
+        rows.push(("GETs per primary while hung".into(), format!("{moved:?}")));
+
+        signal(cluster.server(replica), "-CONT");
+        rows.push((
+            "replica back".into(),
+            format!("{:?}", wait(&proxy, "healthy")),
+        ));
+        // Envoy applies a host's return within its 1 s update merge window: poll, bounded.
+        let back = try_wait_for(FLAG_WAIT, || {
+            let before = primary_gets(&cluster);
+            read_all(&proxy);
+            (before == primary_gets(&cluster)).then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "{target}: reads never went back to the replica"
+        );
         rows
     });
 }

@@ -103,6 +103,7 @@ impl Cluster {
 
     /// Installs a Redis Cluster topology: every discovered node and the slot map.
     pub(crate) fn set_redis_topology(&self, hosts: Vec<Arc<Host>>, map: SlotMap) {
+        self.mark_new_hosts_unchecked(&hosts);
         let old = self.host_set.load();
         let before: HashSet<SocketAddr> = old.hosts().iter().map(|h| h.address).collect();
         let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
@@ -116,7 +117,7 @@ impl Cluster {
             .count() as u64;
         let healthy = hosts
             .iter()
-            .filter(|h| h.eds.health_status.is_healthy())
+            .filter(|h| h.coarse_health() == CoarseHealth::Healthy)
             .count() as u64;
         self.stats.membership_total.set(total);
         self.stats.membership_healthy.set(healthy);
@@ -206,7 +207,7 @@ impl Cluster {
         if self.config.health_check.is_none() {
             return;
         }
-        let known = self.all_hosts.load();
+        let known = self.all_hosts();
         for h in hosts {
             if !known.iter().any(|k| Arc::ptr_eq(k, h)) {
                 h.health.set(HealthFlag::FailedActiveHc);
@@ -215,10 +216,24 @@ impl Cluster {
     }
 
     /// Rebuilds the load balancer after a host's health changed (active health checking,
-    /// outlier detection): the same hosts, a new routable set.
-    pub(crate) fn refresh_health(&self) {
+    /// outlier detection; `changed` is the host, when one host changed): the same hosts, a new
+    /// routable set. A Redis Cluster's slot map reads host health per request, so only its
+    /// gauges change; a host that became unhealthy or degraded there counts towards the
+    /// `host_degraded_refresh_threshold` trigger (Envoy's `reloadHealthyHostsHelper`).
+    pub(crate) fn refresh_health(&self, changed: Option<&Host>) {
         if self.is_redis_cluster() {
-            // The slot map routes Redis Cluster requests; it does not consult host health yet.
+            let hosts = self.host_set.load();
+            let healthy = hosts
+                .hosts()
+                .iter()
+                .filter(|h| h.coarse_health() == CoarseHealth::Healthy)
+                .count();
+            self.stats.membership_healthy.set(healthy as u64);
+            if let (Some(host), Some(trigger)) = (changed, &self.refresh) {
+                if host.coarse_health() != CoarseHealth::Healthy {
+                    trigger.on_host_degraded();
+                }
+            }
             return;
         }
         let hosts = self.all_hosts.load().to_vec();

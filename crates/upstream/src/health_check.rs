@@ -267,7 +267,7 @@ impl Session {
             if transition == Transition::Changed {
                 debug!(host = %self.address, healthy, "health check changed the host's health");
                 match self.cluster.upgrade() {
-                    Some(cluster) => cluster.refresh_health(),
+                    Some(cluster) => cluster.refresh_health(Some(&host)),
                     None => return,
                 }
             }

@@ -304,7 +304,7 @@ impl OutlierDetector {
         if let Some(log) = self.event_log.get() {
             log.outlier_eject(&self.cluster_name, host, kind.event_name(), num_ejections);
         }
-        cluster.refresh_health();
+        cluster.refresh_health(Some(host));
     }
 
     /// Envoy's interval timer: hosts whose ejection time is up come back; hosts that stayed in
@@ -353,7 +353,7 @@ impl OutlierDetector {
                 log.outlier_uneject(&self.cluster_name, host, *count);
             }
         }
-        cluster.refresh_health();
+        cluster.refresh_health(None);
     }
 
     /// An ejected host passed an active health check: it returns at once
@@ -379,7 +379,7 @@ impl OutlierDetector {
         if let Some(log) = self.event_log.get() {
             log.outlier_uneject(&self.cluster_name, host, count);
         }
-        cluster.refresh_health();
+        cluster.refresh_health(None);
     }
 
     /// Where ejections are logged; the first call wins.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use rand::Rng;
-use redvoy_config::model::{HealthStatus, ReadPolicy};
+use redvoy_config::model::ReadPolicy;
 
-use crate::host::Host;
+use crate::host::{CoarseHealth, Host};
 
 /// Hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16_384;
@@ -94,10 +94,11 @@ enum Health {
     Unhealthy,
 }
 
+/// A host's coarse health: active health checking and outlier detection included.
 fn health_of(hosts: &[Arc<Host>], index: usize) -> Health {
-    match hosts.get(index).map(|h| h.eds.health_status) {
-        Some(HealthStatus::Degraded) => Health::Degraded,
-        Some(s) if s.is_healthy() => Health::Healthy,
+    match hosts.get(index).map(|h| h.coarse_health()) {
+        Some(CoarseHealth::Healthy) => Health::Healthy,
+        Some(CoarseHealth::Degraded) => Health::Degraded,
         _ => Health::Unhealthy,
     }
 }
