@@ -307,15 +307,22 @@ fn maintenance_key_fails_its_host_like_envoy() {
 /// The event log's lines, normalized: the timestamp out, ports as server indexes; sorted, as
 /// hosts checked in the same round log in any order.
 fn events(path: &std::path::Path, servers: &[RedisServer]) -> Vec<String> {
+    let mut lines = event_lines(path, servers);
+    lines.sort();
+    lines
+}
+
+/// An event log's lines in order, normalized for comparison: the timestamp (checked to be RFC
+/// 3339 UTC to the millisecond, no fraction on a whole second) replaced by `T`, server ports
+/// (`port_value` or `upstream_url`) by `serverN`, and `secs_since_last_action` values by `N`.
+pub(crate) fn event_lines(path: &std::path::Path, servers: &[RedisServer]) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut lines: Vec<String> = text
-        .lines()
+    text.lines()
         .map(|line| {
             let mut line = line.to_owned();
             if let Some(start) = line.find("\"timestamp\":\"") {
                 let value = start + "\"timestamp\":\"".len();
                 if let Some(len) = line[value..].find('"') {
-                    // RFC 3339 in UTC to the millisecond, no fraction on a whole second.
                     let stamp = &line[value..value + len];
                     let shape: String = stamp
                         .chars()
@@ -328,17 +335,27 @@ fn events(path: &std::path::Path, servers: &[RedisServer]) -> Vec<String> {
                     line.replace_range(value..value + len, "T");
                 }
             }
+            if let Some(start) = line.find("\"secs_since_last_action\":\"") {
+                let value = start + "\"secs_since_last_action\":\"".len();
+                if let Some(len) = line[value..].find('"') {
+                    assert!(line[value..value + len].bytes().all(|b| b.is_ascii_digit()));
+                    line.replace_range(value..value + len, "N");
+                }
+            }
             for (i, s) in servers.iter().enumerate() {
-                line = line.replace(
-                    &format!("\"port_value\":{}", s.port()),
-                    &format!("\"port_value\":\"server{i}\""),
-                );
+                line = line
+                    .replace(
+                        &format!("\"port_value\":{}", s.port()),
+                        &format!("\"port_value\":\"server{i}\""),
+                    )
+                    .replace(
+                        &format!("\"upstream_url\":\"127.0.0.1:{}\"", s.port()),
+                        &format!("\"upstream_url\":\"server{i}\""),
+                    );
             }
             line
         })
-        .collect();
-    lines.sort();
-    lines
+        .collect()
 }
 
 /// Waits (bounded) until the event log has `count` lines, returning them normalized.

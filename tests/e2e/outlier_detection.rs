@@ -25,6 +25,8 @@ outlier_detection:
   max_ejection_percent: 100
 ";
 const WAIT: Duration = Duration::from_secs(15);
+/// Envoy writes its event log file at its 10 s flush interval.
+const EVENT_WAIT: Duration = Duration::from_secs(25);
 
 fn start(target: Target, servers: &[RedisServer], outlier: &str) -> Proxy {
     let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
@@ -161,4 +163,180 @@ fn default_max_ejection_percent_never_ejects_one_of_three_like_envoy() {
         outlier_stats(&proxy, &mut rows, "6 failures");
         rows
     });
+}
+
+/// Every `cluster.redis.outlier_detection.*` stat, name and value.
+fn all_outlier_stats(proxy: &Proxy, rows: &mut Rows, label: &str) {
+    // BTreeMap: already sorted by name.
+    for (name, value) in proxy
+        .stats()
+        .values
+        .iter()
+        .filter(|(n, _)| n.starts_with("cluster.redis.outlier_detection."))
+    {
+        rows.push((format!("{label} {name}"), value.clone()));
+    }
+}
+
+/// Starts a proxy whose cluster manager writes the outlier event log to a fresh file.
+fn start_logging(
+    test: &str,
+    target: Target,
+    servers: &[RedisServer],
+    outlier: &str,
+    op_timeout: &str,
+) -> (Proxy, std::path::PathBuf) {
+    let log = std::env::temp_dir().join(format!(
+        "redvoy-outlier-events-{test}-{}-{}.log",
+        std::process::id(),
+        target.name()
+    ));
+    let _ = std::fs::remove_file(&log);
+    let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+    let cluster = Cluster::new("redis", "RING_HASH", &ports).extra(outlier);
+    let yaml = bootstrap(&catch_all_filter("redis", ""), &[cluster])
+        .replace("op_timeout: 5s", &format!("op_timeout: {op_timeout}"))
+        + &format!(
+            "cluster_manager:\n  outlier_detection:\n    event_log_path: {}\n",
+            log.display()
+        );
+    (Proxy::start(target, &yaml, &[]), log)
+}
+
+/// GETs `key` one request at a time until a reply is not `upstream failure`; the failures.
+fn failures_until_rerouted(proxy: &Proxy, key: &str) -> usize {
+    let mut client = proxy.client();
+    let mut failures = 0;
+    let rerouted = try_wait_for(WAIT, || match client.cmd(&["GET", key]) {
+        Reply::Error(e) => {
+            assert_eq!(e, b"upstream failure", "{}", proxy.target());
+            failures += 1;
+            None
+        }
+        _ => Some(()),
+    });
+    assert!(rerouted.is_some(), "{}: GET never rerouted", proxy.target());
+    failures
+}
+
+/// Waits (bounded) until the event log has `unejects` lines with `"action":"UNEJECT"`; every
+/// line, normalized. Envoy flushes the file every 10 s (`--file-flush-interval-msec`), so the
+/// bound is above that.
+fn wait_unejects(
+    proxy: &Proxy,
+    log: &std::path::Path,
+    servers: &[RedisServer],
+    unejects: usize,
+) -> Vec<String> {
+    let mut last = Vec::new();
+    let done = try_wait_for(EVENT_WAIT, || {
+        last = crate::health_check::event_lines(log, servers);
+        let seen = last
+            .iter()
+            .filter(|l| l.contains("\"action\":\"UNEJECT\""))
+            .count();
+        (seen >= unejects).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "{}: fewer than {unejects} UNEJECTs in {last:#?}",
+        proxy.target()
+    );
+    last
+}
+
+/// A killed server with `consecutive_gateway_failure` detected but not enforced (its default
+/// enforcing is 0 %) and `consecutive_5xx` enforced: the event log has a non-enforced EJECT for
+/// every third failure, the enforced one at the tenth, and the UNEJECT after
+/// `base_ejection_time` (while the server is still down: ejection time is all that counts).
+#[test]
+fn unenforced_detections_and_ejections_are_logged_like_envoy() {
+    same_on_all_targets(&targets(), |target| {
+        let mut servers = start_servers(3);
+        let (proxy, log) = start_logging(
+            "unenforced",
+            target,
+            &servers,
+            "outlier_detection: {consecutive_5xx: 10, consecutive_gateway_failure: 3, \
+             interval: 0.5s, base_ejection_time: 1s, max_ejection_percent: 100}\n",
+            "5s",
+        );
+        let mut rows: Rows = Vec::new();
+        let key = key_on(&proxy, &servers, 1);
+        servers[1].stop();
+        rows.push((
+            "failed GETs".into(),
+            failures_until_rerouted(&proxy, &key).to_string(),
+        ));
+        all_outlier_stats(&proxy, &mut rows, "ejected");
+        for line in wait_unejects(&proxy, &log, &servers, 1) {
+            rows.push(("event".into(), line));
+        }
+        let _ = std::fs::remove_file(&log);
+        rows
+    });
+}
+
+/// With `split_external_local_origin_errors`, a hung server's op_timeouts are local-origin
+/// failures: ejected as `CONSECUTIVE_LOCAL_ORIGIN_FAILURE`, unejected (as Envoy prints it) with
+/// the zero type; a second ejection says how long the host had been back. The deprecated
+/// counters (`ejections_total`, `ejections_consecutive_5xx`) stay at zero.
+#[test]
+fn hung_server_is_a_local_origin_failure_when_split_like_envoy() {
+    same_on_all_targets(&targets(), |target| {
+        let servers = start_servers(3);
+        let (proxy, log) = start_logging(
+            "split",
+            target,
+            &servers,
+            "outlier_detection: {split_external_local_origin_errors: true, \
+             consecutive_local_origin_failure: 3, interval: 0.5s, base_ejection_time: 1s, \
+             max_ejection_percent: 100}\n",
+            "0.3s",
+        );
+        let mut rows: Rows = Vec::new();
+        let key = key_on(&proxy, &servers, 1);
+        // Envoy applies a host change to routing within its 1 s update merge window, so a
+        // change that follows another closely reaches routing late: how many requests fail
+        // before a reroute is compared only as "at least the threshold".
+        for round in 0..2 {
+            signal(&servers[1], "-STOP");
+            let failures = failures_until_rerouted(&proxy, &key);
+            assert!(
+                failures >= 3,
+                "{target}: round {round}: {failures} failures"
+            );
+            signal(&servers[1], "-CONT");
+            let back = try_wait_for(WAIT, || {
+                (proxy.client().cmd(&["GET", &key]) == Reply::bulk("v")).then_some(())
+            });
+            assert!(
+                back.is_some(),
+                "{target}: round {round}: the key never came back"
+            );
+            rows.push((
+                format!("round {round}: flags back"),
+                format!("{:?}", flags(&proxy, &servers)),
+            ));
+        }
+        all_outlier_stats(&proxy, &mut rows, "after two rounds");
+        for line in wait_unejects(&proxy, &log, &servers, 2) {
+            rows.push(("event".into(), line));
+        }
+        let _ = std::fs::remove_file(&log);
+        rows
+    });
+}
+
+fn signal(server: &RedisServer, signal: &str) {
+    let Some(pid) = server.pid() else {
+        panic!("redis-server on port {} is not running", server.port());
+    };
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "kill {signal} {pid}: {status:?}"
+    );
 }

@@ -31,23 +31,46 @@ impl EventLog {
         }
     }
 
-    pub(crate) fn outlier_eject(&self, cluster: &str, host: &Host, kind: &str, num_ejections: u32) {
+    /// One `OutlierDetectionEvent` with `action: EJECT`, fields in proto order as Envoy's JSON
+    /// printer writes them: `secs_since_last_action` (a string: uint64) is the time since the
+    /// host last came back, absent if it never did.
+    pub(crate) fn outlier_eject(
+        &self,
+        cluster: &str,
+        host: &Host,
+        kind: &str,
+        num_ejections: u32,
+        enforced: bool,
+        secs_since_last_action: Option<u64>,
+    ) {
         self.write(&format!(
-            "{{\"type\":\"{kind}\",\"cluster_name\":{},\"upstream_url\":{},\"action\":\"EJECT\",\
-             \"num_ejections\":{num_ejections},\"enforced\":true,\"timestamp\":\"{}\"}}",
+            "{{\"type\":\"{kind}\",\"timestamp\":\"{}\"{},\"cluster_name\":{},\
+             \"upstream_url\":{},\"action\":\"EJECT\",\"num_ejections\":{num_ejections},\
+             \"enforced\":{enforced},\"eject_consecutive_event\":{{}}}}",
+            timestamp_millis(),
+            secs_since(secs_since_last_action),
             json_string(cluster),
             json_string(host.address_string()),
-            timestamp()
         ));
     }
 
-    pub(crate) fn outlier_uneject(&self, cluster: &str, host: &Host, num_ejections: u32) {
+    /// `action: UNEJECT`: Envoy leaves `type` unset, so it prints as its zero value
+    /// (`CONSECUTIVE_5XX`) whatever the ejection was; the time since the ejection.
+    pub(crate) fn outlier_uneject(
+        &self,
+        cluster: &str,
+        host: &Host,
+        num_ejections: u32,
+        secs_since_ejection: u64,
+    ) {
         self.write(&format!(
-            "{{\"cluster_name\":{},\"upstream_url\":{},\"action\":\"UNEJECT\",\
-             \"num_ejections\":{num_ejections},\"enforced\":false,\"timestamp\":\"{}\"}}",
+            "{{\"type\":\"CONSECUTIVE_5XX\",\"timestamp\":\"{}\"{},\"cluster_name\":{},\
+             \"upstream_url\":{},\"action\":\"UNEJECT\",\"num_ejections\":{num_ejections},\
+             \"enforced\":false}}",
+            timestamp_millis(),
+            secs_since(Some(secs_since_ejection)),
             json_string(cluster),
             json_string(host.address_string()),
-            timestamp()
         ));
     }
 
@@ -171,21 +194,10 @@ fn rfc3339_seconds(secs: i64) -> String {
     )
 }
 
-/// RFC 3339 UTC with microseconds, as Envoy's JSON timestamps.
-fn timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_micros()
-    )
+/// `,"secs_since_last_action":"N"` when there was a last action.
+fn secs_since(secs: Option<u64>) -> String {
+    secs.map(|s| format!(",\"secs_since_last_action\":\"{s}\""))
+        .unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).

@@ -95,10 +95,13 @@ struct OutlierStats {
     ejections_active: Gauge,
     ejections_overflow: Counter,
     ejections_enforced_total: Counter,
-    /// Deprecated in Envoy, still counted: every enforced ejection.
+    /// Deprecated in Envoy, still counted: consecutive-5xx detections that `max_ejection_percent`
+    /// let through, enforced or not.
     ejections_total: Counter,
-    /// Per kind: (detected, enforced, deprecated `ejections_<kind>`).
-    per_kind: HashMap<&'static str, (Counter, Counter, Counter)>,
+    /// Deprecated in Envoy, still counted: consecutive-5xx detections.
+    ejections_consecutive_5xx: Counter,
+    /// Per kind: (detected, enforced).
+    per_kind: HashMap<&'static str, (Counter, Counter)>,
 }
 
 impl OutlierStats {
@@ -117,7 +120,6 @@ impl OutlierStats {
                 (
                     c(&format!("ejections_detected_{s}")),
                     c(&format!("ejections_enforced_{s}")),
-                    c(&format!("ejections_{s}")),
                 ),
             );
         }
@@ -131,12 +133,14 @@ impl OutlierStats {
             c(&format!("ejections_detected_{s}"));
             c(&format!("ejections_enforced_{s}"));
         }
+        c("ejections_detected_degradation");
         c("ejections_success_rate");
         Self {
             ejections_active: store.gauge(&format!("{p}ejections_active")),
             ejections_overflow: c("ejections_overflow"),
             ejections_enforced_total: c("ejections_enforced_total"),
             ejections_total: c("ejections_total"),
+            ejections_consecutive_5xx: c("ejections_consecutive_5xx"),
             per_kind,
         }
     }
@@ -152,7 +156,7 @@ struct Ejection {
     backoff: u32,
     /// When the host last came back.
     returned: Option<Instant>,
-    /// Times ejected.
+    /// Times ejected (enforced ejections only, as Envoy's `numEjections`).
     count: u32,
 }
 
@@ -232,12 +236,14 @@ impl OutlierDetector {
         if host.health.has(HealthFlag::FailedOutlierCheck) {
             return;
         }
-        let Some((detected, _, deprecated)) = self.stats.per_kind.get(kind.stat_suffix()) else {
+        let Some((detected, _)) = self.stats.per_kind.get(kind.stat_suffix()) else {
             return;
         };
         detected.inc();
         self.eject(cluster, host, kind);
-        deprecated.inc();
+        if kind == Kind::Consecutive5xx {
+            self.stats.ejections_consecutive_5xx.inc();
+        }
         let counter = match kind {
             Kind::Consecutive5xx => &host.outlier.consecutive_5xx,
             Kind::ConsecutiveGatewayFailure => &host.outlier.consecutive_gateway_failure,
@@ -247,7 +253,8 @@ impl OutlierDetector {
     }
 
     /// Envoy's `ejectHost`: `max_ejection_percent` (or `always_eject_one_host`) decides whether
-    /// the host may go, the enforcing percentage whether it does.
+    /// the host may go, the enforcing percentage whether it does. A detection that is not
+    /// enforced is still logged (`"enforced":false`), as Envoy logs it.
     fn eject(&self, cluster: &Cluster, host: &Arc<Host>, kind: Kind) {
         let cfg = &self.config;
         let hosts = cluster.all_hosts().len().max(1);
@@ -259,19 +266,40 @@ impl OutlierDetector {
             self.stats.ejections_overflow.inc();
             return;
         }
+        if kind == Kind::Consecutive5xx {
+            self.stats.ejections_total.inc();
+        }
         let enforcing = match kind {
             Kind::Consecutive5xx => cfg.enforcing_consecutive_5xx,
             Kind::ConsecutiveGatewayFailure => cfg.enforcing_consecutive_gateway_failure,
             Kind::ConsecutiveLocalOriginFailure => cfg.enforcing_consecutive_local_origin_failure,
         };
+        let now = Instant::now();
         if (rand::random::<u32>() % 100) >= enforcing {
+            if let Some(log) = self.event_log.get() {
+                let (count, returned) = self
+                    .ejections
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&(Arc::as_ptr(host) as usize))
+                    .map_or((0, None), |e| (e.count, e.returned));
+                let since = returned.map(|r| now.duration_since(r).as_secs());
+                log.outlier_eject(
+                    &self.cluster_name,
+                    host,
+                    kind.event_name(),
+                    count,
+                    false,
+                    since,
+                );
+            }
             return;
         }
         if !host.health.set(HealthFlag::FailedOutlierCheck) {
             return;
         }
-        let now = Instant::now();
         let num_ejections;
+        let since_returned;
         {
             let mut ejections = self
                 .ejections
@@ -288,6 +316,7 @@ impl OutlierDetector {
             entry.at = now;
             entry.count += 1;
             num_ejections = entry.count;
+            since_returned = entry.returned.map(|r| now.duration_since(r).as_secs());
             // The multiplier grows while the ejection time stays within the maximum.
             let base = cfg.base_ejection_time.as_millis().max(1);
             if base * u128::from(entry.backoff + 1) <= cfg.max_ejection_time.as_millis() {
@@ -296,13 +325,19 @@ impl OutlierDetector {
         }
         self.stats.ejections_active.inc();
         self.stats.ejections_enforced_total.inc();
-        self.stats.ejections_total.inc();
-        if let Some((_, enforced, _)) = self.stats.per_kind.get(kind.stat_suffix()) {
+        if let Some((_, enforced)) = self.stats.per_kind.get(kind.stat_suffix()) {
             enforced.inc();
         }
         info!(cluster = %self.cluster_name, host = %host.address_string(), kind = kind.event_name(), "outlier detection ejected a host");
         if let Some(log) = self.event_log.get() {
-            log.outlier_eject(&self.cluster_name, host, kind.event_name(), num_ejections);
+            log.outlier_eject(
+                &self.cluster_name,
+                host,
+                kind.event_name(),
+                num_ejections,
+                true,
+                since_returned,
+            );
         }
         cluster.refresh_health(Some(host));
     }
@@ -339,18 +374,19 @@ impl OutlierDetector {
                     host.health.clear(HealthFlag::FailedOutlierCheck);
                     host.outlier.reset();
                     e.returned = Some(now);
-                    returned.push((Arc::clone(host), e.count));
+                    let since = now.duration_since(e.at).as_secs();
+                    returned.push((Arc::clone(host), e.count, since));
                 }
             }
         }
         if returned.is_empty() {
             return;
         }
-        for (host, count) in &returned {
+        for (host, count, since) in &returned {
             self.stats.ejections_active.dec();
             debug!(cluster = %self.cluster_name, host = %host.address_string(), "outlier detection returned a host");
             if let Some(log) = self.event_log.get() {
-                log.outlier_uneject(&self.cluster_name, host, *count);
+                log.outlier_uneject(&self.cluster_name, host, *count, *since);
             }
         }
         cluster.refresh_health(None);
@@ -365,19 +401,21 @@ impl OutlierDetector {
             return;
         }
         host.outlier.reset();
-        let mut count = 0;
+        let (mut count, mut since) = (0, 0);
+        let now = Instant::now();
         if let Some(e) = self
             .ejections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&(Arc::as_ptr(host) as usize))
         {
-            e.returned = Some(Instant::now());
+            e.returned = Some(now);
             count = e.count;
+            since = now.duration_since(e.at).as_secs();
         }
         self.stats.ejections_active.dec();
         if let Some(log) = self.event_log.get() {
-            log.outlier_uneject(&self.cluster_name, host, count);
+            log.outlier_uneject(&self.cluster_name, host, count, since);
         }
         cluster.refresh_health(None);
     }
