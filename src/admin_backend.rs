@@ -230,7 +230,7 @@ impl AdminBackend for Backend {
                             sub_zone: h.eds.locality.sub_zone.clone(),
                         };
                         // Envoy's EDS health flags (no active health checking).
-                        match h.eds.health_status {
+                        match h.eds_health() {
                             model::HealthStatus::Unhealthy | model::HealthStatus::Timeout => {
                                 status.health.failed_eds_health = true;
                             }
@@ -246,6 +246,8 @@ impl AdminBackend for Backend {
                         status.health.failed_active_hc = h.health.has(HealthFlag::FailedActiveHc);
                         status.health.active_hc_timeout = h.health.has(HealthFlag::ActiveHcTimeout);
                         status.health.pending_active_hc = h.health.has(HealthFlag::PendingActiveHc);
+                        status.health.pending_dynamic_removal =
+                            h.health.has(HealthFlag::PendingDynamicRemoval);
                         status.health.failed_outlier_check =
                             h.health.has(HealthFlag::FailedOutlierCheck);
                         status.stats = vec![

@@ -36,13 +36,30 @@ const FLAG_WAIT: Duration = Duration::from_secs(15);
 
 /// `/clusters` health flags of cluster `redis`, by server index.
 fn flags(proxy: &Proxy, servers: &[RedisServer]) -> BTreeMap<usize, String> {
+    cluster_flags(proxy, "redis", servers)
+}
+
+/// `/clusters` health flags of `cluster`'s hosts, by server index.
+fn cluster_flags(proxy: &Proxy, cluster: &str, servers: &[RedisServer]) -> BTreeMap<usize, String> {
+    host_values(proxy, cluster, "health_flags", servers)
+}
+
+/// One `/clusters` value (`health_flags`, `rq_total`, ...) of `cluster`'s hosts, by server index.
+fn host_values(
+    proxy: &Proxy,
+    cluster: &str,
+    key: &str,
+    servers: &[RedisServer],
+) -> BTreeMap<usize, String> {
     let body = proxy.admin("GET", "/clusters").body;
+    let prefix = format!("{cluster}::127.0.0.1:");
+    let separator = format!("::{key}::");
     let mut out = BTreeMap::new();
     for line in body.lines() {
-        let Some(rest) = line.strip_prefix("redis::127.0.0.1:") else {
+        let Some(rest) = line.strip_prefix(&prefix) else {
             continue;
         };
-        let Some((port, value)) = rest.split_once("::health_flags::") else {
+        let Some((port, value)) = rest.split_once(&separator) else {
             continue;
         };
         if let Some(index) = servers.iter().position(|s| s.port().to_string() == port) {
@@ -571,6 +588,205 @@ fn redis_cluster_hung_replica_sends_prefer_replica_reads_to_the_primary_like_env
             back.is_some(),
             "{target}: reads never went back to the replica"
         );
+        rows
+    });
+}
+
+/// Waits (bounded) until `cluster`'s flags are `want` (server index → flags), returning them.
+fn wait_cluster_flags(
+    proxy: &Proxy,
+    cluster: &str,
+    servers: &[RedisServer],
+    want: &[(usize, &str)],
+) -> String {
+    let want: BTreeMap<usize, String> = want.iter().map(|(i, f)| (*i, (*f).to_owned())).collect();
+    let mut last = BTreeMap::new();
+    let reached = try_wait_for(FLAG_WAIT, || {
+        last = cluster_flags(proxy, cluster, servers);
+        (last == want).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "{}: {cluster} flags are {last:?}, expected {want:?}",
+        proxy.target()
+    );
+    format!("{last:?}")
+}
+
+/// An EDS cluster with active health checking: a `health_status` change applies to the host
+/// in place (its checking state and counters carry on); a host EDS removes while it passes its
+/// checks stays, `/pending_dynamic_removal`, and goes once a check fails it. Compared with
+/// Envoy 1.40.
+#[test]
+fn eds_health_status_and_removal_combine_with_active_checks_like_envoy() {
+    use redvoy_test_util::xds::{
+        eds_cluster, load_assignment_with_health, redis_listener, with_redis_health_check,
+        xds_bootstrap, XdsBootstrap, XdsHealthStatus,
+    };
+    use redvoy_test_util::{free_port, port_open, AdsServer, Variant};
+    const XDS_WAIT: Duration = Duration::from_secs(15);
+    let mut servers = start_servers(3);
+    same_on_all_targets(&targets(), |target| {
+        if !servers[2].is_running() {
+            servers[2].restart();
+        }
+        let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+        let ads = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
+        let port = free_port();
+        let cluster = with_redis_health_check(eds_cluster("backend"), Duration::from_millis(250));
+        ads.set_messages("c1", &[cluster]);
+        let all_healthy: Vec<(u16, XdsHealthStatus)> = ports
+            .iter()
+            .map(|p| (*p, XdsHealthStatus::Healthy))
+            .collect();
+        ads.set_messages(
+            "e1",
+            &[load_assignment_with_health("backend", &all_healthy)],
+        );
+        ads.set_messages("l1", &[redis_listener("l1", port, "backend")]);
+        let proxy = Proxy::start(
+            target,
+            &xds_bootstrap(&ads, &XdsBootstrap::new(Variant::Sotw)),
+            &[],
+        );
+        let listening = try_wait_for(XDS_WAIT, || port_open(port).then_some(()));
+        assert!(listening.is_some(), "{target}: the listener never opened");
+        let mut rows: Rows = Vec::new();
+        let healthy3 = [(0, "healthy"), (1, "healthy"), (2, "healthy")];
+        rows.push((
+            "start".into(),
+            wait_cluster_flags(&proxy, "backend", &servers, &healthy3),
+        ));
+        let mut client = redvoy_test_util::RespClient::connect(port);
+        for i in 0..60 {
+            assert_eq!(
+                client.cmd(&["SET", &format!("eds-hc:{i}"), "v"]),
+                Reply::ok(),
+                "{target}"
+            );
+        }
+        let requests = |proxy: &Proxy| -> u64 {
+            host_values(proxy, "backend", "rq_total", &servers)
+                .get(&1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let before = requests(&proxy);
+        assert!(before > 0, "{target}: no request reached server 1");
+
+        let mut eds = all_healthy.clone();
+        eds[1].1 = XdsHealthStatus::Unhealthy;
+        ads.push(
+            "e2",
+            &[load_assignment_with_health("backend", &eds)],
+            XDS_WAIT,
+        );
+        rows.push((
+            "server 1 UNHEALTHY by EDS".into(),
+            wait_cluster_flags(
+                &proxy,
+                "backend",
+                &servers,
+                &[(0, "healthy"), (1, "/failed_eds_health"), (2, "healthy")],
+            ),
+        ));
+        ads.push(
+            "e3",
+            &[load_assignment_with_health("backend", &all_healthy)],
+            XDS_WAIT,
+        );
+        rows.push((
+            "server 1 HEALTHY again".into(),
+            wait_cluster_flags(&proxy, "backend", &servers, &healthy3),
+        ));
+        // The same host object: its counters were not reset.
+        let after = requests(&proxy);
+        assert!(after >= before, "{target}: rq_total {before} -> {after}");
+
+        ads.push(
+            "e4",
+            &[load_assignment_with_health("backend", &all_healthy[..2])],
+            XDS_WAIT,
+        );
+        rows.push((
+            "server 2 removed by EDS, still passing".into(),
+            wait_cluster_flags(
+                &proxy,
+                "backend",
+                &servers,
+                &[
+                    (0, "healthy"),
+                    (1, "healthy"),
+                    (2, "/pending_dynamic_removal"),
+                ],
+            ),
+        ));
+        servers[2].stop();
+        rows.push((
+            "server 2 failed its checks".into(),
+            wait_cluster_flags(
+                &proxy,
+                "backend",
+                &servers,
+                &[(0, "healthy"), (1, "healthy")],
+            ),
+        ));
+        let stats = proxy.stats();
+        for name in [
+            "membership_total",
+            "membership_healthy",
+            "membership_change",
+        ] {
+            let stat = format!("cluster.backend.{name}");
+            rows.push((name.into(), format!("{:?}", stats.get_int(&stat))));
+        }
+        rows
+    });
+}
+
+/// With `ignore_health_on_host_removal`, a host EDS removes goes at once, checks passing or
+/// not. Compared with Envoy 1.40.
+#[test]
+fn ignore_health_on_host_removal_drops_a_removed_host_at_once_like_envoy() {
+    use redvoy_test_util::xds::{
+        eds_cluster, load_assignment, redis_listener, with_redis_health_check, xds_bootstrap,
+        XdsBootstrap,
+    };
+    use redvoy_test_util::{free_port, port_open, AdsServer, Variant};
+    const XDS_WAIT: Duration = Duration::from_secs(15);
+    let servers = start_servers(3);
+    let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+    same_on_all_targets(&targets(), |target| {
+        let ads = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
+        let port = free_port();
+        let mut cluster =
+            with_redis_health_check(eds_cluster("backend"), Duration::from_millis(250));
+        cluster.ignore_health_on_host_removal = true;
+        ads.set_messages("c1", &[cluster]);
+        ads.set_messages("e1", &[load_assignment("backend", &ports)]);
+        ads.set_messages("l1", &[redis_listener("l1", port, "backend")]);
+        let proxy = Proxy::start(
+            target,
+            &xds_bootstrap(&ads, &XdsBootstrap::new(Variant::Sotw)),
+            &[],
+        );
+        let listening = try_wait_for(XDS_WAIT, || port_open(port).then_some(()));
+        assert!(listening.is_some(), "{target}: the listener never opened");
+        let mut rows: Rows = Vec::new();
+        rows.push((
+            "start".into(),
+            wait_cluster_flags(
+                &proxy,
+                "backend",
+                &servers,
+                &[(0, "healthy"), (1, "healthy"), (2, "healthy")],
+            ),
+        ));
+        ads.push("e2", &[load_assignment("backend", &ports[..2])], XDS_WAIT);
+        rows.push((
+            "server 2 removed by EDS".into(),
+            format!("{:?}", cluster_flags(&proxy, "backend", &servers)),
+        ));
         rows
     });
 }

@@ -412,6 +412,9 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// `outlier_detection`: consecutive-failure ejection.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `ignore_health_on_host_removal`: with active health checking, a host EDS removes is
+    /// dropped at once instead of staying (`/pending_dynamic_removal`) until it fails a check.
+    pub ignore_health_on_host_removal: bool,
 }
 
 /// `envoy.config.cluster.v3.OutlierDetection`, Envoy's defaults applied. Success-rate and

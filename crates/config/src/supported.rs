@@ -559,6 +559,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // conversion, with its path).
             ("health_checks", Walk),
             ("outlier_detection", Walk),
+            // With active health checking, whether a host EDS removes goes at once or stays
+            // while it passes its checks.
+            ("ignore_health_on_host_removal", Walk),
         ],
     ),
     (

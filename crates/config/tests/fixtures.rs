@@ -224,6 +224,7 @@ fn article_cluster(name: &str) -> Cluster {
         transport_socket_matches: Default::default(),
         health_check: None,
         outlier_detection: None,
+        ignore_health_on_host_removal: false,
     }
 }
 
@@ -522,6 +523,7 @@ fn full_featured_model() {
             transport_socket_matches: Default::default(),
             health_check: None,
             outlier_detection: None,
+            ignore_health_on_host_removal: false,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -541,6 +543,7 @@ fn full_featured_model() {
             transport_socket_matches: Default::default(),
             health_check: None,
             outlier_detection: None,
+            ignore_health_on_host_removal: false,
         },
         Cluster {
             name: "static".to_owned(),
@@ -563,6 +566,7 @@ fn full_featured_model() {
             transport_socket_matches: Default::default(),
             health_check: None,
             outlier_detection: None,
+            ignore_health_on_host_removal: false,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -587,6 +591,7 @@ fn full_featured_model() {
             transport_socket_matches: Default::default(),
             health_check: None,
             outlier_detection: None,
+            ignore_health_on_host_removal: false,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);

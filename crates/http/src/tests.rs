@@ -123,6 +123,7 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             transport_socket_matches: Default::default(),
             health_check: None,
             outlier_detection: None,
+            ignore_health_on_host_removal: false,
         },
         store,
     );

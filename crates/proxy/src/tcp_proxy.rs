@@ -380,6 +380,7 @@ mod tests {
                 transport_socket_matches: Default::default(),
                 health_check: None,
                 outlier_detection: None,
+                ignore_health_on_host_removal: false,
             },
             store,
         );

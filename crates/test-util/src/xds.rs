@@ -459,3 +459,34 @@ static_resources:
         server_address = server.envoy_address_yaml(),
     )
 }
+
+/// `cluster` with a Redis health checker (`envoy.health_checkers.redis`, PING) checking every
+/// `interval` (with or without traffic), a check timing out after `interval` × 0.8, and
+/// unhealthy/healthy thresholds of 2.
+pub fn with_redis_health_check(cluster: Cluster, interval: Duration) -> Cluster {
+    use envoy_types::pb::envoy::config::core::v3::health_check::custom_health_check::ConfigType as CheckConfig;
+    use envoy_types::pb::envoy::config::core::v3::health_check::{
+        CustomHealthCheck, HealthChecker,
+    };
+    use envoy_types::pb::envoy::config::core::v3::HealthCheck;
+    use envoy_types::pb::envoy::extensions::health_checkers::redis::v3::Redis;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    let check = HealthCheck {
+        timeout: Some(pb_duration(interval * 4 / 5)),
+        interval: Some(pb_duration(interval)),
+        no_traffic_interval: Some(pb_duration(interval)),
+        unhealthy_threshold: Some(UInt32Value { value: 2 }),
+        healthy_threshold: Some(UInt32Value { value: 2 }),
+        health_checker: Some(HealthChecker::CustomHealthCheck(CustomHealthCheck {
+            name: "envoy.health_checkers.redis".to_string(),
+            config_type: Some(CheckConfig::TypedConfig(
+                crate::ads::pack(&Redis::default()),
+            )),
+        })),
+        ..Default::default()
+    };
+    Cluster {
+        health_checks: vec![check],
+        ..cluster
+    }
+}

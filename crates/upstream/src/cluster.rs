@@ -113,7 +113,7 @@ impl Cluster {
         let total = hosts.len() as u64;
         let degraded = hosts
             .iter()
-            .filter(|h| h.eds.health_status == model::HealthStatus::Degraded)
+            .filter(|h| h.eds_health() == model::HealthStatus::Degraded)
             .count() as u64;
         let healthy = hosts
             .iter()
@@ -209,7 +209,8 @@ impl Cluster {
         }
         let known = self.all_hosts();
         for h in hosts {
-            if !known.iter().any(|k| Arc::ptr_eq(k, h)) {
+            // A rebuilt host that took over its predecessor's checks is not new.
+            if !known.iter().any(|k| Arc::ptr_eq(k, h)) && !h.health.first_check_done() {
                 h.health.set(HealthFlag::FailedActiveHc);
             }
         }
@@ -236,7 +237,17 @@ impl Cluster {
             }
             return;
         }
-        let hosts = self.all_hosts.load().to_vec();
+        let mut hosts = self.all_hosts.load().to_vec();
+        // A host EDS removed stayed while it passed its checks; failing one removes it
+        // (Envoy's `EdsClusterImpl::reloadHealthyHostsHelper`).
+        let before = hosts.len();
+        hosts.retain(|h| {
+            !(h.health.has(HealthFlag::PendingDynamicRemoval)
+                && h.health.has(HealthFlag::FailedActiveHc))
+        });
+        if hosts.len() != before {
+            self.stats.membership_change.inc();
+        }
         self.install(hosts);
     }
 
@@ -250,10 +261,7 @@ impl Cluster {
         )
         .in_panic_mode(in_panic);
         let count = |status: model::HealthStatus| {
-            hosts
-                .iter()
-                .filter(|h| h.eds.health_status == status)
-                .count() as u64
+            hosts.iter().filter(|h| h.eds_health() == status).count() as u64
         };
         let healthy = hosts
             .iter()
@@ -380,12 +388,13 @@ pub(crate) fn static_hosts(cluster: &Cluster) -> Result<Vec<Arc<Host>>, Upstream
                 .map_err(|_| UpstreamError::MalformedIp(e.address.address.clone()))?;
             let addr = SocketAddr::new(ip, e.address.port);
             let eds = EdsInfo {
-                health_status: e.health_status,
                 locality: e.locality.clone(),
                 priority: e.priority,
             };
             Ok(Arc::new(
-                Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds),
+                Host::new(addr, e.hostname.clone(), e.weight)
+                    .with_eds(eds)
+                    .with_eds_health(e.health_status),
             ))
         })
         .collect()

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tracing::warn;
 
 use crate::cluster::Cluster;
-use crate::host::{EdsInfo, Host};
+use crate::host::Host;
 use crate::stats::ClusterStats;
 
 /// Upper bound on one DNS resolution (the initial one is awaited by `ClusterManager::new`).
@@ -216,10 +216,8 @@ impl DnsTarget {
                 None => {
                     added = true;
                     hosts.push(Arc::new(
-                        Host::new(addr, self.hostname.clone(), self.weight).with_eds(EdsInfo {
-                            health_status: self.health_status,
-                            ..EdsInfo::default()
-                        }),
+                        Host::new(addr, self.hostname.clone(), self.weight)
+                            .with_eds_health(self.health_status),
                     ));
                 }
             }

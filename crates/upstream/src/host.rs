@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use redvoy_config::model::HealthStatus;
 
@@ -30,8 +30,12 @@ pub struct Host {
     /// `load_balancing_weight` (≥ 1).
     pub weight: u32,
     pub stats: HostStats,
-    /// What EDS said of the host (defaults for other cluster types).
+    /// Where EDS placed the host (defaults for other cluster types).
     pub eds: EdsInfo,
+    /// The endpoint's `health_status`: changed in place by an EDS update that keeps the host,
+    /// so its active health checking state and counters carry on (as Envoy updates its
+    /// `FAILED_EDS_HEALTH`/`DEGRADED_EDS_HEALTH` flags).
+    eds_health: AtomicU8,
     /// What redvoy found out itself: active health checking, outlier detection.
     pub health: HostHealth,
     /// Consecutive failures, for outlier detection.
@@ -40,16 +44,15 @@ pub struct Host {
     address_string: String,
 }
 
-/// A host's EDS health status, locality and priority (shown by `/clusters`).
+/// A host's EDS locality and priority (shown by `/clusters`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EdsInfo {
-    pub health_status: redvoy_config::model::HealthStatus,
     pub locality: redvoy_config::model::Locality,
     pub priority: u32,
 }
 
 /// Envoy's run-time host health flags (`Host::HealthFlag`) that redvoy sets: the ones that
-/// come from EDS are in [`EdsInfo`].
+/// come from EDS are its `health_status` ([`Host::eds_health`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum HealthFlag {
@@ -61,6 +64,8 @@ pub enum HealthFlag {
     FailedOutlierCheck = 1 << 2,
     /// Added while active health checking runs, not yet checked.
     PendingActiveHc = 1 << 3,
+    /// Removed by EDS but kept while it passes active health checks.
+    PendingDynamicRemoval = 1 << 4,
 }
 
 /// A host's run-time health flags, shared by every worker (one atomic word).
@@ -88,6 +93,15 @@ impl HostHealth {
         self.flags.fetch_and(!(flag as u32), Ordering::AcqRel) & flag as u32 != 0
     }
 
+    /// Takes over another host object's flags and first-check mark (the same endpoint,
+    /// rebuilt).
+    pub(crate) fn copy_from(&self, other: &HostHealth) {
+        self.flags
+            .store(other.flags.load(Ordering::Acquire), Ordering::Release);
+        self.first_check_done
+            .store(other.first_check_done(), Ordering::Release);
+    }
+
     pub(crate) fn first_check_done(&self) -> bool {
         self.first_check_done.load(Ordering::Acquire)
     }
@@ -113,11 +127,13 @@ impl Host {
     pub fn coarse_health(&self) -> CoarseHealth {
         if self.health.has(HealthFlag::FailedActiveHc)
             || self.health.has(HealthFlag::FailedOutlierCheck)
-            || !(self.eds.health_status.is_healthy()
-                || self.eds.health_status == HealthStatus::Degraded)
         {
+            return CoarseHealth::Unhealthy;
+        }
+        let eds = self.eds_health();
+        if !(eds.is_healthy() || eds == HealthStatus::Degraded) {
             CoarseHealth::Unhealthy
-        } else if self.eds.health_status == HealthStatus::Degraded {
+        } else if eds == HealthStatus::Degraded {
             CoarseHealth::Degraded
         } else {
             CoarseHealth::Healthy
@@ -130,6 +146,29 @@ impl Host {
         self
     }
 
+    /// The same host with an EDS (or configured) `health_status`.
+    pub fn with_eds_health(self, status: HealthStatus) -> Self {
+        self.eds_health.store(status as u8, Ordering::Relaxed);
+        self
+    }
+
+    /// The endpoint's last `health_status`.
+    pub fn eds_health(&self) -> HealthStatus {
+        match self.eds_health.load(Ordering::Acquire) {
+            x if x == HealthStatus::Healthy as u8 => HealthStatus::Healthy,
+            x if x == HealthStatus::Unhealthy as u8 => HealthStatus::Unhealthy,
+            x if x == HealthStatus::Draining as u8 => HealthStatus::Draining,
+            x if x == HealthStatus::Timeout as u8 => HealthStatus::Timeout,
+            x if x == HealthStatus::Degraded as u8 => HealthStatus::Degraded,
+            _ => HealthStatus::Unknown,
+        }
+    }
+
+    /// Records a new `health_status`; true when it changed.
+    pub(crate) fn set_eds_health(&self, status: HealthStatus) -> bool {
+        self.eds_health.swap(status as u8, Ordering::AcqRel) != status as u8
+    }
+
     pub fn new(address: SocketAddr, hostname: impl Into<String>, weight: u32) -> Self {
         Self {
             address,
@@ -137,6 +176,7 @@ impl Host {
             weight,
             stats: HostStats::default(),
             eds: EdsInfo::default(),
+            eds_health: AtomicU8::new(HealthStatus::Unknown as u8),
             health: HostHealth::default(),
             outlier: Default::default(),
             address_string: envoy_address_string(&address),

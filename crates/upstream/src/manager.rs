@@ -16,7 +16,7 @@ use crate::cluster::{static_hosts, validate_cluster, Cluster};
 use crate::dns::{DnsCluster, MIN_DNS_REFRESH_RATE};
 use crate::event_log::EventLog;
 use crate::health_check;
-use crate::host::{EdsInfo, Host};
+use crate::host::{EdsInfo, HealthFlag, Host};
 use crate::outlier;
 use crate::redis_cluster::{Discovery, RoundOutcome};
 use crate::UpstreamError;
@@ -692,8 +692,12 @@ fn health_tasks(cluster: &Arc<Cluster>, store: &Store) -> Vec<JoinHandle<()>> {
     tasks
 }
 
-/// Installs an EDS assignment's hosts, with Envoy's per-update accounting. Hosts keep their
-/// `Arc` (and so their stats) across updates when their address stays.
+/// Installs an EDS assignment's hosts, with Envoy's per-update accounting
+/// (`updateDynamicHostList`). A host whose address, weight, hostname, locality and priority
+/// stay keeps its `Arc` (stats, pooled connections, health checking state); a changed
+/// `health_status` is applied to it in place. With active health checking (and without
+/// `ignore_health_on_host_removal`), a host EDS removes stays while it passes its checks and
+/// is not failed by EDS, flagged `/pending_dynamic_removal`; it goes when a check fails it.
 fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
     let stats = &cluster.stats;
     stats.update_attempt.inc();
@@ -702,7 +706,8 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
     }
     let old = cluster.all_hosts();
     let excluded_before = cluster.excluded.load(std::sync::atomic::Ordering::Relaxed);
-    let mut hosts = Vec::new();
+    let mut hosts: Vec<Arc<Host>> = Vec::new();
+    let mut health_changed = false;
     for e in cluster.usable_endpoints(&cla.endpoints) {
         let Ok(ip) = e.address.address.parse::<IpAddr>() else {
             // EDS addresses are IP literals (the config crate checks); skip anything else.
@@ -710,30 +715,63 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
         };
         let addr = SocketAddr::new(ip, e.address.port);
         let eds = EdsInfo {
-            health_status: e.health_status,
             locality: e.locality.clone(),
             priority: e.priority,
         };
-        let host = old
-            .iter()
-            .find(|h| {
-                h.address == addr
-                    && h.weight == e.weight
-                    && h.hostname == e.hostname
-                    && h.eds == eds
-            })
-            .cloned()
-            .unwrap_or_else(|| {
-                Arc::new(Host::new(addr, e.hostname.clone(), e.weight).with_eds(eds))
-            });
+        let kept = old.iter().find(|h| {
+            h.address == addr && h.weight == e.weight && h.hostname == e.hostname && h.eds == eds
+        });
+        let host = match kept {
+            Some(h) => {
+                health_changed |= h.set_eds_health(e.health_status);
+                if h.health.clear(HealthFlag::PendingDynamicRemoval) {
+                    health_changed = true;
+                }
+                Arc::clone(h)
+            }
+            None => {
+                let host = Host::new(addr, e.hostname.clone(), e.weight)
+                    .with_eds(eds)
+                    .with_eds_health(e.health_status);
+                // The same address with another weight, hostname or place: Envoy updates its
+                // host in place, so what health checking and outlier detection found carries
+                // over.
+                if let Some(previous) = old.iter().find(|h| h.address == addr) {
+                    host.health.copy_from(&previous.health);
+                }
+                Arc::new(host)
+            }
+        };
         hosts.push(host);
+    }
+    let keep_removed =
+        cluster.config.health_check.is_some() && !cluster.config.ignore_health_on_host_removal;
+    if keep_removed {
+        for h in &old {
+            if hosts.iter().any(|n| n.address == h.address) {
+                continue;
+            }
+            let failed_eds =
+                !(h.eds_health().is_healthy() || h.eds_health() == model::HealthStatus::Degraded);
+            if h.health.has(HealthFlag::FailedActiveHc) || failed_eds {
+                continue;
+            }
+            if h.health.set(HealthFlag::PendingDynamicRemoval) {
+                health_changed = true;
+            }
+            hosts.push(Arc::clone(h));
+        }
     }
     stats.update_success.inc();
     let unchanged = hosts.len() == old.len()
         && hosts.iter().zip(&old).all(|(a, b)| Arc::ptr_eq(a, b))
         && cluster.excluded.load(std::sync::atomic::Ordering::Relaxed) == excluded_before;
     if unchanged && cluster.host_set_installed() {
-        stats.update_no_rebuild.inc();
+        if health_changed {
+            cluster.refresh_health(None);
+        } else {
+            stats.update_no_rebuild.inc();
+        }
         return;
     }
     cluster.set_hosts(hosts);

@@ -114,7 +114,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         lb_subset_config: _,
         protocol_selection: _,
         close_connections_on_host_health_failure: _,
-        ignore_health_on_host_removal: _,
+        ignore_health_on_host_removal,
         load_balancing_policy: _,
         lrs_server: _,
         lrs_report_endpoint_metrics: _,
@@ -324,6 +324,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         transport_socket_matches,
         health_check,
         outlier_detection,
+        ignore_health_on_host_removal,
     })
 }
 

@@ -39,6 +39,7 @@ fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> m
         transport_socket_matches: Default::default(),
         health_check: None,
         outlier_detection: None,
+        ignore_health_on_host_removal: false,
     }
 }
 

@@ -225,16 +225,20 @@ pub(crate) fn build_topology(
 }
 
 fn new_host(addr: SocketAddr, template: Option<&model::Endpoint>) -> Arc<Host> {
-    let (weight, eds) = match template {
+    let (weight, eds, health) = match template {
         Some(e) => (
             e.weight,
             EdsInfo {
-                health_status: e.health_status,
                 locality: e.locality.clone(),
                 priority: e.priority,
             },
+            e.health_status,
         ),
-        None => (1, EdsInfo::default()),
+        None => (1, EdsInfo::default(), model::HealthStatus::Unknown),
     };
-    Arc::new(Host::new(addr, String::new(), weight.max(1)).with_eds(eds))
+    Arc::new(
+        Host::new(addr, String::new(), weight.max(1))
+            .with_eds(eds)
+            .with_eds_health(health),
+    )
 }
