@@ -268,3 +268,120 @@ fn thresholds_and_remaining_are_reported() {
     let redis = RedisServer::start();
     redvoy_test_util::same_on_all_targets(&targets(), |target| scenario(target, &redis));
 }
+
+/// Beyond Envoy: limits a cluster sets explicitly are enforced on redis_proxy traffic. Run on
+/// both targets to show the difference: Envoy 1.40 enforces neither limit (a transaction opens
+/// a second connection beyond `max_connections: 1`; a second request waits behind a hung one
+/// beyond `max_requests: 1`); redvoy refuses both at once with an error naming the limit, and
+/// counts them (`upstream_cx_overflow`, `upstream_rq_pending_overflow`).
+#[test]
+fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
+    let redis = RedisServer::start();
+    for target in targets() {
+        let connections = Cluster::new("limited", "RING_HASH", &[redis.port()]).extra(
+            "
+            circuit_breakers:
+              thresholds:
+              - {max_connections: 1}
+            ",
+        );
+        let proxy = Proxy::start(
+            target,
+            &bootstrap(&catch_all_filter("limited", ""), &[connections]),
+            &[],
+        );
+        let mut c = proxy.client();
+        assert_eq!(c.cmd(&["SET", "cb:k", "v"]), Reply::ok(), "{target}");
+        // WATCH needs the client's own upstream connection: a second one to the host.
+        let watch = c.cmd(&["WATCH", "cb:k"]);
+        let overflow = proxy.stat("cluster.limited.upstream_cx_overflow");
+        match target {
+            Target::Envoy => {
+                assert_eq!(watch, Reply::ok(), "envoy enforces no limit on redis_proxy");
+                assert_eq!(overflow, 0);
+            }
+            Target::Redvoy => {
+                assert_eq!(
+                    watch,
+                    Reply::err("upstream overflow: circuit_breakers max_connections reached")
+                );
+                assert_eq!(overflow, 1);
+                // The pooled connection still serves.
+                assert_eq!(c.cmd(&["GET", "cb:k"]), Reply::bulk("v"));
+            }
+        }
+        drop(c);
+        drop(proxy);
+
+        let requests = Cluster::new("limited", "RING_HASH", &[redis.port()]).extra(
+            "
+            circuit_breakers:
+              thresholds:
+              - {max_requests: 1}
+            ",
+        );
+        let yaml = bootstrap(&catch_all_filter("limited", ""), &[requests])
+            .replace("op_timeout: 5s", "op_timeout: 1s");
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut warm = proxy.client();
+        assert_eq!(warm.cmd(&["SET", "cb:k", "v"]), Reply::ok(), "{target}");
+        signal(&redis, "-STOP");
+        // One request in flight to the hung server...
+        let mut hung = proxy.client();
+        hung.send(&["GET", "cb:k"]);
+        let in_flight = try_wait_for(SETTLE_TIMEOUT, || {
+            (proxy.stat("cluster.limited.upstream_rq_active") == 1).then_some(())
+        });
+        // ...and a second one from another client.
+        let started = std::time::Instant::now();
+        let second = if in_flight.is_some() {
+            warm.cmd(&["GET", "cb:k"])
+        } else {
+            Reply::err("the first request never went upstream")
+        };
+        let waited = started.elapsed();
+        signal(&redis, "-CONT");
+        let pending_overflow = proxy.stat("cluster.limited.upstream_rq_pending_overflow");
+        match target {
+            Target::Envoy => {
+                // It waited behind the hung one until op_timeout.
+                assert_eq!(second, Reply::err("upstream failure"), "envoy");
+                assert!(
+                    waited >= Duration::from_millis(500),
+                    "envoy answered in {waited:?}"
+                );
+                assert_eq!(pending_overflow, 0);
+            }
+            Target::Redvoy => {
+                assert_eq!(
+                    second,
+                    Reply::err("upstream overflow: circuit_breakers max_requests reached")
+                );
+                assert!(
+                    waited < Duration::from_millis(500),
+                    "redvoy answered in {waited:?}"
+                );
+                assert_eq!(pending_overflow, 1);
+            }
+        }
+        // The hung request: answered after SIGCONT, or timed out first (Envoy, which waited).
+        let first = hung.read_reply();
+        assert!(
+            first == Reply::bulk("v") || first == Reply::err("upstream failure"),
+            "{target}: {first:?}"
+        );
+    }
+}
+
+fn signal(server: &RedisServer, signal: &str) {
+    let Some(pid) = server.pid() else {
+        panic!("redis-server on port {} is not running", server.port());
+    };
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "kill {signal} {pid}: {status:?}"
+    );
+}

@@ -790,3 +790,68 @@ fn ignore_health_on_host_removal_drops_a_removed_host_at_once_like_envoy() {
         rows
     });
 }
+
+/// Beyond Envoy: in panic mode (two of three servers hung, so routing uses all three), a key
+/// whose server is known hung (failed by checks that timed out) gets `upstream failure` at
+/// once instead of after `op_timeout`; keys of the healthy server are served. Run on both
+/// targets to show the difference: Envoy 1.40 makes the client wait.
+#[test]
+fn known_hung_host_fails_fast_in_panic_mode_unlike_envoy() {
+    let keys: Vec<String> = (0..30).map(|i| format!("ff:{i}")).collect();
+    for target in targets() {
+        let mut servers = start_servers(3);
+        let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+        let cluster = Cluster::new("redis", "RING_HASH", &ports).extra(HEALTH_CHECK);
+        let yaml = bootstrap(&catch_all_filter("redis", ""), &[cluster])
+            .replace("op_timeout: 5s", "op_timeout: 2s");
+        let proxy = Proxy::start(target, &yaml, &[]);
+        wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
+        set_all(&proxy, &keys);
+        let holders = locate(&mut servers, &keys);
+        let on = |index: &str| keys.iter().zip(&holders).find(|(_, h)| h.as_str() == index);
+        let (Some((hung_key, _)), Some((live_key, _))) = (on("1"), on("0")) else {
+            panic!("{target}: no key on server 1 or 0: {holders:?}");
+        };
+        signal(&servers[1], "-STOP");
+        signal(&servers[2], "-STOP");
+        let timed_out = "/failed_active_hc/active_hc_timeout";
+        wait_flags(&proxy, &servers, &["healthy", timed_out, timed_out]);
+        let mut client = proxy.client();
+        // Envoy applies the second failure within its 1 s update merge window: panic mode
+        // shows in `lb_healthy_panic` once a request is routed in it.
+        let panicking = try_wait_for(FLAG_WAIT, || {
+            assert_eq!(
+                client.cmd(&["GET", live_key]),
+                Reply::bulk(live_key),
+                "{target}"
+            );
+            (proxy.stat("cluster.redis.lb_healthy_panic") >= 1).then_some(())
+        });
+        assert!(panicking.is_some(), "{target}: never in panic mode");
+        let started = std::time::Instant::now();
+        let reply = client.cmd(&["GET", hung_key]);
+        let waited = started.elapsed();
+        assert_eq!(
+            client.cmd(&["GET", live_key]),
+            Reply::bulk(live_key),
+            "{target}"
+        );
+        signal(&servers[1], "-CONT");
+        signal(&servers[2], "-CONT");
+        assert_eq!(reply, Reply::err("upstream failure"), "{target}");
+        match target {
+            Target::Envoy => assert!(
+                waited >= Duration::from_millis(1500),
+                "envoy answered in {waited:?}"
+            ),
+            Target::Redvoy => assert!(
+                waited < Duration::from_millis(500),
+                "redvoy answered in {waited:?}"
+            ),
+        }
+        assert!(
+            proxy.stat("cluster.redis.lb_healthy_panic") >= 1,
+            "{target}"
+        );
+    }
+}

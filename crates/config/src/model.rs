@@ -500,6 +500,30 @@ pub struct CircuitBreakers {
     pub default: Thresholds,
     /// HIGH: reported only (high-priority HTTP routes, which redvoy never has).
     pub high: Thresholds,
+    /// Beyond Envoy: the DEFAULT limits the config sets explicitly, enforced on redis_proxy's
+    /// upstream traffic (Envoy's redis_proxy enforces none; a limit left unset stays
+    /// unenforced, so no config starts failing at Envoy's default 1,024).
+    pub redis_enforced: RedisLimits,
+}
+
+/// Circuit-breaker limits redvoy enforces on redis_proxy traffic (each only when configured).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisLimits {
+    /// Upstream connections per host of the cluster (every worker's pooled connection and
+    /// every transaction's own connection).
+    pub max_connections: Option<u32>,
+    /// Requests waiting for an upstream connection to open, over the cluster.
+    pub max_pending_requests: Option<u32>,
+    /// Requests in flight to the cluster.
+    pub max_requests: Option<u32>,
+}
+
+impl RedisLimits {
+    pub fn any(&self) -> bool {
+        self.max_connections.is_some()
+            || self.max_pending_requests.is_some()
+            || self.max_requests.is_some()
+    }
 }
 
 /// `CircuitBreakers.Thresholds` of one priority, Envoy's defaults applied.

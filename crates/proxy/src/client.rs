@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
-use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
+use redvoy_upstream::{Cluster, ClusterStats, HealthFlag, Host, OutlierResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -48,6 +48,9 @@ pub(crate) struct ClientConfig {
     pub command_stats: Option<CommandStatsCache>,
     /// The cluster, when it runs outlier detection: every result is reported to it.
     pub outlier: Option<Arc<Cluster>>,
+    /// The cluster, when its circuit breakers set limits redvoy enforces (beyond Envoy):
+    /// every request and connection takes a place first.
+    pub limits: Option<Arc<Cluster>>,
 }
 
 /// `cluster.<name>.redis_cluster.upstream_commands.<cmd>.*`.
@@ -147,6 +150,9 @@ pub(crate) struct UpstreamClient {
     redirects: bool,
     /// Why the connection is being closed, for outlier detection (set where it is decided).
     close_reason: Cell<Option<OutlierResult>>,
+    /// Requests queued while the connection opens, counted against an enforced
+    /// `max_pending_requests` until it opens or fails.
+    waiting: Cell<u64>,
 }
 
 // === impl UpstreamClient ===
@@ -173,6 +179,7 @@ impl UpstreamClient {
             pool,
             redirects,
             close_reason: Cell::new(None),
+            waiting: Cell::new(0),
         })
     }
 
@@ -217,6 +224,30 @@ impl UpstreamClient {
         stat: &'static str,
         resend: Option<Resendable>,
     ) {
+        if self.host_known_bad() {
+            // Beyond Envoy: a host is only chosen while it is known bad when nothing better
+            // exists for the key (panic mode, a slot's only primary). Envoy would send the
+            // request and have the client wait op_timeout for a hung host; the answer would be
+            // the same `upstream failure`, so it is given at once.
+            self.config.cluster_stats.upstream_cx_none_healthy.inc();
+            if let Some(c) = completion {
+                c.complete(Err(UpstreamFailure::Failure));
+            }
+            return;
+        }
+        if let Some(cluster) = &self.config.limits {
+            let connecting = self.inner.borrow().state != ConnState::Connected;
+            if let Err(overflow) = cluster.try_start_redis_request(connecting) {
+                // Never sent: the client learns at once which limit it hit.
+                if let Some(c) = completion {
+                    c.complete(Err(UpstreamFailure::Overflow(overflow)));
+                }
+                return;
+            }
+            if connecting {
+                self.waiting.set(self.waiting.get() + 1);
+            }
+        }
         let now = Instant::now();
         let command_stats = self.config.command_stats.as_ref().map(|c| c.get(stat));
         if let Some(cs) = &command_stats {
@@ -256,6 +287,14 @@ impl UpstreamClient {
         }
     }
 
+    /// Whether the host is known not to answer: failed by health checks that timed out (it
+    /// hangs), or ejected by outlier detection.
+    fn host_known_bad(&self) -> bool {
+        let health = &self.host.health;
+        (health.has(HealthFlag::FailedActiveHc) && health.has(HealthFlag::ActiveHcTimeout))
+            || health.has(HealthFlag::FailedOutlierCheck)
+    }
+
     /// Whether no request is waiting for a reply.
     pub(crate) fn is_idle(&self) -> bool {
         self.inner.borrow().pending.is_empty()
@@ -267,7 +306,20 @@ impl UpstreamClient {
         self.wake.notify_one();
     }
 
+    /// Opens the connection (under an enforced `max_connections`, when set) and serves it.
     async fn run(self: Rc<Self>) {
+        let Some(cluster) = self.config.limits.clone() else {
+            return self.connect_and_serve().await;
+        };
+        if let Err(overflow) = cluster.try_open_redis_connection(&self.host) {
+            self.fail_all_with(UpstreamFailure::Overflow(overflow));
+            return;
+        }
+        Rc::clone(&self).connect_and_serve().await;
+        cluster.close_redis_connection(&self.host);
+    }
+
+    async fn connect_and_serve(self: Rc<Self>) {
         let addr = self.host.address;
         let stats = &self.config.cluster_stats;
         stats.upstream_cx_total.inc();
@@ -313,6 +365,7 @@ impl UpstreamClient {
             }
         };
         let _ = stream.set_nodelay(true);
+        self.stop_waiting();
         {
             let mut inner = self.inner.borrow_mut();
             inner.state = ConnState::Connected;
@@ -480,6 +533,9 @@ impl UpstreamClient {
         if request.counted {
             self.config.cluster_stats.upstream_rq_active.dec();
             self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+            if let Some(cluster) = &self.config.limits {
+                cluster.finish_redis_request();
+            }
             // Envoy 1.40's redis client leaves the host's rq_success/rq_error at zero.
             let is_error = matches!(frame.value, redvoy_resp::RespValue::Error(_));
             let micros = request.sent_at.elapsed().as_micros() as u64;
@@ -547,6 +603,18 @@ impl UpstreamClient {
 
     /// Fails everything pending and returns to `Idle` so the next request reconnects.
     fn fail_all(&self) {
+        self.fail_all_with(UpstreamFailure::Failure);
+    }
+
+    /// Requests queued while connecting no longer wait (the connection opened or failed).
+    fn stop_waiting(&self) {
+        if let Some(cluster) = &self.config.limits {
+            cluster.stop_waiting_for_connection(self.waiting.replace(0));
+        }
+    }
+
+    fn fail_all_with(&self, failure: UpstreamFailure) {
+        self.stop_waiting();
         let failed: Vec<PendingRequest> = {
             let mut inner = self.inner.borrow_mut();
             inner.state = ConnState::Idle;
@@ -560,12 +628,16 @@ impl UpstreamClient {
             if request.counted {
                 self.config.cluster_stats.upstream_rq_active.dec();
                 self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
-                if let Some(pool) = &pool {
+                if let Some(cluster) = &self.config.limits {
+                    cluster.finish_redis_request();
+                }
+                // A refusal by a limit says nothing about the upstream.
+                if let (Some(pool), UpstreamFailure::Failure) = (&pool, failure) {
                     pool.on_request_failure();
                 }
             }
             if let Some(c) = request.completion {
-                c.complete(Err(UpstreamFailure::Failure));
+                c.complete(Err(failure));
             }
         }
     }

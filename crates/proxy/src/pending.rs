@@ -24,6 +24,8 @@ pub(crate) const NOPROTO: &str = "NOPROTO unsupported protocol version";
 pub(crate) enum UpstreamFailure {
     /// Connect failure, timeout, or the connection closed with the request pending.
     Failure,
+    /// Refused by an enforced circuit-breaker limit (beyond Envoy), never sent.
+    Overflow(redvoy_upstream::Overflow),
 }
 
 pub(crate) type UpstreamResult = Result<Frame, UpstreamFailure>;
@@ -33,6 +35,8 @@ pub(crate) enum Outcome {
     Reply(Frame),
     Failure,
     NoHost,
+    /// Refused by an enforced circuit-breaker limit: the error text says which.
+    Overflow(&'static str),
 }
 
 impl From<UpstreamResult> for Outcome {
@@ -40,6 +44,7 @@ impl From<UpstreamResult> for Outcome {
         match r {
             Ok(frame) => Outcome::Reply(frame),
             Err(UpstreamFailure::Failure) => Outcome::Failure,
+            Err(UpstreamFailure::Overflow(o)) => Outcome::Overflow(o.message()),
         }
     }
 }
@@ -239,6 +244,10 @@ pub(crate) fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
                     slot.error = true;
                     Reply::Value(error_value(NO_UPSTREAM_HOST))
                 }
+                Outcome::Overflow(text) => {
+                    slot.error = true;
+                    Reply::Value(error_value(text))
+                }
             });
         }
         FragmentMerge::Mget(values) => {
@@ -261,6 +270,10 @@ pub(crate) fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
                 Outcome::NoHost => {
                     slot.error = true;
                     error_value(NO_UPSTREAM_HOST)
+                }
+                Outcome::Overflow(text) => {
+                    slot.error = true;
+                    error_value(text)
                 }
             };
             if let Some(v) = values.get_mut(fragment) {
@@ -286,6 +299,7 @@ pub(crate) fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
                 Outcome::Reply(frame) => frame.value,
                 Outcome::Failure => error_value(UPSTREAM_FAILURE),
                 Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+                Outcome::Overflow(text) => error_value(text),
             }));
         }
         FragmentMerge::ClusterScope(_, values) => {
@@ -293,6 +307,7 @@ pub(crate) fn apply(slot: &mut Slot, fragment: usize, outcome: Outcome) {
                 Outcome::Reply(frame) => frame.value,
                 Outcome::Failure => error_value(UPSTREAM_FAILURE),
                 Outcome::NoHost => error_value(NO_UPSTREAM_HOST),
+                Outcome::Overflow(text) => error_value(text),
             };
             if let Some(v) = values.get_mut(fragment) {
                 *v = value;

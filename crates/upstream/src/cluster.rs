@@ -32,6 +32,10 @@ pub struct Cluster {
     pub(crate) excluded: std::sync::atomic::AtomicU64,
     /// Connections held under the circuit breaker (see `connection.rs`).
     pub(crate) breaker_connections: std::sync::atomic::AtomicU64,
+    /// redis_proxy requests in flight and waiting for a connection, counted only when the
+    /// cluster's circuit breakers set the limit (beyond Envoy, see `connection.rs`).
+    pub(crate) redis_requests: std::sync::atomic::AtomicU64,
+    pub(crate) redis_pending: std::sync::atomic::AtomicU64,
     installed: std::sync::atomic::AtomicBool,
     /// `envoy.clusters.redis` only: the refresh manager workers report to.
     refresh: Option<RefreshTrigger>,
@@ -65,6 +69,8 @@ impl Cluster {
             all_hosts: ArcSwap::from_pointee(Vec::new()),
             excluded: std::sync::atomic::AtomicU64::new(0),
             breaker_connections: std::sync::atomic::AtomicU64::new(0),
+            redis_requests: std::sync::atomic::AtomicU64::new(0),
+            redis_pending: std::sync::atomic::AtomicU64::new(0),
             installed: std::sync::atomic::AtomicBool::new(false),
             refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
             outlier: config

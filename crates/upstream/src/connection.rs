@@ -11,7 +11,7 @@ use redvoy_config::model::TcpKeepalive;
 use socket2::SockRef;
 use tokio::net::TcpStream;
 
-use crate::Cluster;
+use crate::{Cluster, Host};
 
 /// One upstream connection counted against the cluster's circuit breaker; frees its place when
 /// dropped.
@@ -80,6 +80,145 @@ impl Drop for ConnectionSlot<'_> {
         // only report, and the next open or close corrects them.)
         self.cluster.stats.circuit_breakers_default_cx_open.set(0);
         self.cluster.report_in_use(before.saturating_sub(1));
+    }
+}
+
+/// Which enforced limit refused a redis_proxy request or connection (beyond Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    MaxConnections,
+    MaxPendingRequests,
+    MaxRequests,
+}
+
+impl Overflow {
+    /// The error a client gets: which limit of which kind, so an operator knows what to raise.
+    pub fn message(self) -> &'static str {
+        match self {
+            Overflow::MaxConnections => {
+                "upstream overflow: circuit_breakers max_connections reached"
+            }
+            Overflow::MaxPendingRequests => {
+                "upstream overflow: circuit_breakers max_pending_requests reached"
+            }
+            Overflow::MaxRequests => "upstream overflow: circuit_breakers max_requests reached",
+        }
+    }
+}
+
+/// Beyond Envoy: the circuit-breaker limits a cluster sets explicitly, enforced on
+/// redis_proxy's upstream traffic (Envoy's redis_proxy reports them and enforces none). Each
+/// refusal is counted in Envoy's stat names: `upstream_rq_pending_overflow` for requests,
+/// `upstream_cx_overflow` for connections; `circuit_breakers.default.rq_open` shows whether
+/// `max_requests` is reached.
+impl Cluster {
+    /// Whether any redis_proxy limit is enforced on this cluster.
+    pub fn enforces_redis_limits(&self) -> bool {
+        self.config.circuit_breakers.redis_enforced.any()
+    }
+
+    /// Takes a place for one request under `max_requests` and, when `waiting` (its connection
+    /// is still opening), under `max_pending_requests`.
+    pub fn try_start_redis_request(&self, waiting: bool) -> Result<(), Overflow> {
+        let limits = &self.config.circuit_breakers.redis_enforced;
+        if let Some(max) = limits.max_requests {
+            let taken =
+                self.redis_requests
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < u64::from(max)).then_some(n + 1)
+                    });
+            match taken {
+                Ok(before) if before + 1 >= u64::from(max) => {
+                    self.stats.circuit_breakers_default_rq_open.set(1);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.stats.upstream_rq_pending_overflow.inc();
+                    return Err(Overflow::MaxRequests);
+                }
+            }
+        }
+        if waiting {
+            if let Err(overflow) = self.try_wait_for_connection() {
+                self.finish_redis_request();
+                return Err(overflow);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back a request's `max_requests` place.
+    pub fn finish_redis_request(&self) {
+        let limits = &self.config.circuit_breakers.redis_enforced;
+        if limits.max_requests.is_some() {
+            let before = self.redis_requests.fetch_sub(1, Ordering::AcqRel);
+            if before == limits.max_requests.map_or(0, u64::from) {
+                self.stats.circuit_breakers_default_rq_open.set(0);
+            }
+        }
+    }
+
+    fn try_wait_for_connection(&self) -> Result<(), Overflow> {
+        let Some(max) = self
+            .config
+            .circuit_breakers
+            .redis_enforced
+            .max_pending_requests
+        else {
+            return Ok(());
+        };
+        self.redis_pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < u64::from(max)).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                self.stats.upstream_rq_pending_overflow.inc();
+                Overflow::MaxPendingRequests
+            })
+    }
+
+    /// `count` requests stopped waiting for their connection (it opened, or failed).
+    pub fn stop_waiting_for_connection(&self, count: u64) {
+        if count > 0
+            && self
+                .config
+                .circuit_breakers
+                .redis_enforced
+                .max_pending_requests
+                .is_some()
+        {
+            self.redis_pending.fetch_sub(count, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes a place for one more connection to `host` under `max_connections`.
+    pub fn try_open_redis_connection(&self, host: &Host) -> Result<(), Overflow> {
+        let Some(max) = self.config.circuit_breakers.redis_enforced.max_connections else {
+            return Ok(());
+        };
+        host.redis_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                self.stats.upstream_cx_overflow.inc();
+                Overflow::MaxConnections
+            })
+    }
+
+    /// Gives back a connection's place (after [`Cluster::try_open_redis_connection`]).
+    pub fn close_redis_connection(&self, host: &Host) {
+        if self
+            .config
+            .circuit_breakers
+            .redis_enforced
+            .max_connections
+            .is_some()
+        {
+            host.redis_connections.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

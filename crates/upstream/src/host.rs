@@ -40,6 +40,9 @@ pub struct Host {
     pub health: HostHealth,
     /// Consecutive failures, for outlier detection.
     pub outlier: crate::outlier::OutlierCounters,
+    /// redis_proxy connections open to this host, counted against an enforced
+    /// `max_connections` (see `connection.rs`).
+    pub(crate) redis_connections: AtomicU32,
     /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
     address_string: String,
 }
@@ -177,6 +180,7 @@ impl Host {
             stats: HostStats::default(),
             eds: EdsInfo::default(),
             eds_health: AtomicU8::new(HealthStatus::Unknown as u8),
+            redis_connections: AtomicU32::new(0),
             health: HostHealth::default(),
             outlier: Default::default(),
             address_string: envoy_address_string(&address),

@@ -25,7 +25,7 @@ mod redis_cluster;
 mod stats;
 
 pub use cluster::Cluster;
-pub use connection::{set_tcp_keepalive, ConnectionSlot};
+pub use connection::{set_tcp_keepalive, ConnectionSlot, Overflow};
 pub use dns::{DNS_RESOLVE_TIMEOUT, MIN_DNS_REFRESH_RATE};
 pub use event_log::EventLog;
 pub use host::{

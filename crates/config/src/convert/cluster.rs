@@ -672,9 +672,19 @@ fn circuit_breakers(
             None => Ok(model::Thresholds::default()),
         }
     };
+    let redis_enforced = thresholds
+        .iter()
+        .find(|t| RoutingPriority::try_from(t.priority) == Ok(RoutingPriority::Default))
+        .map(|t| model::RedisLimits {
+            max_connections: t.max_connections.map(|v| v.value),
+            max_pending_requests: t.max_pending_requests.map(|v| v.value),
+            max_requests: t.max_requests.map(|v| v.value),
+        })
+        .unwrap_or_default();
     Ok(model::CircuitBreakers {
         default: of(RoutingPriority::Default)?,
         high: of(RoutingPriority::High)?,
+        redis_enforced,
     })
 }
 

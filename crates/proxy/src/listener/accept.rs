@@ -216,6 +216,10 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                     .outlier_detector()
                     .is_some()
                     .then(|| Arc::clone(&spec.cluster)),
+                limits: spec
+                    .cluster
+                    .enforces_redis_limits()
+                    .then(|| Arc::clone(&spec.cluster)),
             });
             let redirect = settings.enable_redirection.then(|| RedirectSettings {
                 max_unknown_connections: settings.max_upstream_unknown_connections,
