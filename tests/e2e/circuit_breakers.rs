@@ -325,7 +325,7 @@ fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
         let proxy = Proxy::start(target, &yaml, &[]);
         let mut warm = proxy.client();
         assert_eq!(warm.cmd(&["SET", "cb:k", "v"]), Reply::ok(), "{target}");
-        signal(&redis, "-STOP");
+        redis.signal("-STOP");
         // One request in flight to the hung server...
         let mut hung = proxy.client();
         hung.send(&["GET", "cb:k"]);
@@ -340,7 +340,7 @@ fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
             Reply::err("the first request never went upstream")
         };
         let waited = started.elapsed();
-        signal(&redis, "-CONT");
+        redis.signal("-CONT");
         let pending_overflow = proxy.stat("cluster.limited.upstream_rq_pending_overflow");
         match target {
             Target::Envoy => {
@@ -371,17 +371,4 @@ fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
             "{target}: {first:?}"
         );
     }
-}
-
-fn signal(server: &RedisServer, signal: &str) {
-    let Some(pid) = server.pid() else {
-        panic!("redis-server on port {} is not running", server.port());
-    };
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "kill {signal} {pid}: {status:?}"
-    );
 }

@@ -7,7 +7,6 @@
 //! between Envoy 1.40 and redvoy.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use redvoy_test_util::{
@@ -125,19 +124,6 @@ fn flush_running(servers: &mut [RedisServer]) {
             server.flushall();
         }
     }
-}
-
-fn signal(server: &RedisServer, signal: &str) {
-    let Some(pid) = server.pid() else {
-        panic!("redis-server on port {} is not running", server.port());
-    };
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "kill {signal} {pid}: {status:?}"
-    );
 }
 
 fn start(target: Target, servers: &[RedisServer], health_check: &str) -> Proxy {
@@ -274,7 +260,7 @@ fn hung_server_is_marked_timed_out_like_envoy() {
             .get_int("cluster.redis.upstream_rq_total")
             .unwrap_or(0);
         assert!(requests >= 3, "{target}: upstream_rq_total {requests}");
-        signal(&servers[2], "-STOP");
+        servers[2].signal("-STOP");
         rows.push((
             "stopped".into(),
             wait_flags(
@@ -283,7 +269,7 @@ fn hung_server_is_marked_timed_out_like_envoy() {
                 &["healthy", "healthy", "/failed_active_hc/active_hc_timeout"],
             ),
         ));
-        signal(&servers[2], "-CONT");
+        servers[2].signal("-CONT");
         rows.push((
             "continued".into(),
             wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]),
@@ -437,13 +423,13 @@ fn first_requests_avoid_a_dead_host_and_events_are_logged_like_envoy() {
 
         servers[1].restart();
         wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
-        signal(&servers[2], "-STOP");
+        servers[2].signal("-STOP");
         wait_flags(
             &proxy,
             &servers,
             &["healthy", "healthy", "/failed_active_hc/active_hc_timeout"],
         );
-        signal(&servers[2], "-CONT");
+        servers[2].signal("-CONT");
         wait_flags(&proxy, &servers, &["healthy", "healthy", "healthy"]);
         for line in wait_events(&proxy, &log, &servers, 6) {
             rows.push(("event".into(), line));
@@ -561,7 +547,7 @@ fn redis_cluster_hung_replica_sends_prefer_replica_reads_to_the_primary_like_env
             "{target}: reads reached a primary while every replica is healthy"
         );
 
-        signal(cluster.server(replica), "-STOP");
+        cluster.server(replica).signal("-STOP");
         rows.push((
             "replica hung".into(),
             format!("{:?}", wait(&proxy, "/failed_active_hc/active_hc_timeout")),
@@ -573,7 +559,7 @@ fn redis_cluster_hung_replica_sends_prefer_replica_reads_to_the_primary_like_env
         assert_eq!(moved, vec![shard_keys, 0, 0], "{target}: GETs per primary");
         rows.push(("GETs per primary while hung".into(), format!("{moved:?}")));
 
-        signal(cluster.server(replica), "-CONT");
+        cluster.server(replica).signal("-CONT");
         rows.push((
             "replica back".into(),
             format!("{:?}", wait(&proxy, "healthy")),
@@ -613,44 +599,60 @@ fn wait_cluster_flags(
     format!("{last:?}")
 }
 
+/// Bound on one xDS exchange (push → ACK) or a listener opening.
+const XDS_WAIT: Duration = Duration::from_secs(15);
+
+/// A proxy fed over ADS: EDS cluster `backend` with a Redis health checker every 250 ms (and
+/// `ignore_health_on_host_removal` when asked), `assignment`, and a redis_proxy listener to it
+/// (its port returned once open).
+fn start_eds(
+    target: Target,
+    ignore_health_on_host_removal: bool,
+    assignment: redvoy_test_util::xds::XdsClusterLoadAssignment,
+) -> (redvoy_test_util::AdsServer, Proxy, u16) {
+    use redvoy_test_util::xds::{
+        eds_cluster, redis_listener, with_redis_health_check, xds_bootstrap, XdsBootstrap,
+    };
+    use redvoy_test_util::{free_port, port_open, AdsServer, Variant};
+    let ads = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
+    let port = free_port();
+    let mut cluster = with_redis_health_check(eds_cluster("backend"), Duration::from_millis(250));
+    cluster.ignore_health_on_host_removal = ignore_health_on_host_removal;
+    ads.set_messages("c1", &[cluster]);
+    ads.set_messages("e1", &[assignment]);
+    ads.set_messages("l1", &[redis_listener("l1", port, "backend")]);
+    let proxy = Proxy::start(
+        target,
+        &xds_bootstrap(&ads, &XdsBootstrap::new(Variant::Sotw)),
+        &[],
+    );
+    let listening = try_wait_for(XDS_WAIT, || port_open(port).then_some(()));
+    assert!(listening.is_some(), "{target}: the listener never opened");
+    (ads, proxy, port)
+}
+
 /// An EDS cluster with active health checking: a `health_status` change applies to the host
 /// in place (its checking state and counters carry on); a host EDS removes while it passes its
 /// checks stays, `/pending_dynamic_removal`, and goes once a check fails it. Compared with
 /// Envoy 1.40.
 #[test]
 fn eds_health_status_and_removal_combine_with_active_checks_like_envoy() {
-    use redvoy_test_util::xds::{
-        eds_cluster, load_assignment_with_health, redis_listener, with_redis_health_check,
-        xds_bootstrap, XdsBootstrap, XdsHealthStatus,
-    };
-    use redvoy_test_util::{free_port, port_open, AdsServer, Variant};
-    const XDS_WAIT: Duration = Duration::from_secs(15);
+    use redvoy_test_util::xds::{load_assignment_with_health, XdsHealthStatus};
     let mut servers = start_servers(3);
     same_on_all_targets(&targets(), |target| {
         if !servers[2].is_running() {
             servers[2].restart();
         }
         let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
-        let ads = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
-        let port = free_port();
-        let cluster = with_redis_health_check(eds_cluster("backend"), Duration::from_millis(250));
-        ads.set_messages("c1", &[cluster]);
         let all_healthy: Vec<(u16, XdsHealthStatus)> = ports
             .iter()
             .map(|p| (*p, XdsHealthStatus::Healthy))
             .collect();
-        ads.set_messages(
-            "e1",
-            &[load_assignment_with_health("backend", &all_healthy)],
-        );
-        ads.set_messages("l1", &[redis_listener("l1", port, "backend")]);
-        let proxy = Proxy::start(
+        let (ads, proxy, port) = start_eds(
             target,
-            &xds_bootstrap(&ads, &XdsBootstrap::new(Variant::Sotw)),
-            &[],
+            false,
+            load_assignment_with_health("backend", &all_healthy),
         );
-        let listening = try_wait_for(XDS_WAIT, || port_open(port).then_some(()));
-        assert!(listening.is_some(), "{target}: the listener never opened");
         let mut rows: Rows = Vec::new();
         let healthy3 = [(0, "healthy"), (1, "healthy"), (2, "healthy")];
         rows.push((
@@ -748,30 +750,11 @@ fn eds_health_status_and_removal_combine_with_active_checks_like_envoy() {
 /// not. Compared with Envoy 1.40.
 #[test]
 fn ignore_health_on_host_removal_drops_a_removed_host_at_once_like_envoy() {
-    use redvoy_test_util::xds::{
-        eds_cluster, load_assignment, redis_listener, with_redis_health_check, xds_bootstrap,
-        XdsBootstrap,
-    };
-    use redvoy_test_util::{free_port, port_open, AdsServer, Variant};
-    const XDS_WAIT: Duration = Duration::from_secs(15);
+    use redvoy_test_util::xds::load_assignment;
     let servers = start_servers(3);
     let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
     same_on_all_targets(&targets(), |target| {
-        let ads = AdsServer::start_tcp().unwrap_or_else(|e| panic!("test ADS server: {e}"));
-        let port = free_port();
-        let mut cluster =
-            with_redis_health_check(eds_cluster("backend"), Duration::from_millis(250));
-        cluster.ignore_health_on_host_removal = true;
-        ads.set_messages("c1", &[cluster]);
-        ads.set_messages("e1", &[load_assignment("backend", &ports)]);
-        ads.set_messages("l1", &[redis_listener("l1", port, "backend")]);
-        let proxy = Proxy::start(
-            target,
-            &xds_bootstrap(&ads, &XdsBootstrap::new(Variant::Sotw)),
-            &[],
-        );
-        let listening = try_wait_for(XDS_WAIT, || port_open(port).then_some(()));
-        assert!(listening.is_some(), "{target}: the listener never opened");
+        let (ads, proxy, _) = start_eds(target, true, load_assignment("backend", &ports));
         let mut rows: Rows = Vec::new();
         rows.push((
             "start".into(),
@@ -812,8 +795,8 @@ fn known_hung_host_fails_fast_in_panic_mode_unlike_envoy() {
         let (Some((hung_key, _)), Some((live_key, _))) = (on("1"), on("0")) else {
             panic!("{target}: no key on server 1 or 0: {holders:?}");
         };
-        signal(&servers[1], "-STOP");
-        signal(&servers[2], "-STOP");
+        servers[1].signal("-STOP");
+        servers[2].signal("-STOP");
         let timed_out = "/failed_active_hc/active_hc_timeout";
         wait_flags(&proxy, &servers, &["healthy", timed_out, timed_out]);
         let mut client = proxy.client();
@@ -836,8 +819,8 @@ fn known_hung_host_fails_fast_in_panic_mode_unlike_envoy() {
             Reply::bulk(live_key),
             "{target}"
         );
-        signal(&servers[1], "-CONT");
-        signal(&servers[2], "-CONT");
+        servers[1].signal("-CONT");
+        servers[2].signal("-CONT");
         assert_eq!(reply, Reply::err("upstream failure"), "{target}");
         match target {
             Target::Envoy => assert!(

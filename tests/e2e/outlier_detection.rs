@@ -300,13 +300,13 @@ fn hung_server_is_a_local_origin_failure_when_split_like_envoy() {
         // change that follows another closely reaches routing late: how many requests fail
         // before a reroute is compared only as "at least the threshold".
         for round in 0..2 {
-            signal(&servers[1], "-STOP");
+            servers[1].signal("-STOP");
             let failures = failures_until_rerouted(&proxy, &key);
             assert!(
                 failures >= 3,
                 "{target}: round {round}: {failures} failures"
             );
-            signal(&servers[1], "-CONT");
+            servers[1].signal("-CONT");
             let back = try_wait_for(WAIT, || {
                 (proxy.client().cmd(&["GET", &key]) == Reply::bulk("v")).then_some(())
             });
@@ -326,17 +326,4 @@ fn hung_server_is_a_local_origin_failure_when_split_like_envoy() {
         let _ = std::fs::remove_file(&log);
         rows
     });
-}
-
-fn signal(server: &RedisServer, signal: &str) {
-    let Some(pid) = server.pid() else {
-        panic!("redis-server on port {} is not running", server.port());
-    };
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "kill {signal} {pid}: {status:?}"
-    );
 }

@@ -1,7 +1,7 @@
 //! `circuit_breakers`: the thresholds of both priorities, Envoy's defaults applied (observed on
 //! Envoy 1.40 through `/clusters` and the `remaining_*` gauges).
 
-use redvoy_config::model::{CircuitBreakers, Cluster, RetryBudget, Thresholds};
+use redvoy_config::model::{CircuitBreakers, Cluster, RedisLimits, RetryBudget, Thresholds};
 use redvoy_config::{load_bootstrap, LoadOptions};
 
 /// The clusters of a bootstrap holding `clusters` (YAML items of `static_resources.clusters`).
@@ -47,7 +47,8 @@ fn envoy_defaults_without_circuit_breakers() {
             breakers_of(extra),
             CircuitBreakers {
                 default: envoy,
-                high: envoy
+                high: envoy,
+                redis_enforced: RedisLimits::default(),
             },
             "{extra:?}"
         );
@@ -83,6 +84,12 @@ fn both_priorities_every_field() {
                 max_connection_pools: Some(25),
                 retry_budget: None,
                 track_remaining: false,
+            },
+            // Beyond Envoy: the DEFAULT limits set explicitly are enforced on redis_proxy.
+            redis_enforced: RedisLimits {
+                max_connections: Some(11),
+                max_pending_requests: Some(12),
+                max_requests: Some(13),
             },
         }
     );

@@ -93,6 +93,21 @@ impl RedisServer {
         client
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to the server process: a hung server without
+    /// killing it.
+    pub fn signal(&self, signal: &str) {
+        let Some(pid) = self.pid() else {
+            panic!("redis-server on port {} is not running", self.port);
+        };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "kill {signal} {pid}: {status:?}"
+        );
+    }
+
     /// Sends one command directly to this server.
     pub fn cmd(&self, args: &[&str]) -> Reply {
         self.client().cmd(args)
