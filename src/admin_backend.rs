@@ -14,11 +14,11 @@ use redvoy_admin::{
 };
 use redvoy_config::model::{self, TrafficDirection};
 use redvoy_config::{
-    render_config_dump_dynamic, DumpHost, DumpOptions, DumpedResource, DynamicClusterDump,
-    DynamicDump, DynamicListenerDump, FailedDump,
+    render_config_dump_dynamic, DumpHealth, DumpHost, DumpOptions, DumpedResource,
+    DynamicClusterDump, DynamicDump, DynamicListenerDump, FailedDump,
 };
 use redvoy_runtime::Runtime;
-use redvoy_upstream::{ClusterManager, HealthFlag};
+use redvoy_upstream::{ClusterManager, CoarseHealth, HealthFlag};
 use tracing_subscriber::EnvFilter;
 
 use crate::listener_manager::ListenerManager;
@@ -178,10 +178,8 @@ impl AdminBackend for Backend {
         };
         // With `include_eds`, DNS clusters show the hosts they resolved to.
         let hosts = |name: &str| -> Option<Vec<DumpHost>> {
+            // A STATIC cluster's dump lists its config's endpoints; these give their health.
             let cluster = self.clusters.get(name)?;
-            if cluster.config.discovery == model::DiscoveryType::Static {
-                return None;
-            }
             Some(
                 cluster
                     .all_hosts()
@@ -190,6 +188,11 @@ impl AdminBackend for Backend {
                         address: h.address,
                         hostname: h.hostname.clone(),
                         weight: h.weight,
+                        health: match h.coarse_health() {
+                            CoarseHealth::Healthy => DumpHealth::Healthy,
+                            CoarseHealth::Degraded => DumpHealth::Degraded,
+                            CoarseHealth::Unhealthy => DumpHealth::Unhealthy,
+                        },
                     })
                     .collect(),
             )

@@ -88,6 +88,38 @@ fn wait_flags(proxy: &Proxy, servers: &[RedisServer], want: &[&str]) -> String {
     format!("{last:?}")
 }
 
+/// `/config_dump?include_eds`: each server's `health_status` in cluster `redis`'s endpoints.
+fn dump_health(proxy: &Proxy, servers: &[RedisServer]) -> String {
+    let body = proxy.admin("GET", "/config_dump?include_eds").body;
+    let dump: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config_dump: {e}"));
+    let mut out = BTreeMap::new();
+    for config in dump["configs"].as_array().into_iter().flatten() {
+        for endpoints in config["static_endpoint_configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let cla = &endpoints["endpoint_config"];
+            if cla["cluster_name"] != "redis" {
+                continue;
+            }
+            for locality in cla["endpoints"].as_array().into_iter().flatten() {
+                for lb in locality["lb_endpoints"].as_array().into_iter().flatten() {
+                    let port = lb["endpoint"]["address"]["socket_address"]["port_value"].as_u64();
+                    if let Some(i) = servers
+                        .iter()
+                        .position(|s| Some(u64::from(s.port())) == port)
+                    {
+                        out.insert(i, lb["health_status"].as_str().unwrap_or("").to_owned());
+                    }
+                }
+            }
+        }
+    }
+    format!("{out:?}")
+}
+
 /// SETs every key through the proxy; every SET must succeed (no request goes to a failed host).
 fn set_all(proxy: &Proxy, keys: &[String]) {
     let mut client = proxy.client();
@@ -168,6 +200,10 @@ fn killed_server_leaves_the_ring_and_comes_back_like_envoy() {
         rows.push((
             "health_check.healthy killed".into(),
             proxy.stat("cluster.redis.health_check.healthy").to_string(),
+        ));
+        rows.push((
+            "/config_dump?include_eds health_status killed".into(),
+            dump_health(&proxy, &servers),
         ));
         // A key of the killed server is served elsewhere once routing has the change.
         let probe = &keys[before

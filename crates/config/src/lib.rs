@@ -40,7 +40,7 @@ pub use convert::DEFAULT_TAG_NAMES;
 pub use descriptors::ENVOY_TYPES_VERSION;
 pub use dump::{
     render_bootstrap_json, render_config_dump, render_config_dump_dynamic,
-    render_config_dump_with_hosts, DumpError, DumpHost, DumpOptions, DumpedResource,
+    render_config_dump_with_hosts, DumpError, DumpHealth, DumpHost, DumpOptions, DumpedResource,
     DynamicClusterDump, DynamicDump, DynamicListenerDump, FailedDump, ENVOY_COMPAT_VERSION,
     SKIPPED_PREFIX,
 };

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redvoy_config::{
     load_bootstrap, read_discovery_file, render_config_dump, render_config_dump_dynamic,
-    render_config_dump_with_hosts, DumpHost, DumpOptions, DumpedResource, DynamicClusterDump,
-    DynamicDump, DynamicListenerDump, LoadOptions,
+    render_config_dump_with_hosts, DumpHealth, DumpHost, DumpOptions, DumpedResource,
+    DynamicClusterDump, DynamicDump, DynamicListenerDump, LoadOptions,
 };
 use serde_json::Value;
 
@@ -240,6 +240,11 @@ fn envoy_hosts(envoy: &Envoy) -> Vec<(String, Vec<DumpHost>)> {
                     address: SocketAddr::new(ip, port),
                     hostname: lb["endpoint"]["hostname"].as_str().unwrap_or("").to_owned(),
                     weight: u32::try_from(lb["load_balancing_weight"].as_u64().unwrap()).unwrap(),
+                    health: match lb["health_status"].as_str() {
+                        Some("DEGRADED") => DumpHealth::Degraded,
+                        Some("UNHEALTHY") => DumpHealth::Unhealthy,
+                        _ => DumpHealth::Healthy,
+                    },
                 });
             }
         }

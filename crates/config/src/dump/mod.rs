@@ -121,6 +121,28 @@ pub struct DumpHost {
     /// The endpoint's `hostname`, or for DNS clusters the name it was resolved from.
     pub hostname: String,
     pub weight: u32,
+    /// The host's coarse health (EDS status, active checks and outlier detection together),
+    /// which Envoy writes as the endpoint's `health_status`.
+    pub health: DumpHealth,
+}
+
+/// Envoy's coarse host health, as `/config_dump` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DumpHealth {
+    #[default]
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl DumpHealth {
+    fn status(self) -> HealthStatus {
+        match self {
+            DumpHealth::Healthy => HealthStatus::Healthy,
+            DumpHealth::Degraded => HealthStatus::Degraded,
+            DumpHealth::Unhealthy => HealthStatus::Unhealthy,
+        }
+    }
 }
 
 /// Renders `/config_dump` for the bootstrap loaded at `loaded_at`. With `include_eds`, hosts
@@ -596,9 +618,21 @@ struct ConfigEndpoint<'a> {
 }
 
 /// Envoy's `dumpEndpointConfigs` for one cluster: hosts grouped by locality, localities in
-/// (region, zone, sub_zone) order, every host HEALTHY (active health check results are not
-/// reflected here yet).
+/// (region, zone, sub_zone) order, each with its coarse health. A STATIC cluster's hosts come
+/// from its config (with their live health when `live` has them), others' from `live`.
 fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssignment {
+    let discovery_static = match c.cluster_discovery_type {
+        None => true,
+        Some(ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(t) == Ok(DiscoveryType::Static)
+        }
+        Some(_) => false,
+    };
+    let (live, health_of) = if discovery_static {
+        (None, live.unwrap_or_default())
+    } else {
+        (live, Vec::new())
+    };
     let is_static = !matches!(
         c.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(t))
@@ -651,10 +685,16 @@ fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssig
                     Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok()?,
                     _ => return None,
                 };
+                let address = SocketAddr::new(ip, port);
+                let health = health_of
+                    .iter()
+                    .find(|h| h.address == address)
+                    .map_or(DumpHealth::Healthy, |h| h.health);
                 let host = DumpHost {
-                    address: SocketAddr::new(ip, port),
+                    address,
                     hostname: e.endpoint.hostname.clone(),
                     weight: e.lb.load_balancing_weight.map_or(1, |w| w.value),
+                    health,
                 };
                 Some((host, Some(e)))
             })
@@ -683,7 +723,7 @@ fn load_assignment(c: &Cluster, live: Option<Vec<DumpHost>>) -> ClusterLoadAssig
             None => Some(Metadata::default()),
         };
         group.lb_endpoints.push(LbEndpoint {
-            health_status: HealthStatus::Healthy as i32,
+            health_status: host.health.status() as i32,
             metadata,
             load_balancing_weight: Some(UInt32Value { value: host.weight }),
             host_identifier: Some(HostIdentifier::Endpoint(Endpoint {

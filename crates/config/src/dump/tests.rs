@@ -200,11 +200,13 @@ fn endpoints_group_by_sorted_locality() {
                     address: "[::1]:1".parse().unwrap(),
                     hostname: "hh".to_owned(),
                     weight: 2,
+                    health: DumpHealth::Healthy,
                 },
                 DumpHost {
                     address: "127.0.0.5:2".parse().unwrap(),
                     hostname: "127.0.0.5".to_owned(),
                     weight: 1,
+                    health: DumpHealth::Degraded,
                 },
             ]
         })
@@ -236,6 +238,30 @@ fn endpoints_group_by_sorted_locality() {
         serde_json::json!({})
     );
     assert_eq!(dns["policy"]["overprovisioning_factor"], 140);
+    // Each host's live coarse health, as Envoy writes it.
+    let health: Vec<(String, String)> = dns["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["lb_endpoints"].as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["endpoint"]["address"]["socket_address"]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                e["health_status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        health.contains(&("127.0.0.5".to_owned(), "DEGRADED".to_owned())),
+        "{health:?}"
+    );
+    assert!(
+        health.contains(&("::1".to_owned(), "HEALTHY".to_owned())),
+        "{health:?}"
+    );
 
     let st = &v["configs"][1]["endpoint_config"];
     let localities: Vec<&serde_json::Value> = st["endpoints"]
