@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tracing::warn;
 
 use crate::cluster::Cluster;
-use crate::host::Host;
+use crate::host::{HealthFlag, Host};
 use crate::stats::ClusterStats;
 
 /// Upper bound on one DNS resolution (the initial one is awaited by `ClusterManager::new`).
@@ -179,7 +179,10 @@ impl DnsCluster {
             if self.logical {
                 addrs.truncate(1);
             }
-            if target.update(addrs, stats) {
+            let keep_removed = !self.logical
+                && cluster.config.health_check.is_some()
+                && !cluster.config.ignore_health_on_host_removal;
+            if target.update(addrs, stats, keep_removed) {
                 stats.membership_change.inc();
                 changed = true;
             } else {
@@ -191,6 +194,11 @@ impl DnsCluster {
                 .targets
                 .iter()
                 .flat_map(|t| t.hosts.iter().cloned())
+                // Removed by DNS and failed since: gone from the cluster already.
+                .filter(|h| {
+                    !(h.health.has(HealthFlag::PendingDynamicRemoval)
+                        && h.health.has(HealthFlag::FailedActiveHc))
+                })
                 .collect();
             cluster.mark_new_hosts_unchecked(&hosts);
             cluster.install(hosts);
@@ -203,7 +211,17 @@ impl DnsCluster {
 impl DnsTarget {
     /// Takes a new answer; returns whether the set of addresses changed. The host list always
     /// follows the latest answer order, reusing the `Arc<Host>` of addresses already known.
-    pub(crate) fn update(&mut self, addrs: Vec<SocketAddr>, stats: &ClusterStats) -> bool {
+    ///
+    /// With `keep_removed` (active health checking without `ignore_health_on_host_removal`), a
+    /// host the answer no longer has stays, `/pending_dynamic_removal`, while it passes its
+    /// checks (Envoy's `updateDynamicHostList`); one that failed since goes quietly (the
+    /// cluster already removed it when its check failed).
+    pub(crate) fn update(
+        &mut self,
+        addrs: Vec<SocketAddr>,
+        stats: &ClusterStats,
+        keep_removed: bool,
+    ) -> bool {
         let mut seen = HashSet::with_capacity(addrs.len());
         let mut hosts = Vec::with_capacity(addrs.len());
         let mut added = false;
@@ -212,7 +230,10 @@ impl DnsTarget {
                 continue;
             }
             match self.hosts.iter().find(|h| h.address == addr) {
-                Some(existing) => hosts.push(existing.clone()),
+                Some(existing) => {
+                    existing.health.clear(HealthFlag::PendingDynamicRemoval);
+                    hosts.push(existing.clone());
+                }
                 None => {
                     added = true;
                     hosts.push(Arc::new(
@@ -225,7 +246,22 @@ impl DnsTarget {
             // every address of every answer.
             stats.default_total_match_count.inc();
         }
-        let removed = self.hosts.iter().any(|h| !seen.contains(&h.address));
+        let mut removed = false;
+        for h in &self.hosts {
+            if seen.contains(&h.address) {
+                continue;
+            }
+            let failed = h.health.has(HealthFlag::FailedActiveHc);
+            if failed && h.health.has(HealthFlag::PendingDynamicRemoval) {
+                continue;
+            }
+            if keep_removed && !failed && !h.eds_failed() {
+                h.health.set(HealthFlag::PendingDynamicRemoval);
+                hosts.push(Arc::clone(h));
+            } else {
+                removed = true;
+            }
+        }
         self.hosts = hosts;
         added || removed
     }
@@ -284,15 +320,50 @@ mod tests {
         };
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
-        assert!(t.update(vec![a, b, a], &stats));
+        assert!(t.update(vec![a, b, a], &stats, false));
         assert_eq!(t.hosts.len(), 2);
         let first = t.hosts[0].clone();
         // Same set, new order: no change, but the order follows the answer.
-        assert!(!t.update(vec![b, a], &stats));
+        assert!(!t.update(vec![b, a], &stats, false));
         assert_eq!(t.hosts[0].address, b);
         assert!(Arc::ptr_eq(&t.hosts[1], &first));
-        assert!(t.update(vec![b], &stats));
-        assert!(t.update(vec![], &stats));
+        assert!(t.update(vec![b], &stats, false));
+        assert!(t.update(vec![], &stats, false));
+        assert!(t.hosts.is_empty());
+    }
+
+    #[test]
+    fn health_checked_target_keeps_a_passing_removed_host() {
+        let store = Store::new();
+        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin, &Default::default());
+        let mut t = DnsTarget {
+            dns_address: "x".into(),
+            port: 1,
+            hostname: "x".into(),
+            weight: 1,
+            health_status: model::HealthStatus::Unknown,
+            hosts: Vec::new(),
+        };
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        assert!(t.update(vec![a, b], &stats, true));
+        let kept = t.hosts[1].clone();
+        // b leaves the answer while passing its checks: kept, flagged, no change.
+        assert!(!t.update(vec![a], &stats, true));
+        assert_eq!(t.hosts.len(), 2);
+        assert!(kept.health.has(HealthFlag::PendingDynamicRemoval));
+        // Back in the answer: the same host, unflagged.
+        assert!(!t.update(vec![a, b], &stats, true));
+        assert!(Arc::ptr_eq(&t.hosts[1], &kept));
+        assert!(!kept.health.has(HealthFlag::PendingDynamicRemoval));
+        // Gone again, then failed by a check: dropped without counting a second removal.
+        assert!(!t.update(vec![a], &stats, true));
+        kept.health.set(HealthFlag::FailedActiveHc);
+        assert!(!t.update(vec![a], &stats, true));
+        assert_eq!(t.hosts.len(), 1);
+        // A failed host leaving the answer goes at once.
+        t.hosts[0].health.set(HealthFlag::FailedActiveHc);
+        assert!(t.update(vec![], &stats, true));
         assert!(t.hosts.is_empty());
     }
 }

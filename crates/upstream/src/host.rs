@@ -133,10 +133,9 @@ impl Host {
         {
             return CoarseHealth::Unhealthy;
         }
-        let eds = self.eds_health();
-        if !(eds.is_healthy() || eds == HealthStatus::Degraded) {
+        if self.eds_failed() {
             CoarseHealth::Unhealthy
-        } else if eds == HealthStatus::Degraded {
+        } else if self.eds_health() == HealthStatus::Degraded {
             CoarseHealth::Degraded
         } else {
             CoarseHealth::Healthy
@@ -165,6 +164,13 @@ impl Host {
             x if x == HealthStatus::Degraded as u8 => HealthStatus::Degraded,
             _ => HealthStatus::Unknown,
         }
+    }
+
+    /// Whether EDS (or the config) says the host must get no traffic (Envoy's
+    /// `FAILED_EDS_HEALTH`: UNHEALTHY, DRAINING, TIMEOUT).
+    pub fn eds_failed(&self) -> bool {
+        let eds = self.eds_health();
+        !(eds.is_healthy() || eds == HealthStatus::Degraded)
     }
 
     /// Records a new `health_status`; true when it changed.

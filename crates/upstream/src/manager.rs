@@ -751,9 +751,7 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             if hosts.iter().any(|n| n.address == h.address) {
                 continue;
             }
-            let failed_eds =
-                !(h.eds_health().is_healthy() || h.eds_health() == model::HealthStatus::Degraded);
-            if h.health.has(HealthFlag::FailedActiveHc) || failed_eds {
+            if h.health.has(HealthFlag::FailedActiveHc) || h.eds_failed() {
                 continue;
             }
             if h.health.set(HealthFlag::PendingDynamicRemoval) {
