@@ -874,3 +874,99 @@ fn known_hung_host_fails_fast_in_panic_mode_unlike_envoy() {
         );
     }
 }
+
+/// Under steady traffic on the healthy servers' keys, a server is killed, restarted, then hung
+/// and continued: not one request for a healthy server's key fails, through Envoy 1.40 or
+/// redvoy (keys may move between healthy servers while the ring is rebuilt; a GET of a moved
+/// key is a miss, never an error).
+#[test]
+fn healthy_keys_never_fail_while_a_server_dies_and_hangs_under_load_like_envoy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    /// Bounds of the background load: requests and time.
+    const MAX_OPS: usize = 200_000;
+    const MAX_TIME: Duration = Duration::from_secs(90);
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("load:{i}")).collect();
+    let mut servers = start_servers(3);
+    same_on_all_targets(&targets(), |target| {
+        if !servers[1].is_running() {
+            servers[1].restart();
+        }
+        flush_running(&mut servers);
+        let proxy = start(target, &servers, HEALTH_CHECK);
+        let all_healthy = ["healthy", "healthy", "healthy"];
+        wait_flags(&proxy, &servers, &all_healthy);
+        set_all(&proxy, &keys);
+        let holders = locate(&mut servers, &keys);
+        let healthy_keys: Vec<String> = keys
+            .iter()
+            .zip(&holders)
+            .filter(|(_, h)| h.as_str() != "1")
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert!(!healthy_keys.is_empty());
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let stop = Arc::clone(&stop);
+            let mut client = proxy.client();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let (mut ops, mut errors) = (0usize, Vec::new());
+                'run: while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_TIME {
+                    for key in &healthy_keys {
+                        if ops >= MAX_OPS {
+                            break 'run;
+                        }
+                        for reply in client.pipeline(&[vec!["SET", key, "x"], vec!["GET", key]]) {
+                            if let Reply::Error(e) = reply {
+                                errors.push(format!("{key}: {}", String::from_utf8_lossy(&e)));
+                            }
+                        }
+                        ops += 2;
+                    }
+                }
+                (ops, errors)
+            })
+        };
+        let mut rows: Rows = Vec::new();
+        servers[1].stop();
+        rows.push((
+            "killed".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["healthy", "/failed_active_hc", "healthy"],
+            ),
+        ));
+        servers[1].restart();
+        rows.push((
+            "restarted".into(),
+            wait_flags(&proxy, &servers, &all_healthy),
+        ));
+        servers[1].signal("-STOP");
+        rows.push((
+            "hung".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["healthy", "/failed_active_hc/active_hc_timeout", "healthy"],
+            ),
+        ));
+        servers[1].signal("-CONT");
+        rows.push((
+            "continued".into(),
+            wait_flags(&proxy, &servers, &all_healthy),
+        ));
+        stop.store(true, Ordering::Relaxed);
+        let (ops, errors) = load
+            .join()
+            .unwrap_or_else(|_| panic!("{target}: the load thread panicked"));
+        assert!(ops > 100, "{target}: only {ops} requests in the background");
+        eprintln!("{target}: {ops} background requests");
+        rows.push((
+            "errors on healthy servers' keys".into(),
+            format!("{errors:?}"),
+        ));
+        rows
+    });
+}

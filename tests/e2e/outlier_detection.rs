@@ -327,3 +327,66 @@ fn hung_server_is_a_local_origin_failure_when_split_like_envoy() {
         rows
     });
 }
+
+/// Two of three servers killed and ejected: below the 50 % panic threshold routing uses every
+/// host again (`lb_healthy_panic`), so a dead server's key fails while a live one's is served;
+/// with `healthy_panic_threshold: 0` panic mode is off and every key goes to the live server.
+/// Compared with Envoy 1.40.
+#[test]
+fn panic_mode_with_ejected_hosts_and_threshold_zero_like_envoy() {
+    let ejecting = "outlier_detection: {consecutive_5xx: 2, interval: 0.5s, \
+                    base_ejection_time: 60s, max_ejection_percent: 100}\n";
+    let no_panic =
+        format!("{ejecting}common_lb_config: {{healthy_panic_threshold: {{value: 0}}}}\n");
+    for (label, extra) in [("panic", ejecting.to_owned()), ("threshold 0", no_panic)] {
+        same_on_all_targets(&targets(), |target| {
+            let mut servers = start_servers(3);
+            let proxy = start(target, &servers, &extra);
+            let mut rows: Rows = Vec::new();
+            let keys: Vec<String> = (0..3).map(|i| key_on(&proxy, &servers, i)).collect();
+            servers[1].stop();
+            servers[2].stop();
+            let mut client = proxy.client();
+            let both = try_wait_for(WAIT, || {
+                client.cmd(&["GET", &keys[1]]);
+                client.cmd(&["GET", &keys[2]]);
+                let f = flags(&proxy, &servers);
+                (f.get(&1).map(String::as_str) == Some("/failed_outlier_check")
+                    && f.get(&2).map(String::as_str) == Some("/failed_outlier_check"))
+                .then_some(())
+            });
+            assert!(
+                both.is_some(),
+                "{target} {label}: {:?}",
+                flags(&proxy, &servers)
+            );
+            // Envoy applies the second ejection within its 1 s update merge window: wait until
+            // a live key's request has been routed with both hosts out.
+            let settled = try_wait_for(WAIT, || {
+                assert_eq!(client.cmd(&["GET", &keys[0]]), Reply::bulk("v"), "{target}");
+                let panics = proxy.stat("cluster.redis.lb_healthy_panic");
+                let dead_key = client.cmd(&["GET", &keys[1]]);
+                let expected = if label == "panic" {
+                    panics >= 1 && dead_key == Reply::err("upstream failure")
+                } else {
+                    dead_key == Reply::Null
+                };
+                expected.then_some(())
+            });
+            assert!(settled.is_some(), "{target} {label}: routing never settled");
+            rows.push((
+                format!("{label}: a dead server's key"),
+                format!("{:?}", client.cmd(&["GET", &keys[1]])),
+            ));
+            rows.push((
+                format!("{label}: a live server's key"),
+                format!("{:?}", client.cmd(&["GET", &keys[0]])),
+            ));
+            rows.push((
+                format!("{label}: lb_healthy_panic counted"),
+                (proxy.stat("cluster.redis.lb_healthy_panic") > 0).to_string(),
+            ));
+            rows
+        });
+    }
+}
