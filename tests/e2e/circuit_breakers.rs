@@ -372,3 +372,36 @@ fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
         );
     }
 }
+
+/// Beyond Envoy: `max_pending_requests` bounds the requests waiting for an upstream connection
+/// to open. The host never completes the handshake; five pipelined GETs: Envoy 1.40 holds all
+/// five until `connect_timeout` (1 s) fails them; redvoy holds two and refuses three at once.
+#[test]
+fn max_pending_requests_bounds_requests_waiting_for_a_connection_unlike_envoy() {
+    let hole = redvoy_test_util::Blackhole::start();
+    for target in targets() {
+        let cluster = Cluster::new("waiting", "RING_HASH", &[hole.port()]).extra(
+            "
+            circuit_breakers:
+              thresholds:
+              - {max_pending_requests: 2}
+            ",
+        );
+        let proxy = Proxy::start(
+            target,
+            &bootstrap(&catch_all_filter("waiting", ""), &[cluster]),
+            &[],
+        );
+        let mut c = proxy.client();
+        let get = vec!["GET", "k"];
+        let replies = c.pipeline(&vec![get; 5]);
+        let count = |text: &str| replies.iter().filter(|r| **r == Reply::err(text)).count();
+        let failed = count("upstream failure");
+        let refused = count("upstream overflow: circuit_breakers max_pending_requests reached");
+        let overflow = proxy.stat("cluster.waiting.upstream_rq_pending_overflow");
+        match target {
+            Target::Envoy => assert_eq!((failed, refused, overflow), (5, 0, 0), "envoy"),
+            Target::Redvoy => assert_eq!((failed, refused, overflow), (2, 3, 3), "redvoy"),
+        }
+    }
+}

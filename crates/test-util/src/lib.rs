@@ -39,7 +39,9 @@ pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};
 pub use httpd::HttpStub;
 pub use log_check::{Level, LogExpectation};
-pub use net::{free_port, http, http_unix, port_open, try_wait_for, wait_for, HttpResponse};
+pub use net::{
+    free_port, http, http_unix, port_open, try_wait_for, wait_for, Blackhole, HttpResponse,
+};
 pub use netns::{NetNs, NsRedis};
 pub use process::listening_sockets;
 pub use proxy::{

@@ -175,3 +175,43 @@ fn dechunk(mut body: &str) -> std::io::Result<String> {
             .ok_or_else(bad)?;
     }
 }
+
+/// A loopback port whose connects hang: a listener with an accept queue of one that never
+/// accepts, and that one place taken. A connection attempt to it stays in progress until the
+/// connector's own timeout (a host that never answers the handshake).
+pub struct Blackhole {
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+    port: u16,
+}
+
+impl Blackhole {
+    pub fn start() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let listener =
+            Socket::new(Domain::IPV4, Type::STREAM, None).unwrap_or_else(|e| panic!("socket: {e}"));
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        listener
+            .bind(&any.into())
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+        // Linux keeps backlog + 1 connections waiting: 0 admits exactly one.
+        listener.listen(0).unwrap_or_else(|e| panic!("listen: {e}"));
+        let port = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .unwrap_or_else(|| panic!("blackhole local address"));
+        let filler = std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("fill the blackhole's queue: {e}"));
+        Blackhole {
+            _listener: listener,
+            _filler: filler,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
