@@ -114,6 +114,8 @@ struct PendingRequest {
     resend: Option<Resendable>,
     sent_at: Instant,
     counted: bool,
+    /// Took a place under the cluster's enforced limits; gives it back when it ends.
+    holds_place: bool,
     command_stats: Option<Rc<UpstreamCommandStats>>,
 }
 
@@ -200,21 +202,23 @@ impl UpstreamClient {
             stat,
             hops: 0,
         });
-        self.enqueue(request, completion, stat, resend);
+        self.enqueue(request, completion, stat, resend, true);
     }
 
     /// Sends a request that a MOVED/ASK reply sent here; after ASK, `asking` goes first (its
     /// reply is discarded, as in Envoy).
     pub(crate) fn send_redirected(self: &Rc<Self>, ask: bool, r: RedirectRequest) {
         if ask {
-            self.enqueue(b"*1\r\n$6\r\nasking\r\n", None, "unknown", None);
+            // Part of the redirected request: it takes no limit place of its own, so it can
+            // never be refused while the request it prepares goes through.
+            self.enqueue(b"*1\r\n$6\r\nasking\r\n", None, "unknown", None, false);
         }
         let resend = self.redirects.then(|| Resendable {
             request: r.request.clone(),
             stat: r.stat,
             hops: r.hops,
         });
-        self.enqueue(&r.request, r.completion, r.stat, resend);
+        self.enqueue(&r.request, r.completion, r.stat, resend, true);
     }
 
     fn enqueue(
@@ -223,6 +227,7 @@ impl UpstreamClient {
         completion: Option<Completion>,
         stat: &'static str,
         resend: Option<Resendable>,
+        limited: bool,
     ) {
         if self.host_known_bad() {
             // Beyond Envoy: a host is only chosen while it is known bad when nothing better
@@ -235,7 +240,8 @@ impl UpstreamClient {
             }
             return;
         }
-        if let Some(cluster) = &self.config.limits {
+        let mut holds_place = false;
+        if let (Some(cluster), true) = (&self.config.limits, limited) {
             let connecting = self.inner.borrow().state != ConnState::Connected;
             if let Err(overflow) = cluster.try_start_redis_request(connecting) {
                 // Never sent: the client learns at once which limit it hit.
@@ -247,6 +253,7 @@ impl UpstreamClient {
             if connecting {
                 self.waiting.set(self.waiting.get() + 1);
             }
+            holds_place = true;
         }
         let now = Instant::now();
         let command_stats = self.config.command_stats.as_ref().map(|c| c.get(stat));
@@ -267,6 +274,7 @@ impl UpstreamClient {
                 resend,
                 sent_at: now,
                 counted: true,
+                holds_place,
                 command_stats,
             });
             let spawn = inner.state == ConnState::Idle;
@@ -381,6 +389,7 @@ impl UpstreamClient {
                         resend: None,
                         sent_at: Instant::now(),
                         counted: false,
+                        holds_place: false,
                         command_stats: None,
                     });
                 }
@@ -533,7 +542,7 @@ impl UpstreamClient {
         if request.counted {
             self.config.cluster_stats.upstream_rq_active.dec();
             self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
-            if let Some(cluster) = &self.config.limits {
+            if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                 cluster.finish_redis_request();
             }
             // Envoy 1.40's redis client leaves the host's rq_success/rq_error at zero.
@@ -628,7 +637,7 @@ impl UpstreamClient {
             if request.counted {
                 self.config.cluster_stats.upstream_rq_active.dec();
                 self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
-                if let Some(cluster) = &self.config.limits {
+                if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                     cluster.finish_redis_request();
                 }
                 // A refusal by a limit says nothing about the upstream.

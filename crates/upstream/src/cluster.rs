@@ -35,6 +35,9 @@ pub struct Cluster {
     /// redis_proxy requests in flight and waiting for a connection, counted only when the
     /// cluster's circuit breakers set the limit (beyond Envoy, see `connection.rs`).
     pub(crate) redis_requests: std::sync::atomic::AtomicU64,
+    /// Serialises read-modify-install of the host list: an outlier ejection on a worker thread
+    /// must not store a list read before an EDS or DNS update installed on another thread.
+    host_update: std::sync::Mutex<()>,
     pub(crate) redis_pending: std::sync::atomic::AtomicU64,
     installed: std::sync::atomic::AtomicBool,
     /// `envoy.clusters.redis` only: the refresh manager workers report to.
@@ -70,6 +73,7 @@ impl Cluster {
             excluded: std::sync::atomic::AtomicU64::new(0),
             breaker_connections: std::sync::atomic::AtomicU64::new(0),
             redis_requests: std::sync::atomic::AtomicU64::new(0),
+            host_update: std::sync::Mutex::new(()),
             redis_pending: std::sync::atomic::AtomicU64::new(0),
             installed: std::sync::atomic::AtomicBool::new(false),
             refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
@@ -198,13 +202,20 @@ impl Cluster {
     /// `membership_change` moves only if an address was added or removed; callers that want
     /// `Arc<Host>` identity (and so per-host stats) kept must pass the existing `Arc`s.
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        let _update = self.lock_host_update();
         self.mark_new_hosts_unchecked(&hosts);
         let before: HashSet<SocketAddr> = self.all_hosts().iter().map(|h| h.address).collect();
         let after: HashSet<SocketAddr> = hosts.iter().map(|h| h.address).collect();
         if before != after {
             self.stats.membership_change.inc();
         }
-        self.install(hosts);
+        self.install_locked(hosts);
+    }
+
+    fn lock_host_update(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.host_update
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// With active health checking, a host the cluster did not have starts failed until its
@@ -243,6 +254,7 @@ impl Cluster {
             }
             return;
         }
+        let _update = self.lock_host_update();
         let mut hosts = self.all_hosts.load().to_vec();
         // A host EDS removed stayed while it passed its checks; failing one removes it
         // (Envoy's `EdsClusterImpl::reloadHealthyHostsHelper`).
@@ -254,11 +266,17 @@ impl Cluster {
         if hosts.len() != before {
             self.stats.membership_change.inc();
         }
-        self.install(hosts);
+        self.install_locked(hosts);
     }
 
     /// Builds the load balancer over the routable hosts (see [`routable`]) of `hosts`.
     pub(crate) fn install(&self, hosts: Vec<Arc<Host>>) {
+        let _update = self.lock_host_update();
+        self.install_locked(hosts);
+    }
+
+    /// [`Cluster::install`] with the host-update lock already held.
+    fn install_locked(&self, hosts: Vec<Arc<Host>>) {
         let (routable, in_panic) = routable(&hosts, self.config.healthy_panic_threshold);
         let set = HostSet::new(
             routable,

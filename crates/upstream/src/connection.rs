@@ -128,10 +128,7 @@ impl Cluster {
                         (n < u64::from(max)).then_some(n + 1)
                     });
             match taken {
-                Ok(before) if before + 1 >= u64::from(max) => {
-                    self.stats.circuit_breakers_default_rq_open.set(1);
-                }
-                Ok(_) => {}
+                Ok(_) => self.report_redis_requests(max),
                 Err(_) => {
                     self.stats.upstream_rq_pending_overflow.inc();
                     return Err(Overflow::MaxRequests);
@@ -150,12 +147,19 @@ impl Cluster {
     /// Gives back a request's `max_requests` place.
     pub fn finish_redis_request(&self) {
         let limits = &self.config.circuit_breakers.redis_enforced;
-        if limits.max_requests.is_some() {
-            let before = self.redis_requests.fetch_sub(1, Ordering::AcqRel);
-            if before == limits.max_requests.map_or(0, u64::from) {
-                self.stats.circuit_breakers_default_rq_open.set(0);
-            }
+        if let Some(max) = limits.max_requests {
+            self.redis_requests.fetch_sub(1, Ordering::AcqRel);
+            self.report_redis_requests(max);
         }
+    }
+
+    /// `rq_open` from the counter as it is now (workers race; the last writer reads the
+    /// latest count).
+    fn report_redis_requests(&self, max: u32) {
+        let open = self.redis_requests.load(Ordering::Acquire) >= u64::from(max);
+        self.stats
+            .circuit_breakers_default_rq_open
+            .set(u64::from(open));
     }
 
     fn try_wait_for_connection(&self) -> Result<(), Overflow> {

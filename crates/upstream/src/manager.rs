@@ -736,10 +736,16 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
                 // The same address with another weight, hostname or place: Envoy updates its
                 // host in place, so what health checking and outlier detection found carries
                 // over.
+                let host = Arc::new(host);
                 if let Some(previous) = old.iter().find(|h| h.address == addr) {
                     host.health.copy_from(&previous.health);
+                    // EDS lists it: not pending removal, whatever its predecessor was.
+                    host.health.clear(HealthFlag::PendingDynamicRemoval);
+                    if let Some(detector) = cluster.outlier_detector() {
+                        detector.rekey(previous, &host);
+                    }
                 }
-                Arc::new(host)
+                host
             }
         };
         hosts.push(host);

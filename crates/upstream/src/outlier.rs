@@ -158,6 +158,8 @@ struct Ejection {
     returned: Option<Instant>,
     /// Times ejected (enforced ejections only, as Envoy's `numEjections`).
     count: u32,
+    /// Ejected now (counted in `ejections_active`).
+    ejected: bool,
 }
 
 /// A cluster's outlier detector.
@@ -312,8 +314,10 @@ impl OutlierDetector {
                     count: 0,
                     backoff: 0,
                     returned: None,
+                    ejected: false,
                 });
             entry.at = now;
+            entry.ejected = true;
             entry.count += 1;
             num_ejections = entry.count;
             since_returned = entry.returned.map(|r| now.duration_since(r).as_secs());
@@ -344,7 +348,7 @@ impl OutlierDetector {
 
     /// Envoy's interval timer: hosts whose ejection time is up come back; hosts that stayed in
     /// for a whole interval since they came back lower their backoff.
-    fn on_interval(&self, cluster: &Cluster) {
+    pub(crate) fn on_interval(&self, cluster: &Cluster) {
         let cfg = &self.config;
         let now = Instant::now();
         let mut returned = Vec::new();
@@ -354,7 +358,14 @@ impl OutlierDetector {
                 .ejections
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            ejections.retain(|key, _| hosts.iter().any(|h| Arc::as_ptr(h) as usize == *key));
+            // A host that left the cluster while ejected is no longer an active ejection.
+            ejections.retain(|key, e| {
+                let kept = hosts.iter().any(|h| Arc::as_ptr(h) as usize == *key);
+                if !kept && e.ejected {
+                    self.stats.ejections_active.dec();
+                }
+                kept
+            });
             for host in &hosts {
                 let Some(e) = ejections.get_mut(&(Arc::as_ptr(host) as usize)) else {
                     continue;
@@ -374,6 +385,7 @@ impl OutlierDetector {
                     host.health.clear(HealthFlag::FailedOutlierCheck);
                     host.outlier.reset();
                     e.returned = Some(now);
+                    e.ejected = false;
                     let since = now.duration_since(e.at).as_secs();
                     returned.push((Arc::clone(host), e.count, since));
                 }
@@ -410,6 +422,7 @@ impl OutlierDetector {
             .get_mut(&(Arc::as_ptr(host) as usize))
         {
             e.returned = Some(now);
+            e.ejected = false;
             count = e.count;
             since = now.duration_since(e.at).as_secs();
         }
@@ -418,6 +431,18 @@ impl OutlierDetector {
             log.outlier_uneject(&self.cluster_name, host, count, since);
         }
         cluster.refresh_health(None);
+    }
+
+    /// `new` replaces `old` (the same endpoint, rebuilt by an update): its ejection history
+    /// moves with it, so an ejected host still comes back.
+    pub(crate) fn rekey(&self, old: &Arc<Host>, new: &Arc<Host>) {
+        let mut ejections = self
+            .ejections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = ejections.remove(&(Arc::as_ptr(old) as usize)) {
+            ejections.insert(Arc::as_ptr(new) as usize, e);
+        }
     }
 
     /// Where ejections are logged; the first call wins.

@@ -410,3 +410,65 @@ async fn health_checked_cds_cluster_warms_until_its_first_checks() {
         Some(1)
     );
 }
+
+/// An ejected host that an EDS update rebuilds (another weight) stays ejected, and still
+/// comes back when its time is up; an ejected host EDS removes is no longer an active
+/// ejection.
+#[tokio::test]
+async fn ejection_follows_a_rebuilt_host_and_ends_with_a_removed_one() {
+    use model::HealthStatus::Healthy;
+    let store = Store::new();
+    let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
+    let mut c = eds_cluster("a", "svc-a");
+    c.outlier_detection = Some(model::OutlierDetection {
+        consecutive_5xx: 1,
+        consecutive_gateway_failure: 5,
+        consecutive_local_origin_failure: 5,
+        enforcing_consecutive_5xx: 100,
+        enforcing_consecutive_gateway_failure: 0,
+        enforcing_consecutive_local_origin_failure: 100,
+        interval: Duration::from_secs(3600),
+        base_ejection_time: Duration::from_millis(1),
+        max_ejection_time: Duration::from_millis(1),
+        max_ejection_time_jitter: Duration::ZERO,
+        max_ejection_percent: 100,
+        split_external_local_origin_errors: false,
+        always_eject_one_host: false,
+        successful_active_health_check_uneject_host: true,
+    });
+    cm.add_or_update(c).unwrap();
+    let three = [
+        ("127.0.0.1", 7001, Healthy),
+        ("127.0.0.1", 7002, Healthy),
+        ("127.0.0.1", 7003, Healthy),
+    ];
+    cm.apply_load_assignment(cla("svc-a", &three));
+    let cluster = cm.get("a").unwrap();
+    let active = || store.value_of("cluster.a.outlier_detection.ejections_active");
+    let host = cluster.all_hosts()[0].clone();
+    cluster.put_outlier_result(&host, crate::OutlierResult::LocalOriginConnectFailed);
+    assert!(host.health.has(HealthFlag::FailedOutlierCheck));
+    assert_eq!(active(), Some(1));
+
+    let mut reweighted = cla("svc-a", &three);
+    reweighted.endpoints[0].weight = 2;
+    cm.apply_load_assignment(reweighted);
+    let rebuilt = cluster.all_hosts()[0].clone();
+    assert!(!Arc::ptr_eq(&host, &rebuilt));
+    assert!(rebuilt.health.has(HealthFlag::FailedOutlierCheck));
+    std::thread::sleep(Duration::from_millis(5));
+    let detector = cluster.outlier_detector().unwrap();
+    detector.on_interval(&cluster);
+    assert!(
+        !rebuilt.health.has(HealthFlag::FailedOutlierCheck),
+        "never came back"
+    );
+    assert_eq!(active(), Some(0));
+
+    // Ejected, then removed by EDS (no health checker: removed at once).
+    cluster.put_outlier_result(&rebuilt, crate::OutlierResult::LocalOriginConnectFailed);
+    assert_eq!(active(), Some(1));
+    cm.apply_load_assignment(cla("svc-a", &three[1..]));
+    detector.on_interval(&cluster);
+    assert_eq!(active(), Some(0));
+}
