@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
-use redvoy_upstream::{Cluster, ClusterStats, HealthFlag, Host, OutlierResult};
+use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -298,9 +298,7 @@ impl UpstreamClient {
     /// Whether the host is known not to answer: failed by health checks that timed out (it
     /// hangs), or ejected by outlier detection.
     fn host_known_bad(&self) -> bool {
-        let health = &self.host.health;
-        (health.has(HealthFlag::FailedActiveHc) && health.has(HealthFlag::ActiveHcTimeout))
-            || health.has(HealthFlag::FailedOutlierCheck)
+        self.host.health.known_bad()
     }
 
     /// Whether no request is waiting for a reply.

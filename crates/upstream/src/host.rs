@@ -96,6 +96,15 @@ impl HostHealth {
         self.flags.fetch_and(!(flag as u32), Ordering::AcqRel) & flag as u32 != 0
     }
 
+    /// Whether the host is known not to answer: failed by active checks that timed out (it
+    /// hangs), or ejected by outlier detection. One relaxed load: read for every request.
+    #[inline]
+    pub fn known_bad(&self) -> bool {
+        let timed_out = HealthFlag::FailedActiveHc as u32 | HealthFlag::ActiveHcTimeout as u32;
+        let flags = self.flags.load(Ordering::Relaxed);
+        flags & timed_out == timed_out || flags & HealthFlag::FailedOutlierCheck as u32 != 0
+    }
+
     /// Takes over another host object's flags and first-check mark (the same endpoint,
     /// rebuilt).
     pub(crate) fn copy_from(&self, other: &HostHealth) {
