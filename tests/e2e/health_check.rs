@@ -970,3 +970,76 @@ fn healthy_keys_never_fail_while_a_server_dies_and_hangs_under_load_like_envoy()
         rows
     });
 }
+
+/// A STRICT_DNS cluster (`localhost`, IPv4) with the Redis health checker: a killed server is
+/// failed and comes back after a restart, as with Envoy 1.40.
+#[test]
+fn strict_dns_cluster_is_health_checked_like_envoy() {
+    let mut servers = start_servers(3);
+    same_on_all_targets(&targets(), |target| {
+        if !servers[1].is_running() {
+            servers[1].restart();
+        }
+        let ports: Vec<u16> = servers.iter().map(RedisServer::port).collect();
+        let cluster = Cluster::new("redis", "RING_HASH", &ports)
+            .kind("STRICT_DNS", "localhost")
+            .extra(&format!("dns_lookup_family: V4_ONLY\n{HEALTH_CHECK}"));
+        let yaml = bootstrap(&catch_all_filter("redis", ""), &[cluster]);
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut rows: Rows = Vec::new();
+        let all_healthy = ["healthy", "healthy", "healthy"];
+        rows.push(("start".into(), wait_flags(&proxy, &servers, &all_healthy)));
+        servers[1].stop();
+        rows.push((
+            "killed".into(),
+            wait_flags(
+                &proxy,
+                &servers,
+                &["healthy", "/failed_active_hc", "healthy"],
+            ),
+        ));
+        servers[1].restart();
+        rows.push((
+            "restarted".into(),
+            wait_flags(&proxy, &servers, &all_healthy),
+        ));
+        rows
+    });
+}
+
+/// `host_degraded_refresh_threshold: 1` on a health-checked Redis Cluster: a replica failed by
+/// its checks triggers a topology refresh (`update_attempt` moves although the periodic refresh
+/// is an hour away), as Envoy 1.40's `reloadHealthyHostsHelper` does.
+#[test]
+fn redis_cluster_failed_host_triggers_a_topology_refresh_like_envoy() {
+    let mut cluster = RedisCluster::start(3, 1);
+    crate::cluster_routing::replicate_something(&mut cluster);
+    let health_check: String = HEALTH_CHECK.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = redis_cluster_bootstrap(
+        "{op_timeout: 5s}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s, cluster_refresh_timeout: 1s, \
+         host_degraded_refresh_threshold: 1, redirect_refresh_interval: 0.1s}",
+        &cluster.ports()[..1],
+        &health_check,
+    );
+    let primary = cluster.primaries()[0].port;
+    let replica = cluster.replicas_of(primary)[0].port;
+    same_on_all_targets(&targets(), |target| {
+        cluster.wait_converged(Duration::from_secs(30));
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let attempts = |proxy: &Proxy| proxy.stat("cluster.redis_cluster.update_attempt");
+        let six = try_wait_for(FLAG_WAIT, || {
+            (proxy.stat("cluster.redis_cluster.membership_healthy") == 6).then_some(())
+        });
+        assert!(six.is_some(), "{target}: never 6 healthy hosts");
+        let before = attempts(&proxy);
+        cluster.server(replica).signal("-STOP");
+        let refreshed = try_wait_for(FLAG_WAIT, || (attempts(&proxy) > before).then_some(()));
+        cluster.server(replica).signal("-CONT");
+        vec![(
+            "a refresh after the replica failed its checks".to_owned(),
+            refreshed.is_some().to_string(),
+        )]
+    });
+}
