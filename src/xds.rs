@@ -332,6 +332,17 @@ impl Handler for XdsHandler {
         self.0.clusters.eds_service_names()
     }
 
+    /// Envoy's cluster manager initialisation: every cluster warm, or EDS's initial fetch
+    /// timed out.
+    fn clusters_warm(&self) -> bool {
+        let p = *self
+            .0
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        p.eds_timed_out || self.0.clusters.warming_clusters().is_empty()
+    }
+
     fn on_initial_fetch_done(&self, type_url: &str, timed_out: bool) {
         {
             let mut p = self
@@ -471,21 +482,29 @@ pub fn start(
     });
     shared.check_ready();
     // A cluster may finish warming on its own (DNS answer, Redis Cluster topology, first
-    // health checks), not only on an xDS update.
+    // health checks), not only on an xDS update: filters naming it are rebuilt, readiness is
+    // re-checked, and LDS may start.
+    // Subscribed before the client starts, so no change falls between its check and this.
     let mut warming = shared.clusters.warming_changes();
+    let handler = Arc::new(XdsHandler(Arc::clone(&shared)));
+    let client = Arc::new(redvoy_xds::spawn(config, handler, store)?);
     let watcher = Arc::downgrade(&shared);
+    let xds = Arc::downgrade(&client);
     tokio::spawn(async move {
         while warming.changed().await.is_ok() {
-            match watcher.upgrade() {
-                Some(shared) => shared.check_ready(),
-                None => return,
+            match (watcher.upgrade(), xds.upgrade()) {
+                (Some(shared), Some(client)) => {
+                    // A listener built while its cluster warmed routes to it from now on.
+                    shared.listeners.refresh_filters();
+                    shared.check_ready();
+                    client.clusters_warmed();
+                }
+                _ => return,
             }
         }
     });
-    let handler = Arc::new(XdsHandler(Arc::clone(&shared)));
-    let client = redvoy_xds::spawn(config, handler, store)?;
     Ok(Some(Dynamic {
         shared,
-        _client: Arc::new(client),
+        _client: client,
     }))
 }

@@ -690,11 +690,8 @@ fn eds_health_status_and_removal_combine_with_active_checks_like_envoy() {
             load_assignment_with_health("backend", &all_healthy),
         );
         let mut rows: Rows = Vec::new();
-        let healthy3 = [(0, "healthy"), (1, "healthy"), (2, "healthy")];
-        rows.push((
-            "start".into(),
-            wait_cluster_flags(&proxy, "backend", &servers, &healthy3),
-        ));
+        // LDS starts once the cluster is warm (its first health checks done): the listener
+        // serves from its first request.
         let mut client = redvoy_test_util::RespClient::connect(port);
         for i in 0..60 {
             assert_eq!(
@@ -703,6 +700,11 @@ fn eds_health_status_and_removal_combine_with_active_checks_like_envoy() {
                 "{target}"
             );
         }
+        let healthy3 = [(0, "healthy"), (1, "healthy"), (2, "healthy")];
+        rows.push((
+            "start".into(),
+            wait_cluster_flags(&proxy, "backend", &servers, &healthy3),
+        ));
         let requests = |proxy: &Proxy| -> u64 {
             host_values(proxy, "backend", "rq_total", &servers)
                 .get(&1)

@@ -277,7 +277,10 @@ impl Client {
             let deadline = self.types.iter().filter_map(|t| t.deadline).min();
             tokio::select! {
                 Some(event) = events.recv() => self.on_event(event).await,
-                Some(Command::EdsNamesChanged) = commands.recv() => self.refresh_eds_names().await,
+                Some(command) = commands.recv() => match command {
+                    Command::EdsNamesChanged => self.refresh_eds_names().await,
+                    Command::ClustersWarmed => self.advance().await,
+                },
                 _ = sleep_until(deadline), if deadline.is_some() => self.on_timeouts().await,
             }
         }
@@ -286,7 +289,8 @@ impl Client {
     // --- start order -------------------------------------------------------------------
 
     /// Starts what the order allows: CDS first; EDS (if any name is needed) once CDS's
-    /// initial fetch is done; LDS once EDS's is done. A type without a source is done at once.
+    /// initial fetch is done; LDS once EDS's is done and the clusters are warm. A type without a
+    /// source is done at once.
     async fn advance(&mut self) {
         if !self.types[CDS].started {
             self.start_type(CDS).await;
@@ -304,7 +308,8 @@ impl Client {
                 self.start_type(EDS).await;
             }
         }
-        if self.types[EDS].initial_done && !self.types[LDS].started {
+        if self.types[EDS].initial_done && !self.types[LDS].started && self.handler.clusters_warm()
+        {
             self.start_type(LDS).await;
         }
     }

@@ -171,6 +171,13 @@ pub trait Handler: Send + Sync + 'static {
     /// has no source (or, for EDS, when no name is needed once CDS finished). Called exactly
     /// once per type.
     fn on_initial_fetch_done(&self, type_url: &str, timed_out: bool);
+    /// Whether the clusters of the initial CDS fetch are warm (endpoints, DNS answers, first
+    /// health checks) or gave up waiting: LDS starts only then, as Envoy starts it after its
+    /// cluster manager initialised. When it becomes true later, the handler calls
+    /// [`XdsHandle::clusters_warmed`].
+    fn clusters_warm(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +194,7 @@ pub enum XdsError {
 #[derive(Debug)]
 pub(crate) enum Command {
     EdsNamesChanged,
+    ClustersWarmed,
 }
 
 /// Commands queued before the client task takes them; EDS name changes coalesce, so a small
@@ -205,6 +213,11 @@ impl XdsHandle {
     pub fn eds_names_changed(&self) {
         // Full = a re-read is already pending; closed = the client stopped.
         let _ = self.commands.try_send(Command::EdsNamesChanged);
+    }
+
+    /// [`Handler::clusters_warm`] may have become true: starts LDS if it was waiting for it.
+    pub fn clusters_warmed(&self) {
+        let _ = self.commands.try_send(Command::ClustersWarmed);
     }
 }
 
