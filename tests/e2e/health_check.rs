@@ -877,6 +877,20 @@ fn known_hung_host_fails_fast_in_panic_mode_unlike_envoy() {
     }
 }
 
+/// Kills server 1 and restarts it, recording the flags of each state once reached.
+fn kill_and_restart(proxy: &Proxy, servers: &mut [RedisServer], rows: &mut Rows) {
+    servers[1].stop();
+    rows.push((
+        "killed".into(),
+        wait_flags(proxy, servers, &["healthy", "/failed_active_hc", "healthy"]),
+    ));
+    servers[1].restart();
+    rows.push((
+        "restarted".into(),
+        wait_flags(proxy, servers, &["healthy", "healthy", "healthy"]),
+    ));
+}
+
 /// Under steady traffic on the healthy servers' keys, a server is killed, restarted, then hung
 /// and continued: not one request for a healthy server's key fails, through Envoy 1.40 or
 /// redvoy (keys may move between healthy servers while the ring is rebuilt; a GET of a moved
@@ -931,20 +945,7 @@ fn healthy_keys_never_fail_while_a_server_dies_and_hangs_under_load_like_envoy()
             })
         };
         let mut rows: Rows = Vec::new();
-        servers[1].stop();
-        rows.push((
-            "killed".into(),
-            wait_flags(
-                &proxy,
-                &servers,
-                &["healthy", "/failed_active_hc", "healthy"],
-            ),
-        ));
-        servers[1].restart();
-        rows.push((
-            "restarted".into(),
-            wait_flags(&proxy, &servers, &all_healthy),
-        ));
+        kill_and_restart(&proxy, &mut servers, &mut rows);
         servers[1].signal("-STOP");
         rows.push((
             "hung".into(),
@@ -991,20 +992,7 @@ fn strict_dns_cluster_is_health_checked_like_envoy() {
         let mut rows: Rows = Vec::new();
         let all_healthy = ["healthy", "healthy", "healthy"];
         rows.push(("start".into(), wait_flags(&proxy, &servers, &all_healthy)));
-        servers[1].stop();
-        rows.push((
-            "killed".into(),
-            wait_flags(
-                &proxy,
-                &servers,
-                &["healthy", "/failed_active_hc", "healthy"],
-            ),
-        ));
-        servers[1].restart();
-        rows.push((
-            "restarted".into(),
-            wait_flags(&proxy, &servers, &all_healthy),
-        ));
+        kill_and_restart(&proxy, &mut servers, &mut rows);
         rows
     });
 }

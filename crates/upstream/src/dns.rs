@@ -306,18 +306,22 @@ mod tests {
         assert_eq!(filter_family(&all, DnsLookupFamily::All), [a, c, b]);
     }
 
-    #[test]
-    fn target_update_tracks_changes_and_reuses_hosts() {
-        let store = Store::new();
-        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin, &Default::default());
-        let mut t = DnsTarget {
+    fn target() -> DnsTarget {
+        DnsTarget {
             dns_address: "x".into(),
             port: 1,
             hostname: "x".into(),
             weight: 1,
             health_status: model::HealthStatus::Unknown,
             hosts: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn target_update_tracks_changes_and_reuses_hosts() {
+        let store = Store::new();
+        let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin, &Default::default());
+        let mut t = target();
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
         assert!(t.update(vec![a, b, a], &stats, false));
@@ -336,14 +340,7 @@ mod tests {
     fn health_checked_target_keeps_a_passing_removed_host() {
         let store = Store::new();
         let stats = ClusterStats::new(&store, "t", &LbPolicy::RoundRobin, &Default::default());
-        let mut t = DnsTarget {
-            dns_address: "x".into(),
-            port: 1,
-            hostname: "x".into(),
-            weight: 1,
-            health_status: model::HealthStatus::Unknown,
-            hosts: Vec::new(),
-        };
+        let mut t = target();
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
         assert!(t.update(vec![a, b], &stats, true));
