@@ -28,6 +28,11 @@ pub enum DynamicError {
     NotStaticCluster(String),
     #[error("gRPC service cluster '{0}' has no endpoint")]
     NoEndpoint(String),
+    #[error(
+        "gRPC service cluster '{0}': TLS to the control plane is not supported by redvoy yet \
+         (refused rather than connecting in plaintext)"
+    )]
+    TlsControlPlane(String),
     #[error(transparent)]
     Xds(#[from] XdsError),
 }
@@ -378,6 +383,9 @@ fn target(
                 .iter()
                 .find(|c| &c.name == cluster_name)
                 .ok_or_else(|| DynamicError::NotStaticCluster(cluster_name.clone()))?;
+            if cluster.upstream_tls.is_some() {
+                return Err(DynamicError::TlsControlPlane(cluster_name.clone()));
+            }
             let endpoint = cluster
                 .endpoints
                 .first()

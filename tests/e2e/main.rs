@@ -26,6 +26,7 @@ mod replies;
 mod routing;
 mod stats;
 mod stats_oracle;
+mod tls;
 mod transactions;
 mod xds_hot_swap;
 mod xds_original_dst;

@@ -415,6 +415,99 @@ pub struct Cluster {
     /// `ignore_health_on_host_removal`: with active health checking, a host EDS removes is
     /// dropped at once instead of staying (`/pending_dynamic_removal`) until it fails a check.
     pub ignore_health_on_host_removal: bool,
+    /// `transport_socket` `envoy.transport_sockets.tls`: every connection to the cluster's
+    /// hosts is TLS (never plaintext).
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// `UpstreamTlsContext`, the parts redvoy runs (the rest is refused with its path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// `sni`: sent as the server name; empty sends none (Envoy's default).
+    pub sni: String,
+    pub alpn_protocols: Vec<String>,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    /// `common_tls_context.tls_certificates[0]`: the client certificate chain and key (mTLS).
+    pub client_certificate: Option<TlsCertificate>,
+    /// `validation_context.trusted_ca`: without it the server certificate is not verified,
+    /// as in Envoy.
+    pub trusted_ca: Option<DataSource>,
+    /// `validation_context.match_typed_subject_alt_names`: one must match (when any is set).
+    pub san_matchers: Vec<SanMatcher>,
+}
+
+/// TLS protocol versions rustls speaks (Envoy's 1.0 and 1.1 are refused or raised to 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCertificate {
+    pub certificate_chain: DataSource,
+    pub private_key: DataSource,
+}
+
+/// `config.core.v3.DataSource`: a file (read when connections are configured) or inline bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    Filename(String),
+    Inline(Vec<u8>),
+}
+
+/// `SubjectAltNameMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanMatcher {
+    pub kind: SanKind,
+    pub matcher: NameMatcher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanKind {
+    Email,
+    Dns,
+    Uri,
+    IpAddress,
+}
+
+/// `type.matcher.v3.StringMatcher` without regular expressions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameMatcher {
+    pub pattern: NamePattern,
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePattern {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+impl NameMatcher {
+    pub fn matches(&self, value: &str) -> bool {
+        let (value, fold) = if self.ignore_case {
+            (value.to_ascii_lowercase(), true)
+        } else {
+            (value.to_owned(), false)
+        };
+        let p = |s: &String| {
+            if fold {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
+        };
+        match &self.pattern {
+            NamePattern::Exact(s) => value == p(s),
+            NamePattern::Prefix(s) => value.starts_with(&p(s)),
+            NamePattern::Suffix(s) => value.ends_with(&p(s)),
+            NamePattern::Contains(s) => value.contains(&p(s)),
+        }
+    }
 }
 
 /// `envoy.config.cluster.v3.OutlierDetection`, Envoy's defaults applied. Success-rate and

@@ -43,6 +43,8 @@ pub(crate) const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router"
 const TRANSPORT_SOCKET: &str = "envoy.config.core.v3.TransportSocket";
 /// The plaintext transport socket: the only one redvoy runs until it has TLS.
 pub(crate) const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+pub(crate) const UPSTREAM_TLS: &str =
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 /// The overload manager's global downstream connection limit: the one resource monitor
 /// redvoy runs.
 pub(crate) const DOWNSTREAM_CONNECTIONS_CONFIG: &str =
@@ -630,6 +632,48 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (TRANSPORT_SOCKET, &[("name", Walk), ("typed_config", TransportSocket)]),
     (
+        UPSTREAM_TLS,
+        // Refused by not listing them: `auto_host_sni`, `auto_sni_san_validation`,
+        // `allow_renegotiation`, `max_session_keys`, `enforce_rsa_key_usage`.
+        &[("common_tls_context", Walk), ("sni", Walk)],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        // Refused by not listing them: SDS secrets and certificate providers (not yet),
+        // custom handshakers and selectors, `key_log`, `combined_validation_context`.
+        &[
+            ("tls_params", Walk),
+            ("tls_certificates", Walk),
+            ("alpn_protocols", Walk),
+            ("validation_context", Walk),
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        // Refused by not listing them: cipher suites, curves, signature algorithms and
+        // compliance policies (rustls's defaults are used).
+        &[("tls_minimum_protocol_version", Walk), ("tls_maximum_protocol_version", Walk)],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
+        // Refused by not listing them: pkcs12, watched directories, key providers,
+        // passwords, OCSP staples, SCTs.
+        &[("certificate_chain", Walk), ("private_key", Walk)],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        // Refused by not listing them: everything that loosens or changes verification
+        // (`trust_chain_verification`, `allow_expired_certificate`, custom validators), SPKI
+        // and hash pinning, CRLs, system roots, watched directories, the deprecated
+        // `match_subject_alt_names`.
+        &[("trusted_ca", Walk), ("match_typed_subject_alt_names", Walk)],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
+        // `oid` (OTHER_NAME) is refused by not listing it.
+        &[("san_type", Walk), ("matcher", Walk)],
+    ),
+    (
         "envoy.config.cluster.v3.CircuitBreakers",
         // `per_host_thresholds` is refused by not listing it.
         &[("thresholds", Walk)],
@@ -919,12 +963,12 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                     any,
                     &ext_name,
                     &fpath,
-                    &[RAW_BUFFER],
+                    &[RAW_BUFFER, UPSTREAM_TLS],
                     &[],
                     false,
                     "transport socket",
                 ) {
-                    Ok(Resolved::Native(_)) => {}
+                    Ok(Resolved::Native(inner)) => *any = repack(walked(inner, &fpath)?)?,
                     Ok(Resolved::Tolerated) | Err(ConfigError::Unsupported { .. }) => {
                         let type_url = any
                             .get_field_by_name("type_url")

@@ -225,6 +225,7 @@ fn article_cluster(name: &str) -> Cluster {
         health_check: None,
         outlier_detection: None,
         ignore_health_on_host_removal: false,
+        upstream_tls: None,
     }
 }
 
@@ -524,6 +525,7 @@ fn full_featured_model() {
             health_check: None,
             outlier_detection: None,
             ignore_health_on_host_removal: false,
+            upstream_tls: None,
         },
         Cluster {
             name: "lr".to_owned(),
@@ -544,6 +546,7 @@ fn full_featured_model() {
             health_check: None,
             outlier_detection: None,
             ignore_health_on_host_removal: false,
+            upstream_tls: None,
         },
         Cluster {
             name: "static".to_owned(),
@@ -567,6 +570,7 @@ fn full_featured_model() {
             health_check: None,
             outlier_detection: None,
             ignore_health_on_host_removal: false,
+            upstream_tls: None,
         },
         Cluster {
             name: "maglev".to_owned(),
@@ -592,6 +596,7 @@ fn full_featured_model() {
             health_check: None,
             outlier_detection: None,
             ignore_health_on_host_removal: false,
+            upstream_tls: None,
         },
     ];
     assert_eq!(b.clusters, expected_clusters);

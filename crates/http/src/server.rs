@@ -422,6 +422,12 @@ impl Exchange<'_> {
 
     async fn connect(&self) -> Result<Conn, ExchangeError> {
         let cs = &self.cluster.stats;
+        if self.cluster.tls().is_some() {
+            // Never plaintext to a host the config says to reach over TLS.
+            tls_refused_once(&self.cluster.name);
+            cs.upstream_cx_connect_fail.inc();
+            return Err(ExchangeError::Reset("connection failure"));
+        }
         let addr: SocketAddr = self.host.address;
         cs.upstream_cx_total.inc();
         self.host
@@ -482,4 +488,17 @@ impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// Logs, once per process, that an HTTP route's cluster asks for TLS, which the router does not
+/// speak yet: its requests fail instead of going out in plaintext.
+fn tls_refused_once(cluster: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            cluster,
+            "the HTTP router does not speak TLS yet: requests to this TLS cluster fail \
+             (never sent in plaintext)"
+        );
+    });
 }

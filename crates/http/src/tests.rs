@@ -124,6 +124,7 @@ fn cluster(name: &str, hosts: &[SocketAddr], store: &Store) -> Arc<Cluster> {
             health_check: None,
             outlier_detection: None,
             ignore_health_on_host_removal: false,
+            upstream_tls: None,
         },
         store,
     );

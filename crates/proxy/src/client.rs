@@ -17,10 +17,11 @@ use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout};
+use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
 use crate::pending::{Completion, UpstreamFailure};
@@ -51,6 +52,26 @@ pub(crate) struct ClientConfig {
     /// The cluster, when its circuit breakers set limits redvoy enforces (beyond Envoy):
     /// every request and connection takes a place first.
     pub limits: Option<Arc<Cluster>>,
+    /// The cluster's TLS transport socket; `None` for plaintext.
+    pub tls: Option<redvoy_tls::TlsConnector>,
+}
+
+/// Writes `buf` (how much went is returned), or, with nothing left to write, flushes.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+) -> std::io::Result<Option<usize>> {
+    if buf.is_empty() {
+        wr.flush().await.map(|()| None)
+    } else {
+        wr.write(buf).await.map(Some)
+    }
+}
+
+/// A connected upstream socket.
+enum Upstream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// `cluster.<name>.redis_cluster.upstream_commands.<cmd>.*`.
@@ -333,6 +354,7 @@ impl UpstreamClient {
         // Envoy counts a connection as active from the moment it is created.
         stats.upstream_cx_active.inc();
         self.host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let connected = timeout(self.config.connect_timeout, TcpStream::connect(addr)).await;
         if !matches!(connected, Ok(Ok(_))) {
             stats.upstream_cx_active.dec();
@@ -371,6 +393,42 @@ impl UpstreamClient {
             }
         };
         let _ = stream.set_nodelay(true);
+        // A TLS cluster: the handshake completes the connect, within what is left of
+        // connect_timeout; a failed handshake is a failed connect, never a plaintext one.
+        let stream = match &self.config.tls {
+            None => Upstream::Plain(stream),
+            Some(tls) => {
+                let left = self
+                    .config
+                    .connect_timeout
+                    .saturating_sub(started.elapsed());
+                match timeout(left, tls.connect(stream, addr)).await {
+                    Ok(Ok(s)) => Upstream::Tls(Box::new(s)),
+                    outcome => {
+                        let timed_out = outcome.is_err();
+                        if let Ok(Err(e)) = &outcome {
+                            debug!(%addr, error = %e, "upstream TLS handshake failed");
+                        }
+                        stats.upstream_cx_active.dec();
+                        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+                        if timed_out {
+                            self.report(OutlierResult::LocalOriginTimeout);
+                            stats.upstream_cx_connect_timeout.inc();
+                        } else {
+                            self.report_failure(OutlierResult::LocalOriginConnectFailed);
+                        }
+                        stats.upstream_cx_connect_fail.inc();
+                        self.host
+                            .stats
+                            .cx_connect_fail
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.record_destroy(timed_out);
+                        self.fail_all();
+                        return;
+                    }
+                }
+            }
+        };
         self.stop_waiting();
         {
             let mut inner = self.inner.borrow_mut();
@@ -393,7 +451,10 @@ impl UpstreamClient {
                 }
             }
         }
-        let local_close = self.serve(stream, addr).await;
+        let local_close = match stream {
+            Upstream::Plain(s) => self.serve(s, addr).await,
+            Upstream::Tls(s) => self.serve_tls(*s, addr).await,
+        };
         match self.close_reason.take() {
             Some(reason) => self.report(reason),
             None if !local_close => self.report_failure(OutlierResult::LocalOriginConnectFailed),
@@ -427,7 +488,25 @@ impl UpstreamClient {
 
     /// Pumps requests and replies until the connection ends. Returns true when we closed it.
     async fn serve(&self, mut stream: TcpStream, addr: SocketAddr) -> bool {
-        let (mut rd, mut wr) = stream.split();
+        let (rd, wr) = stream.split();
+        self.pump::<_, _, false>(rd, wr, addr).await
+    }
+
+    /// [`Self::serve`] over TLS.
+    async fn serve_tls(&self, stream: TlsStream<TcpStream>, addr: SocketAddr) -> bool {
+        let (rd, wr) = tokio::io::split(stream);
+        self.pump::<_, _, true>(rd, wr, addr).await
+    }
+
+    /// The connection's loop. With `FLUSH` (TLS), a write may leave records buffered in the
+    /// session when the socket is full: they are flushed before the loop waits for more
+    /// requests. Plaintext writes go straight to the socket, so that branch compiles away.
+    async fn pump<R, W, const FLUSH: bool>(&self, mut rd: R, mut wr: W, addr: SocketAddr) -> bool
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut unflushed = false;
         let mut decoder = Decoder::new(DecoderMode::Reply, Limits::default());
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut wbuf = BytesMut::new();
@@ -496,11 +575,13 @@ impl UpstreamClient {
                         }
                     }
                 }
-                res = wr.write(&wbuf), if !wbuf.is_empty() => {
+                res = write_or_flush(&mut wr, &wbuf), if !wbuf.is_empty() || (FLUSH && unflushed) => {
                     match res {
-                        Ok(n) => {
+                        Ok(Some(n)) => {
                             let _ = wbuf.split_to(n);
+                            unflushed = FLUSH;
                         }
+                        Ok(None) => unflushed = false,
                         Err(e) => {
                             debug!(%addr, error = %e, "upstream write failed");
                             return false;

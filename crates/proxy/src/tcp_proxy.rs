@@ -196,6 +196,19 @@ pub async fn run(
 /// Connects within the cluster's `connect_timeout`, counting as Envoy's TCP pool does.
 async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) -> Option<TcpStream> {
     let cs = &cluster.stats;
+    if cluster.tls().is_some() {
+        // tcp_proxy does not originate TLS yet: the connection is refused, never plaintext.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                cluster = %cluster.name,
+                "tcp_proxy does not originate TLS yet: connections to this TLS cluster are \
+                 closed (never proxied in plaintext)"
+            );
+        });
+        cs.upstream_cx_connect_fail.inc();
+        return None;
+    }
     cs.upstream_cx_total.inc();
     if let Some(h) = host {
         h.stats.cx_total.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +394,7 @@ mod tests {
                 health_check: None,
                 outlier_detection: None,
                 ignore_health_on_host_removal: false,
+                upstream_tls: None,
             },
             store,
         );

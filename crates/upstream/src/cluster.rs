@@ -52,6 +52,8 @@ pub struct Cluster {
     /// Wakes whoever waits for the first health checks (see
     /// [`Cluster::first_health_checks_done`]) after a host's first check.
     pub(crate) first_checks: Notify,
+    /// `transport_socket` TLS: every connection to a host is a TLS connection made by this.
+    tls: Option<redvoy_tls::TlsConnector>,
 }
 
 // === impl Cluster ===
@@ -84,8 +86,30 @@ impl Cluster {
             initialized: watch::channel(false).0,
             hosts_changed: Notify::new(),
             first_checks: Notify::new(),
+            tls: None,
             config,
         }
+    }
+
+    /// A cluster for `config`, its TLS settings read (certificate files included).
+    pub fn build(config: model::Cluster, store: &Store) -> Result<Self, crate::UpstreamError> {
+        let tls = config
+            .upstream_tls
+            .as_ref()
+            .map(redvoy_tls::TlsConnector::new)
+            .transpose()
+            .map_err(|e| crate::UpstreamError::Tls {
+                cluster: config.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut cluster = Self::new(config, store);
+        cluster.tls = tls;
+        Ok(cluster)
+    }
+
+    /// How connections to the hosts are secured: `None` for plaintext.
+    pub fn tls(&self) -> Option<&redvoy_tls::TlsConnector> {
+        self.tls.as_ref()
     }
 
     pub fn is_redis_cluster(&self) -> bool {

@@ -29,8 +29,8 @@ use bytes::BytesMut;
 use redvoy_config::model::{self, HealthChecker};
 use redvoy_resp::{encode, Decoder, DecoderMode, Limits, RespValue};
 use redvoy_stats::{Counter, Gauge, Store};
+use redvoy_tls::UpstreamStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -204,7 +204,7 @@ enum Transition {
 }
 
 struct CheckConn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     decoder: Decoder,
     buf: BytesMut,
 }
@@ -401,20 +401,16 @@ impl Session {
         // A kept connection the server closed since the last check: Envoy saw that close when
         // it happened, so it is not this check's connection.
         if let Some(conn) = &self.conn {
-            let mut probe = [0u8; 1];
-            let stale = match conn.stream.try_read(&mut probe) {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-            };
-            if stale {
+            if conn.stream.closed_while_idle() {
                 self.conn = None;
                 self.closed(host, Close::Remote, false);
             }
         }
         if self.conn.is_none() {
             self.opened(host);
-            let stream = match TcpStream::connect(self.address).await {
+            // The cluster's transport socket: a TLS cluster is checked over TLS.
+            let tls = self.cluster.upgrade().and_then(|c| c.tls().cloned());
+            let stream = match UpstreamStream::connect(self.address, tls.as_ref()).await {
                 Ok(stream) => stream,
                 Err(_) => {
                     self.cluster_stats.upstream_cx_connect_fail.inc();
@@ -423,7 +419,6 @@ impl Session {
                     return Err(Failure::Network);
                 }
             };
-            let _ = stream.set_nodelay(true);
             let mut conn = CheckConn {
                 stream,
                 decoder: Decoder::new(DecoderMode::Reply, Limits::default()),

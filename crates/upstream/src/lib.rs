@@ -66,6 +66,8 @@ pub enum UpstreamError {
     LeastRequestChoiceCount(u32),
     #[error("The sum of weights of all upstream hosts in a locality exceeds 4294967295")]
     WeightSumOverflow,
+    #[error("cluster '{cluster}': transport socket: {reason}")]
+    Tls { cluster: String, reason: String },
     #[error("cluster manager: duplicate cluster '{0}'")]
     DuplicateCluster(String),
     /// CDS named a bootstrap cluster (Envoy's message).

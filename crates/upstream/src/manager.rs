@@ -233,7 +233,7 @@ impl ClusterManager {
         {
             task.abort();
         }
-        let cluster = Arc::new(Cluster::new(config.clone(), &self.store));
+        let cluster = Arc::new(Cluster::build(config.clone(), &self.store)?);
         if let (Some(log), Some(detector)) = (&state.outlier_event_log, cluster.outlier_detector())
         {
             detector.set_event_log(log);

@@ -83,8 +83,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         upstream_connection_options,
         transport_socket_matches,
         health_checks,
-        // The fallback socket: plaintext only, which the allowlist enforces.
-        transport_socket: _,
+        transport_socket,
         // Only Istio's metadata exchange passes the allowlist; it changes nothing proxied.
         filters: _,
         // Ignored by the allowlist: read by nothing redvoy runs, HTTP pools only, stats naming.
@@ -283,6 +282,23 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         .and_then(tcp_keepalive_option);
     let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches);
     let health_check = self::health_checks(&health_checks, p)?;
+    let upstream_tls = super::tls::upstream_tls(transport_socket.as_ref(), p)?;
+    if upstream_tls.is_some() {
+        let not_yet = match discovery {
+            model::DiscoveryType::RedisCluster => Some("envoy.clusters.redis clusters"),
+            model::DiscoveryType::OriginalDst => Some("ORIGINAL_DST clusters"),
+            _ if !transport_socket_matches.0.is_empty() => {
+                Some("clusters that also have transport_socket_matches")
+            }
+            _ => None,
+        };
+        if let Some(what) = not_yet {
+            return Err(ConfigError::unsupported_because(
+                p.field("transport_socket"),
+                format!("TLS is not supported by redvoy yet for {what}"),
+            ));
+        }
+    }
     let outlier_detection = outlier_detection
         .as_ref()
         .map(|o| self::outlier_detection(o, &p.field("outlier_detection")))
@@ -325,6 +341,7 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         health_check,
         outlier_detection,
         ignore_health_on_host_removal,
+        upstream_tls,
     })
 }
 

@@ -175,14 +175,33 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         name,
         filter_chain_match,
         filters,
-        // Plaintext only, which the allowlist enforces: nothing to configure.
-        transport_socket: _,
+        transport_socket,
         // Read by other extensions, never by redis_proxy (ignored by the allowlist).
         metadata: _,
         // Refused by the allowlist.
         use_proxy_proto: _,
         transport_socket_connect_timeout: _,
     } = c;
+    // The allowlist lets the TLS socket through for clusters; a listener's stays plaintext.
+    if let Some(envoy_types::pb::envoy::config::core::v3::TransportSocket {
+        config_type:
+            Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            )),
+        ..
+    }) = transport_socket
+    {
+        if crate::parse::type_name_of(&any.type_url) != crate::supported::RAW_BUFFER {
+            return Err(ConfigError::unsupported_because(
+                p.field("transport_socket").field("typed_config"),
+                format!(
+                    "transport socket {} is not supported by redvoy on listeners (only \
+                     plaintext raw_buffer): refused rather than serving in plaintext",
+                    any.type_url
+                ),
+            ));
+        }
+    }
     let filter_chain_match = match filter_chain_match {
         Some(m) => self::filter_chain_match(m, &p.field("filter_chain_match"))?,
         None => model::FilterChainMatch::default(),

@@ -16,6 +16,7 @@ mod http;
 mod listener;
 mod runtime;
 mod stats;
+mod tls;
 
 pub(crate) use cluster::{assignment_endpoints, cluster};
 pub(crate) use listener::listener;

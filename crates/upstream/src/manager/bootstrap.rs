@@ -60,7 +60,7 @@ impl ClusterManager {
         };
         let mut dns = Vec::new();
         for config in clusters {
-            let cluster = Arc::new(Cluster::new(config.clone(), stats));
+            let cluster = Arc::new(Cluster::build(config.clone(), stats)?);
             match config.discovery {
                 DiscoveryType::Static => {
                     let hosts = static_hosts(&cluster)?;

@@ -40,6 +40,7 @@ fn cluster(name: &str, discovery: DiscoveryType, endpoints: &[(&str, u16)]) -> m
         health_check: None,
         outlier_detection: None,
         ignore_health_on_host_removal: false,
+        upstream_tls: None,
     }
 }
 

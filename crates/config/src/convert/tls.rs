@@ -1,0 +1,325 @@
+//! A cluster's `transport_socket`: plaintext (`raw_buffer`, or none) or
+//! `envoy.transport_sockets.tls` (`UpstreamTlsContext`). The allowlist walk has refused every
+//! TLS field redvoy does not run, with its path; what is left is read here.
+
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::{transport_socket, DataSource, TransportSocket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::tls_parameters::TlsProtocol;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
+    TlsParameters, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
+use prost::Message;
+
+use crate::error::FieldPath;
+use crate::model;
+use crate::supported::{RAW_BUFFER, UPSTREAM_TLS};
+use crate::ConfigError;
+
+/// The cluster's TLS settings, or `None` for plaintext.
+pub(crate) fn upstream_tls(
+    socket: Option<&TransportSocket>,
+    p: &FieldPath,
+) -> Result<Option<model::UpstreamTls>, ConfigError> {
+    let Some(TransportSocket {
+        // Looked up by type URL, as in Envoy.
+        name: _,
+        config_type,
+    }) = socket
+    else {
+        return Ok(None);
+    };
+    let p = p.field("transport_socket").field("typed_config");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
+        return Ok(None);
+    };
+    match crate::parse::type_name_of(&any.type_url) {
+        RAW_BUFFER => Ok(None),
+        UPSTREAM_TLS => {
+            let context = UpstreamTlsContext::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::invalid(&p, format!("cannot decode: {e}")))?;
+            context_of(&context, &p).map(Some)
+        }
+        other => Err(ConfigError::unsupported_because(
+            &p,
+            format!("transport socket {other} is not supported by redvoy"),
+        )),
+    }
+}
+
+fn context_of(c: &UpstreamTlsContext, p: &FieldPath) -> Result<model::UpstreamTls, ConfigError> {
+    #[allow(deprecated)]
+    let UpstreamTlsContext {
+        common_tls_context,
+        sni,
+        // Refused by the allowlist.
+        auto_host_sni: _,
+        auto_sni_san_validation: _,
+        allow_renegotiation: _,
+        max_session_keys: _,
+        enforce_rsa_key_usage: _,
+    } = c;
+    let common = common_tls_context.clone().unwrap_or_default();
+    let p = p.field("common_tls_context");
+    #[allow(deprecated)]
+    let CommonTlsContext {
+        tls_params,
+        tls_certificates,
+        alpn_protocols,
+        validation_context_type,
+        // Refused by the allowlist.
+        tls_certificate_sds_secret_configs: _,
+        tls_certificate_provider_instance: _,
+        custom_tls_certificate_selector: _,
+        tls_certificate_certificate_provider: _,
+        tls_certificate_certificate_provider_instance: _,
+        custom_handshaker: _,
+        key_log: _,
+    } = common;
+    let (min_version, max_version) = versions(tls_params.as_ref(), &p.field("tls_params"))?;
+    let client_certificate = match tls_certificates.as_slice() {
+        [] => None,
+        [one] => Some(certificate(one, &p.field("tls_certificates").index(0))?),
+        _ => {
+            return Err(ConfigError::unsupported_because(
+                p.field("tls_certificates"),
+                "more than one client certificate: redvoy sends one",
+            ))
+        }
+    };
+    let (trusted_ca, san_matchers) = match validation_context_type {
+        None => (None, Vec::new()),
+        Some(ValidationContextType::ValidationContext(v)) => {
+            validation(&v, &p.field("validation_context"))?
+        }
+        // The allowlist refused the others.
+        Some(_) => {
+            return Err(ConfigError::unsupported_because(
+                p.field("validation_context_type"),
+                "only an inline validation_context is supported by redvoy",
+            ))
+        }
+    };
+    if trusted_ca.is_none() && !san_matchers.is_empty() {
+        // Envoy refuses SAN matching without a CA to verify the chain against.
+        return Err(ConfigError::invalid(
+            p.field("validation_context"),
+            "SAN-based verification of peer certificates without trusted CA is insecure and \
+             not allowed",
+        ));
+    }
+    Ok(model::UpstreamTls {
+        sni: sni.clone(),
+        alpn_protocols,
+        min_version,
+        max_version,
+        client_certificate,
+        trusted_ca,
+        san_matchers,
+    })
+}
+
+/// Envoy's client defaults: TLS 1.2 to 1.2. rustls speaks 1.2 and 1.3: a range reaching below
+/// 1.2 is narrowed to what remains, one entirely below it is refused.
+fn versions(
+    params: Option<&TlsParameters>,
+    p: &FieldPath,
+) -> Result<(model::TlsVersion, model::TlsVersion), ConfigError> {
+    let Some(TlsParameters {
+        tls_minimum_protocol_version,
+        tls_maximum_protocol_version,
+        // Refused by the allowlist.
+        cipher_suites: _,
+        ecdh_curves: _,
+        signature_algorithms: _,
+        compliance_policies: _,
+    }) = params
+    else {
+        return Ok((model::TlsVersion::Tls12, model::TlsVersion::Tls12));
+    };
+    let version = |v: i32, default: model::TlsVersion, field: &str| match TlsProtocol::try_from(v) {
+        Ok(TlsProtocol::TlsAuto) => Ok(default),
+        Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11)
+            if field == "tls_minimum_protocol_version" =>
+        {
+            Ok(model::TlsVersion::Tls12)
+        }
+        Ok(TlsProtocol::TlSv12) => Ok(model::TlsVersion::Tls12),
+        Ok(TlsProtocol::TlSv13) => Ok(model::TlsVersion::Tls13),
+        Ok(TlsProtocol::TlSv10 | TlsProtocol::TlSv11) => Err(ConfigError::unsupported_because(
+            p.field(field),
+            "TLS versions below 1.2 are not supported by redvoy",
+        )),
+        Err(_) => Err(ConfigError::invalid(
+            p.field(field),
+            "value must be one of the defined enum values",
+        )),
+    };
+    let min = version(
+        *tls_minimum_protocol_version,
+        model::TlsVersion::Tls12,
+        "tls_minimum_protocol_version",
+    )?;
+    let max = version(
+        *tls_maximum_protocol_version,
+        model::TlsVersion::Tls12,
+        "tls_maximum_protocol_version",
+    )?;
+    if min > max {
+        return Err(ConfigError::invalid(
+            p,
+            "tls_minimum_protocol_version is above tls_maximum_protocol_version",
+        ));
+    }
+    Ok((min, max))
+}
+
+fn certificate(c: &TlsCertificate, p: &FieldPath) -> Result<model::TlsCertificate, ConfigError> {
+    let TlsCertificate {
+        certificate_chain,
+        private_key,
+        // Refused by the allowlist.
+        pkcs12: _,
+        watched_directory: _,
+        private_key_provider: _,
+        password: _,
+        ocsp_staple: _,
+        signed_certificate_timestamp: _,
+        tls_params: _,
+    } = c;
+    let chain = data_source(certificate_chain.as_ref(), &p.field("certificate_chain"))?;
+    let key = data_source(private_key.as_ref(), &p.field("private_key"))?;
+    match (chain, key) {
+        (Some(certificate_chain), Some(private_key)) => Ok(model::TlsCertificate {
+            certificate_chain,
+            private_key,
+        }),
+        _ => Err(ConfigError::invalid(
+            p,
+            "a certificate needs both certificate_chain and private_key",
+        )),
+    }
+}
+
+#[allow(deprecated)]
+fn validation(
+    v: &CertificateValidationContext,
+    p: &FieldPath,
+) -> Result<(Option<model::DataSource>, Vec<model::SanMatcher>), ConfigError> {
+    let CertificateValidationContext {
+        trusted_ca,
+        match_typed_subject_alt_names,
+        // Refused by the allowlist.
+        ca_certificate_provider_instance: _,
+        system_root_certs: _,
+        watched_directory: _,
+        verify_certificate_spki: _,
+        verify_certificate_hash: _,
+        match_subject_alt_names: _,
+        require_signed_certificate_timestamp: _,
+        crl: _,
+        allow_expired_certificate: _,
+        trust_chain_verification: _,
+        custom_validator_config: _,
+        only_verify_leaf_cert_crl: _,
+        max_verify_depth: _,
+        suppress_client_ca_list: _,
+    } = v;
+    let trusted_ca = data_source(trusted_ca.as_ref(), &p.field("trusted_ca"))?;
+    let matchers = match_typed_subject_alt_names
+        .iter()
+        .enumerate()
+        .map(|(i, m)| san_matcher(m, &p.field("match_typed_subject_alt_names").index(i)))
+        .collect::<Result<_, _>>()?;
+    Ok((trusted_ca, matchers))
+}
+
+fn san_matcher(m: &SubjectAltNameMatcher, p: &FieldPath) -> Result<model::SanMatcher, ConfigError> {
+    let SubjectAltNameMatcher {
+        san_type,
+        matcher,
+        // Refused by the allowlist.
+        oid: _,
+    } = m;
+    let kind = match SanType::try_from(*san_type) {
+        Ok(SanType::Email) => model::SanKind::Email,
+        Ok(SanType::Dns) => model::SanKind::Dns,
+        Ok(SanType::Uri) => model::SanKind::Uri,
+        Ok(SanType::IpAddress) => model::SanKind::IpAddress,
+        // Envoy's proto constraint: defined and not UNSPECIFIED.
+        _ => {
+            return Err(ConfigError::invalid(
+                p.field("san_type"),
+                "value must be one of the defined enum values other than SAN_TYPE_UNSPECIFIED",
+            ))
+        }
+    };
+    let Some(StringMatcher {
+        match_pattern,
+        ignore_case,
+    }) = matcher
+    else {
+        return Err(ConfigError::invalid(
+            p.field("matcher"),
+            "value is required",
+        ));
+    };
+    let pattern = match match_pattern {
+        Some(MatchPattern::Exact(s)) => model::NamePattern::Exact(s.clone()),
+        Some(MatchPattern::Prefix(s)) => model::NamePattern::Prefix(s.clone()),
+        Some(MatchPattern::Suffix(s)) => model::NamePattern::Suffix(s.clone()),
+        Some(MatchPattern::Contains(s)) => model::NamePattern::Contains(s.clone()),
+        Some(MatchPattern::SafeRegex(_)) => {
+            return Err(ConfigError::unsupported_because(
+                p.field("matcher").field("safe_regex"),
+                "regular expressions for subject alt names are not supported by redvoy",
+            ))
+        }
+        _ => {
+            return Err(ConfigError::unsupported_because(
+                p.field("matcher"),
+                "this string matcher is not supported for subject alt names",
+            ))
+        }
+    };
+    Ok(model::SanMatcher {
+        kind,
+        matcher: model::NameMatcher {
+            pattern,
+            ignore_case: *ignore_case,
+        },
+    })
+}
+
+fn data_source(
+    d: Option<&DataSource>,
+    p: &FieldPath,
+) -> Result<Option<model::DataSource>, ConfigError> {
+    let Some(DataSource {
+        specifier,
+        // Reloading on change (watched_directory) is refused by the allowlist.
+        watched_directory: _,
+    }) = d
+    else {
+        return Ok(None);
+    };
+    Ok(match specifier {
+        None => None,
+        Some(Specifier::Filename(f)) => Some(model::DataSource::Filename(f.clone())),
+        Some(Specifier::InlineBytes(b)) => Some(model::DataSource::Inline(b.clone())),
+        Some(Specifier::InlineString(s)) => Some(model::DataSource::Inline(s.as_bytes().to_vec())),
+        Some(Specifier::EnvironmentVariable(name)) => match std::env::var(name) {
+            Ok(v) => Some(model::DataSource::Inline(v.into_bytes())),
+            Err(_) => {
+                return Err(ConfigError::invalid(
+                    p.field("environment_variable"),
+                    format!("environment variable {name} does not exist"),
+                ))
+            }
+        },
+    })
+}
