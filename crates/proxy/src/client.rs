@@ -367,29 +367,11 @@ impl UpstreamClient {
             }
             Ok(Err(e)) => {
                 debug!(%addr, error = %e, "upstream connect failed");
-                self.report_failure(OutlierResult::LocalOriginConnectFailed);
-                stats.upstream_cx_connect_fail.inc();
-                self.host
-                    .stats
-                    .cx_connect_fail
-                    .fetch_add(1, Ordering::Relaxed);
-                // Envoy counts a refused connect as a remote close of that connection.
-                self.record_destroy(false);
-                self.fail_all();
-                return;
+                return self.connect_failed(false);
             }
             Err(_) => {
                 debug!(%addr, "upstream connect timeout");
-                self.report(OutlierResult::LocalOriginTimeout);
-                stats.upstream_cx_connect_timeout.inc();
-                stats.upstream_cx_connect_fail.inc();
-                self.host
-                    .stats
-                    .cx_connect_fail
-                    .fetch_add(1, Ordering::Relaxed);
-                self.record_destroy(true);
-                self.fail_all();
-                return;
+                return self.connect_failed(true);
             }
         };
         let _ = stream.set_nodelay(true);
@@ -405,26 +387,12 @@ impl UpstreamClient {
                 match timeout(left, tls.connect(stream, addr)).await {
                     Ok(Ok(s)) => Upstream::Tls(Box::new(s)),
                     outcome => {
-                        let timed_out = outcome.is_err();
                         if let Ok(Err(e)) = &outcome {
                             debug!(%addr, error = %e, "upstream TLS handshake failed");
                         }
                         stats.upstream_cx_active.dec();
                         self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
-                        if timed_out {
-                            self.report(OutlierResult::LocalOriginTimeout);
-                            stats.upstream_cx_connect_timeout.inc();
-                        } else {
-                            self.report_failure(OutlierResult::LocalOriginConnectFailed);
-                        }
-                        stats.upstream_cx_connect_fail.inc();
-                        self.host
-                            .stats
-                            .cx_connect_fail
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.record_destroy(timed_out);
-                        self.fail_all();
-                        return;
+                        return self.connect_failed(outcome.is_err());
                     }
                 }
             }
@@ -463,6 +431,27 @@ impl UpstreamClient {
         stats.upstream_cx_active.dec();
         self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
         self.record_destroy(local_close);
+        self.fail_all();
+    }
+
+    /// A connect (or TLS handshake) that failed or timed out: counted as Envoy counts it, and
+    /// everything queued fails.
+    fn connect_failed(&self, timed_out: bool) {
+        let stats = &self.config.cluster_stats;
+        if timed_out {
+            self.report(OutlierResult::LocalOriginTimeout);
+            stats.upstream_cx_connect_timeout.inc();
+        } else {
+            self.report_failure(OutlierResult::LocalOriginConnectFailed);
+        }
+        stats.upstream_cx_connect_fail.inc();
+        self.host
+            .stats
+            .cx_connect_fail
+            .fetch_add(1, Ordering::Relaxed);
+        // Envoy counts a refused connect as a remote close of that connection, a timed-out one
+        // as a local close.
+        self.record_destroy(timed_out);
         self.fail_all();
     }
 
