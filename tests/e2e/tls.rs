@@ -198,6 +198,15 @@ fn upstream_tls_verifies_like_envoy() {
             Reply::bulk("v"),
             "{target}"
         );
+        // Envoy's `ssl.*` stats of each cluster: handshakes, failures by kind, the negotiated
+        // version, cipher, curve and signature algorithm, certificate expiry.
+        for (name, value) in proxy.stats().values.iter().filter(|(k, _)| {
+            k.contains(".ssl.")
+                || k.contains(".client_ssl_socket_factory.")
+                || k.ends_with(".upstream_cx_connect_fail")
+        }) {
+            rows.push((name.clone(), value.clone()));
+        }
         rows
     });
 }

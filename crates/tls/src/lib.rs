@@ -8,6 +8,10 @@
 //! when set, must match one of the certificate's SANs. A failed handshake is a failed connect:
 //! there is no plaintext fallback.
 
+mod stats;
+
+pub use stats::TlsStats;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub enum TlsError {
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
     sni: Option<ServerName<'static>>,
+    stats: Option<TlsStats>,
+    verification: Arc<Verification>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -48,12 +54,21 @@ impl std::fmt::Debug for TlsConnector {
 }
 
 impl TlsConnector {
-    /// Reads the certificates and keys the settings name (files are read now, once).
-    pub fn new(tls: &UpstreamTls) -> Result<Self, TlsError> {
+    /// Reads the certificates and keys the settings name (files are read now, once); `stats`
+    /// gets Envoy's `ssl.*` stats.
+    pub fn new(tls: &UpstreamTls, stats: Option<TlsStats>) -> Result<Self, TlsError> {
         // ring has no post-quantum key exchange yet (the deprecation says so); it is what
         // builds with the two commands on a fresh machine.
         #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = envoy_client_cipher_order(&provider.cipher_suites);
+        // BoringSSL's (Envoy's) order, so that servers pick the curve they pick for Envoy.
+        provider.kx_groups = vec![
+            rustls::crypto::ring::kx_group::X25519,
+            rustls::crypto::ring::kx_group::SECP256R1,
+            rustls::crypto::ring::kx_group::SECP384R1,
+        ];
+        let provider = Arc::new(provider);
         let versions: &[&'static rustls::SupportedProtocolVersion] =
             match (tls.min_version, tls.max_version) {
                 (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
@@ -80,14 +95,18 @@ impl TlsConnector {
                         reason: "no certificate in it".into(),
                     });
                 }
+                if let (Some(stats), Some(expiry)) = (&stats, earliest_expiry(&pem)) {
+                    stats.certificate_expiry(true, expiry);
+                }
                 Some(roots)
             }
         };
-        let verifier = Arc::new(EnvoyVerifier {
+        let verification = Arc::new(Verification {
             roots,
             san_matchers: tls.san_matchers.clone(),
             provider: Arc::clone(&provider),
         });
+        let verifier = Arc::new(EnvoyVerifier::new(&verification));
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
             .dangerous()
@@ -96,6 +115,9 @@ impl TlsConnector {
             None => builder.with_no_client_auth(),
             Some(c) => {
                 let chain_pem = read(&c.certificate_chain)?;
+                if let (Some(stats), Some(expiry)) = (&stats, first_expiry(&chain_pem)) {
+                    stats.certificate_expiry(false, expiry);
+                }
                 let chain = CertificateDer::pem_slice_iter(&chain_pem)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| TlsError::Pem {
@@ -130,6 +152,8 @@ impl TlsConnector {
         Ok(Self {
             config: Arc::new(config),
             sni,
+            stats,
+            verification,
         })
     }
 
@@ -144,10 +168,83 @@ impl TlsConnector {
             .sni
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(peer.ip().into()));
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+        let Some(stats) = &self.stats else {
+            return tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+                .connect(name, tcp)
+                .await;
+        };
+        // A verifier of this connection's own, so that the peer's signature algorithm is
+        // counted only once its handshake succeeded (as Envoy counts it).
+        let verifier = Arc::new(EnvoyVerifier::new(&self.verification));
+        let mut config = (*self.config).clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>);
+        let result = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
-            .await
+            .await;
+        match &result {
+            Ok(stream) => {
+                stats.on_handshake(stream.get_ref().1);
+                if let Some(scheme) = verifier.signature() {
+                    stats.on_signature(scheme);
+                }
+            }
+            Err(e) => stats.on_error(e),
+        }
+        result
     }
+}
+
+/// BoringSSL's client preference as Envoy configures it (AES-128-GCM and ChaCha20 first, then
+/// AES-256-GCM), so that servers that honour the client's order pick what they pick for Envoy.
+fn envoy_client_cipher_order(
+    suites: &[rustls::SupportedCipherSuite],
+) -> Vec<rustls::SupportedCipherSuite> {
+    use rustls::CipherSuite as S;
+    const ORDER: &[S] = &[
+        S::TLS13_AES_128_GCM_SHA256,
+        S::TLS13_AES_256_GCM_SHA384,
+        S::TLS13_CHACHA20_POLY1305_SHA256,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    let mut ordered: Vec<rustls::SupportedCipherSuite> = ORDER
+        .iter()
+        .filter_map(|want| suites.iter().find(|s| s.suite() == *want).copied())
+        .collect();
+    ordered.extend(
+        suites
+            .iter()
+            .filter(|s| !ORDER.contains(&s.suite()))
+            .copied(),
+    );
+    ordered
+}
+
+/// The earliest `notAfter` (Unix seconds) of the PEM certificates.
+fn earliest_expiry(pem: &[u8]) -> Option<u64> {
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .filter_map(|c| not_after(&c))
+        .min()
+}
+
+/// The first PEM certificate's `notAfter` (a chain's leaf).
+fn first_expiry(pem: &[u8]) -> Option<u64> {
+    CertificateDer::pem_slice_iter(pem)
+        .next()
+        .and_then(Result::ok)
+        .and_then(|c| not_after(&c))
+}
+
+fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    u64::try_from(parsed.validity().not_after.timestamp()).ok()
 }
 
 fn read(source: &DataSource) -> Result<Vec<u8>, TlsError> {
@@ -160,12 +257,42 @@ fn read(source: &DataSource) -> Result<Vec<u8>, TlsError> {
     }
 }
 
-/// Envoy's default certificate validation (see the module's doc).
+/// What a cluster's certificate validation checks (see the module's doc).
 #[derive(Debug)]
-struct EnvoyVerifier {
+struct Verification {
     roots: Option<RootCertStore>,
     san_matchers: Vec<SanMatcher>,
     provider: Arc<CryptoProvider>,
+}
+
+/// Envoy's default certificate validation, noting the peer's handshake signature algorithm.
+#[derive(Debug)]
+struct EnvoyVerifier {
+    verification: Arc<Verification>,
+    signature: std::sync::Mutex<Option<rustls::SignatureScheme>>,
+}
+
+impl EnvoyVerifier {
+    fn new(verification: &Arc<Verification>) -> Self {
+        Self {
+            verification: Arc::clone(verification),
+            signature: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn signature(&self) -> Option<rustls::SignatureScheme> {
+        *self
+            .signature
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_signature(&self, scheme: rustls::SignatureScheme) {
+        *self
+            .signature
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scheme);
+    }
 }
 
 impl ServerCertVerifier for EnvoyVerifier {
@@ -177,7 +304,8 @@ impl ServerCertVerifier for EnvoyVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, RustlsError> {
-        let Some(roots) = &self.roots else {
+        let v = &self.verification;
+        let Some(roots) = &v.roots else {
             return Ok(ServerCertVerified::assertion());
         };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
@@ -186,9 +314,9 @@ impl ServerCertVerifier for EnvoyVerifier {
             roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            v.provider.signature_verification_algorithms.all,
         )?;
-        if !self.san_matchers.is_empty() && !san_matches(end_entity, &self.san_matchers) {
+        if !v.san_matchers.is_empty() && !san_matches(end_entity, &v.san_matchers) {
             return Err(RustlsError::InvalidCertificate(
                 CertificateError::NotValidForName,
             ));
@@ -202,12 +330,14 @@ impl ServerCertVerifier for EnvoyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls12_signature(
+        let valid = verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
-        )
+            &self.verification.provider.signature_verification_algorithms,
+        )?;
+        self.note_signature(dss.scheme);
+        Ok(valid)
     }
 
     fn verify_tls13_signature(
@@ -216,18 +346,37 @@ impl ServerCertVerifier for EnvoyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls13_signature(
+        let valid = verify_tls13_signature(
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
-        )
+            &self.verification.provider.signature_verification_algorithms,
+        )?;
+        self.note_signature(dss.scheme);
+        Ok(valid)
     }
 
+    /// Offered in BoringSSL's (Envoy's) order, so that servers sign as they do for Envoy.
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
+        use rustls::SignatureScheme as S;
+        const ORDER: &[S] = &[
+            S::ECDSA_NISTP256_SHA256,
+            S::RSA_PSS_SHA256,
+            S::RSA_PKCS1_SHA256,
+            S::ECDSA_NISTP384_SHA384,
+            S::RSA_PSS_SHA384,
+            S::RSA_PKCS1_SHA384,
+            S::RSA_PSS_SHA512,
+            S::RSA_PKCS1_SHA512,
+        ];
+        let mut schemes = self
+            .verification
+            .provider
             .signature_verification_algorithms
-            .supported_schemes()
+            .supported_schemes();
+        let rank = |s: &S| ORDER.iter().position(|o| o == s).unwrap_or(ORDER.len());
+        schemes.sort_by_key(rank);
+        schemes
     }
 }
 

@@ -96,7 +96,10 @@ impl Cluster {
         let tls = config
             .upstream_tls
             .as_ref()
-            .map(redvoy_tls::TlsConnector::new)
+            .map(|tls| {
+                let stats = redvoy_tls::TlsStats::new(store, &format!("cluster.{}.", config.name));
+                redvoy_tls::TlsConnector::new(tls, Some(stats))
+            })
             .transpose()
             .map_err(|e| crate::UpstreamError::Tls {
                 cluster: config.name.clone(),
