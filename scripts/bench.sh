@@ -21,6 +21,8 @@
 #                     BENCH_XDS_COUNT = clusters and listeners pushed, default 1000; more
 #                     BENCH_XDS_* knobs there)
 #   BENCH_CLUSTER     0 = skip the Redis Cluster benchmark run last (scripts/bench_cluster.sh)
+#   BENCH_TLS         0 = skip the TLS targets: envoy-tls and redvoy-tls reach the same
+#                     redis-server on its TLS port (a CA made here with openssl; default 1)
 #   BENCH_BASE_BIN    a second redvoy binary (e.g. a release build of an older commit) run as
 #                     the target "redvoy-base" in the same rotation, for before/after numbers
 #                     of a change: adds the column and the ratio redvoy/base
@@ -29,6 +31,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_cleanup_trap
 
 TARGETS="${BENCH_TARGETS:-direct twemproxy envoy redvoy}"
+if [ "${BENCH_TLS:-1}" != "0" ]; then
+  case " $TARGETS " in *" envoy "*) TARGETS="$TARGETS envoy-tls" ;; esac
+  case " $TARGETS " in *" redvoy "*) TARGETS="$TARGETS redvoy-tls" ;; esac
+fi
 if [ "${BENCH_SKIP_REDVOY:-0}" = "1" ]; then TARGETS="$(echo "$TARGETS" | sed 's/\bredvoy\b//g')"; fi
 if [ -n "${BENCH_BASE_BIN:-}" ] && [[ " $TARGETS " != *" redvoy-base "* ]]; then TARGETS="$TARGETS redvoy-base"; fi
 REPEAT="${BENCH_REPEAT:-3}"
@@ -63,15 +69,48 @@ RESULTS="$WORK/results.csv"
 : > "$RESULTS"
 
 REDIS_PORT="$(free_port)"
-log "redis-server on :$REDIS_PORT"
-start_redis "$WORK/redis" "$REDIS_PORT"
+REDIS_TLS_PORT=""
+TLS_ARGS=()
+if [[ " $TARGETS " == *"-tls "* ]]; then
+  # A CA and a server certificate for the TLS targets (the server also listens in plaintext).
+  TLS="$WORK/tls"; mkdir -p "$TLS"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=bench CA" -keyout "$TLS/ca-key.pem" -out "$TLS/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=redis.bench" \
+    -keyout "$TLS/server-key.pem" -out "$TLS/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:redis.bench\n' > "$TLS/ext.cnf"
+  openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$TLS/ext.cnf" -out "$TLS/server.pem" 2>/dev/null
+  REDIS_TLS_PORT="$(free_port)"
+  TLS_ARGS=(--tls-port "$REDIS_TLS_PORT" --tls-cert-file "$TLS/server.pem"
+            --tls-key-file "$TLS/server-key.pem" --tls-ca-cert-file "$TLS/ca.pem"
+            --tls-auth-clients no)
+fi
+log "redis-server on :$REDIS_PORT${REDIS_TLS_PORT:+ (TLS :$REDIS_TLS_PORT)}"
+start_redis "$WORK/redis" "$REDIS_PORT" "${TLS_ARGS[@]}"
 REDIS_PID="$LAST_PID"
 
 declare -A PORT PID
 
-# A bootstrap (shared by Envoy and redvoy) with one cluster of one host.
+# A bootstrap (shared by Envoy and redvoy) with one cluster of one host; with a fourth
+# argument, the cluster reaches the server's TLS port, verifying it against the bench CA.
 bootstrap() {
-  local listener="$1" admin="$2" settings_extra="${3:-}"
+  local listener="$1" admin="$2" settings_extra="${3:-}" tls="${4:-}"
+  local upstream_port="$REDIS_PORT" transport=""
+  if [ -n "$tls" ]; then
+    upstream_port="$REDIS_TLS_PORT"
+    transport="
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: redis.bench
+        common_tls_context:
+          validation_context:
+            trusted_ca: {filename: $TLS/ca.pem}
+            match_typed_subject_alt_names:
+            - {san_type: DNS, matcher: {exact: redis.bench}}"
+  fi
   cat <<YAML
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
@@ -97,7 +136,7 @@ static_resources:
       cluster_name: redis
       endpoints:
       - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $REDIS_PORT}}}
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $upstream_port}}}$transport
 YAML
 }
 
@@ -127,13 +166,15 @@ YAML
       wait_tcp "$port" twemproxy
       PORT[twemproxy]="$port"
       ;;
-    envoy|redvoy|redvoy-cmdstats|redvoy-base)
+    envoy|redvoy|redvoy-cmdstats|redvoy-base|envoy-tls|redvoy-tls)
       port="$(free_port)"; admin="$(free_port)"
       # redvoy-cmdstats: the same proxy with per-command upstream stats on, to show what
       # stats recording costs on the data path.
       local extra=""
       [ "$target" = redvoy-cmdstats ] && extra=", enable_command_stats: true"
-      bootstrap "$port" "$admin" "$extra" > "$WORK/$target.yaml"
+      local tls=""
+      case "$target" in *-tls) tls=1 ;; esac
+      bootstrap "$port" "$admin" "$extra" "$tls" > "$WORK/$target.yaml"
       local bin="${ENVOY_BIN:-}"
       case "$target" in
         redvoy-base) bin="${BENCH_BASE_BIN:?BENCH_BASE_BIN must name the base redvoy binary}" ;;
@@ -244,7 +285,7 @@ def med(test, p, t):
     return statistics.median(v) if v else None
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
-cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy-base", "redvoy", "redvoy-cmdstats"] if t in targets]
+cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy-base", "redvoy", "redvoy-cmdstats", "envoy-tls", "redvoy-tls"] if t in targets]
 head = f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols)
 extra = []
 if "redvoy" in cols:
@@ -253,6 +294,7 @@ if "redvoy-base" in cols:
     extra.append(("redvoy/base", "redvoy", "redvoy-base"))
 if "redvoy-cmdstats" in cols:
     extra.append(("cmdstats/redvoy", "redvoy-cmdstats", "redvoy"))
+extra.append(("tls: redvoy/envoy", "redvoy-tls", "envoy-tls"))
 extra += [(f"{t}/direct", t, "direct") for t in ("envoy", "twemproxy") if t in cols and "direct" in cols]
 extra = [e for e in extra if e[1] in cols and e[2] in cols]
 head += "".join(f" | {name:>16}" for name, _, _ in extra) + " |"
@@ -275,10 +317,10 @@ log "raw results: $RESULTS"
 # stopped first so they do not share the cores with it.
 cleanup_tracked
 if [ "${BENCH_XDS:-1}" != "0" ]; then
-  BENCH_TARGETS="${TARGETS/redvoy-base/}" bash "$ROOT/scripts/bench_xds.sh"
+  BENCH_TARGETS="$(echo "$TARGETS" | sed 's/redvoy-base//; s/[a-z]*-tls//g')" bash "$ROOT/scripts/bench_xds.sh"
 fi
 # The Redis Cluster benchmark (scripts/bench_cluster.sh: GET/SET through Envoy and redvoy to a
 # real 6-node cluster, and redis-benchmark --cluster direct; BENCH_CLUSTER=0 skips it).
 if [ "${BENCH_CLUSTER:-1}" != "0" ]; then
-  BENCH_TARGETS="${TARGETS/redvoy-base/}" bash "$ROOT/scripts/bench_cluster.sh"
+  BENCH_TARGETS="$(echo "$TARGETS" | sed 's/redvoy-base//; s/[a-z]*-tls//g')" bash "$ROOT/scripts/bench_cluster.sh"
 fi

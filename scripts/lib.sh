@@ -211,9 +211,11 @@ wait_ready() {
 # is left in LAST_PID.
 start_redis() {
   local dir="$1" port="$2"
+  shift 2
   mkdir -p "$dir"
+  # Extra arguments (a TLS port, say) go to redis-server as they are.
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-    --protected-mode no --dir "$dir" --logfile "$dir/redis.log" >/dev/null 2>&1 &
+    --protected-mode no --dir "$dir" --logfile "$dir/redis.log" "$@" >/dev/null 2>&1 &
   LAST_PID=$!
   track_pid "$LAST_PID"
   wait_tcp "$port" "redis-server on :$port"
