@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use redvoy_test_util::{
-    bootstrap, free_port, same_on_all_targets, tempfile, Cluster, Proxy, RedisServer, Reply, Rows,
+    bootstrap, free_port, redis_cluster_bootstrap, same_on_all_targets, tempfile, Cluster, Proxy,
+    RedisCluster, RedisServer, Reply, Rows,
 };
 
 use crate::targets;
@@ -250,5 +251,84 @@ fn health_checks_use_the_clusters_tls_like_envoy() {
         });
         assert!(reached.is_some(), "{target}: flags {last:?}");
         vec![("flags".to_owned(), format!("{last:?}"))]
+    });
+}
+
+/// `envoy.clusters.redis` over TLS: discovery (`CLUSTER SLOTS` asked over TLS names the nodes'
+/// TLS ports) and the data path to every primary are TLS, verified against the test CA and the
+/// SPIFFE SAN; every key lands on the primary that owns its slot. Compared with Envoy 1.40.
+#[test]
+fn redis_cluster_over_tls_like_envoy() {
+    let pki = Pki::new();
+    let mut cluster = RedisCluster::start_tls(
+        3,
+        0,
+        &pki.path("server.pem"),
+        &pki.path("server-key.pem"),
+        &pki.path("ca.pem"),
+    );
+    let seed = cluster.tls_port(cluster.ports()[0]);
+    let ca = pki.path("ca.pem").display().to_string();
+    let transport = format!(
+        "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: redis.test\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{filename: {ca}}}\n            match_typed_subject_alt_names:\n            - {{san_type: URI, matcher: {{exact: \"{SPIFFE_ID}\"}}}}\n"
+    );
+    let yaml = redis_cluster_bootstrap(
+        "{op_timeout: 5s}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 5s}",
+        &[seed],
+        &transport,
+    );
+    let keys: Vec<String> = (0..30).map(|i| format!("tls-cluster:{i}")).collect();
+    let owners: Vec<u16> = keys
+        .iter()
+        .map(|k| cluster.primary_for_key(k.as_bytes()))
+        .collect();
+    same_on_all_targets(&targets(), |target| {
+        for p in cluster.primaries() {
+            cluster.cmd(p.port, &["FLUSHALL"]);
+        }
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let discovered = redvoy_test_util::try_wait_for(std::time::Duration::from_secs(15), || {
+            (proxy.stat("cluster.redis_cluster.membership_total") == 3).then_some(())
+        });
+        assert!(discovered.is_some(), "{target}: the topology never arrived");
+        let mut client = proxy.client();
+        let mut rows: Rows = Vec::new();
+        for (key, owner) in keys.iter().zip(&owners) {
+            assert_eq!(
+                client.cmd(&["SET", key, "v"]),
+                Reply::ok(),
+                "{target}: SET {key}"
+            );
+            assert_eq!(
+                client.cmd(&["GET", key]),
+                Reply::bulk("v"),
+                "{target}: GET {key}"
+            );
+            assert_eq!(
+                cluster.cmd(*owner, &["EXISTS", key]),
+                Reply::Integer(1),
+                "{target}: {key} not on its primary"
+            );
+        }
+        let stats = proxy.stats();
+        for name in [
+            "membership_total",
+            "ssl.fail_verify_error",
+            "ssl.fail_verify_san",
+        ] {
+            let stat = format!("cluster.redis_cluster.{name}");
+            rows.push((name.to_owned(), format!("{:?}", stats.get_int(&stat))));
+        }
+        rows.push((
+            "TLS handshakes (discovery and data)".to_owned(),
+            (stats
+                .get_int("cluster.redis_cluster.ssl.handshake")
+                .unwrap_or(0)
+                >= 3)
+                .to_string(),
+        ));
+        rows
     });
 }

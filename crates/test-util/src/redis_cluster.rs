@@ -6,6 +6,7 @@
 //! of redvoy's own code, so the cluster can be the oracle for the proxy's routing.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct SlotRange {
 /// A running Redis Cluster; every node is killed (by PID) on drop.
 pub struct RedisCluster {
     servers: Vec<RedisServer>,
+    /// With TLS: each node's TLS port, in `servers` order.
+    tls_ports: Vec<u16>,
     /// Holds the output of `redis-cli --cluster create`.
     dir: TempDir,
 }
@@ -75,6 +78,41 @@ impl RedisCluster {
     /// Starts `primaries * (1 + replicas_per_primary)` nodes, creates the cluster and waits
     /// until it has converged (see [`RedisCluster::wait_converged`]).
     pub fn start(primaries: usize, replicas_per_primary: usize) -> Self {
+        Self::start_nodes(primaries, replicas_per_primary, None)
+    }
+
+    /// [`RedisCluster::start`] with every node also serving TLS (its certificate `cert`/`key`,
+    /// clients not asked for one) and speaking TLS on the cluster bus and for replication, so
+    /// that `CLUSTER SLOTS` asked over TLS names TLS ports. Plaintext ports stay, for the
+    /// harness.
+    pub fn start_tls(
+        primaries: usize,
+        replicas_per_primary: usize,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Self {
+        Self::start_nodes(primaries, replicas_per_primary, Some((cert, key, ca)))
+    }
+
+    /// The TLS port of the node whose plaintext port is `port`.
+    pub fn tls_port(&self, port: u16) -> u16 {
+        let i = self
+            .servers
+            .iter()
+            .position(|s| s.port() == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"));
+        *self
+            .tls_ports
+            .get(i)
+            .unwrap_or_else(|| panic!("the cluster was not started with TLS"))
+    }
+
+    fn start_nodes(
+        primaries: usize,
+        replicas_per_primary: usize,
+        tls: Option<(&Path, &Path, &Path)>,
+    ) -> Self {
         assert!(
             primaries >= 3,
             "redis-cli --cluster create needs 3 primaries"
@@ -82,12 +120,44 @@ impl RedisCluster {
         let total = primaries * (1 + replicas_per_primary);
         let mut last_output = String::new();
         for _ in 0..CREATE_ATTEMPTS {
-            let servers: Vec<RedisServer> = (0..total).map(|_| start_node()).collect();
+            let mut tls_ports = Vec::new();
+            let servers: Vec<RedisServer> = (0..total)
+                .map(|_| {
+                    let mut extra: Vec<String> = Vec::new();
+                    if let Some((cert, key, ca)) = tls {
+                        let port = free_port();
+                        tls_ports.push(port);
+                        for arg in [
+                            "--tls-port".to_owned(),
+                            port.to_string(),
+                            "--tls-cluster".to_owned(),
+                            "yes".to_owned(),
+                            "--tls-replication".to_owned(),
+                            "yes".to_owned(),
+                            "--tls-auth-clients".to_owned(),
+                            "no".to_owned(),
+                            "--tls-cert-file".to_owned(),
+                            cert.display().to_string(),
+                            "--tls-key-file".to_owned(),
+                            key.display().to_string(),
+                            "--tls-ca-cert-file".to_owned(),
+                            ca.display().to_string(),
+                        ] {
+                            extra.push(arg);
+                        }
+                    }
+                    start_node(&extra)
+                })
+                .collect();
             let dir = tempfile::Builder::new()
                 .prefix("redvoy-cluster-")
                 .tempdir()
                 .unwrap_or_else(|e| panic!("temp dir for redis cluster: {e}"));
-            let mut cluster = RedisCluster { servers, dir };
+            let mut cluster = RedisCluster {
+                servers,
+                tls_ports,
+                dir,
+            };
             match cluster.create(replicas_per_primary) {
                 Ok(()) => {
                     cluster.wait_until(CONVERGE_TIMEOUT, Some((primaries, replicas_per_primary)));
@@ -291,9 +361,10 @@ impl RedisCluster {
 
 /// Starts one cluster-enabled node. The cluster bus port is chosen free too (the default,
 /// port + 10000, may be taken or out of range).
-fn start_node() -> RedisServer {
+fn start_node(extra: &[String]) -> RedisServer {
     let bus_port = free_port().to_string();
-    RedisServer::start_with(&[
+    let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    args.extend([
         "--cluster-enabled",
         "yes",
         // Relative to the node's own temp dir (`--dir`).
@@ -306,7 +377,8 @@ fn start_node() -> RedisServer {
         // Replicas would otherwise wait 5 s for their first full sync.
         "--repl-diskless-sync-delay",
         "0",
-    ])
+    ]);
+    RedisServer::start_with(&args)
 }
 
 /// Checks one round of convergence over `ports`; why not, otherwise.

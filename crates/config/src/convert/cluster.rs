@@ -285,7 +285,6 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
     let upstream_tls = super::tls::upstream_tls(transport_socket.as_ref(), p)?;
     if upstream_tls.is_some() {
         let not_yet = match discovery {
-            model::DiscoveryType::RedisCluster => Some("envoy.clusters.redis clusters"),
             model::DiscoveryType::OriginalDst => Some("ORIGINAL_DST clusters"),
             _ if !transport_socket_matches.0.is_empty() => {
                 Some("clusters that also have transport_socket_matches")

@@ -12,6 +12,7 @@ use rand::Rng;
 use redvoy_config::model::DnsLookupFamily;
 use redvoy_resp::{encode, Decoder, DecoderMode, Limits, RespValue};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
+use redvoy_tls::UpstreamStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -29,7 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// A kept connection to one node for `CLUSTER SLOTS`.
 struct DiscoveryConn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     decoder: Decoder,
     buf: BytesMut,
     /// Envoy counts the discovery client like any upstream connection (cluster and host).
@@ -66,6 +67,8 @@ pub(crate) struct Discovery {
     family: DnsLookupFamily,
     connect_timeout: Duration,
     tcp_keepalive: Option<redvoy_config::model::TcpKeepalive>,
+    /// The cluster's TLS: discovery connections are TLS like every other one.
+    tls: Option<redvoy_tls::TlsConnector>,
     refresh_timeout: Duration,
     /// `auth` (and user) sent first on every discovery connection; reply not checked.
     auth: Option<Vec<Vec<u8>>>,
@@ -115,6 +118,7 @@ impl Discovery {
             family: config.dns_lookup_family,
             connect_timeout: config.connect_timeout,
             tcp_keepalive: config.tcp_keepalive,
+            tls: cluster.tls().cloned(),
             refresh_timeout: redis.cluster_refresh_timeout,
             auth,
             conns: HashMap::new(),
@@ -285,13 +289,25 @@ impl Discovery {
         host: Option<Arc<Host>>,
     ) -> std::io::Result<RespValue> {
         if !self.conns.contains_key(&target) {
-            let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(target))
+            let keepalive = self.tcp_keepalive;
+            let tls = self.tls.clone();
+            let connect = async move {
+                let stream = TcpStream::connect(target).await?;
+                let _ = stream.set_nodelay(true);
+                crate::set_tcp_keepalive(&stream, keepalive.as_ref());
+                match &tls {
+                    None => Ok::<_, std::io::Error>(UpstreamStream::Plain(stream)),
+                    Some(tls) => Ok(UpstreamStream::Tls(Box::new(
+                        tls.connect(stream, target).await?,
+                    ))),
+                }
+            };
+            // The handshake is part of the connect, within connect_timeout.
+            let stream = tokio::time::timeout(self.connect_timeout, connect)
                 .await
                 .map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout")
                 })??;
-            let _ = stream.set_nodelay(true);
-            crate::set_tcp_keepalive(&stream, self.tcp_keepalive.as_ref());
             self.stats.upstream_cx_total.inc();
             self.stats.upstream_cx_active.inc();
             if let Some(h) = &host {
