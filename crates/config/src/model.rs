@@ -451,10 +451,20 @@ pub struct TlsCertificate {
 }
 
 /// `config.core.v3.DataSource`: a file (read when connections are configured) or inline bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DataSource {
     Filename(String),
     Inline(Vec<u8>),
+}
+
+/// Inline bytes may be a private key: never printed.
+impl std::fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Filename(path) => f.debug_tuple("Filename").field(path).finish(),
+            DataSource::Inline(bytes) => write!(f, "Inline([redacted, {} bytes])", bytes.len()),
+        }
+    }
 }
 
 /// `SubjectAltNameMatcher`.
@@ -488,6 +498,22 @@ pub enum NamePattern {
 }
 
 impl NameMatcher {
+    /// Matching a certificate's DNS SAN as Envoy does: an `exact` pattern compares without case
+    /// and a SAN `*.example.com` matches one leftmost label (`dnsNameMatch`).
+    pub fn matches_dns_san(&self, san: &str) -> bool {
+        let NamePattern::Exact(name) = &self.pattern else {
+            return self.matches(san);
+        };
+        let (name, san) = (name.to_ascii_lowercase(), san.to_ascii_lowercase());
+        if name == san {
+            return true;
+        }
+        match (san.strip_prefix('*'), name.find('.')) {
+            (Some(rest), Some(dot)) if rest.starts_with('.') => name[dot..] == *rest,
+            _ => false,
+        }
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         let (value, fold) = if self.ignore_case {
             (value.to_ascii_lowercase(), true)

@@ -596,7 +596,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         // one only, see `unsupported_field`); `alt_port` and `event_service` (not implemented
         // by Envoy either, and not by redvoy); `event_logger` (sink extensions; the deprecated
         // `event_log_path` is honoured); `tls_options` and `transport_socket_match_criteria`
-        // (health check sockets other than the cluster's plaintext one).
+        // (health check sockets other than the cluster's own).
         &[
             ("timeout", Walk),
             ("interval", Walk),
@@ -1142,8 +1142,8 @@ fn unsupported_field(message: &str, field: &str, path: FieldPath) -> ConfigError
         (HEALTH_CHECK, "tls_options" | "transport_socket_match_criteria") => {
             ConfigError::unsupported_because(
                 path,
-                "not supported by redvoy: health checks use the cluster's plaintext socket (TLS \
-                 is not supported by redvoy)",
+                "not supported by redvoy: health checks use the cluster's own transport socket \
+                 (plaintext, or the cluster's TLS)",
             )
         }
         _ => ConfigError::unsupported(path),

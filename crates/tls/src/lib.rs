@@ -101,6 +101,13 @@ impl TlsConnector {
                 Some(roots)
             }
         };
+        if roots.is_none() && !tls.san_matchers.is_empty() {
+            // The config refuses this too: SAN matching is only meaningful on a verified chain.
+            return Err(TlsError::Pem {
+                what: "validation_context",
+                reason: "SAN matchers without a trusted CA".into(),
+            });
+        }
         let verification = Arc::new(Verification {
             roots,
             san_matchers: tls.san_matchers.clone(),
@@ -384,8 +391,13 @@ impl ServerCertVerifier for EnvoyVerifier {
 fn san_matches(cert: &CertificateDer<'_>, matchers: &[SanMatcher]) -> bool {
     let sans = subject_alt_names(cert);
     matchers.iter().any(|m| {
-        sans.iter()
-            .any(|(kind, value)| *kind == m.kind && m.matcher.matches(value))
+        sans.iter().any(|(kind, value)| {
+            *kind == m.kind
+                && match kind {
+                    SanKind::Dns => m.matcher.matches_dns_san(value),
+                    _ => m.matcher.matches(value),
+                }
+        })
     })
 }
 

@@ -409,7 +409,12 @@ impl Session {
         if self.conn.is_none() {
             self.opened(host);
             // The cluster's transport socket: a TLS cluster is checked over TLS.
-            let tls = self.cluster.upgrade().and_then(|c| c.tls().cloned());
+            // A cluster that is gone is not checked (and never in plaintext instead).
+            let Some(cluster) = self.cluster.upgrade() else {
+                return Err(Failure::Network);
+            };
+            let tls = cluster.tls().cloned();
+            drop(cluster);
             let stream = match UpstreamStream::connect(self.address, tls.as_ref()).await {
                 Ok(stream) => stream,
                 Err(_) => {
@@ -516,10 +521,12 @@ impl Session {
 async fn send(conn: &mut CheckConn, parts: &[&[u8]]) -> Result<(), Failure> {
     let mut out = BytesMut::new();
     encode::command(&mut out, parts);
+    // A TLS stream may keep records buffered until flushed.
     conn.stream
         .write_all(&out)
         .await
-        .map_err(|_| Failure::Network)
+        .map_err(|_| Failure::Network)?;
+    conn.stream.flush().await.map_err(|_| Failure::Network)
 }
 
 async fn read_reply(conn: &mut CheckConn) -> Result<RespValue, Failure> {

@@ -308,7 +308,14 @@ fn data_source(
         return Ok(None);
     };
     Ok(match specifier {
-        None => None,
+        // Envoy's proto constraint: a DataSource names its source (an empty `trusted_ca: {}`
+        // must not turn verification off).
+        None => {
+            return Err(ConfigError::invalid(
+                p,
+                "DataSourceValidationError.Specifier: value is required",
+            ))
+        }
         Some(Specifier::Filename(f)) => Some(model::DataSource::Filename(f.clone())),
         Some(Specifier::InlineBytes(b)) => Some(model::DataSource::Inline(b.clone())),
         Some(Specifier::InlineString(s)) => Some(model::DataSource::Inline(s.as_bytes().to_vec())),
@@ -322,4 +329,33 @@ fn data_source(
             }
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{DataSource, NameMatcher, NamePattern};
+
+    #[test]
+    fn dns_sans_match_as_envoy_matches_them() {
+        let exact = |s: &str| NameMatcher {
+            pattern: NamePattern::Exact(s.to_owned()),
+            ignore_case: false,
+        };
+        assert!(exact("redis.example.com").matches_dns_san("REDIS.example.com"));
+        assert!(exact("a.example.com").matches_dns_san("*.example.com"));
+        assert!(!exact("a.b.example.com").matches_dns_san("*.example.com"));
+        assert!(!exact("example.com").matches_dns_san("*.example.com"));
+        assert!(!exact("a.example.com").matches_dns_san("*example.com"));
+        let prefix = NameMatcher {
+            pattern: NamePattern::Prefix("redis.".to_owned()),
+            ignore_case: false,
+        };
+        assert!(prefix.matches_dns_san("redis.example.com"));
+    }
+
+    #[test]
+    fn inline_data_is_never_printed() {
+        let key = DataSource::Inline(b"-----BEGIN PRIVATE KEY-----".to_vec());
+        assert_eq!(format!("{key:?}"), "Inline([redacted, 27 bytes])");
+    }
 }

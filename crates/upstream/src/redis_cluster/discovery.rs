@@ -326,6 +326,7 @@ impl Discovery {
                 let mut out = BytesMut::new();
                 encode::command(&mut out, &parts);
                 conn.stream.write_all(&out).await?;
+                conn.stream.flush().await?;
                 // Envoy does not check the AUTH reply; a wrong password shows as NOAUTH next.
                 read_reply(&mut conn).await?;
             }
@@ -338,6 +339,7 @@ impl Discovery {
         let mut out = BytesMut::new();
         encode::command(&mut out, &[b"CLUSTER", b"SLOTS"]);
         conn.stream.write_all(&out).await?;
+        conn.stream.flush().await?;
         read_reply(conn).await
     }
 }
