@@ -294,11 +294,22 @@ impl EnvoyVerifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_signature(&self, scheme: rustls::SignatureScheme) {
+    fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
+        &self.verification.provider.signature_verification_algorithms
+    }
+
+    /// A verified handshake signature: its algorithm is noted for the stats.
+    fn noted(
+        &self,
+        verified: Result<HandshakeSignatureValid, RustlsError>,
+        scheme: rustls::SignatureScheme,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        let valid = verified?;
         *self
             .signature
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scheme);
+        Ok(valid)
     }
 }
 
@@ -337,14 +348,10 @@ impl ServerCertVerifier for EnvoyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        let valid = verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.verification.provider.signature_verification_algorithms,
-        )?;
-        self.note_signature(dss.scheme);
-        Ok(valid)
+        self.noted(
+            verify_tls12_signature(message, cert, dss, self.algorithms()),
+            dss.scheme,
+        )
     }
 
     fn verify_tls13_signature(
@@ -353,14 +360,10 @@ impl ServerCertVerifier for EnvoyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        let valid = verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.verification.provider.signature_verification_algorithms,
-        )?;
-        self.note_signature(dss.scheme);
-        Ok(valid)
+        self.noted(
+            verify_tls13_signature(message, cert, dss, self.algorithms()),
+            dss.scheme,
+        )
     }
 
     /// Offered in BoringSSL's (Envoy's) order, so that servers sign as they do for Envoy.
