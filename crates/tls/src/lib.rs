@@ -535,3 +535,61 @@ impl tokio::io::AsyncWrite for UpstreamStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair, SanType as RcSan};
+
+    fn cert(sans: Vec<RcSan>) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = sans;
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn subject_alt_names_as_envoy_renders_them() {
+        let der = cert(vec![
+            RcSan::DnsName("*.redis.test".try_into().expect("dns")),
+            RcSan::URI("spiffe://cluster.local/ns/a/sa/b".try_into().expect("uri")),
+            RcSan::IpAddress("127.0.0.1".parse().expect("ip")),
+            RcSan::IpAddress("::1".parse().expect("ip")),
+        ]);
+        assert_eq!(
+            subject_alt_names(&der),
+            vec![
+                (SanKind::Dns, "*.redis.test".to_owned()),
+                (SanKind::Uri, "spiffe://cluster.local/ns/a/sa/b".to_owned()),
+                (SanKind::IpAddress, "127.0.0.1".to_owned()),
+                (SanKind::IpAddress, "::1".to_owned()),
+            ]
+        );
+        assert!(san_matches(
+            &der,
+            &[exact_san(SanKind::Dns, "node1.redis.test")]
+        ));
+        assert!(san_matches(&der, &[exact_san(SanKind::IpAddress, "::1")]));
+        assert!(!san_matches(
+            &der,
+            &[exact_san(SanKind::Uri, "spiffe://cluster.local/ns/a/sa/c")]
+        ));
+        // A kind must match its own kind: an IP pattern never matches a DNS SAN.
+        assert!(!san_matches(
+            &der,
+            &[exact_san(SanKind::Email, "127.0.0.1")]
+        ));
+    }
+
+    #[test]
+    fn ciphers_in_boringssl_client_order() {
+        let suites = rustls::crypto::ring::default_provider().cipher_suites;
+        let ordered: Vec<String> = envoy_client_cipher_order(&suites)
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(ordered.len(), suites.len());
+        assert_eq!(ordered[0], "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(ordered[3], "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+    }
+}
