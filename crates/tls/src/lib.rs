@@ -583,6 +583,7 @@ mod tests {
 
     #[test]
     fn ciphers_in_boringssl_client_order() {
+        #[allow(deprecated)] // ring's provider, as in `TlsConnector::new`
         let suites = rustls::crypto::ring::default_provider().cipher_suites;
         let ordered: Vec<String> = envoy_client_cipher_order(&suites)
             .iter()
