@@ -59,8 +59,22 @@ pub struct Cluster {
 // === impl Cluster ===
 
 impl Cluster {
-    /// A cluster with no hosts yet; see [`Cluster::set_hosts`].
+    /// A plaintext cluster with no hosts yet; see [`Cluster::set_hosts`]. A config with TLS
+    /// goes through [`Cluster::build`], which reads its certificates.
     pub fn new(config: model::Cluster, store: &Store) -> Self {
+        debug_assert!(
+            config.upstream_tls.is_none(),
+            "cluster '{}' has TLS settings: use Cluster::build",
+            config.name
+        );
+        Self::assemble(config, store, None)
+    }
+
+    fn assemble(
+        config: model::Cluster,
+        store: &Store,
+        tls: Option<redvoy_tls::TlsConnector>,
+    ) -> Self {
         let stats = ClusterStats::new(
             store,
             &config.name,
@@ -86,7 +100,7 @@ impl Cluster {
             initialized: watch::channel(false).0,
             hosts_changed: Notify::new(),
             first_checks: Notify::new(),
-            tls: None,
+            tls,
             config,
         }
     }
@@ -105,9 +119,7 @@ impl Cluster {
                 cluster: config.name.clone(),
                 reason: e.to_string(),
             })?;
-        let mut cluster = Self::new(config, store);
-        cluster.tls = tls;
-        Ok(cluster)
+        Ok(Self::assemble(config, store, tls))
     }
 
     /// How connections to the hosts are secured: `None` for plaintext.
