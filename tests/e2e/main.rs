@@ -27,6 +27,7 @@ mod routing;
 mod stats;
 mod stats_oracle;
 mod tls;
+mod tls_listener;
 mod transactions;
 mod xds_hot_swap;
 mod xds_original_dst;

@@ -14,18 +14,22 @@ use redvoy_test_util::{
 
 use crate::targets;
 
-const SPIFFE_ID: &str = "spiffe://cluster.local/ns/default/sa/redis";
+pub(crate) const SPIFFE_ID: &str = "spiffe://cluster.local/ns/default/sa/redis";
+pub(crate) const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
 
-/// A CA and what it signed, written as PEM files in a temporary directory.
-struct Pki {
+/// A CA and what it signed, written as PEM files in a temporary directory: `ca.pem` and
+/// `other-ca.pem`; `server.pem` (redis.test, the SPIFFE ID, 127.0.0.1); `client.pem` (the
+/// client's SPIFFE ID); `stranger.pem` (signed by the CA, another SPIFFE ID);
+/// `other-client.pem` (the client's SPIFFE ID, signed by the other CA). Keys as `<name>-key.pem`.
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let (ca, ca_key) = make_ca("redvoy test CA");
-        let (other_ca, _) = make_ca("another CA");
+        let (other_ca, other_ca_key) = make_ca("another CA");
         write(dir.path(), "ca.pem", &ca.pem());
         write(dir.path(), "other-ca.pem", &other_ca.pem());
         let server_key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
@@ -44,23 +48,31 @@ impl Pki {
             .unwrap_or_else(|e| panic!("sign: {e}"));
         write(dir.path(), "server.pem", &server.pem());
         write(dir.path(), "server-key.pem", &server_key.serialize_pem());
-        let client_key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
-        let mut client =
-            CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("params: {e}"));
-        client.subject_alt_names.push(SanType::URI(
-            "spiffe://cluster.local/ns/default/sa/client"
-                .try_into()
-                .unwrap_or_else(|e| panic!("uri: {e:?}")),
-        ));
-        let client = client
-            .signed_by(&client_key, &ca, &ca_key)
-            .unwrap_or_else(|e| panic!("sign: {e}"));
-        write(dir.path(), "client.pem", &client.pem());
-        write(dir.path(), "client-key.pem", &client_key.serialize_pem());
+        for (name, id, (signer, signer_key)) in [
+            ("client", CLIENT_ID, (&ca, &ca_key)),
+            (
+                "stranger",
+                "spiffe://cluster.local/ns/default/sa/stranger",
+                (&ca, &ca_key),
+            ),
+            ("other-client", CLIENT_ID, (&other_ca, &other_ca_key)),
+        ] {
+            let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+            let mut params = CertificateParams::new(Vec::<String>::new())
+                .unwrap_or_else(|e| panic!("params: {e}"));
+            params.subject_alt_names.push(SanType::URI(
+                id.try_into().unwrap_or_else(|e| panic!("uri: {e:?}")),
+            ));
+            let cert = params
+                .signed_by(&key, signer, signer_key)
+                .unwrap_or_else(|e| panic!("sign: {e}"));
+            write(dir.path(), &format!("{name}.pem"), &cert.pem());
+            write(dir.path(), &format!("{name}-key.pem"), &key.serialize_pem());
+        }
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 

@@ -149,6 +149,18 @@ pub struct Listener {
     pub bypass_overload_manager: bool,
     /// `ignore_global_conn_limit`: exempt from every global connection limit.
     pub ignore_global_conn_limit: bool,
+    /// `listener_filters` `envoy.filters.listener.tls_inspector`: the ClientHello is peeked
+    /// (SNI, ALPN, TLS or not) before a filter chain is chosen.
+    pub tls_inspector: bool,
+    /// `listener_filters` `envoy.filters.listener.http_inspector`: a plaintext connection's
+    /// first bytes tell HTTP/1.x (`http/1.1`) or HTTP/2 prior knowledge (`h2c`).
+    pub http_inspector: bool,
+    /// `listener_filters_timeout` (default 15 s; zero: none): how long the inspectors wait
+    /// for a client's first bytes.
+    pub listener_filters_timeout: Option<std::time::Duration>,
+    /// `continue_on_listener_filters_timeout`: when the inspectors time out, a chain is
+    /// chosen with what is known instead of closing the connection.
+    pub continue_on_listener_filters_timeout: bool,
     /// In order; the first whose match is the most specific wins, as in Envoy.
     pub filter_chains: Vec<FilterChain>,
     /// Used when no chain matches.
@@ -173,6 +185,8 @@ pub struct FilterChain {
     pub name: String,
     pub filter_chain_match: FilterChainMatch,
     pub filter: NetworkFilter,
+    /// `transport_socket` `envoy.transport_sockets.tls`: connections on this chain are TLS.
+    pub tls: Option<DownstreamTls>,
 }
 
 /// `config.listener.v3.FilterChainMatch`, the parts a plain TCP connection can be matched on.
@@ -183,10 +197,14 @@ pub struct FilterChainMatch {
     pub prefix_ranges: Vec<CidrRange>,
     pub source_prefix_ranges: Vec<CidrRange>,
     pub source_ports: Vec<u16>,
-    /// The match needs what only a TLS or HTTP inspector can tell (`server_names`,
-    /// `transport_protocol` other than `raw_buffer`, `application_protocols`). redvoy runs no
-    /// inspector, so such a chain never matches (Envoy's behaviour without the inspector).
-    pub needs_inspection: bool,
+    /// `server_names`: exact names or `*.`-wildcards, matched against the TLS SNI (which only
+    /// the TLS inspector reads; without it no SNI is known).
+    pub server_names: Vec<String>,
+    /// `transport_protocol`: `raw_buffer` (what a connection is without an inspector) or
+    /// `tls` (set by the TLS inspector); empty matches any.
+    pub transport_protocol: String,
+    /// `application_protocols`: ALPN values offered in the ClientHello; one must be offered.
+    pub application_protocols: Vec<String>,
 }
 
 /// `config.core.v3.CidrRange`.
@@ -435,6 +453,25 @@ pub struct UpstreamTls {
     pub trusted_ca: Option<DataSource>,
     /// `validation_context.match_typed_subject_alt_names`: one must match (when any is set).
     pub san_matchers: Vec<SanMatcher>,
+}
+
+/// `DownstreamTlsContext`, the parts redvoy runs (the rest is refused with its path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamTls {
+    pub alpn_protocols: Vec<String>,
+    /// Envoy's server defaults: TLS 1.2 to 1.3.
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    /// `common_tls_context.tls_certificates[0]`: the server's certificate chain and key.
+    pub certificate: TlsCertificate,
+    /// `validation_context.trusted_ca`: client certificates are requested and verified
+    /// against it.
+    pub trusted_ca: Option<DataSource>,
+    /// `validation_context.match_typed_subject_alt_names`: a client certificate must match
+    /// one (when any is set).
+    pub san_matchers: Vec<SanMatcher>,
+    /// `require_client_certificate`: a client without a certificate is refused.
+    pub require_client_certificate: bool,
 }
 
 /// TLS protocol versions rustls speaks (Envoy's 1.0 and 1.1 are refused or raised to 1.2).

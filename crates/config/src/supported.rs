@@ -45,6 +45,14 @@ const TRANSPORT_SOCKET: &str = "envoy.config.core.v3.TransportSocket";
 pub(crate) const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 pub(crate) const UPSTREAM_TLS: &str =
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+pub(crate) const DOWNSTREAM_TLS: &str =
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+pub(crate) const TLS_INSPECTOR: &str =
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+pub(crate) const HTTP_INSPECTOR: &str =
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+pub(crate) const ORIGINAL_DST_FILTER: &str =
+    "envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
 /// The overload manager's global downstream connection limit: the one resource monitor
 /// redvoy runs.
 pub(crate) const DOWNSTREAM_CONNECTIONS_CONFIG: &str =
@@ -109,14 +117,16 @@ enum Rule {
     /// `HealthCheck.CustomHealthCheck.typed_config`: the Redis health checker only, looked up
     /// by type URL as Envoy does (the entry's `name` is free text).
     HealthChecker,
+    /// `ListenerFilter.typed_config`: the TLS and HTTP inspectors and `original_dst`.
+    ListenerFilter,
     /// Accepted without walking its contents: the conversion reads what it needs (each use
     /// says what) and acts on it.
     Opaque,
 }
 
 use Rule::{
-    BootstrapExtension, ClusterType, HealthChecker, HttpFilter, Ignore, NetworkFilter, Opaque,
-    ProtocolOptions, ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
+    BootstrapExtension, ClusterType, HealthChecker, HttpFilter, Ignore, ListenerFilter,
+    NetworkFilter, Opaque, ProtocolOptions, ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
 };
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
@@ -326,10 +336,12 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("bind_to_port", Walk),
             ("use_original_dst", Walk),
             ("default_filter_chain", Walk),
-            // Only matter with listener filters, and `listener_filters` is refused: there is
-            // nothing to time out.
-            ("listener_filters_timeout", Ignore),
-            ("continue_on_listener_filters_timeout", Ignore),
+            // The TLS and HTTP inspectors and `original_dst` (others are refused).
+            ("listener_filters", Walk),
+            // How long the inspectors wait for a client's first bytes, and whether a chain is
+            // chosen without them when it runs out.
+            ("listener_filters_timeout", Walk),
+            ("continue_on_listener_filters_timeout", Walk),
             // Exemptions from the global downstream connection limit (enforced).
             ("ignore_global_conn_limit", Walk),
             ("bypass_overload_manager", Walk),
@@ -343,7 +355,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("filters", Walk),
             ("name", Walk),
             ("filter_chain_match", Walk),
-            // Plaintext only (see `TransportSocket`).
+            // Plaintext or `DownstreamTlsContext` (see `TransportSocket`).
             ("transport_socket", Walk),
             // Read by other extensions, never by redis_proxy.
             ("metadata", Ignore),
@@ -631,6 +643,23 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         &[("name", Walk), ("match", Walk), ("transport_socket", Opaque)],
     ),
     (TRANSPORT_SOCKET, &[("name", Walk), ("typed_config", TransportSocket)]),
+    (
+        "envoy.config.listener.v3.ListenerFilter",
+        // `filter_disabled` and `config_discovery` (ECDS) are refused by not listing them.
+        &[("name", Walk), ("typed_config", ListenerFilter)],
+    ),
+    // Their settings (ClientHello size limits, JA3 fingerprints, the HTTP inspector's none)
+    // are refused by not listing them.
+    (TLS_INSPECTOR, &[]),
+    (HTTP_INSPECTOR, &[]),
+    (ORIGINAL_DST_FILTER, &[]),
+    (
+        DOWNSTREAM_TLS,
+        // Refused by not listing them: session ticket keys and their SDS, stateless resumption
+        // and session timeouts, OCSP stapling policy, full certificate scans, the TLS
+        // fingerprint options.
+        &[("common_tls_context", Walk), ("require_client_certificate", Walk)],
+    ),
     (
         UPSTREAM_TLS,
         // Refused by not listing them: `auto_host_sni`, `auto_sni_san_validation`,
@@ -963,7 +992,7 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                     any,
                     &ext_name,
                     &fpath,
-                    &[RAW_BUFFER, UPSTREAM_TLS],
+                    &[RAW_BUFFER, UPSTREAM_TLS, DOWNSTREAM_TLS],
                     &[],
                     false,
                     "transport socket",
@@ -978,12 +1007,27 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
                             fpath,
                             format!(
                                 "transport socket {type_url} is not supported by redvoy (only \
-                                 plaintext raw_buffer): refused rather than connecting in \
-                                 plaintext"
+                                 raw_buffer and envoy.transport_sockets.tls): refused rather \
+                                 than running in plaintext"
                             ),
                         ));
                     }
                     Err(e) => return Err(e),
+                }
+            }
+            ListenerFilter => {
+                let Value::Message(any) = value else { continue };
+                match resolve_any(
+                    any,
+                    &ext_name,
+                    &fpath,
+                    &[TLS_INSPECTOR, HTTP_INSPECTOR, ORIGINAL_DST_FILTER],
+                    &[],
+                    false,
+                    "listener filter type",
+                )? {
+                    Resolved::Native(inner) => *any = repack(walked(inner, &fpath)?)?,
+                    Resolved::Tolerated => {}
                 }
             }
             UpstreamFilter | BootstrapExtension => {

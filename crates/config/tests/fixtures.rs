@@ -202,6 +202,7 @@ fn redis_chain(proxy: RedisProxy) -> FilterChain {
         name: String::new(),
         filter_chain_match: FilterChainMatch::default(),
         filter: NetworkFilter::RedisProxy(Box::new(proxy)),
+        tls: None,
     }
 }
 
@@ -263,6 +264,10 @@ fn article_model() -> Bootstrap {
             traffic_direction: TrafficDirection::Unspecified,
             bind_to_port: true,
             use_original_dst: false,
+            tls_inspector: false,
+            http_inspector: false,
+            listener_filters_timeout: Some(std::time::Duration::from_secs(15)),
+            continue_on_listener_filters_timeout: false,
             bypass_overload_manager: false,
             ignore_global_conn_limit: false,
             filter_chains: vec![redis_chain(RedisProxy {
@@ -471,6 +476,10 @@ fn full_featured_model() {
             traffic_direction: TrafficDirection::Outbound,
             bind_to_port: true,
             use_original_dst: false,
+            tls_inspector: false,
+            http_inspector: false,
+            listener_filters_timeout: Some(std::time::Duration::from_secs(15)),
+            continue_on_listener_filters_timeout: false,
             bypass_overload_manager: false,
             ignore_global_conn_limit: false,
             filter_chains: vec![FilterChain {

@@ -189,7 +189,7 @@ fn istio_listeners() {
             }],
             source_prefix_ranges: vec![],
             source_ports: vec![1234],
-            needs_inspection: false,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -202,7 +202,10 @@ fn istio_listeners() {
             idle_timeout: None,
         })
     );
-    assert!(vo.filter_chains[1].filter_chain_match.needs_inspection);
+    assert_eq!(
+        vo.filter_chains[1].filter_chain_match.application_protocols,
+        ["http/1.1"]
+    );
     assert!(vo.default_filter_chain.is_some());
 
     match decode_listener(&rs[2].value, &OPTS) {

@@ -4,15 +4,15 @@ use std::io;
 
 use bytes::BytesMut;
 use redvoy_stats::Counter;
+use redvoy_tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::READ_CHUNK;
 
 /// One side of an exchange. `buf` holds bytes read but not consumed yet (a pipelined next
 /// request, the start of a body); readers consume from it before reading the socket again.
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) buf: BytesMut,
     rx: Counter,
     tx: Counter,
@@ -21,7 +21,7 @@ pub(crate) struct Conn {
 // === impl Conn ===
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, rx: Counter, tx: Counter) -> Self {
+    pub(crate) fn new(stream: Stream, rx: Counter, tx: Counter) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -44,6 +44,8 @@ impl Conn {
 
     pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.stream.write_all(data).await?;
+        // A TLS stream may hold bytes back until flushed (a plain socket holds none).
+        self.stream.flush().await?;
         self.tx.add(data.len() as u64);
         Ok(())
     }

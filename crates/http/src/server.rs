@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use redvoy_config::model;
 use redvoy_stats::Store;
+use redvoy_tls::Stream;
 use redvoy_upstream::{Cluster, Host};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -76,7 +77,7 @@ impl Drop for CxGuard<'_> {
 /// Serves one downstream HTTP/1.1 connection until either side closes it. `clusters` resolves
 /// a route's cluster name against the current configuration (called once per request, so a
 /// cluster swap reaches existing connections on their next request).
-pub async fn serve_connection<F>(stream: TcpStream, hcm: Arc<Hcm>, clusters: F)
+pub async fn serve_connection<F>(stream: Stream, hcm: Arc<Hcm>, clusters: F)
 where
     F: Fn(&str) -> Option<Arc<Cluster>>,
 {
@@ -90,7 +91,7 @@ where
         start: Instant::now(),
         end: End::Local,
     };
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut down = Conn::new(
         stream,
         stats.downstream_cx_rx_bytes_total.clone(),
@@ -463,7 +464,7 @@ impl Exchange<'_> {
         let _ = stream.set_nodelay(true);
         redvoy_upstream::set_tcp_keepalive(&stream, self.cluster.config.tcp_keepalive.as_ref());
         Ok(Conn::new(
-            stream,
+            Stream::Plain(stream),
             cs.upstream_cx_rx_bytes_total.clone(),
             cs.upstream_cx_tx_bytes_total.clone(),
         ))

@@ -216,9 +216,11 @@ async fn harness() -> Harness {
         loop {
             let (s, _) = listener.accept().await.unwrap();
             let clusters = clusters.clone();
-            spawn_local(serve_connection(s, hcm.clone(), move |name: &str| {
-                clusters.get(name).cloned()
-            }));
+            spawn_local(serve_connection(
+                redvoy_tls::Stream::Plain(s),
+                hcm.clone(),
+                move |name: &str| clusters.get(name).cloned(),
+            ));
         }
     });
     Harness { addr, store, seen }

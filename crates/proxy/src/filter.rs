@@ -25,6 +25,9 @@ pub enum FilterConfigError {
         stat_prefix: String,
         message: String,
     },
+    /// A filter chain's TLS settings cannot be used (a certificate or key that cannot be read).
+    #[error("transport socket: {0}")]
+    Tls(#[from] redvoy_tls::TlsError),
 }
 
 /// What every worker needs to build its connection pool for one upstream cluster.

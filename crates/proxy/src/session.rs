@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use redvoy_resp::{
     encode, encode_resp3, DecodeError, Decoder, DecoderMode, Limits, Resp3Shape, RespValue,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use redvoy_tls::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::sleep_until;
 use tracing::debug;
 
@@ -58,7 +58,7 @@ struct Connection<S> {
 
 /// Serves one client connection until it closes.
 pub(crate) async fn run(
-    stream: TcpStream,
+    stream: Stream,
     filter: Rc<WorkerFilter>,
     source: impl FilterUpdates,
     control: Arc<ListenerControl>,
@@ -66,11 +66,11 @@ pub(crate) async fn run(
     let stats = &filter.config.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let client = ClientInfo {
         id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        peer: stream.peer_addr().ok(),
-        local: stream.local_addr().ok(),
+        peer: stream.tcp().peer_addr().ok(),
+        local: stream.tcp().local_addr().ok(),
         resp: 2,
         ..ClientInfo::default()
     };
@@ -95,9 +95,29 @@ pub(crate) async fn run(
     stats.downstream_cx_active.dec();
 }
 
+/// Reads what the client sent into `input`; 0 is end of stream. Cancel-safe. A plaintext
+/// client's buffer grows only once bytes are waiting, so idle clients hold none.
+async fn read_some(stream: &mut Stream, input: &mut BytesMut) -> std::io::Result<usize> {
+    if let Stream::Plain(tcp) = stream {
+        loop {
+            tcp.readable().await?;
+            if input.capacity() - input.len() < MIN_READ_SPACE {
+                input.reserve(READ_BUFFER);
+            }
+            match tcp.try_read_buf(input) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+    if input.capacity() - input.len() < MIN_READ_SPACE {
+        input.reserve(READ_BUFFER);
+    }
+    stream.read_buf(input).await
+}
+
 impl<S: FilterUpdates> Connection<S> {
-    async fn serve(&mut self, mut stream: TcpStream, input: &mut BytesMut) -> std::io::Result<()> {
-        let (rd, mut wr) = stream.split();
+    async fn serve(&mut self, mut stream: Stream, input: &mut BytesMut) -> std::io::Result<()> {
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
         let mut output = BytesMut::new();
         let mut close_after_flush = false;
@@ -145,7 +165,11 @@ impl<S: FilterUpdates> Connection<S> {
                 let n = output.len() as u64;
                 // downstream_cx_tx_bytes_buffered stays unwritten, as in Envoy, whose writes
                 // to a client socket that keeps up never leave bytes buffered.
-                wr.write_all(&output).await?;
+                stream.write_all(&output).await?;
+                if stream.is_tls() {
+                    // What the TLS layer holds back is sent now, not with the next reply.
+                    stream.flush().await?;
+                }
                 stats.downstream_cx_tx_bytes_total.add(n);
                 output.clear();
                 wrote_since_check = true;
@@ -166,7 +190,7 @@ impl<S: FilterUpdates> Connection<S> {
             }
             wrote_since_check = false;
             if close_after_flush || drain_close || (close_when_answered && idle) {
-                wr.shutdown().await?;
+                stream.shutdown().await?;
                 return Ok(());
             }
             let pending = self.session.shared.queue.borrow().slots.len();
@@ -180,16 +204,8 @@ impl<S: FilterUpdates> Connection<S> {
                 output = BytesMut::new();
             }
             tokio::select! {
-                res = rd.readable(), if can_read => {
-                    res?;
-                    if input.capacity() - input.len() < MIN_READ_SPACE {
-                        input.reserve(READ_BUFFER);
-                    }
-                    let n = match rd.try_read_buf(input) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e),
-                    };
+                res = read_some(&mut stream, input), if can_read => {
+                    let n = res?;
                     if n == 0 {
                         // The client half-closed: answer what it already sent, then close.
                         self.session.stop_reading = true;

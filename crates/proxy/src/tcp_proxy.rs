@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use redvoy_config::model::{self, DiscoveryType};
 use redvoy_stats::{Counter, Gauge, Store};
+use redvoy_tls::Stream;
 use redvoy_upstream::{Cluster, ClusterStats, Host};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -133,7 +134,7 @@ enum CopyEnd {
 /// (`downstream_cx_no_route`); `original_dst` is the connection's `SO_ORIGINAL_DST`, used by
 /// ORIGINAL_DST clusters. Dropping the future closes both connections.
 pub async fn run(
-    stream: TcpStream,
+    stream: Stream,
     config: &TcpProxyConfig,
     cluster: Option<Arc<Cluster>>,
     original_dst: Option<SocketAddr>,
@@ -244,21 +245,45 @@ async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) ->
 }
 
 async fn proxy(
-    mut downstream: TcpStream,
+    downstream: Stream,
     mut upstream: TcpStream,
     config: &TcpProxyConfig,
     cs: &ClusterStats,
 ) -> Result<(), CopyEnd> {
+    let _ = downstream.tcp().set_nodelay(true);
+    let (mut ur, mut uw) = upstream.split();
+    match downstream {
+        Stream::Plain(mut tcp) => {
+            let (mut dr, mut dw) = tcp.split();
+            copy_both((&mut dr, &mut dw), (&mut ur, &mut uw), config, cs).await
+        }
+        tls => {
+            let (mut dr, mut dw) = tokio::io::split(tls);
+            copy_both((&mut dr, &mut dw), (&mut ur, &mut uw), config, cs).await
+        }
+    }
+}
+
+/// Both directions until both ended, either failed, or the idle timeout fired.
+async fn copy_both<DR, DW, UR, UW>(
+    (dr, dw): (&mut DR, &mut DW),
+    (ur, uw): (&mut UR, &mut UW),
+    config: &TcpProxyConfig,
+    cs: &ClusterStats,
+) -> Result<(), CopyEnd>
+where
+    DR: AsyncReadExt + Unpin,
+    DW: AsyncWriteExt + Unpin,
+    UR: AsyncReadExt + Unpin,
+    UW: AsyncWriteExt + Unpin,
+{
     let stats = &config.stats;
-    let _ = downstream.set_nodelay(true);
     let epoch = Instant::now();
     // Milliseconds since `epoch` of the last byte moved in either direction.
     let last_activity = AtomicU64::new(0);
-    let (mut dr, mut dw) = downstream.split();
-    let (mut ur, mut uw) = upstream.split();
     let to_upstream = pipe(
-        &mut dr,
-        &mut uw,
+        dr,
+        uw,
         [
             &stats.downstream_cx_rx_bytes_total,
             &cs.upstream_cx_tx_bytes_total,
@@ -268,8 +293,8 @@ async fn proxy(
         CopyEnd::Upstream,
     );
     let to_downstream = pipe(
-        &mut ur,
-        &mut dw,
+        ur,
+        dw,
         [
             &cs.upstream_cx_rx_bytes_total,
             &stats.downstream_cx_tx_bytes_total,
@@ -319,6 +344,8 @@ where
         counters[0].add(n as u64);
         last_activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         writer.write_all(&buf[..n]).await.map_err(write_err)?;
+        // A TLS writer may hold bytes back until flushed (a plain socket holds none).
+        writer.flush().await.map_err(write_err)?;
         counters[1].add(n as u64);
         last_activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -457,7 +484,9 @@ mod tests {
                 let (s, _) = l.accept().await.unwrap();
                 let cfg = cfg.clone();
                 let cluster = cluster.clone();
-                tokio::spawn(async move { run(s, &cfg, cluster, original_dst).await });
+                tokio::spawn(
+                    async move { run(Stream::Plain(s), &cfg, cluster, original_dst).await },
+                );
             }
         });
         addr

@@ -33,7 +33,7 @@ pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STA
 pub use ads::{AdsServer, Api, ErrorDetail, RecordedRequest, SentResponse, Variant};
 pub use bootstrap::{
     bootstrap, catch_all_filter, dedent, redis_cluster_bootstrap, redis_listener_yaml,
-    simple_bootstrap, two_cluster_bootstrap, Cluster,
+    simple_bootstrap, two_cluster_bootstrap, Cluster, REDIS_PROXY_TYPE,
 };
 pub use client::{ReadOutcome, RespClient};
 pub use compare::{abbrev, expectations_apply, same_on_all_targets, Rows};

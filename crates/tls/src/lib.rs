@@ -8,9 +8,15 @@
 //! when set, must match one of the certificate's SANs. A failed handshake is a failed connect:
 //! there is no plaintext fallback.
 
+mod inspector;
+mod server;
 mod stats;
+mod stream;
 
+pub use inspector::{inspect_client_hello, ClientHello, Inspection};
+pub use server::TlsAcceptor;
 pub use stats::TlsStats;
+pub use stream::Stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -57,50 +63,13 @@ impl TlsConnector {
     /// Reads the certificates and keys the settings name (files are read now, once); `stats`
     /// gets Envoy's `ssl.*` stats.
     pub fn new(tls: &UpstreamTls, stats: Option<TlsStats>) -> Result<Self, TlsError> {
-        // ring has no post-quantum key exchange yet (the deprecation says so); it is what
-        // builds with the two commands on a fresh machine.
-        #[allow(deprecated)]
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites = envoy_client_cipher_order(&provider.cipher_suites);
-        // BoringSSL's (Envoy's) order, so that servers pick the curve they pick for Envoy.
-        provider.kx_groups = vec![
-            rustls::crypto::ring::kx_group::X25519,
-            rustls::crypto::ring::kx_group::SECP256R1,
-            rustls::crypto::ring::kx_group::SECP384R1,
-        ];
-        let provider = Arc::new(provider);
-        let versions: &[&'static rustls::SupportedProtocolVersion] =
-            match (tls.min_version, tls.max_version) {
-                (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
-                (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
-                (TlsVersion::Tls12, TlsVersion::Tls13) => {
-                    &[&rustls::version::TLS13, &rustls::version::TLS12]
-                }
-            };
-        let roots = match &tls.trusted_ca {
-            None => None,
-            Some(source) => {
-                let pem = read(source)?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| TlsError::Pem {
-                        what: "trusted_ca",
-                        reason: e.to_string(),
-                    })?;
-                    roots.add(cert)?;
-                }
-                if roots.is_empty() {
-                    return Err(TlsError::Pem {
-                        what: "trusted_ca",
-                        reason: "no certificate in it".into(),
-                    });
-                }
-                if let (Some(stats), Some(expiry)) = (&stats, earliest_expiry(&pem)) {
-                    stats.certificate_expiry(true, expiry);
-                }
-                Some(roots)
-            }
-        };
+        let provider = provider();
+        let versions = versions(tls.min_version, tls.max_version);
+        let roots = tls
+            .trusted_ca
+            .as_ref()
+            .map(|ca| trusted_roots(ca, stats.as_ref()))
+            .transpose()?;
         if roots.is_none() && !tls.san_matchers.is_empty() {
             // The config refuses this too: SAN matching is only meaningful on a verified chain.
             return Err(TlsError::Pem {
@@ -121,23 +90,7 @@ impl TlsConnector {
         let mut config = match &tls.client_certificate {
             None => builder.with_no_client_auth(),
             Some(c) => {
-                let chain_pem = read(&c.certificate_chain)?;
-                if let (Some(stats), Some(expiry)) = (&stats, first_expiry(&chain_pem)) {
-                    stats.certificate_expiry(false, expiry);
-                }
-                let chain = CertificateDer::pem_slice_iter(&chain_pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| TlsError::Pem {
-                        what: "certificate_chain",
-                        reason: e.to_string(),
-                    })?;
-                let key = PrivateKeyDer::from_pem_slice(&read(&c.private_key)?).map_err(|e| {
-                    // Never the key's bytes: only what kind of problem.
-                    TlsError::Pem {
-                        what: "private_key",
-                        reason: e.to_string(),
-                    }
-                })?;
+                let (chain, key) = certificate(c, stats.as_ref())?;
                 builder.with_client_auth_cert(chain, key)?
             }
         };
@@ -201,6 +154,91 @@ impl TlsConnector {
         }
         result
     }
+}
+
+/// ring's provider with BoringSSL's (Envoy's) preferences.
+fn provider() -> Arc<CryptoProvider> {
+    // ring has no post-quantum key exchange yet (the deprecation says so); it is what
+    // builds with the two commands on a fresh machine.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = envoy_client_cipher_order(&provider.cipher_suites);
+    // BoringSSL's (Envoy's) order, so that peers pick the curve they pick with Envoy.
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    Arc::new(provider)
+}
+
+fn versions(
+    min: TlsVersion,
+    max: TlsVersion,
+) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    static BOTH: &[&rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+    match (min, max) {
+        (TlsVersion::Tls12, TlsVersion::Tls12) => TLS12,
+        (TlsVersion::Tls13, _) => TLS13,
+        (TlsVersion::Tls12, TlsVersion::Tls13) => BOTH,
+    }
+}
+
+/// The CA certificates of a `trusted_ca`; their earliest expiry goes to the stats.
+fn trusted_roots(ca: &DataSource, stats: Option<&TlsStats>) -> Result<RootCertStore, TlsError> {
+    let pem = read(ca)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsError::Pem {
+            what: "trusted_ca",
+            reason: e.to_string(),
+        })?;
+        roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            what: "trusted_ca",
+            reason: "no certificate in it".into(),
+        });
+    }
+    if let (Some(stats), Some(expiry)) = (stats, earliest_expiry(&pem)) {
+        stats.certificate_expiry(true, expiry);
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and its key; the chain's expiry goes to the stats.
+fn certificate(
+    c: &model::TlsCertificate,
+    stats: Option<&TlsStats>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain_pem = read(&c.certificate_chain)?;
+    if let (Some(stats), Some(expiry)) = (stats, first_expiry(&chain_pem)) {
+        stats.certificate_expiry(false, expiry);
+    }
+    let chain = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what: "certificate_chain",
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            what: "certificate_chain",
+            reason: "no certificate in it".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&c.private_key)?).map_err(|e| {
+        // Never the key's bytes: only what kind of problem.
+        TlsError::Pem {
+            what: "private_key",
+            reason: e.to_string(),
+        }
+    })?;
+    Ok((chain, key))
 }
 
 /// BoringSSL's client preference as Envoy configures it (AES-128-GCM and ChaCha20 first, then
@@ -446,93 +484,6 @@ pub fn exact_san(kind: SanKind, value: &str) -> SanMatcher {
             pattern: model::NamePattern::Exact(value.to_owned()),
             ignore_case: false,
         },
-    }
-}
-
-/// A connection to an upstream host, plaintext or TLS, for the callers that do not need the
-/// plaintext path's own fast types (the health checker, tcp_proxy).
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl UpstreamStream {
-    /// Connects to `addr` and, with `tls`, completes the handshake.
-    pub async fn connect(addr: SocketAddr, tls: Option<&TlsConnector>) -> io::Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        let _ = tcp.set_nodelay(true);
-        match tls {
-            None => Ok(Self::Plain(tcp)),
-            Some(tls) => Ok(Self::Tls(Box::new(tls.connect(tcp, addr).await?))),
-        }
-    }
-
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// Whether the peer closed the connection while it was idle (a look at the socket that
-    /// consumes nothing, so a TLS session is left intact).
-    pub fn closed_while_idle(&self) -> bool {
-        let mut probe = [0u8; 1];
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut buf = tokio::io::ReadBuf::new(&mut probe);
-        match self.tcp().poll_peek(&mut cx, &mut buf) {
-            std::task::Poll::Ready(Ok(0)) => true,
-            std::task::Poll::Ready(Ok(_)) | std::task::Poll::Pending => false,
-            std::task::Poll::Ready(Err(_)) => true,
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

@@ -6,9 +6,9 @@
 use std::io;
 
 use redvoy_stats::{Counter, Store};
-use rustls::client::ClientConnection;
 use rustls::{
-    CertificateError, Error as RustlsError, NamedGroup, ProtocolVersion, SignatureScheme,
+    CertificateError, CommonState, Error as RustlsError, NamedGroup, ProtocolVersion,
+    SignatureScheme,
 };
 
 /// Envoy names certificates configured inline or by file (not by SDS) after the hash of an
@@ -24,6 +24,8 @@ pub struct TlsStats {
     connection_error: Counter,
     fail_verify_error: Counter,
     fail_verify_san: Counter,
+    fail_verify_no_cert: Counter,
+    no_certificate: Counter,
     session_reused: Counter,
 }
 
@@ -36,14 +38,21 @@ impl std::fmt::Debug for TlsStats {
 }
 
 impl TlsStats {
-    /// Registers the stats of the scope `scope` (`cluster.<name>.`).
+    /// Registers the stats of a cluster's TLS (`scope` is `cluster.<name>.`).
     pub fn new(store: &Store, scope: &str) -> Self {
+        Self::register(store, scope, "client_ssl_socket_factory")
+    }
+
+    /// Registers the stats of a listener's TLS (`scope` is `listener.<address>.`).
+    pub fn server(store: &Store, scope: &str) -> Self {
+        Self::register(store, scope, "server_ssl_socket_factory")
+    }
+
+    fn register(store: &Store, scope: &str, factory: &str) -> Self {
         let prefix = format!("{scope}ssl.");
         let c = |name: &str| store.counter(&format!("{prefix}{name}"));
         for name in [
             "fail_verify_cert_hash",
-            "fail_verify_no_cert",
-            "no_certificate",
             "ocsp_staple_failed",
             "ocsp_staple_omitted",
             "ocsp_staple_requests",
@@ -56,13 +65,15 @@ impl TlsStats {
             "ssl_context_update_by_sds",
             "upstream_context_secrets_not_ready",
         ] {
-            store.counter(&format!("{scope}client_ssl_socket_factory.{name}"));
+            store.counter(&format!("{scope}{factory}.{name}"));
         }
         Self {
             handshake: c("handshake"),
             connection_error: c("connection_error"),
             fail_verify_error: c("fail_verify_error"),
             fail_verify_san: c("fail_verify_san"),
+            fail_verify_no_cert: c("fail_verify_no_cert"),
+            no_certificate: c("no_certificate"),
             session_reused: c("session_reused"),
             store: store.clone(),
             prefix,
@@ -80,7 +91,7 @@ impl TlsStats {
             .set(not_after);
     }
 
-    pub(crate) fn on_handshake(&self, conn: &ClientConnection) {
+    pub(crate) fn on_handshake(&self, conn: &CommonState) {
         self.handshake.inc();
         if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             self.session_reused.inc();
@@ -96,6 +107,11 @@ impl TlsStats {
                 self.count(&format!("curves.{name}"));
             }
         }
+    }
+
+    /// A client that sent no certificate (and was not required to).
+    pub(crate) fn on_no_certificate(&self) {
+        self.no_certificate.inc();
     }
 
     /// The peer's handshake signature, counted when it is verified.
@@ -116,6 +132,7 @@ impl TlsStats {
                 self.fail_verify_san.inc();
             }
             Some(RustlsError::InvalidCertificate(_)) => self.fail_verify_error.inc(),
+            Some(RustlsError::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
             _ => self.connection_error.inc(),
         }
     }

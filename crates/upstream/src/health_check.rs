@@ -29,7 +29,7 @@ use bytes::BytesMut;
 use redvoy_config::model::{self, HealthChecker};
 use redvoy_resp::{encode, Decoder, DecoderMode, Limits, RespValue};
 use redvoy_stats::{Counter, Gauge, Store};
-use redvoy_tls::UpstreamStream;
+use redvoy_tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -204,7 +204,7 @@ enum Transition {
 }
 
 struct CheckConn {
-    stream: UpstreamStream,
+    stream: Stream,
     decoder: Decoder,
     buf: BytesMut,
 }
@@ -415,7 +415,7 @@ impl Session {
             };
             let tls = cluster.tls().cloned();
             drop(cluster);
-            let stream = match UpstreamStream::connect(self.address, tls.as_ref()).await {
+            let stream = match Stream::connect(self.address, tls.as_ref()).await {
                 Ok(stream) => stream,
                 Err(_) => {
                     self.cluster_stats.upstream_cx_connect_fail.inc();

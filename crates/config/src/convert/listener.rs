@@ -63,8 +63,9 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         // listener filters.
         metadata: _,
         per_connection_buffer_limit_bytes: _,
-        listener_filters_timeout: _,
-        continue_on_listener_filters_timeout: _,
+        listener_filters_timeout,
+        continue_on_listener_filters_timeout,
+        listener_filters,
         // Refused by the allowlist.
         additional_addresses: _,
         stat_prefix: _,
@@ -74,7 +75,6 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         per_connection_buffer_high_watermark_timeout: _,
         deprecated_v1: _,
         drain_type: _,
-        listener_filters: _,
         transparent: _,
         freebind: _,
         socket_options: _,
@@ -144,17 +144,71 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         Some(c) => Some(filter_chain(c, &p.field("default_filter_chain"))?),
         None => None,
     };
+    let inspectors = listener_filters_of(&listener_filters, &p.field("listener_filters"))?;
+    let listener_filters_timeout = match &listener_filters_timeout {
+        None => Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+        Some(d) => {
+            Some(duration(d, &p.field("listener_filters_timeout"))?).filter(|d| !d.is_zero())
+        }
+    };
     Ok(model::Listener {
         name,
         address,
         traffic_direction,
         bind_to_port: bind_to_port.is_none_or(|b| b.value),
-        use_original_dst: use_original_dst.is_some_and(|b| b.value),
+        use_original_dst: use_original_dst.is_some_and(|b| b.value) || inspectors.original_dst,
+        tls_inspector: inspectors.tls,
+        http_inspector: inspectors.http,
+        listener_filters_timeout,
+        continue_on_listener_filters_timeout,
         bypass_overload_manager,
         ignore_global_conn_limit,
         filter_chains: chains,
         default_filter_chain,
     })
+}
+
+/// `Listener.listener_filters_timeout` when unset.
+const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which listener filters a listener runs (the allowlist refused every other kind).
+#[derive(Default)]
+struct Inspectors {
+    tls: bool,
+    http: bool,
+    original_dst: bool,
+}
+
+fn listener_filters_of(
+    filters: &[envoy_types::pb::envoy::config::listener::v3::ListenerFilter],
+    p: &FieldPath,
+) -> Result<Inspectors, ConfigError> {
+    use envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType;
+    let mut out = Inspectors::default();
+    for (i, f) in filters.iter().enumerate() {
+        let fp = p.index(i);
+        let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+            return Err(ConfigError::unsupported_because(
+                fp.field("typed_config"),
+                format!(
+                    "listener filter '{}' without a typed_config is not supported by redvoy",
+                    f.name
+                ),
+            ));
+        };
+        match type_name_of(&any.type_url) {
+            crate::supported::TLS_INSPECTOR => out.tls = true,
+            crate::supported::HTTP_INSPECTOR => out.http = true,
+            crate::supported::ORIGINAL_DST_FILTER => out.original_dst = true,
+            other => {
+                return Err(ConfigError::unsupported_because(
+                    fp.field("typed_config"),
+                    format!("listener filter {other} is not supported by redvoy"),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Names Envoy registers the terminal filters under (for its "must be the last filter" error).
@@ -182,26 +236,7 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         use_proxy_proto: _,
         transport_socket_connect_timeout: _,
     } = c;
-    // The allowlist lets the TLS socket through for clusters; a listener's stays plaintext.
-    if let Some(envoy_types::pb::envoy::config::core::v3::TransportSocket {
-        config_type:
-            Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                any,
-            )),
-        ..
-    }) = transport_socket
-    {
-        if crate::parse::type_name_of(&any.type_url) != crate::supported::RAW_BUFFER {
-            return Err(ConfigError::unsupported_because(
-                p.field("transport_socket").field("typed_config"),
-                format!(
-                    "transport socket {} is not supported by redvoy on listeners (only \
-                     plaintext raw_buffer): refused rather than serving in plaintext",
-                    any.type_url
-                ),
-            ));
-        }
-    }
+    let tls = super::tls::downstream_tls(transport_socket.as_ref(), p)?;
     let filter_chain_match = match filter_chain_match {
         Some(m) => self::filter_chain_match(m, &p.field("filter_chain_match"))?,
         None => model::FilterChainMatch::default(),
@@ -281,6 +316,7 @@ fn filter_chain(c: &FilterChain, p: &FieldPath) -> Result<model::FilterChain, Co
         name: name.clone(),
         filter_chain_match,
         filter,
+        tls,
     })
 }
 
@@ -333,20 +369,32 @@ fn filter_chain_match(
             })?;
         ports.push(port);
     }
-    let needs_inspection = !server_names.is_empty()
-        || (!transport_protocol.is_empty() && transport_protocol != RAW_BUFFER)
-        || !application_protocols.is_empty();
+    for (i, name) in server_names.iter().enumerate() {
+        // Envoy's check: a wildcard only as the whole first label.
+        if name.contains('*') && !(name.starts_with("*.") && name[1..].find('*').is_none()) {
+            return Err(ConfigError::invalid(
+                p.field("server_names").index(i),
+                format!(
+                    "error adding listener: partial wildcards are not supported in \
+                         \"server_names\": {name}"
+                ),
+            ));
+        }
+    }
     Ok(model::FilterChainMatch {
         destination_port,
         prefix_ranges: cidr_ranges(prefix_ranges, &p.field("prefix_ranges"))?,
         source_prefix_ranges: cidr_ranges(source_prefix_ranges, &p.field("source_prefix_ranges"))?,
         source_ports: ports,
-        needs_inspection,
+        server_names: server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
+        transport_protocol: transport_protocol.clone(),
+        application_protocols: application_protocols.clone(),
     })
 }
 
-/// The transport protocol of a plain TCP connection, as Envoy names it.
-const RAW_BUFFER: &str = "raw_buffer";
 /// `CidrRange.prefix_len` proto constraint (`lte: 128`).
 const MAX_PREFIX_LEN: u32 = 128;
 

@@ -1,5 +1,5 @@
-//! A cluster's `transport_socket`: plaintext (`raw_buffer`, or none) or
-//! `envoy.transport_sockets.tls` (`UpstreamTlsContext`). The allowlist walk has refused every
+//! A cluster's or filter chain's `transport_socket`: plaintext (`raw_buffer`, or none) or
+//! `envoy.transport_sockets.tls` (`UpstreamTlsContext`, `DownstreamTlsContext`). The allowlist walk has refused every
 //! TLS field redvoy does not run, with its path; what is left is read here.
 
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_c
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::tls_parameters::TlsProtocol;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
-    TlsParameters, UpstreamTlsContext,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
+    TlsCertificate, TlsParameters, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::error::FieldPath;
 use crate::model;
-use crate::supported::{RAW_BUFFER, UPSTREAM_TLS};
+use crate::supported::{DOWNSTREAM_TLS, RAW_BUFFER, UPSTREAM_TLS};
 use crate::ConfigError;
 
 /// The cluster's TLS settings, or `None` for plaintext.
@@ -63,8 +63,120 @@ fn context_of(c: &UpstreamTlsContext, p: &FieldPath) -> Result<model::UpstreamTl
         max_session_keys: _,
         enforce_rsa_key_usage: _,
     } = c;
-    let common = common_tls_context.clone().unwrap_or_default();
     let p = p.field("common_tls_context");
+    // Envoy's client defaults: TLS 1.2 to 1.2.
+    let common = common_of(
+        common_tls_context.as_ref(),
+        (model::TlsVersion::Tls12, model::TlsVersion::Tls12),
+        &p,
+    )?;
+    let mut certificates = common.certificates;
+    if certificates.len() > 1 {
+        return Err(ConfigError::unsupported_because(
+            p.field("tls_certificates"),
+            "more than one client certificate: redvoy sends one",
+        ));
+    }
+    let client_certificate = certificates.pop();
+    Ok(model::UpstreamTls {
+        sni: sni.clone(),
+        alpn_protocols: common.alpn_protocols,
+        min_version: common.min_version,
+        max_version: common.max_version,
+        client_certificate,
+        trusted_ca: common.trusted_ca,
+        san_matchers: common.san_matchers,
+    })
+}
+
+/// A filter chain's TLS settings, or `None` for plaintext.
+pub(crate) fn downstream_tls(
+    socket: Option<&TransportSocket>,
+    p: &FieldPath,
+) -> Result<Option<model::DownstreamTls>, ConfigError> {
+    let Some(TransportSocket {
+        name: _,
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
+    }) = socket
+    else {
+        return Ok(None);
+    };
+    let p = p.field("transport_socket").field("typed_config");
+    match crate::parse::type_name_of(&any.type_url) {
+        RAW_BUFFER => Ok(None),
+        DOWNSTREAM_TLS => {
+            let c = DownstreamTlsContext::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::invalid(&p, format!("cannot decode: {e}")))?;
+            #[allow(deprecated)]
+            let DownstreamTlsContext {
+                common_tls_context,
+                require_client_certificate,
+                // Refused by the allowlist.
+                require_sni: _,
+                session_ticket_keys_type: _,
+                disable_stateful_session_resumption: _,
+                session_timeout: _,
+                ocsp_staple_policy: _,
+                full_scan_certs_on_sni_mismatch: _,
+                prefer_client_ciphers: _,
+            } = c;
+            let cp = p.field("common_tls_context");
+            // Envoy's server defaults: TLS 1.2 to 1.3.
+            let common = common_of(
+                common_tls_context.as_ref(),
+                (model::TlsVersion::Tls12, model::TlsVersion::Tls13),
+                &cp,
+            )?;
+            let mut certificates = common.certificates.into_iter();
+            let certificate = match (certificates.next(), certificates.next()) {
+                (Some(one), None) => one,
+                (None, _) => {
+                    return Err(ConfigError::invalid(
+                        &cp,
+                        "No TLS certificates found for server context",
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::unsupported_because(
+                        cp.field("tls_certificates"),
+                        "more than one server certificate (chosen by SNI or key type) is not \
+                         supported by redvoy",
+                    ))
+                }
+            };
+            Ok(Some(model::DownstreamTls {
+                alpn_protocols: common.alpn_protocols,
+                min_version: common.min_version,
+                max_version: common.max_version,
+                certificate,
+                trusted_ca: common.trusted_ca,
+                san_matchers: common.san_matchers,
+                require_client_certificate: require_client_certificate.is_some_and(|b| b.value),
+            }))
+        }
+        other => Err(ConfigError::unsupported_because(
+            &p,
+            format!("transport socket {other} is not supported by redvoy on listeners"),
+        )),
+    }
+}
+
+/// What both sides read of a `CommonTlsContext`.
+struct Common {
+    min_version: model::TlsVersion,
+    max_version: model::TlsVersion,
+    certificates: Vec<model::TlsCertificate>,
+    alpn_protocols: Vec<String>,
+    trusted_ca: Option<model::DataSource>,
+    san_matchers: Vec<model::SanMatcher>,
+}
+
+fn common_of(
+    common: Option<&CommonTlsContext>,
+    default_versions: (model::TlsVersion, model::TlsVersion),
+    p: &FieldPath,
+) -> Result<Common, ConfigError> {
+    let common = common.cloned().unwrap_or_default();
     #[allow(deprecated)]
     let CommonTlsContext {
         tls_params,
@@ -80,17 +192,16 @@ fn context_of(c: &UpstreamTlsContext, p: &FieldPath) -> Result<model::UpstreamTl
         custom_handshaker: _,
         key_log: _,
     } = common;
-    let (min_version, max_version) = versions(tls_params.as_ref(), &p.field("tls_params"))?;
-    let client_certificate = match tls_certificates.as_slice() {
-        [] => None,
-        [one] => Some(certificate(one, &p.field("tls_certificates").index(0))?),
-        _ => {
-            return Err(ConfigError::unsupported_because(
-                p.field("tls_certificates"),
-                "more than one client certificate: redvoy sends one",
-            ))
-        }
-    };
+    let (min_version, max_version) = versions(
+        tls_params.as_ref(),
+        default_versions,
+        &p.field("tls_params"),
+    )?;
+    let certificates = tls_certificates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| certificate(c, &p.field("tls_certificates").index(i)))
+        .collect::<Result<Vec<_>, _>>()?;
     let (trusted_ca, san_matchers) = match validation_context_type {
         None => (None, Vec::new()),
         Some(ValidationContextType::ValidationContext(v)) => {
@@ -112,21 +223,21 @@ fn context_of(c: &UpstreamTlsContext, p: &FieldPath) -> Result<model::UpstreamTl
              not allowed",
         ));
     }
-    Ok(model::UpstreamTls {
-        sni: sni.clone(),
-        alpn_protocols,
+    Ok(Common {
         min_version,
         max_version,
-        client_certificate,
+        certificates,
+        alpn_protocols,
         trusted_ca,
         san_matchers,
     })
 }
 
-/// Envoy's client defaults: TLS 1.2 to 1.2. rustls speaks 1.2 and 1.3: a range reaching below
-/// 1.2 is narrowed to what remains, one entirely below it is refused.
+/// `default` when unset (Envoy's differ by side). rustls speaks 1.2 and 1.3: a range reaching
+/// below 1.2 is narrowed to what remains, one entirely below it is refused.
 fn versions(
     params: Option<&TlsParameters>,
+    default: (model::TlsVersion, model::TlsVersion),
     p: &FieldPath,
 ) -> Result<(model::TlsVersion, model::TlsVersion), ConfigError> {
     let Some(TlsParameters {
@@ -139,7 +250,7 @@ fn versions(
         compliance_policies: _,
     }) = params
     else {
-        return Ok((model::TlsVersion::Tls12, model::TlsVersion::Tls12));
+        return Ok(default);
     };
     let version = |v: i32, default: model::TlsVersion, field: &str| match TlsProtocol::try_from(v) {
         Ok(TlsProtocol::TlsAuto) => Ok(default),
@@ -161,12 +272,12 @@ fn versions(
     };
     let min = version(
         *tls_minimum_protocol_version,
-        model::TlsVersion::Tls12,
+        default.0,
         "tls_minimum_protocol_version",
     )?;
     let max = version(
         *tls_maximum_protocol_version,
-        model::TlsVersion::Tls12,
+        default.1,
         "tls_maximum_protocol_version",
     )?;
     if min > max {

@@ -11,11 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redvoy_tls::Stream;
 use redvoy_upstream::ClusterManager;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::chains::{ChainFilter, ChainSet};
+use super::chains::{ChainFilter, ChainSet, Detected};
 use super::runtime::ListenerRuntime;
 use crate::client::{ClientConfig, CommandStatsCache};
 use crate::conn_limit::Admission;
@@ -306,8 +307,18 @@ async fn on_connection(
     // The generation before the chains: a push in between is then seen as a change later.
     let generation = runtime.generation.load(Ordering::Acquire);
     let chains = runtime.chains();
-    let Some(chain) = chains.select(destination, peer) else {
-        debug!(listener = %runtime.name, %destination, "no filter chain match");
+    let detected = match &chains.inspectors {
+        None => Detected::plain(),
+        Some(inspectors) => match inspectors.inspect(&stream, &runtime.pre_cx).await {
+            Ok(detected) => detected,
+            Err(_) => {
+                debug!(listener = %runtime.name, %peer, "closed by the listener filters");
+                return;
+            }
+        },
+    };
+    let Some(chain) = chains.select(destination, peer, &detected) else {
+        debug!(listener = %runtime.name, %destination, ?detected, "no filter chain match");
         runtime.no_filter_chain_match.inc();
         return;
     };
@@ -321,37 +332,57 @@ async fn on_connection(
         w.downstream_cx_total.inc();
         w.downstream_cx_active.inc();
     }
-    match chains.get(chain).map(|c| &c.filter) {
-        Some(ChainFilter::Redis(_)) => {
-            if let Some(filter) = listener.redis_filter(chain) {
-                let source = FilterSource {
-                    seen: generation,
-                    listener: Rc::clone(&listener),
-                    chain,
-                };
-                drop(chains);
-                session::run(stream, filter, source, Arc::clone(&runtime.control)).await;
+    let tls = chains.get(chain).and_then(|c| c.tls.clone());
+    let stream = match tls {
+        None => Some(Stream::Plain(stream)),
+        // No handshake timeout unless the chain sets one, as in Envoy; a failed handshake is
+        // counted in the listener's `ssl.*` stats and closes the connection.
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => Some(Stream::Server(Box::new(tls))),
+            Err(e) => {
+                debug!(listener = %runtime.name, %peer, error = %e, "TLS handshake failed");
+                // Envoy starts a chain's filters with the connection, before its handshake:
+                // redis_proxy has counted it.
+                if let Some(ChainFilter::Redis(config)) = chains.get(chain).map(|c| &c.filter) {
+                    config.stats.downstream_cx_total.inc();
+                }
+                None
             }
+        },
+    };
+    if let Some(stream) = stream {
+        match chains.get(chain).map(|c| &c.filter) {
+            Some(ChainFilter::Redis(_)) => {
+                if let Some(filter) = listener.redis_filter(chain) {
+                    let source = FilterSource {
+                        seen: generation,
+                        listener: Rc::clone(&listener),
+                        chain,
+                    };
+                    drop(chains);
+                    session::run(stream, filter, source, Arc::clone(&runtime.control)).await;
+                }
+            }
+            Some(ChainFilter::TcpProxy(config)) => {
+                let config = Arc::clone(config);
+                drop(chains);
+                let cluster = worker.clusters.get(config.pick_cluster(rand::random()));
+                // ORIGINAL_DST clusters connect to the pre-NAT address (else the local one).
+                // Boxed: the spawned connection task is sized by its largest branch, and idle
+                // redis connections should not pay for the TCP/HTTP proxies' state.
+                Box::pin(tcp_proxy::run(stream, &config, cluster, Some(destination))).await;
+            }
+            Some(ChainFilter::Http(hcm)) => {
+                let hcm = Arc::clone(hcm);
+                drop(chains);
+                let clusters = Arc::clone(&worker.clusters);
+                Box::pin(redvoy_http::serve_connection(stream, hcm, move |name| {
+                    clusters.get(name)
+                }))
+                .await;
+            }
+            None => {}
         }
-        Some(ChainFilter::TcpProxy(config)) => {
-            let config = Arc::clone(config);
-            drop(chains);
-            let cluster = worker.clusters.get(config.pick_cluster(rand::random()));
-            // ORIGINAL_DST clusters connect to the pre-NAT address (else the local one).
-            // Boxed: the spawned connection task is sized by its largest branch, and idle
-            // redis connections should not pay for the TCP/HTTP proxies' state.
-            Box::pin(tcp_proxy::run(stream, &config, cluster, Some(destination))).await;
-        }
-        Some(ChainFilter::Http(hcm)) => {
-            let hcm = Arc::clone(hcm);
-            drop(chains);
-            let clusters = Arc::clone(&worker.clusters);
-            Box::pin(redvoy_http::serve_connection(stream, hcm, move |name| {
-                clusters.get(name)
-            }))
-            .await;
-        }
-        None => {}
     }
     stats.downstream_cx_active.dec();
     stats.downstream_cx_destroy.inc();

@@ -4,6 +4,7 @@
 
 mod accept;
 mod chains;
+mod inspect;
 mod runtime;
 
 pub(crate) use accept::WorkerListeners;

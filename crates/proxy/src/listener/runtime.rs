@@ -11,6 +11,7 @@ use redvoy_stats::{Counter, Store};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::chains::ChainSet;
+use super::inspect::PreConnectionStats;
 use crate::conn_limit::ListenerLimit;
 use crate::drain::ListenerControl;
 use crate::listener_stats::{listener_stat_prefix, ListenerStats};
@@ -46,6 +47,8 @@ pub struct ListenerRuntime {
     pub stats: Arc<ListenerStats>,
     pub control: Arc<ListenerControl>,
     pub(crate) no_filter_chain_match: Counter,
+    /// What the listener filters move before a chain is chosen.
+    pub(crate) pre_cx: PreConnectionStats,
 }
 
 impl ListenerRuntime {
@@ -70,6 +73,16 @@ impl ListenerRuntime {
             control: Arc::new(ListenerControl::new()),
             no_filter_chain_match: store
                 .counter(&format!("listener.{prefix}.no_filter_chain_match")),
+            pre_cx: PreConnectionStats {
+                active: store.gauge(&format!("listener.{prefix}.downstream_pre_cx_active")),
+                timeout: store.counter(&format!("listener.{prefix}.downstream_pre_cx_timeout")),
+                remote_close: store.counter(&format!(
+                    "listener.{prefix}.downstream_listener_filter_remote_close"
+                )),
+                filter_error: store.counter(&format!(
+                    "listener.{prefix}.downstream_listener_filter_error"
+                )),
+            },
         }
     }
 

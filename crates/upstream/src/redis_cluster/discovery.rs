@@ -12,7 +12,7 @@ use rand::Rng;
 use redvoy_config::model::DnsLookupFamily;
 use redvoy_resp::{encode, Decoder, DecoderMode, Limits, RespValue};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
-use redvoy_tls::UpstreamStream;
+use redvoy_tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -30,7 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// A kept connection to one node for `CLUSTER SLOTS`.
 struct DiscoveryConn {
-    stream: UpstreamStream,
+    stream: Stream,
     decoder: Decoder,
     buf: BytesMut,
     /// Envoy counts the discovery client like any upstream connection (cluster and host).
@@ -296,10 +296,8 @@ impl Discovery {
                 let _ = stream.set_nodelay(true);
                 crate::set_tcp_keepalive(&stream, keepalive.as_ref());
                 match &tls {
-                    None => Ok::<_, std::io::Error>(UpstreamStream::Plain(stream)),
-                    Some(tls) => Ok(UpstreamStream::Tls(Box::new(
-                        tls.connect(stream, target).await?,
-                    ))),
+                    None => Ok::<_, std::io::Error>(Stream::Plain(stream)),
+                    Some(tls) => Ok(Stream::Client(Box::new(tls.connect(stream, target).await?))),
                 }
             };
             // The handshake is part of the connect, within connect_timeout.

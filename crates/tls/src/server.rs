@@ -1,0 +1,277 @@
+//! Envoy's TLS transport socket on the downstream side (`DownstreamTlsContext`): the filter
+//! chain's certificate, and client certificates as Envoy treats them. Without a
+//! `validation_context` no client certificate is asked for (unless one is required, and then
+//! any is accepted); with `trusted_ca` one is asked for and, when sent, verified against that
+//! CA and the SAN matchers; `require_client_certificate` refuses a client that sends none.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use redvoy_config::model::{DownstreamTls, SanMatcher};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error as RustlsError};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::{certificate, provider, san_matches, trusted_roots, versions, TlsError, TlsStats};
+
+/// Accepts TLS connections for one filter chain.
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    config: Arc<rustls::ServerConfig>,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    certificate: Arc<dyn ResolvesServerCert>,
+    stats: Option<TlsStats>,
+    /// Client certificates are asked for: each handshake gets a verifier of its own, so that
+    /// the client's signature algorithm is counted once its handshake succeeded.
+    client_auth: Option<Arc<ClientAuth>>,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor")
+            .field("client_auth", &self.client_auth.is_some())
+            .finish()
+    }
+}
+
+impl TlsAcceptor {
+    /// Reads the certificate, key and CA the settings name (files are read now, once);
+    /// `stats` gets Envoy's `ssl.*` stats of the listener.
+    pub fn new(tls: &DownstreamTls, stats: Option<TlsStats>) -> Result<Self, TlsError> {
+        let provider = provider();
+        let roots = tls
+            .trusted_ca
+            .as_ref()
+            .map(|ca| trusted_roots(ca, stats.as_ref()))
+            .transpose()?;
+        let webpki = match roots {
+            None => None,
+            Some(roots) => Some(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Pem {
+                        what: "trusted_ca",
+                        reason: e.to_string(),
+                    })?,
+            ),
+        };
+        let client_auth = (webpki.is_some() || tls.require_client_certificate).then(|| {
+            Arc::new(ClientAuth {
+                webpki,
+                san_matchers: tls.san_matchers.clone(),
+                required: tls.require_client_certificate,
+                provider: Arc::clone(&provider),
+            })
+        });
+        let versions = versions(tls.min_version, tls.max_version);
+        let (chain, key) = certificate(&tls.certificate, stats.as_ref())?;
+        let key = provider.key_provider.load_private_key(key)?;
+        let certificate: Arc<dyn ResolvesServerCert> =
+            Arc::new(OneCertificate(Arc::new(CertifiedKey::new(chain, key))));
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)?;
+        let builder = match &client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(auth))),
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(&certificate));
+        config.alpn_protocols = tls
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        // Envoy (BoringSSL) resumes sessions with tickets by default.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(Self {
+            config: Arc::new(config),
+            versions,
+            certificate,
+            stats,
+            client_auth,
+        })
+    }
+
+    /// The TLS handshake over an accepted socket (whose ClientHello may have been peeked,
+    /// never consumed).
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let Some(stats) = &self.stats else {
+            return tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+                .accept(tcp)
+                .await;
+        };
+        let (config, verifier) = match &self.client_auth {
+            None => (Arc::clone(&self.config), None),
+            Some(auth) => {
+                let verifier = Arc::new(ClientVerifier::new(auth));
+                let shared = &self.config;
+                let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(
+                    shared.crypto_provider(),
+                ))
+                .with_protocol_versions(self.versions)
+                .map_err(io::Error::other)?
+                .with_client_cert_verifier(Arc::clone(&verifier) as Arc<dyn ClientCertVerifier>)
+                .with_cert_resolver(Arc::clone(&self.certificate));
+                // The listener's session cache and ticket keys, so that sessions resume
+                // across connections.
+                config.alpn_protocols = shared.alpn_protocols.clone();
+                config.session_storage = Arc::clone(&shared.session_storage);
+                config.ticketer = Arc::clone(&shared.ticketer);
+                (Arc::new(config), Some(verifier))
+            }
+        };
+        let result = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await;
+        match &result {
+            Ok(stream) => {
+                let conn = stream.get_ref().1;
+                stats.on_handshake(conn);
+                if conn.peer_certificates().is_none_or(|c| c.is_empty()) {
+                    stats.on_no_certificate();
+                }
+                if let Some(scheme) = verifier.and_then(|v| v.signature()) {
+                    stats.on_signature(scheme);
+                }
+            }
+            Err(e) => stats.on_error(e),
+        }
+        result
+    }
+}
+
+/// The chain's one certificate, whatever the client asks for.
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+/// What a chain's client-certificate validation checks.
+#[derive(Debug)]
+struct ClientAuth {
+    /// Chain verification against `trusted_ca` (a client without a certificate passes it).
+    webpki: Option<Arc<dyn ClientCertVerifier>>,
+    san_matchers: Vec<SanMatcher>,
+    required: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+#[derive(Debug)]
+struct ClientVerifier {
+    auth: Arc<ClientAuth>,
+    signature: Mutex<Option<rustls::SignatureScheme>>,
+}
+
+impl ClientVerifier {
+    fn new(auth: &Arc<ClientAuth>) -> Self {
+        Self {
+            auth: Arc::clone(auth),
+            signature: Mutex::new(None),
+        }
+    }
+
+    fn signature(&self) -> Option<rustls::SignatureScheme> {
+        *self
+            .signature
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn noted(
+        &self,
+        verified: Result<HandshakeSignatureValid, RustlsError>,
+        scheme: rustls::SignatureScheme,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        let valid = verified?;
+        *self
+            .signature
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(scheme);
+        Ok(valid)
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.auth.required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        match &self.auth.webpki {
+            Some(v) => v.root_hint_subjects(),
+            None => &[],
+        }
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, RustlsError> {
+        let Some(webpki) = &self.auth.webpki else {
+            // No validation context: any certificate is accepted, as in Envoy.
+            return Ok(ClientCertVerified::assertion());
+        };
+        webpki.verify_client_cert(end_entity, intermediates, now)?;
+        if !self.auth.san_matchers.is_empty() && !san_matches(end_entity, &self.auth.san_matchers) {
+            return Err(RustlsError::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.noted(
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.auth.provider.signature_verification_algorithms,
+            ),
+            dss.scheme,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RustlsError> {
+        self.noted(
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.auth.provider.signature_verification_algorithms,
+            ),
+            dss.scheme,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.auth
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
