@@ -124,8 +124,14 @@ impl App {
         let server_state = Arc::new(ServerState::new());
         let server_stats = ServerStats::new(&store, concurrency);
         let runtime = Runtime::new(runtime_layers(&bootstrap), &store);
+        let secrets = redvoy_tls::SecretManager::new(&bootstrap.secrets);
+        secrets
+            .set_node_complete(!bootstrap.node.id.is_empty() && !bootstrap.node.cluster.is_empty());
+        // Before any cluster or listener asks for a secret: the first ones subscribe at once.
+        let sds_ads_names = Arc::new(tokio::sync::Notify::new());
+        crate::secrets::install(&bootstrap, &secrets, &store, Arc::clone(&sds_ads_names));
         let clusters = Arc::new(
-            ClusterManager::new(&bootstrap.clusters, &store)
+            ClusterManager::with_secrets(&bootstrap.clusters, &store, secrets)
                 .await
                 .map_err(StartError::Clusters)?,
         );
@@ -269,6 +275,7 @@ impl App {
         );
         spawn_lifecycle(
             dynamic.clone(),
+            Arc::clone(&listeners),
             store,
             server_stats,
             server_state,
@@ -359,6 +366,7 @@ fn spawn_server_stats(
 /// LIVE (and the workers start); each fetch bounded by its initial_fetch_timeout.
 fn spawn_lifecycle(
     dynamic: Option<Dynamic>,
+    listeners: Arc<ListenerManager>,
     store: Store,
     server_stats: Arc<ServerStats>,
     server_state: Arc<ServerState>,
@@ -372,6 +380,9 @@ fn spawn_lifecycle(
         if let Some(d) = &dynamic {
             d.initialized().await;
         }
+        // Listeners warming for their TLS secrets hold initialization, as in Envoy.
+        listeners.wait_warmed().await;
+        listeners.set_workers_started();
         ListenerManagerStats::workers_started(&store);
         server_state.set_initialized();
         server_stats.refresh(&server_state);

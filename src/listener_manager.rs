@@ -80,9 +80,23 @@ pub struct FailedListener {
     pub last_update_attempt: SystemTime,
 }
 
+/// A listener waiting for its TLS secrets (Envoy's warming listener); a previous version of
+/// it, if any, keeps serving meanwhile.
+#[derive(Clone)]
+pub struct WarmingListener {
+    pub config: model::Listener,
+    /// Added before the workers started: Envoy counts it active, and the server's
+    /// initialization waits for it.
+    pub before_workers: bool,
+    pub is_static: bool,
+    pub version: String,
+    pub raw: Bytes,
+}
+
 #[derive(Default)]
 pub struct ListenerState {
     pub active: BTreeMap<String, ManagedListener>,
+    pub warming: BTreeMap<String, WarmingListener>,
     pub skipped: BTreeMap<String, SkippedListener>,
     pub failed: BTreeMap<String, FailedListener>,
     pub lds_version: String,
@@ -113,6 +127,10 @@ pub struct ListenerManager {
     pub reject_unsupported: bool,
     state: Arc<Mutex<ListenerState>>,
     stats: Stats,
+    /// The number of warming listeners, for whoever waits until none is.
+    warming_count: tokio::sync::watch::Sender<usize>,
+    /// The server is live (its workers started): listeners added from now on warm visibly.
+    workers_started: std::sync::atomic::AtomicBool,
 }
 
 /// The stat name prefixes a listener owns: its address scope and its filters' scopes.
@@ -175,6 +193,8 @@ impl ListenerManager {
             reject_unsupported,
             state: Arc::new(Mutex::new(ListenerState::default())),
             stats,
+            warming_count: tokio::sync::watch::channel(0).0,
+            workers_started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -190,7 +210,7 @@ impl ListenerManager {
     /// prefixes the name). A listener whose address stays is updated in place: its connections stay open
     /// and use the new filters from their next request.
     pub fn add_or_update(
-        &self,
+        self: &Arc<Self>,
         config: model::Listener,
         is_static: bool,
         version: &str,
@@ -199,15 +219,60 @@ impl ListenerManager {
         let mut state = self.lock();
         let name = config.name.clone();
         state.skipped.remove(&name);
+        if let Some(warming) = state.warming.get(&name) {
+            if warming.config == config {
+                return Ok(false);
+            }
+        }
         if let Some(existing) = state.active.get(&config.name) {
             if existing.is_static && !is_static {
                 return Err(ListenerError::StaticThroughLds(config.name));
             }
             if existing.config == config {
+                // A warming newer version is superseded by this (the running one).
+                if state.warming.remove(&name).is_some() {
+                    self.publish(&state);
+                }
                 return Ok(false);
             }
         }
         let chains = self.compile(&config)?;
+        let contexts = chains.tls_contexts();
+        if contexts.iter().any(|c| !c.is_ready()) {
+            // Envoy warms a listener until its secrets arrive (or their initial fetch times
+            // out); a running version keeps serving meanwhile.
+            let warming = WarmingListener {
+                before_workers: !self
+                    .workers_started
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                config,
+                is_static,
+                version: version.to_owned(),
+                raw,
+            };
+            let first = state
+                .warming
+                .insert(name.clone(), warming.clone())
+                .is_none();
+            if first && !state.active.contains_key(&name) {
+                self.stats.added.inc();
+            }
+            self.publish(&state);
+            drop(state);
+            let manager = Arc::downgrade(self);
+            tokio::spawn(async move {
+                for context in &contexts {
+                    context.wait_warm().await;
+                }
+                if let Some(manager) = manager.upgrade() {
+                    manager.warmed(warming);
+                }
+            });
+            return Ok(true);
+        }
+        if state.warming.remove(&name).is_some() {
+            self.publish(&state);
+        }
         let now = SystemTime::now();
         // What the accept loops hold fixed; a change of anything else swaps the chains only.
         let same_place = state.active.get(&config.name).is_some_and(|e| {
@@ -321,11 +386,116 @@ impl ListenerManager {
         Ok(runtime)
     }
 
+    /// A warming listener's secrets arrived (or their wait ended): it starts, or replaces its
+    /// running version, unless a newer version or a removal came meanwhile.
+    fn warmed(self: &Arc<Self>, warming: WarmingListener) {
+        let current = {
+            let state = self.lock();
+            state
+                .warming
+                .get(&warming.config.name)
+                .is_some_and(|w| w.config == warming.config && w.version == warming.version)
+        };
+        if !current {
+            return;
+        }
+        let name = warming.config.name.clone();
+        {
+            let mut state = self.lock();
+            state.warming.remove(&name);
+            self.publish(&state);
+        }
+        let WarmingListener {
+            config,
+            is_static,
+            version,
+            raw,
+            before_workers: _,
+        } = warming;
+        // Compiled anew: the secrets are known now (or the wait gave up, and the chains
+        // refuse connections until they come).
+        if let Err(e) = self.start_warmed(config, is_static, &version, raw) {
+            warn!(listener = %name, error = %e, "warmed listener could not start");
+            self.record_failure(&name, e.to_string(), &version, Bytes::new());
+        }
+    }
+
+    fn start_warmed(
+        self: &Arc<Self>,
+        mut config: model::Listener,
+        is_static: bool,
+        version: &str,
+        raw: Bytes,
+    ) -> Result<bool, ListenerError> {
+        // A warmed listener starts even if a secret is still missing (its initial fetch timed
+        // out): its TLS chains refuse connections until the secret comes.
+        let chains = self.compile(&config)?;
+        let mut state = self.lock();
+        let name = config.name.clone();
+        if let Some(existing) = state.active.get_mut(&name) {
+            let same_place = existing.config.address == config.address
+                && existing.config.bind_to_port == config.bind_to_port
+                && existing.config.use_original_dst == config.use_original_dst
+                && LimitExemptions::from(&existing.config) == LimitExemptions::from(&config);
+            if same_place {
+                existing.runtime.set_chains(chains);
+                std::mem::swap(&mut existing.config, &mut config);
+                existing.version = version.to_owned();
+                existing.raw = raw;
+                existing.last_updated = SystemTime::now();
+                self.stats.modified.inc();
+                self.stats.in_place_updated.inc();
+                return Ok(true);
+            }
+        }
+        let runtime = self.start(&config, chains)?;
+        let replaced = state.active.insert(
+            name,
+            ManagedListener {
+                config,
+                runtime,
+                is_static,
+                version: version.to_owned(),
+                raw,
+                last_updated: SystemTime::now(),
+            },
+        );
+        if let Some(old) = replaced {
+            self.stats.modified.inc();
+            self.drain(old);
+        }
+        self.publish(&state);
+        Ok(true)
+    }
+
+    /// The server is live: listeners warming from now on are counted as warming.
+    pub fn set_workers_started(&self) {
+        self.workers_started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let state = self.lock();
+        self.publish(&state);
+    }
+
+    /// Completes once no listener is warming (Envoy's initialization waits for them).
+    pub async fn wait_warmed(&self) {
+        let mut rx = self.warming_count.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     /// Removes a dynamic listener: it stops accepting at once and its connections drain.
     pub fn remove(&self, name: &str) -> bool {
         let mut state = self.lock();
         state.skipped.remove(name);
         state.failed.remove(name);
+        if state.warming.get(name).is_some_and(|w| !w.is_static)
+            && state.warming.remove(name).is_some()
+        {
+            self.publish(&state);
+            if !state.active.contains_key(name) {
+                self.stats.removed.inc();
+                return true;
+            }
+        }
         if state.active.get(name).is_some_and(|l| l.is_static) {
             return false;
         }
@@ -451,11 +621,29 @@ impl ListenerManager {
             .map(|(n, _)| n.clone())
             .chain(state.skipped.keys().cloned())
             .chain(state.failed.keys().cloned())
+            .chain(
+                state
+                    .warming
+                    .iter()
+                    .filter(|(_, w)| !w.is_static)
+                    .map(|(n, _)| n.clone()),
+            )
             .collect()
     }
 
     fn publish(&self, state: &ListenerState) {
-        self.stats.active.set(state.active.len() as u64);
+        // Envoy puts a listener added before its workers start among the active ones (the
+        // server's initialization, not the listener, waits for its secrets).
+        let early = state
+            .warming
+            .iter()
+            .filter(|(name, w)| w.before_workers && !state.active.contains_key(*name))
+            .count();
+        self.stats.active.set((state.active.len() + early) as u64);
+        self.stats
+            .warming
+            .set(state.warming.values().filter(|w| !w.before_workers).count() as u64);
+        self.warming_count.send_replace(state.warming.len());
     }
 
     /// Every running listener: config, bound address, control (admin `/listeners`, drains).

@@ -16,6 +16,7 @@ mod app;
 mod flags;
 mod listener_manager;
 mod logging;
+mod secrets;
 mod server;
 mod signal;
 mod validate;

@@ -29,7 +29,9 @@ pub async fn check(bootstrap: &model::Bootstrap) -> Result<(), ValidateError> {
     let runtime = Runtime::new(runtime_layers(bootstrap), &store);
     // No DNS lookups: as in Envoy's validate mode, a name that resolves only where the config
     // runs must not make it fail or warn here.
-    let clusters = ClusterManager::without_dns(&bootstrap.clusters, &store)
+    let secrets = redvoy_tls::SecretManager::new(&bootstrap.secrets);
+    secrets.set_node_complete(!bootstrap.node.id.is_empty() && !bootstrap.node.cluster.is_empty());
+    let clusters = ClusterManager::without_dns(&bootstrap.clusters, &store, secrets)
         .await
         .map_err(ValidateError::Clusters)?;
     for listener in &bootstrap.listeners {

@@ -407,7 +407,7 @@ fn target(
     }
 }
 
-fn stream(
+pub(crate) fn stream(
     bootstrap: &model::Bootstrap,
     api: &model::ApiConfigSource,
 ) -> Result<StreamConfig, DynamicError> {

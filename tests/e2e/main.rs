@@ -28,6 +28,7 @@ mod stats;
 mod stats_oracle;
 mod tls;
 mod tls_listener;
+mod tls_sds;
 mod transactions;
 mod xds_hot_swap;
 mod xds_original_dst;

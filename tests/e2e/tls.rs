@@ -20,7 +20,8 @@ pub(crate) const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client"
 /// A CA and what it signed, written as PEM files in a temporary directory: `ca.pem` and
 /// `other-ca.pem`; `server.pem` (redis.test, the SPIFFE ID, 127.0.0.1); `client.pem` (the
 /// client's SPIFFE ID); `stranger.pem` (signed by the CA, another SPIFFE ID);
-/// `other-client.pem` (the client's SPIFFE ID, signed by the other CA). Keys as `<name>-key.pem`.
+/// `other-client.pem` (the client's SPIFFE ID, signed by the other CA); `server-next.pem`
+/// (the server's identity renewed). Keys as `<name>-key.pem`.
 pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
@@ -48,6 +49,20 @@ impl Pki {
             .unwrap_or_else(|e| panic!("sign: {e}"));
         write(dir.path(), "server.pem", &server.pem());
         write(dir.path(), "server-key.pem", &server_key.serialize_pem());
+        // The same identity, renewed (a rotated workload certificate).
+        let next_key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+        let mut next = CertificateParams::new(vec!["redis.test".to_owned()])
+            .unwrap_or_else(|e| panic!("params: {e}"));
+        next.subject_alt_names.push(SanType::URI(
+            SPIFFE_ID
+                .try_into()
+                .unwrap_or_else(|e| panic!("uri: {e:?}")),
+        ));
+        let next = next
+            .signed_by(&next_key, &ca, &ca_key)
+            .unwrap_or_else(|e| panic!("sign: {e}"));
+        write(dir.path(), "server-next.pem", &next.pem());
+        write(dir.path(), "server-next-key.pem", &next_key.serialize_pem());
         for (name, id, (signer, signer_key)) in [
             ("client", CLIENT_ID, (&ca, &ca_key)),
             (
@@ -70,6 +85,11 @@ impl Pki {
             write(dir.path(), &format!("{name}-key.pem"), &key.serialize_pem());
         }
         Pki { dir }
+    }
+
+    /// A file's contents.
+    pub(crate) fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {

@@ -46,8 +46,9 @@ pub use dump::{
 };
 pub use error::ConfigError;
 pub use resource::{
-    decode_cluster, decode_cluster_load_assignment, decode_listener, listener_address,
-    read_discovery_file, DiscoveryFile, DynamicOptions, RawResource, ResourceError,
+    decode_cluster, decode_cluster_load_assignment, decode_listener, decode_secret,
+    listener_address, read_discovery_file, DiscoveryFile, DynamicOptions, RawResource,
+    ResourceError,
 };
 
 /// Protobuf types used inside the crate's opaque handles.

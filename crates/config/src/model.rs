@@ -27,6 +27,9 @@ pub struct Bootstrap {
     pub runtime: Runtime,
     /// `overload_manager`'s `envoy.resource_monitors.global_downstream_max_connections`.
     pub global_connection_limit: Option<GlobalConnectionLimit>,
+    /// `static_resources.secrets`: TLS certificates and validation contexts that TLS contexts
+    /// name in an `sds_config`-less `SdsSecretConfig`.
+    pub secrets: Vec<Secret>,
     /// The merged bootstrap as written (before redvoy's normalization), for `/config_dump`.
     /// Opaque outside this crate: see [`crate::render_config_dump`].
     pub source: BootstrapSource,
@@ -439,7 +442,7 @@ pub struct Cluster {
 }
 
 /// `UpstreamTlsContext`, the parts redvoy runs (the rest is refused with its path).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     /// `sni`: sent as the server name; empty sends none (Envoy's default).
     pub sni: String,
@@ -448,6 +451,11 @@ pub struct UpstreamTls {
     pub max_version: TlsVersion,
     /// `common_tls_context.tls_certificates[0]`: the client certificate chain and key (mTLS).
     pub client_certificate: Option<TlsCertificate>,
+    /// `tls_certificate_sds_secret_configs[0]`: the client certificate as a named secret.
+    pub client_certificate_sds: Option<SdsSecretConfig>,
+    /// `validation_context_sds_secret_config` (also inside `combined_validation_context`):
+    /// the validation context as a named secret, merged over the inline one.
+    pub validation_sds: Option<SdsSecretConfig>,
     /// `validation_context.trusted_ca`: without it the server certificate is not verified,
     /// as in Envoy.
     pub trusted_ca: Option<DataSource>,
@@ -456,14 +464,19 @@ pub struct UpstreamTls {
 }
 
 /// `DownstreamTlsContext`, the parts redvoy runs (the rest is refused with its path).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamTls {
     pub alpn_protocols: Vec<String>,
     /// Envoy's server defaults: TLS 1.2 to 1.3.
     pub min_version: TlsVersion,
     pub max_version: TlsVersion,
-    /// `common_tls_context.tls_certificates[0]`: the server's certificate chain and key.
-    pub certificate: TlsCertificate,
+    /// `common_tls_context.tls_certificates[0]`: the server's certificate chain and key
+    /// (exactly one of this and `certificate_sds` is set).
+    pub certificate: Option<TlsCertificate>,
+    /// `tls_certificate_sds_secret_configs[0]`: the certificate as a named secret.
+    pub certificate_sds: Option<SdsSecretConfig>,
+    /// The validation context as a named secret (see [`UpstreamTls::validation_sds`]).
+    pub validation_sds: Option<SdsSecretConfig>,
     /// `validation_context.trusted_ca`: client certificates are requested and verified
     /// against it.
     pub trusted_ca: Option<DataSource>,
@@ -472,6 +485,34 @@ pub struct DownstreamTls {
     pub san_matchers: Vec<SanMatcher>,
     /// `require_client_certificate`: a client without a certificate is refused.
     pub require_client_certificate: bool,
+}
+
+/// `SdsSecretConfig`: a secret by name, from `static_resources.secrets` (no `sds_config`) or
+/// from a secret discovery source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdsSecretConfig {
+    pub name: String,
+    pub sds_config: Option<ConfigSource>,
+}
+
+/// `extensions.transport_sockets.tls.v3.Secret`, the kinds redvoy uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub kind: SecretKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretKind {
+    TlsCertificate(TlsCertificate),
+    ValidationContext(ValidationContext),
+}
+
+/// A `CertificateValidationContext`, the parts redvoy runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationContext {
+    pub trusted_ca: Option<DataSource>,
+    pub san_matchers: Vec<SanMatcher>,
 }
 
 /// TLS protocol versions rustls speaks (Envoy's 1.0 and 1.1 are refused or raised to 1.2).

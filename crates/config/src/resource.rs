@@ -21,6 +21,7 @@ const LISTENER: &str = "envoy.config.listener.v3.Listener";
 const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
 const CLUSTER_LOAD_ASSIGNMENT: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
 const DISCOVERY_RESPONSE: &str = "envoy.service.discovery.v3.DiscoveryResponse";
+const SECRET: &str = "envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// How xDS resources are read (Envoy's command-line switches).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,6 +135,14 @@ pub fn decode_cluster(
     let msg = checked(CLUSTER, value, opts)?;
     let c: Cluster = transcode(&msg, CLUSTER)?;
     Ok(convert::cluster(c, &FieldPath::root())?)
+}
+
+/// An SDS resource (`type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`).
+pub fn decode_secret(value: &[u8]) -> Result<model::Secret, ResourceError> {
+    let msg = checked(SECRET, value, &DynamicOptions::default())?;
+    let s: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret =
+        transcode(&msg, SECRET)?;
+    Ok(convert::secret(&s, &FieldPath::root())?)
 }
 
 /// An EDS resource (`type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment`).

@@ -171,7 +171,10 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         &[("name", Walk), ("typed_config", ResourceMonitor)],
     ),
     (DOWNSTREAM_CONNECTIONS_CONFIG, &[("max_active_downstream_connections", Walk)]),
-    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &[("listeners", Walk), ("clusters", Walk)]),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        &[("listeners", Walk), ("clusters", Walk), ("secrets", Walk)],
+    ),
     (
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
         &[("lds_config", Walk), ("cds_config", Walk), ("ads_config", Walk)],
@@ -668,14 +671,34 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
-        // Refused by not listing them: SDS secrets and certificate providers (not yet),
-        // custom handshakers and selectors, `key_log`, `combined_validation_context`.
+        // Refused by not listing them: certificate providers, custom handshakers and
+        // selectors, `key_log`.
         &[
             ("tls_params", Walk),
             ("tls_certificates", Walk),
+            ("tls_certificate_sds_secret_configs", Walk),
             ("alpn_protocols", Walk),
             ("validation_context", Walk),
+            ("validation_context_sds_secret_config", Walk),
+            ("combined_validation_context", Walk),
         ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig",
+        &[("name", Walk), ("sds_config", Walk)],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+        // The certificate-provider variant is refused by not listing it.
+        &[
+            ("default_validation_context", Walk),
+            ("validation_context_sds_secret_config", Walk),
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.Secret",
+        // Session ticket keys and generic secrets are refused by not listing them.
+        &[("name", Walk), ("tls_certificate", Walk), ("validation_context", Walk)],
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
@@ -693,9 +716,13 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
         "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
         // Refused by not listing them: everything that loosens or changes verification
         // (`trust_chain_verification`, `allow_expired_certificate`, custom validators), SPKI
-        // and hash pinning, CRLs, system roots, watched directories, the deprecated
-        // `match_subject_alt_names`.
-        &[("trusted_ca", Walk), ("match_typed_subject_alt_names", Walk)],
+        // and hash pinning, CRLs, system roots, watched directories. The deprecated
+        // `match_subject_alt_names` is read as Envoy reads it.
+        &[
+            ("trusted_ca", Walk),
+            ("match_typed_subject_alt_names", Walk),
+            ("match_subject_alt_names", Walk),
+        ],
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",

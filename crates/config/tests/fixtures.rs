@@ -296,6 +296,7 @@ fn article_model() -> Bootstrap {
         stats_flush_interval: Duration::from_secs(5),
         runtime: Runtime::default(),
         global_connection_limit: None,
+        secrets: Vec::new(),
         source: BootstrapSource::default(),
     }
 }

@@ -53,7 +53,7 @@ pub(crate) struct ClientConfig {
     /// every request and connection takes a place first.
     pub limits: Option<Arc<Cluster>>,
     /// The cluster's TLS transport socket; `None` for plaintext.
-    pub tls: Option<redvoy_tls::TlsConnector>,
+    pub tls: Option<Arc<redvoy_tls::ClientTls>>,
 }
 
 /// Writes `buf` (how much went is returned), or, with nothing left to write, flushes.
@@ -380,11 +380,17 @@ impl UpstreamClient {
         let stream = match &self.config.tls {
             None => Upstream::Plain(stream),
             Some(tls) => {
+                let Some(connector) = tls.connector() else {
+                    debug!(%addr, "upstream TLS secrets not ready");
+                    stats.upstream_cx_active.dec();
+                    self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+                    return self.connect_failed(false);
+                };
                 let left = self
                     .config
                     .connect_timeout
                     .saturating_sub(started.elapsed());
-                match timeout(left, tls.connect(stream, addr)).await {
+                match timeout(left, connector.connect(stream, addr)).await {
                     Ok(Ok(s)) => Upstream::Tls(Box::new(s)),
                     outcome => {
                         if let Ok(Err(e)) = &outcome {

@@ -44,6 +44,9 @@ use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_se
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
     ListenerDiscoveryService, ListenerDiscoveryServiceServer,
 };
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -93,6 +96,8 @@ pub enum Api {
     Clusters,
     /// `envoy.service.endpoint.v3.EndpointDiscoveryService`
     Endpoints,
+    /// `envoy.service.secret.v3.SecretDiscoveryService` (Istio's agent serves it)
+    Secrets,
 }
 
 impl Api {
@@ -103,6 +108,7 @@ impl Api {
             Api::Listeners => "LDS",
             Api::Clusters => "CDS",
             Api::Endpoints => "EDS",
+            Api::Secrets => "SDS",
         }
     }
 }
@@ -719,6 +725,33 @@ impl EndpointDiscoveryService for Service {
     }
 }
 
+#[tonic::async_trait]
+impl SecretDiscoveryService for Service {
+    type StreamSecretsStream = SotwStream;
+    type DeltaSecretsStream = DeltaStream;
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        self.sotw(Api::Secrets, request)
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        self.delta(Api::Secrets, request)
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
+    }
+}
+
 /// The in-process ADS server. Dropping it stops it.
 pub struct AdsServer {
     shared: Arc<Shared>,
@@ -773,7 +806,11 @@ impl AdsServer {
                     .max_decoding_message_size(MAX_REQUEST_BYTES),
             )
             .add_service(
-                EndpointDiscoveryServiceServer::new(service)
+                EndpointDiscoveryServiceServer::new(service.clone())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                SecretDiscoveryServiceServer::new(service)
                     .max_decoding_message_size(MAX_REQUEST_BYTES),
             );
         let _guard = runtime.enter();

@@ -32,6 +32,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route as HttpRoute, RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    secret, CertificateValidationContext, Secret, TlsCertificate,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType as HttpFilterConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -490,3 +493,44 @@ pub fn with_redis_health_check(cluster: Cluster, interval: Duration) -> Cluster 
         ..cluster
     }
 }
+
+/// `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`.
+pub const TYPE_SECRET: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// A `tls_certificate` secret with inline PEM (how Istio's agent sends `default`).
+pub fn certificate_secret(name: &str, chain_pem: &str, key_pem: &str) -> Secret {
+    Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(chain_pem)),
+            private_key: Some(inline(key_pem)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A `validation_context` secret with an inline CA (how Istio's agent sends `ROOTCA`).
+pub fn validation_secret(name: &str, ca_pem: &str) -> Secret {
+    Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline(ca_pem)),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn inline(pem: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    envoy_types::pb::envoy::config::core::v3::DataSource {
+        specifier: Some(Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..Default::default()
+    }
+}
+
+/// The `sds_config` Istio writes for its agent's secrets (SotW on `sds-grpc`, node on the
+/// first message only, wait forever), as YAML.
+pub const ISTIO_SDS_CONFIG_YAML: &str = "{api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}], set_node_on_first_message_only: true, transport_api_version: V3}, initial_fetch_timeout: 0s, resource_api_version: V3}";

@@ -9,14 +9,18 @@
 //! there is no plaintext fallback.
 
 mod inspector;
+mod secrets;
 mod server;
 mod stats;
 mod stream;
 
 pub use inspector::{inspect_client_hello, ClientHello, Inspection};
+pub use secrets::{
+    ClientTls, DynamicTls, Fetcher, SecretKey, SecretManager, SecretSource, ServerTls,
+};
 pub use server::TlsAcceptor;
 pub use stats::TlsStats;
-pub use stream::Stream;
+pub use stream::{secrets_not_ready, Stream};
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,6 +44,18 @@ pub enum TlsError {
     Pem { what: &'static str, reason: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] RustlsError),
+    #[error(
+        "TlsCertificateSdsApi: node 'id' and 'cluster' are required. Set it either in 'node' \
+         config or via --service-node and --service-cluster options."
+    )]
+    SdsWithoutNode,
+    #[error("Unknown static secret: {0}")]
+    UnknownStaticSecret(String),
+    #[error("secret '{name}' is not a {expected} secret")]
+    SecretKind {
+        name: String,
+        expected: &'static str,
+    },
 }
 
 /// Opens TLS connections for one cluster.
@@ -65,10 +81,11 @@ impl TlsConnector {
     pub fn new(tls: &UpstreamTls, stats: Option<TlsStats>) -> Result<Self, TlsError> {
         let provider = provider();
         let versions = versions(tls.min_version, tls.max_version);
+        let ca_name = tls.validation_sds.as_ref().map(|s| s.name.as_str());
         let roots = tls
             .trusted_ca
             .as_ref()
-            .map(|ca| trusted_roots(ca, stats.as_ref()))
+            .map(|ca| trusted_roots(ca, stats.as_ref(), ca_name))
             .transpose()?;
         if roots.is_none() && !tls.san_matchers.is_empty() {
             // The config refuses this too: SAN matching is only meaningful on a verified chain.
@@ -90,7 +107,8 @@ impl TlsConnector {
         let mut config = match &tls.client_certificate {
             None => builder.with_no_client_auth(),
             Some(c) => {
-                let (chain, key) = certificate(c, stats.as_ref())?;
+                let name = tls.client_certificate_sds.as_ref().map(|s| s.name.as_str());
+                let (chain, key) = certificate(c, stats.as_ref(), name)?;
                 builder.with_client_auth_cert(chain, key)?
             }
         };
@@ -188,7 +206,11 @@ fn versions(
 }
 
 /// The CA certificates of a `trusted_ca`; their earliest expiry goes to the stats.
-fn trusted_roots(ca: &DataSource, stats: Option<&TlsStats>) -> Result<RootCertStore, TlsError> {
+fn trusted_roots(
+    ca: &DataSource,
+    stats: Option<&TlsStats>,
+    secret: Option<&str>,
+) -> Result<RootCertStore, TlsError> {
     let pem = read(ca)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -205,7 +227,7 @@ fn trusted_roots(ca: &DataSource, stats: Option<&TlsStats>) -> Result<RootCertSt
         });
     }
     if let (Some(stats), Some(expiry)) = (stats, earliest_expiry(&pem)) {
-        stats.certificate_expiry(true, expiry);
+        stats.certificate_expiry(true, secret, expiry);
     }
     Ok(roots)
 }
@@ -214,10 +236,11 @@ fn trusted_roots(ca: &DataSource, stats: Option<&TlsStats>) -> Result<RootCertSt
 fn certificate(
     c: &model::TlsCertificate,
     stats: Option<&TlsStats>,
+    secret: Option<&str>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain_pem = read(&c.certificate_chain)?;
     if let (Some(stats), Some(expiry)) = (stats, first_expiry(&chain_pem)) {
-        stats.certificate_expiry(false, expiry);
+        stats.certificate_expiry(false, secret, expiry);
     }
     let chain = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<Vec<_>, _>>()

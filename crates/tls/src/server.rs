@@ -45,10 +45,11 @@ impl TlsAcceptor {
     /// `stats` gets Envoy's `ssl.*` stats of the listener.
     pub fn new(tls: &DownstreamTls, stats: Option<TlsStats>) -> Result<Self, TlsError> {
         let provider = provider();
+        let ca_name = tls.validation_sds.as_ref().map(|s| s.name.as_str());
         let roots = tls
             .trusted_ca
             .as_ref()
-            .map(|ca| trusted_roots(ca, stats.as_ref()))
+            .map(|ca| trusted_roots(ca, stats.as_ref(), ca_name))
             .transpose()?;
         let webpki = match roots {
             None => None,
@@ -71,7 +72,14 @@ impl TlsAcceptor {
             })
         });
         let versions = versions(tls.min_version, tls.max_version);
-        let (chain, key) = certificate(&tls.certificate, stats.as_ref())?;
+        let Some(certificate_config) = &tls.certificate else {
+            return Err(TlsError::Pem {
+                what: "tls_certificates",
+                reason: "No TLS certificates found for server context".into(),
+            });
+        };
+        let name = tls.certificate_sds.as_ref().map(|s| s.name.as_str());
+        let (chain, key) = certificate(certificate_config, stats.as_ref(), name)?;
         let key = provider.key_provider.load_private_key(key)?;
         let certificate: Arc<dyn ResolvesServerCert> =
             Arc::new(OneCertificate(Arc::new(CertifiedKey::new(chain, key))));

@@ -27,6 +27,9 @@ pub struct TlsStats {
     fail_verify_no_cert: Counter,
     no_certificate: Counter,
     session_reused: Counter,
+    context_update_by_sds: Counter,
+    downstream_secrets_not_ready: Counter,
+    upstream_secrets_not_ready: Counter,
 }
 
 impl std::fmt::Debug for TlsStats {
@@ -60,13 +63,7 @@ impl TlsStats {
         ] {
             c(name);
         }
-        for name in [
-            "downstream_context_secrets_not_ready",
-            "ssl_context_update_by_sds",
-            "upstream_context_secrets_not_ready",
-        ] {
-            store.counter(&format!("{scope}{factory}.{name}"));
-        }
+        let f = |name: &str| store.counter(&format!("{scope}{factory}.{name}"));
         Self {
             handshake: c("handshake"),
             connection_error: c("connection_error"),
@@ -75,20 +72,42 @@ impl TlsStats {
             fail_verify_no_cert: c("fail_verify_no_cert"),
             no_certificate: c("no_certificate"),
             session_reused: c("session_reused"),
+            context_update_by_sds: f("ssl_context_update_by_sds"),
+            downstream_secrets_not_ready: f("downstream_context_secrets_not_ready"),
+            upstream_secrets_not_ready: f("upstream_context_secrets_not_ready"),
             store: store.clone(),
             prefix,
         }
     }
 
-    /// `ssl.certificate.unnamed_{ca_cert,cert}_…expiration_unix_time_seconds`.
-    pub(crate) fn certificate_expiry(&self, ca: bool, not_after: u64) {
+    /// `ssl.certificate.<secret name>.expiration_unix_time_seconds`, or
+    /// `…unnamed_{ca_cert,cert}_…` for a certificate configured inline or by file.
+    pub(crate) fn certificate_expiry(&self, ca: bool, secret: Option<&str>, not_after: u64) {
         let kind = if ca { "ca_cert" } else { "cert" };
+        let name = match secret {
+            Some(name) => name.to_owned(),
+            None => format!("unnamed_{kind}_{UNNAMED_SUFFIX}"),
+        };
         self.store
             .gauge(&format!(
-                "{}certificate.unnamed_{kind}_{UNNAMED_SUFFIX}.expiration_unix_time_seconds",
+                "{}certificate.{name}.expiration_unix_time_seconds",
                 self.prefix
             ))
             .set(not_after);
+    }
+
+    /// The context was rebuilt from a secret discovery update.
+    pub(crate) fn on_sds_update(&self) {
+        self.context_update_by_sds.inc();
+    }
+
+    /// A connection found no context (its secrets have not arrived).
+    pub(crate) fn on_secrets_not_ready(&self, server: bool) {
+        if server {
+            self.downstream_secrets_not_ready.inc();
+        } else {
+            self.upstream_secrets_not_ready.inc();
+        }
     }
 
     pub(crate) fn on_handshake(&self, conn: &CommonState) {

@@ -10,7 +10,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::TlsConnector;
+use crate::ClientTls;
+
+/// The error of a connection whose TLS context has no secrets yet.
+pub fn secrets_not_ready() -> io::Error {
+    io::Error::other("TLS secrets not ready")
+}
 
 pub enum Stream {
     Plain(TcpStream),
@@ -21,11 +26,16 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Connects to `addr` and, with `tls`, completes the handshake.
-    pub async fn connect(addr: SocketAddr, tls: Option<&TlsConnector>) -> io::Result<Self> {
+    /// Connects to `addr` and, with `tls`, completes the handshake (which fails at once
+    /// while the context's secrets have not arrived: never plaintext instead).
+    pub async fn connect(addr: SocketAddr, tls: Option<&ClientTls>) -> io::Result<Self> {
+        let connector = match tls {
+            None => None,
+            Some(tls) => Some(tls.connector().ok_or_else(secrets_not_ready)?),
+        };
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
-        match tls {
+        match connector {
             None => Ok(Self::Plain(tcp)),
             Some(tls) => Ok(Self::Client(Box::new(tls.connect(tcp, addr).await?))),
         }

@@ -52,8 +52,9 @@ pub struct Cluster {
     /// Wakes whoever waits for the first health checks (see
     /// [`Cluster::first_health_checks_done`]) after a host's first check.
     pub(crate) first_checks: Notify,
-    /// `transport_socket` TLS: every connection to a host is a TLS connection made by this.
-    tls: Option<redvoy_tls::TlsConnector>,
+    /// `transport_socket` TLS: every connection to a host is a TLS connection made by this
+    /// (rebuilt when its secrets change).
+    tls: Option<Arc<redvoy_tls::ClientTls>>,
 }
 
 // === impl Cluster ===
@@ -73,7 +74,7 @@ impl Cluster {
     fn assemble(
         config: model::Cluster,
         store: &Store,
-        tls: Option<redvoy_tls::TlsConnector>,
+        tls: Option<Arc<redvoy_tls::ClientTls>>,
     ) -> Self {
         let stats = ClusterStats::new(
             store,
@@ -105,14 +106,19 @@ impl Cluster {
         }
     }
 
-    /// A cluster for `config`, its TLS settings read (certificate files included).
-    pub fn build(config: model::Cluster, store: &Store) -> Result<Self, crate::UpstreamError> {
+    /// A cluster for `config`, its TLS settings read (certificate files included; secrets
+    /// from `secrets`, or once they arrive).
+    pub fn build(
+        config: model::Cluster,
+        store: &Store,
+        secrets: &Arc<redvoy_tls::SecretManager>,
+    ) -> Result<Self, crate::UpstreamError> {
         let tls = config
             .upstream_tls
             .as_ref()
             .map(|tls| {
                 let stats = redvoy_tls::TlsStats::new(store, &format!("cluster.{}.", config.name));
-                redvoy_tls::TlsConnector::new(tls, Some(stats))
+                redvoy_tls::ClientTls::new(tls, Some(stats), secrets)
             })
             .transpose()
             .map_err(|e| crate::UpstreamError::Tls {
@@ -123,8 +129,13 @@ impl Cluster {
     }
 
     /// How connections to the hosts are secured: `None` for plaintext.
-    pub fn tls(&self) -> Option<&redvoy_tls::TlsConnector> {
+    pub fn tls(&self) -> Option<&Arc<redvoy_tls::ClientTls>> {
         self.tls.as_ref()
+    }
+
+    /// Whether the cluster's TLS secrets have all arrived (a plaintext cluster has none).
+    pub fn tls_ready(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.is_ready())
     }
 
     pub fn is_redis_cluster(&self) -> bool {

@@ -415,7 +415,7 @@ impl Session {
             };
             let tls = cluster.tls().cloned();
             drop(cluster);
-            let stream = match Stream::connect(self.address, tls.as_ref()).await {
+            let stream = match Stream::connect(self.address, tls.as_deref()).await {
                 Ok(stream) => stream,
                 Err(_) => {
                     self.cluster_stats.upstream_cx_connect_fail.inc();

@@ -68,6 +68,8 @@ struct ManagerState {
 /// Owns every cluster by name: the bootstrap's, and those CDS adds, modifies and removes.
 pub struct ClusterManager {
     store: Store,
+    /// The secrets clusters' TLS contexts name.
+    secrets: Arc<redvoy_tls::SecretManager>,
     stats: ManagerStats,
     active: ArcSwap<ClusterMap>,
     state: Mutex<ManagerState>,
@@ -140,6 +142,11 @@ impl ClusterManager {
     /// Active clusters: the bootstrap's in configuration order, then dynamic ones.
     pub fn clusters(&self) -> Vec<Arc<Cluster>> {
         self.active.load().order.clone()
+    }
+
+    /// The secrets TLS contexts name (clusters' and listeners').
+    pub fn secrets(&self) -> &Arc<redvoy_tls::SecretManager> {
+        &self.secrets
     }
 
     /// Changes whenever the number of warming clusters does.
@@ -233,7 +240,7 @@ impl ClusterManager {
         {
             task.abort();
         }
-        let cluster = Arc::new(Cluster::build(config.clone(), &self.store)?);
+        let cluster = Arc::new(Cluster::build(config.clone(), &self.store, &self.secrets)?);
         if let (Some(log), Some(detector)) = (&state.outlier_event_log, cluster.outlier_detector())
         {
             detector.set_event_log(log);
@@ -412,7 +419,7 @@ impl ClusterManager {
     /// has not had its first check, keeps it warming until each has (Envoy initialises a
     /// health-checked cluster after the first round).
     fn activate_when_checked(self: &Arc<Self>, state: &mut ManagerState, cluster: Arc<Cluster>) {
-        if cluster.first_health_checks_done() {
+        if cluster.first_health_checks_done() && cluster.tls_ready() {
             self.activate(state, cluster);
         } else {
             self.warm(state, Arc::clone(&cluster));
@@ -513,6 +520,15 @@ impl ClusterManager {
                 .is_err()
             {
                 pending.push(c.name.clone());
+                continue;
+            }
+            if let Some(tls) = c.tls() {
+                if tokio::time::timeout_at(deadline, tls.wait_warm())
+                    .await
+                    .is_err()
+                {
+                    pending.push(c.name.clone());
+                }
             }
         }
         pending
@@ -619,11 +635,49 @@ fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) -> boo
     true
 }
 
+/// Activates a cluster whose wait for first health checks and TLS secrets is over (the
+/// secrets' initial fetch may have timed out: the cluster then starts without them, and its
+/// connections fail until they come, as in Envoy).
+fn activate_checked(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
+    let Some(manager) = manager.upgrade() else {
+        return;
+    };
+    let mut state = manager.lock();
+    let still_ours = state
+        .warming
+        .get(&cluster.name)
+        .is_some_and(|w| Arc::ptr_eq(w, &cluster));
+    if still_ours {
+        state.warming.remove(&cluster.name);
+        manager.activate(&mut state, cluster);
+    }
+}
+
 /// Activates `cluster` (if it is still the warming version of its name) once every host has
 /// had its first health check.
 fn spawn_first_checks_wait(manager: Weak<ClusterManager>, cluster: &Arc<Cluster>) {
+    let tls = cluster.tls().cloned();
     let cluster = Arc::downgrade(cluster);
     tokio::spawn(async move {
+        // The TLS secrets first (only the context is held meanwhile, not the cluster), until
+        // their initial fetch times out or this version stops warming.
+        if let Some(tls) = tls {
+            let deadline = tls.warm_limit().map(|l| tokio::time::Instant::now() + l);
+            while !tls.is_ready() && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
+                let _ = tokio::time::timeout(FIRST_CHECKS_RECHECK, tls.wait_ready()).await;
+                let Some(m) = manager.upgrade() else {
+                    return;
+                };
+                let still_ours = m
+                    .lock()
+                    .warming
+                    .iter()
+                    .any(|(_, w)| Weak::ptr_eq(&Arc::downgrade(w), &cluster));
+                if !still_ours {
+                    return;
+                }
+            }
+        }
         loop {
             let Some(c) = cluster.upgrade() else {
                 return;
@@ -634,7 +688,7 @@ fn spawn_first_checks_wait(manager: Weak<ClusterManager>, cluster: &Arc<Cluster>
                 .await
                 .is_ok()
             {
-                activate_warmed(&manager, c);
+                activate_checked(&manager, c);
                 return;
             }
             let Some(m) = manager.upgrade() else {

@@ -72,7 +72,7 @@ fn truncate_message(message: String) -> String {
     format!("{}...(truncated)", &message[..cut])
 }
 
-fn nack_status(message: String) -> RpcStatus {
+pub(crate) fn nack_status(message: String) -> RpcStatus {
     RpcStatus {
         code: NACK_CODE,
         message: truncate_message(message),
@@ -243,7 +243,7 @@ pub(crate) fn start(
 
 /// The node as sent: the bootstrap's, with Envoy's own defaults for the user agent fields
 /// (what `/config_dump` shows too). Everything else, metadata included, goes out unchanged.
-fn envoy_node(encoded: &Bytes) -> Node {
+pub(crate) fn envoy_node(encoded: &Bytes) -> Node {
     let mut node = Node::decode(encoded.as_ref()).unwrap_or_else(|e| {
         warn!("xDS: the encoded node does not decode ({e}); sending an empty node");
         Node::default()

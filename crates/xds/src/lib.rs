@@ -15,6 +15,7 @@
 mod backoff;
 mod client;
 mod file;
+mod sds;
 mod stats;
 mod transport;
 
@@ -31,6 +32,10 @@ pub const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Li
 pub const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const TYPE_ENDPOINT: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const TYPE_SECRET: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+pub use sds::{subscribe_secret, SecretHandler, SecretSubscription};
 
 /// Where a gRPC stream connects (HTTP/2 plaintext).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,6 +46,7 @@ pub(crate) enum Service {
     Listeners,
     Clusters,
     Endpoints,
+    Secrets,
 }
 
 /// The request side of an open stream, handed to the client task.
@@ -185,6 +187,12 @@ impl Flavor for Sotw {
                     .stream_endpoints(requests)
                     .await?
             }
+            Service::Secrets => {
+                SecretDiscoveryServiceClient::new(channel)
+                    .max_decoding_message_size(m)
+                    .stream_secrets(requests)
+                    .await?
+            }
         };
         Ok(response.into_inner())
     }
@@ -234,6 +242,12 @@ impl Flavor for Delta {
                 EndpointDiscoveryServiceClient::new(channel)
                     .max_decoding_message_size(m)
                     .delta_endpoints(requests)
+                    .await?
+            }
+            Service::Secrets => {
+                SecretDiscoveryServiceClient::new(channel)
+                    .max_decoding_message_size(m)
+                    .delta_secrets(requests)
                     .await?
             }
         };

@@ -22,6 +22,7 @@ pub(crate) use cluster::{assignment_endpoints, cluster};
 pub(crate) use listener::listener;
 pub(crate) use stats::one_line as regex_error_line;
 pub use stats::DEFAULT_TAG_NAMES;
+pub(crate) use tls::secret;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -132,10 +133,24 @@ pub(crate) fn bootstrap(
     let StaticResources {
         listeners: static_listeners,
         clusters: static_clusters,
-        // Refused by the allowlist (no TLS, so no secrets).
-        secrets: _,
+        secrets: static_secrets,
     } = static_resources.unwrap_or_default();
     let sr = root.field("static_resources");
+    let mut secrets: Vec<model::Secret> = Vec::with_capacity(static_secrets.len());
+    for (i, s) in static_secrets.iter().enumerate() {
+        let p = sr.field("secrets").index(i);
+        let secret = tls::secret(s, &p)?;
+        if secrets.iter().any(|s| s.name == secret.name) {
+            return Err(ConfigError::invalid(
+                p.field("name"),
+                format!(
+                    "Duplicate static TlsCertificate secret name {}",
+                    secret.name
+                ),
+            ));
+        }
+        secrets.push(secret);
+    }
 
     let mut clusters = Vec::with_capacity(static_clusters.len());
     let mut cluster_names = HashSet::new();
@@ -180,6 +195,46 @@ pub(crate) fn bootstrap(
         listeners.push(l);
     }
 
+    // Envoy looks a static secret up when it builds the TLS context that names it.
+    let known = |name: &str| secrets.iter().any(|s| s.name == name);
+    let unknown = |refs: Vec<&model::SdsSecretConfig>, p: FieldPath| {
+        match refs
+            .into_iter()
+            .find(|r| r.sds_config.is_none() && !known(&r.name))
+        {
+            Some(r) => Err(ConfigError::invalid(
+                p,
+                format!("Unknown static secret: {}", r.name),
+            )),
+            None => Ok(()),
+        }
+    };
+    for (i, c) in clusters.iter().enumerate() {
+        if let Some(tls) = &c.upstream_tls {
+            let refs = tls
+                .client_certificate_sds
+                .iter()
+                .chain(tls.validation_sds.iter())
+                .collect();
+            unknown(
+                refs,
+                sr.field("clusters").index(i).field("transport_socket"),
+            )?;
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+            if let Some(tls) = &chain.tls {
+                let refs = tls
+                    .certificate_sds
+                    .iter()
+                    .chain(tls.validation_sds.iter())
+                    .collect();
+                unknown(refs, sr.field("listeners").index(i))?;
+            }
+        }
+    }
+
     let outlier_event_log_path = cluster_manager
         .as_ref()
         .and_then(|cm| cm.outlier_detection.as_ref())
@@ -196,6 +251,7 @@ pub(crate) fn bootstrap(
         stats_flush_interval,
         runtime,
         global_connection_limit,
+        secrets,
         source,
     })
 }

@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_c
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::tls_parameters::TlsProtocol;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
-    TlsCertificate, TlsParameters, UpstreamTlsContext,
+    secret, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    Secret, SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
@@ -78,14 +78,23 @@ fn context_of(c: &UpstreamTlsContext, p: &FieldPath) -> Result<model::UpstreamTl
         ));
     }
     let client_certificate = certificates.pop();
+    let mut certificate_sds = common.certificate_sds;
+    if certificate_sds.len() + usize::from(client_certificate.is_some()) > 1 {
+        return Err(ConfigError::unsupported_because(
+            p.field("tls_certificate_sds_secret_configs"),
+            "more than one client certificate: redvoy sends one",
+        ));
+    }
     Ok(model::UpstreamTls {
         sni: sni.clone(),
         alpn_protocols: common.alpn_protocols,
         min_version: common.min_version,
         max_version: common.max_version,
         client_certificate,
-        trusted_ca: common.trusted_ca,
-        san_matchers: common.san_matchers,
+        client_certificate_sds: certificate_sds.pop(),
+        validation_sds: common.validation_sds,
+        trusted_ca: common.validation.trusted_ca,
+        san_matchers: common.validation.san_matchers,
     })
 }
 
@@ -127,30 +136,29 @@ pub(crate) fn downstream_tls(
                 (model::TlsVersion::Tls12, model::TlsVersion::Tls13),
                 &cp,
             )?;
-            let mut certificates = common.certificates.into_iter();
-            let certificate = match (certificates.next(), certificates.next()) {
-                (Some(one), None) => one,
-                (None, _) => {
-                    return Err(ConfigError::invalid(
-                        &cp,
-                        "No TLS certificates found for server context",
-                    ))
-                }
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::unsupported_because(
-                        cp.field("tls_certificates"),
-                        "more than one server certificate (chosen by SNI or key type) is not \
-                         supported by redvoy",
-                    ))
-                }
-            };
+            let count = common.certificates.len() + common.certificate_sds.len();
+            if count == 0 {
+                return Err(ConfigError::invalid(
+                    &cp,
+                    "No TLS certificates found for server context",
+                ));
+            }
+            if count > 1 {
+                return Err(ConfigError::unsupported_because(
+                    cp.field("tls_certificates"),
+                    "more than one server certificate (chosen by SNI or key type) is not \
+                     supported by redvoy",
+                ));
+            }
             Ok(Some(model::DownstreamTls {
                 alpn_protocols: common.alpn_protocols,
                 min_version: common.min_version,
                 max_version: common.max_version,
-                certificate,
-                trusted_ca: common.trusted_ca,
-                san_matchers: common.san_matchers,
+                certificate: common.certificates.into_iter().next(),
+                certificate_sds: common.certificate_sds.into_iter().next(),
+                validation_sds: common.validation_sds,
+                trusted_ca: common.validation.trusted_ca,
+                san_matchers: common.validation.san_matchers,
                 require_client_certificate: require_client_certificate.is_some_and(|b| b.value),
             }))
         }
@@ -166,9 +174,11 @@ struct Common {
     min_version: model::TlsVersion,
     max_version: model::TlsVersion,
     certificates: Vec<model::TlsCertificate>,
+    certificate_sds: Vec<model::SdsSecretConfig>,
     alpn_protocols: Vec<String>,
-    trusted_ca: Option<model::DataSource>,
-    san_matchers: Vec<model::SanMatcher>,
+    /// The inline (or combined default) validation context.
+    validation: model::ValidationContext,
+    validation_sds: Option<model::SdsSecretConfig>,
 }
 
 fn common_of(
@@ -183,8 +193,8 @@ fn common_of(
         tls_certificates,
         alpn_protocols,
         validation_context_type,
+        tls_certificate_sds_secret_configs,
         // Refused by the allowlist.
-        tls_certificate_sds_secret_configs: _,
         tls_certificate_provider_instance: _,
         custom_tls_certificate_selector: _,
         tls_certificate_certificate_provider: _,
@@ -202,20 +212,50 @@ fn common_of(
         .enumerate()
         .map(|(i, c)| certificate(c, &p.field("tls_certificates").index(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let (trusted_ca, san_matchers) = match validation_context_type {
-        None => (None, Vec::new()),
+    let certificate_sds = tls_certificate_sds_secret_configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| sds_secret_config(c, &p.field("tls_certificate_sds_secret_configs").index(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (validation, validation_sds) = match validation_context_type {
+        None => (model::ValidationContext::default(), None),
         Some(ValidationContextType::ValidationContext(v)) => {
-            validation(&v, &p.field("validation_context"))?
+            (validation(&v, &p.field("validation_context"))?, None)
+        }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(c)) => (
+            model::ValidationContext::default(),
+            Some(sds_secret_config(
+                &c,
+                &p.field("validation_context_sds_secret_config"),
+            )?),
+        ),
+        Some(ValidationContextType::CombinedValidationContext(c)) => {
+            let cp = p.field("combined_validation_context");
+            let default = match &c.default_validation_context {
+                Some(v) => validation(v, &cp.field("default_validation_context"))?,
+                None => model::ValidationContext::default(),
+            };
+            let Some(sds) = &c.validation_context_sds_secret_config else {
+                return Err(ConfigError::invalid(
+                    cp.field("validation_context_sds_secret_config"),
+                    "value is required",
+                ));
+            };
+            let sds = sds_secret_config(sds, &cp.field("validation_context_sds_secret_config"))?;
+            (default, Some(sds))
         }
         // The allowlist refused the others.
         Some(_) => {
             return Err(ConfigError::unsupported_because(
                 p.field("validation_context_type"),
-                "only an inline validation_context is supported by redvoy",
+                "this validation context type is not supported by redvoy",
             ))
         }
     };
-    if trusted_ca.is_none() && !san_matchers.is_empty() {
+    if validation.trusted_ca.is_none()
+        && validation_sds.is_none()
+        && !validation.san_matchers.is_empty()
+    {
         // Envoy refuses SAN matching without a CA to verify the chain against.
         return Err(ConfigError::invalid(
             p.field("validation_context"),
@@ -227,9 +267,10 @@ fn common_of(
         min_version,
         max_version,
         certificates,
+        certificate_sds,
         alpn_protocols,
-        trusted_ca,
-        san_matchers,
+        validation,
+        validation_sds,
     })
 }
 
@@ -320,7 +361,7 @@ fn certificate(c: &TlsCertificate, p: &FieldPath) -> Result<model::TlsCertificat
 fn validation(
     v: &CertificateValidationContext,
     p: &FieldPath,
-) -> Result<(Option<model::DataSource>, Vec<model::SanMatcher>), ConfigError> {
+) -> Result<model::ValidationContext, ConfigError> {
     let CertificateValidationContext {
         trusted_ca,
         match_typed_subject_alt_names,
@@ -330,7 +371,7 @@ fn validation(
         watched_directory: _,
         verify_certificate_spki: _,
         verify_certificate_hash: _,
-        match_subject_alt_names: _,
+        match_subject_alt_names,
         require_signed_certificate_timestamp: _,
         crl: _,
         allow_expired_certificate: _,
@@ -341,12 +382,88 @@ fn validation(
         suppress_client_ca_list: _,
     } = v;
     let trusted_ca = data_source(trusted_ca.as_ref(), &p.field("trusted_ca"))?;
-    let matchers = match_typed_subject_alt_names
+    let mut san_matchers = match_typed_subject_alt_names
         .iter()
         .enumerate()
         .map(|(i, m)| san_matcher(m, &p.field("match_typed_subject_alt_names").index(i)))
-        .collect::<Result<_, _>>()?;
-    Ok((trusted_ca, matchers))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The deprecated untyped list (Istio still writes it): Envoy matches each against DNS,
+    // URI, email and IP SANs alike; with typed matchers present it is ignored.
+    if san_matchers.is_empty() {
+        for (i, m) in match_subject_alt_names.iter().enumerate() {
+            let matcher = name_matcher(m, &p.field("match_subject_alt_names").index(i))?;
+            for kind in [
+                model::SanKind::Dns,
+                model::SanKind::Uri,
+                model::SanKind::Email,
+                model::SanKind::IpAddress,
+            ] {
+                san_matchers.push(model::SanMatcher {
+                    kind,
+                    matcher: matcher.clone(),
+                });
+            }
+        }
+    }
+    Ok(model::ValidationContext {
+        trusted_ca,
+        san_matchers,
+    })
+}
+
+/// `SdsSecretConfig`: a static secret by name, or one from a discovery source.
+fn sds_secret_config(
+    c: &SdsSecretConfig,
+    p: &FieldPath,
+) -> Result<model::SdsSecretConfig, ConfigError> {
+    let SdsSecretConfig { name, sds_config } = c;
+    if name.is_empty() {
+        return Err(ConfigError::invalid(
+            p.field("name"),
+            "value length must be at least 1 characters",
+        ));
+    }
+    let sds_config = match sds_config {
+        Some(source) => {
+            let source = super::dynamic::config_source(source, &p.field("sds_config"))?;
+            if matches!(source.kind, model::ConfigSourceKind::Path { .. }) {
+                return Err(ConfigError::unsupported_because(
+                    p.field("sds_config"),
+                    "secrets from files (path_config_source) are not supported by redvoy",
+                ));
+            }
+            Some(source)
+        }
+        None => None,
+    };
+    Ok(model::SdsSecretConfig {
+        name: name.clone(),
+        sds_config,
+    })
+}
+
+/// `static_resources.secrets[]` and SDS resources.
+pub(crate) fn secret(s: &Secret, p: &FieldPath) -> Result<model::Secret, ConfigError> {
+    let Secret { name, r#type } = s;
+    let kind = match r#type {
+        Some(secret::Type::TlsCertificate(c)) => {
+            model::SecretKind::TlsCertificate(certificate(c, &p.field("tls_certificate"))?)
+        }
+        Some(secret::Type::ValidationContext(v)) => {
+            model::SecretKind::ValidationContext(validation(v, &p.field("validation_context"))?)
+        }
+        // The allowlist refused the others.
+        _ => {
+            return Err(ConfigError::unsupported_because(
+                p,
+                "only tls_certificate and validation_context secrets are supported by redvoy",
+            ))
+        }
+    };
+    Ok(model::Secret {
+        name: name.clone(),
+        kind,
+    })
 }
 
 fn san_matcher(m: &SubjectAltNameMatcher, p: &FieldPath) -> Result<model::SanMatcher, ConfigError> {
@@ -379,6 +496,21 @@ fn san_matcher(m: &SubjectAltNameMatcher, p: &FieldPath) -> Result<model::SanMat
             "value is required",
         ));
     };
+    let matcher = name_matcher(
+        &StringMatcher {
+            match_pattern: match_pattern.clone(),
+            ignore_case: *ignore_case,
+        },
+        &p.field("matcher"),
+    )?;
+    Ok(model::SanMatcher { kind, matcher })
+}
+
+fn name_matcher(m: &StringMatcher, p: &FieldPath) -> Result<model::NameMatcher, ConfigError> {
+    let StringMatcher {
+        match_pattern,
+        ignore_case,
+    } = m;
     let pattern = match match_pattern {
         Some(MatchPattern::Exact(s)) => model::NamePattern::Exact(s.clone()),
         Some(MatchPattern::Prefix(s)) => model::NamePattern::Prefix(s.clone()),
@@ -386,23 +518,20 @@ fn san_matcher(m: &SubjectAltNameMatcher, p: &FieldPath) -> Result<model::SanMat
         Some(MatchPattern::Contains(s)) => model::NamePattern::Contains(s.clone()),
         Some(MatchPattern::SafeRegex(_)) => {
             return Err(ConfigError::unsupported_because(
-                p.field("matcher").field("safe_regex"),
+                p.field("safe_regex"),
                 "regular expressions for subject alt names are not supported by redvoy",
             ))
         }
         _ => {
             return Err(ConfigError::unsupported_because(
-                p.field("matcher"),
+                p,
                 "this string matcher is not supported for subject alt names",
             ))
         }
     };
-    Ok(model::SanMatcher {
-        kind,
-        matcher: model::NameMatcher {
-            pattern,
-            ignore_case: *ignore_case,
-        },
+    Ok(model::NameMatcher {
+        pattern,
+        ignore_case: *ignore_case,
     })
 }
 

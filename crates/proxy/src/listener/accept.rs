@@ -337,17 +337,22 @@ async fn on_connection(
         None => Some(Stream::Plain(stream)),
         // No handshake timeout unless the chain sets one, as in Envoy; a failed handshake is
         // counted in the listener's `ssl.*` stats and closes the connection.
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls) => Some(Stream::Server(Box::new(tls))),
-            Err(e) => {
-                debug!(listener = %runtime.name, %peer, error = %e, "TLS handshake failed");
-                // Envoy starts a chain's filters with the connection, before its handshake:
-                // redis_proxy has counted it.
-                if let Some(ChainFilter::Redis(config)) = chains.get(chain).map(|c| &c.filter) {
-                    config.stats.downstream_cx_total.inc();
+        Some(context) => match context.acceptor() {
+            // Its secrets have not arrived (`downstream_context_secrets_not_ready`): closed,
+            // never served in plaintext.
+            None => None,
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls) => Some(Stream::Server(Box::new(tls))),
+                Err(e) => {
+                    debug!(listener = %runtime.name, %peer, error = %e, "TLS handshake failed");
+                    // Envoy starts a chain's filters with the connection, before its handshake:
+                    // redis_proxy has counted it.
+                    if let Some(ChainFilter::Redis(config)) = chains.get(chain).map(|c| &c.filter) {
+                        config.stats.downstream_cx_total.inc();
+                    }
+                    None
                 }
-                None
-            }
+            },
         },
     };
     if let Some(stream) = stream {

@@ -11,7 +11,7 @@ use redvoy_runtime::Runtime;
 use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 
-use redvoy_tls::{TlsAcceptor, TlsStats};
+use redvoy_tls::{ServerTls, TlsStats};
 
 use super::inspect::Inspectors;
 use crate::filter::{FilterConfig, FilterConfigError};
@@ -29,8 +29,9 @@ pub enum ChainFilter {
 pub struct CompiledChain {
     pub matcher: FilterChainMatch,
     pub filter: ChainFilter,
-    /// The chain's TLS (`DownstreamTlsContext`); `None` is plaintext.
-    pub tls: Option<Arc<TlsAcceptor>>,
+    /// The chain's TLS (`DownstreamTlsContext`, rebuilt when its secrets change); `None` is
+    /// plaintext.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// What the listener filters found out about a connection before a chain is chosen.
@@ -74,6 +75,15 @@ impl ChainSet {
         let matchers: Vec<&FilterChainMatch> = self.chains.iter().map(|c| &c.matcher).collect();
         select_chain(&matchers, dst, src, detected)
             .or_else(|| self.default.as_ref().map(|_| self.chains.len()))
+    }
+
+    /// Every chain's TLS context (to wait for their secrets).
+    pub fn tls_contexts(&self) -> Vec<Arc<ServerTls>> {
+        self.chains
+            .iter()
+            .chain(self.default.as_ref())
+            .filter_map(|c| c.tls.clone())
+            .collect()
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&CompiledChain> {
@@ -266,9 +276,14 @@ pub fn compile_chains(
         let tls = chain
             .tls
             .as_ref()
-            .map(|tls| TlsAcceptor::new(tls, Some(TlsStats::server(store, &scope))))
-            .transpose()?
-            .map(Arc::new);
+            .map(|tls| {
+                ServerTls::new(
+                    tls,
+                    Some(TlsStats::server(store, &scope)),
+                    clusters.secrets(),
+                )
+            })
+            .transpose()?;
         let filter = match &chain.filter {
             model::NetworkFilter::RedisProxy(rp) => {
                 ChainFilter::Redis(Arc::new(FilterConfig::new(rp, clusters, store, runtime)?))

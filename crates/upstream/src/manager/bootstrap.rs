@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use redvoy_config::model::{self, DiscoveryType};
 use redvoy_stats::Store;
+use redvoy_tls::SecretManager;
 use tokio::task::JoinSet;
 
 use super::{ClusterManager, ClusterMap, ManagerState, ManagerStats};
@@ -27,7 +28,23 @@ impl ClusterManager {
     /// and `update_failure`, as in Envoy); configuration errors fail the whole call. Static EDS
     /// clusters warm until their first assignment.
     pub async fn new(clusters: &[model::Cluster], stats: &Store) -> Result<Self, UpstreamError> {
-        Self::build(clusters, stats, InitialDns::Resolve).await
+        Self::build(
+            clusters,
+            stats,
+            InitialDns::Resolve,
+            SecretManager::new(&[]),
+        )
+        .await
+    }
+
+    /// [`ClusterManager::new`] with the secrets TLS contexts may name (the bootstrap's
+    /// `static_resources.secrets`, and those secret discovery brings later).
+    pub async fn with_secrets(
+        clusters: &[model::Cluster],
+        stats: &Store,
+        secrets: Arc<SecretManager>,
+    ) -> Result<Self, UpstreamError> {
+        Self::build(clusters, stats, InitialDns::Resolve, secrets).await
     }
 
     /// Builds the bootstrap's clusters as [`ClusterManager::new`] does, with every check, but
@@ -36,14 +53,16 @@ impl ClusterManager {
     pub async fn without_dns(
         clusters: &[model::Cluster],
         stats: &Store,
+        secrets: Arc<SecretManager>,
     ) -> Result<Self, UpstreamError> {
-        Self::build(clusters, stats, InitialDns::Skip).await
+        Self::build(clusters, stats, InitialDns::Skip, secrets).await
     }
 
     async fn build(
         clusters: &[model::Cluster],
         stats: &Store,
         initial_dns: InitialDns,
+        secrets: Arc<SecretManager>,
     ) -> Result<Self, UpstreamError> {
         let mut names = HashSet::with_capacity(clusters.len());
         for c in clusters {
@@ -60,7 +79,7 @@ impl ClusterManager {
         };
         let mut dns = Vec::new();
         for config in clusters {
-            let cluster = Arc::new(Cluster::build(config.clone(), stats)?);
+            let cluster = Arc::new(Cluster::build(config.clone(), stats, &secrets)?);
             match config.discovery {
                 DiscoveryType::Static => {
                     let hosts = static_hosts(&cluster)?;
@@ -134,6 +153,7 @@ impl ClusterManager {
         manager_stats.cluster_added.add(clusters.len() as u64);
 
         Ok(Self {
+            secrets,
             store: stats.clone(),
             stats: manager_stats,
             active: ArcSwap::from_pointee(map),

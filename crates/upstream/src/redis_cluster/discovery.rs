@@ -68,7 +68,7 @@ pub(crate) struct Discovery {
     connect_timeout: Duration,
     tcp_keepalive: Option<redvoy_config::model::TcpKeepalive>,
     /// The cluster's TLS: discovery connections are TLS like every other one.
-    tls: Option<redvoy_tls::TlsConnector>,
+    tls: Option<Arc<redvoy_tls::ClientTls>>,
     refresh_timeout: Duration,
     /// `auth` (and user) sent first on every discovery connection; reply not checked.
     auth: Option<Vec<Vec<u8>>>,
@@ -297,7 +297,13 @@ impl Discovery {
                 crate::set_tcp_keepalive(&stream, keepalive.as_ref());
                 match &tls {
                     None => Ok::<_, std::io::Error>(Stream::Plain(stream)),
-                    Some(tls) => Ok(Stream::Client(Box::new(tls.connect(stream, target).await?))),
+                    Some(tls) => {
+                        let connector =
+                            tls.connector().ok_or_else(redvoy_tls::secrets_not_ready)?;
+                        Ok(Stream::Client(Box::new(
+                            connector.connect(stream, target).await?,
+                        )))
+                    }
                 }
             };
             // The handshake is part of the connect, within connect_timeout.

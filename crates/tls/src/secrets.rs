@@ -1,0 +1,555 @@
+//! Secrets and the TLS contexts built from them. A TLS context may name its certificate or
+//! validation context as a secret (`SdsSecretConfig`): from `static_resources.secrets`, or
+//! from a secret discovery source (ADS, or a `SecretDiscoveryService` stream to a cluster, as
+//! Istio's agent serves it). The [`SecretManager`] holds every secret's current value; a
+//! [`DynamicTls`] is one cluster's or filter chain's context, rebuilt whenever a secret it
+//! uses changes. A rebuilt context applies to new connections; existing ones keep theirs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use arc_swap::ArcSwapOption;
+use redvoy_config::model::{
+    self, ConfigSource, ConfigSourceKind, DownstreamTls, SdsSecretConfig, Secret, SecretKind,
+    UpstreamTls,
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{TlsAcceptor, TlsConnector, TlsError, TlsStats};
+
+/// Which secret: its source and its name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub source: SecretSource,
+    pub name: String,
+}
+
+/// Where a secret comes from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretSource {
+    /// `static_resources.secrets`.
+    Static,
+    /// The bootstrap's ADS stream.
+    Ads,
+    /// An `api_config_source` (by its settings, so that equal sources share a key).
+    Api(String),
+}
+
+impl SecretKey {
+    pub fn of(c: &SdsSecretConfig) -> Self {
+        let source = match c.sds_config.as_ref().map(|s| &s.kind) {
+            None => SecretSource::Static,
+            Some(ConfigSourceKind::Ads) => SecretSource::Ads,
+            Some(other) => SecretSource::Api(format!("{other:?}")),
+        };
+        Self {
+            source,
+            name: c.name.clone(),
+        }
+    }
+}
+
+/// Starts fetching a dynamic secret (installed by whoever runs the xDS clients).
+pub type Fetcher = Arc<dyn Fn(&SecretKey, &ConfigSource) + Send + Sync>;
+
+/// The current values of every secret, and the contexts that use them.
+#[derive(Default)]
+pub struct SecretManager {
+    state: Mutex<State>,
+    /// The node has an `id` and a `cluster`: Envoy refuses secret discovery without them.
+    node_complete: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    values: HashMap<SecretKey, Arc<Secret>>,
+    /// Dynamic secrets some context asked for, with their source.
+    requested: HashMap<SecretKey, ConfigSource>,
+    users: Vec<Weak<dyn SecretUser>>,
+    fetcher: Option<Fetcher>,
+}
+
+/// What a context does when a secret changes: builds itself from the new values, and (when
+/// `commit`) starts using what it built.
+trait SecretUser: Send + Sync {
+    fn uses(&self, key: &SecretKey) -> bool;
+    fn rebuild(
+        &self,
+        values: &HashMap<SecretKey, Arc<Secret>>,
+        commit: bool,
+    ) -> Result<(), TlsError>;
+}
+
+impl SecretManager {
+    /// A manager holding the bootstrap's static secrets.
+    pub fn new(static_secrets: &[Secret]) -> Arc<Self> {
+        let manager = Self::default();
+        {
+            let mut state = manager.lock();
+            for s in static_secrets {
+                state.values.insert(
+                    SecretKey {
+                        source: SecretSource::Static,
+                        name: s.name.clone(),
+                    },
+                    Arc::new(s.clone()),
+                );
+            }
+        }
+        Arc::new(manager)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the node has an `id` and a `cluster` (secret discovery needs both, as in
+    /// Envoy).
+    pub fn set_node_complete(&self, complete: bool) {
+        self.node_complete
+            .store(complete, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Installs what starts dynamic subscriptions, and starts the ones asked for so far.
+    pub fn set_fetcher(&self, fetcher: Fetcher) {
+        let requested: Vec<(SecretKey, ConfigSource)> = {
+            let mut state = self.lock();
+            state.fetcher = Some(Arc::clone(&fetcher));
+            state
+                .requested
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect()
+        };
+        for (key, source) in requested {
+            fetcher(&key, &source);
+        }
+    }
+
+    /// The names of the ADS secrets asked for (sorted).
+    pub fn ads_names(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut names: Vec<String> = state
+            .requested
+            .keys()
+            .filter(|k| k.source == SecretSource::Ads)
+            .map(|k| k.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A secret's current value.
+    pub fn get(&self, key: &SecretKey) -> Option<Arc<Secret>> {
+        self.lock().values.get(key).cloned()
+    }
+
+    /// Every secret with a value, for `/config_dump` and `/certs`.
+    pub fn all(&self) -> Vec<(SecretKey, Arc<Secret>)> {
+        let state = self.lock();
+        let mut all: Vec<_> = state
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// A new value of a dynamic secret (`None`: removed). Every context using it is rebuilt
+    /// first without being installed: if one cannot be built, nothing changes and the error
+    /// is the update's NACK.
+    pub fn update(&self, key: &SecretKey, secret: Option<Secret>) -> Result<(), String> {
+        let mut state = self.lock();
+        state.users.retain(|u| u.strong_count() > 0);
+        let users: Vec<Arc<dyn SecretUser>> = state
+            .users
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|u| u.uses(key))
+            .collect();
+        let mut next = state.values.clone();
+        match secret {
+            Some(s) => {
+                next.insert(key.clone(), Arc::new(s));
+            }
+            None => {
+                // Envoy keeps using the last value of a removed secret.
+                return Ok(());
+            }
+        }
+        for user in &users {
+            user.rebuild(&next, false)
+                .map_err(|e| format!("secret '{}': {e}", key.name))?;
+        }
+        state.values = next;
+        for user in &users {
+            if let Err(e) = user.rebuild(&state.values, true) {
+                // Checked just above with the same values; a file a secret names may have
+                // gone meanwhile.
+                warn!(secret = %key.name, error = %e, "TLS context not rebuilt");
+            }
+        }
+        info!(secret = %key.name, contexts = users.len(), "secret updated");
+        Ok(())
+    }
+
+    fn register(&self, user: Weak<dyn SecretUser>, refs: &[&SdsSecretConfig]) {
+        let mut to_fetch = Vec::new();
+        let fetcher = {
+            let mut state = self.lock();
+            state.users.retain(|u| u.strong_count() > 0);
+            state.users.push(user);
+            for r in refs {
+                let (key, Some(source)) = (SecretKey::of(r), &r.sds_config) else {
+                    continue;
+                };
+                if !state.requested.contains_key(&key) {
+                    state.requested.insert(key.clone(), source.clone());
+                    to_fetch.push((key, source.clone()));
+                }
+            }
+            state.fetcher.clone()
+        };
+        if let Some(fetcher) = fetcher {
+            for (key, source) in to_fetch {
+                fetcher(&key, &source);
+            }
+        }
+    }
+}
+
+/// One cluster's or filter chain's TLS context, as its secrets make it now: `None` until
+/// every secret it names has arrived.
+pub struct DynamicTls<T> {
+    keys: Vec<SecretKey>,
+    /// How long a warming cluster or listener waits for the secrets: the longest
+    /// `initial_fetch_timeout` of their sources; `None` (a zero timeout) waits forever.
+    warm_limit: Option<std::time::Duration>,
+    build: Builder<T>,
+    current: ArcSwapOption<T>,
+    ready: watch::Sender<bool>,
+    stats: Option<TlsStats>,
+}
+
+type Builder<T> =
+    Box<dyn Fn(&HashMap<SecretKey, Arc<Secret>>) -> Result<Option<T>, TlsError> + Send + Sync>;
+
+impl<T> std::fmt::Debug for DynamicTls<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicTls")
+            .field("secrets", &self.keys)
+            .field("ready", &*self.ready.borrow())
+            .finish()
+    }
+}
+
+/// A cluster's TLS: its connector, rebuilt when its secrets change.
+pub type ClientTls = DynamicTls<TlsConnector>;
+/// A filter chain's TLS: its acceptor, rebuilt when its secrets change.
+pub type ServerTls = DynamicTls<TlsAcceptor>;
+
+impl<T: Send + Sync + 'static> DynamicTls<T> {
+    fn start(
+        refs: Vec<&SdsSecretConfig>,
+        build: Builder<T>,
+        stats: Option<TlsStats>,
+        manager: &Arc<SecretManager>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let keys: Vec<SecretKey> = refs.iter().map(|r| SecretKey::of(r)).collect();
+        if keys.iter().any(|k| k.source != SecretSource::Static)
+            && !manager
+                .node_complete
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(TlsError::SdsWithoutNode);
+        }
+        let timeouts: Vec<std::time::Duration> = refs
+            .iter()
+            .filter_map(|r| r.sds_config.as_ref())
+            .map(|c| c.initial_fetch_timeout)
+            .collect();
+        let warm_limit = if timeouts.iter().any(|t| t.is_zero()) {
+            None
+        } else {
+            Some(timeouts.into_iter().max().unwrap_or_default())
+        };
+        let values = manager.lock().values.clone();
+        for key in keys.iter().filter(|k| k.source == SecretSource::Static) {
+            if !values.contains_key(key) {
+                return Err(TlsError::UnknownStaticSecret(key.name.clone()));
+            }
+        }
+        let built = build(&values)?;
+        let (ready, _) = watch::channel(built.is_some());
+        let this = Arc::new(Self {
+            keys,
+            warm_limit,
+            build,
+            current: ArcSwapOption::from(built.map(Arc::new)),
+            ready,
+            stats,
+        });
+        let user: Arc<dyn SecretUser> = Arc::clone(&this) as Arc<dyn SecretUser>;
+        manager.register(Arc::downgrade(&user), &refs);
+        Ok(this)
+    }
+
+    /// The context to use for a new connection; `None` while a secret has not arrived (the
+    /// connection is refused and counted, as Envoy does).
+    pub fn current(&self) -> Option<Arc<T>> {
+        self.current.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Completes once every secret has arrived.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Completes once every secret has arrived, or the sources' `initial_fetch_timeout` ran
+    /// out (the cluster or listener then starts without them, as Envoy's does).
+    pub async fn wait_warm(&self) {
+        match self.warm_limit {
+            None => self.wait_ready().await,
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, self.wait_ready()).await;
+            }
+        }
+    }
+
+    /// How long a warming cluster or listener waits for the secrets (`None`: forever).
+    pub fn warm_limit(&self) -> Option<std::time::Duration> {
+        self.warm_limit
+    }
+
+    /// Whether any secret comes from a discovery source (then the context warms until it
+    /// arrives).
+    pub fn uses_sds(&self) -> bool {
+        self.keys.iter().any(|k| k.source != SecretSource::Static)
+    }
+
+    pub fn stats(&self) -> Option<&TlsStats> {
+        self.stats.as_ref()
+    }
+}
+
+impl<T: Send + Sync + 'static> SecretUser for DynamicTls<T> {
+    fn uses(&self, key: &SecretKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn rebuild(
+        &self,
+        values: &HashMap<SecretKey, Arc<Secret>>,
+        commit: bool,
+    ) -> Result<(), TlsError> {
+        let built = (self.build)(values)?;
+        if commit {
+            // Envoy counts every secret update its context sees, complete or not yet.
+            if let Some(stats) = &self.stats {
+                stats.on_sds_update();
+            }
+            if let Some(built) = built {
+                self.current.store(Some(Arc::new(built)));
+                self.ready.send_replace(true);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClientTls {
+    /// A cluster's TLS from its settings: built now when its secrets are known (files read
+    /// now), else once they arrive.
+    pub fn new(
+        tls: &UpstreamTls,
+        stats: Option<TlsStats>,
+        manager: &Arc<SecretManager>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let refs: Vec<&SdsSecretConfig> = tls
+            .client_certificate_sds
+            .iter()
+            .chain(tls.validation_sds.iter())
+            .collect();
+        let config = tls.clone();
+        let build_stats = stats.clone();
+        Self::start(
+            refs,
+            Box::new(move |values| {
+                let Some(resolved) = resolve_upstream(&config, values)? else {
+                    return Ok(None);
+                };
+                TlsConnector::new(&resolved, build_stats.clone()).map(Some)
+            }),
+            stats,
+            manager,
+        )
+    }
+
+    /// A context that never changes, for callers without secrets (tests).
+    pub fn fixed(connector: TlsConnector) -> Arc<Self> {
+        let (ready, _) = watch::channel(true);
+        Arc::new(Self {
+            keys: Vec::new(),
+            warm_limit: Some(std::time::Duration::ZERO),
+            build: Box::new(|_| Ok(None)),
+            current: ArcSwapOption::from(Some(Arc::new(connector))),
+            ready,
+            stats: None,
+        })
+    }
+
+    /// The connector for a new connection, counting `upstream_context_secrets_not_ready`
+    /// when there is none yet.
+    pub fn connector(&self) -> Option<Arc<TlsConnector>> {
+        let current = self.current();
+        if current.is_none() {
+            if let Some(stats) = &self.stats {
+                stats.on_secrets_not_ready(false);
+            }
+        }
+        current
+    }
+}
+
+impl ServerTls {
+    /// A filter chain's TLS from its settings (see [`ClientTls::new`]).
+    pub fn new(
+        tls: &DownstreamTls,
+        stats: Option<TlsStats>,
+        manager: &Arc<SecretManager>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let refs: Vec<&SdsSecretConfig> = tls
+            .certificate_sds
+            .iter()
+            .chain(tls.validation_sds.iter())
+            .collect();
+        let config = tls.clone();
+        let build_stats = stats.clone();
+        Self::start(
+            refs,
+            Box::new(move |values| {
+                let Some(resolved) = resolve_downstream(&config, values)? else {
+                    return Ok(None);
+                };
+                TlsAcceptor::new(&resolved, build_stats.clone()).map(Some)
+            }),
+            stats,
+            manager,
+        )
+    }
+
+    /// The acceptor for a new connection, counting `downstream_context_secrets_not_ready`
+    /// when there is none yet.
+    pub fn acceptor(&self) -> Option<Arc<TlsAcceptor>> {
+        let current = self.current();
+        if current.is_none() {
+            if let Some(stats) = &self.stats {
+                stats.on_secrets_not_ready(true);
+            }
+        }
+        current
+    }
+}
+
+/// The value of `r` among `values`, which must be of the kind the context expects.
+fn lookup<'a>(
+    r: &SdsSecretConfig,
+    values: &'a HashMap<SecretKey, Arc<Secret>>,
+) -> Option<&'a Secret> {
+    values.get(&SecretKey::of(r)).map(|s| &**s)
+}
+
+fn certificate_of(r: &SdsSecretConfig, secret: &Secret) -> Result<model::TlsCertificate, TlsError> {
+    match &secret.kind {
+        SecretKind::TlsCertificate(c) => Ok(c.clone()),
+        SecretKind::ValidationContext(_) => Err(TlsError::SecretKind {
+            name: r.name.clone(),
+            expected: "tls_certificate",
+        }),
+    }
+}
+
+/// Envoy's merge of a validation context secret over the inline (default) one: the secret's
+/// CA replaces the default's, SAN matchers add up.
+fn validation_of(
+    r: &SdsSecretConfig,
+    secret: &Secret,
+    default: &model::ValidationContext,
+) -> Result<model::ValidationContext, TlsError> {
+    match &secret.kind {
+        SecretKind::ValidationContext(v) => Ok(model::ValidationContext {
+            trusted_ca: v.trusted_ca.clone().or_else(|| default.trusted_ca.clone()),
+            san_matchers: default
+                .san_matchers
+                .iter()
+                .chain(&v.san_matchers)
+                .cloned()
+                .collect(),
+        }),
+        SecretKind::TlsCertificate(_) => Err(TlsError::SecretKind {
+            name: r.name.clone(),
+            expected: "validation_context",
+        }),
+    }
+}
+
+/// The settings with every named secret filled in; `None` while one is missing.
+pub(crate) fn resolve_upstream(
+    tls: &UpstreamTls,
+    values: &HashMap<SecretKey, Arc<Secret>>,
+) -> Result<Option<UpstreamTls>, TlsError> {
+    let mut out = tls.clone();
+    if let Some(r) = &tls.client_certificate_sds {
+        let Some(secret) = lookup(r, values) else {
+            return Ok(None);
+        };
+        out.client_certificate = Some(certificate_of(r, secret)?);
+    }
+    if let Some(r) = &tls.validation_sds {
+        let Some(secret) = lookup(r, values) else {
+            return Ok(None);
+        };
+        let default = model::ValidationContext {
+            trusted_ca: tls.trusted_ca.clone(),
+            san_matchers: tls.san_matchers.clone(),
+        };
+        let merged = validation_of(r, secret, &default)?;
+        out.trusted_ca = merged.trusted_ca;
+        out.san_matchers = merged.san_matchers;
+    }
+    Ok(Some(out))
+}
+
+/// See [`resolve_upstream`].
+pub(crate) fn resolve_downstream(
+    tls: &DownstreamTls,
+    values: &HashMap<SecretKey, Arc<Secret>>,
+) -> Result<Option<DownstreamTls>, TlsError> {
+    let mut out = tls.clone();
+    if let Some(r) = &tls.certificate_sds {
+        let Some(secret) = lookup(r, values) else {
+            return Ok(None);
+        };
+        out.certificate = Some(certificate_of(r, secret)?);
+    }
+    if let Some(r) = &tls.validation_sds {
+        let Some(secret) = lookup(r, values) else {
+            return Ok(None);
+        };
+        let default = model::ValidationContext {
+            trusted_ca: tls.trusted_ca.clone(),
+            san_matchers: tls.san_matchers.clone(),
+        };
+        let merged = validation_of(r, secret, &default)?;
+        out.trusted_ca = merged.trusted_ca;
+        out.san_matchers = merged.san_matchers;
+    }
+    Ok(Some(out))
+}
