@@ -96,6 +96,8 @@ pub struct App {
     /// Each worker's end of its command channel, held until its thread starts. Commands sent
     /// before then (the static listeners) wait in the channel.
     worker_commands: Vec<mpsc::UnboundedReceiver<WorkerCommand>>,
+    /// Notified when a secret is asked for on ADS (the xDS client then subscribes it).
+    sds_ads_names: Arc<tokio::sync::Notify>,
 }
 
 /// Serving until [`Running::drain`].
@@ -194,6 +196,7 @@ impl App {
             clusters,
             listeners,
             worker_commands,
+            sds_ads_names,
         })
     }
 
@@ -211,6 +214,7 @@ impl App {
             clusters,
             listeners,
             worker_commands,
+            sds_ads_names,
         } = self;
         let concurrency = settings.concurrency;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -234,6 +238,7 @@ impl App {
             redvoy_config::DynamicOptions {
                 reject_unknown_dynamic_fields: settings.reject_unknown_dynamic_fields,
             },
+            sds_ads_names,
         )
         .map_err(StartError::Dynamic)?;
 

@@ -14,7 +14,7 @@ use redvoy_stats::Store;
 use redvoy_upstream::ClusterManager;
 use redvoy_xds::{
     ChannelOptions, ClientConfig, Handler, Source, StreamConfig, Target, Update, XdsError,
-    TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER,
+    TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SECRET,
 };
 use tokio::sync::watch;
 use tracing::debug;
@@ -51,6 +51,9 @@ enum Rejection {
     Endpoints { name: String, reason: String },
     #[error("redvoy does not handle {0}")]
     UnknownType(String),
+    /// A secret that does not decode, or that a TLS context using it cannot be built from.
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn lines(errors: &[String]) -> String {
@@ -202,6 +205,25 @@ impl Shared {
         }
     }
 
+    /// Secrets asked for on ADS: each applied to the TLS contexts using it; the first that
+    /// cannot be used NACKs the update (the ones before it stay applied, as Envoy's
+    /// per-secret subscriptions each take their own).
+    fn on_secrets(&self, update: &Update) -> Result<(), Rejection> {
+        let secrets = self.clusters.secrets();
+        for r in &update.resources {
+            let secret = redvoy_config::decode_secret(&r.value)
+                .map_err(|e| Rejection::Secret(format!("{}: {e}", r.name)))?;
+            let key = redvoy_tls::SecretKey {
+                source: redvoy_tls::SecretSource::Ads,
+                name: r.name.clone(),
+            };
+            secrets
+                .update(&key, Some(secret))
+                .map_err(Rejection::Secret)?;
+        }
+        Ok(())
+    }
+
     fn on_endpoints(&self, update: &Update) -> Result<(), Rejection> {
         let now = SystemTime::now();
         for r in &update.resources {
@@ -327,6 +349,7 @@ impl Handler for XdsHandler {
             TYPE_CLUSTER => self.0.on_clusters(&update),
             TYPE_ENDPOINT => self.0.on_endpoints(&update),
             TYPE_LISTENER => self.0.on_listeners(&update),
+            TYPE_SECRET => self.0.on_secrets(&update),
             other => Err(Rejection::UnknownType(other.to_owned())),
         };
         // The xDS client logs the rejection once, as Envoy's gRPC mux does.
@@ -335,6 +358,10 @@ impl Handler for XdsHandler {
 
     fn eds_names(&self) -> Vec<String> {
         self.0.clusters.eds_service_names()
+    }
+
+    fn sds_names(&self) -> Vec<String> {
+        self.0.clusters.secrets().ads_names()
     }
 
     /// Envoy's cluster manager initialisation: every cluster warm, or EDS's initial fetch
@@ -442,6 +469,7 @@ pub fn start(
     clusters: Arc<ClusterManager>,
     listeners: Arc<ListenerManager>,
     options: DynamicOptions,
+    sds_names_changed: Arc<tokio::sync::Notify>,
 ) -> Result<Option<Dynamic>, DynamicError> {
     let Some(dr) = &bootstrap.dynamic_resources else {
         return Ok(None);
@@ -471,11 +499,20 @@ pub fn start(
         cds: source(bootstrap, dr.cds_config.as_ref())?,
         lds: source(bootstrap, dr.lds_config.as_ref())?,
         eds,
+        sds: Source::None,
         ads,
         cds_initial_fetch_timeout: timeout(dr.cds_config.as_ref()),
         lds_initial_fetch_timeout: timeout(dr.lds_config.as_ref()),
         // Istio sets 0s on every EDS source; Envoy's default otherwise.
         eds_initial_fetch_timeout: timeout(eds_config.as_ref()),
+    };
+    let config = ClientConfig {
+        sds: if config.ads.is_some() {
+            Source::Ads
+        } else {
+            Source::None
+        },
+        ..config
     };
     let shared = Arc::new(Shared {
         clusters,
@@ -496,6 +533,17 @@ pub fn start(
     let mut warming = shared.clusters.warming_changes();
     let handler = Arc::new(XdsHandler(Arc::clone(&shared)));
     let client = Arc::new(redvoy_xds::spawn(config, handler, store)?);
+    // A secret asked for on ADS outside an xDS update (a bootstrap cluster's or listener's).
+    let sds_client = Arc::downgrade(&client);
+    tokio::spawn(async move {
+        loop {
+            sds_names_changed.notified().await;
+            match sds_client.upgrade() {
+                Some(client) => client.sds_names_changed(),
+                None => return,
+            }
+        }
+    });
     let watcher = Arc::downgrade(&shared);
     let xds = Arc::downgrade(&client);
     tokio::spawn(async move {

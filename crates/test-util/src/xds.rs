@@ -534,3 +534,32 @@ fn inline(pem: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
 /// The `sds_config` Istio writes for its agent's secrets (SotW on `sds-grpc`, node on the
 /// first message only, wait forever), as YAML.
 pub const ISTIO_SDS_CONFIG_YAML: &str = "{api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: sds-grpc}}], set_node_on_first_message_only: true, transport_api_version: V3}, initial_fetch_timeout: 0s, resource_api_version: V3}";
+
+/// `cluster` over TLS (sending `sni`), its server certificates verified against the CA of
+/// secret `ca_secret`, asked for on ADS (`validation_context_sds_secret_config`).
+pub fn with_upstream_tls_from_ads(mut cluster: Cluster, ca_secret: &str, sni: &str) -> Cluster {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType as SocketConfig;
+    use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CommonTlsContext, SdsSecretConfig, UpstreamTlsContext,
+    };
+    let context = UpstreamTlsContext {
+        sni: sni.to_owned(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                SdsSecretConfig {
+                    name: ca_secret.to_owned(),
+                    sds_config: Some(ads_config_source(None)),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cluster.transport_socket = Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".to_owned(),
+        config_type: Some(SocketConfig::TypedConfig(pack(&context))),
+    });
+    cluster
+}

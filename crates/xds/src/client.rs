@@ -29,7 +29,7 @@ use crate::stats::{ControlPlaneStats, SubscriptionStats};
 use crate::transport::{self, Event, Service, Tx, REQUEST_QUEUE};
 use crate::{
     ApiType, ClientConfig, Command, Handler, Resource, Source, StreamConfig, Update, XdsError,
-    TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER,
+    TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_SECRET,
 };
 
 /// Events queued from stream and file tasks; they wait (and so stop reading their streams)
@@ -46,6 +46,9 @@ const USER_AGENT_NAME: &str = "envoy";
 const CDS: usize = 0;
 const EDS: usize = 1;
 const LDS: usize = 2;
+/// Secrets asked for on ADS: by name, subscribed whenever a name is needed (not part of the
+/// CDS → EDS → LDS start order; clusters and listeners warm until theirs arrive).
+const SDS: usize = 3;
 
 /// Every xDS resource carries its name in field 1 (`Listener.name`, `Cluster.name`,
 /// `ClusterLoadAssignment.cluster_name`); prost skips the rest.
@@ -123,7 +126,7 @@ impl TypeState {
             initial_fetch_timeout: timeout,
             stats: None,
             started: false,
-            wildcard: type_url != TYPE_ENDPOINT,
+            wildcard: type_url != TYPE_ENDPOINT && type_url != TYPE_SECRET,
             names: BTreeSet::new(),
             version: String::new(),
             nonce: String::new(),
@@ -191,6 +194,8 @@ pub(crate) fn start(
         (TYPE_CLUSTER, &config.cds, config.cds_initial_fetch_timeout),
         (TYPE_ENDPOINT, &config.eds, config.eds_initial_fetch_timeout),
         (TYPE_LISTENER, &config.lds, config.lds_initial_fetch_timeout),
+        // Each secret's wait is its context's (see redvoy-tls); none here.
+        (TYPE_SECRET, &config.sds, Duration::ZERO),
     ];
     let mut types = Vec::new();
     for (type_url, source, timeout) in sources {
@@ -279,6 +284,7 @@ impl Client {
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(command) = commands.recv() => match command {
                     Command::EdsNamesChanged => self.refresh_eds_names().await,
+                    Command::SdsNamesChanged => self.refresh_sds_names().await,
                     Command::ClustersWarmed => self.advance().await,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => self.on_timeouts().await,
@@ -292,6 +298,9 @@ impl Client {
     /// initial fetch is done; LDS once EDS's is done and the clusters are warm. A type without a
     /// source is done at once.
     async fn advance(&mut self) {
+        if !self.types[SDS].started {
+            self.refresh_sds_names().await;
+        }
         if !self.types[CDS].started {
             self.start_type(CDS).await;
         }
@@ -394,6 +403,29 @@ impl Client {
             }
         }
         self.advance().await;
+    }
+
+    /// Subscribes SDS on ADS to the secrets now needed (any time: secrets do not wait for
+    /// the start order).
+    async fn refresh_sds_names(&mut self) {
+        let names: BTreeSet<String> = self.handler.sds_names().into_iter().collect();
+        let t = &mut self.types[SDS];
+        if matches!(t.origin, Origin::None) || t.names == names {
+            return;
+        }
+        t.known.retain(|n, _| names.contains(n));
+        t.names = names;
+        if !t.started {
+            if t.names.is_empty() {
+                return;
+            }
+            self.start_type(SDS).await;
+            return;
+        }
+        if let Origin::Grpc(tr) = &self.types[SDS].origin {
+            let tr = *tr;
+            self.send_names(tr, SDS).await;
+        }
     }
 
     /// After a CDS update (or on request): subscribe EDS to the names now needed.
@@ -870,6 +902,10 @@ impl Client {
     async fn after_update(&mut self, ti: usize) {
         if ti == CDS && self.types[CDS].initial_done {
             self.refresh_eds_names().await;
+        }
+        if ti == CDS || ti == LDS {
+            // The clusters and listeners just built may name new secrets.
+            self.refresh_sds_names().await;
         }
         let t = &self.types[ti];
         let done = ti != EDS || t.awaiting.is_empty();

@@ -135,6 +135,8 @@ pub struct ClientConfig {
     pub lds: Source,
     /// From the clusters' `eds_cluster_config.eds_config` (the first one).
     pub eds: Source,
+    /// Secrets whose `sds_config` is `ads` ([`Source::Ads`] when there is an ADS stream).
+    pub sds: Source,
     /// Zero waits forever.
     pub cds_initial_fetch_timeout: Duration,
     pub lds_initial_fetch_timeout: Duration,
@@ -171,6 +173,10 @@ pub trait Handler: Send + Sync + 'static {
     fn on_update(&self, update: Update) -> Result<(), String>;
     /// After a CDS update was applied: the EDS names now needed (sorted, deduplicated).
     fn eds_names(&self) -> Vec<String>;
+    /// The secrets asked for on ADS (see [`XdsHandle::sds_names_changed`]).
+    fn sds_names(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The initial fetch of this type finished: its first response (accepted or not), its
     /// first file read, the expiry of `initial_fetch_timeout`, or right away when the type
     /// has no source (or, for EDS, when no name is needed once CDS finished). Called exactly
@@ -199,6 +205,7 @@ pub enum XdsError {
 #[derive(Debug)]
 pub(crate) enum Command {
     EdsNamesChanged,
+    SdsNamesChanged,
     ClustersWarmed,
 }
 
@@ -218,6 +225,11 @@ impl XdsHandle {
     pub fn eds_names_changed(&self) {
         // Full = a re-read is already pending; closed = the client stopped.
         let _ = self.commands.try_send(Command::EdsNamesChanged);
+    }
+
+    /// Re-reads [`Handler::sds_names`] and subscribes the secrets it names on ADS.
+    pub fn sds_names_changed(&self) {
+        let _ = self.commands.try_send(Command::SdsNamesChanged);
     }
 
     /// [`Handler::clusters_warm`] may have become true: starts LDS if it was waiting for it.

@@ -197,17 +197,15 @@ pub(crate) fn bootstrap(
 
     // Envoy looks a static secret up when it builds the TLS context that names it.
     let known = |name: &str| secrets.iter().any(|s| s.name == name);
-    let unknown = |refs: Vec<&model::SdsSecretConfig>, p: FieldPath| {
-        match refs
-            .into_iter()
-            .find(|r| r.sds_config.is_none() && !known(&r.name))
-        {
-            Some(r) => Err(ConfigError::invalid(
-                p,
-                format!("Unknown static secret: {}", r.name),
-            )),
-            None => Ok(()),
-        }
+    let unknown = |refs: Vec<&model::SdsSecretConfig>, p: FieldPath| match refs
+        .into_iter()
+        .find(|r| r.sds_config.is_none() && !known(&r.name))
+    {
+        Some(r) => Err(ConfigError::invalid(
+            p,
+            format!("Unknown static secret: {}", r.name),
+        )),
+        None => Ok(()),
     };
     for (i, c) in clusters.iter().enumerate() {
         if let Some(tls) = &c.upstream_tls {
