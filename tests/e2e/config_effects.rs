@@ -7,16 +7,15 @@
 //! - `circuit_breakers` (tcp_proxy: a connection beyond `max_connections` is closed with
 //!   `upstream_cx_overflow`; redis_proxy: not enforced, in Envoy as in redvoy);
 //! - `upstream_connection_options.tcp_keepalive` (the upstream socket's keepalive timer);
-//! - `transport_socket_matches` with a TLS entry: redvoy leaves out the endpoints that select
-//!   it (it has no TLS) and never talks plaintext to them; Envoy, for comparison, speaks TLS
-//!   to them (here: to a plaintext Redis, so those keys fail).
+//! - `transport_socket_matches` with a TLS entry: both speak TLS to the endpoints that select
+//!   it (here: to a plaintext Redis, so those keys fail) and never plaintext.
 
 use std::process::Command;
 use std::time::Duration;
 
 use redvoy_test_util::{
-    redis_listener_yaml, same_on_all_targets, Level, Proxy, ReadOutcome, RedisServer, Reply,
-    RespClient, Rows, Target,
+    redis_listener_yaml, same_on_all_targets, Proxy, ReadOutcome, RedisServer, Reply, RespClient,
+    Rows, Target,
 };
 
 use crate::targets;
@@ -455,12 +454,6 @@ fn endpoints_selecting_tls_are_never_used_in_plaintext() {
         tls.flushall();
         plain.flushall();
         let proxy = Proxy::start(target, &yaml, &[]);
-        // redvoy says why it leaves the endpoint out.
-        proxy.expect_log(
-            Level::Warn,
-            "endpoints left out: their transport_socket_matches entry asks for a transport \
-             socket redvoy does not run (TLS)",
-        );
         let mut client = proxy.client();
         let keys: Vec<String> = (0..KEYS).map(|i| format!("tsm:{i}")).collect();
         let failed = keys
@@ -475,21 +468,9 @@ fn endpoints_selecting_tls_are_never_used_in_plaintext() {
             on_tls, 0,
             "{target}: nothing reaches the TLS endpoint in plaintext"
         );
-        match target {
-            // Envoy speaks TLS to the labelled endpoint: the plaintext Redis there fails the
-            // handshake, so the keys hashed to it fail.
-            Target::Envoy => assert!(failed > 0, "Envoy: keys routed to the TLS endpoint fail"),
-            // redvoy has no TLS: it leaves the endpoint out, so every key goes to the other.
-            Target::Redvoy => {
-                assert_eq!(
-                    failed, 0,
-                    "redvoy: every key served by the plaintext endpoint"
-                );
-                assert_eq!(plain.keys().len(), KEYS);
-                let stats = proxy.stats();
-                assert_eq!(stats.get_int("cluster.redis.membership_excluded"), Some(1));
-                assert_eq!(stats.get_int("cluster.redis.membership_total"), Some(2));
-            }
-        }
+        // Both speak TLS to the labelled endpoint: the plaintext Redis there fails the
+        // handshake, so the keys hashed to it fail; the others are served.
+        assert!(failed > 0, "{target}: keys routed to the TLS endpoint fail");
+        assert_eq!(plain.keys().len(), KEYS - failed, "{target}");
     }
 }

@@ -364,3 +364,76 @@ fn redis_cluster_over_tls_like_envoy() {
         rows
     });
 }
+
+/// `transport_socket_matches` as Istio writes them: endpoints labelled `tlsMode: istio` get
+/// the TLS entry (verified against the test CA and the SPIFFE SAN), `tlsMode: disabled` the
+/// plaintext one, an unlabelled endpoint the cluster's own socket. Every key lands on its
+/// server, each over its own socket; the per-entry `total_match_count` and `ssl.*` stats as
+/// Envoy 1.40 counts them.
+#[test]
+fn transport_socket_matches_pick_tls_per_endpoint_like_envoy() {
+    let pki = Pki::new();
+    let (tls_server, tls_port) = pki.redis(false);
+    let plain = RedisServer::start();
+    let other = RedisServer::start();
+    let ca = pki.path("ca.pem").display().to_string();
+    let endpoint = |port: u16, mode: Option<&str>| {
+        let metadata = mode
+            .map(|m| {
+                format!(
+                    ", metadata: {{filter_metadata: {{envoy.transport_socket_match: {{tlsMode: {m}}}}}}}"
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "        - {{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}{metadata}}}\n"
+        )
+    };
+    let cluster = format!(
+        "  - name: mesh\n    connect_timeout: 1s\n    lb_policy: RING_HASH\n    load_assignment:\n      cluster_name: mesh\n      endpoints:\n      - lb_endpoints:\n{}{}{}    transport_socket_matches:\n    - name: tlsMode-istio\n      match: {{tlsMode: istio}}\n      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n          sni: redis.test\n          common_tls_context:\n            alpn_protocols: [istio-peer-exchange, istio]\n            validation_context:\n              trusted_ca: {{filename: {ca}}}\n              match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{SPIFFE_ID}\"}}}}]\n    - name: tlsMode-disabled\n      match: {{tlsMode: disabled}}\n      transport_socket:\n        name: envoy.transport_sockets.raw_buffer\n        typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}\n",
+        endpoint(tls_port, Some("istio")),
+        endpoint(plain.port(), Some("disabled")),
+        endpoint(other.port(), None),
+    );
+    let yaml = format!(
+        "admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}\nstatic_resources:\n  listeners:\n  - name: redis\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{LISTENER_PORT}}}}}}}}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.redis_proxy\n        typed_config:\n          \"@type\": {}\n          stat_prefix: redis\n          settings: {{op_timeout: 5s}}\n          prefix_routes: {{catch_all_route: {{cluster: mesh}}}}\n  clusters:\n{cluster}",
+        redvoy_test_util::REDIS_PROXY_TYPE
+    );
+    let keys: Vec<String> = (0..60).map(|i| format!("match:{i}")).collect();
+    same_on_all_targets(&targets(), |target| {
+        for s in [&tls_server, &plain, &other] {
+            s.flushall();
+        }
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let mut client = proxy.client();
+        for key in &keys {
+            assert_eq!(
+                client.cmd(&["SET", key, "v"]),
+                Reply::ok(),
+                "{target}: SET {key}"
+            );
+        }
+        let mut rows: Rows = Vec::new();
+        for (name, server) in [
+            ("tls", &tls_server),
+            ("plain", &plain),
+            ("unlabelled", &other),
+        ] {
+            let held: Vec<&String> = keys
+                .iter()
+                .filter(|k| server.cmd(&["EXISTS", k]) == Reply::Integer(1))
+                .collect();
+            rows.push((format!("keys on {name}"), format!("{held:?}")));
+        }
+        for (name, value) in proxy.stats().values.iter().filter(|(k, _)| {
+            k.starts_with("cluster.mesh.")
+                && (k.ends_with("total_match_count")
+                    || k.contains(".ssl.handshake")
+                    || k.contains(".ssl.fail_verify")
+                    || k.ends_with(".upstream_cx_total"))
+        }) {
+            rows.push((name.clone(), value.clone()));
+        }
+        rows
+    });
+}

@@ -426,8 +426,8 @@ pub struct Cluster {
     pub healthy_panic_threshold: PanicThreshold,
     /// `upstream_connection_options.tcp_keepalive`: TCP keepalive on upstream connections.
     pub tcp_keepalive: Option<TcpKeepalive>,
-    /// `transport_socket_matches`, in order. The cluster's own `transport_socket` (the
-    /// fallback) is always plaintext: redvoy refuses any other.
+    /// `transport_socket_matches`, in order; the cluster's own `transport_socket`
+    /// (`upstream_tls`, or plaintext) is the fallback.
     pub transport_socket_matches: TransportSocketMatches,
     /// `health_checks[0]`: the active health checker (redvoy runs at most one per cluster).
     pub health_check: Option<HealthCheck>,
@@ -808,9 +808,19 @@ pub struct TransportSocketMatch {
     pub name: String,
     /// Label → value in a canonical text form (see [`Endpoint::transport_socket_labels`]).
     pub labels: BTreeMap<String, String>,
-    /// Whether its socket is plaintext (`raw_buffer`). redvoy runs no other socket: an
-    /// endpoint that selects one is never connected to (never in plaintext instead).
-    pub plaintext: bool,
+    pub socket: MatchSocket,
+}
+
+/// What a `transport_socket_matches` entry connects with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchSocket {
+    /// `raw_buffer` (or no socket).
+    Plaintext,
+    /// `envoy.transport_sockets.tls` (Istio's `tlsMode-istio`).
+    Tls(Box<UpstreamTls>),
+    /// A socket redvoy does not run: an endpoint that selects it is never connected to
+    /// (never in plaintext instead).
+    Unsupported,
 }
 
 /// A cluster's `transport_socket_matches`, in order.
@@ -818,24 +828,42 @@ pub struct TransportSocketMatch {
 pub struct TransportSocketMatches(pub Vec<TransportSocketMatch>);
 
 impl TransportSocketMatches {
-    /// The entry an endpoint with these labels selects, when that entry asks for a socket
-    /// redvoy does not run (TLS): Envoy's `TransportSocketMatcherImpl::resolve`, the first
+    /// The index of the entry an endpoint with these labels selects (`None`: the cluster's
+    /// own `transport_socket`): Envoy's `TransportSocketMatcherImpl::resolve`, the first
     /// entry whose labels the endpoint's labels contain, else the first whose labels its
-    /// locality's contain (two passes, in that order). `None` when the endpoint is plaintext
-    /// (a plaintext entry, or no entry and the plaintext fallback).
-    pub fn unsupported_for(
+    /// locality's contain (two passes, in that order).
+    pub fn resolve(
         &self,
         endpoint: &BTreeMap<String, String>,
         locality: &BTreeMap<String, String>,
-    ) -> Option<&TransportSocketMatch> {
+    ) -> Option<usize> {
         let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
             want.iter().all(|(k, v)| have.get(k) == Some(v))
         };
         self.0
             .iter()
-            .find(|m| contains(endpoint, &m.labels))
-            .or_else(|| self.0.iter().find(|m| contains(locality, &m.labels)))
-            .filter(|m| !m.plaintext)
+            .position(|m| contains(endpoint, &m.labels))
+            .or_else(|| self.0.iter().position(|m| contains(locality, &m.labels)))
+    }
+
+    /// [`Self::resolve`] for an endpoint.
+    pub fn resolve_endpoint(&self, e: &Endpoint) -> Option<usize> {
+        self.resolve(
+            &e.transport_socket_labels,
+            &e.locality_transport_socket_labels,
+        )
+    }
+
+    /// The entry an endpoint with these labels selects, when its socket is one redvoy does
+    /// not run. `None` when the endpoint can be connected to.
+    pub fn unsupported_for(
+        &self,
+        endpoint: &BTreeMap<String, String>,
+        locality: &BTreeMap<String, String>,
+    ) -> Option<&TransportSocketMatch> {
+        self.resolve(endpoint, locality)
+            .and_then(|i| self.0.get(i))
+            .filter(|m| m.socket == MatchSocket::Unsupported)
     }
 
     /// [`Self::unsupported_for`] an endpoint.
@@ -1156,12 +1184,12 @@ mod tests {
             TransportSocketMatch {
                 name: "zone-plain".into(),
                 labels: labels(&[("zone", "a")]),
-                plaintext: true,
+                socket: MatchSocket::Plaintext,
             },
             TransportSocketMatch {
                 name: "istio-tls".into(),
                 labels: labels(&[("tlsMode", "istio")]),
-                plaintext: false,
+                socket: MatchSocket::Unsupported,
             },
         ]);
         let endpoint = labels(&[("tlsMode", "istio")]);

@@ -119,6 +119,10 @@ enum Rule {
     HealthChecker,
     /// `ListenerFilter.typed_config`: the TLS and HTTP inspectors and `original_dst`.
     ListenerFilter,
+    /// `TransportSocketMatch.transport_socket`: walked when plaintext or TLS; any other
+    /// socket is kept as is (its endpoints are left out by the cluster, see
+    /// `model::MatchSocket`).
+    MatchSocket,
     /// Accepted without walking its contents: the conversion reads what it needs (each use
     /// says what) and acts on it.
     Opaque,
@@ -126,7 +130,8 @@ enum Rule {
 
 use Rule::{
     BootstrapExtension, ClusterType, HealthChecker, HttpFilter, Ignore, ListenerFilter,
-    NetworkFilter, Opaque, ProtocolOptions, ResourceMonitor, TransportSocket, UpstreamFilter, Walk,
+    MatchSocket, NetworkFilter, Opaque, ProtocolOptions, ResourceMonitor, TransportSocket,
+    UpstreamFilter, Walk,
 };
 
 /// The allowlist: message full name → (field name, rule). Messages not listed accept no set
@@ -641,9 +646,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     (REDIS_HEALTH_CHECKER, &[("key", Walk)]),
     (
         "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
-        // The conversion reads the socket's type: plaintext (`raw_buffer`) or not. An endpoint
-        // that selects a non-plaintext entry is never connected to (never in plaintext).
-        &[("name", Walk), ("match", Walk), ("transport_socket", Opaque)],
+        // Plaintext and TLS sockets are walked (and run); an endpoint that selects any other
+        // socket is never connected to (never in plaintext instead).
+        &[("name", Walk), ("match", Walk), ("transport_socket", MatchSocket)],
     ),
     (TRANSPORT_SOCKET, &[("name", Walk), ("typed_config", TransportSocket)]),
     (
@@ -961,6 +966,22 @@ fn walk(msg: &mut DynamicMessage, path: &FieldPath) -> Result<(), ConfigError> {
         let value = msg.get_field_mut(&field);
         match rule {
             Ignore | Opaque => {}
+            MatchSocket => {
+                let Value::Message(socket) = value else {
+                    continue;
+                };
+                let inner = socket
+                    .get_field_by_name("typed_config")
+                    .and_then(|v| v.as_message().cloned())
+                    .and_then(|any| {
+                        any.get_field_by_name("type_url")
+                            .and_then(|v| v.as_str().map(|u| type_name_of(u).to_owned()))
+                    })
+                    .unwrap_or_default();
+                if inner == RAW_BUFFER || inner == UPSTREAM_TLS {
+                    walk(socket, &fpath)?;
+                }
+            }
             Walk => walk_value(value, &fpath)?,
             NetworkFilter => {
                 let Value::Message(any) = value else { continue };

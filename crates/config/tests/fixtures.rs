@@ -1044,7 +1044,7 @@ fn shared_istio_golden_bootstrap_loads() {
 }
 
 /// `transport_socket_matches` with a TLS entry (Istio's auto-mTLS shape): accepted, and each
-/// endpoint knows whether it selects a socket redvoy does not run.
+/// endpoint knows which entry it selects.
 #[test]
 fn transport_socket_matches_select_per_endpoint() {
     let b = load("good/transport_socket_matches_tls.yaml");
@@ -1053,7 +1053,12 @@ fn transport_socket_matches_select_per_endpoint() {
         .transport_socket_matches
         .0
         .iter()
-        .map(|m| (m.name.as_str(), m.plaintext))
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.socket == redvoy_config::model::MatchSocket::Plaintext,
+            )
+        })
         .collect();
     assert_eq!(
         names,
@@ -1064,7 +1069,9 @@ fn transport_socket_matches_select_per_endpoint() {
         .iter()
         .map(|e| {
             c.transport_socket_matches
-                .unsupported_for_endpoint(e)
+                .resolve_endpoint(e)
+                .and_then(|i| c.transport_socket_matches.0.get(i))
+                .filter(|m| m.socket != redvoy_config::model::MatchSocket::Plaintext)
                 .map(|m| m.name.as_str())
         })
         .collect();

@@ -423,7 +423,7 @@ impl Exchange<'_> {
 
     async fn connect(&self) -> Result<Conn, ExchangeError> {
         let cs = &self.cluster.stats;
-        if self.cluster.tls().is_some() {
+        if self.cluster.tls_for(self.host).is_some() {
             // Never plaintext to a host the config says to reach over TLS.
             tls_refused_once(&self.cluster.name);
             cs.upstream_cx_connect_fail.inc();

@@ -53,7 +53,9 @@ pub(crate) struct ClientConfig {
     /// every request and connection takes a place first.
     pub limits: Option<Arc<Cluster>>,
     /// The cluster's TLS transport socket; `None` for plaintext.
-    pub tls: Option<Arc<redvoy_tls::ClientTls>>,
+    /// The cluster, when any of its hosts is reached over TLS (each host's socket is its
+    /// `transport_socket_matches` entry's, else the cluster's).
+    pub tls: Option<Arc<redvoy_upstream::Cluster>>,
 }
 
 /// Writes `buf` (how much went is returned), or, with nothing left to write, flushes.
@@ -377,7 +379,12 @@ impl UpstreamClient {
         let _ = stream.set_nodelay(true);
         // A TLS cluster: the handshake completes the connect, within what is left of
         // connect_timeout; a failed handshake is a failed connect, never a plaintext one.
-        let stream = match &self.config.tls {
+        let stream = match self
+            .config
+            .tls
+            .as_ref()
+            .and_then(|cluster| cluster.tls_for(&self.host))
+        {
             None => Upstream::Plain(stream),
             Some(tls) => {
                 let Some(connector) = tls.connector() else {

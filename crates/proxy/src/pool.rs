@@ -254,7 +254,12 @@ impl ClusterPool {
             settings.unknown_limit_reached.inc();
             return None;
         }
-        let host = Arc::new(Host::new(address, String::new(), 1));
+        // A redirection target carries no metadata: the socket of the entry that matches no
+        // labels (else the cluster's own), as for discovered nodes.
+        let host = Arc::new(
+            Host::new(address, String::new(), 1)
+                .with_transport_match(self.cluster.unlabelled_transport_match()),
+        );
         let client = UpstreamClient::new(host, Rc::clone(&self.config), self.this.clone(), true);
         cache.unknown.insert(address, Rc::clone(&client));
         Some(client)

@@ -194,22 +194,15 @@ pub async fn run(
         .record(started.elapsed().as_millis() as u64);
 }
 
-/// Connects within the cluster's `connect_timeout`, counting as Envoy's TCP pool does.
-async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) -> Option<TcpStream> {
+/// Connects within the cluster's `connect_timeout` (a TLS host's handshake included),
+/// counting as Envoy's TCP pool does. Never plaintext to a host whose socket is TLS.
+async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) -> Option<Stream> {
     let cs = &cluster.stats;
-    if cluster.tls().is_some() {
-        // tcp_proxy does not originate TLS yet: the connection is refused, never plaintext.
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!(
-                cluster = %cluster.name,
-                "tcp_proxy does not originate TLS yet: connections to this TLS cluster are \
-                 closed (never proxied in plaintext)"
-            );
-        });
-        cs.upstream_cx_connect_fail.inc();
-        return None;
+    let tls = match host {
+        Some(h) => cluster.tls_for(h),
+        None => cluster.tls_for_match(cluster.unlabelled_transport_match()),
     }
+    .cloned();
     cs.upstream_cx_total.inc();
     if let Some(h) = host {
         h.stats.cx_total.fetch_add(1, Ordering::Relaxed);
@@ -217,12 +210,26 @@ async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) ->
     // A zero timeout would fail every connect; Envoy's proto requires a positive one.
     let limit = cluster.config.connect_timeout.max(Duration::from_millis(1));
     let started = Instant::now();
-    let failed = match tokio::time::timeout(limit, TcpStream::connect(address)).await {
+    let attempt = async {
+        let stream = TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        redvoy_upstream::set_tcp_keepalive(&stream, cluster.config.tcp_keepalive.as_ref());
+        match &tls {
+            None => Ok::<_, std::io::Error>(Stream::Plain(stream)),
+            Some(context) => {
+                let connector = context
+                    .connector()
+                    .ok_or_else(redvoy_tls::secrets_not_ready)?;
+                Ok(Stream::Client(Box::new(
+                    connector.connect(stream, address).await?,
+                )))
+            }
+        }
+    };
+    let failed = match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(stream)) => {
             cs.upstream_cx_connect_ms
                 .record(started.elapsed().as_millis() as u64);
-            let _ = stream.set_nodelay(true);
-            redvoy_upstream::set_tcp_keepalive(&stream, cluster.config.tcp_keepalive.as_ref());
             return Some(stream);
         }
         Ok(Err(e)) => {
@@ -246,19 +253,20 @@ async fn connect(cluster: &Cluster, host: Option<&Host>, address: SocketAddr) ->
 
 async fn proxy(
     downstream: Stream,
-    mut upstream: TcpStream,
+    upstream: Stream,
     config: &TcpProxyConfig,
     cs: &ClusterStats,
 ) -> Result<(), CopyEnd> {
     let _ = downstream.tcp().set_nodelay(true);
-    let (mut ur, mut uw) = upstream.split();
-    match downstream {
-        Stream::Plain(mut tcp) => {
-            let (mut dr, mut dw) = tcp.split();
+    match (downstream, upstream) {
+        (Stream::Plain(mut down), Stream::Plain(mut up)) => {
+            let (mut dr, mut dw) = down.split();
+            let (mut ur, mut uw) = up.split();
             copy_both((&mut dr, &mut dw), (&mut ur, &mut uw), config, cs).await
         }
-        tls => {
-            let (mut dr, mut dw) = tokio::io::split(tls);
+        (down, up) => {
+            let (mut dr, mut dw) = tokio::io::split(down);
+            let (mut ur, mut uw) = tokio::io::split(up);
             copy_both((&mut dr, &mut dw), (&mut ur, &mut uw), config, cs).await
         }
     }

@@ -55,6 +55,9 @@ pub struct Cluster {
     /// `transport_socket` TLS: every connection to a host is a TLS connection made by this
     /// (rebuilt when its secrets change).
     tls: Option<Arc<redvoy_tls::ClientTls>>,
+    /// Per `transport_socket_matches` entry: its TLS (`None`: plaintext), and its
+    /// `<name>.total_match_count`.
+    matches: Vec<(Option<Arc<redvoy_tls::ClientTls>>, redvoy_stats::Counter)>,
 }
 
 // === impl Cluster ===
@@ -68,13 +71,20 @@ impl Cluster {
             "cluster '{}' has TLS settings: use Cluster::build",
             config.name
         );
-        Self::assemble(config, store, None)
+        let matches = config
+            .transport_socket_matches
+            .0
+            .iter()
+            .map(|m| (None, match_counter(store, &config.name, &m.name)))
+            .collect();
+        Self::assemble(config, store, None, matches)
     }
 
     fn assemble(
         config: model::Cluster,
         store: &Store,
         tls: Option<Arc<redvoy_tls::ClientTls>>,
+        matches: Vec<(Option<Arc<redvoy_tls::ClientTls>>, redvoy_stats::Counter)>,
     ) -> Self {
         let stats = ClusterStats::new(
             store,
@@ -102,6 +112,7 @@ impl Cluster {
             hosts_changed: Notify::new(),
             first_checks: Notify::new(),
             tls,
+            matches,
             config,
         }
     }
@@ -113,29 +124,92 @@ impl Cluster {
         store: &Store,
         secrets: &Arc<redvoy_tls::SecretManager>,
     ) -> Result<Self, crate::UpstreamError> {
+        let scope = format!("cluster.{}.", config.name);
+        let tls_error = |e: redvoy_tls::TlsError| crate::UpstreamError::Tls {
+            cluster: config.name.clone(),
+            reason: e.to_string(),
+        };
+        let context = |tls: &model::UpstreamTls| {
+            let stats = redvoy_tls::TlsStats::new(store, &scope);
+            redvoy_tls::ClientTls::new(tls, Some(stats), secrets)
+        };
         let tls = config
             .upstream_tls
             .as_ref()
-            .map(|tls| {
-                let stats = redvoy_tls::TlsStats::new(store, &format!("cluster.{}.", config.name));
-                redvoy_tls::ClientTls::new(tls, Some(stats), secrets)
-            })
+            .map(context)
             .transpose()
-            .map_err(|e| crate::UpstreamError::Tls {
-                cluster: config.name.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self::assemble(config, store, tls))
+            .map_err(tls_error)?;
+        let mut matches = Vec::with_capacity(config.transport_socket_matches.0.len());
+        for m in &config.transport_socket_matches.0 {
+            let tls = match &m.socket {
+                model::MatchSocket::Tls(tls) => Some(context(tls).map_err(tls_error)?),
+                model::MatchSocket::Plaintext | model::MatchSocket::Unsupported => None,
+            };
+            matches.push((tls, match_counter(store, &config.name, &m.name)));
+        }
+        Ok(Self::assemble(config, store, tls, matches))
     }
 
-    /// How connections to the hosts are secured: `None` for plaintext.
-    pub fn tls(&self) -> Option<&Arc<redvoy_tls::ClientTls>> {
-        self.tls.as_ref()
+    /// How connections to `host` are secured (its `transport_socket_matches` entry, else
+    /// the cluster's `transport_socket`): `None` for plaintext.
+    pub fn tls_for(&self, host: &Host) -> Option<&Arc<redvoy_tls::ClientTls>> {
+        self.tls_for_match(host.transport_match)
+    }
+
+    /// The TLS of `transport_socket_matches[m]`, or of the cluster's own socket (`None`).
+    pub fn tls_for_match(&self, m: Option<usize>) -> Option<&Arc<redvoy_tls::ClientTls>> {
+        match m {
+            None => self.tls.as_ref(),
+            Some(i) => self.matches.get(i).and_then(|(tls, _)| tls.as_ref()),
+        }
+    }
+
+    /// The entry a host without metadata selects (Redis Cluster nodes, original
+    /// destinations).
+    pub fn unlabelled_transport_match(&self) -> Option<usize> {
+        let none = std::collections::BTreeMap::new();
+        self.config.transport_socket_matches.resolve(&none, &none)
+    }
+
+    /// The entry an endpoint selects.
+    pub fn transport_match(&self, e: &model::Endpoint) -> Option<usize> {
+        self.config.transport_socket_matches.resolve_endpoint(e)
+    }
+
+    /// Counts `n` hosts built for entry `m` (Envoy's `<match>.total_match_count`, or
+    /// `default.total_match_count` for the cluster's own socket).
+    pub(crate) fn count_transport_match(&self, m: Option<usize>, n: u64) {
+        match m.and_then(|i| self.matches.get(i)) {
+            Some((_, counter)) => counter.add(n),
+            None => self.stats.default_total_match_count.add(n),
+        }
+    }
+
+    /// The `total_match_count` of entry `m` (`None` for the cluster's own socket).
+    pub(crate) fn transport_match_counter(
+        &self,
+        m: Option<usize>,
+    ) -> Option<redvoy_stats::Counter> {
+        m.and_then(|i| self.matches.get(i)).map(|(_, c)| c.clone())
+    }
+
+    /// Whether any connection of the cluster may be TLS.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some() || self.matches.iter().any(|(tls, _)| tls.is_some())
+    }
+
+    /// Every TLS context of the cluster (its own socket's and its matches').
+    pub fn tls_contexts(&self) -> Vec<Arc<redvoy_tls::ClientTls>> {
+        self.tls
+            .iter()
+            .chain(self.matches.iter().filter_map(|(tls, _)| tls.as_ref()))
+            .cloned()
+            .collect()
     }
 
     /// Whether the cluster's TLS secrets have all arrived (a plaintext cluster has none).
     pub fn tls_ready(&self) -> bool {
-        self.tls.as_ref().is_none_or(|t| t.is_ready())
+        self.tls_contexts().iter().all(|t| t.is_ready())
     }
 
     pub fn is_redis_cluster(&self) -> bool {
@@ -187,7 +261,7 @@ impl Cluster {
         self.stats.max_host_weight.set(u64::from(max_weight));
         // Envoy builds every host of a changed topology anew, each through the transport
         // socket matcher.
-        self.stats.default_total_match_count.add(total);
+        self.count_transport_match(self.unlabelled_transport_match(), total);
         debug!(cluster = %self.name, hosts = total, shards = map.shards().len(), "Redis Cluster topology installed");
         self.host_set
             .store(Arc::new(HostSet::redis_cluster(hosts, map)));
@@ -390,7 +464,7 @@ impl Cluster {
                 cluster = %self.name,
                 endpoints = ?which,
                 "endpoints left out: their transport_socket_matches entry asks for a transport \
-                 socket redvoy does not run (TLS); never connecting to them in plaintext"
+                 socket redvoy does not run; never connecting to them in plaintext"
             );
         }
         self.excluded
@@ -445,6 +519,11 @@ pub(crate) fn validate_cluster(c: &model::Cluster) -> Result<(), UpstreamError> 
     Ok(())
 }
 
+/// `cluster.<cluster>.<match>.total_match_count`.
+fn match_counter(store: &Store, cluster: &str, name: &str) -> redvoy_stats::Counter {
+    store.counter(&format!("cluster.{cluster}.{name}.total_match_count"))
+}
+
 /// A STATIC cluster's hosts, with their configured `health_status`; endpoints needing a
 /// transport socket redvoy does not run are left out (see [`Cluster::usable_endpoints`]).
 pub(crate) fn static_hosts(cluster: &Cluster) -> Result<Vec<Arc<Host>>, UpstreamError> {
@@ -468,7 +547,8 @@ pub(crate) fn static_hosts(cluster: &Cluster) -> Result<Vec<Arc<Host>>, Upstream
             Ok(Arc::new(
                 Host::new(addr, e.hostname.clone(), e.weight)
                     .with_eds(eds)
-                    .with_eds_health(e.health_status),
+                    .with_eds_health(e.health_status)
+                    .with_transport_match(cluster.transport_match(e)),
             ))
         })
         .collect()

@@ -34,6 +34,10 @@ pub(crate) struct DnsTarget {
     pub(crate) weight: u32,
     /// The endpoint's `health_status`, given to every address it resolves to.
     pub(crate) health_status: model::HealthStatus,
+    /// The endpoint's `transport_socket_matches` entry, given to every address, and its
+    /// `total_match_count` (`None`: the cluster's `default.` one).
+    pub(crate) transport_match: Option<usize>,
+    pub(crate) match_count: Option<redvoy_stats::Counter>,
     /// This target's hosts in the order of the last successful answer.
     pub(crate) hosts: Vec<Arc<Host>>,
 }
@@ -119,6 +123,8 @@ impl DnsCluster {
                     },
                     weight: e.weight,
                     health_status: e.health_status,
+                    transport_match: cluster.transport_match(e),
+                    match_count: cluster.transport_match_counter(cluster.transport_match(e)),
                     hosts: Vec::new(),
                 })
                 .collect(),
@@ -238,13 +244,17 @@ impl DnsTarget {
                     added = true;
                     hosts.push(Arc::new(
                         Host::new(addr, self.hostname.clone(), self.weight)
-                            .with_eds_health(self.health_status),
+                            .with_eds_health(self.health_status)
+                            .with_transport_match(self.transport_match),
                     ));
                 }
             }
             // Envoy builds a fresh host object (and runs the transport socket matcher) for
             // every address of every answer.
-            stats.default_total_match_count.inc();
+            self.match_count
+                .as_ref()
+                .unwrap_or(&stats.default_total_match_count)
+                .inc();
         }
         let mut removed = false;
         for h in &self.hosts {
@@ -313,6 +323,8 @@ mod tests {
             hostname: "x".into(),
             weight: 1,
             health_status: model::HealthStatus::Unknown,
+            transport_match: None,
+            match_count: None,
             hosts: Vec::new(),
         }
     }

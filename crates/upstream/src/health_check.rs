@@ -413,7 +413,7 @@ impl Session {
             let Some(cluster) = self.cluster.upgrade() else {
                 return Err(Failure::Network);
             };
-            let tls = cluster.tls().cloned();
+            let tls = cluster.tls_for(host).cloned();
             drop(cluster);
             let stream = match Stream::connect(self.address, tls.as_deref()).await {
                 Ok(stream) => stream,

@@ -45,6 +45,9 @@ pub struct Host {
     pub(crate) redis_connections: AtomicU32,
     /// Envoy's `address()->asString()`, precomputed: the ring / Maglev hash key.
     address_string: String,
+    /// The `transport_socket_matches` entry the endpoint selected (`None`: the cluster's own
+    /// transport socket).
+    pub transport_match: Option<usize>,
 }
 
 /// A host's EDS locality and priority (shown by `/clusters`).
@@ -199,7 +202,14 @@ impl Host {
             health: HostHealth::default(),
             outlier: Default::default(),
             address_string: envoy_address_string(&address),
+            transport_match: None,
         }
+    }
+
+    /// The host connects with `transport_socket_matches[m]` (see [`Host::transport_match`]).
+    pub fn with_transport_match(mut self, m: Option<usize>) -> Self {
+        self.transport_match = m;
+        self
     }
 
     /// The address as Envoy prints it: `127.0.0.1:6379`, `[::1]:6379`, `[fe80::1%2]:6379`.

@@ -252,10 +252,9 @@ impl ClusterManager {
         match config.discovery {
             DiscoveryType::Static => {
                 let hosts = static_hosts(&cluster)?;
-                cluster
-                    .stats
-                    .default_total_match_count
-                    .add(hosts.len() as u64);
+                for h in &hosts {
+                    cluster.count_transport_match(h.transport_match, 1);
+                }
                 cluster.set_hosts(hosts);
                 self.activate_when_checked(&mut state, cluster);
             }
@@ -522,12 +521,13 @@ impl ClusterManager {
                 pending.push(c.name.clone());
                 continue;
             }
-            if let Some(tls) = c.tls() {
+            for tls in c.tls_contexts() {
                 if tokio::time::timeout_at(deadline, tls.wait_warm())
                     .await
                     .is_err()
                 {
                     pending.push(c.name.clone());
+                    break;
                 }
             }
         }
@@ -656,12 +656,12 @@ fn activate_checked(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
 /// Activates `cluster` (if it is still the warming version of its name) once every host has
 /// had its first health check.
 fn spawn_first_checks_wait(manager: Weak<ClusterManager>, cluster: &Arc<Cluster>) {
-    let tls = cluster.tls().cloned();
+    let contexts = cluster.tls_contexts();
     let cluster = Arc::downgrade(cluster);
     tokio::spawn(async move {
-        // The TLS secrets first (only the context is held meanwhile, not the cluster), until
+        // The TLS secrets first (only the contexts are held meanwhile, not the cluster), until
         // their initial fetch times out or this version stops warming.
-        if let Some(tls) = tls {
+        for tls in contexts {
             let deadline = tls.warm_limit().map(|l| tokio::time::Instant::now() + l);
             while !tls.is_ready() && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
                 let _ = tokio::time::timeout(FIRST_CHECKS_RECHECK, tls.wait_ready()).await;
@@ -772,8 +772,13 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             locality: e.locality.clone(),
             priority: e.priority,
         };
+        let transport_match = cluster.transport_match(e);
         let kept = old.iter().find(|h| {
-            h.address == addr && h.weight == e.weight && h.hostname == e.hostname && h.eds == eds
+            h.address == addr
+                && h.weight == e.weight
+                && h.hostname == e.hostname
+                && h.eds == eds
+                && h.transport_match == transport_match
         });
         let host = match kept {
             Some(h) => {
@@ -786,7 +791,8 @@ fn apply_assignment(cluster: &Cluster, cla: &model::ClusterLoadAssignment) {
             None => {
                 let host = Host::new(addr, e.hostname.clone(), e.weight)
                     .with_eds(eds)
-                    .with_eds_health(e.health_status);
+                    .with_eds_health(e.health_status)
+                    .with_transport_match(cluster.transport_match(e));
                 // The same address with another weight, hostname or place: Envoy updates its
                 // host in place, so what health checking and outlier detection found carries
                 // over.

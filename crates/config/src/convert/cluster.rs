@@ -38,8 +38,7 @@ use prost::Message;
 use super::{duration, optional_secret, socket_address, AddressKind};
 use crate::error::FieldPath;
 use crate::supported::{
-    no_factory, RAW_BUFFER, REDIS_CHECKER_ONLY, REDIS_CLUSTER_TYPE, REDIS_HEALTH_CHECKER,
-    REDIS_PROXY_NAMES,
+    no_factory, REDIS_CHECKER_ONLY, REDIS_CLUSTER_TYPE, REDIS_HEALTH_CHECKER, REDIS_PROXY_NAMES,
 };
 use crate::{model, ConfigError};
 
@@ -280,15 +279,12 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
     let tcp_keepalive = upstream_connection_options
         .as_ref()
         .and_then(tcp_keepalive_option);
-    let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches);
+    let transport_socket_matches = self::transport_socket_matches(&transport_socket_matches, p)?;
     let health_check = self::health_checks(&health_checks, p)?;
     let upstream_tls = super::tls::upstream_tls(transport_socket.as_ref(), p)?;
     if upstream_tls.is_some() {
         let not_yet = match discovery {
             model::DiscoveryType::OriginalDst => Some("ORIGINAL_DST clusters"),
-            _ if !transport_socket_matches.0.is_empty() => {
-                Some("clusters that also have transport_socket_matches")
-            }
             _ => None,
         };
         if let Some(what) = not_yet {
@@ -309,12 +305,27 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         // Discovered nodes and original destinations carry no metadata: the entry matching no
         // labels decides for every one of them (and for Redis Cluster discovery).
         let none = BTreeMap::new();
+        let selected = transport_socket_matches
+            .resolve(&none, &none)
+            .and_then(|i| transport_socket_matches.0.get(i));
+        if let (model::DiscoveryType::OriginalDst, Some(m)) = (discovery, selected) {
+            if matches!(m.socket, model::MatchSocket::Tls(_)) {
+                return Err(ConfigError::unsupported_because(
+                    p.field("transport_socket_matches"),
+                    format!(
+                        "the cluster's hosts select transport socket '{}': TLS is not \
+                         supported by redvoy yet for ORIGINAL_DST clusters",
+                        m.name
+                    ),
+                ));
+            }
+        }
         if let Some(m) = transport_socket_matches.unsupported_for(&none, &none) {
             return Err(ConfigError::unsupported_because(
                 p.field("transport_socket_matches"),
                 format!(
-                    "the cluster's hosts select transport socket '{}', which is not \
-                     plaintext: TLS is not supported by redvoy",
+                    "the cluster's hosts select transport socket '{}', which redvoy does not \
+                     run",
                     m.name
                 ),
             ));
@@ -803,37 +814,43 @@ fn common_lb_config(
     Ok((use_hostname_for_hashing, model::PanicThreshold(*value)))
 }
 
-/// `transport_socket_matches`: each entry's labels, and whether its socket is plaintext.
-fn transport_socket_matches(matches: &[TransportSocketMatch]) -> model::TransportSocketMatches {
-    model::TransportSocketMatches(
-        matches
-            .iter()
-            .map(|m| {
-                let TransportSocketMatch {
-                    name,
-                    r#match,
-                    transport_socket,
-                } = m;
-                let plaintext = transport_socket.as_ref().is_some_and(
-                    |TransportSocket {
-                         // Lookup is by type URL, as in Envoy.
-                         name: _,
-                         config_type,
-                     }| {
-                        matches!(
-                            config_type,
-                            Some(transport_socket::ConfigType::TypedConfig(any))
-                                if crate::parse::type_name_of(&any.type_url) == RAW_BUFFER
-                        )
-                    },
-                );
-                model::TransportSocketMatch {
-                    name: name.clone(),
-                    labels: r#match.as_ref().map(struct_labels).unwrap_or_default(),
-                    plaintext,
-                }
-            })
-            .collect(),
+/// `transport_socket_matches`: each entry's labels and socket (plaintext, TLS, or one redvoy
+/// does not run).
+fn transport_socket_matches(
+    matches: &[TransportSocketMatch],
+    p: &FieldPath,
+) -> Result<model::TransportSocketMatches, ConfigError> {
+    let mut out = Vec::with_capacity(matches.len());
+    for (i, m) in matches.iter().enumerate() {
+        let TransportSocketMatch {
+            name,
+            r#match,
+            transport_socket,
+        } = m;
+        let mp = p.field("transport_socket_matches").index(i);
+        let socket = match super::tls::upstream_tls(transport_socket.as_ref(), &mp) {
+            Ok(None) => model::MatchSocket::Plaintext,
+            Ok(Some(tls)) => model::MatchSocket::Tls(Box::new(tls)),
+            Err(ConfigError::Unsupported { .. }) if !is_tls(transport_socket.as_ref()) => {
+                model::MatchSocket::Unsupported
+            }
+            Err(e) => return Err(e),
+        };
+        out.push(model::TransportSocketMatch {
+            name: name.clone(),
+            labels: r#match.as_ref().map(struct_labels).unwrap_or_default(),
+            socket,
+        });
+    }
+    Ok(model::TransportSocketMatches(out))
+}
+
+/// Whether a socket is `envoy.transport_sockets.tls` (whose errors are the config's).
+fn is_tls(socket: Option<&TransportSocket>) -> bool {
+    matches!(
+        socket.and_then(|s| s.config_type.as_ref()),
+        Some(transport_socket::ConfigType::TypedConfig(any))
+            if crate::parse::type_name_of(&any.type_url) == crate::supported::UPSTREAM_TLS
     )
 }
 

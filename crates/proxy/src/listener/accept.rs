@@ -221,7 +221,7 @@ fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                     .cluster
                     .enforces_redis_limits()
                     .then(|| Arc::clone(&spec.cluster)),
-                tls: spec.cluster.tls().cloned(),
+                tls: spec.cluster.has_tls().then(|| Arc::clone(&spec.cluster)),
             });
             let redirect = settings.enable_redirection.then(|| RedirectSettings {
                 max_unknown_connections: settings.max_upstream_unknown_connections,

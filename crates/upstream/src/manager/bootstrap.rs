@@ -83,10 +83,9 @@ impl ClusterManager {
             match config.discovery {
                 DiscoveryType::Static => {
                     let hosts = static_hosts(&cluster)?;
-                    cluster
-                        .stats
-                        .default_total_match_count
-                        .add(hosts.len() as u64);
+                    for h in &hosts {
+                        cluster.count_transport_match(h.transport_match, 1);
+                    }
                     cluster.set_hosts(hosts);
                 }
                 DiscoveryType::OriginalDst => {}

@@ -118,7 +118,9 @@ impl Discovery {
             family: config.dns_lookup_family,
             connect_timeout: config.connect_timeout,
             tcp_keepalive: config.tcp_keepalive,
-            tls: cluster.tls().cloned(),
+            tls: cluster
+                .tls_for_match(cluster.unlabelled_transport_match())
+                .cloned(),
             refresh_timeout: redis.cluster_refresh_timeout,
             auth,
             conns: HashMap::new(),
@@ -256,14 +258,20 @@ impl Discovery {
         };
         if self.last_ranges.as_ref() == Some(&ranges) && cluster.host_set().slot_map().is_some() {
             // Envoy builds the hosts of every parsed reply before it compares.
-            stats
-                .default_total_match_count
-                .add(ranges.iter().map(|r| 1 + r.replicas.len() as u64).sum());
+            cluster.count_transport_match(
+                cluster.unlabelled_transport_match(),
+                ranges.iter().map(|r| 1 + r.replicas.len() as u64).sum(),
+            );
             stats.update_no_rebuild.inc();
             return RoundOutcome::Unchanged;
         }
         let old = cluster.host_set();
-        let (hosts, map) = build_topology(&ranges, old.hosts(), cluster.config.endpoints.first());
+        let (hosts, map) = build_topology(
+            &ranges,
+            old.hosts(),
+            cluster.config.endpoints.first(),
+            cluster.unlabelled_transport_match(),
+        );
         self.last_ranges = Some(ranges);
         RoundOutcome::Topology(hosts, map)
     }

@@ -186,6 +186,7 @@ pub(crate) fn build_topology(
     ranges: &[SlotRange],
     old: &[Arc<Host>],
     template: Option<&model::Endpoint>,
+    transport_match: Option<usize>,
 ) -> (Vec<Arc<Host>>, SlotMap) {
     let mut hosts: Vec<Arc<Host>> = Vec::new();
     let mut index_of: HashMap<SocketAddr, usize> = HashMap::new();
@@ -195,7 +196,7 @@ pub(crate) fn build_topology(
                 .iter()
                 .find(|h| h.address == addr)
                 .cloned()
-                .unwrap_or_else(|| new_host(addr, template));
+                .unwrap_or_else(|| new_host(addr, template, transport_match));
             hosts.push(host);
             hosts.len() - 1
         })
@@ -224,7 +225,11 @@ pub(crate) fn build_topology(
     (hosts, SlotMap { table, shards })
 }
 
-fn new_host(addr: SocketAddr, template: Option<&model::Endpoint>) -> Arc<Host> {
+fn new_host(
+    addr: SocketAddr,
+    template: Option<&model::Endpoint>,
+    transport_match: Option<usize>,
+) -> Arc<Host> {
     let (weight, eds, health) = match template {
         Some(e) => (
             e.weight,
@@ -239,6 +244,7 @@ fn new_host(addr: SocketAddr, template: Option<&model::Endpoint>) -> Arc<Host> {
     Arc::new(
         Host::new(addr, String::new(), weight.max(1))
             .with_eds(eds)
-            .with_eds_health(health),
+            .with_eds_health(health)
+            .with_transport_match(transport_match),
     )
 }

@@ -104,7 +104,7 @@ fn topology() -> (Vec<Arc<Host>>, SlotMap) {
             replicas: vec![addr(2), addr(3)],
         },
     ];
-    build_topology(&ranges, &[], None)
+    build_topology(&ranges, &[], None, None)
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn unhealthy_primary_and_replica() {
         primary: addr(1),
         replicas: vec![addr(2)],
     }];
-    let (hosts, map) = build_topology(&ranges, &[], Some(&unhealthy));
+    let (hosts, map) = build_topology(&ranges, &[], Some(&unhealthy), None);
     // Every host unhealthy: PREFER_MASTER picks among all.
     let picks: std::collections::HashSet<_> = (0..200)
         .map(|_| {
@@ -180,7 +180,7 @@ fn hosts_are_reused_by_address() {
         primary: addr(4),
         replicas: vec![addr(1)],
     }];
-    let (next, _) = build_topology(&ranges, &hosts, None);
+    let (next, _) = build_topology(&ranges, &hosts, None, None);
     assert!(Arc::ptr_eq(&next[0], &hosts[3]));
     assert!(Arc::ptr_eq(&next[1], &hosts[0]));
 }
