@@ -482,4 +482,68 @@ impl AdminBackend for Backend {
         }
         self.apply_log_levels(&levels);
     }
+
+    fn certificates(&self) -> Vec<redvoy_admin::ContextCertificates> {
+        tls_certificates(&self.clusters, &self.listeners)
+            .into_iter()
+            .map(|c| {
+                let details = |list: &[redvoy_tls::CertificateDetails]| {
+                    list.iter()
+                        .map(|d| redvoy_admin::CertificateDetails {
+                            path: d.path.clone(),
+                            serial_number: d.serial_number.clone(),
+                            subject_alt_names: d
+                                .subject_alt_names
+                                .iter()
+                                .filter_map(|(kind, value)| {
+                                    let kind = match kind {
+                                        model::SanKind::Dns => "dns",
+                                        model::SanKind::Uri => "uri",
+                                        model::SanKind::IpAddress => "ip_address",
+                                        model::SanKind::Email => return None,
+                                    };
+                                    Some((kind, value.clone()))
+                                })
+                                .collect(),
+                            valid_from: d.valid_from,
+                            expiration_time: d.expiration_time,
+                        })
+                        .collect()
+                };
+                redvoy_admin::ContextCertificates {
+                    ca_cert: details(&c.ca_cert),
+                    cert_chain: details(&c.cert_chain),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Every built TLS context's certificates: the listeners' filter chains, then the clusters
+/// (active and warming) with their `transport_socket_matches` entries. A context whose secrets
+/// have not arrived is not built yet and not listed, as in Envoy.
+pub fn tls_certificates(
+    clusters: &ClusterManager,
+    listeners: &ListenerManager,
+) -> Vec<redvoy_tls::ContextCertificates> {
+    let mut out = Vec::new();
+    for (_, runtime) in listeners.running() {
+        for context in runtime.chains().tls_contexts() {
+            if let Some(acceptor) = context.current() {
+                out.push(acceptor.certificates().clone());
+            }
+        }
+    }
+    for cluster in clusters
+        .clusters()
+        .iter()
+        .chain(clusters.warming_clusters().iter())
+    {
+        for context in cluster.tls_contexts() {
+            if let Some(connector) = context.current() {
+                out.push(connector.certificates().clone());
+            }
+        }
+    }
+    out
 }

@@ -361,6 +361,17 @@ fn spawn_server_stats(
                 .map(|(_, l)| l.stats.downstream_cx_active.value())
                 .sum();
             server_stats.total_connections.set(connections);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let first_expiry = crate::admin_backend::tls_certificates(&clusters, &listeners)
+                .iter()
+                .flat_map(|c| c.ca_cert.iter().chain(&c.cert_chain))
+                .map(|d| ((d.expiration_time - now) / 86_400).max(0) as u64)
+                .min();
+            server_stats
+                .days_until_first_cert_expiring
+                .set(first_expiry.unwrap_or(u64::from(u32::MAX)));
             ListenerManagerStats::clusters_inflated(&store, clusters.clusters().len(), concurrency);
         }
     });

@@ -19,6 +19,8 @@ pub struct ServerStats {
     memory_heap_size: Gauge,
     memory_physical_size: Gauge,
     pub total_connections: Gauge,
+    /// Days until the first certificate of any TLS context expires (u32::MAX without any).
+    pub days_until_first_cert_expiring: Gauge,
     started: Instant,
 }
 
@@ -28,7 +30,8 @@ impl ServerStats {
         let c = |n: &str| store.counter(&format!("server.{n}"));
         g("concurrency").set(concurrency as u64);
         // No certificates: Envoy reports u32::MAX days.
-        g("days_until_first_cert_expiring").set(u64::from(u32::MAX));
+        let days_until_first_cert_expiring = g("days_until_first_cert_expiring");
+        days_until_first_cert_expiring.set(u64::from(u32::MAX));
         g("version").set(version_number());
         // Written at start-up by Envoy (so listed by `usedonly`) though they stay 0 here.
         for name in ["compilation_settings.fips_mode", "stats_recent_lookups"] {
@@ -80,6 +83,7 @@ impl ServerStats {
             memory_heap_size: g("memory_heap_size"),
             memory_physical_size: g("memory_physical_size"),
             total_connections: g("total_connections"),
+            days_until_first_cert_expiring,
             started: Instant::now(),
         });
         stats.refresh(&ServerState::new());

@@ -437,3 +437,64 @@ fn transport_socket_matches_pick_tls_per_endpoint_like_envoy() {
         rows
     });
 }
+
+/// `/certs` lists every TLS context (a listener's, a verifying mTLS cluster's with an inline
+/// client certificate, an unverified cluster's) as Envoy 1.40 prints it, and
+/// `server.days_until_first_cert_expiring` follows the first certificate to expire.
+#[test]
+fn certs_endpoint_like_envoy() {
+    let pki = Pki::new();
+    let (_open, open_port) = pki.redis(false);
+    let p = |n: &str| pki.path(n).display().to_string();
+    let inline_client =
+        serde_json::to_string(&pki.read("client.pem")).unwrap_or_else(|e| panic!("json: {e}"));
+    let clusters = [
+        tls_cluster(
+            "mutual",
+            open_port,
+            &format!(
+                "common_tls_context:\n  tls_certificates:\n  - certificate_chain: {{inline_string: {inline_client}}}\n    private_key: {{filename: {}}}\n  validation_context:\n    trusted_ca: {{filename: {}}}\n",
+                p("client-key.pem"),
+                p("ca.pem")
+            ),
+        ),
+        tls_cluster("unverified", open_port, "sni: redis.test\n"),
+    ];
+    let listener_tls = format!(
+        "      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]\n            validation_context: {{trusted_ca: {{filename: {}}}}}\n",
+        p("server.pem"),
+        p("server-key.pem"),
+        p("other-ca.pem")
+    );
+    let filter = "stat_prefix: redis\nsettings: {op_timeout: 5s}\nprefix_routes: {catch_all_route: {cluster: mutual}}\n";
+    let yaml = bootstrap(filter, &clusters)
+        .replace("  clusters:\n", &format!("{listener_tls}  clusters:\n"));
+    same_on_all_targets(&targets(), |target| {
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let body = proxy.admin("GET", "/certs").body;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{target}: {e}: {body}"));
+        let mut contexts: Vec<String> = json["certificates"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        // Envoy lists contexts in hash order.
+        contexts.sort();
+        let mut rows: Rows = contexts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (format!("context {i}"), c))
+            .collect();
+        rows.push((
+            "pretty-printed as Envoy".into(),
+            body.starts_with("{\n \"certificates\": [\n  {\n   \"ca_cert\": ")
+                .to_string(),
+        ));
+        let days = redvoy_test_util::try_wait_for(std::time::Duration::from_secs(10), || {
+            let d = proxy.stat("server.days_until_first_cert_expiring");
+            (d != u64::from(u32::MAX)).then_some(d)
+        });
+        rows.push(("days_until_first_cert_expiring".into(), format!("{days:?}")));
+        rows
+    });
+}

@@ -65,6 +65,31 @@ pub trait AdminBackend: Send + Sync + 'static {
 
     /// Applies a validated change: every name in `Named` is one of [`Self::loggers`].
     fn set_log_levels(&self, change: LogChange);
+
+    /// Every TLS context's certificates, for `/certs`.
+    fn certificates(&self) -> Vec<ContextCertificates> {
+        Vec::new()
+    }
+}
+
+/// One TLS context as `/certs` lists it (`envoy.admin.v3.Certificate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextCertificates {
+    pub ca_cert: Vec<CertificateDetails>,
+    pub cert_chain: Vec<CertificateDetails>,
+}
+
+/// `envoy.admin.v3.CertificateDetails`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateDetails {
+    /// A file name, or `<inline>`.
+    pub path: String,
+    pub serial_number: String,
+    /// `(dns | uri | ip_address, value)`, in the certificate's order.
+    pub subject_alt_names: Vec<(&'static str, String)>,
+    /// Seconds since the epoch.
+    pub valid_from: i64,
+    pub expiration_time: i64,
 }
 
 /// The query of `/config_dump`; empty values are already dropped, as Envoy 1.40 treats them.

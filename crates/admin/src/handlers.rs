@@ -448,8 +448,11 @@ fn memory(_: &Request, state: &AdminState) -> Response {
     Response::json(render::memory_json(&state.backend.memory()))
 }
 
-fn certs(_: &Request, _: &AdminState) -> Response {
-    Response::json(render::certs_json())
+fn certs(_: &Request, state: &AdminState) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Response::json(render::certs_json(&state.backend.certificates(), now))
 }
 
 fn reset_counters(_: &Request, state: &AdminState) -> Response {

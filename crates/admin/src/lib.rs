@@ -29,10 +29,10 @@ mod render;
 use listener_stats::AdminListenerStats;
 
 pub use backend::{
-    Address, AdminBackend, AdminError, ClusterStatus, CommandLineOptions, ConfigDumpQuery,
-    DrainRequest, DrainStrategy, HealthFlags, HostStat, HostStatus, IpVersion, ListenerStatus,
-    Locality, LogChange, LogLevel, MemoryStats, Mode, OutlierInfo, RuntimeEntry, RuntimeView,
-    ServerInfo, StatKind, Thresholds,
+    Address, AdminBackend, AdminError, CertificateDetails, ClusterStatus, CommandLineOptions,
+    ConfigDumpQuery, ContextCertificates, DrainRequest, DrainStrategy, HealthFlags, HostStat,
+    HostStatus, IpVersion, ListenerStatus, Locality, LogChange, LogLevel, MemoryStats, Mode,
+    OutlierInfo, RuntimeEntry, RuntimeView, ServerInfo, StatKind, Thresholds,
 };
 
 /// Connections served at once. The admin port is for operators and agents; once this many are

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::backend::{
-    Address, ClusterStatus, CommandLineOptions, DrainStrategy, HealthFlags, HostStatus, IpVersion,
-    ListenerStatus, Locality, LogLevel, MemoryStats, Mode, RuntimeView, ServerInfo, StatKind,
-    Thresholds,
+    Address, CertificateDetails, ClusterStatus, CommandLineOptions, ContextCertificates,
+    DrainStrategy, HealthFlags, HostStatus, IpVersion, ListenerStatus, Locality, LogLevel,
+    MemoryStats, Mode, RuntimeView, ServerInfo, StatKind, Thresholds,
 };
 use crate::json::{self, Json};
 use crate::State;
@@ -631,8 +631,71 @@ pub(crate) fn memory_json(m: &MemoryStats) -> String {
     .pretty()
 }
 
-pub(crate) fn certs_json() -> String {
-    obj(vec![("certificates", Json::Array(Vec::new()))]).pretty()
+/// `/certs`: every context, its CA and chain certificates; `now` (seconds since the epoch)
+/// gives `days_until_expiration`.
+pub(crate) fn certs_json(contexts: &[ContextCertificates], now: i64) -> String {
+    let details = |list: &[CertificateDetails]| {
+        Json::Array(
+            list.iter()
+                .map(|d| {
+                    obj(vec![
+                        ("path", Json::str(d.path.as_str())),
+                        ("serial_number", Json::str(d.serial_number.as_str())),
+                        (
+                            "subject_alt_names",
+                            Json::Array(
+                                d.subject_alt_names
+                                    .iter()
+                                    .map(|(kind, value)| {
+                                        obj(vec![(kind, Json::str(value.as_str()))])
+                                    })
+                                    .collect(),
+                            ),
+                        ),
+                        (
+                            "days_until_expiration",
+                            Json::u64_str(((d.expiration_time - now) / 86_400).max(0) as u64),
+                        ),
+                        ("valid_from", Json::str(rfc3339(d.valid_from))),
+                        ("expiration_time", Json::str(rfc3339(d.expiration_time))),
+                    ])
+                })
+                .collect(),
+        )
+    };
+    let certificates = contexts
+        .iter()
+        .map(|c| {
+            obj(vec![
+                ("ca_cert", details(&c.ca_cert)),
+                ("cert_chain", details(&c.cert_chain)),
+            ])
+        })
+        .collect();
+    obj(vec![("certificates", Json::Array(certificates))]).pretty()
+}
+
+/// A protobuf JSON timestamp of whole seconds: `2026-12-07T14:08:17Z`.
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 // === /logging ===
@@ -952,6 +1015,9 @@ redis_cluster::127.0.0.1:46987::local_origin_success_rate::-1
             }),
             "{\n \"allocated\": \"8162920\",\n \"heap_size\": \"0\",\n \"pageheap_unmapped\": \"0\",\n \"pageheap_free\": \"0\",\n \"total_thread_cache\": \"0\",\n \"total_physical_bytes\": \"0\"\n}\n"
         );
-        assert_eq!(certs_json(), "{\n \"certificates\": []\n}\n");
+        assert_eq!(certs_json(&[], 0), "{\n \"certificates\": []\n}\n");
+        assert_eq!(rfc3339(1_796_652_497), "2026-12-07T14:08:17Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

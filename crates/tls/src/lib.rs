@@ -8,12 +8,14 @@
 //! when set, must match one of the certificate's SANs. A failed handshake is a failed connect:
 //! there is no plaintext fallback.
 
+mod details;
 mod inspector;
 mod secrets;
 mod server;
 mod stats;
 mod stream;
 
+pub use details::{CertificateDetails, ContextCertificates};
 pub use inspector::{inspect_client_hello, ClientHello, Inspection};
 pub use secrets::{
     ClientTls, DynamicTls, Fetcher, SecretKey, SecretManager, SecretSource, ServerTls,
@@ -62,6 +64,7 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
+    certificates: ContextCertificates,
     sni: Option<ServerName<'static>>,
     stats: Option<TlsStats>,
     verification: Arc<Verification>,
@@ -129,6 +132,10 @@ impl TlsConnector {
         };
         Ok(Self {
             config: Arc::new(config),
+            certificates: context_certificates(
+                tls.trusted_ca.as_ref(),
+                tls.client_certificate.as_ref(),
+            ),
             sni,
             stats,
             verification,
@@ -171,6 +178,33 @@ impl TlsConnector {
             Err(e) => stats.on_error(e),
         }
         result
+    }
+}
+
+impl TlsConnector {
+    /// What `/certs` shows of this context.
+    pub fn certificates(&self) -> &ContextCertificates {
+        &self.certificates
+    }
+}
+
+/// The CA's and the chain's first certificates of a context (files read again: cheap, once
+/// per context build).
+pub(crate) fn context_certificates(
+    ca: Option<&DataSource>,
+    certificate: Option<&model::TlsCertificate>,
+) -> ContextCertificates {
+    let details = |source: &DataSource| {
+        read(source)
+            .ok()
+            .and_then(|pem| CertificateDetails::of_first(source, &pem))
+    };
+    ContextCertificates {
+        ca_cert: ca.and_then(details).into_iter().collect(),
+        cert_chain: certificate
+            .and_then(|c| details(&c.certificate_chain))
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{certificate, provider, san_matches, trusted_roots, versions, TlsErro
 #[derive(Clone)]
 pub struct TlsAcceptor {
     config: Arc<rustls::ServerConfig>,
+    certificates: crate::ContextCertificates,
     versions: &'static [&'static rustls::SupportedProtocolVersion],
     certificate: Arc<dyn ResolvesServerCert>,
     stats: Option<TlsStats>,
@@ -99,11 +100,20 @@ impl TlsAcceptor {
         config.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(Self {
             config: Arc::new(config),
+            certificates: crate::context_certificates(
+                tls.trusted_ca.as_ref(),
+                tls.certificate.as_ref(),
+            ),
             versions,
             certificate,
             stats,
             client_auth,
         })
+    }
+
+    /// What `/certs` shows of this context.
+    pub fn certificates(&self) -> &crate::ContextCertificates {
+        &self.certificates
     }
 
     /// The TLS handshake over an accepted socket (whose ClientHello may have been peeked,
