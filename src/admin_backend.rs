@@ -157,6 +157,20 @@ impl Backend {
                 });
             }
         }
+        dump.secrets = self
+            .clusters
+            .secrets()
+            .dynamic_secrets()
+            .into_iter()
+            .map(|(name, received)| {
+                let resource = received.map(|r| DumpedResource {
+                    version_info: r.version,
+                    value: r.raw,
+                    last_updated: r.at,
+                });
+                (name, resource)
+            })
+            .collect();
         dump
     }
 

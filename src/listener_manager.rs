@@ -16,6 +16,7 @@ use redvoy_proxy::{
 };
 use redvoy_runtime::Runtime;
 use redvoy_stats::{Counter, Gauge, Store};
+use redvoy_tls::ServerTls;
 use redvoy_upstream::ClusterManager;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -41,6 +42,9 @@ pub enum ListenerError {
     #[error("cannot bind '{address}': {reason}")]
     Bind { address: SocketAddr, reason: String },
 }
+
+/// How often a warming listener's wait looks whether its version is still the warming one.
+const WARM_RECHECK: Duration = Duration::from_secs(1);
 
 /// How removed listeners drain: `--drain-time-s` and `--drain-strategy`.
 #[derive(Clone, Copy)]
@@ -240,7 +244,9 @@ impl ListenerManager {
         let contexts = chains.tls_contexts();
         if contexts.iter().any(|c| !c.is_ready()) {
             // Envoy warms a listener until its secrets arrive (or their initial fetch times
-            // out); a running version keeps serving meanwhile.
+            // out); a running version keeps serving meanwhile. An address another listener
+            // holds is refused now, as it would be at start.
+            Self::check_address(&state, &config)?;
             let warming = WarmingListener {
                 before_workers: !self
                     .workers_started
@@ -259,20 +265,50 @@ impl ListenerManager {
             }
             self.publish(&state);
             drop(state);
-            let manager = Arc::downgrade(self);
-            tokio::spawn(async move {
-                for context in &contexts {
-                    context.wait_warm().await;
-                }
-                if let Some(manager) = manager.upgrade() {
-                    manager.warmed(warming);
-                }
-            });
+            self.spawn_warm_wait(contexts, warming);
             return Ok(true);
         }
         if state.warming.remove(&name).is_some() {
             self.publish(&state);
         }
+        let changed = self.install(&mut state, config, chains, is_static, version, raw)?;
+        Ok(changed)
+    }
+
+    /// Refuses an address another listener (running or warming) binds: SO_REUSEPORT would let
+    /// a second listener share the port, and Envoy refuses it.
+    fn check_address(state: &ListenerState, config: &model::Listener) -> Result<(), ListenerError> {
+        if !config.bind_to_port || config.address.port == 0 {
+            return Ok(());
+        }
+        let running = state
+            .active
+            .iter()
+            .map(|(n, l)| (n, &l.config))
+            .chain(state.warming.iter().map(|(n, w)| (n, &w.config)));
+        for (other, c) in running {
+            if *other != config.name && c.bind_to_port && c.address == config.address {
+                return Err(ListenerError::DuplicateAddress {
+                    address: config.address.clone(),
+                    other: other.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a listener, or updates its running version (in place when its address and
+    /// socket settings stay), under the state lock.
+    fn install(
+        &self,
+        state: &mut ListenerState,
+        config: model::Listener,
+        chains: ChainSet,
+        is_static: bool,
+        version: &str,
+        raw: Bytes,
+    ) -> Result<bool, ListenerError> {
+        let name = config.name.clone();
         let now = SystemTime::now();
         // What the accept loops hold fixed; a change of anything else swaps the chains only.
         let same_place = state.active.get(&config.name).is_some_and(|e| {
@@ -294,17 +330,7 @@ impl ListenerManager {
             self.stats.in_place_updated.inc();
             return Ok(true);
         }
-        // SO_REUSEPORT would let a second listener share the port: refuse it as Envoy does.
-        if config.bind_to_port && config.address.port != 0 {
-            if let Some((other, _)) = state.active.iter().find(|(n, l)| {
-                **n != name && l.config.bind_to_port && l.config.address == config.address
-            }) {
-                return Err(ListenerError::DuplicateAddress {
-                    address: config.address.clone(),
-                    other: other.clone(),
-                });
-            }
-        }
+        Self::check_address(state, &config)?;
         let runtime = self.start(&config, chains)?;
         state.failed.remove(&name);
         let replaced = state.active.insert(
@@ -325,8 +351,46 @@ impl ListenerManager {
             }
             None => self.stats.added.inc(),
         }
-        self.publish(&state);
+        self.publish(state);
         Ok(true)
+    }
+
+    /// Waits (in a task) until a warming listener's secrets have all arrived, or the longest
+    /// of their initial fetch timeouts ran out, then starts it; ends early when this version
+    /// stops warming (replaced or removed).
+    fn spawn_warm_wait(self: &Arc<Self>, contexts: Vec<Arc<ServerTls>>, warming: WarmingListener) {
+        let limit = contexts
+            .iter()
+            .map(|c| c.warm_limit())
+            .try_fold(Duration::ZERO, |max, l| l.map(|l| max.max(l)));
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let manager = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let pending = contexts.iter().find(|c| !c.is_ready());
+                let Some(pending) = pending else { break };
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+                let _ = tokio::time::timeout(WARM_RECHECK, pending.wait_ready()).await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                if !manager.is_warming(&warming) {
+                    return;
+                }
+            }
+            if let Some(manager) = manager.upgrade() {
+                manager.warmed(warming);
+            }
+        });
+    }
+
+    fn is_warming(&self, warming: &WarmingListener) -> bool {
+        self.lock()
+            .warming
+            .get(&warming.config.name)
+            .is_some_and(|w| w.config == warming.config && w.version == warming.version)
     }
 
     /// Binds the listener's sockets (one per worker) and hands them to the workers.
@@ -387,24 +451,28 @@ impl ListenerManager {
     }
 
     /// A warming listener's secrets arrived (or their wait ended): it starts, or replaces its
-    /// running version, unless a newer version or a removal came meanwhile.
+    /// running version, unless a newer version or a removal came meanwhile (checked under the
+    /// same lock that installs it).
     fn warmed(self: &Arc<Self>, warming: WarmingListener) {
-        let current = {
-            let state = self.lock();
-            state
-                .warming
-                .get(&warming.config.name)
-                .is_some_and(|w| w.config == warming.config && w.version == warming.version)
+        let name = warming.config.name.clone();
+        // Compiled anew: the secrets are known now (or the wait gave up, and the chains refuse
+        // connections until they come).
+        let chains = match self.compile(&warming.config) {
+            Ok(chains) => chains,
+            Err(e) => {
+                warn!(listener = %name, error = %e, "warmed listener could not start");
+                return;
+            }
         };
+        let mut state = self.lock();
+        let current = state
+            .warming
+            .get(&name)
+            .is_some_and(|w| w.config == warming.config && w.version == warming.version);
         if !current {
             return;
         }
-        let name = warming.config.name.clone();
-        {
-            let mut state = self.lock();
-            state.warming.remove(&name);
-            self.publish(&state);
-        }
+        state.warming.remove(&name);
         let WarmingListener {
             config,
             is_static,
@@ -412,60 +480,19 @@ impl ListenerManager {
             raw,
             before_workers: _,
         } = warming;
-        // Compiled anew: the secrets are known now (or the wait gave up, and the chains
-        // refuse connections until they come).
-        if let Err(e) = self.start_warmed(config, is_static, &version, raw) {
+        if let Err(e) = self.install(&mut state, config, chains, is_static, &version, raw.clone()) {
             warn!(listener = %name, error = %e, "warmed listener could not start");
-            self.record_failure(&name, e.to_string(), &version, Bytes::new());
-        }
-    }
-
-    fn start_warmed(
-        self: &Arc<Self>,
-        mut config: model::Listener,
-        is_static: bool,
-        version: &str,
-        raw: Bytes,
-    ) -> Result<bool, ListenerError> {
-        // A warmed listener starts even if a secret is still missing (its initial fetch timed
-        // out): its TLS chains refuse connections until the secret comes.
-        let chains = self.compile(&config)?;
-        let mut state = self.lock();
-        let name = config.name.clone();
-        if let Some(existing) = state.active.get_mut(&name) {
-            let same_place = existing.config.address == config.address
-                && existing.config.bind_to_port == config.bind_to_port
-                && existing.config.use_original_dst == config.use_original_dst
-                && LimitExemptions::from(&existing.config) == LimitExemptions::from(&config);
-            if same_place {
-                existing.runtime.set_chains(chains);
-                std::mem::swap(&mut existing.config, &mut config);
-                existing.version = version.to_owned();
-                existing.raw = raw;
-                existing.last_updated = SystemTime::now();
-                self.stats.modified.inc();
-                self.stats.in_place_updated.inc();
-                return Ok(true);
-            }
-        }
-        let runtime = self.start(&config, chains)?;
-        let replaced = state.active.insert(
-            name,
-            ManagedListener {
-                config,
-                runtime,
-                is_static,
-                version: version.to_owned(),
-                raw,
-                last_updated: SystemTime::now(),
-            },
-        );
-        if let Some(old) = replaced {
-            self.stats.modified.inc();
-            self.drain(old);
+            state.failed.insert(
+                name,
+                FailedListener {
+                    details: e.to_string(),
+                    version,
+                    raw,
+                    last_update_attempt: SystemTime::now(),
+                },
+            );
         }
         self.publish(&state);
-        Ok(true)
     }
 
     /// The server is live: listeners warming from now on are counted as warming.

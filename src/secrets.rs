@@ -19,12 +19,14 @@ struct Handler {
 }
 
 impl SecretHandler for Handler {
-    fn on_secret(&self, name: &str, value: Bytes) -> Result<(), String> {
+    fn on_secret(&self, name: &str, value: Bytes, version: &str) -> Result<(), String> {
         let secret = redvoy_config::decode_secret(&value).map_err(|e| e.to_string())?;
         if secret.name != name {
             return Err(format!("secret '{}' received for '{name}'", secret.name));
         }
-        self.secrets.update(&self.key, Some(secret))
+        self.secrets.update(&self.key, Some(secret))?;
+        self.secrets.record(&self.key, version, value);
+        Ok(())
     }
 }
 

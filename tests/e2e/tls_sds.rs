@@ -15,7 +15,7 @@ use redvoy_test_util::xds::{
     certificate_secret, validation_secret, ISTIO_SDS_CONFIG_YAML, TYPE_SECRET,
 };
 use redvoy_test_util::{
-    same_on_all_targets, AdsServer, Proxy, ProxyOptions, ReadyCheck, RedisServer, Rows,
+    same_on_all_targets, AdsServer, Level, Proxy, ProxyOptions, ReadyCheck, RedisServer, Rows,
     REDIS_PROXY_TYPE,
 };
 use rustls::pki_types::pem::PemObject;
@@ -115,6 +115,17 @@ impl TlsClient {
     }
 }
 
+/// A config dump with its `last_updated` values blanked (they differ run to run).
+fn without_timestamps(body: &str) -> String {
+    body.lines()
+        .map(|l| match l.split_once("\"last_updated\": ") {
+            Some((indent, _)) => format!("{indent}\"last_updated\": \"…\","),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn cert_der(pki: &Pki, name: &str) -> Vec<u8> {
     CertificateDer::from_pem_slice(pki.read(name).as_bytes())
         .map(|c| c.as_ref().to_vec())
@@ -153,6 +164,12 @@ fn static_secrets_like_envoy() {
                 (client.server_certificate() == cert_der(&pki, "server.pem")).to_string(),
             ),
         ];
+        rows.push((
+            "/config_dump?resource=static_secrets".into(),
+            proxy
+                .admin("GET", "/config_dump?resource=static_secrets")
+                .body,
+        ));
         let scope = format!("listener.127.0.0.1_{port}.");
         for (name, value) in proxy.stats().values.iter().filter(|(k, _)| {
             k.starts_with(&scope) && (k.contains(".ssl.certificate.") || k.contains("factory"))
@@ -347,6 +364,51 @@ fn sds_from_the_agent_socket_warms_and_rotates_like_envoy() {
             "first connection still open".into(),
             format!("{:?}", first.cmd(&["GET", "k"]).ok()),
         ));
+        rows.push((
+            "active secrets in /config_dump (keys redacted)".into(),
+            without_timestamps(
+                &proxy
+                    .admin("GET", "/config_dump?resource=dynamic_active_secrets")
+                    .body,
+            ),
+        ));
+        // A secret that cannot be used is NACKed; the listener keeps the last good one.
+        proxy.expect_log(Level::Warn, "SDS update rejected");
+        agent.set_messages(
+            "3",
+            &[certificate_secret(
+                "default",
+                "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+                &pki.read("server-next-key.pem"),
+            )],
+        );
+        let nack = redvoy_test_util::try_wait_for(WAIT, || {
+            agent
+                .requests()
+                .iter()
+                .find(|r| r.type_url == TYPE_SECRET && r.is_nack())
+                .map(|r| (r.version_info.clone(), r.resource_names.clone()))
+        });
+        rows.push((
+            "bad secret NACKed (version kept)".into(),
+            format!("{nack:?}"),
+        ));
+        let after_nack = TlsClient::connect(&pki, port)
+            .map(|c| c.server_certificate() == cert_der(&pki, "server-next.pem"));
+        rows.push((
+            "after the NACK, the last good certificate".into(),
+            format!("{:?}", after_nack.ok()),
+        ));
+        // Where redvoy differs: Envoy's dump shows the rejected secret (what it received),
+        // redvoy's the one in use.
+        let dumped = proxy
+            .admin("GET", "/config_dump?resource=dynamic_active_secrets")
+            .body;
+        let want = match target {
+            redvoy_test_util::Target::Envoy => "\"version_info\": \"3\"",
+            redvoy_test_util::Target::Redvoy => "\"version_info\": \"2\"",
+        };
+        assert!(dumped.contains(want), "{target}: {dumped}");
         let stats = proxy.stats();
         let scope = format!("listener.127.0.0.1_{port}.");
         for (name, value) in stats.values.iter().filter(|(k, _)| {

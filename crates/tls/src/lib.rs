@@ -18,7 +18,7 @@ mod stream;
 pub use details::{CertificateDetails, ContextCertificates};
 pub use inspector::{inspect_client_hello, ClientHello, Inspection};
 pub use secrets::{
-    ClientTls, DynamicTls, Fetcher, SecretKey, SecretManager, SecretSource, ServerTls,
+    ClientTls, DynamicTls, Fetcher, Received, SecretKey, SecretManager, SecretSource, ServerTls,
 };
 pub use server::TlsAcceptor;
 pub use stats::TlsStats;
@@ -273,9 +273,6 @@ fn certificate(
     secret: Option<&str>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain_pem = read(&c.certificate_chain)?;
-    if let (Some(stats), Some(expiry)) = (stats, first_expiry(&chain_pem)) {
-        stats.certificate_expiry(false, secret, expiry);
-    }
     let chain = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
@@ -288,6 +285,15 @@ fn certificate(
             reason: "no certificate in it".into(),
         });
     }
+    // Envoy (BoringSSL) parses every certificate and checks the key against the first: a
+    // chain that does not parse, or a key of another certificate, is refused here rather
+    // than failing every handshake later.
+    for cert in &chain {
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| TlsError::Pem {
+            what: "certificate_chain",
+            reason: format!("not an X.509 certificate: {e}"),
+        })?;
+    }
     let key = PrivateKeyDer::from_pem_slice(&read(&c.private_key)?).map_err(|e| {
         // Never the key's bytes: only what kind of problem.
         TlsError::Pem {
@@ -295,6 +301,16 @@ fn certificate(
             reason: e.to_string(),
         }
     })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    rustls::sign::CertifiedKey::new(chain.clone(), signing)
+        .keys_match()
+        .map_err(|e| TlsError::Pem {
+            what: "private_key",
+            reason: format!("does not match the certificate: {e}"),
+        })?;
+    if let (Some(stats), Some(expiry)) = (stats, first_expiry(&chain_pem)) {
+        stats.certificate_expiry(false, secret, expiry);
+    }
     Ok((chain, key))
 }
 

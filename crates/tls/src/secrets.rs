@@ -14,7 +14,7 @@ use redvoy_config::model::{
     UpstreamTls,
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{TlsAcceptor, TlsConnector, TlsError, TlsStats};
 
@@ -64,22 +64,37 @@ pub struct SecretManager {
 #[derive(Default)]
 struct State {
     values: HashMap<SecretKey, Arc<Secret>>,
-    /// Dynamic secrets some context asked for, with their source.
+    /// Dynamic secrets some context asked for, with their source, in the order first asked.
     requested: HashMap<SecretKey, ConfigSource>,
+    requested_order: Vec<SecretKey>,
+    /// Each dynamic secret as last accepted (version, encoded resource, when), for
+    /// `/config_dump`.
+    received: HashMap<SecretKey, Received>,
     users: Vec<Weak<dyn SecretUser>>,
     fetcher: Option<Fetcher>,
 }
 
-/// What a context does when a secret changes: builds itself from the new values, and (when
-/// `commit`) starts using what it built.
+/// A dynamic secret as it was received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub version: String,
+    /// The `Secret` resource, protobuf-encoded.
+    pub raw: bytes::Bytes,
+    pub at: std::time::SystemTime,
+}
+
+/// What a context does when a secret changes: builds itself from the new values, then (once
+/// every context built) starts using what it built.
 trait SecretUser: Send + Sync {
     fn uses(&self, key: &SecretKey) -> bool;
-    fn rebuild(
-        &self,
+    fn prepare(
+        self: Arc<Self>,
         values: &HashMap<SecretKey, Arc<Secret>>,
-        commit: bool,
-    ) -> Result<(), TlsError>;
+    ) -> Result<Install, TlsError>;
 }
+
+/// Installs a context built by [`SecretUser::prepare`].
+type Install = Box<dyn FnOnce() + Send>;
 
 impl SecretManager {
     /// A manager holding the bootstrap's static secrets.
@@ -140,6 +155,32 @@ impl SecretManager {
         names
     }
 
+    /// Notes how an accepted dynamic secret was received (for `/config_dump`).
+    pub fn record(&self, key: &SecretKey, version: &str, raw: bytes::Bytes) {
+        self.lock().received.insert(
+            key.clone(),
+            Received {
+                version: version.to_owned(),
+                raw,
+                at: std::time::SystemTime::now(),
+            },
+        );
+    }
+
+    /// Every dynamic secret asked for, by name, with how it was last received (`None`: not
+    /// yet, the secret is warming).
+    pub fn dynamic_secrets(&self) -> Vec<(String, Option<Received>)> {
+        let state = self.lock();
+        // In the order first asked for, as Envoy lists its SDS subscriptions.
+        let mut out: Vec<(String, Option<Received>)> = Vec::new();
+        for k in &state.requested_order {
+            if !out.iter().any(|(name, _)| *name == k.name) {
+                out.push((k.name.clone(), state.received.get(k).cloned()));
+            }
+        }
+        out
+    }
+
     /// A secret's current value.
     pub fn get(&self, key: &SecretKey) -> Option<Arc<Secret>> {
         self.lock().values.get(key).cloned()
@@ -157,11 +198,18 @@ impl SecretManager {
         all
     }
 
-    /// A new value of a dynamic secret (`None`: removed). Every context using it is rebuilt
-    /// first without being installed: if one cannot be built, nothing changes and the error
-    /// is the update's NACK.
+    /// A new value of a dynamic secret (`None`: removed). Every context using it is built
+    /// first: if one cannot be, nothing changes and the error is the update's NACK. The same
+    /// value again changes nothing (Envoy compares the secret's hash).
     pub fn update(&self, key: &SecretKey, secret: Option<Secret>) -> Result<(), String> {
         let mut state = self.lock();
+        let Some(secret) = secret else {
+            // Envoy keeps using the last value of a removed secret.
+            return Ok(());
+        };
+        if state.values.get(key).is_some_and(|v| **v == secret) {
+            return Ok(());
+        }
         state.users.retain(|u| u.strong_count() > 0);
         let users: Vec<Arc<dyn SecretUser>> = state
             .users
@@ -170,34 +218,32 @@ impl SecretManager {
             .filter(|u| u.uses(key))
             .collect();
         let mut next = state.values.clone();
-        match secret {
-            Some(s) => {
-                next.insert(key.clone(), Arc::new(s));
-            }
-            None => {
-                // Envoy keeps using the last value of a removed secret.
-                return Ok(());
-            }
-        }
+        next.insert(key.clone(), Arc::new(secret));
+        let mut installs = Vec::with_capacity(users.len());
         for user in &users {
-            user.rebuild(&next, false)
-                .map_err(|e| format!("secret '{}': {e}", key.name))?;
+            installs.push(
+                Arc::clone(user)
+                    .prepare(&next)
+                    .map_err(|e| format!("secret '{}': {e}", key.name))?,
+            );
         }
         state.values = next;
-        for user in &users {
-            if let Err(e) = user.rebuild(&state.values, true) {
-                // Checked just above with the same values; a file a secret names may have
-                // gone meanwhile.
-                warn!(secret = %key.name, error = %e, "TLS context not rebuilt");
-            }
+        for install in installs {
+            install();
         }
         info!(secret = %key.name, contexts = users.len(), "secret updated");
         Ok(())
     }
 
-    fn register(&self, user: Weak<dyn SecretUser>, refs: &[&SdsSecretConfig]) {
+    /// Registers a context and returns the values to build it from, under one lock: an
+    /// update after this rebuilds the context, so none is missed.
+    fn register(
+        &self,
+        user: Weak<dyn SecretUser>,
+        refs: &[&SdsSecretConfig],
+    ) -> HashMap<SecretKey, Arc<Secret>> {
         let mut to_fetch = Vec::new();
-        let fetcher = {
+        let (fetcher, values) = {
             let mut state = self.lock();
             state.users.retain(|u| u.strong_count() > 0);
             state.users.push(user);
@@ -207,16 +253,18 @@ impl SecretManager {
                 };
                 if !state.requested.contains_key(&key) {
                     state.requested.insert(key.clone(), source.clone());
+                    state.requested_order.push(key.clone());
                     to_fetch.push((key, source.clone()));
                 }
             }
-            state.fetcher.clone()
+            (state.fetcher.clone(), state.values.clone())
         };
         if let Some(fetcher) = fetcher {
             for (key, source) in to_fetch {
                 fetcher(&key, &source);
             }
         }
+        values
     }
 }
 
@@ -275,24 +323,35 @@ impl<T: Send + Sync + 'static> DynamicTls<T> {
         } else {
             Some(timeouts.into_iter().max().unwrap_or_default())
         };
-        let values = manager.lock().values.clone();
-        for key in keys.iter().filter(|k| k.source == SecretSource::Static) {
-            if !values.contains_key(key) {
-                return Err(TlsError::UnknownStaticSecret(key.name.clone()));
+        {
+            let state = manager.lock();
+            for key in keys.iter().filter(|k| k.source == SecretSource::Static) {
+                if !state.values.contains_key(key) {
+                    return Err(TlsError::UnknownStaticSecret(key.name.clone()));
+                }
             }
         }
-        let built = build(&values)?;
-        let (ready, _) = watch::channel(built.is_some());
+        let (ready, _) = watch::channel(false);
         let this = Arc::new(Self {
             keys,
             warm_limit,
             build,
-            current: ArcSwapOption::from(built.map(Arc::new)),
+            current: ArcSwapOption::empty(),
             ready,
             stats,
         });
         let user: Arc<dyn SecretUser> = Arc::clone(&this) as Arc<dyn SecretUser>;
-        manager.register(Arc::downgrade(&user), &refs);
+        let values = manager.register(Arc::downgrade(&user), &refs);
+        // Built from the values as of registering; an update that came meanwhile has
+        // already installed something newer, which this does not replace.
+        if let Some(built) = (this.build)(&values)? {
+            let previous = this
+                .current
+                .compare_and_swap(&None::<Arc<T>>, Some(Arc::new(built)));
+            if previous.is_none() {
+                this.ready.send_replace(true);
+            }
+        }
         Ok(this)
     }
 
@@ -344,23 +403,22 @@ impl<T: Send + Sync + 'static> SecretUser for DynamicTls<T> {
         self.keys.contains(key)
     }
 
-    fn rebuild(
-        &self,
+    fn prepare(
+        self: Arc<Self>,
         values: &HashMap<SecretKey, Arc<Secret>>,
-        commit: bool,
-    ) -> Result<(), TlsError> {
-        let built = (self.build)(values)?;
-        if commit {
+    ) -> Result<Install, TlsError> {
+        let built = (self.build)(values)?.map(Arc::new);
+        let this = self;
+        Ok(Box::new(move || {
             // Envoy counts every secret update its context sees, complete or not yet.
-            if let Some(stats) = &self.stats {
+            if let Some(stats) = &this.stats {
                 stats.on_sds_update();
             }
             if let Some(built) = built {
-                self.current.store(Some(Arc::new(built)));
-                self.ready.send_replace(true);
+                this.current.store(Some(built));
+                this.ready.send_replace(true);
             }
-        }
-        Ok(())
+        }))
     }
 }
 

@@ -52,6 +52,16 @@ impl TlsAcceptor {
             .as_ref()
             .map(|ca| trusted_roots(ca, stats.as_ref(), ca_name))
             .transpose()?;
+        if roots.is_none() && !tls.san_matchers.is_empty() {
+            // Envoy refuses this (a secret that leads here is NACKed): SAN matching is only
+            // meaningful on a verified chain, and without it any certificate would pass.
+            return Err(TlsError::Pem {
+                what: "validation_context",
+                reason: "SAN-based verification of peer certificates without trusted CA is \
+                         insecure and not allowed"
+                    .into(),
+            });
+        }
         let webpki = match roots {
             None => None,
             Some(roots) => Some(

@@ -55,6 +55,9 @@ pub struct Cluster {
     /// `transport_socket` TLS: every connection to a host is a TLS connection made by this
     /// (rebuilt when its secrets change).
     tls: Option<Arc<redvoy_tls::ClientTls>>,
+    /// A task already waits for this version's first health checks and TLS secrets (one is
+    /// enough, however many assignments arrive while it warms).
+    pub(crate) warm_wait_spawned: std::sync::atomic::AtomicBool,
     /// Per `transport_socket_matches` entry: its TLS (`None`: plaintext), and its
     /// `<name>.total_match_count`.
     matches: Vec<(Option<Arc<redvoy_tls::ClientTls>>, redvoy_stats::Counter)>,
@@ -66,8 +69,14 @@ impl Cluster {
     /// A plaintext cluster with no hosts yet; see [`Cluster::set_hosts`]. A config with TLS
     /// goes through [`Cluster::build`], which reads its certificates.
     pub fn new(config: model::Cluster, store: &Store) -> Self {
-        debug_assert!(
-            config.upstream_tls.is_none(),
+        // A TLS setting here would be dropped: never plaintext where TLS is configured.
+        assert!(
+            config.upstream_tls.is_none()
+                && config
+                    .transport_socket_matches
+                    .0
+                    .iter()
+                    .all(|m| !matches!(m.socket, model::MatchSocket::Tls(_))),
             "cluster '{}' has TLS settings: use Cluster::build",
             config.name
         );
@@ -113,6 +122,7 @@ impl Cluster {
             first_checks: Notify::new(),
             tls,
             matches,
+            warm_wait_spawned: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -164,7 +174,16 @@ impl Cluster {
         }
     }
 
-    /// The entry a host without metadata selects (Redis Cluster nodes, original
+    /// The entry a Redis Cluster's discovered nodes and discovery connections select: its
+    /// first endpoint's, as Envoy's redis cluster builds its hosts from that endpoint.
+    pub fn seed_transport_match(&self) -> Option<usize> {
+        match self.config.endpoints.first() {
+            Some(e) => self.transport_match(e),
+            None => self.unlabelled_transport_match(),
+        }
+    }
+
+    /// The entry a host without metadata selects (redirection targets, original
     /// destinations).
     pub fn unlabelled_transport_match(&self) -> Option<usize> {
         let none = std::collections::BTreeMap::new();
@@ -261,7 +280,7 @@ impl Cluster {
         self.stats.max_host_weight.set(u64::from(max_weight));
         // Envoy builds every host of a changed topology anew, each through the transport
         // socket matcher.
-        self.count_transport_match(self.unlabelled_transport_match(), total);
+        self.count_transport_match(self.seed_transport_match(), total);
         debug!(cluster = %self.name, hosts = total, shards = map.shards().len(), "Redis Cluster topology installed");
         self.host_set
             .store(Arc::new(HostSet::redis_cluster(hosts, map)));

@@ -422,7 +422,12 @@ impl ClusterManager {
             self.activate(state, cluster);
         } else {
             self.warm(state, Arc::clone(&cluster));
-            spawn_first_checks_wait(Arc::downgrade(self), &cluster);
+            if !cluster
+                .warm_wait_spawned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                spawn_first_checks_wait(Arc::downgrade(self), &cluster);
+            }
         }
     }
 
@@ -661,8 +666,13 @@ fn spawn_first_checks_wait(manager: Weak<ClusterManager>, cluster: &Arc<Cluster>
     tokio::spawn(async move {
         // The TLS secrets first (only the contexts are held meanwhile, not the cluster), until
         // their initial fetch times out or this version stops warming.
+        // One deadline for all: the longest initial fetch timeout (none if one waits forever).
+        let deadline = contexts
+            .iter()
+            .map(|c| c.warm_limit())
+            .try_fold(Duration::ZERO, |max, l| l.map(|l| max.max(l)))
+            .map(|l| tokio::time::Instant::now() + l);
         for tls in contexts {
-            let deadline = tls.warm_limit().map(|l| tokio::time::Instant::now() + l);
             while !tls.is_ready() && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
                 let _ = tokio::time::timeout(FIRST_CHECKS_RECHECK, tls.wait_ready()).await;
                 let Some(m) = manager.upgrade() else {

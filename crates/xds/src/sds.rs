@@ -22,7 +22,7 @@ use crate::{ApiType, StreamConfig, XdsError, TYPE_SECRET};
 /// Takes the secret's new value (the bytes of an `envoy.extensions.transport_sockets.tls.v3.
 /// Secret`); `Err(text)` makes the update a NACK.
 pub trait SecretHandler: Send + Sync + 'static {
-    fn on_secret(&self, name: &str, value: Bytes) -> Result<(), String>;
+    fn on_secret(&self, name: &str, value: Bytes, version: &str) -> Result<(), String>;
 }
 
 /// A running subscription; dropping it closes its stream.
@@ -180,7 +180,7 @@ impl Subscription {
     fn apply(&mut self, value: Bytes, version: &str) -> Result<(), String> {
         let started = Instant::now();
         self.stats.update_attempt.inc();
-        match self.handler.on_secret(&self.name, value) {
+        match self.handler.on_secret(&self.name, value, version) {
             Ok(()) => {
                 self.stats.accepted(version, started.elapsed());
                 self.version = version.to_owned();

@@ -320,7 +320,17 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
                 ));
             }
         }
-        if let Some(m) = transport_socket_matches.unsupported_for(&none, &none) {
+        // Redis Cluster nodes take the first endpoint's entry (Envoy builds them from it);
+        // original destinations, and redirection targets, the entry matching no labels.
+        let seed = match (discovery, endpoints.first()) {
+            (model::DiscoveryType::RedisCluster, Some(e)) => transport_socket_matches
+                .unsupported_for(
+                    &e.transport_socket_labels,
+                    &e.locality_transport_socket_labels,
+                ),
+            _ => None,
+        };
+        if let Some(m) = seed.or_else(|| transport_socket_matches.unsupported_for(&none, &none)) {
             return Err(ConfigError::unsupported_because(
                 p.field("transport_socket_matches"),
                 format!(
@@ -828,6 +838,13 @@ fn transport_socket_matches(
             transport_socket,
         } = m;
         let mp = p.field("transport_socket_matches").index(i);
+        if transport_socket.is_none() {
+            // Envoy builds the entry's socket from an empty config: no factory, refused.
+            return Err(ConfigError::invalid(
+                mp.field("transport_socket"),
+                crate::supported::no_factory("", ""),
+            ));
+        }
         let socket = match super::tls::upstream_tls(transport_socket.as_ref(), &mp) {
             Ok(None) => model::MatchSocket::Plaintext,
             Ok(Some(tls)) => model::MatchSocket::Tls(Box::new(tls)),

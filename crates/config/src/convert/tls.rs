@@ -25,18 +25,17 @@ pub(crate) fn upstream_tls(
     socket: Option<&TransportSocket>,
     p: &FieldPath,
 ) -> Result<Option<model::UpstreamTls>, ConfigError> {
-    let Some(TransportSocket {
-        // Looked up by type URL, as in Envoy.
-        name: _,
-        config_type,
-    }) = socket
-    else {
+    let Some(TransportSocket { name, config_type }) = socket else {
         return Ok(None);
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
+        // Envoy looks a socket up by its type; a name alone finds none (never plaintext).
+        return Err(ConfigError::invalid(
+            p.field("transport_socket"),
+            crate::supported::no_factory(name, ""),
+        ));
     };
     let p = p.field("transport_socket").field("typed_config");
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
-        return Ok(None);
-    };
     match crate::parse::type_name_of(&any.type_url) {
         RAW_BUFFER => Ok(None),
         UPSTREAM_TLS => {
@@ -103,12 +102,14 @@ pub(crate) fn downstream_tls(
     socket: Option<&TransportSocket>,
     p: &FieldPath,
 ) -> Result<Option<model::DownstreamTls>, ConfigError> {
-    let Some(TransportSocket {
-        name: _,
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any)),
-    }) = socket
-    else {
+    let Some(TransportSocket { name, config_type }) = socket else {
         return Ok(None);
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
+        return Err(ConfigError::invalid(
+            p.field("transport_socket"),
+            crate::supported::no_factory(name, ""),
+        ));
     };
     let p = p.field("transport_socket").field("typed_config");
     match crate::parse::type_name_of(&any.type_url) {

@@ -63,6 +63,7 @@ pub const ENVOY_COMPAT_VERSION: (u32, u32, u32) = (1, 40, 0);
 const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const TYPE_SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// `error_state.details` of a listener redvoy skipped as unsupported.
 pub const SKIPPED_PREFIX: &str = "skipped by redvoy: ";
 const CONFIG_DUMP: &str = "envoy.admin.v3.ConfigDump";
@@ -230,6 +231,8 @@ pub struct DynamicDump {
     /// dynamic cluster gets a `dynamic_endpoint_configs` entry built like the static ones
     /// (from `hosts(name)`, else from its config or these assignments).
     pub endpoints: Vec<DumpedResource>,
+    /// Every secret asked for over SDS, by name: as last accepted, or `None` while warming.
+    pub secrets: Vec<(String, Option<DumpedResource>)>,
 }
 
 /// As [`render_config_dump_with_hosts`], plus the dynamic listeners, clusters and endpoints.
@@ -351,7 +354,41 @@ pub fn render_config_dump_dynamic(
             })
             .collect(),
     })?);
-    trackers.push(dynamic(&SecretsConfigDump::default())?);
+    let dynamic_secret = |name: &String, r: Option<&DumpedResource>| {
+        envoy_types::pb::envoy::admin::v3::secrets_config_dump::DynamicSecret {
+            name: name.clone(),
+            version_info: r.map(|r| r.version_info.clone()).unwrap_or_default(),
+            last_updated: r.map(|r| timestamp(r.last_updated)),
+            secret: r.map(|r| any(TYPE_SECRET, &r.value)),
+            ..Default::default()
+        }
+    };
+    trackers.push(dynamic(&SecretsConfigDump {
+        static_secrets: statics
+            .secrets
+            .iter()
+            .filter(|s| names.matches(&s.name))
+            .map(
+                |s| envoy_types::pb::envoy::admin::v3::secrets_config_dump::StaticSecret {
+                    name: s.name.clone(),
+                    last_updated: None,
+                    secret: Some(pack(s)),
+                },
+            )
+            .collect(),
+        dynamic_active_secrets: dynamic_state
+            .secrets
+            .iter()
+            .filter(|(name, r)| r.is_some() && names.matches(name))
+            .map(|(name, r)| dynamic_secret(name, r.as_ref()))
+            .collect(),
+        dynamic_warming_secrets: dynamic_state
+            .secrets
+            .iter()
+            .filter(|(name, r)| r.is_none() && names.matches(name))
+            .map(|(name, r)| dynamic_secret(name, r.as_ref()))
+            .collect(),
+    })?);
 
     let mask = opts.mask.as_deref().map(FieldMask::parse);
     let configs = match &opts.resource {

@@ -224,11 +224,12 @@ impl Inspectors {
     }
 }
 
-/// Peeks into `buf` once more than `seen` bytes are waiting (or the peer closed: 0).
+/// Peeks into `buf` once more than `seen` bytes are waiting; 0 when the peer closed (even
+/// with bytes left unread: a client that half-closed before its first message is done).
 async fn peek_more(stream: &TcpStream, buf: &mut [u8], seen: usize) -> io::Result<usize> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     loop {
-        stream.readable().await?;
+        let ready = stream.ready(Interest::READABLE).await?;
         // A peek that finds nothing new reports "would block" to `try_io`, which then clears
         // the readiness (unless an event came meanwhile), so the next wait lasts until more
         // bytes arrive: peeking consumes nothing, and the socket would otherwise stay
@@ -246,7 +247,15 @@ async fn peek_more(stream: &TcpStream, buf: &mut [u8], seen: usize) -> io::Resul
         });
         match peeked {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // The read side closed and nothing new came: readiness never clears for a closed
+            // read side, so waiting again would spin.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                return Ok(0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Spurious wake-ups cannot starve the worker or the inspection's timeout.
+                tokio::task::yield_now().await;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -302,6 +311,26 @@ fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that sends part of a ClientHello and half-closes: the peek reports the close
+    /// (it must not spin on a read side that stays readable).
+    #[tokio::test]
+    async fn a_half_closed_client_ends_the_peek() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(&[0x16, 3, 1]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let first = peek_more(&server, &mut buf, 0).await.unwrap();
+        assert_eq!(first, 3);
+        client.shutdown().await.unwrap();
+        let after = tokio::time::timeout(Duration::from_secs(5), peek_more(&server, &mut buf, 3))
+            .await
+            .expect("the peek ends");
+        assert_eq!(after.unwrap(), 0);
+    }
 
     #[test]
     fn http_is_told_from_redis() {

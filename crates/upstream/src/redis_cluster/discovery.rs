@@ -119,7 +119,7 @@ impl Discovery {
             connect_timeout: config.connect_timeout,
             tcp_keepalive: config.tcp_keepalive,
             tls: cluster
-                .tls_for_match(cluster.unlabelled_transport_match())
+                .tls_for_match(cluster.seed_transport_match())
                 .cloned(),
             refresh_timeout: redis.cluster_refresh_timeout,
             auth,
@@ -259,7 +259,7 @@ impl Discovery {
         if self.last_ranges.as_ref() == Some(&ranges) && cluster.host_set().slot_map().is_some() {
             // Envoy builds the hosts of every parsed reply before it compares.
             cluster.count_transport_match(
-                cluster.unlabelled_transport_match(),
+                cluster.seed_transport_match(),
                 ranges.iter().map(|r| 1 + r.replicas.len() as u64).sum(),
             );
             stats.update_no_rebuild.inc();
@@ -270,7 +270,7 @@ impl Discovery {
             &ranges,
             old.hosts(),
             cluster.config.endpoints.first(),
-            cluster.unlabelled_transport_match(),
+            cluster.seed_transport_match(),
         );
         self.last_ranges = Some(ranges);
         RoundOutcome::Topology(hosts, map)
