@@ -500,6 +500,7 @@ fn dynamic_config_dump_matches_envoy() {
             .iter()
             .map(|r| resource(&e.version_info, &r.value))
             .collect(),
+        secrets: Vec::new(),
     };
     let mut failures = Vec::new();
     for query in [
