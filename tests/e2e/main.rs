@@ -17,6 +17,7 @@ mod config_effects;
 mod fanout;
 mod faults;
 mod health_check;
+mod istio_mesh;
 mod istio_redis_cluster;
 mod istio_sidecar;
 mod outlier_detection;
