@@ -231,6 +231,13 @@ fn upstream_tls_verifies_like_envoy() {
             Reply::bulk("v"),
             "{target}"
         );
+        // The server drops the proxy's connection: the next connection resumes the TLS
+        // session (redis-server's session cache), counted in `session_reused`.
+        open.cmd(&["CLIENT", "KILL", "TYPE", "normal"]);
+        let served = redvoy_test_util::try_wait_for(std::time::Duration::from_secs(10), || {
+            (client.cmd(&["GET", "verified:k"]) == Reply::bulk("v")).then_some(())
+        });
+        assert!(served.is_some(), "{target}: no reconnection after the kill");
         // Envoy's `ssl.*` stats of each cluster: handshakes, failures by kind, the negotiated
         // version, cipher, curve and signature algorithm, certificate expiry.
         for (name, value) in proxy.stats().values.iter().filter(|(k, _)| {
@@ -543,9 +550,18 @@ fn the_tls_redis_example_runs_like_envoy() {
         let proxy = Proxy::start(target, &bootstrap, &[]);
         let mut client = proxy.client();
         let mut rows: Rows = vec![
-            ("SET".into(), format!("{:?}", client.cmd(&["SET", "managed", "1"]))),
-            ("GET".into(), format!("{:?}", client.cmd(&["GET", "managed"]))),
-            ("on the server".into(), format!("{:?}", redis.cmd(&["GET", "managed"]))),
+            (
+                "SET".into(),
+                format!("{:?}", client.cmd(&["SET", "managed", "1"])),
+            ),
+            (
+                "GET".into(),
+                format!("{:?}", client.cmd(&["GET", "managed"])),
+            ),
+            (
+                "on the server".into(),
+                format!("{:?}", redis.cmd(&["GET", "managed"])),
+            ),
             (
                 "verified TLS handshakes".into(),
                 (proxy.stat("cluster.managed_redis.ssl.handshake") >= 1).to_string(),
@@ -553,7 +569,10 @@ fn the_tls_redis_example_runs_like_envoy() {
         ];
         // The proxy's connection authenticated as the ACL user.
         let clients = format!("{:?}", redis.cmd(&["CLIENT", "LIST"]));
-        rows.push(("a connection as user app".into(), clients.contains("user=app").to_string()));
+        rows.push((
+            "a connection as user app".into(),
+            clients.contains("user=app").to_string(),
+        ));
         rows
     });
 }

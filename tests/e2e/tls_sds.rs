@@ -48,6 +48,12 @@ struct TlsClient {
 
 impl TlsClient {
     fn connect(pki: &Pki, port: u16) -> std::io::Result<TlsClient> {
+        Self::connect_with(Arc::new(Self::config(pki)?), port)
+    }
+
+    /// A client config with the test's client certificate; connections made with one config
+    /// share its session cache (resumption).
+    fn config(pki: &Pki) -> std::io::Result<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         let ca = CertificateDer::from_pem_slice(pki.read("ca.pem").as_bytes())
             .map_err(std::io::Error::other)?;
@@ -66,9 +72,12 @@ impl TlsClient {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(std::io::Error::other)?;
+        Ok(config)
+    }
+
+    fn connect_with(config: Arc<rustls::ClientConfig>, port: u16) -> std::io::Result<TlsClient> {
         let name = ServerName::try_from("redis.test").map_err(std::io::Error::other)?;
-        let conn =
-            rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(WAIT))?;
         let mut client = TlsClient {
@@ -78,6 +87,11 @@ impl TlsClient {
         // client certificate) with a PING.
         client.cmd(&["PING"])?;
         Ok(client)
+    }
+
+    /// Whether this connection resumed an earlier session.
+    fn resumed(&self) -> bool {
+        self.stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 
     /// The server's certificate (DER).
@@ -154,7 +168,21 @@ fn static_secrets_like_envoy() {
         let port = proxy.listener_port(0);
         let mut client =
             TlsClient::connect(&pki, port).unwrap_or_else(|e| panic!("{target}: TLS connect: {e}"));
+        // A second connection with the same client config resumes the session (TLS 1.3
+        // tickets), and the server counts it.
+        let config = Arc::new(
+            TlsClient::config(&pki).unwrap_or_else(|e| panic!("{target}: client config: {e}")),
+        );
+        let resumed: Vec<bool> = (0..2)
+            .map(|_| {
+                let mut c = TlsClient::connect_with(Arc::clone(&config), port)
+                    .unwrap_or_else(|e| panic!("{target}: TLS connect: {e}"));
+                let _ = c.cmd(&["GET", "s"]);
+                c.resumed()
+            })
+            .collect();
         let mut rows: Rows = vec![
+            ("resumed (first, second)".into(), format!("{resumed:?}")),
             (
                 "SET".into(),
                 format!("{:?}", client.cmd(&["SET", "s", "1"]).ok()),
@@ -172,7 +200,11 @@ fn static_secrets_like_envoy() {
         ));
         let scope = format!("listener.127.0.0.1_{port}.");
         for (name, value) in proxy.stats().values.iter().filter(|(k, _)| {
-            k.starts_with(&scope) && (k.contains(".ssl.certificate.") || k.contains("factory"))
+            k.starts_with(&scope)
+                && (k.contains(".ssl.certificate.")
+                    || k.contains("factory")
+                    || k.ends_with(".ssl.session_reused")
+                    || k.ends_with(".ssl.handshake"))
         }) {
             let value = if name.contains("expiration") {
                 (value != "0").to_string()

@@ -64,10 +64,12 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<rustls::ClientConfig>,
+    /// The config's verifier (one for every connection: rustls resumes a session only with
+    /// the verifier that checked it).
+    verifier: Arc<EnvoyVerifier>,
     certificates: ContextCertificates,
     sni: Option<ServerName<'static>>,
     stats: Option<TlsStats>,
-    verification: Arc<Verification>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -106,7 +108,7 @@ impl TlsConnector {
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
             .dangerous()
-            .with_custom_certificate_verifier(verifier);
+            .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>);
         let mut config = match &tls.client_certificate {
             None => builder.with_no_client_auth(),
             Some(c) => {
@@ -132,13 +134,13 @@ impl TlsConnector {
         };
         Ok(Self {
             config: Arc::new(config),
+            verifier,
             certificates: context_certificates(
                 tls.trusted_ca.as_ref(),
                 tls.client_certificate.as_ref(),
             ),
             sni,
             stats,
-            verification,
         })
     }
 
@@ -153,26 +155,30 @@ impl TlsConnector {
             .sni
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(peer.ip().into()));
-        let Some(stats) = &self.stats else {
-            return tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
-                .connect(name, tcp)
-                .await;
-        };
-        // A verifier of this connection's own, so that the peer's signature algorithm is
-        // counted only once its handshake succeeded (as Envoy counts it).
-        let verifier = Arc::new(EnvoyVerifier::new(&self.verification));
-        let mut config = (*self.config).clone();
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>);
-        let result = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let result = tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
             .connect(name, tcp)
             .await;
+        let Some(stats) = &self.stats else {
+            return result;
+        };
         match &result {
             Ok(stream) => {
-                stats.on_handshake(stream.get_ref().1);
-                if let Some(scheme) = verifier.signature() {
+                let conn = stream.get_ref().1;
+                stats.on_handshake(conn);
+                // The peer's handshake signature; a resumed session counts the one of the
+                // handshake that made it, as Envoy (BoringSSL keeps it in the session) does.
+                let peer = conn.peer_certificates().and_then(|c| c.first());
+                if let Some(scheme) = peer.and_then(|c| self.verifier.signature_for(c)) {
                     stats.on_signature(scheme);
+                }
+                match (peer, conn.negotiated_key_exchange_group()) {
+                    (Some(cert), Some(group)) => self.verifier.note_curve(cert, group.name()),
+                    (Some(cert), None) => {
+                        if let Some(group) = self.verifier.curve_for(cert) {
+                            stats.on_curve(group);
+                        }
+                    }
+                    (None, _) => {}
                 }
             }
             Err(e) => stats.on_error(e),
@@ -383,26 +389,71 @@ struct Verification {
     provider: Arc<CryptoProvider>,
 }
 
-/// Envoy's default certificate validation, noting the peer's handshake signature algorithm.
+/// Envoy's default certificate validation, noting each peer's handshake signature algorithm
+/// (by the peer's certificate: the verifier is shared by every connection of a context).
 #[derive(Debug)]
 struct EnvoyVerifier {
     verification: Arc<Verification>,
-    signature: std::sync::Mutex<Option<rustls::SignatureScheme>>,
+    signatures: std::sync::Mutex<std::collections::VecDeque<(u64, rustls::SignatureScheme)>>,
+    /// The key-exchange group of each peer's last full handshake: a resumed TLS 1.2 session
+    /// has none of its own, and Envoy counts the session's.
+    curves: std::sync::Mutex<std::collections::VecDeque<(u64, rustls::NamedGroup)>>,
+}
+
+/// Peers whose signature algorithm is remembered (a cluster's hosts; the oldest go first).
+const REMEMBERED_SIGNATURES: usize = 64;
+
+fn certificate_key(cert: &CertificateDer<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cert.as_ref().hash(&mut hasher);
+    hasher.finish()
 }
 
 impl EnvoyVerifier {
     fn new(verification: &Arc<Verification>) -> Self {
         Self {
             verification: Arc::clone(verification),
-            signature: std::sync::Mutex::new(None),
+            signatures: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            curves: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
-    fn signature(&self) -> Option<rustls::SignatureScheme> {
-        *self
-            .signature
+    /// The group of `cert`'s owner's last full handshake.
+    fn curve_for(&self, cert: &CertificateDer<'_>) -> Option<rustls::NamedGroup> {
+        let key = certificate_key(cert);
+        self.curves
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, g)| *g)
+    }
+
+    fn note_curve(&self, cert: &CertificateDer<'_>, group: rustls::NamedGroup) {
+        let key = certificate_key(cert);
+        let mut curves = self
+            .curves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        curves.retain(|(k, _)| *k != key);
+        if curves.len() == REMEMBERED_SIGNATURES {
+            curves.pop_front();
+        }
+        curves.push_back((key, group));
+    }
+
+    /// The algorithm `cert`'s owner last signed a handshake with.
+    fn signature_for(&self, cert: &CertificateDer<'_>) -> Option<rustls::SignatureScheme> {
+        let key = certificate_key(cert);
+        self.signatures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| *s)
     }
 
     fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
@@ -413,13 +464,20 @@ impl EnvoyVerifier {
     fn noted(
         &self,
         verified: Result<HandshakeSignatureValid, RustlsError>,
+        cert: &CertificateDer<'_>,
         scheme: rustls::SignatureScheme,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         let valid = verified?;
-        *self
-            .signature
+        let key = certificate_key(cert);
+        let mut signatures = self
+            .signatures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scheme);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        signatures.retain(|(k, _)| *k != key);
+        if signatures.len() == REMEMBERED_SIGNATURES {
+            signatures.pop_front();
+        }
+        signatures.push_back((key, scheme));
         Ok(valid)
     }
 }
@@ -461,6 +519,7 @@ impl ServerCertVerifier for EnvoyVerifier {
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         self.noted(
             verify_tls12_signature(message, cert, dss, self.algorithms()),
+            cert,
             dss.scheme,
         )
     }
@@ -473,6 +532,7 @@ impl ServerCertVerifier for EnvoyVerifier {
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         self.noted(
             verify_tls13_signature(message, cert, dss, self.algorithms()),
+            cert,
             dss.scheme,
         )
     }

@@ -128,6 +128,13 @@ impl TlsStats {
         }
     }
 
+    /// The key-exchange group of a resumed session (the handshake itself had none).
+    pub(crate) fn on_curve(&self, group: NamedGroup) {
+        if let Some(name) = curve_name(group) {
+            self.count(&format!("curves.{name}"));
+        }
+    }
+
     /// A client that sent no certificate (and was not required to).
     pub(crate) fn on_no_certificate(&self) {
         self.no_certificate.inc();
