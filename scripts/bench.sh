@@ -22,7 +22,9 @@
 #                     BENCH_XDS_* knobs there)
 #   BENCH_CLUSTER     0 = skip the Redis Cluster benchmark run last (scripts/bench_cluster.sh)
 #   BENCH_TLS         0 = skip the TLS targets: envoy-tls and redvoy-tls reach the same
-#                     redis-server on its TLS port (a CA made here with openssl; default 1)
+#                     redis-server on its TLS port (a CA made here with openssl; default 1),
+#                     and direct-tls is redis-benchmark --tls against that port (the ceiling:
+#                     what the TLS redis-server itself serves on this machine)
 #   BENCH_BASE_BIN    a second redvoy binary (e.g. a release build of an older commit) run as
 #                     the target "redvoy-base" in the same rotation, for before/after numbers
 #                     of a change: adds the column and the ratio redvoy/base
@@ -34,6 +36,7 @@ TARGETS="${BENCH_TARGETS:-direct twemproxy envoy redvoy}"
 if [ "${BENCH_TLS:-1}" != "0" ]; then
   case " $TARGETS " in *" envoy "*) TARGETS="$TARGETS envoy-tls" ;; esac
   case " $TARGETS " in *" redvoy "*) TARGETS="$TARGETS redvoy-tls" ;; esac
+  case " $TARGETS " in *" direct "*) TARGETS="$TARGETS direct-tls" ;; esac
 fi
 if [ "${BENCH_SKIP_REDVOY:-0}" = "1" ]; then TARGETS="$(echo "$TARGETS" | sed 's/\bredvoy\b//g')"; fi
 if [ -n "${BENCH_BASE_BIN:-}" ] && [[ " $TARGETS " != *" redvoy-base "* ]]; then TARGETS="$TARGETS redvoy-base"; fi
@@ -147,6 +150,10 @@ start_target() {
       PORT[direct]="$REDIS_PORT"
       PID[direct]="$REDIS_PID"
       ;;
+    direct-tls)
+      PORT[direct-tls]="$REDIS_TLS_PORT"
+      PID[direct-tls]="$REDIS_PID"
+      ;;
     twemproxy)
       port="$(free_port)"; admin="$(free_port)"
       cat > "$WORK/nutcracker.yml" <<YAML
@@ -189,7 +196,13 @@ YAML
     *) die "unknown target $target" ;;
   esac
   # Warm up: the first request opens the upstream connection.
-  redis-cli -p "${PORT[$target]}" SET warmup 1 >/dev/null
+  redis-cli -p "${PORT[$target]}" $(tls_flags "$target") SET warmup 1 >/dev/null
+}
+
+# tls_flags TARGET — redis-cli / redis-benchmark flags to reach TARGET (TLS for direct-tls).
+tls_flags() {
+  [ "$1" = direct-tls ] && echo "--tls --insecure"
+  return 0
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -197,6 +210,8 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # idle_rss TARGET — RSS growth per idle client: open N connections, PING each once, hold.
 idle_rss() {
   local target="$1" pid="${PID[$1]:-}"
+  # The same redis-server as direct, and its clients would need TLS.
+  [ "$target" = direct-tls ] && { echo "n/a"; return; }
   [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "n/a"; return; }
   python3 - "${PORT[$target]}" "$IDLE_CONNS" "$pid" <<'PY'
 import socket, sys, time
@@ -245,7 +260,9 @@ run_cell() {
   local target="$1" test="$2" pipeline="$3" n
   if [ "$pipeline" = 1 ]; then n="$N_P1"; else n="$N_P16"; fi
   [ "$test" = mset ] && n=$((n / 4))
-  redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" -c "$CLIENTS" -n "$n" -P "$pipeline" \
+  # shellcheck disable=SC2046 # the flags are words
+  redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" $(tls_flags "$target") \
+    -c "$CLIENTS" -n "$n" -P "$pipeline" \
     -r "$KEYSPACE" -t "$test" --csv 2>/dev/null \
     | awk -F'","' 'NR > 1 { gsub(/"/, "", $2); print $2; exit }'
 }
@@ -285,7 +302,7 @@ def med(test, p, t):
     return statistics.median(v) if v else None
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
-cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy-base", "redvoy", "redvoy-cmdstats", "envoy-tls", "redvoy-tls"] if t in targets]
+cols = [t for t in ["direct", "twemproxy", "envoy", "redvoy-base", "redvoy", "redvoy-cmdstats", "direct-tls", "envoy-tls", "redvoy-tls"] if t in targets]
 head = f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols)
 extra = []
 if "redvoy" in cols:
@@ -295,6 +312,7 @@ if "redvoy-base" in cols:
 if "redvoy-cmdstats" in cols:
     extra.append(("cmdstats/redvoy", "redvoy-cmdstats", "redvoy"))
 extra.append(("tls: redvoy/envoy", "redvoy-tls", "envoy-tls"))
+extra.append(("tls: redvoy/direct", "redvoy-tls", "direct-tls"))
 extra += [(f"{t}/direct", t, "direct") for t in ("envoy", "twemproxy") if t in cols and "direct" in cols]
 extra = [e for e in extra if e[1] in cols and e[2] in cols]
 head += "".join(f" | {name:>16}" for name, _, _ in extra) + " |"

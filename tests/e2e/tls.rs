@@ -539,7 +539,7 @@ fn the_tls_redis_example_runs_like_envoy() {
         .replace("port_value: 6379", &format!("port_value: {tls_port}"))
         .replace("REDIS_HOST", "localhost")
         .replace("REDIS_TLS_NAME", "redis.test")
-        .replace("REDIS_CA_FILE", &p("ca.pem"));
+        .replace("/etc/ssl/certs/ca-certificates.crt", &p("ca.pem"));
     let bootstrap = yaml.replace(
         "{environment_variable: REDIS_PASSWORD}",
         "{inline_string: \"s3cret\"}",
