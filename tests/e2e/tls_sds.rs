@@ -556,3 +556,63 @@ fn secrets_over_ads_like_envoy() {
         });
     }
 }
+
+/// An SDS secret that names files: when the files are replaced (a move into their directory,
+/// as a Kubernetes secret update does), new connections get the new certificate, as with
+/// Envoy, which watches the directory of an SDS secret's files.
+#[test]
+fn sds_secret_files_are_reread_when_replaced_like_envoy() {
+    use redvoy_test_util::xds::certificate_secret_files;
+    let pki = Pki::new();
+    let redis = RedisServer::start();
+    let common = format!(
+        "tls_certificate_sds_secret_configs:\n- name: default\n  sds_config: {ISTIO_SDS_CONFIG_YAML}\ncombined_validation_context:\n  default_validation_context:\n    match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{CLIENT_ID}\"}}}}]\n  validation_context_sds_secret_config:\n    name: ROOTCA\n    sds_config: {ISTIO_SDS_CONFIG_YAML}"
+    );
+    same_on_all_targets(&targets(), |target| {
+        let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap_or_else(|e| panic!("certs dir: {e}"));
+        // Written elsewhere, then moved in: the directory sees one move per file.
+        let install = |name: &str| {
+            for (from, to) in [
+                (format!("{name}.pem"), "cert.pem"),
+                (format!("{name}-key.pem"), "key.pem"),
+            ] {
+                let staged = dir.path().join(to);
+                std::fs::write(&staged, pki.read(&from)).unwrap_or_else(|e| panic!("{to}: {e}"));
+                std::fs::rename(&staged, certs.join(to)).unwrap_or_else(|e| panic!("{to}: {e}"));
+            }
+        };
+        install("server");
+        let socket = dir.path().join("sds.sock");
+        let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
+        let p = |n: &str| certs.join(n).display().to_string();
+        agent.set_messages(
+            "1",
+            &[
+                certificate_secret_files("default", &p("cert.pem"), &p("key.pem")),
+                validation_secret("ROOTCA", &pki.read("ca.pem")),
+            ],
+        );
+        let sds_cluster = format!(
+            "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]}}\n",
+            socket.display()
+        );
+        let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let port = proxy.listener_port(0);
+        let first = TlsClient::connect(&pki, port)
+            .map(|c| c.server_certificate() == cert_der(&pki, "server.pem"));
+        let mut rows: Rows = vec![("first certificate".into(), format!("{:?}", first.ok()))];
+        install("server-next");
+        let reread = redvoy_test_util::try_wait_for(WAIT, || {
+            let c = TlsClient::connect(&pki, port).ok()?;
+            (c.server_certificate() == cert_der(&pki, "server-next.pem")).then_some(())
+        });
+        rows.push((
+            "new connections after the files moved in".into(),
+            format!("{:?}", reread.map(|_| "server-next")),
+        ));
+        rows
+    });
+}

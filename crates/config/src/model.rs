@@ -500,6 +500,10 @@ pub struct SdsSecretConfig {
 pub struct Secret {
     pub name: String,
     pub kind: SecretKind,
+    /// Where a change re-reads the secret's files: its `watched_directory`, else the
+    /// directories of the files it names (Envoy's SDS secrets; a static context does not
+    /// reload, as in Envoy).
+    pub watched_directories: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

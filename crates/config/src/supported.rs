@@ -713,20 +713,26 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
-        // Refused by not listing them: pkcs12, watched directories, key providers,
-        // passwords, OCSP staples, SCTs.
-        &[("certificate_chain", Walk), ("private_key", Walk)],
+        // Refused by not listing them: pkcs12, key providers, passwords, OCSP staples, SCTs.
+        &[
+            ("certificate_chain", Walk),
+            ("private_key", Walk),
+            // Re-reads an SDS secret's files when the directory changes (a static context
+            // does not reload, in Envoy as in redvoy).
+            ("watched_directory", Walk),
+        ],
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
         // Refused by not listing them: everything that loosens or changes verification
         // (`trust_chain_verification`, `allow_expired_certificate`, custom validators), SPKI
-        // and hash pinning, CRLs, system roots, watched directories. The deprecated
+        // and hash pinning, CRLs, system roots. The deprecated
         // `match_subject_alt_names` is read as Envoy reads it.
         &[
             ("trusted_ca", Walk),
             ("match_typed_subject_alt_names", Walk),
             ("match_subject_alt_names", Walk),
+            ("watched_directory", Walk),
         ],
     ),
     (

@@ -563,3 +563,20 @@ pub fn with_upstream_tls_from_ads(mut cluster: Cluster, ca_secret: &str, sni: &s
     });
     cluster
 }
+
+/// A `tls_certificate` secret naming its files (an SDS server that hands out paths).
+pub fn certificate_secret_files(name: &str, chain_path: &str, key_path: &str) -> Secret {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    let file = |path: &str| envoy_types::pb::envoy::config::core::v3::DataSource {
+        specifier: Some(Specifier::Filename(path.to_owned())),
+        ..Default::default()
+    };
+    Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(file(chain_path)),
+            private_key: Some(file(key_path)),
+            ..Default::default()
+        })),
+    }
+}

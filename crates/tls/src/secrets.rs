@@ -72,6 +72,18 @@ struct State {
     received: HashMap<SecretKey, Received>,
     users: Vec<Weak<dyn SecretUser>>,
     fetcher: Option<Fetcher>,
+    /// Dynamic secrets whose files are re-read when these directories change, with their
+    /// modification times as last seen.
+    watches: HashMap<SecretKey, Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>>,
+    watching: bool,
+}
+
+/// How often watched directories are looked at (Envoy reacts to a move in them; the move of a
+/// Kubernetes secret update changes the directory's modification time).
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).ok()?.modified().ok()
 }
 
 /// A dynamic secret as it was received.
@@ -201,7 +213,7 @@ impl SecretManager {
     /// A new value of a dynamic secret (`None`: removed). Every context using it is built
     /// first: if one cannot be, nothing changes and the error is the update's NACK. The same
     /// value again changes nothing (Envoy compares the secret's hash).
-    pub fn update(&self, key: &SecretKey, secret: Option<Secret>) -> Result<(), String> {
+    pub fn update(self: &Arc<Self>, key: &SecretKey, secret: Option<Secret>) -> Result<(), String> {
         let mut state = self.lock();
         let Some(secret) = secret else {
             // Envoy keeps using the last value of a removed secret.
@@ -227,12 +239,103 @@ impl SecretManager {
                     .map_err(|e| format!("secret '{}': {e}", key.name))?,
             );
         }
+        let watched = next
+            .get(key)
+            .map(|s| s.watched_directories.clone())
+            .unwrap_or_default();
         state.values = next;
         for install in installs {
             install();
         }
+        if watched.is_empty() {
+            state.watches.remove(key);
+        } else {
+            let dirs = watched
+                .iter()
+                .map(|d| {
+                    let path = std::path::PathBuf::from(d);
+                    let seen = mtime(&path);
+                    (path, seen)
+                })
+                .collect();
+            state.watches.insert(key.clone(), dirs);
+            self.start_watching(&mut state);
+        }
         info!(secret = %key.name, contexts = users.len(), "secret updated");
         Ok(())
+    }
+
+    /// Starts the task that re-reads watched secrets' files (once; it ends with the manager).
+    fn start_watching(self: &Arc<Self>, state: &mut State) {
+        if state.watching {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        state.watching = true;
+        let manager = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                manager.check_watches();
+            }
+        });
+    }
+
+    /// Rebuilds the contexts of every watched secret whose directory changed: their files
+    /// are read again. A build that fails (files caught mid-rotation) keeps the contexts as
+    /// they were; the rotation's last move is another change.
+    fn check_watches(&self) {
+        let mut state = self.lock();
+        let mut changed = Vec::new();
+        for (key, dirs) in state.watches.iter_mut() {
+            let mut any = false;
+            for (dir, seen) in dirs.iter_mut() {
+                let now = mtime(dir);
+                if now != *seen {
+                    *seen = now;
+                    any = true;
+                }
+            }
+            if any {
+                changed.push(key.clone());
+            }
+        }
+        for key in changed {
+            state.users.retain(|u| u.strong_count() > 0);
+            let users: Vec<Arc<dyn SecretUser>> = state
+                .users
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|u| u.uses(&key))
+                .collect();
+            let mut installs = Vec::with_capacity(users.len());
+            let mut failed = None;
+            for user in &users {
+                match Arc::clone(user).prepare(&state.values) {
+                    Ok(install) => installs.push(install),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(e) => {
+                    tracing::warn!(secret = %key.name, error = %e, "secret files changed but cannot be used; keeping the last good ones")
+                }
+                None => {
+                    for install in installs {
+                        install();
+                    }
+                    info!(secret = %key.name, "secret files re-read");
+                }
+            }
+        }
     }
 
     /// Registers a context and returns the values to build it from, under one lock: an

@@ -335,9 +335,10 @@ fn certificate(c: &TlsCertificate, p: &FieldPath) -> Result<model::TlsCertificat
     let TlsCertificate {
         certificate_chain,
         private_key,
+        // Read for SDS secrets only (see `watched_directories`), as in Envoy.
+        watched_directory: _,
         // Refused by the allowlist.
         pkcs12: _,
-        watched_directory: _,
         private_key_provider: _,
         password: _,
         ocsp_staple: _,
@@ -369,6 +370,7 @@ fn validation(
         // Refused by the allowlist.
         ca_certificate_provider_instance: _,
         system_root_certs: _,
+        // Read for SDS secrets only (see `watched_directories`), as in Envoy.
         watched_directory: _,
         verify_certificate_spki: _,
         verify_certificate_hash: _,
@@ -446,6 +448,7 @@ fn sds_secret_config(
 /// `static_resources.secrets[]` and SDS resources.
 pub(crate) fn secret(s: &Secret, p: &FieldPath) -> Result<model::Secret, ConfigError> {
     let Secret { name, r#type } = s;
+    let watched_directories = watched_directories(r#type.as_ref());
     let kind = match r#type {
         Some(secret::Type::TlsCertificate(c)) => {
             model::SecretKind::TlsCertificate(certificate(c, &p.field("tls_certificate"))?)
@@ -464,7 +467,41 @@ pub(crate) fn secret(s: &Secret, p: &FieldPath) -> Result<model::Secret, ConfigE
     Ok(model::Secret {
         name: name.clone(),
         kind,
+        watched_directories,
     })
+}
+
+/// A secret's `watched_directory`, else the directories of the files it names.
+fn watched_directories(kind: Option<&secret::Type>) -> Vec<String> {
+    let (explicit, files): (Option<&str>, Vec<&DataSource>) = match kind {
+        Some(secret::Type::TlsCertificate(c)) => (
+            c.watched_directory.as_ref().map(|w| w.path.as_str()),
+            c.certificate_chain
+                .iter()
+                .chain(c.private_key.iter())
+                .collect(),
+        ),
+        Some(secret::Type::ValidationContext(v)) => (
+            v.watched_directory.as_ref().map(|w| w.path.as_str()),
+            v.trusted_ca.iter().collect(),
+        ),
+        _ => (None, Vec::new()),
+    };
+    if let Some(dir) = explicit.filter(|d| !d.is_empty()) {
+        return vec![dir.to_owned()];
+    }
+    let mut dirs: Vec<String> = files
+        .into_iter()
+        .filter_map(|d| match &d.specifier {
+            Some(Specifier::Filename(f)) => std::path::Path::new(f)
+                .parent()
+                .map(|p| p.display().to_string()),
+            _ => None,
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 fn san_matcher(m: &SubjectAltNameMatcher, p: &FieldPath) -> Result<model::SanMatcher, ConfigError> {
