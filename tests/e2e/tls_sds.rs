@@ -616,3 +616,86 @@ fn sds_secret_files_are_reread_when_replaced_like_envoy() {
         rows
     });
 }
+
+/// The same agent over Delta SDS (`api_type: DELTA_GRPC`): each secret subscribed on a stream
+/// of its own, the listener warms until both arrive, a rotation applies to new connections.
+#[test]
+fn delta_sds_from_the_agent_socket_like_envoy() {
+    let pki = Pki::new();
+    let redis = RedisServer::start();
+    let delta = ISTIO_SDS_CONFIG_YAML.replace("api_type: GRPC", "api_type: DELTA_GRPC");
+    let common = format!(
+        "tls_certificate_sds_secret_configs:\n- name: default\n  sds_config: {delta}\ncombined_validation_context:\n  default_validation_context:\n    match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{CLIENT_ID}\"}}}}]\n  validation_context_sds_secret_config:\n    name: ROOTCA\n    sds_config: {delta}"
+    );
+    same_on_all_targets(&targets(), |target| {
+        let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
+        let socket = dir.path().join("sds.sock");
+        let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
+        let sds_cluster = format!(
+            "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]}}\n",
+            socket.display()
+        );
+        let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
+        let proxy = Proxy::start_with(
+            target,
+            &yaml,
+            &ProxyOptions {
+                ready_check: ReadyCheck::AdminAnswers,
+                ..ProxyOptions::default()
+            },
+        );
+        let mut rows: Rows = Vec::new();
+        let asked = redvoy_test_util::try_wait_for(WAIT, || {
+            let mut subscribed: Vec<String> = agent
+                .requests()
+                .iter()
+                .filter(|r| r.type_url == TYPE_SECRET)
+                .map(|r| format!("{:?} {:?}", r.variant, r.subscribe))
+                .collect();
+            subscribed.sort();
+            subscribed.dedup();
+            (subscribed.len() >= 2).then_some(subscribed)
+        });
+        rows.push(("Delta subscriptions".into(), format!("{asked:?}")));
+        rows.push((
+            "warming: /ready".into(),
+            proxy.admin("GET", "/ready").status.to_string(),
+        ));
+        agent.set_messages(
+            "1",
+            &[
+                certificate_secret(
+                    "default",
+                    &pki.read("server.pem"),
+                    &pki.read("server-key.pem"),
+                ),
+                validation_secret("ROOTCA", &pki.read("ca.pem")),
+            ],
+        );
+        let live = redvoy_test_util::try_wait_for(WAIT, || {
+            (proxy.admin("GET", "/ready").status == 200).then_some(())
+        });
+        rows.push(("warmed: ready".into(), live.is_some().to_string()));
+        let port = proxy.listener_port(0);
+        let first = TlsClient::connect(&pki, port)
+            .map(|c| c.server_certificate() == cert_der(&pki, "server.pem"));
+        rows.push(("first certificate".into(), format!("{:?}", first.ok())));
+        agent.set_messages(
+            "2",
+            &[certificate_secret(
+                "default",
+                &pki.read("server-next.pem"),
+                &pki.read("server-next-key.pem"),
+            )],
+        );
+        let rotated = redvoy_test_util::try_wait_for(WAIT, || {
+            let c = TlsClient::connect(&pki, port).ok()?;
+            (c.server_certificate() == cert_der(&pki, "server-next.pem")).then_some(())
+        });
+        rows.push(("rotated".into(), rotated.is_some().to_string()));
+        for name in ["sds.default.update_success", "sds.ROOTCA.update_success"] {
+            rows.push((name.into(), proxy.stat(name).to_string()));
+        }
+        rows
+    });
+}

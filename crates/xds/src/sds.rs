@@ -232,7 +232,16 @@ impl Subscription {
                 let version = r.version.clone();
                 self.apply(Bytes::from(any.value.clone()), &version)
             }
-            None => Ok(()),
+            None => {
+                // A removal of the secret: accepted (Envoy keeps using the last value, and
+                // counts the update).
+                if response.removed_resources.contains(&self.name) {
+                    self.stats.update_attempt.inc();
+                    self.stats
+                        .accepted(&response.system_version_info, std::time::Duration::ZERO);
+                }
+                Ok(())
+            }
         };
         let request = DeltaDiscoveryRequest {
             node: self.node(),
