@@ -576,3 +576,83 @@ fn the_tls_redis_example_runs_like_envoy() {
         rows
     });
 }
+
+/// A MOVED over TLS: a slot changes owner behind the proxy's back (its refresh far away), the
+/// old owner answers MOVED naming the new owner's TLS port, and the proxy follows it over TLS
+/// (`enable_redirection`); the key lands on the new owner. Compared with Envoy 1.40.
+#[test]
+fn moved_redirection_over_tls_like_envoy() {
+    let pki = Pki::new();
+    let mut cluster = RedisCluster::start_tls(
+        3,
+        0,
+        &pki.path("server.pem"),
+        &pki.path("server-key.pem"),
+        &pki.path("ca.pem"),
+    );
+    let seed = cluster.tls_port(cluster.ports()[0]);
+    let ca = pki.path("ca.pem").display().to_string();
+    let transport = format!(
+        "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: redis.test\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{filename: {ca}}}\n            match_typed_subject_alt_names:\n            - {{san_type: URI, matcher: {{exact: \"{SPIFFE_ID}\"}}}}\n"
+    );
+    let yaml = redis_cluster_bootstrap(
+        "{op_timeout: 5s, enable_redirection: true}",
+        "{cluster: redis_cluster}",
+        "{cluster_refresh_rate: 3600s, redirect_refresh_threshold: 0}",
+        &[seed],
+        &transport,
+    );
+    let mut round = 0;
+    same_on_all_targets(&targets(), |target| {
+        round += 1;
+        // A fresh key (and so an empty slot) for each target.
+        let key = format!("moved-tls:{round}");
+        for p in cluster.primaries() {
+            cluster.cmd(p.port, &["FLUSHALL"]);
+        }
+        let proxy = Proxy::start(target, &yaml, &[]);
+        let discovered = redvoy_test_util::try_wait_for(std::time::Duration::from_secs(15), || {
+            (proxy.stat("cluster.redis_cluster.membership_total") == 3).then_some(())
+        });
+        assert!(discovered.is_some(), "{target}: the topology never arrived");
+        let owner = cluster.primary_for_key(key.as_bytes());
+        let primaries = cluster.primaries();
+        let new_owner = primaries
+            .iter()
+            .find(|p| p.port != owner)
+            .unwrap_or_else(|| panic!("a second primary"));
+        let slot = match cluster.cmd(owner, &["CLUSTER", "KEYSLOT", &key]) {
+            Reply::Integer(s) => s.to_string(),
+            other => panic!("KEYSLOT: {other:?}"),
+        };
+        for p in cluster.live_ports() {
+            cluster.cmd(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &new_owner.id]);
+        }
+        cluster.wait_converged(std::time::Duration::from_secs(15));
+        let mut client = proxy.client();
+        let mut rows: Rows = Vec::new();
+        rows.push((
+            "SET after the move".into(),
+            format!("{:?}", client.cmd(&["SET", &key, "v"])),
+        ));
+        rows.push((
+            "GET after the move".into(),
+            format!("{:?}", client.cmd(&["GET", &key])),
+        ));
+        rows.push((
+            "on the new owner".into(),
+            format!("{:?}", cluster.cmd(new_owner.port, &["EXISTS", &key])),
+        ));
+        let stats = proxy.stats();
+        for name in [
+            "upstream_internal_redirect_succeeded_total",
+            "ssl.fail_verify_error",
+            "ssl.fail_verify_san",
+            "ssl.connection_error",
+        ] {
+            let stat = format!("cluster.redis_cluster.{name}");
+            rows.push((name.to_owned(), format!("{:?}", stats.get_int(&stat))));
+        }
+        rows
+    });
+}
