@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use redvoy_test_util::xds::{
-    certificate_secret, validation_secret, ISTIO_SDS_CONFIG_YAML, TYPE_SECRET,
+    certificate_secret, sds_grpc_cluster_yaml, validation_secret, ISTIO_SDS_CONFIG_YAML,
+    TYPE_SECRET,
 };
 use redvoy_test_util::{
     try_wait_for, AdsServer, Proxy, ProxyOptions, RedisServer, Reply, RespClient, Target,
@@ -28,13 +29,6 @@ const NODE: &str =
 
 fn admin() -> &'static str {
     "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN_PORT}}}}\n"
-}
-
-/// The `sds-grpc` cluster of Istio's bootstrap, on `socket`.
-fn sds_cluster(socket: &str) -> String {
-    format!(
-        "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {socket}}}}}}}}}]}}]}}\n"
-    )
 }
 
 /// A stub of Istio's agent serving `default` (the workload's certificate `cert`) and
@@ -138,7 +132,7 @@ fn redvoy_client_sidecar_to_envoy_server_sidecar_strict() {
         admin(),
         redis_listener(cluster),
         outbound_cluster(cluster, inbound_port, &client_common),
-        sds_cluster(&socket)
+        sds_grpc_cluster_yaml(&socket)
     );
     let client_sidecar = start(Target::Redvoy, &redvoy_yaml);
     let mut client = client_sidecar.client();
@@ -188,7 +182,7 @@ fn envoy_client_sidecar_to_redvoy_server_sidecar_permissive() {
         admin(),
         inbound_listener("{{LISTENER_PORT}}", &server_tls, true),
         inbound_cluster(redis.port()),
-        sds_cluster(&socket)
+        sds_grpc_cluster_yaml(&socket)
     );
     let server_sidecar = start(Target::Redvoy, &redvoy_yaml);
     let inbound_port = server_sidecar.listener_port(0);

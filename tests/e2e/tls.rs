@@ -99,7 +99,7 @@ impl Pki {
     /// A redis-server with a TLS port besides its plaintext one (kept for the harness's
     /// readiness check and direct reads); with `require_client_cert`, TLS clients must
     /// present a certificate the CA signed.
-    fn redis(&self, require_client_cert: bool) -> (RedisServer, u16) {
+    pub(crate) fn redis(&self, require_client_cert: bool) -> (RedisServer, u16) {
         let tls_port = free_port();
         let p = |n: &str| self.path(n).display().to_string();
         let server = RedisServer::start_with(&[
@@ -293,13 +293,11 @@ fn health_checks_use_the_clusters_tls_like_envoy() {
     });
 }
 
-/// `envoy.clusters.redis` over TLS: discovery (`CLUSTER SLOTS` asked over TLS names the nodes'
-/// TLS ports) and the data path to every primary are TLS, verified against the test CA and the
-/// SPIFFE SAN; every key lands on the primary that owns its slot. Compared with Envoy 1.40.
-#[test]
-fn redis_cluster_over_tls_like_envoy() {
-    let pki = Pki::new();
-    let mut cluster = RedisCluster::start_tls(
+/// A 3-node Redis Cluster serving TLS with the test CA's server certificate, the TLS port of
+/// its first node (the seed), and the cluster's `transport_socket` verifying it (the CA and
+/// the SPIFFE SAN), as YAML.
+fn tls_redis_cluster(pki: &Pki) -> (RedisCluster, u16, String) {
+    let cluster = RedisCluster::start_tls(
         3,
         0,
         &pki.path("server.pem"),
@@ -311,6 +309,16 @@ fn redis_cluster_over_tls_like_envoy() {
     let transport = format!(
         "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: redis.test\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{filename: {ca}}}\n            match_typed_subject_alt_names:\n            - {{san_type: URI, matcher: {{exact: \"{SPIFFE_ID}\"}}}}\n"
     );
+    (cluster, seed, transport)
+}
+
+/// `envoy.clusters.redis` over TLS: discovery (`CLUSTER SLOTS` asked over TLS names the nodes'
+/// TLS ports) and the data path to every primary are TLS, verified against the test CA and the
+/// SPIFFE SAN; every key lands on the primary that owns its slot. Compared with Envoy 1.40.
+#[test]
+fn redis_cluster_over_tls_like_envoy() {
+    let pki = Pki::new();
+    let (mut cluster, seed, transport) = tls_redis_cluster(&pki);
     let yaml = redis_cluster_bootstrap(
         "{op_timeout: 5s}",
         "{cluster: redis_cluster}",
@@ -513,20 +521,8 @@ fn certs_endpoint_like_envoy() {
 #[test]
 fn the_tls_redis_example_runs_like_envoy() {
     let pki = Pki::new();
-    let tls_port = free_port();
+    let (redis, tls_port) = pki.redis(false);
     let p = |n: &str| pki.path(n).display().to_string();
-    let redis = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &p("server.pem"),
-        "--tls-key-file",
-        &p("server-key.pem"),
-        "--tls-ca-cert-file",
-        &p("ca.pem"),
-        "--tls-auth-clients",
-        "no",
-    ]);
     redis.cmd(&["ACL", "SETUSER", "app", "on", ">s3cret", "~*", "+@all"]);
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -583,18 +579,7 @@ fn the_tls_redis_example_runs_like_envoy() {
 #[test]
 fn moved_redirection_over_tls_like_envoy() {
     let pki = Pki::new();
-    let mut cluster = RedisCluster::start_tls(
-        3,
-        0,
-        &pki.path("server.pem"),
-        &pki.path("server-key.pem"),
-        &pki.path("ca.pem"),
-    );
-    let seed = cluster.tls_port(cluster.ports()[0]);
-    let ca = pki.path("ca.pem").display().to_string();
-    let transport = format!(
-        "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        sni: redis.test\n        common_tls_context:\n          validation_context:\n            trusted_ca: {{filename: {ca}}}\n            match_typed_subject_alt_names:\n            - {{san_type: URI, matcher: {{exact: \"{SPIFFE_ID}\"}}}}\n"
-    );
+    let (mut cluster, seed, transport) = tls_redis_cluster(&pki);
     let yaml = redis_cluster_bootstrap(
         "{op_timeout: 5s, enable_redirection: true}",
         "{cluster: redis_cluster}",

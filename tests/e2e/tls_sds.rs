@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redvoy_test_util::xds::{
-    certificate_secret, validation_secret, ISTIO_SDS_CONFIG_YAML, TYPE_SECRET,
+    certificate_secret, sds_grpc_cluster_yaml, validation_secret, ISTIO_SDS_CONFIG_YAML,
+    TYPE_SECRET,
 };
 use redvoy_test_util::{
     same_on_all_targets, AdsServer, Level, Proxy, ProxyOptions, ReadyCheck, RedisServer, Rows,
@@ -232,10 +233,7 @@ fn sds_from_the_agent_socket_warms_and_rotates_like_envoy() {
         let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
         let socket = dir.path().join("sds.sock");
         let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
-        let sds_cluster = format!(
-            "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]}}\n",
-            socket.display()
-        );
+        let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
         let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
         let proxy = Proxy::start_with(
             target,
@@ -471,20 +469,7 @@ fn secrets_over_ads_like_envoy() {
     };
     use redvoy_test_util::{free_port, port_open, try_wait_for, Variant};
     let pki = Pki::new();
-    let tls_port = free_port();
-    let p = |n: &str| pki.path(n).display().to_string();
-    let redis = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &p("server.pem"),
-        "--tls-key-file",
-        &p("server-key.pem"),
-        "--tls-ca-cert-file",
-        &p("ca.pem"),
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let (redis, tls_port) = pki.redis(false);
     for variant in [Variant::Sotw, Variant::Delta] {
         same_on_all_targets(&targets(), |target| {
             redis.flushall();
@@ -594,10 +579,7 @@ fn sds_secret_files_are_reread_when_replaced_like_envoy() {
                 validation_secret("ROOTCA", &pki.read("ca.pem")),
             ],
         );
-        let sds_cluster = format!(
-            "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]}}\n",
-            socket.display()
-        );
+        let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
         let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
         let proxy = Proxy::start(target, &yaml, &[]);
         let port = proxy.listener_port(0);
@@ -631,10 +613,7 @@ fn delta_sds_from_the_agent_socket_like_envoy() {
         let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
         let socket = dir.path().join("sds.sock");
         let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
-        let sds_cluster = format!(
-            "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {}}}}}}}}}]}}]}}\n",
-            socket.display()
-        );
+        let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
         let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
         let proxy = Proxy::start_with(
             target,

@@ -580,3 +580,11 @@ pub fn certificate_secret_files(name: &str, chain_path: &str, key_path: &str) ->
         })),
     }
 }
+
+/// The `sds-grpc` cluster of Istio's bootstrap (HTTP/2 to the agent's Unix socket), as a
+/// `static_resources.clusters` item in YAML.
+pub fn sds_grpc_cluster_yaml(socket: &str) -> String {
+    format!(
+        "  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n    load_assignment: {{cluster_name: sds-grpc, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: {socket}}}}}}}}}]}}]}}\n"
+    )
+}

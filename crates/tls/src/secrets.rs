@@ -490,6 +490,18 @@ impl<T: Send + Sync + 'static> DynamicTls<T> {
         self.warm_limit
     }
 
+    /// The context for a new connection; without one (secrets missing) the connection is
+    /// refused and counted (`{down,up}stream_context_secrets_not_ready`).
+    fn for_connection(&self, server: bool) -> Option<Arc<T>> {
+        let current = self.current();
+        if current.is_none() {
+            if let Some(stats) = &self.stats {
+                stats.on_secrets_not_ready(server);
+            }
+        }
+        current
+    }
+
     /// Whether any secret comes from a discovery source (then the context warms until it
     /// arrives).
     pub fn uses_sds(&self) -> bool {
@@ -553,29 +565,10 @@ impl ClientTls {
         )
     }
 
-    /// A context that never changes, for callers without secrets (tests).
-    pub fn fixed(connector: TlsConnector) -> Arc<Self> {
-        let (ready, _) = watch::channel(true);
-        Arc::new(Self {
-            keys: Vec::new(),
-            warm_limit: Some(std::time::Duration::ZERO),
-            build: Box::new(|_| Ok(None)),
-            current: ArcSwapOption::from(Some(Arc::new(connector))),
-            ready,
-            stats: None,
-        })
-    }
-
     /// The connector for a new connection, counting `upstream_context_secrets_not_ready`
     /// when there is none yet.
     pub fn connector(&self) -> Option<Arc<TlsConnector>> {
-        let current = self.current();
-        if current.is_none() {
-            if let Some(stats) = &self.stats {
-                stats.on_secrets_not_ready(false);
-            }
-        }
-        current
+        self.for_connection(false)
     }
 }
 
@@ -609,13 +602,7 @@ impl ServerTls {
     /// The acceptor for a new connection, counting `downstream_context_secrets_not_ready`
     /// when there is none yet.
     pub fn acceptor(&self) -> Option<Arc<TlsAcceptor>> {
-        let current = self.current();
-        if current.is_none() {
-            if let Some(stats) = &self.stats {
-                stats.on_secrets_not_ready(true);
-            }
-        }
-        current
+        self.for_connection(true)
     }
 }
 
@@ -661,31 +648,71 @@ fn validation_of(
     }
 }
 
+/// A context's certificate and validation context with its named secrets filled in (`None`
+/// while one is missing): `(certificate, trusted_ca, san_matchers)`.
+type Resolved = (
+    Option<model::TlsCertificate>,
+    Option<model::DataSource>,
+    Vec<model::SanMatcher>,
+);
+
+fn resolve(
+    certificate: (Option<&model::TlsCertificate>, Option<&SdsSecretConfig>),
+    validation: (Option<&SdsSecretConfig>, model::ValidationContext),
+    values: &HashMap<SecretKey, Arc<Secret>>,
+) -> Result<Option<Resolved>, TlsError> {
+    let (inline, certificate_sds) = certificate;
+    let certificate = match certificate_sds {
+        None => inline.cloned(),
+        Some(r) => {
+            let Some(secret) = lookup(r, values) else {
+                return Ok(None);
+            };
+            Some(certificate_of(r, secret)?)
+        }
+    };
+    let (validation_sds, default) = validation;
+    let validation = match validation_sds {
+        None => default,
+        Some(r) => {
+            let Some(secret) = lookup(r, values) else {
+                return Ok(None);
+            };
+            validation_of(r, secret, &default)?
+        }
+    };
+    Ok(Some((
+        certificate,
+        validation.trusted_ca,
+        validation.san_matchers,
+    )))
+}
+
 /// The settings with every named secret filled in; `None` while one is missing.
 pub(crate) fn resolve_upstream(
     tls: &UpstreamTls,
     values: &HashMap<SecretKey, Arc<Secret>>,
 ) -> Result<Option<UpstreamTls>, TlsError> {
-    let mut out = tls.clone();
-    if let Some(r) = &tls.client_certificate_sds {
-        let Some(secret) = lookup(r, values) else {
-            return Ok(None);
-        };
-        out.client_certificate = Some(certificate_of(r, secret)?);
-    }
-    if let Some(r) = &tls.validation_sds {
-        let Some(secret) = lookup(r, values) else {
-            return Ok(None);
-        };
-        let default = model::ValidationContext {
-            trusted_ca: tls.trusted_ca.clone(),
-            san_matchers: tls.san_matchers.clone(),
-        };
-        let merged = validation_of(r, secret, &default)?;
-        out.trusted_ca = merged.trusted_ca;
-        out.san_matchers = merged.san_matchers;
-    }
-    Ok(Some(out))
+    let default = model::ValidationContext {
+        trusted_ca: tls.trusted_ca.clone(),
+        san_matchers: tls.san_matchers.clone(),
+    };
+    let resolved = resolve(
+        (
+            tls.client_certificate.as_ref(),
+            tls.client_certificate_sds.as_ref(),
+        ),
+        (tls.validation_sds.as_ref(), default),
+        values,
+    )?;
+    Ok(resolved.map(
+        |(client_certificate, trusted_ca, san_matchers)| UpstreamTls {
+            client_certificate,
+            trusted_ca,
+            san_matchers,
+            ..tls.clone()
+        },
+    ))
 }
 
 /// See [`resolve_upstream`].
@@ -693,24 +720,21 @@ pub(crate) fn resolve_downstream(
     tls: &DownstreamTls,
     values: &HashMap<SecretKey, Arc<Secret>>,
 ) -> Result<Option<DownstreamTls>, TlsError> {
-    let mut out = tls.clone();
-    if let Some(r) = &tls.certificate_sds {
-        let Some(secret) = lookup(r, values) else {
-            return Ok(None);
-        };
-        out.certificate = Some(certificate_of(r, secret)?);
-    }
-    if let Some(r) = &tls.validation_sds {
-        let Some(secret) = lookup(r, values) else {
-            return Ok(None);
-        };
-        let default = model::ValidationContext {
-            trusted_ca: tls.trusted_ca.clone(),
-            san_matchers: tls.san_matchers.clone(),
-        };
-        let merged = validation_of(r, secret, &default)?;
-        out.trusted_ca = merged.trusted_ca;
-        out.san_matchers = merged.san_matchers;
-    }
-    Ok(Some(out))
+    let default = model::ValidationContext {
+        trusted_ca: tls.trusted_ca.clone(),
+        san_matchers: tls.san_matchers.clone(),
+    };
+    let resolved = resolve(
+        (tls.certificate.as_ref(), tls.certificate_sds.as_ref()),
+        (tls.validation_sds.as_ref(), default),
+        values,
+    )?;
+    Ok(
+        resolved.map(|(certificate, trusted_ca, san_matchers)| DownstreamTls {
+            certificate,
+            trusted_ca,
+            san_matchers,
+            ..tls.clone()
+        }),
+    )
 }

@@ -623,8 +623,20 @@ async fn run_dns(
 }
 
 /// Activates a cluster whose first hosts just arrived, unless a newer version of it replaced
-/// it while it warmed. False when the manager is gone.
+/// it while it warmed (it may still wait for its first health checks and TLS secrets). False
+/// when the manager is gone.
 fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) -> bool {
+    take_warmed(manager, cluster, true)
+}
+
+/// Activates a cluster whose wait for first health checks and TLS secrets is over (the
+/// secrets' initial fetch may have timed out: the cluster then starts without them, and its
+/// connections fail until they come, as in Envoy).
+fn activate_checked(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
+    take_warmed(manager, cluster, false);
+}
+
+fn take_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>, check: bool) -> bool {
     let Some(manager) = manager.upgrade() else {
         return false;
     };
@@ -635,27 +647,13 @@ fn activate_warmed(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) -> boo
         .is_some_and(|w| Arc::ptr_eq(w, &cluster));
     if still_ours {
         state.warming.remove(&cluster.name);
-        manager.activate_when_checked(&mut state, cluster);
+        if check {
+            manager.activate_when_checked(&mut state, cluster);
+        } else {
+            manager.activate(&mut state, cluster);
+        }
     }
     true
-}
-
-/// Activates a cluster whose wait for first health checks and TLS secrets is over (the
-/// secrets' initial fetch may have timed out: the cluster then starts without them, and its
-/// connections fail until they come, as in Envoy).
-fn activate_checked(manager: &Weak<ClusterManager>, cluster: Arc<Cluster>) {
-    let Some(manager) = manager.upgrade() else {
-        return;
-    };
-    let mut state = manager.lock();
-    let still_ours = state
-        .warming
-        .get(&cluster.name)
-        .is_some_and(|w| Arc::ptr_eq(w, &cluster));
-    if still_ours {
-        state.warming.remove(&cluster.name);
-        manager.activate(&mut state, cluster);
-    }
 }
 
 /// Activates `cluster` (if it is still the warming version of its name) once every host has

@@ -20,22 +20,36 @@ use crate::model;
 use crate::supported::{DOWNSTREAM_TLS, RAW_BUFFER, UPSTREAM_TLS};
 use crate::ConfigError;
 
-/// The cluster's TLS settings, or `None` for plaintext.
-pub(crate) fn upstream_tls(
-    socket: Option<&TransportSocket>,
+/// A `transport_socket`'s `typed_config` and its path; `None` without a socket. A socket
+/// with a name and no `typed_config` is refused: Envoy looks a socket up by its type, and a
+/// name alone finds none (never plaintext instead).
+fn typed_socket<'a>(
+    socket: Option<&'a TransportSocket>,
     p: &FieldPath,
-) -> Result<Option<model::UpstreamTls>, ConfigError> {
+) -> Result<Option<(&'a envoy_types::pb::google::protobuf::Any, FieldPath)>, ConfigError> {
     let Some(TransportSocket { name, config_type }) = socket else {
         return Ok(None);
     };
     let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
-        // Envoy looks a socket up by its type; a name alone finds none (never plaintext).
         return Err(ConfigError::invalid(
             p.field("transport_socket"),
             crate::supported::no_factory(name, ""),
         ));
     };
-    let p = p.field("transport_socket").field("typed_config");
+    Ok(Some((
+        any,
+        p.field("transport_socket").field("typed_config"),
+    )))
+}
+
+/// The cluster's TLS settings, or `None` for plaintext.
+pub(crate) fn upstream_tls(
+    socket: Option<&TransportSocket>,
+    p: &FieldPath,
+) -> Result<Option<model::UpstreamTls>, ConfigError> {
+    let Some((any, p)) = typed_socket(socket, p)? else {
+        return Ok(None);
+    };
     match crate::parse::type_name_of(&any.type_url) {
         RAW_BUFFER => Ok(None),
         UPSTREAM_TLS => {
@@ -102,16 +116,9 @@ pub(crate) fn downstream_tls(
     socket: Option<&TransportSocket>,
     p: &FieldPath,
 ) -> Result<Option<model::DownstreamTls>, ConfigError> {
-    let Some(TransportSocket { name, config_type }) = socket else {
+    let Some((any, p)) = typed_socket(socket, p)? else {
         return Ok(None);
     };
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = config_type else {
-        return Err(ConfigError::invalid(
-            p.field("transport_socket"),
-            crate::supported::no_factory(name, ""),
-        ));
-    };
-    let p = p.field("transport_socket").field("typed_config");
     match crate::parse::type_name_of(&any.type_url) {
         RAW_BUFFER => Ok(None),
         DOWNSTREAM_TLS => {
