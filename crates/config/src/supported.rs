@@ -108,8 +108,9 @@ enum Rule {
     UpstreamFilter,
     /// `Bootstrap.bootstrap_extensions[].typed_config`: only tolerated ones.
     BootstrapExtension,
-    /// `TransportSocket.typed_config`: plaintext (`raw_buffer`) only. Anything else (TLS,
-    /// ALTS, a tap, Istio's) is refused: connecting in plaintext where the config asks for
+    /// `TransportSocket.typed_config`: plaintext (`raw_buffer`) and Envoy's TLS
+    /// (`UpstreamTlsContext`, `DownstreamTlsContext`; the conversion checks which side). Anything
+    /// else (ALTS, a tap, Istio's) is refused: connecting in plaintext where the config asks for
     /// encryption would be a silent security downgrade.
     TransportSocket,
     /// `ResourceMonitor.typed_config`: the global downstream connection limit only.
@@ -570,7 +571,7 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             ("alt_stat_name", Ignore),
             // Upstream network filters: only Istio's `istio.metadata_exchange` is accepted.
             ("filters", Walk),
-            // The fallback socket: plaintext only (see `TransportSocket`).
+            // The fallback socket: plaintext or `UpstreamTlsContext` (see `TransportSocket`).
             ("transport_socket", Walk),
             // Honoured per endpoint: plaintext entries are used; an endpoint selecting another
             // (Istio's `tlsMode-istio` → TLS) is left out of the cluster, never connected to in

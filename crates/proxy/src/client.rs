@@ -436,9 +436,14 @@ impl UpstreamClient {
             Upstream::Plain(s) => self.serve(s, addr).await,
             Upstream::Tls(s) => self.serve_tls(*s, addr).await,
         };
+        // Envoy's redis client reports a remote close to outlier detection only when requests
+        // were waiting on the connection: an idle connection the server closed is no failure.
+        let active_rq = !self.inner.borrow().pending.is_empty();
         match self.close_reason.take() {
             Some(reason) => self.report(reason),
-            None if !local_close => self.report_failure(OutlierResult::LocalOriginConnectFailed),
+            None if !local_close && active_rq => {
+                self.report_failure(OutlierResult::LocalOriginConnectFailed)
+            }
             None => {}
         }
         stats.upstream_cx_active.dec();
