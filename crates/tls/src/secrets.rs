@@ -193,23 +193,6 @@ impl SecretManager {
         out
     }
 
-    /// A secret's current value.
-    pub fn get(&self, key: &SecretKey) -> Option<Arc<Secret>> {
-        self.lock().values.get(key).cloned()
-    }
-
-    /// Every secret with a value, for `/config_dump` and `/certs`.
-    pub fn all(&self) -> Vec<(SecretKey, Arc<Secret>)> {
-        let state = self.lock();
-        let mut all: Vec<_> = state
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v)))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
     /// A new value of a dynamic secret (`None`: removed). Every context using it is built
     /// first: if one cannot be, nothing changes and the error is the update's NACK. The same
     /// value again changes nothing (Envoy compares the secret's hash).
@@ -500,16 +483,6 @@ impl<T: Send + Sync + 'static> DynamicTls<T> {
             }
         }
         current
-    }
-
-    /// Whether any secret comes from a discovery source (then the context warms until it
-    /// arrives).
-    pub fn uses_sds(&self) -> bool {
-        self.keys.iter().any(|k| k.source != SecretSource::Static)
-    }
-
-    pub fn stats(&self) -> Option<&TlsStats> {
-        self.stats.as_ref()
     }
 }
 
