@@ -150,7 +150,15 @@ fn default_max_ejection_percent_never_ejects_one_of_three_like_envoy() {
         );
         let mut rows: Rows = Vec::new();
         let key = key_on(&proxy, &servers, 2);
+        let closed_before = proxy.stat("cluster.redis.upstream_cx_destroy_remote");
         servers[2].stop();
+        // The proxy sees its idle connection to the stopped server close first (no failure:
+        // no request was waiting), so that each GET below is one refused connect; otherwise
+        // a GET written into the closing connection races with the close.
+        let noticed = try_wait_for(WAIT, || {
+            (proxy.stat("cluster.redis.upstream_cx_destroy_remote") > closed_before).then_some(())
+        });
+        assert!(noticed.is_some(), "{target}: the close was never seen");
         let mut client = proxy.client();
         for _ in 0..6 {
             assert_eq!(
