@@ -168,13 +168,13 @@ impl TlsConnector {
                 // The peer's handshake signature; a resumed session counts the one of the
                 // handshake that made it, as Envoy (BoringSSL keeps it in the session) does.
                 let peer = conn.peer_certificates().and_then(|c| c.first());
-                if let Some(scheme) = peer.and_then(|c| self.verifier.signature_for(c)) {
+                if let Some(scheme) = peer.and_then(|c| self.verifier.signatures.get(c)) {
                     stats.on_signature(scheme);
                 }
                 match (peer, conn.negotiated_key_exchange_group()) {
-                    (Some(cert), Some(group)) => self.verifier.note_curve(cert, group.name()),
+                    (Some(cert), Some(group)) => self.verifier.curves.note(cert, group.name()),
                     (Some(cert), None) => {
-                        if let Some(group) = self.verifier.curve_for(cert) {
+                        if let Some(group) = self.verifier.curves.get(cert) {
                             stats.on_curve(group);
                         }
                     }
@@ -394,66 +394,69 @@ struct Verification {
 #[derive(Debug)]
 struct EnvoyVerifier {
     verification: Arc<Verification>,
-    signatures: std::sync::Mutex<std::collections::VecDeque<(u64, rustls::SignatureScheme)>>,
+    signatures: PeerMemory<rustls::SignatureScheme>,
     /// The key-exchange group of each peer's last full handshake: a resumed TLS 1.2 session
     /// has none of its own, and Envoy counts the session's.
-    curves: std::sync::Mutex<std::collections::VecDeque<(u64, rustls::NamedGroup)>>,
+    curves: PeerMemory<rustls::NamedGroup>,
 }
 
-/// Peers whose signature algorithm is remembered (a cluster's hosts; the oldest go first).
-const REMEMBERED_SIGNATURES: usize = 64;
+/// Peers whose handshake details are remembered (a context's peers; the oldest go first).
+const REMEMBERED_PEERS: usize = 64;
 
-fn certificate_key(cert: &CertificateDer<'_>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    cert.as_ref().hash(&mut hasher);
-    hasher.finish()
+/// A handshake detail per peer certificate, for the stats of later (resumed) connections of a
+/// context whose verifier all its connections share.
+#[derive(Debug)]
+pub(crate) struct PeerMemory<V> {
+    entries: std::sync::Mutex<std::collections::VecDeque<(u64, V)>>,
+}
+
+impl<V: Copy> PeerMemory<V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    fn key(cert: &CertificateDer<'_>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        cert.as_ref().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// What was last noted for `cert`'s owner.
+    pub(crate) fn get(&self, cert: &CertificateDer<'_>) -> Option<V> {
+        let key = Self::key(cert);
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
+    pub(crate) fn note(&self, cert: &CertificateDer<'_>, value: V) {
+        let key = Self::key(cert);
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|(k, _)| *k != key);
+        if entries.len() == REMEMBERED_PEERS {
+            entries.pop_front();
+        }
+        entries.push_back((key, value));
+    }
 }
 
 impl EnvoyVerifier {
     fn new(verification: &Arc<Verification>) -> Self {
         Self {
             verification: Arc::clone(verification),
-            signatures: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            curves: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            signatures: PeerMemory::new(),
+            curves: PeerMemory::new(),
         }
-    }
-
-    /// The group of `cert`'s owner's last full handshake.
-    fn curve_for(&self, cert: &CertificateDer<'_>) -> Option<rustls::NamedGroup> {
-        let key = certificate_key(cert);
-        self.curves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, g)| *g)
-    }
-
-    fn note_curve(&self, cert: &CertificateDer<'_>, group: rustls::NamedGroup) {
-        let key = certificate_key(cert);
-        let mut curves = self
-            .curves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        curves.retain(|(k, _)| *k != key);
-        if curves.len() == REMEMBERED_SIGNATURES {
-            curves.pop_front();
-        }
-        curves.push_back((key, group));
-    }
-
-    /// The algorithm `cert`'s owner last signed a handshake with.
-    fn signature_for(&self, cert: &CertificateDer<'_>) -> Option<rustls::SignatureScheme> {
-        let key = certificate_key(cert);
-        self.signatures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, s)| *s)
     }
 
     fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
@@ -468,16 +471,7 @@ impl EnvoyVerifier {
         scheme: rustls::SignatureScheme,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         let valid = verified?;
-        let key = certificate_key(cert);
-        let mut signatures = self
-            .signatures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        signatures.retain(|(k, _)| *k != key);
-        if signatures.len() == REMEMBERED_SIGNATURES {
-            signatures.pop_front();
-        }
-        signatures.push_back((key, scheme));
+        self.signatures.note(cert, scheme);
         Ok(valid)
     }
 }

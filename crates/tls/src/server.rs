@@ -5,7 +5,7 @@
 //! CA and the SAN matchers; `require_client_certificate` refuses a client that sends none.
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use redvoy_config::model::{DownstreamTls, SanMatcher};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -25,18 +25,16 @@ use crate::{certificate, provider, san_matches, trusted_roots, versions, TlsErro
 pub struct TlsAcceptor {
     config: Arc<rustls::ServerConfig>,
     certificates: crate::ContextCertificates,
-    versions: &'static [&'static rustls::SupportedProtocolVersion],
-    certificate: Arc<dyn ResolvesServerCert>,
     stats: Option<TlsStats>,
-    /// Client certificates are asked for: each handshake gets a verifier of its own, so that
-    /// the client's signature algorithm is counted once its handshake succeeded.
-    client_auth: Option<Arc<ClientAuth>>,
+    /// The config's client-certificate verifier, when client certificates are asked for (it
+    /// remembers each client's signature algorithm for the stats).
+    verifier: Option<Arc<ClientVerifier>>,
 }
 
 impl std::fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAcceptor")
-            .field("client_auth", &self.client_auth.is_some())
+            .field("client_auth", &self.verifier.is_some())
             .finish()
     }
 }
@@ -96,9 +94,12 @@ impl TlsAcceptor {
             Arc::new(OneCertificate(Arc::new(CertifiedKey::new(chain, key))));
         let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?;
-        let builder = match &client_auth {
+        let verifier = client_auth.map(|auth| Arc::new(ClientVerifier::new(&auth)));
+        let builder = match &verifier {
             None => builder.with_no_client_auth(),
-            Some(auth) => builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(auth))),
+            Some(v) => {
+                builder.with_client_cert_verifier(Arc::clone(v) as Arc<dyn ClientCertVerifier>)
+            }
         };
         let mut config = builder.with_cert_resolver(Arc::clone(&certificate));
         config.alpn_protocols = tls
@@ -114,10 +115,8 @@ impl TlsAcceptor {
                 tls.trusted_ca.as_ref(),
                 tls.certificate.as_ref(),
             ),
-            versions,
-            certificate,
             stats,
-            client_auth,
+            verifier,
         })
     }
 
@@ -134,36 +133,23 @@ impl TlsAcceptor {
                 .accept(tcp)
                 .await;
         };
-        let (config, verifier) = match &self.client_auth {
-            None => (Arc::clone(&self.config), None),
-            Some(auth) => {
-                let verifier = Arc::new(ClientVerifier::new(auth));
-                let shared = &self.config;
-                let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(
-                    shared.crypto_provider(),
-                ))
-                .with_protocol_versions(self.versions)
-                .map_err(io::Error::other)?
-                .with_client_cert_verifier(Arc::clone(&verifier) as Arc<dyn ClientCertVerifier>)
-                .with_cert_resolver(Arc::clone(&self.certificate));
-                // The listener's session cache and ticket keys, so that sessions resume
-                // across connections.
-                config.alpn_protocols = shared.alpn_protocols.clone();
-                config.session_storage = Arc::clone(&shared.session_storage);
-                config.ticketer = Arc::clone(&shared.ticketer);
-                (Arc::new(config), Some(verifier))
-            }
-        };
-        let result = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await;
+        let result = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+            .accept(tcp)
+            .await;
         match &result {
             Ok(stream) => {
                 let conn = stream.get_ref().1;
                 stats.on_handshake(conn);
-                if conn.peer_certificates().is_none_or(|c| c.is_empty()) {
-                    stats.on_no_certificate();
-                }
-                if let Some(scheme) = verifier.and_then(|v| v.signature()) {
-                    stats.on_signature(scheme);
+                match conn.peer_certificates().and_then(|c| c.first()) {
+                    None => stats.on_no_certificate(),
+                    // The client's handshake signature (a resumed session counts the one of
+                    // the handshake that made it, as for upstream connections).
+                    Some(cert) => {
+                        let verifier = self.verifier.as_ref();
+                        if let Some(scheme) = verifier.and_then(|v| v.signatures.get(cert)) {
+                            stats.on_signature(scheme);
+                        }
+                    }
                 }
             }
             Err(e) => stats.on_error(e),
@@ -195,34 +181,25 @@ struct ClientAuth {
 #[derive(Debug)]
 struct ClientVerifier {
     auth: Arc<ClientAuth>,
-    signature: Mutex<Option<rustls::SignatureScheme>>,
+    signatures: crate::PeerMemory<rustls::SignatureScheme>,
 }
 
 impl ClientVerifier {
     fn new(auth: &Arc<ClientAuth>) -> Self {
         Self {
             auth: Arc::clone(auth),
-            signature: Mutex::new(None),
+            signatures: crate::PeerMemory::new(),
         }
-    }
-
-    fn signature(&self) -> Option<rustls::SignatureScheme> {
-        *self
-            .signature
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn noted(
         &self,
         verified: Result<HandshakeSignatureValid, RustlsError>,
+        cert: &CertificateDer<'_>,
         scheme: rustls::SignatureScheme,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
         let valid = verified?;
-        *self
-            .signature
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(scheme);
+        self.signatures.note(cert, scheme);
         Ok(valid)
     }
 }
@@ -275,6 +252,7 @@ impl ClientCertVerifier for ClientVerifier {
                 dss,
                 &self.auth.provider.signature_verification_algorithms,
             ),
+            cert,
             dss.scheme,
         )
     }
@@ -292,6 +270,7 @@ impl ClientCertVerifier for ClientVerifier {
                 dss,
                 &self.auth.provider.signature_verification_algorithms,
             ),
+            cert,
             dss.scheme,
         )
     }
