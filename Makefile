@@ -1,7 +1,7 @@
 # redvoy — two commands on a fresh Debian machine: `make demo`, `make test`.
 # The shell logic lives in scripts/ (each installs what it needs and stops what it starts).
 
-.PHONY: demo test bench lint fmt
+.PHONY: demo test bench profile lint fmt
 
 ## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats
 demo:
@@ -14,6 +14,11 @@ test:
 ## bench: redis-benchmark against direct Redis, twemproxy, Envoy 1.40 and redvoy, interleaved
 bench:
 	bash scripts/bench.sh
+
+## profile: perf samples of redvoy under redis-benchmark (3 shards): top frames, flame graph,
+## syscalls per request, in bench/.profile/ (PROFILE_TEST, PROFILE_PIPELINE: scripts/profile.sh)
+profile:
+	bash scripts/profile.sh
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# make bench: redis-benchmark (SET, GET, MSET of 10 keys; -c 50; -P 1 and -P 16) against direct
-# Redis, twemproxy (nutcracker), Envoy 1.40 and redvoy, one worker each, interleaved: every cell
-# runs for all targets in rotation, repeated BENCH_REPEAT times; medians and ratios are printed.
-# Then the RSS per idle client connection (1,000 clients). A benchmark, not a test: it asserts
-# nothing.
+# make bench: redis-benchmark (SET, GET, MSET and MGET of 10 keys; -c 50; -P 1 and -P 16)
+# against direct Redis, twemproxy (nutcracker), Envoy 1.40 and redvoy, one worker each,
+# interleaved: every cell runs for all targets in rotation, repeated BENCH_REPEAT times; medians
+# and ratios are printed, with each proxy's requests per CPU-second (utime+stime from
+# /proc/<pid>/stat around every run). Then syscalls per request (perf's raw_syscalls tracepoint
+# on the proxy during one GET run at -P 1 and -P 16, outside the timed rounds) and the RSS per
+# idle client connection (1,000 clients). A benchmark, not a test: it asserts nothing.
 #
-# Every proxy fronts the same single redis-server (the "direct" target), so each column pays
-# for exactly one proxy hop to one upstream.
+# Every proxy shards over the same BENCH_SHARDS redis-servers (3 by default, the setup users run
+# and twemproxy/predixy are compared in); "direct" is redis-benchmark against the first of them,
+# so proxy/direct says what the hop costs against one server.
 #
 # Knobs (environment):
 #   BENCH_TARGETS     targets, default "direct twemproxy envoy redvoy"; "redvoy-cmdstats" adds
@@ -16,6 +19,9 @@
 #   BENCH_N_P1        requests per SET/GET run at -P 1 (default 100000)
 #   BENCH_N_P16       requests per SET/GET run at -P 16 (default 500000)
 #                     (MSET runs use a quarter: each request carries 10 keys)
+#   BENCH_SHARDS      redis-servers behind every proxy (default 3)
+#   BENCH_TESTS       cells, default "set get mset mget"
+#   BENCH_SYSCALLS    0 = skip the syscalls-per-request pass
 #   BENCH_IDLE_CONNS  idle connections for the RSS measurement (default 1000)
 #   BENCH_XDS         0 = skip the xDS push benchmark run at the end (scripts/bench_xds.sh;
 #                     BENCH_XDS_COUNT = clusters and listeners pushed, default 1000; more
@@ -46,7 +52,8 @@ N_P16="${BENCH_N_P16:-500000}"
 IDLE_CONNS="${BENCH_IDLE_CONNS:-1000}"
 CLIENTS=50
 KEYSPACE=100000
-TESTS="set get mset"
+TESTS="${BENCH_TESTS:-set get mset mget}"
+SHARDS="${BENCH_SHARDS:-3}"
 PIPELINES="1 16"
 
 ensure_redis
@@ -71,11 +78,11 @@ mkdir -p "$WORK"
 RESULTS="$WORK/results.csv"
 : > "$RESULTS"
 
-REDIS_PORT="$(free_port)"
-REDIS_TLS_PORT=""
-TLS_ARGS=()
+REDIS_PORTS=()
+REDIS_TLS_PORTS=()
+TLS=""
 if [[ " $TARGETS " == *"-tls "* ]]; then
-  # A CA and a server certificate for the TLS targets (the server also listens in plaintext).
+  # A CA and a server certificate for the TLS targets (the servers also listen in plaintext).
   TLS="$WORK/tls"; mkdir -p "$TLS"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=bench CA" -keyout "$TLS/ca-key.pem" -out "$TLS/ca.pem" 2>/dev/null
@@ -84,24 +91,35 @@ if [[ " $TARGETS " == *"-tls "* ]]; then
   printf 'subjectAltName=DNS:redis.bench\n' > "$TLS/ext.cnf"
   openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca-key.pem" \
     -CAcreateserial -days 2 -extfile "$TLS/ext.cnf" -out "$TLS/server.pem" 2>/dev/null
-  REDIS_TLS_PORT="$(free_port)"
-  TLS_ARGS=(--tls-port "$REDIS_TLS_PORT" --tls-cert-file "$TLS/server.pem"
-            --tls-key-file "$TLS/server-key.pem" --tls-ca-cert-file "$TLS/ca.pem"
-            --tls-auth-clients no)
 fi
-log "redis-server on :$REDIS_PORT${REDIS_TLS_PORT:+ (TLS :$REDIS_TLS_PORT)}"
-start_redis "$WORK/redis" "$REDIS_PORT" "${TLS_ARGS[@]}"
-REDIS_PID="$LAST_PID"
+for shard in $(seq 1 "$SHARDS"); do
+  port="$(free_port)"
+  TLS_ARGS=()
+  if [ -n "$TLS" ]; then
+    tls_port="$(free_port)"
+    REDIS_TLS_PORTS+=("$tls_port")
+    TLS_ARGS=(--tls-port "$tls_port" --tls-cert-file "$TLS/server.pem"
+              --tls-key-file "$TLS/server-key.pem" --tls-ca-cert-file "$TLS/ca.pem"
+              --tls-auth-clients no)
+  fi
+  log "redis-server on :$port${tls_port:+ (TLS :$tls_port)}"
+  start_redis "$WORK/redis-$shard" "$port" "${TLS_ARGS[@]}"
+  REDIS_PORTS+=("$port")
+  [ "$shard" = 1 ] && REDIS_PID="$LAST_PID"
+done
+REDIS_PORT="${REDIS_PORTS[0]}"
+REDIS_TLS_PORT="${REDIS_TLS_PORTS[0]:-}"
 
 declare -A PORT PID
 
-# A bootstrap (shared by Envoy and redvoy) with one cluster of one host; with a fourth
-# argument, the cluster reaches the server's TLS port, verifying it against the bench CA.
+# A bootstrap (shared by Envoy and redvoy) with one cluster of the shards, keys placed by
+# MAGLEV; with a fourth argument, the cluster reaches the servers' TLS ports, verifying them
+# against the bench CA.
 bootstrap() {
   local listener="$1" admin="$2" settings_extra="${3:-}" tls="${4:-}"
-  local upstream_port="$REDIS_PORT" transport=""
+  local ports=("${REDIS_PORTS[@]}") transport="" endpoints="" p
   if [ -n "$tls" ]; then
-    upstream_port="$REDIS_TLS_PORT"
+    ports=("${REDIS_TLS_PORTS[@]}")
     transport="
     transport_socket:
       name: envoy.transport_sockets.tls
@@ -114,6 +132,10 @@ bootstrap() {
             match_typed_subject_alt_names:
             - {san_type: DNS, matcher: {exact: redis.bench}}"
   fi
+  for p in "${ports[@]}"; do
+    endpoints="$endpoints
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
+  done
   cat <<YAML
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
@@ -138,8 +160,7 @@ static_resources:
     load_assignment:
       cluster_name: redis
       endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $upstream_port}}}$transport
+      - lb_endpoints:$endpoints$transport
 YAML
 }
 
@@ -166,7 +187,7 @@ bench:
   auto_eject_hosts: false
   server_connections: 1
   servers:
-   - 127.0.0.1:$REDIS_PORT:1
+$(for p in "${REDIS_PORTS[@]}"; do echo "   - 127.0.0.1:$p:1"; done)
 YAML
       nutcracker -c "$WORK/nutcracker.yml" -s "$admin" -a 127.0.0.1 -o "$WORK/nutcracker.log" &
       PID[twemproxy]=$!; track_pid "${PID[twemproxy]}"
@@ -255,16 +276,41 @@ for target in $TARGETS; do
   printf '  %-10s %s bytes\n' "$target" "${RSS[$target]}"
 done
 
-# One run: prints requests per second.
-run_cell() {
-  local target="$1" test="$2" pipeline="$3" n
-  if [ "$pipeline" = 1 ]; then n="$N_P1"; else n="$N_P16"; fi
-  [ "$test" = mset ] && n=$((n / 4))
+# cpu_ticks PID — user+system CPU time of the process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+# benchmark TARGET TEST PIPELINE N [EXTRA...] — one redis-benchmark run; prints the CSV row.
+benchmark() {
+  local target="$1" test="$2" pipeline="$3" n="$4"
+  shift 4
+  local t=(-t "$test")
+  # redis-benchmark has no MGET test: the same 10 random keys as its MSET, as a custom command.
+  [ "$test" = mget ] && t=(MGET key:__rand_int__ key:__rand_int__ key:__rand_int__
+    key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
+    key:__rand_int__ key:__rand_int__)
   # shellcheck disable=SC2046 # the flags are words
   redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" $(tls_flags "$target") \
-    -c "$CLIENTS" -n "$n" -P "$pipeline" \
-    -r "$KEYSPACE" -t "$test" --csv 2>/dev/null \
+    -c "$CLIENTS" -n "$n" -P "$pipeline" -r "$KEYSPACE" "$@" --csv "${t[@]}" 2>/dev/null \
     | awk -F'","' 'NR > 1 { gsub(/"/, "", $2); print $2; exit }'
+}
+
+cell_requests() {
+  local test="$1" pipeline="$2" n
+  if [ "$pipeline" = 1 ]; then n="$N_P1"; else n="$N_P16"; fi
+  case "$test" in mset|mget) n=$((n / 4)) ;; esac
+  echo "$n"
+}
+
+# One run: prints "requests-per-second requests-per-CPU-second" (the second for the process
+# behind the target: the proxy, or the first redis-server for direct).
+run_cell() {
+  local target="$1" test="$2" pipeline="$3" n before after rps
+  n="$(cell_requests "$test" "$pipeline")"
+  before="$(cpu_ticks "${PID[$target]}")"
+  rps="$(benchmark "$target" "$test" "$pipeline" "$n")"
+  after="$(cpu_ticks "${PID[$target]}")"
+  echo "${rps:-nan} $(python3 -c "t = ($after - $before) / $CLK_TCK; print(f'{$n / t:.0f}' if t > 0 else 'nan')")"
 }
 
 read -r -a TARGET_LIST <<< "$TARGETS"
@@ -276,25 +322,53 @@ for round in $(seq 1 "$REPEAT"); do
       count="${#TARGET_LIST[@]}"
       for i in $(seq 0 $((count - 1))); do
         target="${TARGET_LIST[$(( (i + round) % count ))]}"
-        rps="$(run_cell "$target" "$test" "$pipeline")"
-        [ -n "$rps" ] || rps="nan"
-        echo "$round,$target,$test,$pipeline,$rps" >> "$RESULTS"
-        printf '  round %s  %-6s -P %-2s %-10s %12s rps\n' "$round" "$test" "$pipeline" "$target" "$rps"
+        read -r rps per_cpu <<< "$(run_cell "$target" "$test" "$pipeline")"
+        echo "$round,$target,$test,$pipeline,$rps,$per_cpu" >> "$RESULTS"
+        printf '  round %s  %-6s -P %-2s %-10s %12s rps %12s req/CPU-s\n' \
+          "$round" "$test" "$pipeline" "$target" "$rps" "$per_cpu"
       done
     done
   done
 done
 
-log "medians (requests/s; MSET = MSET commands of 10 keys)"
+# Syscalls per request: perf counts the raw_syscalls tracepoint of the proxy's process (every
+# thread) over one GET run per pipeline depth, outside the timed rounds.
+SYSCALLS=""
+if [ "${BENCH_SYSCALLS:-1}" != "0" ] && command -v perf >/dev/null 2>&1 \
+    && perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+  log "syscalls per request (perf stat -e raw_syscalls:sys_enter, GET)"
+  for target in $TARGETS; do
+    case "$target" in direct*) continue ;; esac
+    for pipeline in $PIPELINES; do
+      n="$(cell_requests get "$pipeline")"
+      perf stat -x, -e raw_syscalls:sys_enter -p "${PID[$target]}" -o "$WORK/perf-$target-$pipeline.txt" &
+      perf_pid=$!
+      # perf attaches asynchronously: its output file appears once it counts.
+      for _ in $(seq 1 50); do [ -s "$WORK/perf-$target-$pipeline.txt" ] && break; sleep 0.1; done
+      benchmark "$target" get "$pipeline" "$n" >/dev/null
+      kill -INT "$perf_pid" 2>/dev/null || true
+      wait "$perf_pid" 2>/dev/null || true
+      count="$(awk -F, '/raw_syscalls/ { print $1 }' "$WORK/perf-$target-$pipeline.txt")"
+      per="$(python3 -c "print(f'{${count:-0} / $n:.3f}')")"
+      printf '  %-12s GET -P %-2s %s syscalls/request\n' "$target" "$pipeline" "$per"
+      SYSCALLS="$SYSCALLS $target:$pipeline=$per"
+    done
+  done
+else
+  log "syscalls per request skipped (no perf, or its tracepoints are not readable)"
+fi
+
+log "medians (requests/s; MSET and MGET commands of 10 keys; $SHARDS shards behind every proxy)"
 RSS_LINE=""
 for target in $TARGETS; do RSS_LINE="$RSS_LINE $target=${RSS[$target]}"; done
-python3 - "$RESULTS" "$TARGETS" "$RSS_LINE" <<'PY' | tee "$WORK/table.txt"
+python3 - "$RESULTS" "$TARGETS" "$RSS_LINE" "$SYSCALLS" <<'PY' | tee "$WORK/table.txt"
 import csv, statistics, sys
-path, targets, rss = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-runs = {}
-for rnd, target, test, pipeline, rps in csv.reader(open(path)):
+path, targets, rss, syscalls = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+runs, cpu = {}, {}
+for rnd, target, test, pipeline, rps, per_cpu in csv.reader(open(path)):
     try:
         runs.setdefault((test, int(pipeline), target), []).append(float(rps))
+        cpu.setdefault((test, int(pipeline), target), []).append(float(per_cpu))
     except ValueError:
         pass
 def med(test, p, t):
@@ -318,14 +392,26 @@ extra = [e for e in extra if e[1] in cols and e[2] in cols]
 head += "".join(f" | {name:>16}" for name, _, _ in extra) + " |"
 print(head)
 print("|" + "-" * (len(head) - 2) + "|")
+tests = [t for t in ("set", "get", "mset", "mget") if any(k[0] == t for k in runs)]
 for p in (1, 16):
-    for test in ("set", "get", "mset"):
+    for test in tests:
         vals = {t: med(test, p, t) for t in cols}
         line = f"| {test.upper() + ' -P ' + str(p):<12} | " + " | ".join(
             f"{vals[t]:>10.0f}" if vals[t] else f"{'-':>10}" for t in cols)
         line += "".join(f" | {ratio(vals[a], vals[b]):>16}" for _, a, b in extra) + " |"
         print(line)
 print()
+print("thousand requests per CPU-second of the proxy process (direct: of the redis-server)")
+print(f"| {'cell':<12} | " + " | ".join(f"{c:>10}" for c in cols) + " |")
+for p in (1, 16):
+    for test in tests:
+        line = f"| {test.upper() + ' -P ' + str(p):<12} | "
+        vals = [cpu.get((test, p, t)) for t in cols]
+        line += " | ".join(f"{statistics.median(v) / 1000:>10.0f}" if v else f"{'-':>10}" for v in vals)
+        print(line + " |")
+print()
+if syscalls:
+    print("syscalls per request (GET): " + ", ".join(syscalls))
 print("RSS per idle client connection (bytes): " + ", ".join(rss))
 PY
 log "raw results: $RESULTS"

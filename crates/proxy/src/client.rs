@@ -6,7 +6,7 @@
 //! worker thread only (`Rc`, `RefCell`): no lock is ever taken.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -24,6 +25,7 @@ use tokio::time::{sleep_until, timeout};
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
+use crate::clock;
 use crate::pending::{Completion, UpstreamFailure};
 use crate::redirect::{RedirectRequest, Redirection, Redirector};
 
@@ -90,7 +92,7 @@ pub(crate) struct CommandStatsCache {
     store: Store,
     /// `cluster.<name>.redis_cluster.upstream_commands.`
     prefix: String,
-    by_name: RefCell<HashMap<&'static str, Rc<UpstreamCommandStats>>>,
+    by_name: RefCell<FxHashMap<&'static str, Rc<UpstreamCommandStats>>>,
 }
 
 impl CommandStatsCache {
@@ -98,7 +100,7 @@ impl CommandStatsCache {
         Self {
             store,
             prefix: format!("cluster.{cluster}.redis_cluster.upstream_commands."),
-            by_name: RefCell::new(HashMap::new()),
+            by_name: RefCell::new(FxHashMap::default()),
         }
     }
 
@@ -278,7 +280,7 @@ impl UpstreamClient {
             }
             holds_place = true;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let command_stats = self.config.command_stats.as_ref().map(|c| c.get(stat));
         if let Some(cs) = &command_stats {
             cs.total.inc();
@@ -312,7 +314,7 @@ impl UpstreamClient {
         self.host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
         if spawn {
             let this = Rc::clone(self);
-            tokio::task::spawn_local(async move { this.run().await });
+            tokio::task::spawn_local(clock::Fresh::new(async move { this.run().await }));
         } else {
             self.wake.notify_one();
         }
@@ -532,7 +534,7 @@ impl UpstreamClient {
                         .map(|t| t + self.config.buffer_flush_timeout);
                     if threshold == 0
                         || inner.out.len() >= threshold
-                        || due.is_none_or(|d| d <= Instant::now())
+                        || due.is_none_or(|d| d <= clock::now())
                     {
                         wbuf = inner.out.split();
                         inner.batch_started = None;
@@ -605,6 +607,7 @@ impl UpstreamClient {
                     return true;
                 }
             }
+            clock::refresh();
         }
     }
 
@@ -619,7 +622,7 @@ impl UpstreamClient {
             inner.deadline = if inner.pending.is_empty() {
                 None
             } else {
-                Some(Instant::now() + self.config.op_timeout)
+                Some(clock::now() + self.config.op_timeout)
             };
             request
         };
@@ -633,7 +636,7 @@ impl UpstreamClient {
             }
             // Envoy 1.40's redis client leaves the host's rq_success/rq_error at zero.
             let is_error = matches!(frame.value, redvoy_resp::RespValue::Error(_));
-            let micros = request.sent_at.elapsed().as_micros() as u64;
+            let micros = clock::elapsed(request.sent_at).as_micros() as u64;
             self.config.upstream_rq_time.record(micros);
             if let Some(cs) = &request.command_stats {
                 if is_error {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod clock;
 mod cluster_scope;
 mod conn_limit;
 mod drain;

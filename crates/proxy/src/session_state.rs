@@ -6,12 +6,13 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use redvoy_resp::{Resp3Shape, RespValue};
 
 use crate::client::UpstreamClient;
+use crate::clock;
 use crate::filter::FilterConfig;
 use crate::pending::{
     error_value, After, Completion, FragmentMerge, Outcome, Reply, SessionShared, Slot,
@@ -72,7 +73,7 @@ impl Session {
             reply: Some(Reply::Value(reply)),
             error,
             command,
-            started: Instant::now(),
+            started: clock::now(),
             delay: None,
             after: After::Nothing,
             resp3: self.resp3_shape.get(),
@@ -92,7 +93,7 @@ impl Session {
             reply: None,
             error: false,
             command,
-            started: Instant::now(),
+            started: clock::now(),
             delay: None,
             after: After::Nothing,
             resp3: self.resp3_shape.get(),

@@ -453,9 +453,37 @@ mod itoa_buf {
 enum Maglev {
     /// One host: Envoy 1.40 skips the table (its stats then read 1 / 1).
     Single,
-    Table {
-        table: Vec<u32>,
-    },
+    Table(MaglevTable),
+}
+
+/// The finished table, in the narrowest integer its host indexes fit: 65,537 entries are 64 KiB
+/// as bytes instead of 256 KiB as `u32`, and the lookup's cache miss was 6 % of a worker's
+/// time at `-P 16`.
+enum MaglevTable {
+    U8(Box<[u8]>),
+    U16(Box<[u16]>),
+    U32(Box<[u32]>),
+}
+
+impl MaglevTable {
+    fn compact(table: Vec<u32>, hosts: usize) -> Self {
+        if hosts <= usize::from(u8::MAX) {
+            MaglevTable::U8(table.iter().map(|&h| h as u8).collect())
+        } else if hosts <= usize::from(u16::MAX) {
+            MaglevTable::U16(table.iter().map(|&h| h as u16).collect())
+        } else {
+            MaglevTable::U32(table.into_boxed_slice())
+        }
+    }
+
+    #[inline]
+    fn get(&self, hash: u64) -> Option<usize> {
+        match self {
+            MaglevTable::U8(t) => t.get((hash % t.len() as u64) as usize).map(|&h| h.into()),
+            MaglevTable::U16(t) => t.get((hash % t.len() as u64) as usize).map(|&h| h.into()),
+            MaglevTable::U32(t) => t.get((hash % t.len() as u64) as usize).map(|&h| h as usize),
+        }
+    }
 }
 
 struct MaglevEntry {
@@ -545,17 +573,17 @@ impl Maglev {
             min_entries_per_host: min,
             max_entries_per_host: max,
         };
-        (Maglev::Table { table }, stats)
+        (
+            Maglev::Table(MaglevTable::compact(table, hosts.len())),
+            stats,
+        )
     }
 
     #[inline]
     fn choose(&self, hash: u64) -> Option<usize> {
         match self {
             Maglev::Single => Some(0),
-            Maglev::Table { table } => {
-                let slot = (hash % table.len() as u64) as usize;
-                table.get(slot).map(|&i| i as usize)
-            }
+            Maglev::Table(table) => table.get(hash),
         }
     }
 }

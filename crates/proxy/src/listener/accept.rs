@@ -270,9 +270,10 @@ async fn accept_loop(
                 debug!(worker = worker.id, listener = %name, %peer, "accepted");
                 let worker = Rc::clone(&worker);
                 let listener = Rc::clone(&listener);
-                tokio::task::spawn_local(async move {
+                // The connection's polls share clock readings (see `clock`).
+                tokio::task::spawn_local(crate::clock::Fresh::new(async move {
                     on_connection(worker, listener, stream, peer, admission).await;
-                });
+                }));
             }
             Err(e) => {
                 warn!(worker = worker.id, listener = %name, error = %e, "accept failed");
