@@ -7,6 +7,9 @@
 #   bench/.profile/callers.txt     the same with callers' inclusive time (--children)
 #   bench/.profile/flamegraph.svg  a flame graph (inferno; installed with cargo when missing)
 #   bench/.profile/syscalls.txt    syscalls by name per request (perf's syscalls tracepoints)
+#   bench/.profile/allocs.txt      heap allocations per request (uprobes on jemalloc's entry
+#                                  points in the binary; needs uprobe support, else skipped)
+#   bench/.profile/alloc-callers.txt  where those allocations are made (call graphs)
 # A profile, not a test: it asserts nothing.
 #
 # Knobs (environment):
@@ -136,9 +139,46 @@ for count, name in rows:
     print(f"  {count / n:8.3f}  {name}")
 PY
 
+# Allocations per request: a uprobe on each of jemalloc's allocation entry points (the binary
+# links it statically, as _rjem_*), counted over one run.
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy"
+perf probe -q -d 'probe_redvoy:*' >/dev/null 2>&1 || true
+PROBES=()
+for fn in _rjem_malloc _rjem_mallocx _rjem_calloc _rjem_realloc _rjem_rallocx; do
+  if perf probe -q -x "$BIN" --add "$fn" >/dev/null 2>&1; then
+    PROBES+=(-e "probe_redvoy:$fn")
+  fi
+done
+if [ "${#PROBES[@]}" -gt 0 ]; then
+  log "counting allocations: $TEST -P $PIPELINE, $N requests"
+  attach "$OUT/allocs.perf" stat -x, "${PROBES[@]}"
+  python3 - "$OUT/allocs.perf" "$N" <<'PY' > "$OUT/allocs.txt"
+import sys
+path, n = sys.argv[1], int(sys.argv[2])
+rows = []
+for line in open(path):
+    parts = line.strip().split(",")
+    if len(parts) > 2 and parts[0].isdigit():
+        rows.append((int(parts[0]), parts[2].replace("probe_redvoy:", "")))
+print(f"{sum(c for c, _ in rows) / n:.3f} allocations per request")
+for count, name in rows:
+    print(f"  {count / n:8.3f}  {name}")
+PY
+  # Where they come from: the callers of malloc, by sampled call stack.
+  attach "$OUT/allocs.data" record -e probe_redvoy:_rjem_malloc -e probe_redvoy:_rjem_realloc \
+    --call-graph dwarf,16384
+  perf report -i "$OUT/allocs.data" --stdio --no-children -G --percent-limit 3 2>/dev/null \
+    | grep -v '^$' | head -150 > "$OUT/alloc-callers.txt" || true
+  perf probe -q -d 'probe_redvoy:*' >/dev/null 2>&1 || true
+else
+  echo "uprobes unavailable: allocations not counted" > "$OUT/allocs.txt"
+fi
+
 log "top frames (self time), $OUT/report.txt:"
 head -25 "$OUT/report.txt"
 log "syscalls per request, $OUT/syscalls.txt:"
 cat "$OUT/syscalls.txt"
+log "allocations per request, $OUT/allocs.txt:"
+cat "$OUT/allocs.txt"
 [ -s "$OUT/flamegraph.svg" ] && log "flame graph: $OUT/flamegraph.svg"
 exit 0

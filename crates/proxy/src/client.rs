@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use redvoy_resp::{Decoder, DecoderMode, Frame, Limits};
 use redvoy_stats::{Counter, Histogram, HistogramUnit, Store};
 use redvoy_upstream::{Cluster, ClusterStats, Host, OutlierResult};
@@ -31,6 +31,8 @@ use crate::redirect::{RedirectRequest, Redirection, Redirector};
 
 /// Read buffer growth step for upstream replies.
 const READ_CHUNK: usize = 64 * 1024;
+/// A write buffer larger than this (after a burst) is freed once written, not kept.
+const RETAINED_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Settings shared by every client of one (filter, cluster) pool.
 pub(crate) struct ClientConfig {
@@ -536,7 +538,12 @@ impl UpstreamClient {
                         || inner.out.len() >= threshold
                         || due.is_none_or(|d| d <= clock::now())
                     {
-                        wbuf = inner.out.split();
+                        // The two buffers trade places: neither is ever given away, so
+                        // batching allocates nothing once both have grown.
+                        std::mem::swap(&mut wbuf, &mut inner.out);
+                        if inner.out.capacity() > RETAINED_WRITE_BUFFER {
+                            inner.out = BytesMut::new();
+                        }
                         inner.batch_started = None;
                     } else {
                         flush_at = due;
@@ -587,7 +594,7 @@ impl UpstreamClient {
                 res = write_or_flush(&mut wr, &wbuf), if !wbuf.is_empty() || (FLUSH && unflushed) => {
                     match res {
                         Ok(Some(n)) => {
-                            let _ = wbuf.split_to(n);
+                            wbuf.advance(n);
                             unflushed = FLUSH;
                         }
                         Ok(None) => unflushed = false,

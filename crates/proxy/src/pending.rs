@@ -172,7 +172,12 @@ impl SessionShared {
         if slot.remaining == 0 {
             finish(slot);
             drop(queue);
-            self.notify.notify_one();
+            // Replies are written from the front only: a later slot completing cannot let the
+            // session write anything, so it is not woken for it (it will be once the front
+            // completes, and then writes every ready reply in one go).
+            if index == 0 {
+                self.notify.notify_one();
+            }
         }
     }
 }

@@ -10,9 +10,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use redvoy_resp::{
-    encode, encode_resp3, DecodeError, Decoder, DecoderMode, Limits, Resp3Shape, RespValue,
+    encode, encode_resp3, Command, DecodeError, Decoder, DecoderMode, Limits, Resp3Shape, RespValue,
 };
 use redvoy_tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +33,46 @@ const READ_BUFFER: usize = 16 * 1024;
 const MIN_READ_SPACE: usize = 1024;
 /// Reply bytes accumulated before they are written even if more replies are ready.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Argument slots an idle session keeps (a few hundred bytes at most).
+const RETAINED_ARGS: usize = 8;
+
+/// Read buffers of this worker's idle sessions, handed to the next session that has bytes to
+/// read. A session with nothing pending gives its buffer back, so idle clients hold none, and
+/// a client that goes idle after every reply (`-P 1`, or a pipeline fully answered) reuses a
+/// buffer instead of allocating one per request.
+mod spare_buffers {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept per worker: enough for the clients that are busy at once on a worker;
+    /// beyond that a buffer is freed (at most 64 × 16 KiB per worker).
+    const KEPT: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A spare buffer, or an empty one (allocated by the read's `reserve`).
+    pub(super) fn take() -> BytesMut {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps an empty buffer for the next reader. A buffer whose bytes are still referenced by
+    /// a request in flight is kept too: its next `reserve` allocates afresh only if they are.
+    pub(super) fn give_back(buffer: BytesMut) {
+        debug_assert!(buffer.is_empty());
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEPT {
+                spare.push(buffer);
+            }
+        });
+    }
+}
 
 /// Client ids, unique within the process, as Redis numbers its clients.
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -104,10 +144,11 @@ pub(crate) async fn run(
 /// read waits for epoll instead of costing a `recvfrom` that returns EAGAIN (`try_read_buf`
 /// clears readiness only on EAGAIN, one wasted syscall per request at `-P 1`).
 async fn read_some(stream: &mut Stream, input: &mut BytesMut) -> std::io::Result<usize> {
-    if let Stream::Plain(tcp) = stream {
-        if input.capacity() == 0 {
+    if input.capacity() == 0 {
+        if let Stream::Plain(tcp) = stream {
             tcp.readable().await?;
         }
+        *input = spare_buffers::take();
     }
     if input.capacity() - input.len() < MIN_READ_SPACE {
         input.reserve(READ_BUFFER);
@@ -118,6 +159,8 @@ async fn read_some(stream: &mut Stream, input: &mut BytesMut) -> std::io::Result
 impl<S: FilterUpdates> Connection<S> {
     async fn serve(&mut self, mut stream: Stream, input: &mut BytesMut) -> std::io::Result<()> {
         let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
+        // One argument vector for every request of the connection.
+        let mut args: Vec<Bytes> = Vec::new();
         let mut output = BytesMut::new();
         let mut close_after_flush = false;
         let mut close_when_answered = false;
@@ -148,8 +191,14 @@ impl<S: FilterUpdates> Connection<S> {
             while !self.session.stop_reading
                 && self.session.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
             {
-                match decoder.decode(input) {
-                    Ok(Some(frame)) => self.session.on_request(frame),
+                match decoder.decode_command(input, &mut args) {
+                    Ok(Some(Command::Args { raw, verbatim })) => {
+                        self.session.on_command(&raw, &args, verbatim);
+                        // The arguments are slices of the read buffer: let it go once the
+                        // request is dispatched.
+                        args.clear();
+                    }
+                    Ok(Some(Command::Other(frame))) => self.session.on_request(frame),
                     Ok(None) => break,
                     Err(e) => {
                         self.on_protocol_error(&e);
@@ -197,7 +246,10 @@ impl<S: FilterUpdates> Connection<S> {
             // An idle client holds no buffers: buffers are taken when bytes arrive, so a
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
             if pending == 0 && input.is_empty() && input.capacity() > 0 {
-                *input = BytesMut::new();
+                spare_buffers::give_back(std::mem::take(input));
+                if args.capacity() > RETAINED_ARGS {
+                    args = Vec::new();
+                }
             }
             if output.capacity() > WRITE_HIGH_WATER {
                 output = BytesMut::new();

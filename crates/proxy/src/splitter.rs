@@ -19,8 +19,9 @@ use crate::session_state::Session;
 use crate::supported_commands::{self as commands, CommandClass};
 
 impl Session {
+    /// A request in any shape (inline, nested: what `Decoder::decode_command` did not turn
+    /// into arguments).
     pub(crate) fn on_request(&mut self, frame: Frame) {
-        // An Rc clone (not the shared Arc) keeps the config borrowable while `self` is mutated.
         // An empty inline line (a bare CRLF or LF, as `redis-cli --pipe` input files and
         // telnet users produce) is not a request: Redis ignores it, and so do we.
         if frame.raw.first() != Some(&b'*')
@@ -28,21 +29,31 @@ impl Session {
         {
             return;
         }
-        let filter = Rc::clone(&self.filter);
-        let config = &filter.config;
-        let stats = &config.stats;
-        stats.downstream_rq_total.inc();
-        stats.downstream_rq_active.inc();
         let Frame {
             raw,
             value,
             verbatim,
         } = frame;
-        let Some(args) = value.into_args().filter(|a| !a.is_empty()) else {
-            stats.splitter_invalid_request.inc();
-            self.push_ready(error_value(INVALID_REQUEST), None, true);
-            return;
-        };
+        match value.into_args().filter(|a| !a.is_empty()) {
+            Some(args) => self.on_command(&raw, &args, verbatim),
+            None => {
+                let stats = &self.filter.config.stats;
+                stats.downstream_rq_total.inc();
+                stats.downstream_rq_active.inc();
+                stats.splitter_invalid_request.inc();
+                self.push_ready(error_value(INVALID_REQUEST), None, true);
+            }
+        }
+    }
+
+    /// A request of one or more bulk strings: `raw` as received, `args` decoded from it.
+    pub(crate) fn on_command(&mut self, raw: &Bytes, args: &[Bytes], verbatim: bool) {
+        // An Rc clone (not the shared Arc) keeps the config borrowable while `self` is mutated.
+        let filter = Rc::clone(&self.filter);
+        let config = &filter.config;
+        let stats = &config.stats;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
         let mut lower = [0u8; 32];
         let owned;
         let cmd: &str = match commands::lowercase_into(&args[0], &mut lower) {
@@ -178,8 +189,8 @@ impl Session {
         }
         let seq = self.next_seq();
         let request = Request {
-            args: &args,
-            raw: &raw,
+            args,
+            raw,
             verbatim,
             cmd,
             spec: command.spec,

@@ -106,6 +106,16 @@ pub enum DecodeError {
     InlineTooLong,
 }
 
+/// What [`Decoder::decode_command`] decoded.
+#[derive(Debug)]
+pub enum Command {
+    /// A command of bulk strings, now in the caller's `args`. `raw` is its bytes as received;
+    /// `verbatim` as in [`Frame`].
+    Args { raw: Bytes, verbatim: bool },
+    /// Any other request shape, decoded as a whole.
+    Other(Frame),
+}
+
 /// A completed value of the frame in progress, in pre-order, as offsets from the frame start.
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
@@ -248,6 +258,48 @@ impl Decoder {
     /// buffer) does not re-parse what was already read. On error nothing is consumed and the
     /// decoder is reset; the stream is not recoverable and the connection should be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some(len) = self.progress(buf)? else {
+            return Ok(None);
+        };
+        let raw = buf.split_to(len).freeze();
+        Ok(Some(self.finish_frame(raw)))
+    }
+
+    /// [`Decoder::decode`] for requests on the hot path: a command of bulk strings (what every
+    /// client library sends) goes straight into `args` (cleared first, its allocation reused),
+    /// with no `RespValue` tree and no per-request vector; anything else (an inline command, a
+    /// nested array) comes back as a [`Frame`].
+    pub fn decode_command(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+    ) -> Result<Option<Command>, DecodeError> {
+        let Some(len) = self.progress(buf)? else {
+            return Ok(None);
+        };
+        let raw = buf.split_to(len).freeze();
+        let flat = match self.nodes.split_first() {
+            Some((Node::Array(n), rest)) => {
+                rest.len() == *n && rest.iter().all(|node| matches!(node, Node::Bulk(..)))
+            }
+            _ => false,
+        };
+        if !flat {
+            return Ok(Some(Command::Other(self.finish_frame(raw))));
+        }
+        args.clear();
+        args.extend(self.nodes[1..].iter().map(|node| match node {
+            Node::Bulk(start, end) => raw.slice(*start..*end),
+            _ => Bytes::new(),
+        }));
+        let verbatim = self.verbatim;
+        self.reset();
+        Ok(Some(Command::Args { raw, verbatim }))
+    }
+
+    /// Parses what `buf` holds; `Some(n)`: a frame of `n` bytes is complete (its nodes are in
+    /// `self.nodes`).
+    fn progress(&mut self, buf: &BytesMut) -> Result<Option<usize>, DecodeError> {
         if buf.len() < self.seen {
             self.reset();
         }
@@ -261,17 +313,6 @@ impl Decoder {
             self.advance(buf)
         };
         match progress {
-            Ok(Some(len)) => {
-                let raw = buf.split_to(len).freeze();
-                let value = self.build(&raw);
-                let verbatim = self.verbatim;
-                self.reset();
-                Ok(Some(Frame {
-                    raw,
-                    value,
-                    verbatim,
-                }))
-            }
             Ok(None) => {
                 self.seen = buf.len();
                 Ok(None)
@@ -280,6 +321,19 @@ impl Decoder {
                 self.reset();
                 Err(e)
             }
+            done => done,
+        }
+    }
+
+    /// The frame whose nodes `progress` left, over its bytes `raw`; resets for the next one.
+    fn finish_frame(&mut self, raw: Bytes) -> Frame {
+        let value = self.build(&raw);
+        let verbatim = self.verbatim;
+        self.reset();
+        Frame {
+            raw,
+            value,
+            verbatim,
         }
     }
 

@@ -32,8 +32,8 @@ mod resp3;
 mod value;
 
 pub use decode::{
-    DecodeError, Decoder, DecoderMode, Limits, DEFAULT_MAX_ARRAY_LEN, DEFAULT_MAX_BULK_LEN,
-    DEFAULT_MAX_DEPTH, DEFAULT_MAX_INLINE_LEN,
+    Command, DecodeError, Decoder, DecoderMode, Limits, DEFAULT_MAX_ARRAY_LEN,
+    DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_DEPTH, DEFAULT_MAX_INLINE_LEN,
 };
 pub use resp3::{encode_resp3, map_header, Resp3Shape};
 pub use value::{Frame, RespValue};

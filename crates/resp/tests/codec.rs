@@ -820,3 +820,53 @@ proptest! {
         }
     }
 }
+
+/// `decode_command` gives a flat command's arguments (as `decode` would after `into_args`),
+/// across chunk boundaries, and everything else as the frame `decode` gives.
+#[test]
+fn decode_command_matches_decode() {
+    use redvoy_resp::Command;
+    let inputs: &[&[u8]] = &[
+        b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+        b"*3\r\n$3\r\nset\r\n$1\r\nk\r\n$0\r\n\r\n",
+        b"*02\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+        b"GET key\r\n",
+        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nx\r\n",
+        b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+        b"*0\r\n",
+    ];
+    for input in inputs {
+        let expected = one(Request, input);
+        for split in 1..=input.len() {
+            let mut decoder = Decoder::new(Request, Limits::default());
+            let mut buf = BytesMut::from(&input[..split]);
+            let mut args = vec![Bytes::from_static(b"stale")];
+            let mut got = decoder.decode_command(&mut buf, &mut args).unwrap();
+            if split < input.len() {
+                assert!(got.is_none(), "{input:?} complete after {split} bytes");
+                buf.extend_from_slice(&input[split..]);
+                got = decoder.decode_command(&mut buf, &mut args).unwrap();
+            }
+            match got.expect("complete") {
+                Command::Args { raw, verbatim } => {
+                    assert_eq!(raw, expected.raw);
+                    assert_eq!(verbatim, expected.verbatim);
+                    assert_eq!(Some(args), expected.value.clone().into_args(), "{input:?}");
+                }
+                Command::Other(frame) => {
+                    assert_eq!(frame, expected);
+                    assert!(
+                        expected
+                            .value
+                            .clone()
+                            .into_args()
+                            .is_none_or(|a| a.is_empty())
+                            || !expected.raw.starts_with(b"*"),
+                        "{input:?} should have come back as arguments"
+                    );
+                }
+            }
+            assert!(buf.is_empty());
+        }
+    }
+}
