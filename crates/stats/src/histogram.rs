@@ -233,17 +233,18 @@ impl Histogram {
     }
 
     pub fn record(&self, value: u64) {
-        let shard = self.0.shards[shard::current()].get_or_init(|| Box::new(Shard::new()));
-        shard.sum.fetch_add(value, Ordering::Relaxed);
+        let index = shard::current();
+        let shard = self.0.shards[index].get_or_init(|| Box::new(Shard::new()));
+        shard::add(&shard.sum, index, value);
         let bin = Bin::of(value);
         if bin == Bin::ZERO {
-            shard.zero.fetch_add(1, Ordering::Relaxed);
+            shard::add(&shard.zero, index, 1);
             return;
         }
         let (decade, slot) = bin.decade_and_slot();
         let block = shard.decades[decade]
             .get_or_init(|| Box::new(Block(std::array::from_fn(|_| AtomicU64::new(0)))));
-        block.0[slot].fetch_add(1, Ordering::Relaxed);
+        shard::add(&block.0[slot], index, 1);
     }
 
     /// Values recorded so far (live, not latched).

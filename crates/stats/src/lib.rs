@@ -93,7 +93,8 @@ impl Counter {
             .0
             .shards
             .get_or_init(|| Box::new(std::array::from_fn(|_| Padded::default())));
-        shards[shard::current()].0.fetch_add(n, Ordering::Relaxed);
+        let shard = shard::current();
+        shard::add(&shards[shard].0, shard, n);
     }
 
     /// The sum of every thread's increments.

@@ -1,12 +1,13 @@
 //! Per-thread shards: each recording thread writes its own cache line, reads sum the shards.
 //!
-//! A thread takes the next shard index (round robin) the first time it records anything and
-//! keeps it for its life. Workers are long-lived threads, so with up to `STAT_SHARDS` workers
-//! every worker owns its shards and recording never bounces a cache line between cores. More
-//! threads than shards share shards; the atomic add keeps that correct, only slower.
+//! A thread takes the next shard index the first time it records anything and keeps it for its
+//! life. The first `STAT_SHARDS - 1` threads to record (the workers, started first) own their
+//! shard alone: nobody else ever writes it, so their adds are a plain load and store, without
+//! the locked read-modify-write that was most of the cost of a stat on the request path. Every
+//! later thread shares the last shard, with atomic adds.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Shards per counter and per histogram. 16 covers the worker counts a sidecar runs with
 /// (`--concurrency` 1..16); beyond that threads share shards (still exact, just contended).
@@ -30,10 +31,29 @@ pub(crate) fn current() -> usize {
         if shard != UNASSIGNED {
             return shard;
         }
-        let shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % STAT_SHARDS;
+        let shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED_SHARD);
         s.set(shard);
         shard
     })
+}
+
+/// The shard every thread after the owners shares.
+pub(crate) const SHARED_SHARD: usize = STAT_SHARDS - 1;
+
+/// Adds `n` to `cell`, a cell of shard `shard` as `current` returned it.
+#[inline]
+pub(crate) fn add(cell: &AtomicU64, shard: usize, n: u64) {
+    if shard < SHARED_SHARD {
+        // Only this thread writes its own shard; readers see the old or the new value, as with
+        // an atomic add. (An admin counter reset racing with it may be undone: rare and
+        // harmless, the counter keeps counting.)
+        cell.store(
+            cell.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    } else {
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Keeps its value alone on a cache line. 128 bytes rather than 64 because x86's adjacent-line
