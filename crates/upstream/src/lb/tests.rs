@@ -692,3 +692,25 @@ proptest::proptest! {
         }
     }
 }
+
+/// However tightly a Maglev table is packed, every entry reads back as built.
+#[test]
+fn packed_maglev_tables_read_back_every_entry() {
+    for hosts in [1usize, 2, 3, 4, 5, 16, 17, 255, 256, 257, 65_536, 65_537] {
+        let size = 65_537usize;
+        let table: Vec<u32> = (0..size)
+            .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % hosts as u64) as u32)
+            .collect();
+        let packed = MaglevTable::compact(table.clone(), hosts);
+        for (i, &host) in table.iter().enumerate() {
+            assert_eq!(
+                packed.get(i as u64),
+                Some(host as usize),
+                "{hosts} hosts, entry {i}"
+            );
+            // The hash is reduced modulo the table size, as Envoy's lookup does.
+            let wrapped = i as u64 + size as u64 * 977;
+            assert_eq!(packed.get(wrapped), Some(host as usize));
+        }
+    }
+}
