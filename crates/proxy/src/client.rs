@@ -182,6 +182,10 @@ pub(crate) struct UpstreamClient {
     /// Requests queued while the connection opens, counted against an enforced
     /// `max_pending_requests` until it opens or fails.
     waiting: Cell<u64>,
+    /// Requests sent and requests answered (or failed) not yet in the in-flight gauges (see
+    /// `report_in_flight`).
+    unreported_sent: Cell<u64>,
+    unreported_done: Cell<u64>,
 }
 
 // === impl UpstreamClient ===
@@ -209,6 +213,8 @@ impl UpstreamClient {
             redirects,
             close_reason: Cell::new(None),
             waiting: Cell::new(0),
+            unreported_sent: Cell::new(0),
+            unreported_done: Cell::new(0),
         })
     }
 
@@ -311,9 +317,11 @@ impl UpstreamClient {
             spawn
         };
         self.config.cluster_stats.upstream_rq_total.inc();
-        self.config.cluster_stats.upstream_rq_active.inc();
-        self.host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-        self.host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        self.unreported_sent.set(self.unreported_sent.get() + 1);
+        if self.inner.borrow().state != ConnState::Connected {
+            // No connection loop runs yet to report it: the gauges move now.
+            self.report_in_flight();
+        }
         if spawn {
             let this = Rc::clone(self);
             tokio::task::spawn_local(clock::Fresh::new(async move { this.run().await }));
@@ -523,6 +531,7 @@ impl UpstreamClient {
         let mut wbuf = BytesMut::new();
         let stats = &self.config.cluster_stats;
         loop {
+            self.report_in_flight();
             let (deadline, flush_at) = {
                 let mut inner = self.inner.borrow_mut();
                 if inner.pending.is_empty() && self.close_when_idle.get() {
@@ -636,8 +645,7 @@ impl UpstreamClient {
         // Every reply, error replies included, is a success for outlier detection.
         self.report(OutlierResult::ExtOriginRequestSuccess);
         if request.counted {
-            self.config.cluster_stats.upstream_rq_active.dec();
-            self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+            self.unreported_done.set(self.unreported_done.get() + 1);
             if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                 cluster.finish_redis_request();
             }
@@ -691,6 +699,24 @@ impl UpstreamClient {
         true
     }
 
+    /// Moves `upstream_rq_active` and the host's `rq_total`/`rq_active` by what was sent and
+    /// answered since the last call. The connection loop calls it once per iteration, so a
+    /// batch of requests or replies costs one update of each shared counter instead of one per
+    /// request (they are atomics every worker writes).
+    fn report_in_flight(&self) {
+        let sent = self.unreported_sent.replace(0);
+        if sent > 0 {
+            self.config.cluster_stats.upstream_rq_active.add(sent);
+            self.host.stats.rq_total.fetch_add(sent, Ordering::Relaxed);
+            self.host.stats.rq_active.fetch_add(sent, Ordering::Relaxed);
+        }
+        let done = self.unreported_done.replace(0);
+        if done > 0 {
+            self.config.cluster_stats.upstream_rq_active.sub(done);
+            self.host.stats.rq_active.fetch_sub(done, Ordering::Relaxed);
+        }
+    }
+
     /// Reports a result to the cluster's outlier detector, if it runs one.
     fn report(&self, result: OutlierResult) {
         if let Some(cluster) = &self.config.outlier {
@@ -731,8 +757,7 @@ impl UpstreamClient {
         let pool = self.pool.upgrade();
         for request in failed {
             if request.counted {
-                self.config.cluster_stats.upstream_rq_active.dec();
-                self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+                self.unreported_done.set(self.unreported_done.get() + 1);
                 if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                     cluster.finish_redis_request();
                 }
@@ -745,5 +770,6 @@ impl UpstreamClient {
                 c.complete(Err(failure));
             }
         }
+        self.report_in_flight();
     }
 }

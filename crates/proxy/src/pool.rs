@@ -217,6 +217,10 @@ impl ClusterPool {
 
     fn client_at(&self, index: usize) -> Option<Rc<UpstreamClient>> {
         let mut cache = self.cache.borrow_mut();
+        // The usual case, once per request: the connection exists (no host refcount touched).
+        if let Some(Some(client)) = cache.clients.get(index) {
+            return Some(Rc::clone(client));
+        }
         let host = Arc::clone(cache.hosts.hosts().get(index)?);
         let slot = cache.clients.get_mut(index)?;
         Some(Rc::clone(slot.get_or_insert_with(|| {
