@@ -37,21 +37,47 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Argument slots an idle session keeps (a few hundred bytes at most).
 const RETAINED_ARGS: usize = 8;
 
-/// Read buffers of this worker's idle sessions, handed to the next session that has bytes to
-/// read. A session with nothing pending gives its buffer back, so idle clients hold none, and
-/// a client that goes idle after every reply (`-P 1`, or a pipeline fully answered) reuses a
-/// buffer instead of allocating one per request.
-mod spare_buffers {
+/// Read buffers and pending queues of this worker's idle sessions, handed to the next session
+/// that has bytes to read or a request to queue. A session with nothing pending gives both
+/// back, so idle clients hold neither, and a client that goes idle after every reply (`-P 1`,
+/// or a pipeline fully answered) reuses them instead of allocating per request.
+pub(crate) mod spare_buffers {
     use std::cell::RefCell;
+    use std::collections::VecDeque;
 
     use bytes::BytesMut;
+
+    use crate::pending::Slot;
 
     /// Buffers kept per worker: enough for the clients that are busy at once on a worker;
     /// beyond that a buffer is freed (at most 64 × 16 KiB per worker).
     const KEPT: usize = 64;
+    /// A queue that grew beyond this many slots (a deep pipeline) is freed, not kept.
+    const KEPT_QUEUE_CAPACITY: usize = 64;
 
     thread_local! {
         static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static SPARE_QUEUES: RefCell<Vec<VecDeque<Slot>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty pending queue, with room from an earlier session when there is one.
+    pub(crate) fn take_queue() -> VecDeque<Slot> {
+        SPARE_QUEUES
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps an idle session's empty queue for the next session that queues a request.
+    pub(crate) fn give_back_queue(queue: VecDeque<Slot>) {
+        if !queue.is_empty() || queue.capacity() == 0 || queue.capacity() > KEPT_QUEUE_CAPACITY {
+            return;
+        }
+        SPARE_QUEUES.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEPT {
+                spare.push(queue);
+            }
+        });
     }
 
     /// A spare buffer, or an empty one (allocated by the read's `reserve`).
@@ -245,6 +271,10 @@ impl<S: FilterUpdates> Connection<S> {
             let can_read = !self.session.stop_reading && pending < MAX_PENDING_REQUESTS;
             // An idle client holds no buffers: buffers are taken when bytes arrive, so a
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
+            if pending == 0 {
+                let slots = std::mem::take(&mut self.session.shared.queue.borrow_mut().slots);
+                spare_buffers::give_back_queue(slots);
+            }
             if pending == 0 && input.is_empty() && input.capacity() > 0 {
                 spare_buffers::give_back(std::mem::take(input));
                 if args.capacity() > RETAINED_ARGS {
@@ -280,7 +310,9 @@ impl<S: FilterUpdates> Connection<S> {
                     self.rx_buffered_reported = now_buffered;
                 }
                 _ = self.session.shared.notify.notified() => {}
-                _ = sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
+                // Boxed: only a delay fault sets a wake-up, and an unboxed timer would sit in
+                // every connection's state, idle or not.
+                _ = async { Box::pin(sleep_until(wake_at.unwrap_or_else(Instant::now).into())).await }, if wake_at.is_some() => {}
             }
             clock::refresh();
         }

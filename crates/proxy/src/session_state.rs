@@ -60,6 +60,9 @@ impl Session {
 
     fn push_slot(&self, slot: Slot) -> u64 {
         let mut q = self.shared.queue.borrow_mut();
+        if q.slots.capacity() == 0 {
+            q.slots = crate::session::spare_buffers::take_queue();
+        }
         let seq = q.head + q.slots.len() as u64;
         q.slots.push_back(slot);
         seq

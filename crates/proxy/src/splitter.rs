@@ -89,15 +89,15 @@ impl Session {
         };
 
         let class = command.spec.class;
-        let shape = |resp: u8| (resp == 3).then(|| resp3::shape_for(cmd, &args));
+        let shape = |resp: u8| (resp == 3).then(|| resp3::shape_for(cmd, args));
         self.resp3_shape.set(shape(self.client.resp));
         if cmd == "auth" {
-            let reply = self.auth(&args);
+            let reply = self.auth(args);
             self.push_ready(reply, None, false);
             return;
         }
         if cmd == "hello" {
-            let reply = self.hello(&args);
+            let reply = self.hello(args);
             // The reply is in the protocol HELLO chose.
             self.resp3_shape.set(shape(self.client.resp));
             // Envoy counts HELLO in `command.hello.*` (a refused one as an error).
@@ -114,7 +114,7 @@ impl Session {
         }
         match cmd {
             "client" => {
-                let reply = self.client_command(&args);
+                let reply = self.client_command(args);
                 self.push_ready(reply, None, false);
                 return;
             }

@@ -310,7 +310,9 @@ async fn on_connection(
     let chains = runtime.chains();
     let detected = match &chains.inspectors {
         None => Detected::plain(),
-        Some(inspectors) => match inspectors.inspect(&stream, &runtime.pre_cx).await {
+        // Boxed, as the handshake and the other filters below: the connection task is sized by
+        // its largest state, and an idle redis connection should pay only for its session.
+        Some(inspectors) => match Box::pin(inspectors.inspect(&stream, &runtime.pre_cx)).await {
             Ok(detected) => detected,
             Err(_) => {
                 debug!(listener = %runtime.name, %peer, "closed by the listener filters");
@@ -342,7 +344,7 @@ async fn on_connection(
             // Its secrets have not arrived (`downstream_context_secrets_not_ready`): closed,
             // never served in plaintext.
             None => None,
-            Some(acceptor) => match acceptor.accept(stream).await {
+            Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
                 Ok(tls) => Some(Stream::Server(Box::new(tls))),
                 Err(e) => {
                     debug!(listener = %runtime.name, %peer, error = %e, "TLS handshake failed");
