@@ -317,6 +317,9 @@ impl UpstreamClient {
             spawn
         };
         self.config.cluster_stats.upstream_rq_total.inc();
+        // LEAST_REQUEST balancing reads the host's rq_active for the very next request: it
+        // moves at once, as in Envoy; the other in-flight counts wait for the loop.
+        self.host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
         self.unreported_sent.set(self.unreported_sent.get() + 1);
         if self.inner.borrow().state != ConnState::Connected {
             // No connection loop runs yet to report it: the gauges move now.
@@ -646,6 +649,7 @@ impl UpstreamClient {
         self.report(OutlierResult::ExtOriginRequestSuccess);
         if request.counted {
             self.unreported_done.set(self.unreported_done.get() + 1);
+            self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
             if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                 cluster.finish_redis_request();
             }
@@ -699,21 +703,20 @@ impl UpstreamClient {
         true
     }
 
-    /// Moves `upstream_rq_active` and the host's `rq_total`/`rq_active` by what was sent and
-    /// answered since the last call. The connection loop calls it once per iteration, so a
-    /// batch of requests or replies costs one update of each shared counter instead of one per
-    /// request (they are atomics every worker writes).
+    /// Moves `upstream_rq_active` and the host's `rq_total` by what was sent and answered
+    /// since the last call. The connection loop calls it once per iteration, so a batch of
+    /// requests or replies costs one update of each shared counter instead of one per request
+    /// (they are atomics every worker writes). The host's `rq_active`, which LEAST_REQUEST
+    /// balancing reads, moves per request.
     fn report_in_flight(&self) {
         let sent = self.unreported_sent.replace(0);
         if sent > 0 {
             self.config.cluster_stats.upstream_rq_active.add(sent);
             self.host.stats.rq_total.fetch_add(sent, Ordering::Relaxed);
-            self.host.stats.rq_active.fetch_add(sent, Ordering::Relaxed);
         }
         let done = self.unreported_done.replace(0);
         if done > 0 {
             self.config.cluster_stats.upstream_rq_active.sub(done);
-            self.host.stats.rq_active.fetch_sub(done, Ordering::Relaxed);
         }
     }
 
@@ -758,6 +761,7 @@ impl UpstreamClient {
         for request in failed {
             if request.counted {
                 self.unreported_done.set(self.unreported_done.get() + 1);
+                self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
                 if let (Some(cluster), true) = (&self.config.limits, request.holds_place) {
                     cluster.finish_redis_request();
                 }

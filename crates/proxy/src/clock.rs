@@ -71,16 +71,72 @@ impl<F: Future> Future for Fresh<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let outer = STATE.with(|state| state.replace(State::Polling(None)));
-        let result = self.project().inner.poll(cx);
+        let _restore = Restore(STATE.with(|state| state.replace(State::Polling(None))));
+        self.project().inner.poll(cx)
+    }
+}
+
+/// Puts back the state from before a [`Fresh`] poll when the poll ends, by return or by panic
+/// (a panicking task must not leave the thread "inside a poll", caching for everyone after).
+struct Restore(State);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
         // A nested Fresh poll (one wrapped future awaiting another) hands the outer poll a
         // fresh reading, never one from before the inner poll.
-        STATE.with(|state| {
-            state.set(match outer {
-                State::Outside => State::Outside,
-                State::Polling(_) => State::Polling(None),
-            })
+        let outer = match self.0 {
+            State::Outside => State::Outside,
+            State::Polling(_) => State::Polling(None),
+        };
+        STATE.with(|state| state.set(outer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
+        let mut f = std::pin::pin!(f);
+        f.as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    fn outside() -> bool {
+        matches!(STATE.with(Cell::get), State::Outside)
+    }
+
+    #[test]
+    fn one_reading_per_poll_until_refreshed() {
+        let Poll::Ready((a, b, c)) = poll_once(Fresh::new(async {
+            let a = now();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let b = now();
+            refresh();
+            (a, b, now())
+        })) else {
+            panic!("the future is ready at once");
+        };
+        assert_eq!(a, b, "one poll shares one reading");
+        assert!(c > a, "refresh reads the clock again");
+        assert!(outside(), "the poll's state does not outlive it");
+    }
+
+    #[test]
+    fn a_panicking_poll_leaves_the_thread_outside() {
+        let result = std::panic::catch_unwind(|| {
+            poll_once(Fresh::new(async {
+                now();
+                panic!("the task fails");
+            }))
         });
-        result
+        assert!(result.is_err());
+        assert!(
+            outside(),
+            "a panic must not leave readings cached for other code"
+        );
+        let a = now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(now() > a, "outside a poll every call reads the clock");
     }
 }

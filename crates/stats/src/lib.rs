@@ -61,6 +61,9 @@ struct CounterCell {
     /// Allocated by the first `add`, so the hundreds of counters Envoy creates eagerly and never
     /// touch cost a pointer; "allocated" is also Envoy's "used" flag (set by any add, even of 0).
     shards: OnceLock<Box<[Padded<AtomicU64>; STAT_SHARDS]>>,
+    /// The sum at the last reset, subtracted from every read: a reset never writes the shards,
+    /// which only their owning thread writes (see `shard::add`).
+    base: AtomicU64,
 }
 
 /// A value that goes up and down (Envoy gauges are unsigned; going below zero saturates).
@@ -97,8 +100,14 @@ impl Counter {
         shard::add(&shards[shard].0, shard, n);
     }
 
-    /// The sum of every thread's increments.
+    /// The sum of every thread's increments since the last reset.
     pub fn value(&self) -> u64 {
+        self.total()
+            .wrapping_sub(self.0.base.load(Ordering::Relaxed))
+    }
+
+    /// The sum of every thread's increments.
+    fn total(&self) -> u64 {
         self.0.shards.get().map_or(0, |shards| {
             shards
                 .iter()
@@ -111,11 +120,7 @@ impl Counter {
     }
 
     pub fn reset(&self) {
-        if let Some(shards) = self.0.shards.get() {
-            for c in shards.iter() {
-                c.0.store(0, Ordering::Relaxed);
-            }
-        }
+        self.0.base.store(self.total(), Ordering::Relaxed);
     }
 }
 

@@ -44,9 +44,8 @@ pub(crate) const SHARED_SHARD: usize = STAT_SHARDS - 1;
 #[inline]
 pub(crate) fn add(cell: &AtomicU64, shard: usize, n: u64) {
     if shard < SHARED_SHARD {
-        // Only this thread writes its own shard; readers see the old or the new value, as with
-        // an atomic add. (An admin counter reset racing with it may be undone: rare and
-        // harmless, the counter keeps counting.)
+        // Only this thread writes its own shard (a counter reset moves the counter's base, never
+        // a shard); readers see the old or the new value, as with an atomic add.
         cell.store(
             cell.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
