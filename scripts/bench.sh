@@ -117,7 +117,7 @@ declare -A PORT PID
 # against the bench CA.
 bootstrap() {
   local listener="$1" admin="$2" settings_extra="${3:-}" tls="${4:-}"
-  local ports=("${REDIS_PORTS[@]}") transport="" endpoints="" p
+  local ports=("${REDIS_PORTS[@]}") transport=""
   if [ -n "$tls" ]; then
     ports=("${REDIS_TLS_PORTS[@]}")
     transport="
@@ -132,36 +132,7 @@ bootstrap() {
             match_typed_subject_alt_names:
             - {san_type: DNS, matcher: {exact: redis.bench}}"
   fi
-  for p in "${ports[@]}"; do
-    endpoints="$endpoints
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
-  done
-  cat <<YAML
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
-static_resources:
-  listeners:
-  - name: redis
-    address: {socket_address: {address: 127.0.0.1, port_value: $listener}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: bench
-          settings: {op_timeout: 5s$settings_extra}
-          prefix_routes:
-            catch_all_route: {cluster: redis}
-  clusters:
-  - name: redis
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: MAGLEV
-    load_assignment:
-      cluster_name: redis
-      endpoints:
-      - lb_endpoints:$endpoints$transport
-YAML
+  sharded_redis_bootstrap "$listener" "$admin" bench "$settings_extra" "$transport" "${ports[@]}"
 }
 
 start_target() {
@@ -285,10 +256,7 @@ benchmark() {
   local target="$1" test="$2" pipeline="$3" n="$4"
   shift 4
   local t=(-t "$test")
-  # redis-benchmark has no MGET test: the same 10 random keys as its MSET, as a custom command.
-  [ "$test" = mget ] && t=(MGET key:__rand_int__ key:__rand_int__ key:__rand_int__
-    key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
-    key:__rand_int__ key:__rand_int__)
+  [ "$test" = mget ] && t=("${MGET_COMMAND[@]}")
   # shellcheck disable=SC2046 # the flags are words
   redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" $(tls_flags "$target") \
     -c "$CLIENTS" -n "$n" -P "$pipeline" -r "$KEYSPACE" "$@" --csv "${t[@]}" 2>/dev/null \

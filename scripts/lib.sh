@@ -220,3 +220,49 @@ start_redis() {
   track_pid "$LAST_PID"
   wait_tcp "$port" "redis-server on :$port"
 }
+
+# redis-benchmark has no MGET test: MGET of 10 random keys (the keys of its MSET test), as a
+# custom command for `make bench` and `make profile`.
+MGET_COMMAND=(MGET key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
+  key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
+  key:__rand_int__)
+
+# sharded_redis_bootstrap LISTEN ADMIN STAT_PREFIX SETTINGS_EXTRA TRANSPORT PORT... — prints a
+# bootstrap (Envoy and redvoy run it unchanged) with a redis_proxy listener on LISTEN whose
+# catch-all route goes to one STATIC MAGLEV cluster of the loopback PORTs. SETTINGS_EXTRA is
+# appended to the proxy's settings (", enable_command_stats: true"), TRANSPORT to the cluster
+# (a transport_socket block starting with a newline, or empty).
+sharded_redis_bootstrap() {
+  local listener="$1" admin="$2" prefix="$3" settings_extra="$4" transport="$5" endpoints="" p
+  shift 5
+  for p in "$@"; do
+    endpoints="$endpoints
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
+  done
+  cat <<YAML
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
+static_resources:
+  listeners:
+  - name: redis
+    address: {socket_address: {address: 127.0.0.1, port_value: $listener}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: $prefix
+          settings: {op_timeout: 5s$settings_extra}
+          prefix_routes:
+            catch_all_route: {cluster: redis}
+  clusters:
+  - name: redis
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: MAGLEV
+    load_assignment:
+      cluster_name: redis
+      endpoints:
+      - lb_endpoints:$endpoints$transport
+YAML
+}

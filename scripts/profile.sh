@@ -53,37 +53,7 @@ for shard in $(seq 1 "$SHARDS"); do
 done
 LISTEN="$(free_port)"
 ADMIN="$(free_port)"
-{
-  cat <<YAML
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}
-static_resources:
-  listeners:
-  - name: redis
-    address: {socket_address: {address: 127.0.0.1, port_value: $LISTEN}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: profile
-          settings: {op_timeout: 5s}
-          prefix_routes:
-            catch_all_route: {cluster: redis}
-  clusters:
-  - name: redis
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: MAGLEV
-    load_assignment:
-      cluster_name: redis
-      endpoints:
-      - lb_endpoints:
-YAML
-  for p in "${PORTS[@]}"; do
-    echo "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
-  done
-} > "$OUT/redvoy.yaml"
+sharded_redis_bootstrap "$LISTEN" "$ADMIN" profile "" "" "${PORTS[@]}" > "$OUT/redvoy.yaml"
 "${CARGO_TARGET_DIR:-$ROOT/target}/release/redvoy" -c "$OUT/redvoy.yaml" --concurrency 1 -l error \
   > "$OUT/redvoy.log" 2>&1 &
 PROXY=$!
@@ -92,9 +62,7 @@ wait_ready "$ADMIN" redvoy
 
 bench() {
   local t=(-t "$TEST")
-  [ "$TEST" = mget ] && t=(MGET key:__rand_int__ key:__rand_int__ key:__rand_int__
-    key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
-    key:__rand_int__ key:__rand_int__)
+  [ "$TEST" = mget ] && t=("${MGET_COMMAND[@]}")
   redis-benchmark -h 127.0.0.1 -p "$LISTEN" -c 50 -n "$1" -P "$PIPELINE" -r 100000 -q "${t[@]}"
 }
 # Warm up: connections open, buffers grow.

@@ -280,7 +280,9 @@ impl Session {
         let fragments = items.len() / step;
         let seq = self.push_waiting(merge, fragments as u32, r.stats);
         let is_read = r.spec.read;
-        let mut out = BytesMut::new();
+        // One fragment at a time: room for a typical one up front, so the buffer is allocated
+        // once per request rather than grown fragment by fragment.
+        let mut out = BytesMut::with_capacity(128);
         for (i, chunk) in items.chunks(step).enumerate() {
             let Some((route, key)) = self.filter.config.router.route(&chunk[0]) else {
                 self.complete_now(seq, i, Outcome::NoHost);
@@ -293,12 +295,14 @@ impl Session {
                 self.complete_now(seq, i, Outcome::NoHost);
                 continue;
             };
+            // Encoded in place: no argument list allocated per fragment.
             out.clear();
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(step + 1);
-            parts.push(name);
-            parts.push(&key);
-            parts.extend(chunk[1..].iter().map(|b| &b[..]));
-            encode::command(&mut out, &parts);
+            encode::array_header(&mut out, step + 1);
+            encode::bulk(&mut out, name);
+            encode::bulk(&mut out, &key);
+            for arg in &chunk[1..] {
+                encode::bulk(&mut out, arg);
+            }
             client.send(&out, Some(self.completion(seq, i)), stat);
             for mirror in &route.mirrors {
                 if mirror.should_mirror(sub_is_read, &self.filter.config.runtime) {
