@@ -84,23 +84,8 @@ declare -A PORT
 
 bootstrap() {
   local listener="$1" admin="$2"
+  redis_proxy_listener "$listener" "$admin" bench ", enable_redirection: true" redis_cluster
   cat <<YAML
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
-static_resources:
-  listeners:
-  - name: redis
-    address: {socket_address: {address: 127.0.0.1, port_value: $listener}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.redis_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
-          stat_prefix: bench
-          settings: {op_timeout: 5s, enable_redirection: true}
-          prefix_routes:
-            catch_all_route: {cluster: redis_cluster}
-  clusters:
   - name: redis_cluster
     connect_timeout: 1s
     lb_policy: CLUSTER_PROVIDED

@@ -227,18 +227,12 @@ MGET_COMMAND=(MGET key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand
   key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
   key:__rand_int__)
 
-# sharded_redis_bootstrap LISTEN ADMIN STAT_PREFIX SETTINGS_EXTRA TRANSPORT PORT... — prints a
-# bootstrap (Envoy and redvoy run it unchanged) with a redis_proxy listener on LISTEN whose
-# catch-all route goes to one STATIC MAGLEV cluster of the loopback PORTs. SETTINGS_EXTRA is
-# appended to the proxy's settings (", enable_command_stats: true"), TRANSPORT to the cluster
-# (a transport_socket block starting with a newline, or empty).
-sharded_redis_bootstrap() {
-  local listener="$1" admin="$2" prefix="$3" settings_extra="$4" transport="$5" endpoints="" p
-  shift 5
-  for p in "$@"; do
-    endpoints="$endpoints
-        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
-  done
+# redis_proxy_listener LISTEN ADMIN STAT_PREFIX SETTINGS_EXTRA CLUSTER — prints the top of a
+# bootstrap (Envoy and redvoy run it unchanged): the admin address and a redis_proxy listener on
+# LISTEN whose catch-all route goes to CLUSTER; the caller prints the `clusters:` entries after
+# it. SETTINGS_EXTRA is appended to the proxy's settings (", enable_command_stats: true").
+redis_proxy_listener() {
+  local listener="$1" admin="$2" prefix="$3" settings_extra="$4" cluster="$5"
   cat <<YAML
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: $admin}}
@@ -254,8 +248,23 @@ static_resources:
           stat_prefix: $prefix
           settings: {op_timeout: 5s$settings_extra}
           prefix_routes:
-            catch_all_route: {cluster: redis}
+            catch_all_route: {cluster: $cluster}
   clusters:
+YAML
+}
+
+# sharded_redis_bootstrap LISTEN ADMIN STAT_PREFIX SETTINGS_EXTRA TRANSPORT PORT... — a whole
+# bootstrap: `redis_proxy_listener` to one STATIC MAGLEV cluster of the loopback PORTs, with
+# TRANSPORT (a transport_socket block starting with a newline, or empty) on the cluster.
+sharded_redis_bootstrap() {
+  local listener="$1" admin="$2" prefix="$3" settings_extra="$4" transport="$5" endpoints="" p
+  shift 5
+  for p in "$@"; do
+    endpoints="$endpoints
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $p}}}"
+  done
+  redis_proxy_listener "$listener" "$admin" "$prefix" "$settings_extra" redis
+  cat <<YAML
   - name: redis
     connect_timeout: 1s
     type: STATIC

@@ -218,6 +218,37 @@ fn static_secrets_like_envoy() {
     });
 }
 
+/// The listener context of the agent tests: Istio's `default` certificate and `ROOTCA`
+/// validation secrets, both from `sds_config`.
+fn agent_secrets_context(sds_config: &str) -> String {
+    format!(
+        "tls_certificate_sds_secret_configs:\n- name: default\n  sds_config: {sds_config}\ncombined_validation_context:\n  default_validation_context:\n    match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{CLIENT_ID}\"}}}}]\n  validation_context_sds_secret_config:\n    name: ROOTCA\n    sds_config: {sds_config}"
+    )
+}
+
+/// An SDS agent on a Unix socket (in the returned directory) and the target started with the
+/// `common` listener context over it, ready once its admin answers (its listener warms).
+fn start_with_agent(
+    target: redvoy_test_util::Target,
+    common: &str,
+    redis_port: u16,
+) -> (redvoy_test_util::tempfile::TempDir, AdsServer, Proxy) {
+    let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
+    let socket = dir.path().join("sds.sock");
+    let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
+    let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
+    let yaml = bootstrap(common, redis_port, &sds_cluster, "");
+    let proxy = Proxy::start_with(
+        target,
+        &yaml,
+        &ProxyOptions {
+            ready_check: ReadyCheck::AdminAnswers,
+            ..ProxyOptions::default()
+        },
+    );
+    (dir, agent, proxy)
+}
+
 /// Istio's shape: `default` and `ROOTCA` from the agent's Unix socket. The listener warms
 /// until both arrive; a rotation of `default` under load fails nothing and closes nothing;
 /// new connections get the new certificate.
@@ -225,24 +256,10 @@ fn static_secrets_like_envoy() {
 fn sds_from_the_agent_socket_warms_and_rotates_like_envoy() {
     let pki = Pki::new();
     let redis = RedisServer::start();
-    let common = format!(
-        "tls_certificate_sds_secret_configs:\n- name: default\n  sds_config: {ISTIO_SDS_CONFIG_YAML}\ncombined_validation_context:\n  default_validation_context:\n    match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{CLIENT_ID}\"}}}}]\n  validation_context_sds_secret_config:\n    name: ROOTCA\n    sds_config: {ISTIO_SDS_CONFIG_YAML}"
-    );
+    let common = agent_secrets_context(ISTIO_SDS_CONFIG_YAML);
     same_on_all_targets(&targets(), |target| {
         redis.flushall();
-        let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
-        let socket = dir.path().join("sds.sock");
-        let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
-        let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
-        let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
-        let proxy = Proxy::start_with(
-            target,
-            &yaml,
-            &ProxyOptions {
-                ready_check: ReadyCheck::AdminAnswers,
-                ..ProxyOptions::default()
-            },
-        );
+        let (_dir, agent, proxy) = start_with_agent(target, &common, redis.port());
         let mut rows: Rows = Vec::new();
         // Both secrets asked for, each on a stream of its own, before any is served.
         let asked = redvoy_test_util::try_wait_for(WAIT, || {
@@ -606,23 +623,9 @@ fn delta_sds_from_the_agent_socket_like_envoy() {
     let pki = Pki::new();
     let redis = RedisServer::start();
     let delta = ISTIO_SDS_CONFIG_YAML.replace("api_type: GRPC", "api_type: DELTA_GRPC");
-    let common = format!(
-        "tls_certificate_sds_secret_configs:\n- name: default\n  sds_config: {delta}\ncombined_validation_context:\n  default_validation_context:\n    match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: \"{CLIENT_ID}\"}}}}]\n  validation_context_sds_secret_config:\n    name: ROOTCA\n    sds_config: {delta}"
-    );
+    let common = agent_secrets_context(&delta);
     same_on_all_targets(&targets(), |target| {
-        let dir = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("dir: {e}"));
-        let socket = dir.path().join("sds.sock");
-        let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
-        let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
-        let yaml = bootstrap(&common, redis.port(), &sds_cluster, "");
-        let proxy = Proxy::start_with(
-            target,
-            &yaml,
-            &ProxyOptions {
-                ready_check: ReadyCheck::AdminAnswers,
-                ..ProxyOptions::default()
-            },
-        );
+        let (_dir, agent, proxy) = start_with_agent(target, &common, redis.port());
         let mut rows: Rows = Vec::new();
         let asked = redvoy_test_util::try_wait_for(WAIT, || {
             let mut subscribed: Vec<String> = agent

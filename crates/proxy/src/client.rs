@@ -293,7 +293,7 @@ impl UpstreamClient {
         if let Some(cs) = &command_stats {
             cs.total.inc();
         }
-        let spawn = {
+        let (spawn, connected) = {
             let mut inner = self.inner.borrow_mut();
             if inner.pending.is_empty() {
                 inner.deadline = Some(now + self.config.op_timeout);
@@ -310,18 +310,19 @@ impl UpstreamClient {
                 holds_place,
                 command_stats,
             });
+            let connected = inner.state == ConnState::Connected;
             let spawn = inner.state == ConnState::Idle;
             if spawn {
                 inner.state = ConnState::Connecting;
             }
-            spawn
+            (spawn, connected)
         };
         self.config.cluster_stats.upstream_rq_total.inc();
         // LEAST_REQUEST balancing reads the host's rq_active for the very next request: it
         // moves at once, as in Envoy; the other in-flight counts wait for the loop.
         self.host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
         self.unreported_sent.set(self.unreported_sent.get() + 1);
-        if self.inner.borrow().state != ConnState::Connected {
+        if !connected {
             // No connection loop runs yet to report it: the gauges move now.
             self.report_in_flight();
         }

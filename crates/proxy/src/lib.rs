@@ -26,6 +26,7 @@ mod resp3;
 mod router;
 mod session;
 mod session_state;
+mod spare;
 mod splitter;
 mod stats;
 mod supported_commands;

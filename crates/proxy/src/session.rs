@@ -23,6 +23,7 @@ use crate::clock;
 use crate::drain::ListenerControl;
 use crate::pending::{error_value, After, Reply, SessionShared};
 use crate::session_state::{ClientInfo, Session, WorkerFilter};
+use crate::spare;
 
 /// Requests a session may have in flight before it stops reading from its client. Bounds the
 /// memory one client can pin; the client sees TCP backpressure, nothing fails.
@@ -36,69 +37,6 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// Argument slots an idle session keeps (a few hundred bytes at most).
 const RETAINED_ARGS: usize = 8;
-
-/// Read buffers and pending queues of this worker's idle sessions, handed to the next session
-/// that has bytes to read or a request to queue. A session with nothing pending gives both
-/// back, so idle clients hold neither, and a client that goes idle after every reply (`-P 1`,
-/// or a pipeline fully answered) reuses them instead of allocating per request.
-pub(crate) mod spare_buffers {
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
-
-    use bytes::BytesMut;
-
-    use crate::pending::Slot;
-
-    /// Buffers kept per worker: enough for the clients that are busy at once on a worker;
-    /// beyond that a buffer is freed (at most 64 × 16 KiB per worker).
-    const KEPT: usize = 64;
-    /// A queue that grew beyond this many slots (a deep pipeline) is freed, not kept.
-    const KEPT_QUEUE_CAPACITY: usize = 64;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-        static SPARE_QUEUES: RefCell<Vec<VecDeque<Slot>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// An empty pending queue, with room from an earlier session when there is one.
-    pub(crate) fn take_queue() -> VecDeque<Slot> {
-        SPARE_QUEUES
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_default()
-    }
-
-    /// Keeps an idle session's empty queue for the next session that queues a request.
-    pub(crate) fn give_back_queue(queue: VecDeque<Slot>) {
-        if !queue.is_empty() || queue.capacity() == 0 || queue.capacity() > KEPT_QUEUE_CAPACITY {
-            return;
-        }
-        SPARE_QUEUES.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < KEPT {
-                spare.push(queue);
-            }
-        });
-    }
-
-    /// A spare buffer, or an empty one (allocated by the read's `reserve`).
-    pub(super) fn take() -> BytesMut {
-        SPARE
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_default()
-    }
-
-    /// Keeps an empty buffer for the next reader. A buffer whose bytes are still referenced by
-    /// a request in flight is kept too: its next `reserve` allocates afresh only if they are.
-    pub(super) fn give_back(buffer: BytesMut) {
-        debug_assert!(buffer.is_empty());
-        SPARE.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < KEPT {
-                spare.push(buffer);
-            }
-        });
-    }
-}
 
 /// Client ids, unique within the process, as Redis numbers its clients.
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -174,7 +112,7 @@ async fn read_some(stream: &mut Stream, input: &mut BytesMut) -> std::io::Result
         if let Stream::Plain(tcp) = stream {
             tcp.readable().await?;
         }
-        *input = spare_buffers::take();
+        *input = spare::take_buffer();
     }
     if input.capacity() - input.len() < MIN_READ_SPACE {
         input.reserve(READ_BUFFER);
@@ -273,10 +211,10 @@ impl<S: FilterUpdates> Connection<S> {
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
             if pending == 0 {
                 let slots = std::mem::take(&mut self.session.shared.queue.borrow_mut().slots);
-                spare_buffers::give_back_queue(slots);
+                spare::give_back_queue(slots);
             }
             if pending == 0 && input.is_empty() && input.capacity() > 0 {
-                spare_buffers::give_back(std::mem::take(input));
+                spare::give_back_buffer(std::mem::take(input));
                 if args.capacity() > RETAINED_ARGS {
                     args = Vec::new();
                 }

@@ -61,7 +61,7 @@ impl Session {
     fn push_slot(&self, slot: Slot) -> u64 {
         let mut q = self.shared.queue.borrow_mut();
         if q.slots.capacity() == 0 {
-            q.slots = crate::session::spare_buffers::take_queue();
+            q.slots = crate::spare::take_queue();
         }
         let seq = q.head + q.slots.len() as u64;
         q.slots.push_back(slot);
