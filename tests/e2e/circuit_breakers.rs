@@ -374,8 +374,9 @@ fn explicit_limits_are_enforced_on_redis_traffic_unlike_envoy() {
 }
 
 /// Beyond Envoy: `max_pending_requests` bounds the requests waiting for an upstream connection
-/// to open. The host never completes the handshake; five pipelined GETs: Envoy 1.40 holds all
-/// five until `connect_timeout` (1 s) fails them; redvoy holds two and refuses three at once.
+/// to open. The host never completes the handshake; five clients send a GET each: Envoy 1.40
+/// holds all five until `connect_timeout` (1 s) fails them; redvoy holds two and refuses three
+/// at once.
 #[test]
 fn max_pending_requests_bounds_requests_waiting_for_a_connection_unlike_envoy() {
     let hole = redvoy_test_util::Blackhole::start();
@@ -392,9 +393,13 @@ fn max_pending_requests_bounds_requests_waiting_for_a_connection_unlike_envoy() 
             &bootstrap(&catch_all_filter("waiting", ""), &[cluster]),
             &[],
         );
-        let mut c = proxy.client();
-        let get = vec!["GET", "k"];
-        let replies = c.pipeline(&vec![get; 5]);
+        // Five clients with one GET each: a single client's pipeline would reach the cluster
+        // two requests at a time (a new client's in-flight window, see `slow_readers.rs`).
+        let mut clients: Vec<_> = (0..5).map(|_| proxy.client()).collect();
+        for c in &mut clients {
+            c.send(&["GET", "k"]);
+        }
+        let replies: Vec<Reply> = clients.iter_mut().map(|c| c.read_reply()).collect();
         let count = |text: &str| replies.iter().filter(|r| **r == Reply::err(text)).count();
         let failed = count("upstream failure");
         let refused = count("upstream overflow: circuit_breakers max_pending_requests reached");

@@ -25,6 +25,7 @@ mod overload;
 mod placement;
 mod replies;
 mod routing;
+mod slow_readers;
 mod stats;
 mod stats_oracle;
 mod tls;

@@ -168,6 +168,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// Used when no chain matches.
     pub default_filter_chain: Option<FilterChain>,
+    /// `per_connection_buffer_limit_bytes` (default 1 MiB; 0: no limit). redis_proxy bounds
+    /// the replies it holds for one client by it (a slow reader), which Envoy's does not.
+    pub per_connection_buffer_limit_bytes: u32,
 }
 
 impl Listener {

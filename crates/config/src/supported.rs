@@ -354,8 +354,9 @@ const ALLOWED: &[(&str, &[(&str, Rule)])] = &[
             // Exemptions from the global downstream connection limit (enforced).
             ("ignore_global_conn_limit", Walk),
             ("bypass_overload_manager", Walk),
-            // Buffer sizes and accept batching tune throughput, not what is proxied.
-            ("per_connection_buffer_limit_bytes", Ignore),
+            // redis_proxy's byte budget per client (slow readers); tcp_proxy's own bound is
+            // smaller.
+            ("per_connection_buffer_limit_bytes", Walk),
         ],
     ),
     (

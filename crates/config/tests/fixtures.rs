@@ -286,6 +286,7 @@ fn article_model() -> Bootstrap {
                 require_resp3: false,
             })],
             default_filter_chain: None,
+            per_connection_buffer_limit_bytes: 1024 * 1024,
         }],
         clusters: vec![
             article_cluster("redis-envoy-001"),
@@ -488,6 +489,7 @@ fn full_featured_model() {
                 ..redis_chain(expected_proxy)
             }],
             default_filter_chain: None,
+            per_connection_buffer_limit_bytes: 1024 * 1024,
         }]
     );
 

@@ -594,8 +594,16 @@ impl UpstreamClient {
                                     }
                                 }
                             }
-                            if rbuf.capacity() - rbuf.len() < 4096 {
-                                rbuf.reserve(READ_CHUNK);
+                            match decoder.bulk_end_hint() {
+                                // A large value: one buffer of its size, so the reply that
+                                // keeps it pins no more than it (a slow client's replies).
+                                Some(end) if end > rbuf.capacity() => {
+                                    rbuf.reserve(end - rbuf.len());
+                                }
+                                _ if rbuf.capacity() - rbuf.len() < 4096 => {
+                                    rbuf.reserve(READ_CHUNK);
+                                }
+                                _ => {}
                             }
                         }
                         Err(e) => {

@@ -18,6 +18,10 @@ use crate::router::Router;
 use crate::stats::ProxyStats;
 use crate::supported_commands::{self, CommandSpec};
 
+/// Runtime key: how long a client over its buffer limit may accept no reply byte.
+pub const SLOW_READER_TIMEOUT_KEY: &str = "redvoy.redis_proxy.slow_reader_close_timeout_ms";
+const DEFAULT_SLOW_READER_TIMEOUT_MS: u64 = 30_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilterConfigError {
     #[error("redis_proxy {stat_prefix}: {message}")]
@@ -81,6 +85,19 @@ pub struct FilterConfig {
     pub(crate) multi_stats: Option<usize>,
     /// `protocol_version: RESP3`: nothing but HELLO 3, AUTH and QUIT before `HELLO 3`.
     pub(crate) require_resp3: bool,
+    /// The listener's `per_connection_buffer_limit_bytes` (0: none): the reply bytes one
+    /// client may have held and expected before the session stops dispatching its requests.
+    pub(crate) buffer_limit: usize,
+    /// `redis.<stat_prefix>.redvoy_downstream_cx_slow_reader_close`, created on first use so
+    /// that `/stats` lists exactly Envoy's names until a slow reader has been closed.
+    slow_reader_close: SlowReaderClose,
+}
+
+/// A counter Envoy does not have, registered only when it first counts.
+struct SlowReaderClose {
+    store: Store,
+    name: String,
+    counter: std::sync::OnceLock<Counter>,
 }
 
 impl FilterConfig {
@@ -89,6 +106,7 @@ impl FilterConfig {
         clusters: &ClusterManager,
         store: &Store,
         runtime: &Runtime,
+        buffer_limit: u32,
     ) -> Result<Self, FilterConfigError> {
         if config.stat_prefix.is_empty() {
             return Err(FilterConfigError::Invalid {
@@ -141,15 +159,11 @@ impl FilterConfig {
                 })
             })
             .collect();
-        let command_names = supported_commands::stat_command_names()
-            .into_iter()
-            .map(str::to_owned)
-            .chain(config.custom_commands.iter().cloned());
         let stats = ProxyStats::new(
             store,
             &config.stat_prefix,
             config.latency_in_micros,
-            command_names,
+            &config.custom_commands,
         );
         let faults = Faults::new(&config.faults);
         let resolve = |name: &str, spec: CommandSpec| Command {
@@ -188,7 +202,32 @@ impl FilterConfig {
             custom_commands,
             multi_stats,
             require_resp3: config.require_resp3,
+            buffer_limit: buffer_limit as usize,
+            slow_reader_close: SlowReaderClose {
+                store: store.clone(),
+                name: format!(
+                    "redis.{}.redvoy_downstream_cx_slow_reader_close",
+                    config.stat_prefix
+                ),
+                counter: std::sync::OnceLock::new(),
+            },
         })
+    }
+
+    /// Counts a client closed because it stopped reading its replies.
+    pub(crate) fn count_slow_reader_close(&self) {
+        let c = &self.slow_reader_close;
+        c.counter.get_or_init(|| c.store.counter(&c.name)).inc();
+    }
+
+    /// How long a client over its buffer limit may accept no reply byte before it is closed
+    /// (runtime `redvoy.redis_proxy.slow_reader_close_timeout_ms`, default 30 s; 0: never).
+    pub(crate) fn slow_reader_timeout(&self) -> Option<Duration> {
+        let ms = self
+            .runtime
+            .snapshot()
+            .get_integer(SLOW_READER_TIMEOUT_KEY, DEFAULT_SLOW_READER_TIMEOUT_MS);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// The command a request names (lowercased), as this filter serves it; `None` when it is

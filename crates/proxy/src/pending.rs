@@ -110,6 +110,8 @@ pub(crate) struct Slot {
     pub(crate) resp3: Option<Resp3Shape>,
     /// A RESP3 client's EXEC: the shape of each element of the reply.
     pub(crate) exec_shapes: Option<Box<[Resp3Shape]>>,
+    /// Upstream reply bytes this slot holds (all fragments'), in `PendingQueue::held_bytes`.
+    pub(crate) bytes: usize,
 }
 
 #[derive(Default)]
@@ -117,6 +119,29 @@ pub(crate) struct PendingQueue {
     /// Sequence number of `slots[0]`.
     pub(crate) head: u64,
     pub(crate) slots: VecDeque<Slot>,
+    /// Upstream reply bytes held by the slots, not yet taken for writing: what a client that
+    /// does not read makes the proxy keep.
+    pub(crate) held_bytes: usize,
+    /// What one more upstream reply to this client is expected to weigh, for the buffer limit
+    /// (see `session.rs`): the session starts it at half the limit; a completed request
+    /// raises it to its reply's size at once, or halves it towards a smaller one; a request
+    /// that completed without upstream bytes (refused, failed, timed out) resets it, because
+    /// it brought nothing large and holding its followers back would only queue them behind a
+    /// dead host.
+    pub(crate) reply_estimate: usize,
+}
+
+impl PendingQueue {
+    fn learn_reply_size(&mut self, bytes: usize) {
+        let e = &mut self.reply_estimate;
+        *e = if bytes == 0 {
+            0
+        } else if bytes >= *e {
+            bytes
+        } else {
+            bytes.max(*e / 2)
+        };
+    }
 }
 
 impl PendingQueue {
@@ -135,6 +160,7 @@ impl PendingQueue {
         }
         let slot = self.slots.pop_front().ok_or(None)?;
         self.head += 1;
+        self.held_bytes = self.held_bytes.saturating_sub(slot.bytes);
         Ok(slot)
     }
 }
@@ -160,18 +186,27 @@ impl SessionShared {
         if self.closed.get() {
             return;
         }
-        let mut queue = self.queue.borrow_mut();
-        let Some(index) = seq.checked_sub(queue.head) else {
+        let mut guard = self.queue.borrow_mut();
+        let Some(index) = seq.checked_sub(guard.head) else {
             return;
         };
+        let bytes = match &outcome {
+            Outcome::Reply(frame) => frame.raw.len(),
+            _ => 0,
+        };
+        let queue = &mut *guard;
         let Some(slot) = queue.slots.get_mut(index as usize) else {
             return;
         };
+        slot.bytes += bytes;
+        queue.held_bytes += bytes;
         apply(slot, fragment as usize, outcome);
         slot.remaining = slot.remaining.saturating_sub(1);
         if slot.remaining == 0 {
             finish(slot);
-            drop(queue);
+            let bytes = slot.bytes;
+            queue.learn_reply_size(bytes);
+            drop(guard);
             // Replies are written from the front only: a later slot completing cannot let the
             // session write anything, so it is not woken for it (it will be once the front
             // completes, and then writes every ready reply in one go).
@@ -373,6 +408,7 @@ mod tests {
             after: After::Nothing,
             resp3: None,
             exec_shapes: None,
+            bytes: 0,
         }
     }
 

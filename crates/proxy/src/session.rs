@@ -6,8 +6,11 @@
 //! replies are written only from the front of that queue, so the order of upstream completions
 //! never changes the order the client sees.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +18,7 @@ use redvoy_resp::{
     encode, encode_resp3, Command, DecodeError, Decoder, DecoderMode, Limits, Resp3Shape, RespValue,
 };
 use redvoy_tls::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::sleep_until;
 use tracing::debug;
 
@@ -34,6 +37,9 @@ const READ_BUFFER: usize = 16 * 1024;
 const MIN_READ_SPACE: usize = 1024;
 /// Reply bytes accumulated before they are written even if more replies are ready.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Upstream replies this large are written from their own buffer, not copied into the
+/// session's.
+const DIRECT_WRITE: usize = 64 * 1024;
 
 /// Argument slots an idle session keeps (a few hundred bytes at most).
 const RETAINED_ARGS: usize = 8;
@@ -85,6 +91,9 @@ pub(crate) async fn run(
         source,
         rx_buffered_reported: 0,
     };
+    // Until replies show their size, a new client has two requests in flight (see
+    // `dispatch_open`): 100 pipelined GETs of a 4 MiB value cost 8 MiB, not 400.
+    conn.session.shared.queue.borrow_mut().reply_estimate = filter.config.buffer_limit / 2;
     let mut input = BytesMut::new();
     if let Err(e) = conn.serve(stream, &mut input).await {
         debug!(error = %e, "downstream connection ended");
@@ -126,6 +135,8 @@ impl<S: FilterUpdates> Connection<S> {
         // One argument vector for every request of the connection.
         let mut args: Vec<Bytes> = Vec::new();
         let mut output = BytesMut::new();
+        // A large upstream reply, written from the upstream's buffer instead of copied.
+        let mut direct: Option<Bytes> = None;
         let mut close_after_flush = false;
         let mut close_when_answered = false;
         let mut wrote_since_check = false;
@@ -151,10 +162,8 @@ impl<S: FilterUpdates> Connection<S> {
                     }
                 }
             }
-            // Dispatch what is already buffered, up to the in-flight bound.
-            while !self.session.stop_reading
-                && self.session.shared.queue.borrow().slots.len() < MAX_PENDING_REQUESTS
-            {
+            // Dispatch what is already buffered, up to the in-flight bounds.
+            while !self.session.stop_reading && self.dispatch_open() {
                 match decoder.decode_command(input, &mut args) {
                     Ok(Some(Command::Args { raw, verbatim })) => {
                         self.session.on_command(&raw, &args, verbatim);
@@ -172,18 +181,20 @@ impl<S: FilterUpdates> Connection<S> {
             }
             let filter = Rc::clone(&self.session.filter);
             let stats = &filter.config.stats;
-            let wake_at = self.drain(&mut output, &mut close_after_flush);
-            if !output.is_empty() {
-                let n = output.len() as u64;
+            let wake_at = self.drain(&mut output, &mut direct, &mut close_after_flush);
+            if !output.is_empty() || direct.is_some() {
+                let chunk: &[u8] = direct.as_deref().unwrap_or(&output);
+                let n = chunk.len() as u64;
                 // downstream_cx_tx_bytes_buffered stays unwritten, as in Envoy, whose writes
                 // to a client socket that keeps up never leave bytes buffered.
-                stream.write_all(&output).await?;
-                if stream.is_tls() {
-                    // What the TLS layer holds back is sent now, not with the next reply.
-                    stream.flush().await?;
+                if !self.write_replies(&mut stream, chunk).await? {
+                    debug!("closing a client that reads none of its replies");
+                    filter.config.count_slow_reader_close();
+                    return Ok(());
                 }
                 stats.downstream_cx_tx_bytes_total.add(n);
                 output.clear();
+                direct = None;
                 wrote_since_check = true;
                 // More replies may have become ready while writing.
                 continue;
@@ -206,7 +217,9 @@ impl<S: FilterUpdates> Connection<S> {
                 return Ok(());
             }
             let pending = self.session.shared.queue.borrow().slots.len();
-            let can_read = !self.session.stop_reading && pending < MAX_PENDING_REQUESTS;
+            // A request that could not be dispatched stays in the input buffer, and so does
+            // the client's next one (TCP backpressure), so reading waits as dispatching does.
+            let can_read = !self.session.stop_reading && self.dispatch_open();
             // An idle client holds no buffers: buffers are taken when bytes arrive, so a
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
             if pending == 0 {
@@ -256,19 +269,36 @@ impl<S: FilterUpdates> Connection<S> {
         }
     }
 
-    /// Moves every ready reply at the front of the queue into `output`, recording stats.
-    /// Returns when a delayed reply at the front will be due.
-    fn drain(&mut self, output: &mut BytesMut, close: &mut bool) -> Option<Instant> {
+    /// Moves every ready reply at the front of the queue into `output`, recording stats; a
+    /// large upstream reply goes to `direct` instead, alone, so it is written without a copy
+    /// (a client that does not read then pins one copy of it, not two). Returns when a delayed
+    /// reply at the front will be due.
+    fn drain(
+        &mut self,
+        output: &mut BytesMut,
+        direct: &mut Option<Bytes>,
+        close: &mut bool,
+    ) -> Option<Instant> {
         let config = &self.session.filter.config;
         let now = clock::now();
         let mut queue = self.session.shared.queue.borrow_mut();
-        while output.len() < WRITE_HIGH_WATER {
+        while output.len() < WRITE_HIGH_WATER && direct.is_none() {
+            let large_next = queue.slots.front().is_some_and(
+                |s| matches!(&s.reply, Some(Reply::Raw(b)) if b.len() >= DIRECT_WRITE),
+            );
+            if large_next && !output.is_empty() {
+                // Written after what is in `output`, by the next call.
+                return None;
+            }
             let slot = match queue.pop_ready(now) {
                 Ok(slot) => slot,
                 Err(wake_at) => return wake_at,
             };
             match (&slot.reply, slot.resp3) {
                 // Raw only for RESP2 clients (see `apply`).
+                (Some(Reply::Raw(bytes)), _) if bytes.len() >= DIRECT_WRITE => {
+                    *direct = Some(bytes.clone())
+                }
                 (Some(Reply::Raw(bytes)), _) => output.extend_from_slice(bytes),
                 (Some(Reply::Value(v)), None) => v.encode(output),
                 (Some(Reply::Value(v)), Some(shape)) => {
@@ -299,10 +329,96 @@ impl<S: FilterUpdates> Connection<S> {
                 let dropped = queue.slots.len() as u64;
                 queue.slots.clear();
                 config.stats.downstream_rq_active.sub(dropped);
+                queue.held_bytes = 0;
                 return None;
             }
         }
         None
+    }
+
+    /// Whether another request may be dispatched: fewer than `MAX_PENDING_REQUESTS` in flight
+    /// and, under a buffer limit, the replies held plus those expected (one estimate each)
+    /// below it. A client with nothing in flight may always send one request.
+    fn dispatch_open(&self) -> bool {
+        let queue = self.session.shared.queue.borrow();
+        let in_flight = queue.slots.len();
+        let limit = self.session.filter.config.buffer_limit;
+        in_flight == 0
+            || (in_flight < MAX_PENDING_REQUESTS
+                && (limit == 0
+                    || queue.held_bytes + in_flight.saturating_mul(queue.reply_estimate) < limit))
+    }
+
+    /// Writes `output` to the client (and flushes what TLS holds back). False when the client
+    /// was over its buffer limit and its socket took no byte for the slow-reader timeout: a
+    /// client that stopped reading, closed as Redis closes one by `client-output-buffer-limit`.
+    async fn write_replies(&self, stream: &mut Stream, output: &[u8]) -> std::io::Result<bool> {
+        let mut written = 0;
+        while written < output.len() {
+            let rest = &output[written..];
+            match self
+                .watch_stall(|cx| Pin::new(&mut *stream).poll_write(cx, rest))
+                .await
+            {
+                Some(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Some(Ok(n)) => written += n,
+                Some(Err(e)) => return Err(e),
+                None if self.over_limit(output.len() - written) => return Ok(false),
+                // Under the limit such a client costs little: wait on.
+                None => {}
+            }
+        }
+        // What the TLS layer holds back is sent now, not with the next reply.
+        while stream.is_tls() {
+            match self
+                .watch_stall(|cx| Pin::new(&mut *stream).poll_flush(cx))
+                .await
+            {
+                Some(res) => {
+                    res?;
+                    break;
+                }
+                None if self.over_limit(0) => return Ok(false),
+                None => {}
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the client's replies, held and `unwritten` ones, reach its buffer limit.
+    fn over_limit(&self, unwritten: usize) -> bool {
+        let limit = self.session.filter.config.buffer_limit;
+        let held = self.session.shared.queue.borrow().held_bytes;
+        limit != 0 && held + unwritten >= limit
+    }
+
+    /// Polls a write to the client; `None` once it has waited the slow-reader timeout. The
+    /// timer is made only when the write has to wait, so a client that keeps up costs none.
+    async fn watch_stall<T>(
+        &self,
+        mut op: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Option<std::io::Result<T>> {
+        let config = &self.session.filter.config;
+        let mut stall: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = op(cx) {
+                return Poll::Ready(Some(res));
+            }
+            if config.buffer_limit == 0 {
+                return Poll::Pending;
+            }
+            if stall.is_none() {
+                let Some(timeout) = config.slow_reader_timeout() else {
+                    return Poll::Pending;
+                };
+                stall = Some(Box::pin(tokio::time::sleep(timeout)));
+            }
+            match stall.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
     fn on_protocol_error(&mut self, e: &DecodeError) {

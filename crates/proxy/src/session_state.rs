@@ -81,6 +81,7 @@ impl Session {
             after: After::Nothing,
             resp3: self.resp3_shape.get(),
             exec_shapes: None,
+            bytes: 0,
         });
     }
 
@@ -101,6 +102,7 @@ impl Session {
             after: After::Nothing,
             resp3: self.resp3_shape.get(),
             exec_shapes: None,
+            bytes: 0,
         })
     }
 

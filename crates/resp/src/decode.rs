@@ -233,6 +233,16 @@ impl Decoder {
         self.seen > 0
     }
 
+    /// After `Ok(None)` inside a bulk payload: the buffer length at which that payload (and its
+    /// CRLF) will be complete. A reader that reserves it at once receives a large value into
+    /// one buffer of the right size, instead of growing one by doubling and copying.
+    pub fn bulk_end_hint(&self) -> Option<usize> {
+        match self.state {
+            State::BulkBody { start, len } => start.checked_add(len)?.checked_add(2),
+            _ => None,
+        }
+    }
+
     /// Forgets any frame in progress; the next `decode` starts at the buffer's front.
     #[inline]
     pub fn reset(&mut self) {

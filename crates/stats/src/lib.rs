@@ -16,7 +16,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -71,8 +71,9 @@ struct CounterCell {
 pub struct Gauge(Arc<GaugeCell>);
 
 /// Padded so that two gauges allocated side by side (say `cx_active` and `rq_active`) do not
-/// share a cache line.
-#[repr(align(128))]
+/// share a cache line. One line, not the pair counters' shards use: a cluster has two dozen
+/// gauges, mostly idle, and 128 bytes each made them a quarter of its stats' memory.
+#[repr(align(64))]
 #[derive(Debug, Default)]
 struct GaugeCell {
     value: AtomicU64,
@@ -204,8 +205,18 @@ struct Entry<T> {
 /// The tag-extracted name and the tags of one stat, computed once when it is created.
 #[derive(Debug)]
 pub(crate) struct Tagged {
-    pub(crate) extracted: String,
-    pub(crate) tags: Vec<Tag>,
+    pub(crate) extracted: Arc<str>,
+    pub(crate) tags: Arc<[Tag]>,
+}
+
+impl Tagged {
+    /// Not interned: for stats rendered without being stored (deferred ones).
+    fn new((extracted, tags): (String, Vec<Tag>)) -> Arc<Self> {
+        Arc::new(Self {
+            extracted: extracted.into(),
+            tags: tags.into(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -214,6 +225,145 @@ struct Registry {
     gauges: BTreeMap<String, Entry<Gauge>>,
     histograms: BTreeMap<String, Entry<Histogram>>,
     text_readouts: BTreeMap<String, Entry<TextReadout>>,
+    /// Keyed by prefix.
+    deferred: BTreeMap<String, DeferredFamily>,
+    /// Tag-extracted names and tag sets, shared by the stats that have them: every cluster's
+    /// `upstream_cx_total` has the extracted name `cluster.upstream_cx_total`, and all of a
+    /// cluster's stats have the tag `envoy.cluster_name=<name>`.
+    interned_names: HashSet<Arc<str>>,
+    interned_tags: HashSet<Arc<[Tag]>>,
+}
+
+/// Stats a component declares all at once but creates one member's at a time, when it first
+/// records. Until then every renderer lists them as if created and never touched: counters at
+/// 0, histograms without recorded values, left out by `usedonly`, as Envoy lists the stats it
+/// creates eagerly. A redis_proxy filter's per-command stats are 1,260 names: stored, they were
+/// most of what a listener costs.
+#[derive(Clone, Debug)]
+pub struct DeferredFamily {
+    /// Every name is `prefix + member + "." + suffix`, or `prefix + suffix` for the member "".
+    pub prefix: String,
+    pub members: Arc<[String]>,
+    pub counters: &'static [&'static str],
+    pub gauges: &'static [&'static str],
+    pub histograms: &'static [&'static str],
+}
+
+impl DeferredFamily {
+    /// A family of single stats: `prefix + suffix` for each suffix.
+    pub fn flat(
+        prefix: String,
+        counters: &'static [&'static str],
+        gauges: &'static [&'static str],
+    ) -> Self {
+        static NO_MEMBER: OnceLock<Arc<[String]>> = OnceLock::new();
+        Self {
+            prefix,
+            members: Arc::clone(NO_MEMBER.get_or_init(|| Arc::from([String::new()]))),
+            counters,
+            gauges,
+            histograms: &[],
+        }
+    }
+
+    fn name(&self, member: &str, suffix: &str) -> String {
+        if member.is_empty() {
+            format!("{}{suffix}", self.prefix)
+        } else {
+            format!("{}{member}.{suffix}", self.prefix)
+        }
+    }
+
+    /// The family's names of one kind (counter, gauge or histogram suffixes), unordered.
+    fn names<'a>(&'a self, suffixes: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
+        self.members
+            .iter()
+            .flat_map(move |member| suffixes.iter().map(move |suffix| self.name(member, suffix)))
+    }
+
+    fn suffixes(&self, kind: Kind) -> &'static [&'static str] {
+        match kind {
+            Kind::Counter => self.counters,
+            Kind::Gauge => self.gauges,
+            Kind::Histogram => self.histograms,
+        }
+    }
+
+    fn contains(&self, name: &str, suffixes: &[&str]) -> bool {
+        let Some(rest) = name.strip_prefix(self.prefix.as_str()) else {
+            return false;
+        };
+        suffixes.iter().any(|suffix| {
+            rest.strip_suffix(suffix).is_some_and(|head| {
+                let member = head.strip_suffix('.').unwrap_or(head);
+                (head.is_empty() || head.ends_with('.')) && self.members.iter().any(|m| m == member)
+            })
+        })
+    }
+}
+
+/// The shared copy of `owned` in `set`, added when it is new.
+fn intern<T, O>(set: &mut HashSet<Arc<T>>, owned: O) -> Arc<T>
+where
+    T: ?Sized + Eq + std::hash::Hash,
+    O: std::borrow::Borrow<T> + Into<Arc<T>>,
+{
+    if let Some(known) = set.get(owned.borrow()) {
+        return Arc::clone(known);
+    }
+    let new: Arc<T> = owned.into();
+    set.insert(Arc::clone(&new));
+    new
+}
+
+/// The kinds of stat a deferred family declares.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// What a deferred histogram renders as: one shared histogram nothing records into.
+fn untouched_histogram() -> Histogram {
+    static EMPTY: OnceLock<Histogram> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| Histogram::new(HistogramUnit::Unspecified))
+        .clone()
+}
+
+impl Registry {
+    fn tagged(&mut self, (extracted, tags): (String, Vec<Tag>)) -> Arc<Tagged> {
+        Arc::new(Tagged {
+            extracted: intern(&mut self.interned_names, extracted),
+            tags: intern(&mut self.interned_tags, tags),
+        })
+    }
+
+    fn created(&self, kind: Kind, name: &str) -> bool {
+        match kind {
+            Kind::Counter => self.counters.contains_key(name),
+            Kind::Gauge => self.gauges.contains_key(name),
+            Kind::Histogram => self.histograms.contains_key(name),
+        }
+    }
+
+    /// The deferred stats of `kind` not created yet (and accepted by the matcher), unsorted.
+    fn untouched(&self, kind: Kind, matcher: &CompiledMatcher) -> Vec<String> {
+        self.deferred
+            .values()
+            .flat_map(|f| f.names(f.suffixes(kind)))
+            .filter(|n| !self.created(kind, n) && !matcher.rejects(n))
+            .collect()
+    }
+
+    fn is_untouched(&self, kind: Kind, name: &str) -> bool {
+        !self.created(kind, name)
+            && self
+                .deferred
+                .values()
+                .any(|f| f.contains(name, f.suffixes(kind)))
+    }
 }
 
 /// `stats_config`, compiled.
@@ -324,6 +474,29 @@ impl Store {
             r.gauges.retain(|n, _| !gone(n));
             r.histograms.retain(|n, _| !gone(n));
             r.text_readouts.retain(|n, _| !gone(n));
+            r.deferred.retain(|n, _| !gone(n));
+            r.interned_names.retain(|a| Arc::strong_count(a) > 1);
+            r.interned_tags.retain(|a| Arc::strong_count(a) > 1);
+        });
+    }
+
+    /// Declares a family of stats created on first use (see [`DeferredFamily`]). Declaring a
+    /// prefix again adds the members it did not have (two filters with one stat prefix).
+    pub fn defer(&self, family: DeferredFamily) {
+        self.with(|r| match r.deferred.get_mut(&family.prefix) {
+            Some(known) if known.members == family.members => {}
+            Some(known) => {
+                let mut members: Vec<String> = known.members.to_vec();
+                for m in family.members.iter() {
+                    if !members.contains(m) {
+                        members.push(m.clone());
+                    }
+                }
+                known.members = members.into();
+            }
+            None => {
+                r.deferred.insert(family.prefix.clone(), family);
+            }
         });
     }
 
@@ -351,24 +524,23 @@ impl Store {
     fn get_or_create<T: Clone>(
         &self,
         name: &str,
-        map: impl FnOnce(&mut Registry) -> &mut BTreeMap<String, Entry<T>>,
+        map: impl Fn(&mut Registry) -> &mut BTreeMap<String, Entry<T>>,
         make: impl FnOnce() -> T,
     ) -> T {
         if self.config.matcher.rejects(name) {
             return make();
         }
         self.with(|r| {
-            let map = map(r);
-            if let Some(e) = map.get(name) {
+            if let Some(e) = map(r).get(name) {
                 return e.handle.clone();
             }
-            let (extracted, tags) = self.config.tags.produce(name);
+            let tagged = r.tagged(self.config.tags.produce(name));
             let handle = make();
-            map.insert(
+            map(r).insert(
                 name.to_owned(),
                 Entry {
                     handle: handle.clone(),
-                    tagged: Arc::new(Tagged { extracted, tags }),
+                    tagged,
                 },
             );
             handle
@@ -389,8 +561,17 @@ impl Store {
                 .or_else(|| r.gauges.get(name).map(|e| Arc::clone(&e.tagged)))
                 .or_else(|| r.histograms.get(name).map(|e| Arc::clone(&e.tagged)))
                 .or_else(|| r.text_readouts.get(name).map(|e| Arc::clone(&e.tagged)))
+                .or_else(|| {
+                    let untouched = r.is_untouched(Kind::Counter, name)
+                        || r.is_untouched(Kind::Gauge, name)
+                        || r.is_untouched(Kind::Histogram, name);
+                    untouched.then(|| {
+                        let (extracted, tags) = self.config.tags.produce(name);
+                        Tagged::new((extracted, tags))
+                    })
+                })
         })
-        .map(|t| (t.extracted.clone(), t.tags.clone()))
+        .map(|t| (t.extracted.to_string(), t.tags.to_vec()))
     }
 
     /// A snapshot of every counter and gauge (name, value, used), in name order.
@@ -404,6 +585,12 @@ impl Store {
                     r.gauges
                         .iter()
                         .map(|(n, e)| (n.clone(), e.handle.value(), e.handle.used())),
+                )
+                .chain(
+                    r.untouched(Kind::Counter, &self.config.matcher)
+                        .into_iter()
+                        .chain(r.untouched(Kind::Gauge, &self.config.matcher))
+                        .map(|n| (n, 0, false)),
                 )
                 .collect();
             all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -438,6 +625,10 @@ impl Store {
                 .get(name)
                 .map(|e| e.handle.value())
                 .or_else(|| r.gauges.get(name).map(|e| e.handle.value()))
+                .or_else(|| {
+                    (r.is_untouched(Kind::Counter, name) || r.is_untouched(Kind::Gauge, name))
+                        .then_some(0)
+                })
         })
     }
 
@@ -501,18 +692,41 @@ impl Store {
             value: render::PromValue::Number(value),
         };
         let families = self.with(|r| {
-            let counters = r
+            let mut counters: Vec<render::PromMetric> = r
                 .counters
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
                 .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
-            let gauges = r
+            let mut gauges: Vec<render::PromMetric> = r
                 .gauges
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
                 .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
+            if !used_only {
+                let zero = |name: String| {
+                    let (extracted, tags) = self.config.tags.produce(&name);
+                    render::PromMetric {
+                        name,
+                        tagged: Tagged::new((extracted, tags)),
+                        value: render::PromValue::Number(0),
+                    }
+                };
+                let matcher = &self.config.matcher;
+                counters.extend(
+                    r.untouched(Kind::Counter, matcher)
+                        .into_iter()
+                        .filter(|n| keep(n, false))
+                        .map(zero),
+                );
+                gauges.extend(
+                    r.untouched(Kind::Gauge, matcher)
+                        .into_iter()
+                        .filter(|n| keep(n, false))
+                        .map(zero),
+                );
+            }
             let texts = if text_readouts {
                 r.text_readouts
                     .iter()
@@ -526,11 +740,23 @@ impl Store {
             } else {
                 Vec::new()
             };
-            let histograms: Vec<(String, Arc<Tagged>, Histogram)> = r
+            let mut histograms: Vec<(String, Arc<Tagged>, Histogram)> = r
                 .histograms
                 .iter()
                 .map(|(n, e)| (n.clone(), Arc::clone(&e.tagged), e.handle.clone()))
                 .collect();
+            if !used_only {
+                histograms.extend(
+                    r.untouched(Kind::Histogram, &self.config.matcher)
+                        .into_iter()
+                        .filter(|n| keep(n, false))
+                        .map(|name| {
+                            let (extracted, tags) = self.config.tags.produce(&name);
+                            let tagged = Tagged::new((extracted, tags));
+                            (name, tagged, untouched_histogram())
+                        }),
+                );
+            }
             (counters, gauges, texts, histograms)
         });
         let (counters, gauges, texts, histograms) = families;
@@ -587,6 +813,17 @@ impl Store {
             } else {
                 Vec::new()
             };
+            // Deferred stats not created yet, at zero (never "used").
+            let untouched_scalars = |kind, scalars: &mut Vec<render::Scalar>| {
+                if !q.used_only {
+                    scalars.extend(
+                        r.untouched(kind, &self.config.matcher)
+                            .into_iter()
+                            .filter(|n| keep(n, false))
+                            .map(|name| render::Scalar { name, value: 0 }),
+                    );
+                }
+            };
             let mut scalars: Vec<render::Scalar> = Vec::new();
             if want_counters {
                 scalars.extend(
@@ -598,6 +835,7 @@ impl Store {
                             value: e.handle.value(),
                         }),
                 );
+                untouched_scalars(Kind::Counter, &mut scalars);
             }
             if want_gauges {
                 scalars.extend(
@@ -609,12 +847,22 @@ impl Store {
                             value: e.handle.value(),
                         }),
                 );
+                untouched_scalars(Kind::Gauge, &mut scalars);
             }
             let histograms: Vec<(String, Histogram)> = if want_histograms {
-                r.histograms
+                let mut all: Vec<(String, Histogram)> = r
+                    .histograms
                     .iter()
                     .map(|(n, e)| (n.clone(), e.handle.clone()))
-                    .collect()
+                    .collect();
+                if !q.used_only {
+                    let untouched = r.untouched(Kind::Histogram, &self.config.matcher);
+                    if !untouched.is_empty() {
+                        all.extend(untouched.into_iter().map(|n| (n, untouched_histogram())));
+                        all.sort_by(|a, b| a.0.cmp(&b.0));
+                    }
+                }
+                all
             } else {
                 Vec::new()
             };

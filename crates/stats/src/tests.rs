@@ -535,3 +535,100 @@ fn prometheus_families_sort_by_segments() {
     let down_cluster = prom.find("\"down-cluster\"").unwrap();
     assert!(down < down_cluster, "{prom}");
 }
+
+/// A deferred family renders exactly as the same stats created eagerly and never touched, in
+/// every format and selection; a member created later shows once, with its value.
+#[test]
+fn deferred_stats_render_like_untouched_eager_ones() {
+    const COUNTERS: [&str; 2] = ["total", "error"];
+    const HISTOGRAMS: [&str; 1] = ["latency"];
+    const GAUGES: [&str; 1] = ["lb_subsets_active"];
+    let eager = Store::new();
+    let deferred = Store::new();
+    for s in [&eager, &deferred] {
+        s.counter("redis.p.downstream_cx_total").inc();
+        s.gauge("cluster.c.upstream_cx_active").set(2);
+    }
+    for cmd in ["get", "set"] {
+        for c in COUNTERS {
+            eager.counter(&format!("redis.p.command.{cmd}.{c}"));
+        }
+        eager.histogram(
+            &format!("redis.p.command.{cmd}.latency"),
+            HistogramUnit::Milliseconds,
+        );
+    }
+    eager.counter("cluster.c.bind_errors");
+    eager.gauge("cluster.c.lb_subsets_active");
+    deferred.defer(DeferredFamily {
+        prefix: "redis.p.command.".into(),
+        members: vec!["get".to_string(), "set".to_string()].into(),
+        counters: &COUNTERS,
+        gauges: &[],
+        histograms: &HISTOGRAMS,
+    });
+    deferred.defer(DeferredFamily::flat(
+        "cluster.c.".into(),
+        &["bind_errors"],
+        &GAUGES,
+    ));
+    // One member used on both: created on first use in the deferred store.
+    for s in [&eager, &deferred] {
+        s.counter("redis.p.command.get.total").add(4);
+        s.histogram("redis.p.command.get.latency", HistogramUnit::Milliseconds)
+            .record(3);
+        s.flush();
+    }
+    let get = Regex::new("get").unwrap();
+    for used_only in [false, true] {
+        assert_eq!(
+            deferred.render_text(None, used_only),
+            eager.render_text(None, used_only)
+        );
+        assert_eq!(
+            deferred.render_json(Some(&get), used_only),
+            eager.render_json(Some(&get), used_only)
+        );
+        assert_eq!(
+            deferred.render_prometheus(used_only, None),
+            eager.render_prometheus(used_only, None)
+        );
+    }
+    for t in ["Counters", "Gauges", "Histograms"] {
+        let q = StatsQuery {
+            filter: None,
+            used_only: false,
+            stats_type: t.parse().unwrap(),
+        };
+        assert_eq!(deferred.render_text_query(&q), eager.render_text_query(&q));
+    }
+    assert_eq!(deferred.counters_and_gauges(), eager.counters_and_gauges());
+    assert_eq!(deferred.value_of("redis.p.command.set.error"), Some(0));
+    assert_eq!(deferred.value_of("cluster.c.lb_subsets_active"), Some(0));
+    assert_eq!(deferred.value_of("redis.p.command.del.error"), None);
+    assert_eq!(
+        deferred.tags_of("cluster.c.bind_errors"),
+        eager.tags_of("cluster.c.bind_errors")
+    );
+    // A removed scope takes its deferred stats with it.
+    deferred.remove_prefix("cluster.c.", &[]);
+    assert_eq!(deferred.value_of("cluster.c.bind_errors"), None);
+    assert!(!deferred.render_text(None, false).contains("cluster.c."));
+}
+
+/// The stats matcher applies to deferred names as to created ones.
+#[test]
+fn deferred_stats_obey_the_stats_matcher() {
+    let config = StatsConfig {
+        matcher: StatsMatcher::RejectAll,
+        ..StatsConfig::default()
+    };
+    let s = Store::with_config(&config).unwrap();
+    s.defer(DeferredFamily::flat(
+        "cluster.c.".into(),
+        &["bind_errors"],
+        &[],
+    ));
+    assert_eq!(s.render_text(None, false), "");
+    assert_eq!(s.render_prometheus(false, None), "");
+}

@@ -2,7 +2,7 @@
 //! `envoy/upstream/upstream.h` and the load balancers' own gauges).
 
 use redvoy_config::model::{CircuitBreakers, LbPolicy, Thresholds};
-use redvoy_stats::{Counter, Gauge, Histogram, HistogramUnit, Store};
+use redvoy_stats::{Counter, DeferredFamily, Gauge, Histogram, HistogramUnit, Store};
 
 use crate::lb::LbTableStats;
 
@@ -104,7 +104,7 @@ pub enum LbStats {
 }
 
 /// Counters of Envoy's cluster macros that redvoy never moves (HTTP, retries, zones, subsets,
-/// ...). Registered so `/stats` lists the same names as Envoy, at zero.
+/// ...). Declared (deferred) so `/stats` lists the same names as Envoy, at zero.
 const IDLE_COUNTERS: &[&str] = &[
     "assignment_stale",
     "assignment_timeout_received",
@@ -187,12 +187,13 @@ impl ClusterStats {
         let c = |name: &str| store.counter(&format!("{prefix}{name}"));
         let g = |name: &str| store.gauge(&format!("{prefix}{name}"));
         let h = |name: &str, unit| store.histogram(&format!("{prefix}{name}"), unit);
-        for name in IDLE_COUNTERS {
-            c(name);
-        }
-        for name in IDLE_GAUGES {
-            g(name);
-        }
+        // Listed by the store until something records one (nothing does): a cluster does not
+        // pay for 55 stats that stay at zero.
+        store.defer(DeferredFamily::flat(
+            prefix.clone(),
+            IDLE_COUNTERS,
+            IDLE_GAUGES,
+        ));
         let lb = match policy {
             LbPolicy::RingHash { .. } => LbStats::RingHash {
                 size: g("ring_hash_lb.size"),

@@ -62,7 +62,7 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         // Ignored by the allowlist: read by other extensions only, tuning, or moot without
         // listener filters.
         metadata: _,
-        per_connection_buffer_limit_bytes: _,
+        per_connection_buffer_limit_bytes,
         listener_filters_timeout,
         continue_on_listener_filters_timeout,
         listener_filters,
@@ -165,8 +165,13 @@ pub(crate) fn listener(l: Listener, p: &FieldPath) -> Result<model::Listener, Co
         ignore_global_conn_limit,
         filter_chains: chains,
         default_filter_chain,
+        per_connection_buffer_limit_bytes: per_connection_buffer_limit_bytes
+            .map_or(DEFAULT_PER_CONNECTION_BUFFER_LIMIT_BYTES, |v| v.value),
     })
 }
+
+/// `Listener.per_connection_buffer_limit_bytes` when unset (Envoy's 1 MiB).
+const DEFAULT_PER_CONNECTION_BUFFER_LIMIT_BYTES: u32 = 1024 * 1024;
 
 /// `Listener.listener_filters_timeout` when unset.
 const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);

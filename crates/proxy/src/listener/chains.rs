@@ -286,7 +286,13 @@ pub fn compile_chains(
             .transpose()?;
         let filter = match &chain.filter {
             model::NetworkFilter::RedisProxy(rp) => {
-                ChainFilter::Redis(Arc::new(FilterConfig::new(rp, clusters, store, runtime)?))
+                ChainFilter::Redis(Arc::new(FilterConfig::new(
+                    rp,
+                    clusters,
+                    store,
+                    runtime,
+                    listener.per_connection_buffer_limit_bytes,
+                )?))
             }
             model::NetworkFilter::TcpProxy(tp) => {
                 ChainFilter::TcpProxy(Arc::new(TcpProxyConfig::new(tp, store)))
