@@ -1,7 +1,7 @@
 # redvoy — two commands on a fresh Debian machine: `make demo`, `make test`.
 # The shell logic lives in scripts/ (each installs what it needs and stops what it starts).
 
-.PHONY: demo test bench profile lint fmt
+.PHONY: demo test bench profile fuzz lint fmt
 
 ## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats
 demo:
@@ -19,6 +19,11 @@ bench:
 ## syscalls per request, in bench/.profile/ (PROFILE_TEST, PROFILE_PIPELINE: scripts/profile.sh)
 profile:
 	bash scripts/profile.sh
+
+## fuzz: coverage-guided fuzzing (libFuzzer, stable toolchain) of the RESP decoder, the RESP3
+## converter, xDS resources and the bootstrap, FUZZ_SECONDS per target (scripts/fuzz.sh)
+fuzz:
+	bash scripts/fuzz.sh
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -433,15 +433,15 @@ pub struct Cluster {
     /// (`upstream_tls`, or plaintext) is the fallback.
     pub transport_socket_matches: TransportSocketMatches,
     /// `health_checks[0]`: the active health checker (redvoy runs at most one per cluster).
-    pub health_check: Option<HealthCheck>,
+    pub health_check: Option<Box<HealthCheck>>,
     /// `outlier_detection`: consecutive-failure ejection.
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     /// `ignore_health_on_host_removal`: with active health checking, a host EDS removes is
     /// dropped at once instead of staying (`/pending_dynamic_removal`) until it fails a check.
     pub ignore_health_on_host_removal: bool,
     /// `transport_socket` `envoy.transport_sockets.tls`: every connection to the cluster's
     /// hosts is TLS (never plaintext).
-    pub upstream_tls: Option<UpstreamTls>,
+    pub upstream_tls: Option<Box<UpstreamTls>>,
 }
 
 /// `UpstreamTlsContext`, the parts redvoy runs (the rest is refused with its path).

@@ -1176,7 +1176,11 @@ fn protocol_version_is_read() {
 #[test]
 fn health_checks_model() {
     let b = load("good/health_checks.yaml");
-    let checks: Vec<_> = b.clusters.iter().map(|c| c.health_check.clone()).collect();
+    let checks: Vec<_> = b
+        .clusters
+        .iter()
+        .map(|c| c.health_check.as_deref().cloned())
+        .collect();
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
     assert_eq!(

@@ -33,6 +33,8 @@ pub fn run_worker(
     clusters: Arc<ClusterManager>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    // This thread records stats on the request path: it writes a shard of its own.
+    redvoy_stats::claim_shard();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

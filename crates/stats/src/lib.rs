@@ -39,7 +39,7 @@ pub use options::{
     TagSpecifier,
 };
 pub use render::fmt_double;
-pub use shard::STAT_SHARDS;
+pub use shard::{claim as claim_shard, STAT_SHARDS};
 pub use tags::Tag;
 
 use options::CompiledMatcher;
@@ -58,9 +58,13 @@ pub struct Counter(Arc<CounterCell>);
 
 #[derive(Debug, Default)]
 struct CounterCell {
-    /// Allocated by the first `add`, so the hundreds of counters Envoy creates eagerly and never
-    /// touch cost a pointer; "allocated" is also Envoy's "used" flag (set by any add, even of 0).
+    /// Allocated by the first `add` of a thread that claimed a shard (a worker), so counters
+    /// that only the control plane moves, or nobody, cost a few words.
     shards: OnceLock<Box<[Padded<AtomicU64>; STAT_SHARDS]>>,
+    /// What threads without a shard of their own add (atomically).
+    shared: AtomicU64,
+    /// Envoy's "used" flag: set by any add, even of 0.
+    used: AtomicBool,
     /// The sum at the last reset, subtracted from every read: a reset never writes the shards,
     /// which only their owning thread writes (see `shard::add`).
     base: AtomicU64,
@@ -70,10 +74,10 @@ struct CounterCell {
 #[derive(Clone, Debug, Default)]
 pub struct Gauge(Arc<GaugeCell>);
 
-/// Padded so that two gauges allocated side by side (say `cx_active` and `rq_active`) do not
-/// share a cache line. One line, not the pair counters' shards use: a cluster has two dozen
-/// gauges, mostly idle, and 128 bytes each made them a quarter of its stats' memory.
-#[repr(align(64))]
+/// Not padded to a cache line: a cluster has two dozen gauges, mostly idle, and padded they were
+/// 128 or 256 bytes each, a quarter of its stats' memory. The busy ones (`downstream_rq_active`,
+/// `upstream_rq_active`) are written by every worker anyway, and the upstream ones once per
+/// connection-loop iteration, not per request.
 #[derive(Debug, Default)]
 struct GaugeCell {
     value: AtomicU64,
@@ -93,11 +97,18 @@ impl Counter {
     }
 
     pub fn add(&self, n: u64) {
+        let shard = shard::current();
+        if shard == shard::SHARED_SHARD {
+            self.0.shared.fetch_add(n, Ordering::Relaxed);
+            if !self.0.used.load(Ordering::Relaxed) {
+                self.0.used.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
         let shards = self
             .0
             .shards
             .get_or_init(|| Box::new(std::array::from_fn(|_| Padded::default())));
-        let shard = shard::current();
         shard::add(&shards[shard].0, shard, n);
     }
 
@@ -109,15 +120,16 @@ impl Counter {
 
     /// The sum of every thread's increments.
     fn total(&self) -> u64 {
-        self.0.shards.get().map_or(0, |shards| {
-            shards
-                .iter()
-                .fold(0u64, |acc, c| acc.wrapping_add(c.0.load(Ordering::Relaxed)))
+        let shared = self.0.shared.load(Ordering::Relaxed);
+        self.0.shards.get().map_or(shared, |shards| {
+            shards.iter().fold(shared, |acc, c| {
+                acc.wrapping_add(c.0.load(Ordering::Relaxed))
+            })
         })
     }
 
     pub fn used(&self) -> bool {
-        self.0.shards.get().is_some()
+        self.0.used.load(Ordering::Relaxed) || self.0.shards.get().is_some()
     }
 
     pub fn reset(&self) {
@@ -199,11 +211,11 @@ impl TextReadout {
 #[derive(Clone, Debug)]
 struct Entry<T> {
     handle: T,
-    tagged: Arc<Tagged>,
+    tagged: Tagged,
 }
 
 /// The tag-extracted name and the tags of one stat, computed once when it is created.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Tagged {
     pub(crate) extracted: Arc<str>,
     pub(crate) tags: Arc<[Tag]>,
@@ -211,11 +223,11 @@ pub(crate) struct Tagged {
 
 impl Tagged {
     /// Not interned: for stats rendered without being stored (deferred ones).
-    fn new((extracted, tags): (String, Vec<Tag>)) -> Arc<Self> {
-        Arc::new(Self {
+    fn new((extracted, tags): (String, Vec<Tag>)) -> Self {
+        Self {
             extracted: extracted.into(),
             tags: tags.into(),
-        })
+        }
     }
 }
 
@@ -333,11 +345,11 @@ fn untouched_histogram() -> Histogram {
 }
 
 impl Registry {
-    fn tagged(&mut self, (extracted, tags): (String, Vec<Tag>)) -> Arc<Tagged> {
-        Arc::new(Tagged {
+    fn tagged(&mut self, (extracted, tags): (String, Vec<Tag>)) -> Tagged {
+        Tagged {
             extracted: intern(&mut self.interned_names, extracted),
             tags: intern(&mut self.interned_tags, tags),
-        })
+        }
     }
 
     fn created(&self, kind: Kind, name: &str) -> bool {
@@ -557,10 +569,10 @@ impl Store {
         self.with(|r| {
             r.counters
                 .get(name)
-                .map(|e| Arc::clone(&e.tagged))
-                .or_else(|| r.gauges.get(name).map(|e| Arc::clone(&e.tagged)))
-                .or_else(|| r.histograms.get(name).map(|e| Arc::clone(&e.tagged)))
-                .or_else(|| r.text_readouts.get(name).map(|e| Arc::clone(&e.tagged)))
+                .map(|e| e.tagged.clone())
+                .or_else(|| r.gauges.get(name).map(|e| e.tagged.clone()))
+                .or_else(|| r.histograms.get(name).map(|e| e.tagged.clone()))
+                .or_else(|| r.text_readouts.get(name).map(|e| e.tagged.clone()))
                 .or_else(|| {
                     let untouched = r.is_untouched(Kind::Counter, name)
                         || r.is_untouched(Kind::Gauge, name)
@@ -686,9 +698,9 @@ impl Store {
         let keep = |name: &str, used: bool| {
             (!used_only || used) && filter.is_none_or(|re| re.is_match(name))
         };
-        let number = |name: &String, tagged: &Arc<_>, value: u64| render::PromMetric {
+        let number = |name: &String, tagged: &Tagged, value: u64| render::PromMetric {
             name: name.clone(),
-            tagged: Arc::clone(tagged),
+            tagged: tagged.clone(),
             value: render::PromValue::Number(value),
         };
         let families = self.with(|r| {
@@ -733,17 +745,17 @@ impl Store {
                     .filter(|(n, e)| keep(n, e.handle.used()))
                     .map(|(n, e)| render::PromMetric {
                         name: n.clone(),
-                        tagged: Arc::clone(&e.tagged),
+                        tagged: e.tagged.clone(),
                         value: render::PromValue::Text(e.handle.value()),
                     })
                     .collect()
             } else {
                 Vec::new()
             };
-            let mut histograms: Vec<(String, Arc<Tagged>, Histogram)> = r
+            let mut histograms: Vec<(String, Tagged, Histogram)> = r
                 .histograms
                 .iter()
-                .map(|(n, e)| (n.clone(), Arc::clone(&e.tagged), e.handle.clone()))
+                .map(|(n, e)| (n.clone(), e.tagged.clone(), e.handle.clone()))
                 .collect();
             if !used_only {
                 histograms.extend(

@@ -6,7 +6,6 @@
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use crate::histogram::{PrometheusSnapshot, QUANTILE_COUNT, SUPPORTED_BUCKETS};
 use crate::{Histogram, Tag, Tagged};
@@ -111,7 +110,7 @@ pub(crate) fn json(sel: &Selection) -> String {
 /// One stat as `/stats/prometheus` renders it.
 pub(crate) struct PromMetric {
     pub(crate) name: String,
-    pub(crate) tagged: Arc<Tagged>,
+    pub(crate) tagged: Tagged,
     pub(crate) value: PromValue,
 }
 

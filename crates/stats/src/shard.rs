@@ -1,10 +1,12 @@
-//! Per-thread shards: each recording thread writes its own cache line, reads sum the shards.
+//! Per-thread shards: each data-path thread writes its own cache line, reads sum the shards.
 //!
-//! A thread takes the next shard index the first time it records anything and keeps it for its
-//! life. The first `STAT_SHARDS - 1` threads to record (the workers, started first) own their
-//! shard alone: nobody else ever writes it, so their adds are a plain load and store, without
-//! the locked read-modify-write that was most of the cost of a stat on the request path. Every
-//! later thread shares the last shard, with atomic adds.
+//! A worker thread claims the next shard index when it starts ([`claim`]) and keeps it for its
+//! life. The first `STAT_SHARDS - 1` to claim own their shard alone: nobody else ever writes
+//! it, so their adds are a plain load and store, without the locked read-modify-write that was
+//! most of the cost of a stat on the request path. Every other thread (the main thread, xDS,
+//! admin, health checks; workers beyond the owners) records into the shared place, with
+//! atomic adds: for a counter that is a cell inside the counter, so a counter only the control
+//! plane moves never allocates the shard array (2 KiB).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,18 +25,27 @@ thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(UNASSIGNED) };
 }
 
-/// The calling thread's shard.
+/// The calling thread's shard: its own after [`claim`], else the shared one.
 #[inline]
 pub(crate) fn current() -> usize {
     SHARD.with(|s| {
         let shard = s.get();
         if shard != UNASSIGNED {
-            return shard;
+            shard
+        } else {
+            SHARED_SHARD
         }
-        let shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED_SHARD);
-        s.set(shard);
-        shard
     })
+}
+
+/// Gives the calling thread a shard of its own (while any are left), for a thread that records
+/// on the request path. Idempotent.
+pub fn claim() {
+    SHARD.with(|s| {
+        if s.get() == UNASSIGNED {
+            s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(SHARED_SHARD));
+        }
+    });
 }
 
 /// The shard every thread after the owners shares.
@@ -68,10 +79,24 @@ mod tests {
 
     #[test]
     fn a_thread_keeps_its_shard_and_threads_spread_round_robin() {
+        assert_eq!(
+            std::thread::spawn(current).join().unwrap(),
+            SHARED_SHARD,
+            "a thread that did not claim one records in the shared shard"
+        );
+        claim();
         let mine = current();
+        claim();
         assert_eq!(current(), mine);
         let others: Vec<usize> = (0..STAT_SHARDS)
-            .map(|_| std::thread::spawn(current).join().unwrap())
+            .map(|_| {
+                std::thread::spawn(|| {
+                    claim();
+                    current()
+                })
+                .join()
+                .unwrap()
+            })
             .collect();
         let mut distinct = others.clone();
         distinct.sort_unstable();

@@ -43,10 +43,10 @@ pub struct Cluster {
     /// `envoy.clusters.redis` only: the refresh manager workers report to.
     refresh: Option<RefreshTrigger>,
     /// `outlier_detection`: the cluster's detector.
-    outlier: Option<OutlierDetector>,
+    outlier: Option<Box<OutlierDetector>>,
     /// `envoy.clusters.redis` only: true once the first discovery round completed (a topology,
     /// or seeds that resolve to nothing), which ends the cluster's initialisation.
-    pub(crate) initialized: watch::Sender<bool>,
+    pub(crate) initialized: Option<watch::Sender<bool>>,
     /// Wakes the health checker when the hosts change (it starts sessions for new ones).
     pub(crate) hosts_changed: Notify,
     /// Wakes whoever waits for the first health checks (see
@@ -115,9 +115,11 @@ impl Cluster {
             refresh: config.redis_cluster.as_ref().map(RefreshTrigger::new),
             outlier: config
                 .outlier_detection
-                .clone()
-                .map(|o| OutlierDetector::new(o, store, &config.name)),
-            initialized: watch::channel(false).0,
+                .as_deref()
+                .map(|o| Box::new(OutlierDetector::new(o.clone(), store, &config.name))),
+            // Only a Redis Cluster initialises (a few hundred bytes other clusters skip).
+            initialized: (config.discovery == DiscoveryType::RedisCluster)
+                .then(|| watch::channel(false).0),
             hosts_changed: Notify::new(),
             first_checks: Notify::new(),
             tls,
@@ -145,7 +147,7 @@ impl Cluster {
         };
         let tls = config
             .upstream_tls
-            .as_ref()
+            .as_deref()
             .map(context)
             .transpose()
             .map_err(tls_error)?;
@@ -237,7 +239,7 @@ impl Cluster {
 
     /// The cluster's outlier detector, when it configures `outlier_detection`.
     pub fn outlier_detector(&self) -> Option<&OutlierDetector> {
-        self.outlier.as_ref()
+        self.outlier.as_deref()
     }
 
     /// Reports what a request to `host` came to, for outlier detection (nothing when the
@@ -312,7 +314,9 @@ impl Cluster {
     }
 
     pub(crate) fn mark_initialized(&self) {
-        self.initialized.send_replace(true);
+        if let Some(initialized) = &self.initialized {
+            initialized.send_replace(true);
+        }
     }
 
     /// Whether any host set was ever installed (a first empty assignment still counts).

@@ -511,8 +511,8 @@ impl ClusterManager {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pending = Vec::new();
         for c in self.clusters() {
-            if c.is_redis_cluster() {
-                let mut rx = c.initialized.subscribe();
+            if let Some(initialized) = &c.initialized {
+                let mut rx = initialized.subscribe();
                 let done = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v)).await;
                 if !matches!(done, Ok(Ok(_))) {
                     pending.push(c.name.clone());
@@ -746,7 +746,7 @@ impl Drop for ClusterManager {
 fn health_tasks(cluster: &Arc<Cluster>, store: &Store) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Some(hc) = &cluster.config.health_check {
-        tasks.push(health_check::spawn(cluster, hc.clone(), store));
+        tasks.push(health_check::spawn(cluster, (**hc).clone(), store));
     }
     if cluster.outlier_detector().is_some() {
         tasks.push(tokio::spawn(outlier::run_interval(Arc::downgrade(cluster))));

@@ -358,10 +358,11 @@ pub(crate) fn cluster(c: Cluster, p: &FieldPath) -> Result<model::Cluster, Confi
         healthy_panic_threshold,
         tcp_keepalive,
         transport_socket_matches,
-        health_check,
-        outlier_detection,
+        // Boxed: most clusters set none of these, and each cluster keeps its config.
+        health_check: health_check.map(Box::new),
+        outlier_detection: outlier_detection.map(Box::new),
         ignore_health_on_host_removal,
-        upstream_tls,
+        upstream_tls: upstream_tls.map(Box::new),
     })
 }
 

@@ -14,6 +14,9 @@
 //!    existing connection and on fresh connections (Envoy keeps an existing connection on the
 //!    old filter chain until the drain time closes it; redvoy moves it at once).
 //!
+//! It exits with status 1 when redvoy misses its mesh-scale targets (see `missed_targets`), after
+//! printing the table: a benchmark that fails when the targets do not hold.
+//!
 //! Knobs (environment): `BENCH_XDS_COUNT` (N, default 1000), `BENCH_XDS_TARGETS` (default
 //! `envoy redvoy`), `BENCH_XDS_ROUTE_REPEATS` (default 5), `BENCH_XDS_STEP_TIMEOUT_S` (bound
 //! on each push-to-ACK step, default 120), `BENCH_XDS_ROUTE_TIMEOUT_S` (bound on one route
@@ -794,4 +797,49 @@ fn main() {
         rows.push(run_target(*target, &knobs, &a, &b));
     }
     print_table(&rows, &knobs);
+    let missed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.target == Target::Redvoy)
+        .flat_map(|r| missed_targets(r, knobs.count))
+        .collect();
+    if !missed.is_empty() {
+        eprintln!("redvoy missed its mesh-scale targets (issue 16):");
+        for m in &missed {
+            eprintln!("  {m}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// redvoy's mesh-scale targets: with 1,000 of each, CDS and LDS each ACKed in under a second;
+/// at most 16 KiB of RSS per EDS cluster (with its assignment) and 64 KiB per redis_proxy
+/// listener. Returns what was missed.
+fn missed_targets(row: &Row, count: usize) -> Vec<String> {
+    const MAX_PUSH: Duration = Duration::from_secs(1);
+    const MAX_CLUSTER_KIB: u64 = 16;
+    const MAX_LISTENER_KIB: u64 = 64;
+    let mut missed = Vec::new();
+    if count >= DEFAULT_COUNT {
+        for (what, step) in [("CDS→ACK", &row.cds), ("LDS→ACK", &row.lds)] {
+            match step {
+                Step::Acked(t) if *t < MAX_PUSH => {}
+                other => missed.push(format!("{what}: {} (bound {MAX_PUSH:?})", other.detail())),
+            }
+        }
+    }
+    let per =
+        |from: Option<u64>, to: Option<u64>| Some(to?.saturating_sub(from?) / count.max(1) as u64);
+    let per_cluster = per(row.rss_before_kib, row.rss_after_cds_kib);
+    let per_listener = per(row.rss_after_cds_kib, row.rss_after_kib);
+    for (what, kib, bound) in [
+        ("RSS per cluster", per_cluster, MAX_CLUSTER_KIB),
+        ("RSS per listener", per_listener, MAX_LISTENER_KIB),
+    ] {
+        match kib {
+            Some(k) if k <= bound => {}
+            Some(k) => missed.push(format!("{what}: {k} KiB (bound {bound} KiB)")),
+            None => missed.push(format!("{what}: not measured")),
+        }
+    }
+    missed
 }

@@ -389,7 +389,7 @@ async fn health_checked_cds_cluster_warms_until_its_first_checks() {
         .unwrap()
         .port();
     let mut c = cluster("hc", DiscoveryType::Static, &[("127.0.0.1", port)]);
-    c.health_check = Some(health_check());
+    c.health_check = Some(Box::new(health_check()));
     cm.add_or_update(c).unwrap();
     assert!(cm.get("hc").is_none(), "active before its first check");
     assert_eq!(cm.warming_clusters().len(), 1);
@@ -421,7 +421,7 @@ async fn ejection_follows_a_rebuilt_host_and_ends_with_a_removed_one() {
     let store = Store::new();
     let cm = Arc::new(ClusterManager::new(&[], &store).await.unwrap());
     let mut c = eds_cluster("a", "svc-a");
-    c.outlier_detection = Some(model::OutlierDetection {
+    c.outlier_detection = Some(Box::new(model::OutlierDetection {
         consecutive_5xx: 1,
         consecutive_gateway_failure: 5,
         consecutive_local_origin_failure: 5,
@@ -436,7 +436,7 @@ async fn ejection_follows_a_rebuilt_host_and_ends_with_a_removed_one() {
         split_external_local_origin_errors: false,
         always_eject_one_host: false,
         successful_active_health_check_uneject_host: true,
-    });
+    }));
     cm.add_or_update(c).unwrap();
     let three = [
         ("127.0.0.1", 7001, Healthy),
