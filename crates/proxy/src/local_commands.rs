@@ -34,7 +34,7 @@ impl Session {
                         "ERR Client names cannot contain spaces, newlines or special characters.",
                     );
                 }
-                self.client.name = (!name.is_empty()).then(|| name.clone());
+                self.client.names_mut().name = (!name.is_empty()).then(|| name.clone());
                 RespValue::Simple(Bytes::from_static(b"OK"))
             }
             "getname" => {
@@ -42,6 +42,7 @@ impl Session {
                     return e;
                 }
                 self.client
+                    .names()
                     .name
                     .clone()
                     .map_or(RespValue::Null, RespValue::Bulk)
@@ -59,8 +60,8 @@ impl Session {
                 let attr = String::from_utf8_lossy(&args[2]).to_ascii_lowercase();
                 let value = (!args[3].is_empty()).then(|| args[3].clone());
                 match attr.as_str() {
-                    "lib-name" => self.client.lib_name = value,
-                    "lib-ver" => self.client.lib_ver = value,
+                    "lib-name" => self.client.names_mut().lib_name = value,
+                    "lib-ver" => self.client.names_mut().lib_ver = value,
                     _ => {
                         return error_value(&format!(
                             "ERR Unrecognized option '{}'",
@@ -97,11 +98,11 @@ impl Session {
             c.id,
             addr(c.peer),
             addr(c.local),
-            text(&c.name),
+            text(&c.names().name),
             if self.tx.active { 0 } else { -1 },
             c.resp,
-            text(&c.lib_name),
-            text(&c.lib_ver),
+            text(&c.names().lib_name),
+            text(&c.names().lib_ver),
         )
     }
 
@@ -226,7 +227,7 @@ impl Session {
             return error_value(NOAUTH);
         }
         if let Some(name) = name {
-            self.client.name = (!name.is_empty()).then_some(name);
+            self.client.names_mut().name = (!name.is_empty()).then_some(name);
         }
         self.client.resp = resp;
         let b = |s: &'static [u8]| RespValue::Bulk(Bytes::from_static(s));

@@ -412,6 +412,26 @@ mod tests {
         }
     }
 
+    /// The expected reply size for the buffer limit: up at once, down by halves, and back to
+    /// nothing after a request that brought no upstream bytes.
+    #[test]
+    fn reply_size_estimate() {
+        let mut q = PendingQueue {
+            reply_estimate: 512 * 1024,
+            ..PendingQueue::default()
+        };
+        q.learn_reply_size(4 << 20);
+        assert_eq!(q.reply_estimate, 4 << 20);
+        q.learn_reply_size(10);
+        assert_eq!(q.reply_estimate, 2 << 20);
+        for _ in 0..30 {
+            q.learn_reply_size(10);
+        }
+        assert_eq!(q.reply_estimate, 10);
+        q.learn_reply_size(0);
+        assert_eq!(q.reply_estimate, 0);
+    }
+
     #[test]
     fn composite_scan_cursor() {
         assert_eq!(split_scan_cursor(b"0"), Some((0, 0)));

@@ -14,9 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use redvoy_resp::{
-    encode, encode_resp3, Command, DecodeError, Decoder, DecoderMode, Limits, Resp3Shape, RespValue,
-};
+use redvoy_resp::{encode, encode_resp3, Command, DecodeError, Resp3Shape, RespValue};
 use redvoy_tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::sleep_until;
@@ -40,9 +38,6 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Upstream replies this large are written from their own buffer, not copied into the
 /// session's.
 const DIRECT_WRITE: usize = 64 * 1024;
-
-/// Argument slots an idle session keeps (a few hundred bytes at most).
-const RETAINED_ARGS: usize = 8;
 
 /// Client ids, unique within the process, as Redis numbers its clients.
 static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -131,10 +126,9 @@ async fn read_some(stream: &mut Stream, input: &mut BytesMut) -> std::io::Result
 
 impl<S: FilterUpdates> Connection<S> {
     async fn serve(&mut self, mut stream: Stream, input: &mut BytesMut) -> std::io::Result<()> {
-        let mut decoder = Decoder::new(DecoderMode::Request, Limits::default());
-        // One argument vector for every request of the connection.
-        let mut args: Vec<Bytes> = Vec::new();
-        let mut output = BytesMut::new();
+        // The decoder, argument vector and reply buffer: held while the session has work,
+        // given back to the worker when it is idle (see `spare.rs`).
+        let mut scratch: Option<Box<spare::Scratch>> = None;
         // A large upstream reply, written from the upstream's buffer instead of copied.
         let mut direct: Option<Bytes> = None;
         let mut close_after_flush = false;
@@ -162,11 +156,17 @@ impl<S: FilterUpdates> Connection<S> {
                     }
                 }
             }
+            let work = scratch.get_or_insert_with(spare::take_scratch);
+            let spare::Scratch {
+                decoder,
+                args,
+                output,
+            } = &mut **work;
             // Dispatch what is already buffered, up to the in-flight bounds.
             while !self.session.stop_reading && self.dispatch_open() {
-                match decoder.decode_command(input, &mut args) {
+                match decoder.decode_command(input, args) {
                     Ok(Some(Command::Args { raw, verbatim })) => {
-                        self.session.on_command(&raw, &args, verbatim);
+                        self.session.on_command(&raw, args, verbatim);
                         // The arguments are slices of the read buffer: let it go once the
                         // request is dispatched.
                         args.clear();
@@ -181,9 +181,9 @@ impl<S: FilterUpdates> Connection<S> {
             }
             let filter = Rc::clone(&self.session.filter);
             let stats = &filter.config.stats;
-            let wake_at = self.drain(&mut output, &mut direct, &mut close_after_flush);
+            let wake_at = self.drain(output, &mut direct, &mut close_after_flush);
             if !output.is_empty() || direct.is_some() {
-                let chunk: &[u8] = direct.as_deref().unwrap_or(&output);
+                let chunk: &[u8] = direct.as_deref().unwrap_or(output);
                 let n = chunk.len() as u64;
                 // downstream_cx_tx_bytes_buffered stays unwritten, as in Envoy, whose writes
                 // to a client socket that keeps up never leave bytes buffered.
@@ -226,14 +226,17 @@ impl<S: FilterUpdates> Connection<S> {
                 let slots = std::mem::take(&mut self.session.shared.queue.borrow_mut().slots);
                 spare::give_back_queue(slots);
             }
-            if pending == 0 && input.is_empty() && input.capacity() > 0 {
-                spare::give_back_buffer(std::mem::take(input));
-                if args.capacity() > RETAINED_ARGS {
-                    args = Vec::new();
-                }
-            }
             if output.capacity() > WRITE_HIGH_WATER {
-                output = BytesMut::new();
+                *output = BytesMut::new();
+            }
+            if pending == 0 && input.is_empty() {
+                if input.capacity() > 0 {
+                    spare::give_back_buffer(std::mem::take(input));
+                }
+                // Between frames (the input is empty) with nothing to write.
+                if let Some(work) = scratch.take() {
+                    spare::give_back_scratch(work);
+                }
             }
             tokio::select! {
                 res = read_some(&mut stream, input), if can_read => {

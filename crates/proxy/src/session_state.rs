@@ -163,11 +163,34 @@ pub(crate) struct ClientInfo {
     pub(crate) id: u64,
     pub(crate) peer: Option<std::net::SocketAddr>,
     pub(crate) local: Option<std::net::SocketAddr>,
+    /// CLIENT SETNAME / SETINFO: boxed, and only once a client sets one, as most never do and
+    /// every idle connection would carry the room.
+    pub(crate) names: Option<Box<ClientNames>>,
+    /// RESP version negotiated with HELLO (2 until `HELLO 3`).
+    pub(crate) resp: u8,
+}
+
+/// The names a client gives itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientNames {
     pub(crate) name: Option<Bytes>,
     pub(crate) lib_name: Option<Bytes>,
     pub(crate) lib_ver: Option<Bytes>,
-    /// RESP version negotiated with HELLO (2 until `HELLO 3`).
-    pub(crate) resp: u8,
+}
+
+impl ClientInfo {
+    pub(crate) fn names(&self) -> &ClientNames {
+        static NONE: ClientNames = ClientNames {
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+        };
+        self.names.as_deref().unwrap_or(&NONE)
+    }
+
+    pub(crate) fn names_mut(&mut self) -> &mut ClientNames {
+        self.names.get_or_insert_with(Box::default)
+    }
 }
 
 /// A client's transaction: WATCH, MULTI, the queued commands and EXEC/DISCARD all run on
@@ -180,10 +203,16 @@ pub(crate) struct Transaction {
     pub(crate) active: bool,
     /// A command was refused while queuing: EXEC answers EXECABORT and commits nothing.
     pub(crate) aborted: bool,
-    /// Where the transaction runs (route pool, slot or host), from its first key.
-    pub(crate) placement: Option<(usize, Placement)>,
     /// Dedicated connections: the route's pool first, then one per mirror.
     pub(crate) clients: Vec<Rc<UpstreamClient>>,
+    /// The rest, only while a transaction runs: every idle connection would carry the room.
+    pub(crate) detail: Option<Box<TransactionDetail>>,
+}
+
+#[derive(Default)]
+pub(crate) struct TransactionDetail {
+    /// Where the transaction runs (route pool, slot or host), from its first key.
+    pub(crate) placement: Option<(usize, Placement)>,
     /// For each entry of `clients` after the first: mirrors skip reads when set.
     pub(crate) mirror_excludes_reads: Vec<bool>,
     /// RESP3 clients: the reply shape of each command queued upstream, for EXEC's reply.
@@ -195,10 +224,22 @@ impl Transaction {
         for c in self.clients.drain(..) {
             c.close_when_idle();
         }
-        self.mirror_excludes_reads.clear();
-        self.queued_shapes.clear();
+        self.detail = None;
         self.active = false;
         self.aborted = false;
-        self.placement = None;
+    }
+
+    pub(crate) fn detail(&mut self) -> &mut TransactionDetail {
+        self.detail.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn placement(&self) -> Option<(usize, Placement)> {
+        self.detail.as_ref().and_then(|d| d.placement)
+    }
+
+    pub(crate) fn mirror_excludes_reads(&self) -> &[bool] {
+        self.detail
+            .as_ref()
+            .map_or(&[], |d| d.mirror_excludes_reads.as_slice())
     }
 }

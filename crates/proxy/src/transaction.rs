@@ -57,7 +57,7 @@ impl Session {
     /// open yet. The error is the reply for the client.
     fn join_transaction(&mut self, keys: &[Bytes]) -> Result<(), RespValue> {
         let config = Arc::clone(&self.filter.config);
-        let mut joined = self.tx.placement;
+        let mut joined = self.tx.placement();
         for key in keys {
             let Some((route, routed_key)) = config.router.route(key) else {
                 return Err(error_value(NO_UPSTREAM_HOST));
@@ -80,7 +80,7 @@ impl Session {
                 return Err(error_value(NO_UPSTREAM_HOST));
             }
         }
-        self.tx.placement = joined;
+        self.tx.detail().placement = joined;
         Ok(())
     }
 
@@ -112,7 +112,7 @@ impl Session {
             }
         }
         self.tx.clients = clients;
-        self.tx.mirror_excludes_reads = excludes;
+        self.tx.detail().mirror_excludes_reads = excludes;
         true
     }
 
@@ -150,7 +150,7 @@ impl Session {
         if let Some(primary) = clients.next() {
             primary.send(request, completion, stat);
         }
-        for (client, excludes_reads) in clients.zip(&self.tx.mirror_excludes_reads) {
+        for (client, excludes_reads) in clients.zip(self.tx.mirror_excludes_reads()) {
             if !(read && *excludes_reads) {
                 client.send(request, None, stat);
             }
@@ -190,7 +190,8 @@ impl Session {
                 let seq = self.next_seq();
                 self.send_in_transaction(r);
                 if r.cmd == "exec" && self.resp3_shape.get().is_some() {
-                    let shapes = std::mem::take(&mut self.tx.queued_shapes).into_boxed_slice();
+                    let shapes =
+                        std::mem::take(&mut self.tx.detail().queued_shapes).into_boxed_slice();
                     self.with_slot(seq, |slot| slot.exec_shapes = Some(shapes));
                 }
                 self.tx.close();
@@ -231,7 +232,7 @@ impl Session {
         self.send_in_transaction(r);
         if let Some(shape) = self.resp3_shape.get() {
             // A RESP3 client's EXEC reply is converted element by element.
-            self.tx.queued_shapes.push(shape);
+            self.tx.detail().queued_shapes.push(shape);
         }
     }
 }
