@@ -31,6 +31,9 @@ use crate::redirect::{RedirectRequest, Redirection, Redirector};
 
 /// Read buffer growth step for upstream replies.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most a read reserves ahead for a bulk value whose length its header announced; beyond it
+/// the buffer grows as bytes arrive.
+const MAX_BULK_RESERVE: usize = 16 * 1024 * 1024;
 /// A write buffer larger than this (after a burst) is freed once written, not kept.
 const RETAINED_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -596,9 +599,10 @@ impl UpstreamClient {
                             }
                             match decoder.bulk_end_hint() {
                                 // A large value: one buffer of its size, so the reply that
-                                // keeps it pins no more than it (a slow client's replies).
+                                // keeps it pins no more than it (a slow client's replies). Up
+                                // to a bound: a header alone must not reserve 512 MiB.
                                 Some(end) if end > rbuf.capacity() => {
-                                    rbuf.reserve(end - rbuf.len());
+                                    rbuf.reserve((end - rbuf.len()).min(MAX_BULK_RESERVE));
                                 }
                                 _ if rbuf.capacity() - rbuf.len() < 4096 => {
                                     rbuf.reserve(READ_CHUNK);

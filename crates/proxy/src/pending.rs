@@ -125,18 +125,19 @@ pub(crate) struct PendingQueue {
     /// What one more upstream reply to this client is expected to weigh, for the buffer limit
     /// (see `session.rs`): the session starts it at half the limit; a completed request
     /// raises it to its reply's size at once, or halves it towards a smaller one; a request
-    /// that completed without upstream bytes (refused, failed, timed out) resets it, because
-    /// it brought nothing large and holding its followers back would only queue them behind a
-    /// dead host.
+    /// that completed without upstream bytes (refused, failed, timed out) halves it too, as it
+    /// brought nothing large: requests behind a dead host go in widening waves instead of two
+    /// at a time.
     pub(crate) reply_estimate: usize,
+    /// Slots still waiting for upstream replies (the ones the estimate applies to; replies the
+    /// proxy makes up itself are ready at once).
+    pub(crate) waiting: usize,
 }
 
 impl PendingQueue {
     fn learn_reply_size(&mut self, bytes: usize) {
         let e = &mut self.reply_estimate;
-        *e = if bytes == 0 {
-            0
-        } else if bytes >= *e {
+        *e = if bytes >= *e {
             bytes
         } else {
             bytes.max(*e / 2)
@@ -206,6 +207,7 @@ impl SessionShared {
             finish(slot);
             let bytes = slot.bytes;
             queue.learn_reply_size(bytes);
+            queue.waiting = queue.waiting.saturating_sub(1);
             drop(guard);
             // Replies are written from the front only: a later slot completing cannot let the
             // session write anything, so it is not woken for it (it will be once the front
@@ -412,8 +414,8 @@ mod tests {
         }
     }
 
-    /// The expected reply size for the buffer limit: up at once, down by halves, and back to
-    /// nothing after a request that brought no upstream bytes.
+    /// The expected reply size for the buffer limit: up at once, down by halves (also after a
+    /// request that brought no upstream bytes).
     #[test]
     fn reply_size_estimate() {
         let mut q = PendingQueue {
@@ -429,7 +431,10 @@ mod tests {
         }
         assert_eq!(q.reply_estimate, 10);
         q.learn_reply_size(0);
-        assert_eq!(q.reply_estimate, 0);
+        assert_eq!(q.reply_estimate, 5);
+        q.learn_reply_size(4 << 20);
+        q.learn_reply_size(0);
+        assert_eq!(q.reply_estimate, 2 << 20);
     }
 
     #[test]

@@ -223,7 +223,11 @@ impl<S: FilterUpdates> Connection<S> {
             // An idle client holds no buffers: buffers are taken when bytes arrive, so a
             // thousand idle connections cost a few hundred bytes each, not 16 KiB.
             if pending == 0 {
-                let slots = std::mem::take(&mut self.session.shared.queue.borrow_mut().slots);
+                let mut queue = self.session.shared.queue.borrow_mut();
+                // Nothing is pending, so nothing waits either, whatever completed how.
+                queue.waiting = 0;
+                let slots = std::mem::take(&mut queue.slots);
+                drop(queue);
                 spare::give_back_queue(slots);
             }
             if output.capacity() > WRITE_HIGH_WATER {
@@ -333,6 +337,7 @@ impl<S: FilterUpdates> Connection<S> {
                 queue.slots.clear();
                 config.stats.downstream_rq_active.sub(dropped);
                 queue.held_bytes = 0;
+                queue.waiting = 0;
                 return None;
             }
         }
@@ -340,8 +345,9 @@ impl<S: FilterUpdates> Connection<S> {
     }
 
     /// Whether another request may be dispatched: fewer than `MAX_PENDING_REQUESTS` in flight
-    /// and, under a buffer limit, the replies held plus those expected (one estimate each)
-    /// below it. A client with nothing in flight may always send one request.
+    /// and, under a buffer limit, the replies held plus those expected (one estimate for each
+    /// request still waiting upstream) below it. A client with nothing in flight may always
+    /// send one request.
     fn dispatch_open(&self) -> bool {
         let queue = self.session.shared.queue.borrow();
         let in_flight = queue.slots.len();
@@ -349,7 +355,8 @@ impl<S: FilterUpdates> Connection<S> {
         in_flight == 0
             || (in_flight < MAX_PENDING_REQUESTS
                 && (limit == 0
-                    || queue.held_bytes + in_flight.saturating_mul(queue.reply_estimate) < limit))
+                    || queue.held_bytes + queue.waiting.saturating_mul(queue.reply_estimate)
+                        < limit))
     }
 
     /// Writes `output` to the client (and flushes what TLS holds back). False when the client

@@ -64,6 +64,9 @@ impl Session {
             q.slots = crate::spare::take_queue();
         }
         let seq = q.head + q.slots.len() as u64;
+        if slot.remaining > 0 {
+            q.waiting += 1;
+        }
         q.slots.push_back(slot);
         seq
     }

@@ -369,8 +369,11 @@ impl Registry {
             .collect()
     }
 
-    fn is_untouched(&self, kind: Kind, name: &str) -> bool {
+    /// A deferred stat of `kind` not created yet (`matcher`: the store's stats matcher, which
+    /// may reject it).
+    fn is_untouched(&self, kind: Kind, name: &str, matcher: &CompiledMatcher) -> bool {
         !self.created(kind, name)
+            && !matcher.rejects(name)
             && self
                 .deferred
                 .values()
@@ -574,9 +577,9 @@ impl Store {
                 .or_else(|| r.histograms.get(name).map(|e| e.tagged.clone()))
                 .or_else(|| r.text_readouts.get(name).map(|e| e.tagged.clone()))
                 .or_else(|| {
-                    let untouched = r.is_untouched(Kind::Counter, name)
-                        || r.is_untouched(Kind::Gauge, name)
-                        || r.is_untouched(Kind::Histogram, name);
+                    let untouched = r.is_untouched(Kind::Counter, name, &self.config.matcher)
+                        || r.is_untouched(Kind::Gauge, name, &self.config.matcher)
+                        || r.is_untouched(Kind::Histogram, name, &self.config.matcher);
                     untouched.then(|| {
                         let (extracted, tags) = self.config.tags.produce(name);
                         Tagged::new((extracted, tags))
@@ -638,8 +641,9 @@ impl Store {
                 .map(|e| e.handle.value())
                 .or_else(|| r.gauges.get(name).map(|e| e.handle.value()))
                 .or_else(|| {
-                    (r.is_untouched(Kind::Counter, name) || r.is_untouched(Kind::Gauge, name))
-                        .then_some(0)
+                    (r.is_untouched(Kind::Counter, name, &self.config.matcher)
+                        || r.is_untouched(Kind::Gauge, name, &self.config.matcher))
+                    .then_some(0)
                 })
         })
     }
@@ -704,41 +708,35 @@ impl Store {
             value: render::PromValue::Number(value),
         };
         let families = self.with(|r| {
-            let mut counters: Vec<render::PromMetric> = r
+            let counters: Vec<render::PromMetric> = r
                 .counters
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
                 .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
-            let mut gauges: Vec<render::PromMetric> = r
+            let gauges: Vec<render::PromMetric> = r
                 .gauges
                 .iter()
                 .filter(|(n, e)| keep(n, e.handle.used()))
                 .map(|(n, e)| number(n, &e.tagged, e.handle.value()))
                 .collect();
-            if !used_only {
-                let zero = |name: String| {
-                    let (extracted, tags) = self.config.tags.produce(&name);
-                    render::PromMetric {
-                        name,
-                        tagged: Tagged::new((extracted, tags)),
-                        value: render::PromValue::Number(0),
-                    }
-                };
-                let matcher = &self.config.matcher;
-                counters.extend(
-                    r.untouched(Kind::Counter, matcher)
-                        .into_iter()
-                        .filter(|n| keep(n, false))
-                        .map(zero),
-                );
-                gauges.extend(
-                    r.untouched(Kind::Gauge, matcher)
-                        .into_iter()
-                        .filter(|n| keep(n, false))
-                        .map(zero),
-                );
-            }
+            // Deferred stats not created yet: only their names under the lock (the tag
+            // extraction, regexes, runs after it, so a worker creating a stat never waits on a
+            // scrape's extraction).
+            let untouched = |kind| {
+                if used_only {
+                    return Vec::new();
+                }
+                r.untouched(kind, &self.config.matcher)
+                    .into_iter()
+                    .filter(|n| keep(n, false))
+                    .collect::<Vec<String>>()
+            };
+            let untouched_names = [
+                untouched(Kind::Counter),
+                untouched(Kind::Gauge),
+                untouched(Kind::Histogram),
+            ];
             let texts = if text_readouts {
                 r.text_readouts
                     .iter()
@@ -752,26 +750,27 @@ impl Store {
             } else {
                 Vec::new()
             };
-            let mut histograms: Vec<(String, Tagged, Histogram)> = r
+            let histograms: Vec<(String, Tagged, Histogram)> = r
                 .histograms
                 .iter()
                 .map(|(n, e)| (n.clone(), e.tagged.clone(), e.handle.clone()))
                 .collect();
-            if !used_only {
-                histograms.extend(
-                    r.untouched(Kind::Histogram, &self.config.matcher)
-                        .into_iter()
-                        .filter(|n| keep(n, false))
-                        .map(|name| {
-                            let (extracted, tags) = self.config.tags.produce(&name);
-                            let tagged = Tagged::new((extracted, tags));
-                            (name, tagged, untouched_histogram())
-                        }),
-                );
-            }
-            (counters, gauges, texts, histograms)
+            (counters, gauges, texts, histograms, untouched_names)
         });
-        let (counters, gauges, texts, histograms) = families;
+        let (mut counters, mut gauges, texts, mut histograms, untouched_names) = families;
+        let [untouched_counters, untouched_gauges, untouched_histograms] = untouched_names;
+        let tagged = |name: &str| Tagged::new(self.config.tags.produce(name));
+        let zero = |name: String| render::PromMetric {
+            tagged: tagged(&name),
+            name,
+            value: render::PromValue::Number(0),
+        };
+        counters.extend(untouched_counters.into_iter().map(zero));
+        gauges.extend(untouched_gauges.into_iter().map(zero));
+        histograms.extend(untouched_histograms.into_iter().map(|name| {
+            let t = tagged(&name);
+            (name, t, untouched_histogram())
+        }));
         // Histogram data is read outside the registry lock: it takes each histogram's own lock.
         let histograms = histograms
             .into_iter()
