@@ -16,8 +16,7 @@ use redvoy_test_util::xds::{
     TYPE_SECRET,
 };
 use redvoy_test_util::{
-    same_on_all_targets, AdsServer, Level, Proxy, ProxyOptions, ReadyCheck, RedisServer, Rows,
-    REDIS_PROXY_TYPE,
+    same_on_all_targets, AdsServer, Level, Proxy, RedisServer, Rows, REDIS_PROXY_TYPE,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -238,14 +237,7 @@ fn start_with_agent(
     let agent = AdsServer::start_unix(&socket).unwrap_or_else(|e| panic!("SDS: {e}"));
     let sds_cluster = sds_grpc_cluster_yaml(&socket.display().to_string());
     let yaml = bootstrap(common, redis_port, &sds_cluster, "");
-    let proxy = Proxy::start_with(
-        target,
-        &yaml,
-        &ProxyOptions {
-            ready_check: ReadyCheck::AdminAnswers,
-            ..ProxyOptions::default()
-        },
-    );
+    let proxy = Proxy::start_admin_answering(target, &yaml);
     (dir, agent, proxy)
 }
 
@@ -501,13 +493,9 @@ fn secrets_over_ads_like_envoy() {
                 )],
             );
             ads.set_messages("l1", &[redis_listener("l1", port, "tlsredis")]);
-            let proxy = Proxy::start_with(
+            let proxy = Proxy::start_admin_answering(
                 target,
                 &xds_bootstrap(&ads, &XdsBootstrap::new(variant)),
-                &ProxyOptions {
-                    ready_check: ReadyCheck::AdminAnswers,
-                    ..ProxyOptions::default()
-                },
             );
             let mut rows: Rows = Vec::new();
             // The secret is asked for on ADS; until it comes, the cluster warms and LDS waits.

@@ -15,8 +15,7 @@ use redvoy_test_util::xds::{
 };
 use redvoy_test_util::{
     free_port, port_open, same_on_all_targets, try_wait_for, wait_for, wait_port_closed, AdsServer,
-    Level, Proxy, ProxyOptions, ReadyCheck, RedisServer, Reply, RespClient, Rows, Stats, Target,
-    Variant,
+    Level, Proxy, RedisServer, Reply, RespClient, Rows, Stats, Target, Variant,
 };
 
 use crate::targets;
@@ -452,14 +451,7 @@ fn fetch_timeout_scenario(target: Target, variant: Variant) -> Rows {
     let mut options = XdsBootstrap::new(variant);
     options.lds_initial_fetch_timeout = Some(Duration::from_secs(1));
     let yaml = xds_bootstrap(&server, &options);
-    let proxy = Proxy::start_with(
-        target,
-        &yaml,
-        &ProxyOptions {
-            ready_check: ReadyCheck::AdminAnswers,
-            ..ProxyOptions::default()
-        },
-    );
+    let proxy = Proxy::start_admin_answering(target, &yaml);
     proxy.expect_log(
         Level::Warn,
         "xDS: initial fetch timed out for type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -515,14 +507,7 @@ fn zero_initial_fetch_timeout_waits_for_lds() {
         options.lds_initial_fetch_timeout = Some(Duration::ZERO);
         options.cds_initial_fetch_timeout = Some(Duration::ZERO);
         let yaml = xds_bootstrap(&server, &options);
-        let proxy = Proxy::start_with(
-            target,
-            &yaml,
-            &ProxyOptions {
-                ready_check: ReadyCheck::AdminAnswers,
-                ..ProxyOptions::default()
-            },
-        );
+        let proxy = Proxy::start_admin_answering(target, &yaml);
         server.wait_for_request(0, XDS_WAIT, "the CDS subscription", |r| {
             r.type_url == TYPE_CLUSTER
         });

@@ -246,6 +246,16 @@ impl Proxy {
         Self::start(Target::Redvoy, bootstrap, args)
     }
 
+    /// Starts `target` and waits only until its admin port answers, not for `/ready` (a proxy
+    /// still waiting for its first xDS or SDS resources).
+    pub fn start_admin_answering(target: Target, bootstrap: &str) -> Proxy {
+        let options = ProxyOptions {
+            ready_check: ReadyCheck::AdminAnswers,
+            ..ProxyOptions::default()
+        };
+        Self::start_with(target, bootstrap, &options)
+    }
+
     pub fn start_with(target: Target, bootstrap: &str, options: &ProxyOptions) -> Proxy {
         let mut attempt = 1;
         loop {
