@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use redvoy_test_util::{
-    bootstrap, catch_all_filter, dedent, try_wait_for, Cluster, Proxy, RedisServer, Reply,
+    bootstrap, catch_all_filter, dedent, rss_kib, try_wait_for, Cluster, Proxy, RedisServer, Reply,
     RespClient, Target,
 };
 
@@ -30,15 +30,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTHY_REQUESTS: usize = 500;
 
 fn rss_mib(proxy: &Proxy) -> u64 {
-    let Some(pid) = proxy.pid() else {
-        panic!("the proxy is not running");
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib / 1024)
+    match rss_kib(proxy.pid()) {
+        Some(kib) => kib / 1024,
+        None => panic!("the proxy is not running"),
+    }
 }
 
 fn slow_reader(port: u16) -> RespClient {

@@ -43,7 +43,7 @@ pub use net::{
     free_port, http, http_unix, port_open, try_wait_for, wait_for, Blackhole, HttpResponse,
 };
 pub use netns::{NetNs, NsRedis};
-pub use process::listening_sockets;
+pub use process::{listening_sockets, rss_kib};
 pub use proxy::{
     targets, validate, wait_port_closed, Proxy, ProxyOptions, ReadyCheck, RunOutput, Stats, Target,
     ADMIN_SOCKET,

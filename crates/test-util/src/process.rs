@@ -112,3 +112,13 @@ fn proc_tcp_address(hex: &str) -> String {
         _ => format!("[{ip}]:{port}"),
     }
 }
+
+/// A process's resident memory (`VmRSS`) in KiB; `None` once it is gone.
+pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

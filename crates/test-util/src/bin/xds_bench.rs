@@ -42,7 +42,7 @@ use redvoy_test_util::xds::{
     XdsBootstrap,
 };
 use redvoy_test_util::{
-    encode_command, free_port, AdsServer, Proxy, ProxyOptions, ReadOutcome, ReadyCheck,
+    encode_command, free_port, rss_kib, AdsServer, Proxy, ProxyOptions, ReadOutcome, ReadyCheck,
     RecordedRequest, RedisServer, Reply, RespClient, Stats, Target, Variant,
 };
 
@@ -267,15 +267,6 @@ impl Row {
             notes: Vec::new(),
         }
     }
-}
-
-fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn comm(pid: Option<u32>) -> String {
