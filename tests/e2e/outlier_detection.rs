@@ -110,6 +110,7 @@ fn dead_server_is_ejected_and_returns_like_envoy() {
             Reply::Error(e) => {
                 assert_eq!(e, b"upstream failure", "{target}");
                 failures += 1;
+                settle(&proxy);
                 None
             }
             _ => Some(()),
@@ -160,12 +161,35 @@ fn default_max_ejection_percent_never_ejects_one_of_three_like_envoy() {
         });
         assert!(noticed.is_some(), "{target}: the close was never seen");
         let mut client = proxy.client();
-        for _ in 0..6 {
+        // Envoy's worker posts each detection to the main thread, which counts it and only
+        // then starts the host's counter again; a failure that reaches the worker first is
+        // added to the old count, so under load Envoy may see one detection fewer. Waiting
+        // for each detection to be counted (3rd failure: consecutive_5xx, 5th: gateway
+        // failure, 6th: the second consecutive_5xx) makes the sequence the same every run.
+        let detected = |kind: &str| {
+            proxy.stat(&format!(
+                "cluster.redis.outlier_detection.ejections_detected_{kind}"
+            ))
+        };
+        for failure in 1..=6 {
             assert_eq!(
                 client.cmd(&["GET", &key]),
                 Reply::err("upstream failure"),
                 "{target}"
             );
+            let wanted = match failure {
+                3 => Some(("consecutive_5xx", 1)),
+                5 => Some(("consecutive_gateway_failure", 1)),
+                6 => Some(("consecutive_5xx", 2)),
+                _ => None,
+            };
+            if let Some((kind, count)) = wanted {
+                let counted = try_wait_for(WAIT, || (detected(kind) >= count).then_some(()));
+                assert!(
+                    counted.is_some(),
+                    "{target}: failure {failure}: {kind} never detected"
+                );
+            }
         }
         rows.push(("flags".into(), format!("{:?}", flags(&proxy, &servers))));
         outlier_stats(&proxy, &mut rows, "6 failures");
@@ -211,6 +235,14 @@ fn start_logging(
     (Proxy::start(target, &yaml, &[]), log)
 }
 
+/// Envoy ejects a host on its main thread and only then tells the workers; a GET that
+/// reaches the worker before that still goes to the ejected host. One admin request (served
+/// by the main thread) after each failure gives that hand-off its turn, so a loaded machine
+/// does not count one failure more on Envoy. redvoy ejects before it answers the failure.
+fn settle(proxy: &Proxy) {
+    proxy.admin("GET", "/ready");
+}
+
 /// GETs `key` one request at a time until a reply is not `upstream failure`; the failures.
 fn failures_until_rerouted(proxy: &Proxy, key: &str) -> usize {
     let mut client = proxy.client();
@@ -219,6 +251,7 @@ fn failures_until_rerouted(proxy: &Proxy, key: &str) -> usize {
         Reply::Error(e) => {
             assert_eq!(e, b"upstream failure", "{}", proxy.target());
             failures += 1;
+            settle(proxy);
             None
         }
         _ => Some(()),
