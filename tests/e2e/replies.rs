@@ -66,6 +66,9 @@ fn cases() -> Vec<Case> {
         case("unknown with args", &[&["foo", "bar", "baz"]], Some("-ERR unknown command 'foo', with args beginning with: bar\\r\\n | open")),
         case("unknown mixed case", &[&["FoO", "Bar"]], Some("-ERR unknown command 'FoO', with args beginning with: Bar\\r\\n | open")),
         case("unknown empty arg", &[&["FOO", ""]], Some("-ERR unknown command 'FOO', with args beginning with: \\r\\n | open")),
+        // A line break quoted from the client is written as spaces (else the reply would end early).
+        case("unknown CRLF in arg", &[&["FOO", "a\r\nb"]], Some("-ERR unknown command 'FOO', with args beginning with: a  b\\r\\n | open")),
+        case("cluster CRLF in subcommand", &[&["CLUSTER", "a\rb\n"]], Some("-ERR cluster subcommand 'a b ' is not supported\\r\\n | open")),
         case("COMMAND", &[&["COMMAND"]], Some("-ERR unknown command 'COMMAND', with args beginning with: \\r\\n | open")),
         case("MONITOR", &[&["MONITOR"]], Some("-ERR unknown command 'MONITOR', with args beginning with: \\r\\n | open")),
         case("SUBSCRIBE ch", &[&["SUBSCRIBE", "ch"]], Some("-ERR unknown command 'SUBSCRIBE', with args beginning with: ch\\r\\n | open")),

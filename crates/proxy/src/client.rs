@@ -757,6 +757,24 @@ impl UpstreamClient {
     }
 
     /// Fails everything pending and returns to `Idle` so the next request reconnects.
+    /// Requests are queued on this connection (fuzzing: the harness answers them).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.inner.borrow().pending.is_empty()
+    }
+
+    /// The harness's dead connection: every queued request fails.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn fail_pending(&self) {
+        self.fail_all();
+    }
+
+    /// The harness's upstream reply to the oldest queued request.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn answer(&self, frame: Frame) -> bool {
+        self.on_reply(frame)
+    }
+
     fn fail_all(&self) {
         self.fail_all_with(UpstreamFailure::Failure);
     }

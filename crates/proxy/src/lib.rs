@@ -15,6 +15,8 @@ mod conn_limit;
 mod drain;
 mod faults;
 mod filter;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod listener;
 mod listener_stats;
 mod local_commands;

@@ -124,6 +124,19 @@ impl ClusterPool {
         cache.clients = clients;
     }
 
+    /// Every connection of this pool, known hosts' and redirection targets' (fuzzing).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn clients(&self) -> Vec<Rc<UpstreamClient>> {
+        let cache = self.cache.borrow();
+        cache
+            .clients
+            .iter()
+            .flatten()
+            .chain(cache.unknown.values())
+            .cloned()
+            .collect()
+    }
+
     /// Envoy's key hash for non-Redis-Cluster clusters.
     pub(crate) fn hash_key(&self, key: &[u8]) -> u64 {
         let k = if self.enable_hashtagging {

@@ -181,7 +181,13 @@ impl<S: FilterUpdates> Connection<S> {
             }
             let filter = Rc::clone(&self.session.filter);
             let stats = &filter.config.stats;
-            let wake_at = self.drain(output, &mut direct, &mut close_after_flush);
+            let wake_at = drain(
+                &self.session,
+                clock::now(),
+                output,
+                &mut direct,
+                &mut close_after_flush,
+            );
             if !output.is_empty() || direct.is_some() {
                 let chunk: &[u8] = direct.as_deref().unwrap_or(output);
                 let n = chunk.len() as u64;
@@ -274,74 +280,6 @@ impl<S: FilterUpdates> Connection<S> {
             }
             clock::refresh();
         }
-    }
-
-    /// Moves every ready reply at the front of the queue into `output`, recording stats; a
-    /// large upstream reply goes to `direct` instead, alone, so it is written without a copy
-    /// (a client that does not read then pins one copy of it, not two). Returns when a delayed
-    /// reply at the front will be due.
-    fn drain(
-        &mut self,
-        output: &mut BytesMut,
-        direct: &mut Option<Bytes>,
-        close: &mut bool,
-    ) -> Option<Instant> {
-        let config = &self.session.filter.config;
-        let now = clock::now();
-        let mut queue = self.session.shared.queue.borrow_mut();
-        while output.len() < WRITE_HIGH_WATER && direct.is_none() {
-            let large_next = queue.slots.front().is_some_and(
-                |s| matches!(&s.reply, Some(Reply::Raw(b)) if b.len() >= DIRECT_WRITE),
-            );
-            if large_next && !output.is_empty() {
-                // Written after what is in `output`, by the next call.
-                return None;
-            }
-            let slot = match queue.pop_ready(now) {
-                Ok(slot) => slot,
-                Err(wake_at) => return wake_at,
-            };
-            match (&slot.reply, slot.resp3) {
-                // Raw only for RESP2 clients (see `apply`).
-                (Some(Reply::Raw(bytes)), _) if bytes.len() >= DIRECT_WRITE => {
-                    *direct = Some(bytes.clone())
-                }
-                (Some(Reply::Raw(bytes)), _) => output.extend_from_slice(bytes),
-                (Some(Reply::Value(v)), None) => v.encode(output),
-                (Some(Reply::Value(v)), Some(shape)) => {
-                    encode_for_resp3(v, shape, slot.exec_shapes.as_deref(), output)
-                }
-                (None, _) => {}
-            }
-            config.stats.downstream_rq_active.dec();
-            if let Some(cs) = slot.command.and_then(|i| config.stats.command_at(i)) {
-                if slot.error {
-                    cs.error.inc();
-                } else {
-                    cs.success.inc();
-                }
-                if slot.delay.is_some() {
-                    cs.delay_fault.inc();
-                }
-                let elapsed = now.saturating_duration_since(slot.started);
-                cs.latency.record(if config.stats.latency_in_micros {
-                    elapsed.as_micros() as u64
-                } else {
-                    elapsed.as_millis() as u64
-                });
-            }
-            if slot.after == After::Close {
-                *close = true;
-                // Nothing after QUIT is answered.
-                let dropped = queue.slots.len() as u64;
-                queue.slots.clear();
-                config.stats.downstream_rq_active.sub(dropped);
-                queue.held_bytes = 0;
-                queue.waiting = 0;
-                return None;
-            }
-        }
-        None
     }
 
     /// Whether another request may be dispatched: fewer than `MAX_PENDING_REQUESTS` in flight
@@ -448,6 +386,75 @@ impl<S: FilterUpdates> Connection<S> {
         // drain() decrements downstream_rq_active for every slot; this one is not a request.
         self.session.filter.config.stats.downstream_rq_active.inc();
     }
+}
+
+/// Moves every ready reply at the front of the queue into `output`, recording stats; a
+/// large upstream reply goes to `direct` instead, alone, so it is written without a copy
+/// (a client that does not read then pins one copy of it, not two). Returns when a delayed
+/// reply at the front will be due.
+pub(crate) fn drain(
+    session: &Session,
+    now: Instant,
+    output: &mut BytesMut,
+    direct: &mut Option<Bytes>,
+    close: &mut bool,
+) -> Option<Instant> {
+    let config = &session.filter.config;
+    let mut queue = session.shared.queue.borrow_mut();
+    while output.len() < WRITE_HIGH_WATER && direct.is_none() {
+        let large_next = queue
+            .slots
+            .front()
+            .is_some_and(|s| matches!(&s.reply, Some(Reply::Raw(b)) if b.len() >= DIRECT_WRITE));
+        if large_next && !output.is_empty() {
+            // Written after what is in `output`, by the next call.
+            return None;
+        }
+        let slot = match queue.pop_ready(now) {
+            Ok(slot) => slot,
+            Err(wake_at) => return wake_at,
+        };
+        match (&slot.reply, slot.resp3) {
+            // Raw only for RESP2 clients (see `apply`).
+            (Some(Reply::Raw(bytes)), _) if bytes.len() >= DIRECT_WRITE => {
+                *direct = Some(bytes.clone())
+            }
+            (Some(Reply::Raw(bytes)), _) => output.extend_from_slice(bytes),
+            (Some(Reply::Value(v)), None) => v.encode(output),
+            (Some(Reply::Value(v)), Some(shape)) => {
+                encode_for_resp3(v, shape, slot.exec_shapes.as_deref(), output)
+            }
+            (None, _) => {}
+        }
+        config.stats.downstream_rq_active.dec();
+        if let Some(cs) = slot.command.and_then(|i| config.stats.command_at(i)) {
+            if slot.error {
+                cs.error.inc();
+            } else {
+                cs.success.inc();
+            }
+            if slot.delay.is_some() {
+                cs.delay_fault.inc();
+            }
+            let elapsed = now.saturating_duration_since(slot.started);
+            cs.latency.record(if config.stats.latency_in_micros {
+                elapsed.as_micros() as u64
+            } else {
+                elapsed.as_millis() as u64
+            });
+        }
+        if slot.after == After::Close {
+            *close = true;
+            // Nothing after QUIT is answered.
+            let dropped = queue.slots.len() as u64;
+            queue.slots.clear();
+            config.stats.downstream_rq_active.sub(dropped);
+            queue.held_bytes = 0;
+            queue.waiting = 0;
+            return None;
+        }
+    }
+    None
 }
 
 /// A RESP3 client's reply; EXEC's array element by element in its commands' shapes.

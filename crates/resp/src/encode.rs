@@ -12,8 +12,9 @@ const MAX_DECIMAL_LEN: usize = 20;
 /// `$-1\r\n`: Envoy writes every null, including a null array received as `*-1`, this way.
 pub(crate) const NULL_BYTES: &[u8] = b"$-1\r\n";
 
-/// Writes `+<s>\r\n`. `s` must not contain CR or LF (not checked: replies built by the proxy
-/// are constant texts).
+/// Writes `+<s>\r\n`. A CR or LF in `s` is written as a space, as Redis writes its error
+/// texts: the proxy's texts quote what the client sent (`unknown command '<name>'`), and a line
+/// break there would end the reply early and make the rest of it look like more replies.
 pub fn simple(out: &mut BytesMut, s: &[u8]) {
     line(out, b'+', s);
 }
@@ -77,7 +78,14 @@ pub fn command_len(args: &[&[u8]]) -> usize {
 fn line(out: &mut BytesMut, kind: u8, s: &[u8]) {
     out.reserve(s.len() + 3);
     out.put_u8(kind);
-    out.put_slice(s);
+    if s.iter().any(|&b| b == b'\r' || b == b'\n') {
+        out.extend(
+            s.iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+    } else {
+        out.put_slice(s);
+    }
     out.put_slice(b"\r\n");
 }
 
@@ -156,6 +164,12 @@ mod tests {
     fn primitives() {
         assert_eq!(enc(|o| simple(o, b"OK")), b"+OK\r\n");
         assert_eq!(enc(|o| error(o, b"ERR x")), b"-ERR x\r\n");
+        // A line break quoted from a client would end the reply early.
+        assert_eq!(
+            enc(|o| error(o, b"ERR unknown command 'a\r\nb'")),
+            b"-ERR unknown command 'a  b'\r\n".to_vec()
+        );
+        assert_eq!(enc(|o| simple(o, b"a\nb")), b"+a b\r\n");
         assert_eq!(enc(|o| integer(o, 0)), b":0\r\n");
         assert_eq!(enc(|o| integer(o, -1)), b":-1\r\n");
         assert_eq!(

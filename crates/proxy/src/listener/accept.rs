@@ -191,7 +191,7 @@ impl WorkerListeners {
     }
 }
 
-fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
+pub(crate) fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
     let settings = &config.settings;
     let pools = config
         .pools

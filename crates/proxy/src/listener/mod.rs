@@ -7,6 +7,8 @@ mod chains;
 mod inspect;
 mod runtime;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use accept::worker_filter;
 pub(crate) use accept::WorkerListeners;
 pub use chains::{compile_chains, ChainFilter, ChainSet, CompiledChain};
 pub use runtime::{bind_listener, ListenerRuntime};
