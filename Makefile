@@ -1,7 +1,7 @@
 # redvoy — two commands on a fresh Debian machine: `make demo`, `make test`.
 # The shell logic lives in scripts/ (each installs what it needs and stops what it starts).
 
-.PHONY: demo test bench profile fuzz lint fmt
+.PHONY: demo test bench profile fuzz soak lint fmt
 
 ## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats
 demo:
@@ -24,6 +24,12 @@ profile:
 ## converter, xDS resources and the bootstrap, FUZZ_SECONDS per target (scripts/fuzz.sh)
 fuzz:
 	bash scripts/fuzz.sh
+
+## soak: 30 minutes of redis-benchmark, redis-py and ioredis through redvoy while its control
+## plane pushes a change every second and a redis-server is killed every 3 minutes; reports
+## errors by kind, memory and descriptors over time (SOAK_SECONDS and more: scripts/soak.sh)
+soak:
+	bash scripts/soak.sh
 
 ## lint: formatting and clippy, warnings as errors
 lint:
