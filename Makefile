@@ -35,6 +35,7 @@ soak:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p redvoy-proxy --features fuzzing --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

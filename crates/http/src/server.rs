@@ -358,8 +358,8 @@ impl Exchange<'_> {
             return Err(ExchangeError::Reset("overflow"));
         };
         let mut up = self.connect().await?;
-        let _cx = GaugeGuard::new(&cs.upstream_cx_active);
-        let _active = GaugeGuard::new(&cs.upstream_rq_active);
+        let _cx = GaugeGuard::new(cs.upstream_cx_active.get());
+        let _active = GaugeGuard::new(cs.upstream_rq_active.get());
         cs.upstream_rq_total.inc();
         self.host
             .stats
@@ -465,8 +465,8 @@ impl Exchange<'_> {
         redvoy_upstream::set_tcp_keepalive(&stream, self.cluster.config.tcp_keepalive.as_ref());
         Ok(Conn::new(
             Stream::Plain(stream),
-            cs.upstream_cx_rx_bytes_total.clone(),
-            cs.upstream_cx_tx_bytes_total.clone(),
+            cs.upstream_cx_rx_bytes_total.get().clone(),
+            cs.upstream_cx_tx_bytes_total.get().clone(),
         ))
     }
 }

@@ -152,6 +152,12 @@ impl<S: FilterUpdates> Connection<S> {
             if !self.session.tx.active && self.session.tx.clients.is_empty() {
                 if let Some(newer) = self.source.changed() {
                     if !Rc::ptr_eq(&newer, &self.session.filter) {
+                        let limit = newer.config.buffer_limit;
+                        if limit != self.session.filter.config.buffer_limit {
+                            // A new buffer limit starts its estimate afresh, as a new session's
+                            // does (a limit turned on from none would otherwise find 0 there).
+                            self.session.shared.queue.borrow_mut().reply_estimate = limit / 2;
+                        }
                         self.session.filter = newer;
                     }
                 }

@@ -174,7 +174,7 @@ pub async fn run(
     };
 
     // Per-connection gauges, undone however this future ends.
-    let _cx_active = GaugeGuard::new(&cs.upstream_cx_active);
+    let _cx_active = GaugeGuard::new(cs.upstream_cx_active.get());
     let _host_active = host.as_ref().map(|h| HostActive::new(h));
     let started = Instant::now();
     let end = proxy(stream, upstream, config, cs).await;
@@ -294,7 +294,7 @@ where
         uw,
         [
             &stats.downstream_cx_rx_bytes_total,
-            &cs.upstream_cx_tx_bytes_total,
+            cs.upstream_cx_tx_bytes_total.get(),
         ],
         (&last_activity, epoch),
         CopyEnd::Downstream,
@@ -304,7 +304,7 @@ where
         ur,
         dw,
         [
-            &cs.upstream_cx_rx_bytes_total,
+            cs.upstream_cx_rx_bytes_total.get(),
             &stats.downstream_cx_tx_bytes_total,
         ],
         (&last_activity, epoch),

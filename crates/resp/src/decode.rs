@@ -599,6 +599,10 @@ impl Decoder {
                         return Err(DecodeError::ExpectedNewLine);
                     }
                     p = cr + 2;
+                    if memchr::memchr(b'\n', &buf[start..cr]).is_some() {
+                        // A bare LF in the line is re-encoded as a space (see `encode::simple`).
+                        self.verbatim = false;
+                    }
                     let node = match kind {
                         LineKind::Simple => Node::Simple(start, cr),
                         LineKind::Error => Node::Error(start, cr),

@@ -150,7 +150,8 @@ fn every_type_decodes() {
     let table: Vec<(&[u8], RespValue, bool)> = vec![
         (b"+OK\r\n", simple("OK"), true),
         (b"+\r\n", simple(""), true),
-        (b"+a b\nc\r\n", simple("a b\nc"), true),
+        // A bare LF is taken into the line; written back, it is a space (see `encode::simple`).
+        (b"+a b\nc\r\n", simple("a b\nc"), false),
         (b"-ERR unknown\r\n", err("ERR unknown"), true),
         (b"-\r\n", err(""), true),
         (b":0\r\n", RespValue::Integer(0), true),
@@ -727,7 +728,11 @@ fn into_args_and_as_bulk() {
 // === properties ===
 
 fn arb_value() -> impl Strategy<Value = RespValue> {
-    let text = proptest::collection::vec(any::<u8>().prop_filter("no CR", |b| *b != b'\r'), 0..12);
+    // Lines hold no CR or LF: the encoder writes either as a space.
+    let text = proptest::collection::vec(
+        any::<u8>().prop_filter("no CR or LF", |b| *b != b'\r' && *b != b'\n'),
+        0..12,
+    );
     let leaf = prop_oneof![
         text.clone().prop_map(|t| RespValue::Simple(Bytes::from(t))),
         text.prop_map(|t| RespValue::Error(Bytes::from(t))),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use regex::Regex;
 
 mod histogram;
+mod lazy;
 mod options;
 mod regex_dialect;
 mod render;
@@ -34,6 +35,7 @@ mod tags;
 pub use histogram::{
     Histogram, HistogramUnit, BUCKET_COUNT, QUANTILE_COUNT, SUPPORTED_BUCKETS, SUPPORTED_QUANTILES,
 };
+pub use lazy::{LazyCounter, LazyGauge, LazyHistogram, LazyScope};
 pub use options::{
     HistogramBucketSettings, StatsConfig, StatsError, StatsMatcher, StringMatchKind, StringMatcher,
     TagSpecifier,
@@ -499,6 +501,15 @@ impl Store {
     /// prefix again adds the members it did not have (two filters with one stat prefix).
     pub fn defer(&self, family: DeferredFamily) {
         self.with(|r| match r.deferred.get_mut(&family.prefix) {
+            // A component declaring its prefix again (a cluster replaced by a CDS update) may
+            // declare other stats: its latest declaration is what exists.
+            Some(known)
+                if known.counters != family.counters
+                    || known.gauges != family.gauges
+                    || known.histograms != family.histograms =>
+            {
+                *known = family;
+            }
             Some(known) if known.members == family.members => {}
             Some(known) => {
                 let mut members: Vec<String> = known.members.to_vec();

@@ -251,10 +251,10 @@ impl DnsTarget {
             }
             // Envoy builds a fresh host object (and runs the transport socket matcher) for
             // every address of every answer.
-            self.match_count
-                .as_ref()
-                .unwrap_or(&stats.default_total_match_count)
-                .inc();
+            match &self.match_count {
+                Some(count) => count.inc(),
+                None => stats.default_total_match_count.inc(),
+            }
         }
         let mut removed = false;
         for h in &self.hosts {

@@ -323,9 +323,14 @@ fn normalize(hosts: &[Arc<Host>]) -> Option<Normalized> {
 // === Ring hash ===
 
 /// Envoy's Ketama-style ring: parallel arrays (hash, host index), sorted by hash.
-struct Ring {
-    hashes: Vec<u64>,
-    host_of: Vec<u32>,
+enum Ring {
+    /// One host holds every entry: every hash picks it, so the entries (16 bytes each, 1,024
+    /// at the default minimum size) are not stored. A mesh has many one-endpoint services.
+    Single,
+    Table {
+        hashes: Vec<u64>,
+        host_of: Vec<u32>,
+    },
 }
 
 impl Ring {
@@ -342,6 +347,15 @@ impl Ring {
         let cap = max_ring_size as f64;
         let scale = if cap < wanted { cap } else { wanted };
         let ring_size = scale.ceil() as u64;
+        if hosts.len() == 1 && ring_size > 0 {
+            // The loop below would give the host all `ring_size` entries.
+            let stats = LbTableStats::Ring {
+                size: ring_size,
+                min_hashes_per_host: ring_size,
+                max_hashes_per_host: ring_size,
+            };
+            return (Ring::Single, stats);
+        }
 
         let mut entries: Vec<(u64, u32)> =
             Vec::with_capacity(usize::try_from(ring_size.min(MAX_RING_SIZE)).unwrap_or(0));
@@ -376,7 +390,7 @@ impl Ring {
         }
         // Stable, so equal hashes (never seen in practice) keep host order.
         entries.sort_by_key(|e| e.0);
-        let ring = Self {
+        let ring = Ring::Table {
             hashes: entries.iter().map(|e| e.0).collect(),
             host_of: entries.iter().map(|e| e.1).collect(),
         };
@@ -392,7 +406,11 @@ impl Ring {
     /// the first entry whose hash is ≥ `h`, or entry 0 past the end.
     #[inline]
     fn choose(&self, h: u64) -> Option<usize> {
-        let len = self.hashes.len() as i64;
+        let (hashes, host_of) = match self {
+            Ring::Single => return Some(0),
+            Ring::Table { hashes, host_of } => (hashes, host_of),
+        };
+        let len = hashes.len() as i64;
         if len == 0 {
             return None;
         }
@@ -402,11 +420,11 @@ impl Ring {
             if mid == len {
                 break 0;
             }
-            let midval = self.hashes[mid as usize];
+            let midval = hashes[mid as usize];
             let midval1 = if mid == 0 {
                 0
             } else {
-                self.hashes[(mid - 1) as usize]
+                hashes[(mid - 1) as usize]
             };
             if h <= midval && h > midval1 {
                 break mid;
@@ -420,7 +438,7 @@ impl Ring {
                 break 0;
             }
         };
-        self.host_of.get(mid as usize).map(|&i| i as usize)
+        host_of.get(mid as usize).map(|&i| i as usize)
     }
 }
 

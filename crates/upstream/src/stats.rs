@@ -2,7 +2,9 @@
 //! `envoy/upstream/upstream.h` and the load balancers' own gauges).
 
 use redvoy_config::model::{CircuitBreakers, LbPolicy, Thresholds};
-use redvoy_stats::{Counter, DeferredFamily, Gauge, Histogram, HistogramUnit, Store};
+use redvoy_stats::{
+    DeferredFamily, Gauge, HistogramUnit, LazyCounter, LazyGauge, LazyHistogram, LazyScope, Store,
+};
 
 use crate::lb::LbTableStats;
 
@@ -11,62 +13,62 @@ use crate::lb::LbTableStats;
 #[derive(Clone, Debug)]
 pub struct ClusterStats {
     // Connections.
-    pub upstream_cx_total: Counter,
-    pub upstream_cx_active: Gauge,
-    pub upstream_cx_connect_fail: Counter,
-    pub upstream_cx_connect_timeout: Counter,
-    pub upstream_cx_destroy: Counter,
-    pub upstream_cx_destroy_local: Counter,
-    pub upstream_cx_destroy_remote: Counter,
-    pub upstream_cx_destroy_with_active_rq: Counter,
-    pub upstream_cx_destroy_local_with_active_rq: Counter,
-    pub upstream_cx_destroy_remote_with_active_rq: Counter,
-    pub upstream_cx_protocol_error: Counter,
-    pub upstream_cx_rx_bytes_total: Counter,
-    pub upstream_cx_tx_bytes_total: Counter,
-    pub upstream_cx_rx_bytes_buffered: Gauge,
-    pub upstream_cx_tx_bytes_buffered: Gauge,
-    pub upstream_cx_none_healthy: Counter,
-    pub upstream_cx_overflow: Counter,
+    pub upstream_cx_total: LazyCounter,
+    pub upstream_cx_active: LazyGauge,
+    pub upstream_cx_connect_fail: LazyCounter,
+    pub upstream_cx_connect_timeout: LazyCounter,
+    pub upstream_cx_destroy: LazyCounter,
+    pub upstream_cx_destroy_local: LazyCounter,
+    pub upstream_cx_destroy_remote: LazyCounter,
+    pub upstream_cx_destroy_with_active_rq: LazyCounter,
+    pub upstream_cx_destroy_local_with_active_rq: LazyCounter,
+    pub upstream_cx_destroy_remote_with_active_rq: LazyCounter,
+    pub upstream_cx_protocol_error: LazyCounter,
+    pub upstream_cx_rx_bytes_total: LazyCounter,
+    pub upstream_cx_tx_bytes_total: LazyCounter,
+    pub upstream_cx_rx_bytes_buffered: LazyGauge,
+    pub upstream_cx_tx_bytes_buffered: LazyGauge,
+    pub upstream_cx_none_healthy: LazyCounter,
+    pub upstream_cx_overflow: LazyCounter,
     /// `circuit_breakers.default.cx_open`: 1 while the connection breaker is full.
-    pub circuit_breakers_default_cx_open: Gauge,
+    pub circuit_breakers_default_cx_open: LazyGauge,
     /// `circuit_breakers.default.rq_open`: 1 while the request breaker is full.
-    pub circuit_breakers_default_rq_open: Gauge,
+    pub circuit_breakers_default_rq_open: LazyGauge,
     /// `circuit_breakers.<priority>.remaining_*`, `[DEFAULT, HIGH]`: present for a priority
     /// whose thresholds have `track_remaining`.
     pub circuit_breakers_remaining: [Option<RemainingGauges>; 2],
-    pub upstream_cx_connect_ms: Histogram,
-    pub upstream_cx_length_ms: Histogram,
+    pub upstream_cx_connect_ms: LazyHistogram,
+    pub upstream_cx_length_ms: LazyHistogram,
     // Requests.
-    pub upstream_rq_total: Counter,
-    pub upstream_rq_active: Gauge,
-    pub upstream_rq_completed: Counter,
-    pub upstream_rq_timeout: Counter,
-    pub upstream_rq_cancelled: Counter,
-    pub upstream_rq_pending_active: Gauge,
-    pub upstream_rq_pending_overflow: Counter,
-    pub upstream_rq_per_cx: Histogram,
-    pub upstream_internal_redirect_succeeded_total: Counter,
-    pub upstream_internal_redirect_failed_total: Counter,
+    pub upstream_rq_total: LazyCounter,
+    pub upstream_rq_active: LazyGauge,
+    pub upstream_rq_completed: LazyCounter,
+    pub upstream_rq_timeout: LazyCounter,
+    pub upstream_rq_cancelled: LazyCounter,
+    pub upstream_rq_pending_active: LazyGauge,
+    pub upstream_rq_pending_overflow: LazyCounter,
+    pub upstream_rq_per_cx: LazyHistogram,
+    pub upstream_internal_redirect_succeeded_total: LazyCounter,
+    pub upstream_internal_redirect_failed_total: LazyCounter,
     // Membership and discovery.
-    pub membership_change: Counter,
-    pub membership_total: Gauge,
-    pub membership_healthy: Gauge,
-    pub membership_degraded: Gauge,
-    pub membership_excluded: Gauge,
-    pub max_host_weight: Gauge,
-    pub update_attempt: Counter,
-    pub update_success: Counter,
-    pub update_failure: Counter,
-    pub update_empty: Counter,
-    pub update_no_rebuild: Counter,
-    pub version: Gauge,
-    pub warming_state: Gauge,
+    pub membership_change: LazyCounter,
+    pub membership_total: LazyGauge,
+    pub membership_healthy: LazyGauge,
+    pub membership_degraded: LazyGauge,
+    pub membership_excluded: LazyGauge,
+    pub max_host_weight: LazyGauge,
+    pub update_attempt: LazyCounter,
+    pub update_success: LazyCounter,
+    pub update_failure: LazyCounter,
+    pub update_empty: LazyCounter,
+    pub update_no_rebuild: LazyCounter,
+    pub version: LazyGauge,
+    pub warming_state: LazyGauge,
     /// `default.total_match_count`: one per host object created (Envoy's transport socket
     /// matcher runs for every host it builds, including each DNS re-resolution).
-    pub default_total_match_count: Counter,
+    pub default_total_match_count: LazyCounter,
     // Load balancing.
-    pub lb_healthy_panic: Counter,
+    pub lb_healthy_panic: LazyCounter,
     pub lb: LbStats,
 }
 
@@ -103,9 +105,43 @@ pub enum LbStats {
     },
 }
 
-/// Counters of Envoy's cluster macros that redvoy never moves (HTTP, retries, zones, subsets,
-/// ...). Declared (deferred) so `/stats` lists the same names as Envoy, at zero.
-const IDLE_COUNTERS: &[&str] = &[
+/// Every `cluster.<name>.` counter, gauge and histogram besides the load balancer's and the
+/// circuit breakers' `remaining_*`: declared as one deferred family, listed from the start and
+/// stored on first write. Most clusters of a mesh see no traffic; stored, these were half of
+/// what one cost. The first group are [`ClusterStats`]' handles; the second, stats of Envoy's
+/// cluster macros that redvoy never moves (HTTP, retries, zones, subsets, ...), listed so that
+/// `/stats` shows the same names as Envoy, at zero.
+const COUNTERS: &[&str] = &[
+    "upstream_cx_total",
+    "upstream_cx_connect_fail",
+    "upstream_cx_connect_timeout",
+    "upstream_cx_destroy",
+    "upstream_cx_destroy_local",
+    "upstream_cx_destroy_remote",
+    "upstream_cx_destroy_with_active_rq",
+    "upstream_cx_destroy_local_with_active_rq",
+    "upstream_cx_destroy_remote_with_active_rq",
+    "upstream_cx_protocol_error",
+    "upstream_cx_rx_bytes_total",
+    "upstream_cx_tx_bytes_total",
+    "upstream_cx_none_healthy",
+    "upstream_cx_overflow",
+    "upstream_rq_total",
+    "upstream_rq_completed",
+    "upstream_rq_timeout",
+    "upstream_rq_cancelled",
+    "upstream_rq_pending_overflow",
+    "upstream_internal_redirect_succeeded_total",
+    "upstream_internal_redirect_failed_total",
+    "membership_change",
+    "update_attempt",
+    "update_success",
+    "update_failure",
+    "update_empty",
+    "update_no_rebuild",
+    "default.total_match_count",
+    "lb_healthy_panic",
+    // Never moved.
     "assignment_stale",
     "assignment_timeout_received",
     "assignment_use_cached",
@@ -159,8 +195,24 @@ const IDLE_COUNTERS: &[&str] = &[
     "upstream_rq_tx_reset",
 ];
 
-/// Gauges of the same kind (breakers redvoy never counts against: see `connection.rs`).
-const IDLE_GAUGES: &[&str] = &[
+/// Gauges, in the same two groups (the idle ones are breakers redvoy never counts against: see
+/// `connection.rs`).
+const GAUGES: &[&str] = &[
+    "upstream_cx_active",
+    "upstream_cx_rx_bytes_buffered",
+    "upstream_cx_tx_bytes_buffered",
+    "circuit_breakers.default.cx_open",
+    "circuit_breakers.default.rq_open",
+    "upstream_rq_active",
+    "upstream_rq_pending_active",
+    "membership_total",
+    "membership_healthy",
+    "membership_degraded",
+    "membership_excluded",
+    "max_host_weight",
+    "version",
+    "warming_state",
+    // Never moved.
     "lb_subsets_active",
     "upstream_queue_overloaded",
     "circuit_breakers.default.cx_pool_open",
@@ -171,6 +223,12 @@ const IDLE_GAUGES: &[&str] = &[
     "circuit_breakers.high.rq_open",
     "circuit_breakers.high.rq_pending_open",
     "circuit_breakers.high.rq_retry_open",
+];
+
+const HISTOGRAMS: &[&str] = &[
+    "upstream_cx_connect_ms",
+    "upstream_cx_length_ms",
+    "upstream_rq_per_cx",
 ];
 
 // === impl ClusterStats ===
@@ -184,16 +242,24 @@ impl ClusterStats {
         breakers: &CircuitBreakers,
     ) -> Self {
         let prefix = format!("cluster.{cluster}.");
-        let c = |name: &str| store.counter(&format!("{prefix}{name}"));
         let g = |name: &str| store.gauge(&format!("{prefix}{name}"));
-        let h = |name: &str, unit| store.histogram(&format!("{prefix}{name}"), unit);
-        // Listed by the store until something records one (nothing does): a cluster does not
-        // pay for 55 stats that stay at zero.
-        store.defer(DeferredFamily::flat(
-            prefix.clone(),
-            IDLE_COUNTERS,
-            IDLE_GAUGES,
-        ));
+        store.defer(DeferredFamily {
+            histograms: HISTOGRAMS,
+            ..DeferredFamily::flat(prefix.clone(), COUNTERS, GAUGES)
+        });
+        let scope = LazyScope::new(store, prefix.clone());
+        let c = |name: &'static str| {
+            debug_assert!(COUNTERS.contains(&name), "{name} is not declared");
+            scope.counter(name)
+        };
+        let lazy_g = |name: &'static str| {
+            debug_assert!(GAUGES.contains(&name), "{name} is not declared");
+            scope.gauge(name)
+        };
+        let h = |name: &'static str, unit| {
+            debug_assert!(HISTOGRAMS.contains(&name), "{name} is not declared");
+            scope.histogram(name, unit)
+        };
         let lb = match policy {
             LbPolicy::RingHash { .. } => LbStats::RingHash {
                 size: g("ring_hash_lb.size"),
@@ -228,7 +294,7 @@ impl ClusterStats {
         };
         Self {
             upstream_cx_total: c("upstream_cx_total"),
-            upstream_cx_active: g("upstream_cx_active"),
+            upstream_cx_active: lazy_g("upstream_cx_active"),
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
             upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
             upstream_cx_destroy: c("upstream_cx_destroy"),
@@ -242,12 +308,12 @@ impl ClusterStats {
             upstream_cx_protocol_error: c("upstream_cx_protocol_error"),
             upstream_cx_rx_bytes_total: c("upstream_cx_rx_bytes_total"),
             upstream_cx_tx_bytes_total: c("upstream_cx_tx_bytes_total"),
-            upstream_cx_rx_bytes_buffered: g("upstream_cx_rx_bytes_buffered"),
-            upstream_cx_tx_bytes_buffered: g("upstream_cx_tx_bytes_buffered"),
+            upstream_cx_rx_bytes_buffered: lazy_g("upstream_cx_rx_bytes_buffered"),
+            upstream_cx_tx_bytes_buffered: lazy_g("upstream_cx_tx_bytes_buffered"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
             upstream_cx_overflow: c("upstream_cx_overflow"),
-            circuit_breakers_default_cx_open: g("circuit_breakers.default.cx_open"),
-            circuit_breakers_default_rq_open: g("circuit_breakers.default.rq_open"),
+            circuit_breakers_default_cx_open: lazy_g("circuit_breakers.default.cx_open"),
+            circuit_breakers_default_rq_open: lazy_g("circuit_breakers.default.rq_open"),
             circuit_breakers_remaining: [
                 remaining("default", &breakers.default),
                 remaining("high", &breakers.high),
@@ -255,11 +321,11 @@ impl ClusterStats {
             upstream_cx_connect_ms: h("upstream_cx_connect_ms", HistogramUnit::Milliseconds),
             upstream_cx_length_ms: h("upstream_cx_length_ms", HistogramUnit::Milliseconds),
             upstream_rq_total: c("upstream_rq_total"),
-            upstream_rq_active: g("upstream_rq_active"),
+            upstream_rq_active: lazy_g("upstream_rq_active"),
             upstream_rq_completed: c("upstream_rq_completed"),
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_rq_cancelled: c("upstream_rq_cancelled"),
-            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            upstream_rq_pending_active: lazy_g("upstream_rq_pending_active"),
             upstream_rq_pending_overflow: c("upstream_rq_pending_overflow"),
             upstream_rq_per_cx: h("upstream_rq_per_cx", HistogramUnit::Unspecified),
             upstream_internal_redirect_succeeded_total: c(
@@ -267,20 +333,20 @@ impl ClusterStats {
             ),
             upstream_internal_redirect_failed_total: c("upstream_internal_redirect_failed_total"),
             membership_change: c("membership_change"),
-            membership_total: g("membership_total"),
-            membership_healthy: g("membership_healthy"),
-            membership_degraded: g("membership_degraded"),
-            membership_excluded: g("membership_excluded"),
-            max_host_weight: g("max_host_weight"),
+            membership_total: lazy_g("membership_total"),
+            membership_healthy: lazy_g("membership_healthy"),
+            membership_degraded: lazy_g("membership_degraded"),
+            membership_excluded: lazy_g("membership_excluded"),
+            max_host_weight: lazy_g("max_host_weight"),
             update_attempt: c("update_attempt"),
             update_success: c("update_success"),
             update_failure: c("update_failure"),
             update_empty: c("update_empty"),
             update_no_rebuild: c("update_no_rebuild"),
-            version: g("version"),
+            version: lazy_g("version"),
             warming_state: {
                 // Written (0, warm) as soon as Envoy creates the cluster.
-                let warming = g("warming_state");
+                let warming = lazy_g("warming_state");
                 warming.set(0);
                 warming
             },

@@ -60,7 +60,7 @@ fn epoch_now() -> f64 {
 }
 
 fn listener(port: u16, version: u64) -> Listener {
-    let cluster = if (version / 2) % 2 == 0 {
+    let cluster = if (version / 2).is_multiple_of(2) {
         "shards_a"
     } else {
         "shards_b"
@@ -339,7 +339,7 @@ fn main() {
             next_push += push_every;
             version += 1;
             let pushed = Instant::now();
-            let replies = if version % 2 == 0 {
+            let replies = if version.is_multiple_of(2) {
                 ads.push(
                     &format!("l{version}"),
                     &[listener(port, version)],

@@ -472,6 +472,7 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
     );
     thread::sleep(SETTLE);
     row.rss_before_kib = rss_kib(pid);
+    heap_line(&proxy, "before");
 
     // Step 2: CDS (+ EDS) then LDS.
     let bound_port = free_port();
@@ -520,6 +521,7 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
 
     thread::sleep(SETTLE);
     row.rss_after_cds_kib = rss_kib(pid);
+    heap_line(&proxy, "after CDS/EDS");
     let mark = server.request_count();
     let t_lds = Instant::now();
     let nonce = server
@@ -555,6 +557,7 @@ fn run_target(target: Target, knobs: &Knobs, a: &RedisServer, b: &RedisServer) -
     }
     thread::sleep(SETTLE);
     row.rss_after_kib = rss_kib(pid);
+    heap_line(&proxy, "after LDS");
     let mut shown = Vec::new();
     for name in CHECK_STATS {
         let value = proxy
@@ -760,6 +763,32 @@ fn print_table(rows: &[Row], knobs: &Knobs) {
             println!("{}: {note}", row.target);
         }
     }
+}
+
+/// redvoy's `/memory` (jemalloc): what is allocated and what is resident, beside the RSS the
+/// table shows (the gap is allocator-held pages and non-heap memory).
+fn heap_line(proxy: &Proxy, when: &str) {
+    if proxy.target() != Target::Redvoy {
+        return;
+    }
+    let Ok(body) = proxy.try_admin("GET", "/memory").map(|r| r.body) else {
+        return;
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return;
+    };
+    let mib = |key: &str| {
+        json[key]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or("?".to_owned(), |b| format!("{:.1}", b / 1048576.0))
+    };
+    eprintln!(
+        "  redvoy: {when}: heap allocated {} MiB, resident {} MiB, mapped {} MiB",
+        mib("allocated"),
+        mib("total_physical_bytes"),
+        mib("heap_size")
+    );
 }
 
 fn redvoy_bin() -> Option<PathBuf> {

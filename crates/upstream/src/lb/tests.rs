@@ -47,10 +47,9 @@ fn maglev(table_size: u64) -> LbPolicy {
 
 fn ring_hashes(set: &HostSet) -> Vec<(u64, usize)> {
     match &set.lb {
-        Lb::Ring(r) => r
-            .hashes
+        Lb::Ring(Ring::Table { hashes, host_of }) => hashes
             .iter()
-            .zip(&r.host_of)
+            .zip(host_of)
             .map(|(&h, &i)| (h, i as usize))
             .collect(),
         _ => panic!("not a ring"),
@@ -62,6 +61,26 @@ fn port_of(set: &HostSet, hash: u64) -> u16 {
 }
 
 // === Ring hash (ring_hash_lb_test.cc) ===
+
+#[test]
+fn ring_of_one_host_stores_no_entries_and_reports_them_all() {
+    let set = HostSet::new(ports(90..91), &ring_default(), false);
+    assert_eq!(
+        set.table_stats(),
+        LbTableStats::Ring {
+            size: 1024,
+            min_hashes_per_host: 1024,
+            max_hashes_per_host: 1024
+        }
+    );
+    assert!(matches!(&set.lb, Lb::Ring(Ring::Single)));
+    for hash in [0, 1, 1 << 40, u64::MAX] {
+        assert_eq!(set.choose(hash), Some(0));
+    }
+    // A ring with no entries picks nothing, one host or not (Envoy's empty ring).
+    let set = HostSet::new(ports(90..91), &ring(0, 0), false);
+    assert_eq!(set.choose(7), None);
+}
 
 #[test]
 fn ring_basic() {
@@ -682,7 +701,7 @@ fn weight_sum_overflow_builds_nothing() {
 proptest::proptest! {
     /// The ketama binary search is "first entry with hash ≥ h, else entry 0".
     #[test]
-    fn ring_lookup_is_lower_bound_with_wrap(h in proptest::prelude::any::<u64>(), n in 1u16..8) {
+    fn ring_lookup_is_lower_bound_with_wrap(h in proptest::prelude::any::<u64>(), n in 2u16..8) {
         let set = HostSet::new(ports(1..n + 1), &ring(16, 64), false);
         let entries = ring_hashes(&set);
         let want = entries.iter().find(|e| e.0 >= h).unwrap_or(&entries[0]).1;
