@@ -18,7 +18,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-resp_decode resp3_convert xds_resources bootstrap_yaml splitter_router}"
+TARGETS="${FUZZ_TARGETS:-resp_decode resp3_convert xds_resources bootstrap_yaml bootstrap_proto splitter_router}"
 FUZZ_DIR="$ROOT/tests/fuzz"
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 OUT="${CARGO_TARGET_DIR:-$ROOT/target}/fuzz"

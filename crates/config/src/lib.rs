@@ -30,7 +30,7 @@ mod parse;
 mod resource;
 mod supported;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
@@ -104,6 +104,23 @@ fn load_proto(opts: &LoadOptions) -> Result<(Bootstrap, model::BootstrapSource),
         let overlay = parse::parse_config_yaml(yaml, &desc)?;
         parse::merge(&mut msg, &overlay)?;
     }
+    checked_proto(msg)
+}
+
+/// A bootstrap given as binary proto bytes (what a `-c FILE.pb` holds), decoded, checked and
+/// converted as [`load_bootstrap`] does with the file (the fuzzer's way in).
+pub fn load_bootstrap_pb(bytes: &[u8]) -> Result<model::Bootstrap, ConfigError> {
+    let desc = descriptors::message(BOOTSTRAP)?;
+    let msg = parse::decode_binary(bytes, &desc, parse::Origin::File(Path::new("<bytes>.pb")))?;
+    let (proto, source) = checked_proto(msg)?;
+    convert::bootstrap(proto, source, &LoadOptions::default())
+}
+
+/// Step 2: the merged bootstrap checked against what redvoy supports, as the typed message and
+/// as written.
+fn checked_proto(
+    mut msg: DynamicMessage,
+) -> Result<(Bootstrap, model::BootstrapSource), ConfigError> {
     let transcode = |m: &DynamicMessage| {
         m.transcode_to::<Bootstrap>().map_err(|e| {
             ConfigError::Descriptors(format!("{BOOTSTRAP} does not match envoy-types: {e}"))

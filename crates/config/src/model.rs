@@ -40,6 +40,13 @@ pub struct Bootstrap {
 #[derive(Clone, Default)]
 pub struct BootstrapSource(pub(crate) Arc<crate::pb::Bootstrap>);
 
+impl BootstrapSource {
+    /// The bootstrap as written, as binary proto (what a `-c FILE.pb` would hold).
+    pub fn to_pb(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(&*self.0)
+    }
+}
+
 impl PartialEq for BootstrapSource {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0

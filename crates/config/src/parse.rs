@@ -63,6 +63,20 @@ fn format_of(path: &Path) -> Format {
     }
 }
 
+/// A binary proto (a `.pb` file's contents) as a message of type `desc`; fields the message
+/// does not define are refused, as Envoy refuses them.
+pub(crate) fn decode_binary(
+    bytes: &[u8],
+    desc: &MessageDescriptor,
+    origin: Origin<'_>,
+) -> Result<DynamicMessage, ConfigError> {
+    check_size(origin, bytes.len())?;
+    let msg = DynamicMessage::decode(desc.clone(), bytes)
+        .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string()))?;
+    reject_unknown_wire_fields(&msg, &FieldPath::root(), origin)?;
+    Ok(msg)
+}
+
 /// Reads and parses a bootstrap file as a message of type `desc`.
 pub(crate) fn load_file(
     path: &Path,
@@ -75,12 +89,7 @@ pub(crate) fn load_file(
     })?;
     check_size(origin, bytes.len())?;
     match format_of(path) {
-        Format::ProtoBinary => {
-            let msg = DynamicMessage::decode(desc.clone(), bytes.as_slice())
-                .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string()))?;
-            reject_unknown_wire_fields(&msg, &FieldPath::root(), origin)?;
-            Ok(msg)
-        }
+        Format::ProtoBinary => decode_binary(&bytes, desc, origin),
         Format::ProtoText => DynamicMessage::parse_text_format(desc.clone(), utf8(&bytes, origin)?)
             .map_err(|e| parse_error(origin, ROOT_PATH, e.to_string())),
         Format::Yaml => {
