@@ -21,7 +21,8 @@ profile:
 	bash scripts/profile.sh
 
 ## fuzz: coverage-guided fuzzing (libFuzzer, stable toolchain) of the RESP decoder, the RESP3
-## converter, xDS resources and the bootstrap, FUZZ_SECONDS per target (scripts/fuzz.sh)
+## converter, xDS resources, the bootstrap (YAML and proto) and the splitter and router,
+## FUZZ_SECONDS per target (scripts/fuzz.sh)
 fuzz:
 	bash scripts/fuzz.sh
 
