@@ -49,7 +49,7 @@ pub(crate) struct ClientConfig {
     pub prelude_replies: usize,
     pub max_buffer_size_before_flush: usize,
     pub buffer_flush_timeout: Duration,
-    pub cluster_stats: ClusterStats,
+    pub cluster_stats: Arc<ClusterStats>,
     /// `cluster.<name>.redis_cluster.upstream_commands.upstream_rq_time` (µs).
     pub upstream_rq_time: Histogram,
     /// Per-command upstream stats, with `enable_command_stats` only.
@@ -756,7 +756,6 @@ impl UpstreamClient {
         }
     }
 
-    /// Fails everything pending and returns to `Idle` so the next request reconnects.
     /// Requests are queued on this connection (fuzzing: the harness answers them).
     #[cfg(feature = "fuzzing")]
     pub(crate) fn has_pending(&self) -> bool {
@@ -775,6 +774,7 @@ impl UpstreamClient {
         self.on_reply(frame)
     }
 
+    /// Fails everything pending and returns to `Idle` so the next request reconnects.
     fn fail_all(&self) {
         self.fail_all_with(UpstreamFailure::Failure);
     }

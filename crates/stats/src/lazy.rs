@@ -3,6 +3,7 @@
 //! about fifty stats that its traffic moves; a mesh's thousand mostly idle clusters stored
 //! them all, at some 250 bytes each, where a lazy handle is 40 bytes until its first write.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::{Counter, Gauge, Histogram, HistogramUnit, Store};
@@ -11,6 +12,9 @@ use crate::{Counter, Gauge, Histogram, HistogramUnit, Store};
 pub struct LazyScope {
     store: Store,
     prefix: String,
+    /// The component is gone and its stats with it (a removed cluster): a first write from a
+    /// handle still held elsewhere (a connection closing later) must not bring them back.
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for LazyScope {
@@ -28,6 +32,7 @@ impl LazyScope {
         Arc::new(Self {
             store: store.clone(),
             prefix,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -43,17 +48,28 @@ impl LazyScope {
         LazyHistogram(Lazy::new(self, suffix), unit)
     }
 
+    /// From now on, handles not yet written record into cells of their own, unlisted, as
+    /// handles of removed stats do (call it when the store forgets the prefix).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
     fn name(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
 }
 
-#[derive(Clone, Debug)]
+/// A handle not written through yet. Handles are shared (`Arc`), not copied, by the components
+/// that pass them around: a copy would only see another copy's writes through the store, and
+/// not at all for a name the stats matcher rejects.
+#[derive(Debug)]
 struct Lazy<T> {
     scope: Arc<LazyScope>,
     suffix: &'static str,
-    /// Clones made before the first write each look the stat up once; the store hands them
-    /// all the same value.
     handle: OnceLock<T>,
 }
 
@@ -65,18 +81,42 @@ impl<T> Lazy<T> {
             handle: OnceLock::new(),
         }
     }
+
+    /// The stored stat, created now if it was not yet (a detached one, `None` to `create`, once
+    /// retired).
+    fn get(&self, create: impl FnOnce(Option<(&Store, &str)>) -> T) -> &T {
+        self.handle.get_or_init(|| {
+            if self.scope.is_retired() {
+                create(None)
+            } else {
+                create(Some((&self.scope.store, &self.scope.name(self.suffix))))
+            }
+        })
+    }
+
+    /// The stat if it exists: this handle's, or one the store holds under the name (written
+    /// through an earlier handle of the same component, e.g. before a cluster was replaced).
+    fn existing(&self, find: impl FnOnce(&Store, &str) -> Option<T>) -> Option<&T> {
+        if let Some(handle) = self.handle.get() {
+            return Some(handle);
+        }
+        if self.scope.is_retired() {
+            return None;
+        }
+        let found = find(&self.scope.store, &self.scope.name(self.suffix))?;
+        Some(self.handle.get_or_init(|| found))
+    }
 }
 
 /// A [`Counter`] stored on its first write.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LazyCounter(Lazy<Counter>);
 
 impl LazyCounter {
     /// The stored counter (created now if it was not yet).
     pub fn get(&self) -> &Counter {
-        let l = &self.0;
-        l.handle
-            .get_or_init(|| l.scope.store.counter(&l.scope.name(l.suffix)))
+        self.0
+            .get(|at| at.map_or_else(Counter::default, |(store, name)| store.counter(name)))
     }
 
     pub fn inc(&self) {
@@ -88,24 +128,27 @@ impl LazyCounter {
     }
 
     pub fn value(&self) -> u64 {
-        self.0.handle.get().map_or(0, Counter::value)
+        self.0
+            .existing(Store::existing_counter)
+            .map_or(0, Counter::value)
     }
 
     pub fn used(&self) -> bool {
-        self.0.handle.get().is_some_and(Counter::used)
+        self.0
+            .existing(Store::existing_counter)
+            .is_some_and(Counter::used)
     }
 }
 
 /// A [`Gauge`] stored on its first write.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LazyGauge(Lazy<Gauge>);
 
 impl LazyGauge {
     /// The stored gauge (created now if it was not yet).
     pub fn get(&self) -> &Gauge {
-        let l = &self.0;
-        l.handle
-            .get_or_init(|| l.scope.store.gauge(&l.scope.name(l.suffix)))
+        self.0
+            .get(|at| at.map_or_else(Gauge::default, |(store, name)| store.gauge(name)))
     }
 
     pub fn inc(&self) {
@@ -129,24 +172,30 @@ impl LazyGauge {
     }
 
     pub fn value(&self) -> u64 {
-        self.0.handle.get().map_or(0, Gauge::value)
+        self.0
+            .existing(Store::existing_gauge)
+            .map_or(0, Gauge::value)
     }
 
     pub fn used(&self) -> bool {
-        self.0.handle.get().is_some_and(Gauge::used)
+        self.0
+            .existing(Store::existing_gauge)
+            .is_some_and(Gauge::used)
     }
 }
 
 /// A [`Histogram`] stored on its first recorded value.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LazyHistogram(Lazy<Histogram>, HistogramUnit);
 
 impl LazyHistogram {
     /// The stored histogram (created now if it was not yet).
     pub fn get(&self) -> &Histogram {
-        let l = &self.0;
-        l.handle
-            .get_or_init(|| l.scope.store.histogram(&l.scope.name(l.suffix), self.1))
+        let unit = self.1;
+        self.0.get(|at| match at {
+            Some((store, name)) => store.histogram(name, unit),
+            None => Histogram::new(unit),
+        })
     }
 
     pub fn record(&self, value: u64) {
@@ -154,7 +203,9 @@ impl LazyHistogram {
     }
 
     pub fn count(&self) -> u64 {
-        self.0.handle.get().map_or(0, Histogram::count)
+        self.0
+            .existing(Store::existing_histogram)
+            .map_or(0, Histogram::count)
     }
 }
 
@@ -180,8 +231,11 @@ mod tests {
         assert_eq!(store.value_of("cluster.c.upstream_rq_total"), Some(0));
         assert!(store.render_text(None, true).is_empty(), "nothing used yet");
         assert_eq!(total.value(), 0);
-        let copy = total.clone();
+        // Another component's handle of the same name sees the first one's writes.
+        let copy = scope.counter("upstream_rq_total");
+        assert_eq!(copy.value(), 0);
         total.inc();
+        assert_eq!(copy.value(), 1);
         copy.add(2);
         assert_eq!(total.value(), 3);
         assert_eq!(store.value_of("cluster.c.upstream_rq_total"), Some(3));
@@ -200,5 +254,21 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_retired_scope_writes_nothing_back_into_the_store() {
+        let store = Store::new();
+        let scope = LazyScope::new(&store, "cluster.gone.".into());
+        let written = scope.counter("upstream_cx_total");
+        written.inc();
+        let late = scope.counter("upstream_cx_destroy");
+        store.remove_prefix("cluster.gone.", &[]);
+        scope.retire();
+        late.inc();
+        assert_eq!(late.value(), 1, "the handle still counts");
+        assert_eq!(written.value(), 1);
+        assert_eq!(store.value_of("cluster.gone.upstream_cx_destroy"), None);
+        assert_eq!(store.value_of("cluster.gone.upstream_cx_total"), None);
     }
 }

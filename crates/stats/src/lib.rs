@@ -480,6 +480,20 @@ impl Store {
         f(&mut guard)
     }
 
+    /// The registered counter, gauge or histogram with this name, if one was created (nothing
+    /// is created here).
+    pub(crate) fn existing_counter(&self, name: &str) -> Option<Counter> {
+        self.with(|r| r.counters.get(name).map(|e| e.handle.clone()))
+    }
+
+    pub(crate) fn existing_gauge(&self, name: &str) -> Option<Gauge> {
+        self.with(|r| r.gauges.get(name).map(|e| e.handle.clone()))
+    }
+
+    pub(crate) fn existing_histogram(&self, name: &str) -> Option<Histogram> {
+        self.with(|r| r.histograms.get(name).map(|e| e.handle.clone()))
+    }
+
     /// Forgets every stat whose name starts with `prefix` but with none of `keep` (Envoy drops
     /// a destroyed listener's or cluster's scope). Handles still held elsewhere keep working,
     /// unlisted; a later stat of the same name starts again from zero, as in Envoy.
@@ -498,7 +512,10 @@ impl Store {
     }
 
     /// Declares a family of stats created on first use (see [`DeferredFamily`]). Declaring a
-    /// prefix again adds the members it did not have (two filters with one stat prefix).
+    /// prefix again with the same stat lists adds the members it did not have (two filters
+    /// with one stat prefix); with other lists, the new declaration replaces the old one (a
+    /// component rebuilt with other stats: the lists are per component, so two components
+    /// never share a prefix).
     pub fn defer(&self, family: DeferredFamily) {
         self.with(|r| match r.deferred.get_mut(&family.prefix) {
             // A component declaring its prefix again (a cluster replaced by a CDS update) may

@@ -973,6 +973,24 @@ impl AdsServer {
         }
     }
 
+    /// Waits for the ACK or NACK of the response with `nonce`; `None` on timeout.
+    pub fn try_wait_for_reply_to(&self, nonce: &str, timeout: Duration) -> Option<RecordedRequest> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(found) = state.requests.iter().find(|r| r.response_nonce == nonce) {
+                return Some(found.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// Waits for the ACK or NACK of the response with `nonce` and returns it.
     pub fn wait_for_reply_to(&self, nonce: &str, timeout: Duration) -> RecordedRequest {
         self.wait_for_request(0, timeout, &format!("the (N)ACK of {nonce}"), |r| {

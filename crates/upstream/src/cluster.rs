@@ -23,7 +23,7 @@ use crate::UpstreamError;
 pub struct Cluster {
     pub name: String,
     pub config: model::Cluster,
-    pub stats: ClusterStats,
+    pub stats: Arc<ClusterStats>,
     host_set: ArcSwap<HostSet>,
     /// Every host of the last update, healthy or not (the host set holds the routable ones).
     pub(crate) all_hosts: ArcSwap<Vec<Arc<Host>>>,
@@ -95,12 +95,12 @@ impl Cluster {
         tls: Option<Arc<redvoy_tls::ClientTls>>,
         matches: Vec<(Option<Arc<redvoy_tls::ClientTls>>, redvoy_stats::Counter)>,
     ) -> Self {
-        let stats = ClusterStats::new(
+        let stats = Arc::new(ClusterStats::new(
             store,
             &config.name,
             &config.lb_policy,
             &config.circuit_breakers,
-        );
+        ));
         Self {
             name: config.name.clone(),
             stats,

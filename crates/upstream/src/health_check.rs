@@ -108,7 +108,7 @@ async fn supervise(
             return;
         };
         let hosts = c.all_hosts();
-        let cluster_stats = c.stats.clone();
+        let cluster_stats = Arc::clone(&c.stats);
         drop(c);
         let current: HashMap<usize, &Arc<Host>> =
             hosts.iter().map(|h| (Arc::as_ptr(h) as usize, h)).collect();
@@ -213,7 +213,7 @@ struct Session {
     cluster: Weak<Cluster>,
     /// The checker's connections and requests count in the cluster's traffic stats, as
     /// Envoy's Redis health checker client counts them.
-    cluster_stats: ClusterStats,
+    cluster_stats: Arc<ClusterStats>,
     host: Weak<Host>,
     address: SocketAddr,
     config: Arc<model::HealthCheck>,

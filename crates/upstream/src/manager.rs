@@ -316,9 +316,15 @@ impl ClusterManager {
         for task in state.health_checkers.remove(name).unwrap_or_default() {
             task.abort();
         }
-        let warmed_out = state.warming.remove(name).is_some();
+        let warming = state.warming.remove(name);
+        let warmed_out = warming.is_some();
         let map = self.active.load();
-        let was_active = map.by_name.contains_key(name);
+        let active = map.by_name.get(name).cloned();
+        let was_active = active.is_some();
+        // Its stats go below; connections still open write into cells of their own from now on.
+        for gone in warming.iter().chain(active.iter()) {
+            gone.stats.retire();
+        }
         if was_active {
             let mut next = ClusterMap {
                 order: map

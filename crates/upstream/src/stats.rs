@@ -1,6 +1,8 @@
 //! `cluster.<name>.*` stats, declared once (Envoy's `ALL_CLUSTER_*_STATS` macros in
 //! `envoy/upstream/upstream.h` and the load balancers' own gauges).
 
+use std::sync::Arc;
+
 use redvoy_config::model::{CircuitBreakers, LbPolicy, Thresholds};
 use redvoy_stats::{
     DeferredFamily, Gauge, HistogramUnit, LazyCounter, LazyGauge, LazyHistogram, LazyScope, Store,
@@ -8,10 +10,11 @@ use redvoy_stats::{
 
 use crate::lb::LbTableStats;
 
-/// Handles to every stat of one cluster. Cloning shares the underlying values; the data path
-/// (connection pools in the proxy) updates the traffic ones, the cluster manager the rest.
-#[derive(Clone, Debug)]
+/// Handles to every stat of one cluster, shared (`Arc`) by whatever records them: the data
+/// path (connection pools in the proxy) updates the traffic ones, the cluster manager the rest.
+#[derive(Debug)]
 pub struct ClusterStats {
+    scope: Arc<LazyScope>,
     // Connections.
     pub upstream_cx_total: LazyCounter,
     pub upstream_cx_active: LazyGauge,
@@ -234,7 +237,8 @@ const HISTOGRAMS: &[&str] = &[
 // === impl ClusterStats ===
 
 impl ClusterStats {
-    /// Creates (or re-attaches to) every stat under `cluster.<cluster>.`.
+    /// Declares every stat under `cluster.<cluster>.` and hands out lazy handles to them; only
+    /// `warming_state`, the load balancer's gauges and `remaining_*` are stored at once.
     pub fn new(
         store: &Store,
         cluster: &str,
@@ -353,7 +357,14 @@ impl ClusterStats {
             default_total_match_count: c("default.total_match_count"),
             lb_healthy_panic: c("lb_healthy_panic"),
             lb,
+            scope,
         }
+    }
+
+    /// The cluster is removed and the store forgets its stats: handles still held (by
+    /// connections that close later) must not register them again.
+    pub fn retire(&self) {
+        self.scope.retire();
     }
 
     /// Publishes what a load balancer build reported.

@@ -206,7 +206,7 @@ pub(crate) fn worker_filter(config: Arc<FilterConfig>) -> WorkerFilter {
                 prelude_replies: spec.prelude_replies,
                 max_buffer_size_before_flush: settings.max_buffer_size_before_flush as usize,
                 buffer_flush_timeout: settings.buffer_flush_timeout,
-                cluster_stats: spec.cluster.stats.clone(),
+                cluster_stats: Arc::clone(&spec.cluster.stats),
                 upstream_rq_time: spec.upstream_rq_time.clone(),
                 command_stats: spec
                     .command_stats

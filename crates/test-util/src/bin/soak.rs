@@ -96,6 +96,24 @@ struct Sample {
     clients: u64,
 }
 
+/// One stat's value from `/stats`; 0 when the admin port does not answer (the samples then
+/// show it, and the end of the run reports it).
+fn try_stat(proxy: &Proxy, name: &str) -> u64 {
+    proxy
+        .try_admin("GET", &format!("/stats?filter=^{name}$"))
+        .ok()
+        .and_then(|r| {
+            r.body.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -268,6 +286,8 @@ fn main() {
         })
     };
     let seconds = total.as_secs().to_string();
+    // The clients stop themselves at the deadline; past this they are stuck.
+    let limit = total + Duration::from_secs(120);
     let py = {
         let (python, script, seconds) = (
             python.clone(),
@@ -280,7 +300,7 @@ fn main() {
                 Command::new(python)
                     .arg(script)
                     .args([&port.to_string(), &seconds, "4"])
-                    .output(),
+                    .run_bounded(limit),
             )
         })
     };
@@ -293,7 +313,7 @@ fn main() {
                     .current_dir(&dir)
                     .arg(dir.join("soak_client.js"))
                     .args(["ioredis6", &port.to_string(), &seconds, "8"])
-                    .output(),
+                    .run_bounded(limit),
             )
         })
     };
@@ -302,6 +322,7 @@ fn main() {
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let (mut pushes, mut nacks, mut slowest_ack) = (0u64, Vec::new(), Duration::ZERO);
     let mut kills: Vec<(f64, f64)> = Vec::new();
+    let mut control_failures: Vec<String> = Vec::new();
     let mut next_push = Instant::now() + push_every;
     let mut next_kill = Instant::now() + kill_every;
     let mut next_sample = Instant::now();
@@ -319,7 +340,7 @@ fn main() {
                     rss_kib: rss_kib(Some(pid)).unwrap_or(0),
                     heap_kib: heap_kib(&proxy),
                     fds: fd_count(pid),
-                    clients: proxy.stat("redis.soak.downstream_cx_active"),
+                    clients: try_stat(&proxy, "redis.soak.downstream_cx_active"),
                 });
         }
         if now >= next_kill && now + down + Duration::from_secs(30) < deadline {
@@ -327,8 +348,14 @@ fn main() {
             let from = epoch_now();
             servers[victim].signal("-KILL");
             thread::sleep(down);
-            servers[victim].restart();
+            let server = &mut servers[victim];
+            let restarted =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.restart()));
             kills.push((from, epoch_now()));
+            if restarted.is_err() {
+                control_failures.push(format!("redis-server {victim} did not restart"));
+                break;
+            }
             eprintln!(
                 "soak: killed and restarted redis-server {} ({})",
                 victim, ports[victim]
@@ -339,24 +366,23 @@ fn main() {
             next_push += push_every;
             version += 1;
             let pushed = Instant::now();
-            let replies = if version.is_multiple_of(2) {
-                ads.push(
-                    &format!("l{version}"),
-                    &[listener(port, version)],
-                    Duration::from_secs(30),
-                )
+            let nonces = if version.is_multiple_of(2) {
+                ads.set_messages(&format!("l{version}"), &[listener(port, version)])
             } else {
-                ads.push(
-                    &format!("c{version}"),
-                    &clusters(&ports, version),
-                    Duration::from_secs(30),
-                )
+                ads.set_messages(&format!("c{version}"), &clusters(&ports, version))
             };
-            slowest_ack = slowest_ack.max(pushed.elapsed());
             pushes += 1;
-            for r in replies.iter().filter(|r| r.is_nack()) {
-                nacks.push(r.summary());
+            if nonces.is_empty() {
+                control_failures.push(format!("push {version}: no ADS stream was subscribed"));
             }
+            for nonce in &nonces {
+                match ads.try_wait_for_reply_to(nonce, Duration::from_secs(30)) {
+                    Some(r) if r.is_nack() => nacks.push(r.summary()),
+                    Some(_) => {}
+                    None => control_failures.push(format!("push {version}: no ACK within 30 s")),
+                }
+            }
+            slowest_ack = slowest_ack.max(pushed.elapsed());
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -375,14 +401,20 @@ fn main() {
         rss_kib: rss_kib(Some(pid)).unwrap_or(0),
         heap_kib: heap_kib(&proxy),
         fds: fd_count(pid),
-        clients: proxy.stat("redis.soak.downstream_cx_active"),
+        clients: try_stat(&proxy, "redis.soak.downstream_cx_active"),
     };
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
-    let stats = proxy.stats();
+    let stats_text = proxy
+        .try_admin("GET", "/stats")
+        .map(|r| r.body)
+        .unwrap_or_default();
 
     // The report.
     let mut report = String::new();
     let mut failures: Vec<String> = Vec::new();
+    if stats_text.is_empty() {
+        failures.push("redvoy's /stats did not answer at the end".to_owned());
+    }
     let in_window = |t: f64| {
         kills
             .iter()
@@ -445,6 +477,7 @@ fn main() {
     for n in &nacks {
         failures.push(format!("NACK: {n}"));
     }
+    failures.extend(control_failures.iter().take(20).cloned());
     report += "\n## redvoy over time\n\n| s | RSS MiB | heap MiB | fds | client connections |\n|---|---|---|---|---|\n";
     let every = (samples.len() / 30).max(1);
     for (i, s) in samples.iter().enumerate() {
@@ -495,9 +528,10 @@ fn main() {
         report += "\n";
     }
     let counter = |name: &str| {
-        stats
-            .get_int(name)
-            .map_or("–".to_owned(), |v| v.to_string())
+        stats_text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ").map(str::to_owned))
+            .unwrap_or_else(|| "–".to_owned())
     };
     report += &format!(
         "\nredvoy counters: downstream_rq_total {}, upstream_rq_total (shards_a) {}, \
@@ -531,6 +565,46 @@ fn main() {
     drop(proxy);
     drop(servers);
     std::process::exit(if failures.is_empty() { 0 } else { 1 });
+}
+
+/// `Command::output` with a bound: a client stuck on a reply that never comes is killed at
+/// `limit` (and reported as giving no result) instead of hanging the soak.
+trait RunBounded {
+    fn run_bounded(&mut self, limit: Duration) -> std::io::Result<std::process::Output>;
+}
+
+impl RunBounded for Command {
+    fn run_bounded(&mut self, limit: Duration) -> std::io::Result<std::process::Output> {
+        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        // Read while it runs: a long error list would fill the pipe and block the child.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                break child.wait()?;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
 }
 
 /// Waits for `child` up to `limit` (then kills it): whether it exited 0, and its stderr.

@@ -286,6 +286,9 @@ async fn eds_cluster_warms_until_its_assignment() {
     assert!(cm.get("a").is_none());
     // Its stats go with it (Envoy destroys the scope); `a.b`'s stay.
     assert!(store.value_of("cluster.a.update_attempt").is_none());
+    // A connection closing afterwards does not bring one back.
+    a2.stats.upstream_cx_destroy.inc();
+    assert!(store.value_of("cluster.a.upstream_cx_destroy").is_none());
     assert!(store.value_of("cluster.a.b.warming_state").is_some());
     assert_eq!(store.value_of("cluster_manager.cluster_removed"), Some(1));
     assert!(!cm.remove("a").unwrap());

@@ -34,7 +34,7 @@ struct DiscoveryConn {
     decoder: Decoder,
     buf: BytesMut,
     /// Envoy counts the discovery client like any upstream connection (cluster and host).
-    stats: ClusterStats,
+    stats: Arc<ClusterStats>,
     host: Option<Arc<Host>>,
 }
 
@@ -76,7 +76,7 @@ pub(crate) struct Discovery {
     /// `cluster.<name>.upstream_commands.upstream_rq_time` (µs).
     rq_time: Histogram,
     command: DiscoveryCommandStats,
-    stats: ClusterStats,
+    stats: Arc<ClusterStats>,
     last_ranges: Option<Vec<SlotRange>>,
     /// Nodes whose `CLUSTER SLOTS` failed since the last good round. They are asked last: after
     /// a primary dies, Envoy may keep asking the dead node, a refresh period lost each time.
@@ -142,7 +142,7 @@ impl Discovery {
                     latency: store.histogram(&format!("{p}latency"), HistogramUnit::Microseconds),
                 }
             },
-            stats: cluster.stats.clone(),
+            stats: Arc::clone(&cluster.stats),
             last_ranges: None,
             failed: Vec::new(),
         }
@@ -330,7 +330,7 @@ impl Discovery {
                 stream,
                 decoder: Decoder::new(DecoderMode::Reply, Limits::default()),
                 buf: BytesMut::with_capacity(READ_CHUNK),
-                stats: self.stats.clone(),
+                stats: Arc::clone(&self.stats),
                 host,
             };
             if let Some(auth) = &self.auth {
