@@ -945,40 +945,17 @@ impl AdsServer {
     }
 
     /// Waits until a request matching `pred` has been received (at index `from` or later) and
-    /// returns it; panics on timeout, listing what came, with `what` awaited.
-    pub fn wait_for_request(
+    /// returns it; `None` on timeout.
+    pub fn try_wait_for_request(
         &self,
         from: usize,
         timeout: Duration,
-        what: &str,
         pred: impl Fn(&RecordedRequest) -> bool,
-    ) -> RecordedRequest {
+    ) -> Option<RecordedRequest> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
             if let Some(found) = state.requests.iter().skip(from).find(|r| pred(r)) {
-                return found.clone();
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                let got: Vec<String> = state.requests.iter().map(|r| r.summary()).collect();
-                drop(state);
-                panic!("timed out after {timeout:?} waiting for {what}; xDS requests: {got:?}");
-            };
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Waits for the ACK or NACK of the response with `nonce`; `None` on timeout.
-    pub fn try_wait_for_reply_to(&self, nonce: &str, timeout: Duration) -> Option<RecordedRequest> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.lock();
-        loop {
-            if let Some(found) = state.requests.iter().find(|r| r.response_nonce == nonce) {
                 return Some(found.clone());
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -989,6 +966,29 @@ impl AdsServer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// [`try_wait_for_request`](Self::try_wait_for_request) that panics on timeout, listing
+    /// what came, with `what` awaited.
+    pub fn wait_for_request(
+        &self,
+        from: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&RecordedRequest) -> bool,
+    ) -> RecordedRequest {
+        self.try_wait_for_request(from, timeout, pred)
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; xDS requests: {:?}",
+                    self.summaries()
+                )
+            })
+    }
+
+    /// Waits for the ACK or NACK of the response with `nonce`; `None` on timeout.
+    pub fn try_wait_for_reply_to(&self, nonce: &str, timeout: Duration) -> Option<RecordedRequest> {
+        self.try_wait_for_request(0, timeout, |r| r.response_nonce == nonce)
     }
 
     /// Waits for the ACK or NACK of the response with `nonce` and returns it.
