@@ -45,6 +45,27 @@ pub use dump::{
     SKIPPED_PREFIX,
 };
 pub use error::ConfigError;
+
+/// The descriptor pool every conversion uses: Envoy's v3 API (envoy-types) plus the
+/// TypedStruct protos. For code that handles xDS messages reflectively (a control plane
+/// patching resources).
+pub fn descriptor_pool() -> Result<&'static prost_reflect::DescriptorPool, ConfigError> {
+    descriptors::pool()
+}
+
+/// A JSON value → the message named `full_name`, as a control plane converts a patch value
+/// (`google.protobuf.Struct`) into the proto it stands for. `strict` false drops fields this
+/// build does not know (protojson's `DiscardUnknown`, what istiod does); `origin` names the
+/// input in errors.
+pub fn message_from_json(
+    full_name: &str,
+    value: &serde_json::Value,
+    strict: bool,
+    origin: &str,
+) -> Result<DynamicMessage, ConfigError> {
+    let desc = descriptors::message(full_name)?;
+    parse::message_from_json(value, &desc, strict, origin)
+}
 pub use resource::{
     decode_cluster, decode_cluster_load_assignment, decode_listener, decode_secret,
     listener_address, read_discovery_file, DiscoveryFile, DynamicOptions, RawResource,

@@ -593,3 +593,37 @@ mod tests {
         assert_eq!(type_name_of("a.B"), "a.B");
     }
 }
+
+/// A JSON value (from YAML or JSON) → the message `desc`, as a control plane converts a
+/// `google.protobuf.Struct` into the proto it stands for (Istio's `BuildXDSObjectFromStruct`):
+/// with `strict` false, fields this build does not know are dropped rather than refused
+/// (protojson's `DiscardUnknown`). Every `@type` inside must resolve in the pool. Enum names
+/// in another case are accepted, as everywhere else.
+pub(crate) fn message_from_json(
+    value: &serde_json::Value,
+    desc: &MessageDescriptor,
+    strict: bool,
+    origin: &str,
+) -> Result<DynamicMessage, ConfigError> {
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(strict);
+    let origin = Origin::Resource(origin);
+    let attempt = |value: &serde_json::Value| {
+        let mut track = serde_path_to_error::Track::new();
+        DynamicMessage::deserialize_with_options(
+            desc.clone(),
+            serde_path_to_error::Deserializer::new(value, &mut track),
+            &options,
+        )
+        .map_err(|e| parse_error(origin, &path_string(&track.path()), e.to_string()))
+    };
+    match attempt(value) {
+        Ok(msg) => Ok(msg),
+        Err(first) => {
+            let mut normalized = value.clone();
+            if !normalize(&mut normalized, desc) {
+                return Err(first);
+            }
+            attempt(&normalized).map_err(|e| if e.path() == first.path() { first } else { e })
+        }
+    }
+}
