@@ -11,6 +11,8 @@
 //! the caller keeps serving the last good configuration and shows why.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use serde::Deserialize;
@@ -335,6 +337,43 @@ pub struct ConfigPatch {
     pub value: DynamicMessage,
     /// `namespace/name` of the EnvoyFilter, for the debug view.
     pub key: String,
+    /// `spec.configPatches[i]` in that EnvoyFilter.
+    pub index: usize,
+    /// Set once the patch changed something for some proxy of this world (shared by the
+    /// clones made per proxy), so a patch that matches nothing anywhere can be reported.
+    pub applied: Arc<AtomicBool>,
+}
+
+impl ConfigPatch {
+    fn mark(&self) {
+        self.applied.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a patch that never applied is worth reporting: operations that target an
+    /// existing object (with a filter match where they need one), outside `match.proxy`
+    /// (which depends on node metadata no stand-in proxy has).
+    pub fn must_match(&self) -> bool {
+        if self.proxy.is_some() {
+            return false;
+        }
+        match self.operation {
+            Operation::Add | Operation::InsertFirst => false,
+            Operation::InsertBefore | Operation::InsertAfter => self.has_filter_match(),
+            Operation::Remove | Operation::Replace if self.apply_to.is_ordered_list() => {
+                self.has_filter_match()
+            }
+            _ => true,
+        }
+    }
+
+    fn has_filter_match(&self) -> bool {
+        match self.apply_to {
+            ApplyTo::NetworkFilter => network_filter_name(self).is_some(),
+            ApplyTo::HttpFilter => sub_filter_name(self).is_some(),
+            ApplyTo::ListenerFilter => listener_filter_name(self).is_some(),
+            _ => true,
+        }
+    }
 }
 
 /// A parsed, validated EnvoyFilter.
@@ -350,6 +389,8 @@ pub struct EnvoyFilter {
     /// `targetRefs` attach a filter to waypoints and gateways, never to a sidecar.
     pub has_target_refs: bool,
     pub patches: Vec<ConfigPatch>,
+    /// The file it was read from.
+    pub origin: String,
 }
 
 /// Reads an EnvoyFilter's `spec` (and its name, namespace and creation time).
@@ -501,6 +542,8 @@ pub fn parse_envoy_filter(
             cluster: m.cluster,
             value,
             key: key.clone(),
+            index: i,
+            applied: Arc::new(AtomicBool::new(false)),
         });
     }
     Ok(EnvoyFilter {
@@ -511,6 +554,7 @@ pub fn parse_envoy_filter(
         workload_selector: spec.workload_selector.map(|s| s.labels),
         has_target_refs: !spec.target_refs.is_empty(),
         patches,
+        origin: String::new(),
     })
 }
 
@@ -866,6 +910,7 @@ pub fn apply_listener_patches(
                 continue;
             }
             if context_match(ctx, p) {
+                p.mark();
                 out.push(p.value.clone());
             }
         }
@@ -881,9 +926,11 @@ fn patch_listener(ctx: PatchContext, patches: &MergedPatches, l: &mut DynamicMes
             continue;
         }
         if p.operation == Operation::Remove {
+            p.mark();
             return Ok(false);
         }
         if p.operation.is_merge() {
+            p.mark();
             merge::merge(l, &p.value, p.operation.lists());
         }
     }
@@ -910,6 +957,8 @@ fn list_operation(
                 items.push(p.value.clone());
             } else if let Some(i) = first {
                 items.insert(i + 1, p.value.clone());
+            } else {
+                return items;
             }
         }
         Operation::InsertBefore => {
@@ -917,32 +966,35 @@ fn list_operation(
                 items.insert(0, p.value.clone());
             } else if let Some(i) = first {
                 items.insert(i, p.value.clone());
+            } else {
+                return items;
             }
         }
-        Operation::Replace => {
-            if has_match {
-                if let Some(i) = first {
-                    items[i] = p.value.clone();
-                }
-            }
-        }
+        Operation::Replace => match first {
+            Some(i) if has_match => items[i] = p.value.clone(),
+            _ => return items,
+        },
         Operation::Remove => {
-            if has_match {
-                items.retain(|f| !matches(f));
+            if !has_match || first.is_none() {
+                return items;
             }
+            items.retain(|f| !matches(f));
         }
-        Operation::Merge | Operation::MergeAndReplaceList => {}
+        Operation::Merge | Operation::MergeAndReplaceList => return items,
     }
+    p.mark();
     items
 }
 
 /// A filter-level MERGE (network, HTTP and listener filters): the patch's typed config merged
 /// into the filter's, the name replaced when the patch has one. Filters without a typed config
 /// are skipped, as in istiod.
-fn merge_filter(filter: &mut DynamicMessage, patch: &DynamicMessage, rename: bool) -> PatchResult<()> {
+fn merge_filter(filter: &mut DynamicMessage, p: &ConfigPatch, rename: bool) -> PatchResult<()> {
+    let patch = &p.value;
     let Some(current) = typed_config(filter) else {
         return Ok(());
     };
+    p.mark();
     let name = if rename { str_field(patch, "name") } else { String::new() };
     if let Some(src) = typed_config(patch) {
         let merged = merge_any(&current, &src)?;
@@ -970,7 +1022,7 @@ fn patch_listener_filters(ctx: PatchContext, patches: &[ConfigPatch], l: &mut Dy
                 // istiod's `mergeListenerFilter` does not check the name (every listener filter
                 // of the listener is merged) and writes the name back into the patch instead of
                 // the filter (never renaming it); kept as is.
-                merge_filter(f, &p.value, false)?;
+                merge_filter(f, p, false)?;
             }
         } else {
             filters = list_operation(filters, p, wanted.is_some(), matches);
@@ -1003,6 +1055,7 @@ fn patch_filter_chains(ctx: PatchContext, patches: &MergedPatches, l: &mut Dynam
     }
     for p in patches.of(ApplyTo::FilterChain) {
         if p.operation == Operation::Add && context_match(ctx, p) && listener_match(&snapshot, p) {
+            p.mark();
             chains.push(p.value.clone());
         }
     }
@@ -1023,10 +1076,14 @@ fn patch_filter_chain(
             continue;
         }
         if p.operation == Operation::Remove {
+            p.mark();
             return Ok(false);
         }
-        if p.operation.is_merge() && !merge_transport_socket(fc, &p.value)? {
-            merge::merge(fc, &p.value, p.operation.lists());
+        if p.operation.is_merge() {
+            p.mark();
+            if !merge_transport_socket(fc, &p.value)? {
+                merge::merge(fc, &p.value, p.operation.lists());
+            }
         }
     }
     patch_network_filters(ctx, patches, l, fc)?;
@@ -1079,7 +1136,7 @@ fn patch_network_filters(
             {
                 continue;
             }
-            merge_filter(filter, &p.value, true)?;
+            merge_filter(filter, p, true)?;
         }
         if str_field(filter, "name") == HCM_NAME {
             patch_http_filters(ctx, patches, l, fc, filter)?;
@@ -1135,7 +1192,7 @@ fn patch_http_filters(
             {
                 continue;
             }
-            merge_filter(hf, &p.value, true)?;
+            merge_filter(hf, p, true)?;
         }
     }
     set_list(&mut hcm, "http_filters", http);
@@ -1207,11 +1264,13 @@ pub fn apply_cluster_merge(
     for p in patches.of(ApplyTo::Cluster) {
         let matched = context_match(ctx, p) && cluster_match(&name, p.cluster.as_ref(), hosts);
         if p.operation == Operation::Remove && matched {
+            p.mark();
             return Ok(None);
         }
         if !p.operation.is_merge() || !matched {
             continue;
         }
+        p.mark();
         if !merge_cluster_transport_socket(&mut cluster, &p.value)? {
             merge::merge(&mut cluster, &p.value, p.operation.lists());
         }
@@ -1270,6 +1329,9 @@ pub fn inserted_clusters(ctx: PatchContext, patches: &MergedPatches) -> Vec<Dyna
                 && ctx != PatchContext::Gateway)
                 && context_match(ctx, p)
         })
-        .map(|p| p.value.clone())
+        .map(|p| {
+            p.mark();
+            p.value.clone()
+        })
         .collect()
 }

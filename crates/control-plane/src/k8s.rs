@@ -192,8 +192,11 @@ fn load_file(file: &Path, inputs: &mut Inputs) -> Result<(), Vec<InputError>> {
 
 /// The documents of a YAML stream (JSON is YAML), empty ones dropped.
 pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| e.to_string().trim().to_owned())?;
+    let mut options = serde_saphyr::Options::default();
+    // One line per error: a snippet does not fit a log line or a status entry.
+    options.with_snippet = false;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| e.to_string().trim().to_owned())?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -287,8 +290,9 @@ fn load_object(
         ("networking.istio.io/v1alpha3", "EnvoyFilter") => {
             require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
             let creation = meta.creation_timestamp.clone().unwrap_or_default();
-            let ef = envoyfilter::parse_envoy_filter(&meta.name, &namespace, &creation, &spec)
+            let mut ef = envoyfilter::parse_envoy_filter(&meta.name, &namespace, &creation, &spec)
                 .map_err(|e| fail(&fail_object, format!("{}: {}", e.path, e.message)))?;
+            ef.origin = file.display().to_string();
             if inputs
                 .envoy_filters
                 .iter()

@@ -16,3 +16,192 @@ pub mod istio;
 pub mod k8s;
 pub mod merge;
 pub mod proxy;
+pub mod admin;
+pub mod server;
+pub mod snapshot;
+pub mod stats;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tracing::{error, info, warn};
+
+pub use istio::{ListenerBind, Settings};
+
+/// How the control plane runs (the binary's flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_dirs: Vec<PathBuf>,
+    /// gRPC (ADS) over TCP.
+    pub xds_address: Option<std::net::SocketAddr>,
+    /// gRPC (ADS) over a Unix socket.
+    pub xds_uds: Option<PathBuf>,
+    /// The HTTP port (`/stats`, `/debug/config`…).
+    pub admin_address: Option<std::net::SocketAddr>,
+    /// Istio's root namespace: its EnvoyFilters apply to every proxy.
+    pub root_namespace: String,
+    pub settings: Settings,
+    /// Quiet time after a change before the directory is read.
+    pub debounce: Duration,
+}
+
+/// Why the control plane could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {what} {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("xDS server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Reads the directories once into a world (with every error found).
+fn load(opts: &Options, generation: u64, proxies: &[proxy::ProxyIdentity]) -> Result<snapshot::World, Vec<String>> {
+    let inputs = k8s::load_dirs(&opts.config_dirs)
+        .map_err(|errors| errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    snapshot::World::build(
+        inputs,
+        opts.settings.clone(),
+        opts.root_namespace.clone(),
+        generation,
+        proxies,
+    )
+}
+
+fn record(shared: &server::Shared, world: &snapshot::World) {
+    shared.stats.loads_ok.fetch_add(1, Relaxed);
+    shared.stats.input_errors.store(0, Relaxed);
+    shared
+        .stats
+        .envoy_filters
+        .store(world.inputs.envoy_filters.len() as u64, Relaxed);
+    shared
+        .stats
+        .services
+        .store(world.inputs.services.len() as u64, Relaxed);
+    shared
+        .last_errors
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+}
+
+fn reject(shared: &server::Shared, errors: Vec<String>) {
+    for e in &errors {
+        error!("configuration refused, the last good one stays: {e}");
+    }
+    shared.stats.loads_rejected.fetch_add(1, Relaxed);
+    shared.stats.input_errors.store(errors.len() as u64, Relaxed);
+    *shared
+        .last_errors
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = errors;
+}
+
+/// Runs until the process ends: serves ADS and the admin port, and follows the directories.
+/// A first reading that fails leaves an empty configuration served (and the errors shown)
+/// until the files are fixed: a control plane that exits on a bad file takes every proxy's
+/// updates down with it.
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let mut last = watch::fingerprint(&opts.config_dirs);
+    let initial = load(&opts, 1, &[]);
+    let (world, errors) = match initial {
+        Ok(w) => (w, Vec::new()),
+        Err(errors) => {
+            let empty = snapshot::World::empty(opts.settings.clone(), opts.root_namespace.clone());
+            (empty, errors)
+        }
+    };
+    let shared = server::Shared::new(world);
+    if errors.is_empty() {
+        record(&shared, &shared.world());
+        info!(generation = 1, "configuration loaded");
+    } else {
+        reject(&shared, errors);
+    }
+
+    let service = AggregatedDiscoveryServiceServer::new(server::AdsService::new(shared.clone()))
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = opts.xds_address {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { what: "--xds-address", address: addr.to_string(), source })?;
+        info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving ADS over TCP");
+        let svc = service.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .map_err(Error::from)
+        });
+    }
+    if let Some(path) = &opts.xds_uds {
+        // A stale socket from an earlier run would make the bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).map_err(|source| Error::Bind {
+            what: "--xds-uds",
+            address: path.display().to_string(),
+            source,
+        })?;
+        info!(path = %path.display(), "serving ADS over a Unix socket");
+        let svc = service.clone();
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await
+                .map_err(Error::from)
+        });
+    }
+    if let Some(addr) = opts.admin_address {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { what: "--admin-address", address: addr.to_string(), source })?;
+        info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin port");
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            admin::serve(listener, shared).await;
+            Ok(())
+        });
+    }
+
+    let mut generation = shared.world().generation.max(1);
+    loop {
+        tokio::select! {
+            settled = watch::next_change(&opts.config_dirs, &last, opts.debounce) => {
+                last = settled;
+                generation += 1;
+                let connected = shared.connected();
+                match load(&opts, generation, &connected) {
+                    Ok(world) => {
+                        record(&shared, &world);
+                        info!(generation, services = world.inputs.services.len(),
+                              envoy_filters = world.inputs.envoy_filters.len(), "configuration changed, pushing");
+                        shared.swap(world);
+                    }
+                    Err(errors) => reject(&shared, errors),
+                }
+            }
+            done = tasks.join_next() => {
+                match done {
+                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Err(e)) => warn!("server task ended: {e}"),
+                    Some(Ok(Ok(()))) | None => {}
+                }
+                if tasks.is_empty() {
+                    warn!("nothing to serve (no --xds-address, --xds-uds or --admin-address)");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}

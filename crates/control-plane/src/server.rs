@@ -1,0 +1,434 @@
+//! The ADS server: State-of-the-World and Delta streams over one gRPC service, for any number
+//! of proxies. Each stream learns its proxy from the first request's node, is answered from
+//! that proxy's snapshot of the current world, and is pushed what changed when a new world is
+//! taken. Types served: LDS, CDS, EDS; requests for other types are counted and left pending,
+//! as a server without them would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    Resource as DeltaResource,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::proxy::ProxyIdentity;
+use crate::snapshot::{ProxySnapshot, World, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER};
+use crate::stats::Stats;
+
+/// Responses queued per stream before the stream task waits for the proxy to read.
+const STREAM_QUEUE: usize = 16;
+
+/// State shared by the server, the watcher and the admin endpoints.
+#[derive(Debug)]
+pub struct Shared {
+    world: RwLock<Arc<World>>,
+    changes: watch::Sender<u64>,
+    pub stats: Stats,
+    /// Connected streams: id → the proxy.
+    proxies: Mutex<BTreeMap<u64, ProxyIdentity>>,
+    next_stream: std::sync::atomic::AtomicU64,
+    /// The errors of the last reading that was refused (empty after a good one).
+    pub last_errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(world: World) -> Arc<Self> {
+        let (changes, _) = watch::channel(world.generation);
+        Arc::new(Self {
+            world: RwLock::new(Arc::new(world)),
+            changes,
+            stats: Stats::default(),
+            proxies: Mutex::new(BTreeMap::new()),
+            next_stream: std::sync::atomic::AtomicU64::new(1),
+            last_errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn world(&self) -> Arc<World> {
+        self.world.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Takes a new world and wakes every stream.
+    pub fn swap(&self, world: World) {
+        let generation = world.generation;
+        *self.world.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(world);
+        self.changes.send_replace(generation);
+    }
+
+    /// The proxies connected now (one entry per stream).
+    pub fn connected(&self) -> Vec<ProxyIdentity> {
+        self.proxies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn register(&self, id: u64, proxy: ProxyIdentity) {
+        self.proxies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, proxy);
+        self.stats.connected.fetch_add(1, Relaxed);
+    }
+
+    fn unregister(&self, id: u64) {
+        if self
+            .proxies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .is_some()
+        {
+            self.stats.connected.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct AdsService {
+    shared: Arc<Shared>,
+}
+
+impl AdsService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let shared = self.shared.clone();
+        tokio::spawn(sotw_stream(shared, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let shared = self.shared.clone();
+        tokio::spawn(delta_stream(shared, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn is_served(type_url: &str) -> bool {
+    matches!(type_url, TYPE_LISTENER | TYPE_CLUSTER | TYPE_ENDPOINT)
+}
+
+/// The snapshot of `proxy` in the current world, or the error that keeps it from being served.
+fn snapshot(shared: &Shared, proxy: &ProxyIdentity) -> Option<Arc<ProxySnapshot>> {
+    match shared.world().snapshot_for(proxy) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(proxy = %proxy.id, "no configuration for this proxy: {e}");
+            None
+        }
+    }
+}
+
+/// Counts an ACK or a NACK (a request carrying the nonce of the last response).
+fn count_reply(shared: &Shared, type_url: &str, proxy: &str, error: Option<&str>) {
+    let Some(t) = shared.stats.of_type(type_url) else {
+        return;
+    };
+    match error {
+        Some(e) => {
+            t.rejects.fetch_add(1, Relaxed);
+            warn!(proxy, type_url, "proxy rejected the configuration: {e}");
+        }
+        None => {
+            t.acks.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+// === State of the World ===
+
+#[derive(Debug, Default)]
+struct SotwType {
+    names: BTreeSet<String>,
+    sent_version: Option<String>,
+    nonce: String,
+}
+
+async fn sotw_stream(
+    shared: Arc<Shared>,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let id = shared.next_stream.fetch_add(1, Relaxed);
+    let mut changes = shared.changes.subscribe();
+    let mut proxy: Option<ProxyIdentity> = None;
+    let mut types: BTreeMap<String, SotwType> = BTreeMap::new();
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            req = requests.message() => {
+                let req = match req {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
+                };
+                if proxy.is_none() {
+                    let Some(node) = &req.node else {
+                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                        break;
+                    };
+                    let p = ProxyIdentity::from_node(node);
+                    info!(stream = id, proxy = %p.id, namespace = %p.namespace, "proxy connected (SotW)");
+                    shared.register(id, p.clone());
+                    proxy = Some(p);
+                }
+                let Some(p) = proxy.as_ref() else { break };
+                if !is_served(&req.type_url) {
+                    debug!(stream = id, type_url = %req.type_url, "type not served");
+                    continue;
+                }
+                let state = types.entry(req.type_url.clone()).or_default();
+                if !req.response_nonce.is_empty() {
+                    if req.response_nonce != state.nonce {
+                        continue; // Stale: answers an earlier response.
+                    }
+                    count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
+                }
+                let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+                let initial = req.response_nonce.is_empty();
+                let names_changed = names != state.names;
+                state.names = names;
+                if initial || names_changed {
+                    state.sent_version = None;
+                }
+                if !send_sotw(&shared, p, &req.type_url, state, &mut nonce, &tx).await { break; }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() { break; }
+                let Some(p) = proxy.as_ref() else { continue };
+                let mut open = true;
+                for (type_url, state) in types.iter_mut() {
+                    if !send_sotw(&shared, p, type_url, state, &mut nonce, &tx).await { open = false; break; }
+                }
+                if !open { break; }
+            }
+        }
+    }
+    shared.unregister(id);
+    if let Some(p) = proxy {
+        info!(stream = id, proxy = %p.id, "proxy disconnected");
+    }
+}
+
+/// Sends the type's resources unless the proxy already has this version. Returns false when
+/// the stream is gone.
+async fn send_sotw(
+    shared: &Shared,
+    proxy: &ProxyIdentity,
+    type_url: &str,
+    state: &mut SotwType,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) -> bool {
+    let Some(snap) = snapshot(shared, proxy) else {
+        return true;
+    };
+    let version = snap.version(type_url, &state.names);
+    if state.sent_version.as_deref() == Some(version.as_str()) {
+        return true;
+    }
+    *nonce += 1;
+    state.nonce = nonce.to_string();
+    state.sent_version = Some(version.clone());
+    let resources = snap
+        .resources(type_url, &state.names)
+        .into_iter()
+        .map(|r| r.any)
+        .collect();
+    if let Some(t) = shared.stats.of_type(type_url) {
+        t.pushes.fetch_add(1, Relaxed);
+    }
+    tx.send(Ok(DiscoveryResponse {
+        version_info: version,
+        resources,
+        type_url: type_url.to_owned(),
+        nonce: state.nonce.clone(),
+        ..Default::default()
+    }))
+    .await
+    .is_ok()
+}
+
+// === Delta ===
+
+#[derive(Debug, Default)]
+struct DeltaType {
+    wildcard: bool,
+    subscribed: BTreeSet<String>,
+    /// What the proxy has: name → version.
+    sent: BTreeMap<String, String>,
+    nonce: String,
+    answered: bool,
+}
+
+async fn delta_stream(
+    shared: Arc<Shared>,
+    mut requests: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let id = shared.next_stream.fetch_add(1, Relaxed);
+    let mut changes = shared.changes.subscribe();
+    let mut proxy: Option<ProxyIdentity> = None;
+    let mut types: BTreeMap<String, DeltaType> = BTreeMap::new();
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            req = requests.message() => {
+                let req = match req {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
+                };
+                if proxy.is_none() {
+                    let Some(node) = &req.node else {
+                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                        break;
+                    };
+                    let p = ProxyIdentity::from_node(node);
+                    info!(stream = id, proxy = %p.id, namespace = %p.namespace, "proxy connected (Delta)");
+                    shared.register(id, p.clone());
+                    proxy = Some(p);
+                }
+                let Some(p) = proxy.as_ref() else { break };
+                if !is_served(&req.type_url) {
+                    debug!(stream = id, type_url = %req.type_url, "type not served");
+                    continue;
+                }
+                let first = !types.contains_key(&req.type_url);
+                let state = types.entry(req.type_url.clone()).or_default();
+                if first {
+                    state.wildcard = req.type_url != TYPE_ENDPOINT
+                        && (req.resource_names_subscribe.is_empty()
+                            || req.resource_names_subscribe.iter().any(|n| n == "*"));
+                    // A reconnecting proxy says what it has; unchanged resources are not resent.
+                    state.sent = req.initial_resource_versions.clone().into_iter().collect();
+                }
+                if !req.response_nonce.is_empty() {
+                    if req.response_nonce != state.nonce {
+                        continue;
+                    }
+                    count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
+                }
+                for n in &req.resource_names_subscribe {
+                    if n == "*" { state.wildcard = true; } else { state.subscribed.insert(n.clone()); }
+                }
+                for n in &req.resource_names_unsubscribe {
+                    if n == "*" { state.wildcard = false; }
+                    state.subscribed.remove(n);
+                    state.sent.remove(n);
+                }
+                if !send_delta(&shared, p, &req.type_url, state, &mut nonce, &tx).await { break; }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() { break; }
+                let Some(p) = proxy.as_ref() else { continue };
+                let mut open = true;
+                for (type_url, state) in types.iter_mut() {
+                    if !send_delta(&shared, p, type_url, state, &mut nonce, &tx).await { open = false; break; }
+                }
+                if !open { break; }
+            }
+        }
+    }
+    shared.unregister(id);
+    if let Some(p) = proxy {
+        info!(stream = id, proxy = %p.id, "proxy disconnected");
+    }
+}
+
+/// Sends what changed for the proxy's subscription (and an empty answer to the first request
+/// of a type, which a proxy waits for before it is initialized).
+async fn send_delta(
+    shared: &Shared,
+    proxy: &ProxyIdentity,
+    type_url: &str,
+    state: &mut DeltaType,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) -> bool {
+    let Some(snap) = snapshot(shared, proxy) else {
+        return true;
+    };
+    let current: Vec<_> = if state.wildcard {
+        snap.resources(type_url, &state.subscribed)
+    } else {
+        snap.resources(type_url, &state.subscribed)
+            .into_iter()
+            .filter(|r| state.subscribed.contains(&r.name))
+            .collect()
+    };
+    let names: BTreeSet<&str> = current.iter().map(|r| r.name.as_str()).collect();
+    let removed: Vec<String> = state
+        .sent
+        .keys()
+        .filter(|n| !names.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let changed: Vec<_> = current
+        .into_iter()
+        .filter(|r| state.sent.get(&r.name) != Some(&r.version))
+        .collect();
+    if changed.is_empty() && removed.is_empty() && state.answered {
+        return true;
+    }
+    for n in &removed {
+        state.sent.remove(n);
+    }
+    for r in &changed {
+        state.sent.insert(r.name.clone(), r.version.clone());
+    }
+    state.answered = true;
+    *nonce += 1;
+    state.nonce = nonce.to_string();
+    if let Some(t) = shared.stats.of_type(type_url) {
+        t.pushes.fetch_add(1, Relaxed);
+    }
+    tx.send(Ok(DeltaDiscoveryResponse {
+        system_version_info: snap.version(type_url, &state.subscribed),
+        resources: changed
+            .into_iter()
+            .map(|r| DeltaResource {
+                name: r.name,
+                version: r.version,
+                resource: Some(r.any),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: type_url.to_owned(),
+        removed_resources: removed,
+        nonce: state.nonce.clone(),
+        ..Default::default()
+    }))
+    .await
+    .is_ok()
+}

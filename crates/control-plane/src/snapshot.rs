@@ -1,0 +1,310 @@
+//! A world (one good reading of the inputs) and, per proxy, the snapshot it is sent: the
+//! generated resources with that proxy's EnvoyFilters applied, `--resolve-cluster-local` done,
+//! every listener and cluster checked with the checks redvoy applies to xDS resources (what
+//! Envoy would NACK is refused here, before it reaches any proxy), and versioned by content.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use prost_reflect::DynamicMessage;
+
+use crate::envoyfilter::{self, PatchContext};
+use crate::istio::{self, Generated, Settings};
+use crate::k8s::Inputs;
+use crate::proxy::ProxyIdentity;
+
+pub const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const TYPE_ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// One resource as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    /// xxHash64 of the encoded resource, in hex.
+    pub version: String,
+    pub any: Any,
+    /// The resource's JSON, for `/debug/config`.
+    pub json: serde_json::Value,
+}
+
+impl Resource {
+    fn new(name: String, type_url: &str, msg: &DynamicMessage) -> Self {
+        let value = msg.encode_to_vec();
+        let version = format!("{:016x}", xxhash_rust::xxh64::xxh64(&value, 0));
+        let opts = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
+        let json = msg
+            .serialize_with_options(serde_json::value::Serializer, &opts)
+            .unwrap_or(serde_json::Value::Null);
+        Self {
+            name,
+            version,
+            any: Any {
+                type_url: type_url.to_owned(),
+                value,
+            },
+            json,
+        }
+    }
+}
+
+/// What one proxy is sent.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySnapshot {
+    pub listeners: Vec<Resource>,
+    pub clusters: Vec<Resource>,
+    pub endpoints: BTreeMap<String, Resource>,
+    /// `namespace/name` of the EnvoyFilters applied.
+    pub envoy_filters: Vec<String>,
+    /// Resources redvoy would skip (Envoy takes them), names that did not resolve.
+    pub warnings: Vec<String>,
+}
+
+impl ProxySnapshot {
+    /// The resources of `type_url`; for EDS only `names` (an unknown name gets an empty
+    /// assignment, as istiod sends, so the cluster can finish warming).
+    pub fn resources(&self, type_url: &str, names: &BTreeSet<String>) -> Vec<Resource> {
+        match type_url {
+            TYPE_LISTENER => self.listeners.clone(),
+            TYPE_CLUSTER => self.clusters.clone(),
+            TYPE_ENDPOINT => names
+                .iter()
+                .map(|n| {
+                    self.endpoints
+                        .get(n)
+                        .cloned()
+                        .unwrap_or_else(|| empty_assignment(n))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A version for the whole set of `type_url` a SotW client would get.
+    pub fn version(&self, type_url: &str, names: &BTreeSet<String>) -> String {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for r in self.resources(type_url, names) {
+            h.update(r.name.as_bytes());
+            h.update(r.version.as_bytes());
+        }
+        format!("{:016x}", h.digest())
+    }
+}
+
+fn empty_assignment(name: &str) -> Resource {
+    let msg = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        ..Default::default()
+    };
+    let value = msg.encode_to_vec();
+    Resource {
+        name: name.to_owned(),
+        version: format!("{:016x}", xxhash_rust::xxh64::xxh64(&value, 0)),
+        any: Any {
+            type_url: TYPE_ENDPOINT.to_owned(),
+            value,
+        },
+        json: serde_json::json!({"cluster_name": name}),
+    }
+}
+
+/// One good reading of the inputs, shared by every stream until the next.
+#[derive(Debug)]
+pub struct World {
+    pub inputs: Inputs,
+    pub generated: Generated,
+    pub settings: Settings,
+    pub root_namespace: String,
+    /// Increases with every world taken.
+    pub generation: u64,
+    cache: Mutex<HashMap<ProxyIdentity, Arc<ProxySnapshot>>>,
+}
+
+impl World {
+    /// Generates from `inputs` and builds the snapshot of every proxy in `proxies` and of one
+    /// stand-in proxy per EnvoyFilter (its namespace and selector labels), so a patch that
+    /// breaks a listener is caught before any proxy it selects connects. Any failure refuses
+    /// the world.
+    pub fn build(
+        inputs: Inputs,
+        settings: Settings,
+        root_namespace: String,
+        generation: u64,
+        proxies: &[ProxyIdentity],
+    ) -> Result<Self, Vec<String>> {
+        let generated = istio::generate(&inputs, &settings).map_err(|e| vec![e.to_string()])?;
+        let world = Self {
+            inputs,
+            generated,
+            settings,
+            root_namespace,
+            generation,
+            cache: Mutex::new(HashMap::new()),
+        };
+        let mut probes: Vec<ProxyIdentity> = proxies.to_vec();
+        for f in &world.inputs.envoy_filters {
+            probes.push(ProxyIdentity {
+                id: format!("probe for EnvoyFilter {}/{}", f.namespace, f.name),
+                namespace: f.namespace.clone(),
+                labels: f.workload_selector.clone().unwrap_or_default(),
+                ..ProxyIdentity::default()
+            });
+        }
+        let mut errors = Vec::new();
+        for p in &probes {
+            if let Err(e) = world.snapshot_for(p) {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+        }
+        // A patch that changed nothing for any proxy is almost always a typo (a filter name,
+        // a port): istiod counts it in `pilot_envoy_filter_status` and moves on; here it is
+        // refused, so the mistake shows before it reaches a mesh.
+        for f in &world.inputs.envoy_filters {
+            for p in &f.patches {
+                if p.must_match() && !p.applied.load(std::sync::atomic::Ordering::Relaxed) {
+                    errors.push(format!(
+                        "{}: EnvoyFilter {}/{}: spec.configPatches[{}]: {:?} {:?} matches nothing in any proxy's configuration",
+                        f.origin, f.namespace, f.name, p.index, p.apply_to, p.operation
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(world)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Nothing to serve (generation 0): what runs until a first reading succeeds.
+    pub fn empty(settings: Settings, root_namespace: String) -> Self {
+        Self {
+            inputs: Inputs::default(),
+            generated: Generated::default(),
+            settings,
+            root_namespace,
+            generation: 0,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The snapshot of `proxy`, built once per world.
+    pub fn snapshot_for(&self, proxy: &ProxyIdentity) -> Result<Arc<ProxySnapshot>, String> {
+        let key = ProxyIdentity {
+            id: String::new(),
+            ..proxy.clone()
+        };
+        if let Some(s) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(s.clone());
+        }
+        let snapshot = Arc::new(self.build_snapshot(proxy)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// Where an EnvoyFilter came from, for error messages.
+    fn origin_of(&self, keys: &[String]) -> String {
+        let origins: Vec<String> = self
+            .inputs
+            .envoy_filters
+            .iter()
+            .filter(|f| keys.contains(&format!("{}/{}", f.namespace, f.name)))
+            .map(|f| format!("EnvoyFilter {}/{} ({})", f.namespace, f.name, f.origin))
+            .collect();
+        if origins.is_empty() {
+            "no EnvoyFilter".to_owned()
+        } else {
+            origins.join(", ")
+        }
+    }
+
+    fn build_snapshot(&self, proxy: &ProxyIdentity) -> Result<ProxySnapshot, String> {
+        let patches = envoyfilter::select(&self.inputs.envoy_filters, proxy, &self.root_namespace);
+        let keys = patches.keys();
+        let fail = |what: String| format!("{what} [after {}]", self.origin_of(&keys));
+        let ctx = PatchContext::SidecarOutbound;
+        let listeners = envoyfilter::apply_listener_patches(
+            ctx,
+            &patches,
+            self.generated.listeners.clone(),
+            false,
+        )
+        .map_err(|e| fail(e))?;
+        let mut clusters = Vec::new();
+        for c in &self.generated.clusters {
+            if let Some(c) = envoyfilter::apply_cluster_merge(ctx, &patches, c.cluster.clone(), &c.hosts)
+                .map_err(|e| fail(e))?
+            {
+                clusters.push(c);
+            }
+        }
+        clusters.extend(envoyfilter::inserted_clusters(ctx, &patches));
+        let mut out = ProxySnapshot {
+            envoy_filters: keys.clone(),
+            ..ProxySnapshot::default()
+        };
+        if self.settings.resolve_cluster_local {
+            for c in clusters.iter_mut() {
+                for name in istio::resolve_cluster_local(c, &self.inputs, &self.settings.domain) {
+                    out.warnings.push(format!("{name}: no such Service endpoint to resolve to"));
+                }
+            }
+        }
+        let opts = redvoy_config::DynamicOptions::default();
+        let mut seen = BTreeSet::new();
+        for l in &listeners {
+            let r = Resource::new(str_name(l), TYPE_LISTENER, l);
+            if !seen.insert(("l", r.name.clone())) {
+                return Err(fail(format!("listener {}: defined twice", r.name)));
+            }
+            check(redvoy_config::decode_listener(&r.any.value, &opts), "listener", &r.name, &mut out.warnings)
+                .map_err(&fail)?;
+            out.listeners.push(r);
+        }
+        for c in &clusters {
+            let r = Resource::new(str_name(c), TYPE_CLUSTER, c);
+            if !seen.insert(("c", r.name.clone())) {
+                return Err(fail(format!("cluster {}: defined twice", r.name)));
+            }
+            check(redvoy_config::decode_cluster(&r.any.value, &opts), "cluster", &r.name, &mut out.warnings)
+                .map_err(&fail)?;
+            out.clusters.push(r);
+        }
+        for (name, cla) in &self.generated.endpoints {
+            out.endpoints
+                .insert(name.clone(), Resource::new(name.clone(), TYPE_ENDPOINT, cla));
+        }
+        Ok(out)
+    }
+}
+
+fn str_name(msg: &DynamicMessage) -> String {
+    msg.get_field_by_name("name")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A resource Envoy would refuse is an error; one only redvoy skips is a warning (Envoy
+/// proxies of the same control plane take it).
+fn check<T>(
+    result: Result<T, redvoy_config::ResourceError>,
+    kind: &str,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(redvoy_config::ResourceError::Invalid(e)) => Err(format!("{kind} {name}: {e}")),
+        Err(redvoy_config::ResourceError::Unsupported(e)) => {
+            warnings.push(format!("{kind} {name}: redvoy skips it: {e}"));
+            Ok(())
+        }
+    }
+}
