@@ -11,7 +11,11 @@ use clap::Parser;
 use redvoy_control_plane::{ListenerBind, Options, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "redvoy-control-plane", version, about = "A local xDS control plane applying Istio EnvoyFilters")]
+#[command(
+    name = "redvoy-control-plane",
+    version,
+    about = "A local xDS control plane applying Istio EnvoyFilters"
+)]
 struct Flags {
     /// A directory of Kubernetes YAML (repeatable); read recursively, watched for changes.
     #[arg(long = "config-dir", required = true)]
@@ -55,7 +59,9 @@ struct Flags {
 }
 
 fn parse_cidr(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
-    let (ip, len) = s.split_once('/').context("--vip-range: expected a.b.c.d/len")?;
+    let (ip, len) = s
+        .split_once('/')
+        .context("--vip-range: expected a.b.c.d/len")?;
     let ip: Ipv4Addr = ip.parse().context("--vip-range: not an IPv4 address")?;
     let len: u8 = len.parse().context("--vip-range: bad prefix length")?;
     if !(8..=30).contains(&len) {

@@ -14,6 +14,7 @@ mod cluster_routing;
 mod cluster_under_load;
 mod config;
 mod config_effects;
+mod control_plane;
 mod fanout;
 mod faults;
 mod health_check;

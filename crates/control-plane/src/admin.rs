@@ -77,7 +77,11 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
         ),
         "/ready" => ("200 OK", "text/plain", "LIVE\n".to_owned()),
         "/debug/status" => ("200 OK", "application/json", status(shared).to_string()),
-        "/debug/config" => ("200 OK", "application/json", debug_config(shared).to_string()),
+        "/debug/config" => (
+            "200 OK",
+            "application/json",
+            debug_config(shared).to_string(),
+        ),
         _ => (
             "404 Not Found",
             "text/plain",

@@ -27,7 +27,8 @@ const LISTENER_FILTER: &str = "envoy.config.listener.v3.ListenerFilter";
 const HTTP_FILTER: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";
 const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
-const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HCM_TYPE: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 /// istiod's names for its two catch-all listeners, on which a `portNumber` match is compared
 /// with each filter chain's `destination_port` rather than the listener's port.
 const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -67,7 +68,10 @@ impl ApplyTo {
             "HTTP_FILTER" => Self::HttpFilter,
             "LISTENER_FILTER" => Self::ListenerFilter,
             "CLUSTER" => Self::Cluster,
-            "ROUTE_CONFIGURATION" | "VIRTUAL_HOST" | "HTTP_ROUTE" | "EXTENSION_CONFIG"
+            "ROUTE_CONFIGURATION"
+            | "VIRTUAL_HOST"
+            | "HTTP_ROUTE"
+            | "EXTENSION_CONFIG"
             | "BOOTSTRAP" => {
                 return Err(format!(
                     "{s} is not supported: this control plane serves listeners, clusters and \
@@ -406,8 +410,8 @@ pub fn parse_envoy_filter(
         path,
         message,
     };
-    let spec: SpecJson = serde_json::from_value(spec.clone())
-        .map_err(|e| err("spec".to_owned(), e.to_string()))?;
+    let spec: SpecJson =
+        serde_json::from_value(spec.clone()).map_err(|e| err("spec".to_owned(), e.to_string()))?;
     if spec.workload_selector.is_some() && !spec.target_refs.is_empty() {
         return Err(err(
             "spec".to_owned(),
@@ -461,7 +465,12 @@ pub fn parse_envoy_filter(
             }
             _ => {}
         }
-        if let Some(filter) = m.listener.as_ref().and_then(|l| l.filter_chain.as_ref()).and_then(|fc| fc.filter.as_ref()) {
+        if let Some(filter) = m
+            .listener
+            .as_ref()
+            .and_then(|l| l.filter_chain.as_ref())
+            .and_then(|fc| fc.filter.as_ref())
+        {
             if filter.name.is_empty() {
                 return Err(err(
                     at(".match.listener.filterChain.filter"),
@@ -513,10 +522,13 @@ pub fn parse_envoy_filter(
             }
         };
         let value = match (&body.value, operation) {
-            (None, Operation::Remove) => {
-                redvoy_config::message_from_json(apply_to.value_type(), &serde_json::json!({}), false, "patch")
-                    .map_err(|e| err(at(".patch.value"), e.to_string()))?
-            }
+            (None, Operation::Remove) => redvoy_config::message_from_json(
+                apply_to.value_type(),
+                &serde_json::json!({}),
+                false,
+                "patch",
+            )
+            .map_err(|e| err(at(".patch.value"), e.to_string()))?,
             (None, _) => {
                 return Err(err(
                     at(".patch.value"),
@@ -612,7 +624,11 @@ impl MergedPatches {
 }
 
 /// istiod's `PushContext.EnvoyFilters(proxy)`.
-pub fn select(filters: &[EnvoyFilter], proxy: &ProxyIdentity, root_namespace: &str) -> MergedPatches {
+pub fn select(
+    filters: &[EnvoyFilter],
+    proxy: &ProxyIdentity,
+    root_namespace: &str,
+) -> MergedPatches {
     let attaches = |f: &EnvoyFilter| {
         if f.has_target_refs {
             return false;
@@ -713,7 +729,10 @@ fn set_list(msg: &mut DynamicMessage, name: &str, items: Vec<DynamicMessage>) {
     if items.is_empty() {
         msg.clear_field_by_name(name);
     } else {
-        msg.set_field_by_name(name, Value::List(items.into_iter().map(Value::Message).collect()));
+        msg.set_field_by_name(
+            name,
+            Value::List(items.into_iter().map(Value::Message).collect()),
+        );
     }
 }
 
@@ -747,7 +766,10 @@ fn pack(any_like: &DynamicMessage, inner: &DynamicMessage) -> DynamicMessage {
     let mut any = DynamicMessage::new(any_like.descriptor());
     any.set_field_by_name(
         "type_url",
-        Value::String(format!("type.googleapis.com/{}", inner.descriptor().full_name())),
+        Value::String(format!(
+            "type.googleapis.com/{}",
+            inner.descriptor().full_name()
+        )),
     );
     any.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
     any
@@ -830,7 +852,8 @@ fn filter_chain_match(listener: &DynamicMessage, fc: &DynamicMessage, p: &Config
         return false;
     }
     if !c.transport_protocol.is_empty()
-        && fcm.as_ref().map(|f| str_field(f, "transport_protocol")) != Some(c.transport_protocol.clone())
+        && fcm.as_ref().map(|f| str_field(f, "transport_protocol"))
+            != Some(c.transport_protocol.clone())
     {
         return false;
     }
@@ -839,7 +862,11 @@ fn filter_chain_match(listener: &DynamicMessage, fc: &DynamicMessage, p: &Config
             return false;
         }
         let have = strings("application_protocols");
-        if !c.application_protocols.split(',').all(|p| have.iter().any(|h| h == p)) {
+        if !c
+            .application_protocols
+            .split(',')
+            .all(|p| have.iter().any(|h| h == p))
+        {
             return false;
         }
     }
@@ -920,7 +947,11 @@ pub fn apply_listener_patches(
 }
 
 /// Returns false when the listener was removed.
-fn patch_listener(ctx: PatchContext, patches: &MergedPatches, l: &mut DynamicMessage) -> PatchResult<bool> {
+fn patch_listener(
+    ctx: PatchContext,
+    patches: &MergedPatches,
+    l: &mut DynamicMessage,
+) -> PatchResult<bool> {
     for p in patches.of(ApplyTo::Listener) {
         if !context_match(ctx, p) || !listener_match(l, p) {
             continue;
@@ -995,7 +1026,11 @@ fn merge_filter(filter: &mut DynamicMessage, p: &ConfigPatch, rename: bool) -> P
         return Ok(());
     };
     p.mark();
-    let name = if rename { str_field(patch, "name") } else { String::new() };
+    let name = if rename {
+        str_field(patch, "name")
+    } else {
+        String::new()
+    };
     if let Some(src) = typed_config(patch) {
         let merged = merge_any(&current, &src)?;
         filter.set_field_by_name("typed_config", Value::Message(merged));
@@ -1006,7 +1041,11 @@ fn merge_filter(filter: &mut DynamicMessage, p: &ConfigPatch, rename: bool) -> P
     Ok(())
 }
 
-fn patch_listener_filters(ctx: PatchContext, patches: &[ConfigPatch], l: &mut DynamicMessage) -> PatchResult<()> {
+fn patch_listener_filters(
+    ctx: PatchContext,
+    patches: &[ConfigPatch],
+    l: &mut DynamicMessage,
+) -> PatchResult<()> {
     for p in patches {
         if !context_match(ctx, p) || !listener_match(l, p) {
             continue;
@@ -1032,7 +1071,11 @@ fn patch_listener_filters(ctx: PatchContext, patches: &[ConfigPatch], l: &mut Dy
     Ok(())
 }
 
-fn patch_filter_chains(ctx: PatchContext, patches: &MergedPatches, l: &mut DynamicMessage) -> PatchResult<()> {
+fn patch_filter_chains(
+    ctx: PatchContext,
+    patches: &MergedPatches,
+    l: &mut DynamicMessage,
+) -> PatchResult<()> {
     let snapshot = l.clone();
     let mut chains = Vec::new();
     for mut fc in list_of(l, "filter_chains") {
@@ -1046,7 +1089,9 @@ fn patch_filter_chains(ctx: PatchContext, patches: &MergedPatches, l: &mut Dynam
     }
     if let Some(mut fc) = message_field(l, "default_filter_chain") {
         if !list_of(&fc, "filters").is_empty() {
-            if patch_filter_chain(ctx, patches, &snapshot, &mut fc)? && !list_of(&fc, "filters").is_empty() {
+            if patch_filter_chain(ctx, patches, &snapshot, &mut fc)?
+                && !list_of(&fc, "filters").is_empty()
+            {
                 l.set_field_by_name("default_filter_chain", Value::Message(fc));
             } else {
                 l.clear_field_by_name("default_filter_chain");
@@ -1279,7 +1324,10 @@ pub fn apply_cluster_merge(
 }
 
 /// istiod's `mergeTransportSocketCluster`. Returns whether it handled the merge.
-fn merge_cluster_transport_socket(c: &mut DynamicMessage, patch: &DynamicMessage) -> PatchResult<bool> {
+fn merge_cluster_transport_socket(
+    c: &mut DynamicMessage,
+    patch: &DynamicMessage,
+) -> PatchResult<bool> {
     let Some(patch_ts) = message_field(patch, "transport_socket") else {
         return Ok(false);
     };
@@ -1293,7 +1341,8 @@ fn merge_cluster_transport_socket(c: &mut DynamicMessage, patch: &DynamicMessage
             // drops the patch's socket and reports it handled.
             return Ok(true);
         };
-        let mut ts = message_field(&matches[i], "transport_socket").unwrap_or_else(|| patch_ts.clone());
+        let mut ts =
+            message_field(&matches[i], "transport_socket").unwrap_or_else(|| patch_ts.clone());
         merge_socket_config(&mut ts, &patch_ts)?;
         matches[i].set_field_by_name("transport_socket", Value::Message(ts));
         set_list(c, "transport_socket_matches", matches);

@@ -167,7 +167,8 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
             continue;
         }
         let Some(vip) = vips.get(&key).cloned() else {
-            out.notes.push(format!("Service {key}: no VIP available in the range"));
+            out.notes
+                .push(format!("Service {key}: no VIP available in the range"));
             continue;
         };
         out.vips.insert(key.clone(), vip.clone());
@@ -185,11 +186,21 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
             let redis = protocol == Protocol::Redis && settings.redis_filter;
             out.listeners.push(to_message(
                 LISTENER,
-                &listener_json(&vip, port.port, &cluster_name, redis, settings.listener_bind),
+                &listener_json(
+                    &vip,
+                    port.port,
+                    &cluster_name,
+                    redis,
+                    settings.listener_bind,
+                ),
                 &format!("listener {vip}_{}", port.port),
             )?);
             out.clusters.push(GeneratedCluster {
-                cluster: to_message(CLUSTER, &cluster_json(&cluster_name, svc, redis), &cluster_name)?,
+                cluster: to_message(
+                    CLUSTER,
+                    &cluster_json(&cluster_name, svc, redis),
+                    &cluster_name,
+                )?,
                 hosts: vec![host.clone()],
             });
             let cla = cla_json(&cluster_name, endpoints_of(inputs, svc, port));
@@ -198,8 +209,11 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
         }
     }
     if settings.listener_bind == ListenerBind::Sidecar {
-        out.listeners
-            .push(to_message(LISTENER, &virtual_outbound_json(), "virtualOutbound")?);
+        out.listeners.push(to_message(
+            LISTENER,
+            &virtual_outbound_json(),
+            "virtualOutbound",
+        )?);
         out.clusters.push(GeneratedCluster {
             cluster: to_message(CLUSTER, &passthrough_json(), "PassthroughCluster")?,
             hosts: Vec::new(),
@@ -242,7 +256,11 @@ fn assign_vips(services: &[&Service], (base, prefix): (Ipv4Addr, u8)) -> BTreeMa
 }
 
 /// The endpoints of `svc` for `port`: (address, port, ready).
-pub fn endpoints_of(inputs: &Inputs, svc: &Service, port: &ServicePort) -> Vec<(String, u32, bool)> {
+pub fn endpoints_of(
+    inputs: &Inputs,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<(String, u32, bool)> {
     let mut out = Vec::new();
     for set in sets_of(inputs, &svc.namespace, &svc.name) {
         let Some(p) = endpoint_port(set, port) else {
@@ -255,7 +273,11 @@ pub fn endpoints_of(inputs: &Inputs, svc: &Service, port: &ServicePort) -> Vec<(
     out
 }
 
-fn sets_of<'a>(inputs: &'a Inputs, namespace: &'a str, name: &'a str) -> impl Iterator<Item = &'a EndpointSet> {
+fn sets_of<'a>(
+    inputs: &'a Inputs,
+    namespace: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = &'a EndpointSet> {
     inputs
         .endpoints
         .iter()
@@ -434,7 +456,12 @@ pub fn resolve_cluster_local(
     unresolved
 }
 
-fn resolve_name(host: &str, port: u32, inputs: &Inputs, domain: &str) -> Option<Vec<(String, u32)>> {
+fn resolve_name(
+    host: &str,
+    port: u32,
+    inputs: &Inputs,
+    domain: &str,
+) -> Option<Vec<(String, u32)>> {
     let stem = host.strip_suffix(&format!(".svc.{domain}"))?;
     let parts: Vec<&str> = stem.split('.').collect();
     let (pod, service, namespace) = match parts.as_slice() {
@@ -465,7 +492,8 @@ fn message_field(msg: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
     if !msg.has_field_by_name(name) {
         return None;
     }
-    msg.get_field_by_name(name).and_then(|v| v.as_message().cloned())
+    msg.get_field_by_name(name)
+        .and_then(|v| v.as_message().cloned())
 }
 
 fn list_of(msg: &DynamicMessage, name: &str) -> Vec<DynamicMessage> {
@@ -480,12 +508,20 @@ fn list_of(msg: &DynamicMessage, name: &str) -> Vec<DynamicMessage> {
 fn set_list(msg: &mut DynamicMessage, name: &str, items: Vec<DynamicMessage>) {
     msg.set_field_by_name(
         name,
-        prost_reflect::Value::List(items.into_iter().map(prost_reflect::Value::Message).collect()),
+        prost_reflect::Value::List(
+            items
+                .into_iter()
+                .map(prost_reflect::Value::Message)
+                .collect(),
+        ),
     );
 }
 
 fn socket_address_of(lb: &DynamicMessage) -> Option<(String, u32)> {
-    let sa = message_field(&message_field(&message_field(lb, "endpoint")?, "address")?, "socket_address")?;
+    let sa = message_field(
+        &message_field(&message_field(lb, "endpoint")?, "address")?,
+        "socket_address",
+    )?;
     let host = sa.get_field_by_name("address")?.as_str()?.to_owned();
     let port = sa.get_field_by_name("port_value")?.as_u32()?;
     Some((host, port))

@@ -168,7 +168,9 @@ fn load_file(file: &Path, inputs: &mut Inputs) -> Result<(), Vec<InputError>> {
         object: object.to_owned(),
         message,
     };
-    let size = std::fs::metadata(file).map_err(|e| vec![fail("file", e.to_string())])?.len();
+    let size = std::fs::metadata(file)
+        .map_err(|e| vec![fail("file", e.to_string())])?
+        .len();
     if size > MAX_FILE_BYTES {
         return Err(vec![fail(
             "file",
@@ -227,10 +229,16 @@ fn load_object(
         message,
     };
     let Some(obj) = value.as_object() else {
-        return Err(fail(doc, "not a Kubernetes object (a mapping with apiVersion and kind)".to_owned()));
+        return Err(fail(
+            doc,
+            "not a Kubernetes object (a mapping with apiVersion and kind)".to_owned(),
+        ));
     };
     let kind = obj.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-    let api = obj.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+    let api = obj
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default();
     if kind.is_empty() || api.is_empty() {
         // Not a manifest (a scenario's local.yaml, say): not ours to judge.
         inputs
@@ -258,14 +266,25 @@ fn load_object(
             if depth > 0 {
                 return Err(fail(&fail_object, "a List inside a List".to_owned()));
             }
-            let items = obj.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+            let items = obj
+                .get("items")
+                .and_then(|i| i.as_array())
+                .cloned()
+                .unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
-                load_object(file, &format!("{doc} item {}", i + 1), item, inputs, depth + 1)?;
+                load_object(
+                    file,
+                    &format!("{doc} item {}", i + 1),
+                    item,
+                    inputs,
+                    depth + 1,
+                )?;
             }
         }
         ("v1", "Service") => {
             require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
-            let svc = parse_service(&meta.name, &namespace, &spec).map_err(|m| fail(&fail_object, m))?;
+            let svc =
+                parse_service(&meta.name, &namespace, &spec).map_err(|m| fail(&fail_object, m))?;
             inputs.services.push(svc);
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -279,12 +298,14 @@ fn load_object(
                         "an EndpointSlice needs the label kubernetes.io/service-name".to_owned(),
                     )
                 })?;
-            let set = parse_endpoint_slice(&service, &namespace, obj).map_err(|m| fail(&fail_object, m))?;
+            let set = parse_endpoint_slice(&service, &namespace, obj)
+                .map_err(|m| fail(&fail_object, m))?;
             inputs.endpoints.push(set);
         }
         ("v1", "Endpoints") => {
             require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
-            let mut sets = parse_endpoints(&meta.name, &namespace, obj).map_err(|m| fail(&fail_object, m))?;
+            let mut sets =
+                parse_endpoints(&meta.name, &namespace, obj).map_err(|m| fail(&fail_object, m))?;
             inputs.endpoints.append(&mut sets);
         }
         ("networking.istio.io/v1alpha3", "EnvoyFilter") => {
@@ -305,12 +326,12 @@ fn load_object(
             }
             inputs.envoy_filters.push(ef);
         }
-        (other_api, "EnvoyFilter") => {
-            return Err(fail(
-                &fail_object,
-                format!("apiVersion {other_api}: EnvoyFilter exists only as networking.istio.io/v1alpha3"),
-            ))
-        }
+        (other_api, "EnvoyFilter") => return Err(fail(
+            &fail_object,
+            format!(
+                "apiVersion {other_api}: EnvoyFilter exists only as networking.istio.io/v1alpha3"
+            ),
+        )),
         _ => inputs
             .ignored
             .push(format!("{}: {fail_object} ({api} {kind})", file.display())),
@@ -374,7 +395,9 @@ fn parse_service(name: &str, namespace: &str, spec: &serde_json::Value) -> Resul
                 Ok(n) => TargetPort::Number(n),
                 Err(_) => TargetPort::Name(s),
             },
-            Some(other) => return Err(format!("spec.ports[{i}].targetPort: {other} is not a port")),
+            Some(other) => {
+                return Err(format!("spec.ports[{i}].targetPort: {other} is not a port"))
+            }
         };
         ports.push(ServicePort {
             name: p.name,
@@ -422,7 +445,10 @@ fn parse_endpoint_slice(
     namespace: &str,
     obj: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<EndpointSet, String> {
-    let address_type = obj.get("addressType").and_then(|a| a.as_str()).unwrap_or("IPv4");
+    let address_type = obj
+        .get("addressType")
+        .and_then(|a| a.as_str())
+        .unwrap_or("IPv4");
     if address_type == "FQDN" {
         return Err("addressType FQDN is not supported".to_owned());
     }
@@ -539,9 +565,18 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let inputs = load_dirs(&[dir.path().to_owned()]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(inputs.services.len(), 1);
-        assert_eq!(inputs.services[0].ports[0].target_port, TargetPort::Number(6379));
-        assert_eq!(inputs.endpoints[0].ports, vec![("tcp-redis".to_owned(), 7000)]);
-        assert!(inputs.endpoints[0].endpoints[0].ready, "YAML 1.1 True is a boolean");
+        assert_eq!(
+            inputs.services[0].ports[0].target_port,
+            TargetPort::Number(6379)
+        );
+        assert_eq!(
+            inputs.endpoints[0].ports,
+            vec![("tcp-redis".to_owned(), 7000)]
+        );
+        assert!(
+            inputs.endpoints[0].endpoints[0].ready,
+            "YAML 1.1 True is a boolean"
+        );
         assert_eq!(inputs.ignored.len(), 1);
     }
 
@@ -556,7 +591,9 @@ mod tests {
              spec: {configPatches: [{applyTo: SOMETHING, patch: {operation: ADD, value: {}}}]}\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let errors = load_dirs(&[dir.path().to_owned()]).err().unwrap_or_default();
+        let errors = load_dirs(&[dir.path().to_owned()])
+            .err()
+            .unwrap_or_default();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].file.ends_with("bad.yaml"));
         assert_eq!(errors[0].object, "YAML");

@@ -11,12 +11,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod envoyfilter;
 pub mod istio;
 pub mod k8s;
 pub mod merge;
 pub mod proxy;
-pub mod admin;
 pub mod server;
 pub mod snapshot;
 pub mod stats;
@@ -63,9 +63,17 @@ pub enum Error {
 }
 
 /// Reads the directories once into a world (with every error found).
-fn load(opts: &Options, generation: u64, proxies: &[proxy::ProxyIdentity]) -> Result<snapshot::World, Vec<String>> {
-    let inputs = k8s::load_dirs(&opts.config_dirs)
-        .map_err(|errors| errors.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+fn load(
+    opts: &Options,
+    generation: u64,
+    proxies: &[proxy::ProxyIdentity],
+) -> Result<snapshot::World, Vec<String>> {
+    let inputs = k8s::load_dirs(&opts.config_dirs).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    })?;
     snapshot::World::build(
         inputs,
         opts.settings.clone(),
@@ -98,7 +106,10 @@ fn reject(shared: &server::Shared, errors: Vec<String>) {
         error!("configuration refused, the last good one stays: {e}");
     }
     shared.stats.loads_rejected.fetch_add(1, Relaxed);
-    shared.stats.input_errors.store(errors.len() as u64, Relaxed);
+    shared
+        .stats
+        .input_errors
+        .store(errors.len() as u64, Relaxed);
     *shared
         .last_errors
         .lock()
@@ -133,7 +144,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     if let Some(addr) = opts.xds_address {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| Error::Bind { what: "--xds-address", address: addr.to_string(), source })?;
+            .map_err(|source| Error::Bind {
+                what: "--xds-address",
+                address: addr.to_string(),
+                source,
+            })?;
         info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving ADS over TCP");
         let svc = service.clone();
         tasks.spawn(async move {
@@ -165,7 +180,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     if let Some(addr) = opts.admin_address {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| Error::Bind { what: "--admin-address", address: addr.to_string(), source })?;
+            .map_err(|source| Error::Bind {
+                what: "--admin-address",
+                address: addr.to_string(),
+                source,
+            })?;
         info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin port");
         let shared = shared.clone();
         tasks.spawn(async move {

@@ -108,7 +108,10 @@ mod tests {
         };
         let p = ProxyIdentity::from_node(&node);
         assert_eq!(p.namespace, "redis");
-        assert_eq!(p.labels.get("app").map(String::as_str), Some("redis-client"));
+        assert_eq!(
+            p.labels.get("app").map(String::as_str),
+            Some("redis-client")
+        );
         assert_eq!(p.istio_version, "1.28.0");
     }
 
@@ -119,10 +122,15 @@ mod tests {
             ..Node::default()
         };
         assert_eq!(
-            ProxyIdentity::from_node(&node("sidecar~10.0.0.1~c-5d9.redis~redis.svc.cluster.local"))
-                .namespace,
+            ProxyIdentity::from_node(&node(
+                "sidecar~10.0.0.1~c-5d9.redis~redis.svc.cluster.local"
+            ))
+            .namespace,
             "redis"
         );
-        assert_eq!(ProxyIdentity::from_node(&node("redvoy")).namespace, DEFAULT_NAMESPACE);
+        assert_eq!(
+            ProxyIdentity::from_node(&node("redvoy")).namespace,
+            DEFAULT_NAMESPACE
+        );
     }
 }

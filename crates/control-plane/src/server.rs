@@ -53,7 +53,10 @@ impl Shared {
     }
 
     pub fn world(&self) -> Arc<World> {
-        self.world.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.world
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Takes a new world and wakes every stream.

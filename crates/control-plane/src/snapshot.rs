@@ -17,7 +17,8 @@ use crate::proxy::ProxyIdentity;
 
 pub const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const TYPE_ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const TYPE_ENDPOINT: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// One resource as sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,7 +199,12 @@ impl World {
             id: String::new(),
             ..proxy.clone()
         };
-        if let Some(s) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        if let Some(s) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(s.clone());
         }
         let snapshot = Arc::new(self.build_snapshot(proxy)?);
@@ -239,8 +245,9 @@ impl World {
         .map_err(|e| fail(e))?;
         let mut clusters = Vec::new();
         for c in &self.generated.clusters {
-            if let Some(c) = envoyfilter::apply_cluster_merge(ctx, &patches, c.cluster.clone(), &c.hosts)
-                .map_err(|e| fail(e))?
+            if let Some(c) =
+                envoyfilter::apply_cluster_merge(ctx, &patches, c.cluster.clone(), &c.hosts)
+                    .map_err(|e| fail(e))?
             {
                 clusters.push(c);
             }
@@ -253,7 +260,8 @@ impl World {
         if self.settings.resolve_cluster_local {
             for c in clusters.iter_mut() {
                 for name in istio::resolve_cluster_local(c, &self.inputs, &self.settings.domain) {
-                    out.warnings.push(format!("{name}: no such Service endpoint to resolve to"));
+                    out.warnings
+                        .push(format!("{name}: no such Service endpoint to resolve to"));
                 }
             }
         }
@@ -264,8 +272,13 @@ impl World {
             if !seen.insert(("l", r.name.clone())) {
                 return Err(fail(format!("listener {}: defined twice", r.name)));
             }
-            check(redvoy_config::decode_listener(&r.any.value, &opts), "listener", &r.name, &mut out.warnings)
-                .map_err(&fail)?;
+            check(
+                redvoy_config::decode_listener(&r.any.value, &opts),
+                "listener",
+                &r.name,
+                &mut out.warnings,
+            )
+            .map_err(&fail)?;
             out.listeners.push(r);
         }
         for c in &clusters {
@@ -273,13 +286,20 @@ impl World {
             if !seen.insert(("c", r.name.clone())) {
                 return Err(fail(format!("cluster {}: defined twice", r.name)));
             }
-            check(redvoy_config::decode_cluster(&r.any.value, &opts), "cluster", &r.name, &mut out.warnings)
-                .map_err(&fail)?;
+            check(
+                redvoy_config::decode_cluster(&r.any.value, &opts),
+                "cluster",
+                &r.name,
+                &mut out.warnings,
+            )
+            .map_err(&fail)?;
             out.clusters.push(r);
         }
         for (name, cla) in &self.generated.endpoints {
-            out.endpoints
-                .insert(name.clone(), Resource::new(name.clone(), TYPE_ENDPOINT, cla));
+            out.endpoints.insert(
+                name.clone(),
+                Resource::new(name.clone(), TYPE_ENDPOINT, cla),
+            );
         }
         Ok(out)
     }

@@ -15,7 +15,9 @@ const LISTENER: &str = "envoy.config.listener.v3.Listener";
 const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
 
 fn load(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/istio_cases").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/istio_cases")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -42,7 +44,14 @@ fn strings(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|o| {
             o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -79,7 +88,8 @@ fn filters_of(case: &Value) -> Vec<envoyfilter::EnvoyFilter> {
 }
 
 fn context_of(case: &Value) -> PatchContext {
-    PatchContext::parse(case["context"].as_str().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"))
+    PatchContext::parse(case["context"].as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn diff(name: &str, want: &[Value], got: &[Value]) -> Option<String> {
@@ -87,13 +97,19 @@ fn diff(name: &str, want: &[Value], got: &[Value]) -> Option<String> {
         return None;
     }
     let pretty = |v: &[Value]| serde_json::to_string_pretty(v).unwrap_or_default();
-    Some(format!("case {name:?}:\n--- want\n{}\n--- got\n{}", pretty(want), pretty(got)))
+    Some(format!(
+        "case {name:?}:\n--- want\n{}\n--- got\n{}",
+        pretty(want),
+        pretty(got)
+    ))
 }
 
 #[test]
 fn istio_listener_patch_cases() {
     let file = load("listener_patch.yaml");
-    let cases = file["cases"].as_array().unwrap_or_else(|| panic!("no cases"));
+    let cases = file["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cases"));
     assert!(cases.len() >= 5);
     let mut failures = Vec::new();
     for case in cases {
@@ -115,7 +131,11 @@ fn istio_listener_patch_cases() {
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let got: Vec<Value> = out.iter().map(json_of).collect();
-        if let Some(d) = diff(name, &normalized(LISTENER, &case["expected_listeners"]), &got) {
+        if let Some(d) = diff(
+            name,
+            &normalized(LISTENER, &case["expected_listeners"]),
+            &got,
+        ) {
             failures.push(d);
         }
     }
@@ -125,7 +145,9 @@ fn istio_listener_patch_cases() {
 #[test]
 fn istio_cluster_patch_cases() {
     let file = load("cluster_patch.yaml");
-    let cases = file["cases"].as_array().unwrap_or_else(|| panic!("no cases"));
+    let cases = file["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cases"));
     assert!(cases.len() >= 4);
     let mut failures = Vec::new();
     for case in cases {
@@ -137,13 +159,18 @@ fn istio_cluster_patch_cases() {
         );
         let hosts: Vec<String> = case["cluster_hosts"]
             .as_array()
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let ctx = context_of(case);
         let mut out = Vec::new();
         for c in case["clusters"].as_array().into_iter().flatten() {
-            if let Some(c) = envoyfilter::apply_cluster_merge(ctx, &patches, message(CLUSTER, c), &hosts)
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
+            if let Some(c) =
+                envoyfilter::apply_cluster_merge(ctx, &patches, message(CLUSTER, c), &hosts)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
             {
                 out.push(c);
             }
@@ -160,16 +187,26 @@ fn istio_cluster_patch_cases() {
 #[test]
 fn istio_cluster_match_cases() {
     let file = load("cluster_patch.yaml");
-    let cases = file["match_cases"].as_array().unwrap_or_else(|| panic!("no match_cases"));
+    let cases = file["match_cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no match_cases"));
     for case in cases {
-        let m: envoyfilter::ClusterMatch = serde_json::from_value(case["match"].clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let m: envoyfilter::ClusterMatch =
+            serde_json::from_value(case["match"].clone()).unwrap_or_else(|e| panic!("{e}"));
         let hosts: Vec<String> = case["hosts"]
             .as_array()
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(
-            envoyfilter::cluster_match(case["cluster"].as_str().unwrap_or_default(), Some(&m), &hosts),
+            envoyfilter::cluster_match(
+                case["cluster"].as_str().unwrap_or_default(),
+                Some(&m),
+                &hosts
+            ),
             case["expected"].as_bool().unwrap_or_default(),
             "{}",
             case["name"]

@@ -41,7 +41,11 @@ impl RespClient {
     }
 
     pub fn try_connect(port: u16) -> std::io::Result<Self> {
-        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::try_connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Connects to `peer` (another loopback address: a service VIP of a local control plane).
+    pub fn try_connect_to(peer: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(DEFAULT_IO_TIMEOUT))?;

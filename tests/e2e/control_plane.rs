@@ -1,0 +1,441 @@
+//! `redvoy-control-plane` end to end: a scenario of `istio-examples/` (its Kubernetes YAML and
+//! its EnvoyFilter, read unchanged from the repository) plus EndpointSlices pointing at real
+//! loopback redis-servers → the control plane → Envoy 1.40 and redvoy over ADS. Both must ACK
+//! and put the same keys on the same servers; an edit of the EnvoyFilter on disk must reach the
+//! proxy within a second, with no client error on redvoy; bad inputs (malformed YAML, an
+//! unknown `applyTo`, a REPLACE that matches nothing, a typed_config that fails validation)
+//! must be reported with file and reason while nothing is pushed and the last good
+//! configuration keeps serving.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redvoy_test_util::{
+    encode_command, free_port, http, wait_for, Proxy, ReadOutcome, RedisServer, Reply, RespClient,
+    Target,
+};
+
+use crate::targets;
+
+/// Bound on the control plane starting, a proxy getting its first configuration, a rejected
+/// reading showing in the control plane's stats.
+const WAIT: Duration = Duration::from_secs(15);
+/// What the issue asks of a live edit: on disk → served by the proxy.
+const EDIT_DEADLINE: Duration = Duration::from_secs(1);
+const SCENARIO: &str = "istio-examples/prefix-sharding";
+const ENVOYFILTER: &str = "envoyfilter-prefix-sharding.yaml";
+
+/// A running control plane, killed on drop.
+struct ControlPlane {
+    child: Child,
+    admin: u16,
+    xds: u16,
+    log: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(dir: &Path, vip_range: &str) -> Self {
+        let admin = free_port();
+        let xds = free_port();
+        let log = dir.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_redvoy-control-plane"))
+            .args(["--config-dir", &dir.display().to_string()])
+            .args(["--xds-address", &format!("127.0.0.1:{xds}")])
+            .args(["--admin-address", &format!("127.0.0.1:{admin}")])
+            .args(["--vip-range", vip_range, "--debounce-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("redvoy-control-plane: {e}"));
+        let cp = Self {
+            child,
+            admin,
+            xds,
+            log,
+        };
+        wait_for(WAIT, "the control plane's admin port", || {
+            http(cp.admin, "GET", "/ready")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        cp
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        let body = http(self.admin, "GET", "/stats")
+            .map(|r| r.body)
+            .unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let body = http(self.admin, "GET", "/debug/status")
+            .map(|r| r.body)
+            .unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/status: {e}: {body}"))
+    }
+
+    fn vip(&self, service: &str) -> String {
+        self.status()["vips"][service]
+            .as_str()
+            .unwrap_or_else(|| panic!("no VIP for {service}: {}", self.status()))
+            .to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The scenario's own files, copied verbatim, and EndpointSlices for the two servers.
+fn scenario_dir(root: &Path, users: u16, sessions: u16) -> PathBuf {
+    let dir = root.join("config");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCENARIO);
+    for name in ["kubernetes.yaml", ENVOYFILTER] {
+        std::fs::copy(src.join(name), dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let slice = |service: &str, port: u16| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {service}-local, namespace: redis, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+             addressType: IPv4\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n\
+             ports: [{{name: tcp-redis, port: {port}}}]\n"
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        slice("redis-users", users),
+        slice("redis-sessions", sessions)
+    );
+    std::fs::write(dir.join("endpoints.local.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// A sidecar's bootstrap: ADS to the control plane, the node of a `redis-client` pod.
+fn bootstrap(xds_port: u16) -> String {
+    format!(
+        r#"node:
+  id: sidecar~127.0.0.1~redis-client-0.redis~redis.svc.cluster.local
+  cluster: redis-client.redis
+  metadata: {{NAMESPACE: redis, LABELS: {{app: redis-client}}}}
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}}}]}}]
+"#
+    )
+}
+
+fn connect(addr: SocketAddr) -> RespClient {
+    wait_for(WAIT, &format!("the listener on {addr}"), || {
+        RespClient::try_connect_to(addr).ok()
+    })
+}
+
+/// A client that reconnects: Envoy closes the connections of a listener it replaces (after
+/// its drain), redvoy keeps them; each failed command is counted by the caller.
+struct Reconnecting {
+    addr: SocketAddr,
+    client: Option<RespClient>,
+}
+
+impl Reconnecting {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            client: Some(connect(addr)),
+        }
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Option<Reply> {
+        if self.client.is_none() {
+            self.client = RespClient::try_connect_to(self.addr).ok();
+        }
+        let c = self.client.as_mut()?;
+        if c.try_send_raw(&encode_command(args)).is_err() {
+            self.client = None;
+            return None;
+        }
+        match c.read_outcome(Duration::from_secs(5)) {
+            ReadOutcome::Frame { reply, .. } => Some(reply),
+            _ => {
+                self.client = None;
+                None
+            }
+        }
+    }
+}
+
+fn has_key(server: &RedisServer, key: &str) -> bool {
+    server.client().cmd(&["EXISTS", key]) == Reply::Integer(1)
+}
+
+/// A VIP range of its own per run, so concurrent tests never share a listener address.
+fn vip_range() -> String {
+    let n = std::process::id() as usize + free_port() as usize;
+    format!("127.{}.{}.0/24", 100 + n % 100, n % 250)
+}
+
+/// Where keys landed, per target: (key, on redis-users, on redis-sessions).
+type Placement = Vec<(String, bool, bool)>;
+
+fn run(target: Target) -> Placement {
+    let users = RedisServer::start();
+    let sessions = RedisServer::start();
+    let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
+    let cp = ControlPlane::start(&dir, &vip_range());
+    let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
+    let users_vip: std::net::IpAddr = cp
+        .vip("redis/redis-users")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = SocketAddr::new(users_vip, 6379);
+    let mut client = Reconnecting::new(addr);
+    for lds in ["lds", "cds", "eds"] {
+        wait_for(WAIT, &format!("{target}: {lds} ACK"), || {
+            (cp.stat(&format!("control_plane.{lds}.acks")) >= 1).then_some(())
+        });
+    }
+    assert_eq!(
+        cp.stat("control_plane.lds.rejects"),
+        0,
+        "{target} NACKed:\n{}",
+        cp.log()
+    );
+
+    // The scenario's writes.
+    for (key, value) in [
+        ("user:1", "alice"),
+        ("session:abc", "t1"),
+        ("Session:XYZ", "t2"),
+        ("cart:9", "3"),
+    ] {
+        assert_eq!(
+            client.cmd(&["SET", key, value]),
+            Some(Reply::Simple("OK".into())),
+            "{target}: SET {key}"
+        );
+    }
+    let mut placement: Placement = ["user:1", "session:abc", "Session:XYZ", "cart:9"]
+        .iter()
+        .map(|k| (k.to_string(), has_key(&users, k), has_key(&sessions, k)))
+        .collect();
+
+    // Live edit under load: a client keeps reading through the proxy while the file changes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (stop, errors, done) = (stop.clone(), errors.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = Reconnecting::new(addr);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match c.cmd(&["GET", "user:1"]) {
+                    Some(Reply::Bulk(v)) if v == b"alice" => done.fetch_add(1, Ordering::Relaxed),
+                    _ => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let pushes = cp.stat("control_plane.lds.pushes");
+    let path = dir.join(ENVOYFILTER);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(text.matches("case_insensitive: true").count(), 1);
+    let edited = Instant::now();
+    std::fs::write(
+        &path,
+        text.replace("case_insensitive: true", "case_insensitive: false"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Once the change is served, a mixed-case session key falls to the catch-all (users). Each
+    // probe on a new connection: Envoy keeps an open connection on the filter chain it was
+    // accepted with until that drains; redvoy applies routes to open connections (the
+    // connection of `client` is checked below).
+    let mut n = 0;
+    let took = wait_for(WAIT, &format!("{target}: the edit served"), || {
+        n += 1;
+        let key = format!("Session:probe{n}");
+        let _ = Reconnecting::new(addr).cmd(&["SET", key.as_str(), "x"]);
+        has_key(&users, &key).then(|| edited.elapsed())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = loader.join();
+    assert!(
+        took <= EDIT_DEADLINE,
+        "{target}: the edit took {took:?} to be served"
+    );
+    assert!(cp.stat("control_plane.lds.pushes") > pushes);
+    if target == Target::Redvoy {
+        assert_eq!(
+            errors.load(Ordering::Relaxed),
+            0,
+            "client errors on redvoy during the push"
+        );
+        assert!(done.load(Ordering::Relaxed) > 0);
+    }
+    eprintln!(
+        "{target}: edit served after {took:?}; client errors during the push: {}",
+        errors.load(Ordering::Relaxed)
+    );
+    if target == Target::Envoy {
+        // Envoy has closed (or will close, at the end of its drain) the connection accepted
+        // before the change; start from a new one.
+        client = Reconnecting::new(addr);
+    }
+    assert_eq!(
+        client.cmd(&["GET", "Session:XYZ"]),
+        Some(Reply::Null),
+        "{target}: after the edit the key written to redis-sessions is looked up on redis-users"
+    );
+    placement.push(("Session:probe".to_owned(), true, false));
+
+    bad_inputs(target, &cp, &dir, &path, &mut client, &users);
+    drop(proxy);
+    placement
+}
+
+/// Each bad input is refused with file and reason; nothing is pushed; the proxy serves on.
+fn bad_inputs(
+    target: Target,
+    cp: &ControlPlane,
+    dir: &Path,
+    ef: &Path,
+    client: &mut Reconnecting,
+    users: &RedisServer,
+) {
+    let good = std::fs::read_to_string(ef).unwrap_or_else(|e| panic!("{e}"));
+    let cases: Vec<(&str, PathBuf, String, &str)> = vec![
+        (
+            "malformed YAML",
+            dir.join("broken.yaml"),
+            "kind: Service\nmetadata: [\n".to_owned(),
+            "broken.yaml: YAML:",
+        ),
+        (
+            "unknown applyTo",
+            ef.to_owned(),
+            good.replace("applyTo: NETWORK_FILTER", "applyTo: NETWORK_FILTERS"),
+            "unknown applyTo \"NETWORK_FILTERS\"",
+        ),
+        (
+            "a REPLACE that matches nothing",
+            ef.to_owned(),
+            good.replace(
+                "name: envoy.filters.network.tcp_proxy",
+                "name: envoy.tcp_proxy",
+            ),
+            "matches nothing in any proxy's configuration",
+        ),
+        (
+            "a typed_config that does not validate",
+            ef.to_owned(),
+            good.replace("stat_prefix: prefix_sharding", "stat_prefix: \"\""),
+            "StatPrefix: value length must be at least 1 characters",
+        ),
+    ];
+    for (what, file, text, reason) in cases {
+        let rejected = cp.stat("control_plane.config_loads.rejected");
+        let pushes = cp.stat("control_plane.lds.pushes") + cp.stat("control_plane.cds.pushes");
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        wait_for(WAIT, &format!("{target}: {what} refused"), || {
+            (cp.stat("control_plane.config_loads.rejected") > rejected).then_some(())
+        });
+        let status = cp.status();
+        let errors: Vec<String> = status["last_rejected_errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let errors = errors.join("\n");
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        assert!(
+            errors.contains(name) && errors.contains(reason),
+            "{what}: {errors}"
+        );
+        assert_eq!(
+            cp.stat("control_plane.lds.pushes") + cp.stat("control_plane.cds.pushes"),
+            pushes,
+            "{what}: something was pushed"
+        );
+        assert_eq!(
+            client.cmd(&["SET", "user:bad", "1"]),
+            Some(Reply::Simple("OK".into())),
+            "{what}"
+        );
+        assert!(has_key(users, "user:bad"));
+        // Put the good file back (or remove the broken one) and wait for it to be taken.
+        let ok = cp.stat("control_plane.config_loads.success");
+        if file == ef {
+            std::fs::write(ef, &good).unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+        }
+        wait_for(
+            WAIT,
+            &format!("{target}: good files taken again after {what}"),
+            || (cp.stat("control_plane.config_loads.success") > ok).then_some(()),
+        );
+        assert_eq!(cp.stat("control_plane.input_errors"), 0);
+    }
+}
+
+#[test]
+fn scenario_yaml_through_the_control_plane_on_envoy_and_redvoy() {
+    let mut results = Vec::new();
+    for target in targets() {
+        results.push((target, run(target)));
+    }
+    for (target, placement) in &results {
+        for (key, on_users, on_sessions) in placement {
+            let want = !key.to_ascii_lowercase().starts_with("session:") || key == "Session:probe";
+            assert_eq!(
+                (*on_users, *on_sessions),
+                (want, !want),
+                "{target}: {key} on users={on_users} sessions={on_sessions}"
+            );
+        }
+    }
+    if let [(a, pa), (b, pb)] = results.as_slice() {
+        assert_eq!(pa, pb, "{a} and {b} placed keys differently");
+    }
+}
