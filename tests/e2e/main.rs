@@ -18,6 +18,7 @@ mod control_plane;
 mod fanout;
 mod faults;
 mod health_check;
+mod istio_examples;
 mod istio_mesh;
 mod istio_redis_cluster;
 mod istio_sidecar;

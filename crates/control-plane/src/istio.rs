@@ -9,8 +9,9 @@
 //! Left out, on purpose: Istio-only extensions (`istio.stats`, `istio.metadata_exchange`) that
 //! stock Envoy would refuse, the mTLS `transport_socket_matches` (they need Istio's agent for
 //! certificates; PERMISSIVE mode serves plaintext), inbound listeners, and HTTP services (no
-//! HTTP routing for services in redvoy). Headless Services get no listener (their pods are
-//! reached by pod DNS names); their endpoints still serve `--resolve-cluster-local`.
+//! HTTP routing for services in redvoy). A headless Service gets, in `direct` mode, one VIP
+//! listener like a ClusterIP Service: istiod builds one listener per pod IP, which cannot work
+//! when every stand-in pod shares 127.0.0.1; in `sidecar` mode it gets none.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -157,12 +158,14 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
     let mut out = Generated::default();
     let mut services: Vec<&Service> = inputs.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let vips = assign_vips(&services, settings.vip_range);
+    let vips = assign_vips(&services, settings.vip_range, settings.listener_bind);
     for svc in services {
         let key = format!("{}/{}", svc.namespace, svc.name);
-        if svc.is_headless() {
+        if svc.is_headless() && settings.listener_bind == ListenerBind::Sidecar {
+            // istiod builds one listener per pod IP (or `0.0.0.0_<port>` with a chain per pod);
+            // not generated.
             out.notes.push(format!(
-                "Service {key}: headless, no listener or cluster (its pods are reached by pod DNS names)"
+                "Service {key}: headless, no listener or cluster in sidecar mode (its pods are reached by pod DNS names)"
             ));
             continue;
         }
@@ -224,7 +227,11 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
 
 /// VIPs: a Service's own `clusterIP`, else one from the range, picked by a hash of
 /// `namespace/name` (stable while Services come and go), the next free one on a collision.
-fn assign_vips(services: &[&Service], (base, prefix): (Ipv4Addr, u8)) -> BTreeMap<String, String> {
+fn assign_vips(
+    services: &[&Service],
+    (base, prefix): (Ipv4Addr, u8),
+    bind: ListenerBind,
+) -> BTreeMap<String, String> {
     let mut vips = BTreeMap::new();
     let mut taken = std::collections::BTreeSet::new();
     for svc in services {
@@ -237,7 +244,7 @@ fn assign_vips(services: &[&Service], (base, prefix): (Ipv4Addr, u8)) -> BTreeMa
     let base = u32::from(base) & !((size - 1) as u32);
     for svc in services {
         let key = format!("{}/{}", svc.namespace, svc.name);
-        if vips.contains_key(&key) || svc.is_headless() {
+        if vips.contains_key(&key) || (svc.is_headless() && bind == ListenerBind::Sidecar) {
             continue;
         }
         // Skip the network and broadcast-like ends of the range.

@@ -326,12 +326,14 @@ fn load_object(
             }
             inputs.envoy_filters.push(ef);
         }
-        (other_api, "EnvoyFilter") => return Err(fail(
-            &fail_object,
-            format!(
+        (other_api, "EnvoyFilter") => {
+            return Err(fail(
+                &fail_object,
+                format!(
                 "apiVersion {other_api}: EnvoyFilter exists only as networking.istio.io/v1alpha3"
             ),
-        )),
+            ))
+        }
         _ => inputs
             .ignored
             .push(format!("{}: {fail_object} ({api} {kind})", file.display())),

@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod redis;
 pub mod redis_cluster;
 pub mod resp;
+pub mod scenario;
 pub mod xds;
 
 pub use admin::{json_leaves, json_shape, normalize_json, Prometheus, Sample, STAT_TYPES};
