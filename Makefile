@@ -3,9 +3,16 @@
 
 .PHONY: demo test bench profile fuzz soak lint fmt
 
-## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats
+## demo: three local redis-servers behind redvoy, a few redis-cli commands, keys and stats;
+## then a live config push through redvoy-control-plane (the prefix-sharding scenario)
 demo:
 	bash scripts/demo.sh
+
+## demo-<scenario>: istio-examples/<scenario> on this machine (redis-cluster, read-replica,
+## mirroring, prefix-sharding, write-mirroring): real redis-servers, redvoy-control-plane on the
+## scenario's YAML, redvoy as the sidecar, a live edit of the EnvoyFilter (DEMO_TARGET=envoy)
+demo-%:
+	bash scripts/demo_scenario.sh $*
 
 ## test: installs redis and Envoy 1.40 if missing, then runs every test (Envoy is the oracle)
 test:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make demo: three local redis-servers behind redvoy on the bundled example bootstrap; a few
-# commands through it with redis-cli; where the keys landed; the stats. Stops what it started.
+# commands through it with redis-cli; where the keys landed; the stats. Then the control plane
+# path: istio-examples/prefix-sharding through redvoy-control-plane, with a live edit of its
+# EnvoyFilter (scripts/demo_scenario.sh). Stops what it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_cleanup_trap
@@ -72,3 +74,11 @@ log "stats (curl http://127.0.0.1:$ADMIN/stats?filter=redis, non-zero counters)"
 curl -s "http://127.0.0.1:$ADMIN/stats?filter=redis" | grep -E ': [1-9][0-9]*$' || true
 
 log "stopping redvoy and the redis-servers"
+cleanup_tracked
+
+# The control plane path: the same kind of sharding, configured by an Istio EnvoyFilter that
+# redvoy-control-plane serves over xDS, and changed live on disk.
+if [ -z "${REDVOY_BIN:-}" ]; then
+  log "live config push: istio-examples/prefix-sharding through redvoy-control-plane"
+  bash "$ROOT/scripts/demo_scenario.sh" prefix-sharding
+fi

@@ -21,3 +21,8 @@ cd "$ROOT"
 if [ "${CI:-}" = "true" ]; then export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"; fi
 log "cargo test --workspace (targets: ${REDVOY_TEST_TARGETS:-envoy,redvoy})"
 cargo test --workspace ${CARGO_TEST_ARGS:-}
+
+# deploy/: the manifests against the Kubernetes schemas and Istio's EnvoyFilter CRD, the
+# Grafana dashboard's queries against the metric families a running redvoy exports.
+log "deploy/check.sh"
+bash "$ROOT/deploy/check.sh"

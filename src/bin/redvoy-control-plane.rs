@@ -39,6 +39,9 @@ struct Flags {
     /// false plus virtualOutbound on 15001 (iptables capture).
     #[arg(long, default_value = "direct")]
     listener_bind: String,
+    /// The port of `virtualOutbound` with --listener-bind sidecar (MeshConfig proxyListenPort).
+    #[arg(long, default_value_t = 15001)]
+    virtual_outbound_port: u32,
     /// VIPs for Services without clusterIP (CIDR).
     #[arg(long, default_value = "127.10.0.0/16")]
     vip_range: String,
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             redis_filter,
             vip_range: parse_cidr(&flags.vip_range)?,
             resolve_cluster_local: flags.resolve_cluster_local,
+            virtual_outbound_port: flags.virtual_outbound_port,
         },
         debounce: Duration::from_millis(flags.debounce_ms),
     };

@@ -39,6 +39,21 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(dir: &Path, vip_range: &str) -> Self {
+        Self::start_with(dir, vip_range, &[])
+    }
+
+    fn start_with(dir: &Path, vip_range: &str, extra: &[&str]) -> Self {
+        let cp = Self::spawn(dir, vip_range, extra);
+        wait_for(WAIT, "the control plane's admin port", || {
+            http(cp.admin, "GET", "/ready")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        cp
+    }
+
+    /// Starts it without waiting for it to be ready.
+    fn spawn(dir: &Path, vip_range: &str, extra: &[&str]) -> Self {
         let admin = free_port();
         let xds = free_port();
         let log = dir.with_extension("log");
@@ -48,22 +63,17 @@ impl ControlPlane {
             .args(["--xds-address", &format!("127.0.0.1:{xds}")])
             .args(["--admin-address", &format!("127.0.0.1:{admin}")])
             .args(["--vip-range", vip_range, "--debounce-ms", "50"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("redvoy-control-plane: {e}"));
-        let cp = Self {
+        Self {
             child,
             admin,
             xds,
             log,
-        };
-        wait_for(WAIT, "the control plane's admin port", || {
-            http(cp.admin, "GET", "/ready")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        cp
+        }
     }
 
     fn stat(&self, name: &str) -> u64 {
@@ -438,4 +448,95 @@ fn scenario_yaml_through_the_control_plane_on_envoy_and_redvoy() {
     if let [(a, pa), (b, pb)] = results.as_slice() {
         assert_eq!(pa, pb, "{a} and {b} placed keys differently");
     }
+}
+
+/// `--listener-bind sidecar`: istiod's own shape (service listeners with `bind_to_port: false`,
+/// `virtualOutbound` with `use_original_dst` and the ORIGINAL_DST `PassthroughCluster`) is
+/// taken by both proxies: no NACK, every listener active.
+#[test]
+fn sidecar_shaped_configuration_is_taken_by_envoy_and_redvoy() {
+    for target in targets() {
+        let users = RedisServer::start();
+        let sessions = RedisServer::start();
+        let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
+        let outbound = free_port().to_string();
+        let cp = ControlPlane::start_with(
+            &dir,
+            &vip_range(),
+            &[
+                "--listener-bind",
+                "sidecar",
+                "--virtual-outbound-port",
+                &outbound,
+            ],
+        );
+        let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
+        wait_for(WAIT, &format!("{target}: LDS ACK"), || {
+            (cp.stat("control_plane.lds.acks") >= 1 && cp.stat("control_plane.cds.acks") >= 1)
+                .then_some(())
+        });
+        assert_eq!(
+            cp.stat("control_plane.lds.rejects") + cp.stat("control_plane.cds.rejects"),
+            0,
+            "{}",
+            cp.log()
+        );
+        wait_for(WAIT, &format!("{target}: three active listeners"), || {
+            (proxy.stat("listener_manager.total_listeners_active") == 3).then_some(())
+        });
+        let listeners = http(proxy.admin_port(), "GET", "/listeners")
+            .map(|r| r.body)
+            .unwrap_or_default();
+        assert!(
+            listeners.contains("virtualOutbound"),
+            "{target}: {listeners}"
+        );
+        assert!(
+            listeners.contains(&format!("0.0.0.0:{outbound}")),
+            "{target}: {listeners}"
+        );
+    }
+}
+
+/// A control plane started on files that do not read serves nothing (a reconnecting proxy
+/// keeps what it has instead of being sent an empty configuration) and is not ready; once the
+/// files are fixed it serves.
+#[test]
+fn bad_files_at_start_serve_nothing_until_fixed() {
+    let users = RedisServer::start();
+    let sessions = RedisServer::start();
+    let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
+    let ef = dir.join(ENVOYFILTER);
+    let good = std::fs::read_to_string(&ef).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &ef,
+        good.replace("operation: REPLACE", "operation: REPLACES"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cp = ControlPlane::spawn(&dir, &vip_range(), &[]);
+    let (admin, xds) = (cp.admin, cp.xds);
+    let status = wait_for(WAIT, "the admin port", || http(admin, "GET", "/ready").ok());
+    assert_eq!(status.status, 503, "{}", status.body);
+    let proxy = Proxy::start_admin_answering(Target::Redvoy, &bootstrap(xds));
+    wait_for(WAIT, "the proxy connected", || {
+        (cp.stat("control_plane.connected_proxies") == 1).then_some(())
+    });
+    assert_eq!(
+        cp.stat("control_plane.lds.pushes") + cp.stat("control_plane.cds.pushes"),
+        0
+    );
+    assert!(cp.status()["last_rejected_errors"]
+        .to_string()
+        .contains("unknown patch operation"));
+    std::fs::write(&ef, good).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(WAIT, "LDS ACK once fixed", || {
+        (cp.stat("control_plane.lds.acks") >= 1).then_some(())
+    });
+    assert_eq!(
+        http(admin, "GET", "/ready").map(|r| r.status).unwrap_or(0),
+        200
+    );
+    drop(proxy);
 }

@@ -75,7 +75,13 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
             "text/plain; version=0.0.4",
             shared.stats.render_prometheus(),
         ),
-        "/ready" => ("200 OK", "text/plain", "LIVE\n".to_owned()),
+        // Ready once a reading has succeeded: before that nothing is served.
+        "/ready" if shared.world().generation > 0 => ("200 OK", "text/plain", "LIVE\n".to_owned()),
+        "/ready" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "PRE_INITIALIZING: no valid configuration read yet (see /debug/status)\n".to_owned(),
+        ),
         "/debug/status" => ("200 OK", "application/json", status(shared).to_string()),
         "/debug/config" => (
             "200 OK",

@@ -27,7 +27,7 @@ const CLA: &str = "envoy.config.endpoint.v3.ClusterLoadAssignment";
 /// istiod's unlimited circuit breaker value.
 const UNLIMITED: u64 = 4_294_967_295;
 /// The outbound capture port of a sidecar (MeshConfig `proxyListenPort`).
-const VIRTUAL_OUTBOUND_PORT: u32 = 15001;
+pub const VIRTUAL_OUTBOUND_PORT: u32 = 15001;
 
 /// How service listeners receive their traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +53,8 @@ pub struct Settings {
     pub vip_range: (Ipv4Addr, u8),
     /// Rewrite `*.svc.<domain>` addresses in clusters to the Services' endpoints.
     pub resolve_cluster_local: bool,
+    /// `virtualOutbound`'s port in sidecar mode (MeshConfig `proxyListenPort`).
+    pub virtual_outbound_port: u32,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             redis_filter: false,
             vip_range: (Ipv4Addr::new(127, 10, 0, 0), 16),
             resolve_cluster_local: false,
+            virtual_outbound_port: VIRTUAL_OUTBOUND_PORT,
         }
     }
 }
@@ -214,7 +217,7 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
     if settings.listener_bind == ListenerBind::Sidecar {
         out.listeners.push(to_message(
             LISTENER,
-            &virtual_outbound_json(),
+            &virtual_outbound_json(settings.virtual_outbound_port),
             "virtualOutbound",
         )?);
         out.clusters.push(GeneratedCluster {
@@ -383,10 +386,10 @@ fn cla_json(name: &str, endpoints: Vec<(String, u32, bool)>) -> Value {
     json!({"cluster_name": name, "endpoints": [{"locality": {}, "lb_endpoints": lb, "load_balancing_weight": weight}]})
 }
 
-fn virtual_outbound_json() -> Value {
+fn virtual_outbound_json(port: u32) -> Value {
     json!({
         "name": "virtualOutbound",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": VIRTUAL_OUTBOUND_PORT}},
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
         "use_original_dst": true,
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{

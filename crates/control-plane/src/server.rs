@@ -143,7 +143,14 @@ fn is_served(type_url: &str) -> bool {
 
 /// The snapshot of `proxy` in the current world, or the error that keeps it from being served.
 fn snapshot(shared: &Shared, proxy: &ProxyIdentity) -> Option<Arc<ProxySnapshot>> {
-    match shared.world().snapshot_for(proxy) {
+    let world = shared.world();
+    if world.generation == 0 {
+        // No reading has succeeded since start: answering with the empty world would remove
+        // every listener and cluster of a reconnecting proxy. Nothing is sent; the proxy keeps
+        // what it has until the files are fixed.
+        return None;
+    }
+    match world.snapshot_for(proxy) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(proxy = %proxy.id, "no configuration for this proxy: {e}");
