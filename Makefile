@@ -44,6 +44,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p redvoy-proxy --features fuzzing --all-targets -- -D warnings
+	cargo clippy -p redvoy --features kube --bin redvoy-control-plane -- -D warnings
 
 fmt:
 	cargo fmt --all

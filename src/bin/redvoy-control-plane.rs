@@ -18,8 +18,13 @@ use redvoy_control_plane::{ListenerBind, Options, Settings};
 )]
 struct Flags {
     /// A directory of Kubernetes YAML (repeatable); read recursively, watched for changes.
-    #[arg(long = "config-dir", required = true)]
+    #[arg(long = "config-dir", required_unless_present = "kube")]
     config_dirs: Vec<PathBuf>,
+    /// Read Services, EndpointSlices and EnvoyFilters from the Kubernetes API (in-cluster
+    /// service account or kubeconfig) instead of directories. Needs a build with
+    /// `--features kube`.
+    #[arg(long, conflicts_with = "config_dirs")]
+    kube: bool,
     /// ADS over gRPC on this TCP address (e.g. 127.0.0.1:15010).
     #[arg(long)]
     xds_address: Option<SocketAddr>,
@@ -101,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             virtual_outbound_port: flags.virtual_outbound_port,
         },
         debounce: Duration::from_millis(flags.debounce_ms),
+        kube: flags.kube,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -139,6 +139,11 @@ fn scenario_dir(root: &Path, users: u16, sessions: u16) -> PathBuf {
 
 /// A sidecar's bootstrap: ADS to the control plane, the node of a `redis-client` pod.
 fn bootstrap(xds_port: u16) -> String {
+    bootstrap_with(xds_port, "GRPC")
+}
+
+/// `api_type` GRPC (State of the World) or DELTA_GRPC.
+fn bootstrap_with(xds_port: u16, api_type: &str) -> String {
     format!(
         r#"node:
   id: sidecar~127.0.0.1~redis-client-0.redis~redis.svc.cluster.local
@@ -147,7 +152,7 @@ fn bootstrap(xds_port: u16) -> String {
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}}}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api_type}
     transport_api_version: V3
     grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
   cds_config: {{ads: {{}}, resource_api_version: V3}}
@@ -212,22 +217,21 @@ fn has_key(server: &RedisServer, key: &str) -> bool {
     server.client().cmd(&["EXISTS", key]) == Reply::Integer(1)
 }
 
-/// A VIP range of its own per run, so concurrent tests never share a listener address.
 fn vip_range() -> String {
-    let n = std::process::id() as usize + free_port() as usize;
-    format!("127.{}.{}.0/24", 100 + n % 100, n % 250)
+    redvoy_test_util::scenario::unique_vip_range()
 }
 
-/// Where keys landed, per target: (key, on redis-users, on redis-sessions).
-type Placement = Vec<(String, bool, bool)>;
+/// Where keys landed, per target: (key, on redis-users, on redis-sessions), and where they
+/// should have: (on redis-users).
+type Placement = Vec<(String, bool, bool, bool)>;
 
-fn run(target: Target) -> Placement {
+fn run(target: Target, api_type: &str) -> Placement {
     let users = RedisServer::start();
     let sessions = RedisServer::start();
     let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
     let cp = ControlPlane::start(&dir, &vip_range());
-    let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
+    let proxy = Proxy::start(target, &bootstrap_with(cp.xds, api_type), &[]);
     let users_vip: std::net::IpAddr = cp
         .vip("redis/redis-users")
         .parse()
@@ -259,10 +263,23 @@ fn run(target: Target) -> Placement {
             "{target}: SET {key}"
         );
     }
-    let mut placement: Placement = ["user:1", "session:abc", "Session:XYZ", "cart:9"]
-        .iter()
-        .map(|k| (k.to_string(), has_key(&users, k), has_key(&sessions, k)))
-        .collect();
+    // Case-insensitive prefixes: `Session:` goes to redis-sessions too.
+    let mut placement: Placement = [
+        ("user:1", true),
+        ("session:abc", false),
+        ("Session:XYZ", false),
+        ("cart:9", true),
+    ]
+    .iter()
+    .map(|(k, users_want)| {
+        (
+            k.to_string(),
+            has_key(&users, k),
+            has_key(&sessions, k),
+            *users_want,
+        )
+    })
+    .collect();
 
     // Live edit under load: a client keeps reading through the proxy while the file changes.
     let stop = Arc::new(AtomicBool::new(false));
@@ -331,11 +348,69 @@ fn run(target: Target) -> Placement {
         Some(Reply::Null),
         "{target}: after the edit the key written to redis-sessions is looked up on redis-users"
     );
-    placement.push(("Session:probe".to_owned(), true, false));
+    // Case-sensitive now: `Session:` is not `session:`, the catch-all (redis-users) takes it.
+    assert_eq!(
+        client.cmd(&["SET", "Session:NEW", "x"]),
+        Some(Reply::Simple("OK".into()))
+    );
+    placement.push((
+        "Session:NEW".to_owned(),
+        has_key(&users, "Session:NEW"),
+        has_key(&sessions, "Session:NEW"),
+        true,
+    ));
+
+    cluster_merge(target, &cp, &dir, &proxy, &sessions);
 
     bad_inputs(target, &cp, &dir, &path, &mut client, &users);
     drop(proxy);
     placement
+}
+
+/// A CLUSTER MERGE added on disk changes a cluster Envoy must warm again: it needs the
+/// cluster's endpoints once more (sent although unchanged), then serves through it.
+fn cluster_merge(
+    target: Target,
+    cp: &ControlPlane,
+    dir: &Path,
+    proxy: &Proxy,
+    sessions: &RedisServer,
+) {
+    let acks = cp.stat("control_plane.cds.acks");
+    let modified = proxy.stat("cluster_manager.cluster_modified");
+    std::fs::write(
+        dir.join("cluster-merge.yaml"),
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+         metadata: {name: sessions-timeout, namespace: redis}\n\
+         spec:\n  configPatches:\n  - applyTo: CLUSTER\n\
+         \x20   match: {context: SIDECAR_OUTBOUND, cluster: {service: redis-sessions.redis.svc.cluster.local}}\n\
+         \x20   patch: {operation: MERGE, value: {connect_timeout: 2s}}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(WAIT, &format!("{target}: the cluster change ACKed"), || {
+        (cp.stat("control_plane.cds.acks") > acks).then_some(())
+    });
+    wait_for(
+        WAIT,
+        &format!("{target}: the changed cluster warmed"),
+        || {
+            (proxy.stat("cluster_manager.cluster_modified") > modified
+                && proxy.stat("cluster_manager.warming_clusters") == 0)
+                .then_some(())
+        },
+    );
+    let addr = SocketAddr::new(
+        cp.vip("redis/redis-users")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+        6379,
+    );
+    assert_eq!(
+        Reconnecting::new(addr).cmd(&["SET", "session:after-merge", "1"]),
+        Some(Reply::Simple("OK".into())),
+        "{target}: through the changed cluster"
+    );
+    assert!(has_key(sessions, "session:after-merge"));
 }
 
 /// Each bad input is refused with file and reason; nothing is pushed; the proxy serves on.
@@ -433,14 +508,13 @@ fn bad_inputs(
 fn scenario_yaml_through_the_control_plane_on_envoy_and_redvoy() {
     let mut results = Vec::new();
     for target in targets() {
-        results.push((target, run(target)));
+        results.push((target, run(target, "GRPC")));
     }
     for (target, placement) in &results {
-        for (key, on_users, on_sessions) in placement {
-            let want = !key.to_ascii_lowercase().starts_with("session:") || key == "Session:probe";
+        for (key, on_users, on_sessions, want) in placement {
             assert_eq!(
                 (*on_users, *on_sessions),
-                (want, !want),
+                (*want, !*want),
                 "{target}: {key} on users={on_users} sessions={on_sessions}"
             );
         }
@@ -539,4 +613,13 @@ fn bad_files_at_start_serve_nothing_until_fixed() {
         200
     );
     drop(proxy);
+}
+
+/// The same over Delta xDS: the cluster change needs the unchanged assignment sent again there
+/// too (a Delta proxy does not ask for it).
+#[test]
+fn scenario_yaml_through_the_control_plane_over_delta() {
+    for target in targets() {
+        run(target, "DELTA_GRPC");
+    }
 }

@@ -14,14 +14,21 @@ use crate::server::Shared;
 
 /// A request head larger than this is refused.
 const MAX_REQUEST: usize = 8 * 1024;
-/// A client that has not sent its request head by then is dropped.
+/// A client that has not sent its request head by then, or not read the answer, is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of descriptors, say), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the admin port until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                debug!("admin accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -62,9 +69,14 @@ async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(READ_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
@@ -110,6 +122,7 @@ fn status(shared: &Shared) -> serde_json::Value {
         "envoy_filters": world.inputs.envoy_filters.iter().map(|f| format!("{}/{}", f.namespace, f.name)).collect::<Vec<_>>(),
         "ignored": world.inputs.ignored,
         "notes": world.generated.notes,
+        "warnings": world.warnings,
         "vips": world.generated.vips,
         "last_rejected_errors": errors,
         "serving": if errors.is_empty() { "the current files" } else { "the last good reading (the current files were refused)" },

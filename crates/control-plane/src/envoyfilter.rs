@@ -320,6 +320,13 @@ pub struct ProxyMatch {
     metadata: BTreeMap<String, String>,
 }
 
+impl ProxyMatch {
+    /// The node metadata keys this match reads.
+    pub fn metadata_keys(&self) -> impl Iterator<Item = &str> {
+        self.metadata.keys().map(String::as_str)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum VersionMatch {
     Any,
@@ -357,7 +364,9 @@ impl ConfigPatch {
     /// existing object (with a filter match where they need one), outside `match.proxy`
     /// (which depends on node metadata no stand-in proxy has).
     pub fn must_match(&self) -> bool {
-        if self.proxy.is_some() {
+        // Only sidecar-outbound objects are generated here: a patch for inbound, gateway or
+        // waypoint objects has nothing to apply to (a warning, not an error).
+        if self.proxy.is_some() || !self.targets_generated_objects() {
             return false;
         }
         match self.operation {
@@ -368,6 +377,14 @@ impl ConfigPatch {
             }
             _ => true,
         }
+    }
+
+    /// Whether the patch's context is one this control plane generates objects for.
+    pub fn targets_generated_objects(&self) -> bool {
+        matches!(
+            self.context,
+            PatchContext::Any | PatchContext::SidecarOutbound
+        )
     }
 
     fn has_filter_match(&self) -> bool {

@@ -288,10 +288,17 @@ fn sets_of<'a>(
     namespace: &'a str,
     name: &'a str,
 ) -> impl Iterator<Item = &'a EndpointSet> {
+    let of_service = move |s: &&EndpointSet| s.namespace == namespace && s.service == name;
+    let has_slices = inputs
+        .endpoints
+        .iter()
+        .filter(of_service)
+        .any(|s| s.from_slice);
     inputs
         .endpoints
         .iter()
-        .filter(move |s| s.namespace == namespace && s.service == name)
+        .filter(of_service)
+        .filter(move |s| s.from_slice || !has_slices)
 }
 
 /// The port on the endpoints for a service port: the endpoint port of the same name, else the

@@ -78,6 +78,9 @@ pub struct EndpointSet {
     pub endpoints: Vec<Endpoint>,
     /// Port name → port number on the endpoints.
     pub ports: Vec<(String, u32)>,
+    /// From an EndpointSlice (else from a v1 Endpoints object, which is ignored for a Service
+    /// that also has slices, as istiod does: a `kubectl get` dump carries both).
+    pub from_slice: bool,
 }
 
 /// Everything read from the directory.
@@ -187,6 +190,25 @@ fn load_file(file: &Path, inputs: &mut Inputs) -> Result<(), Vec<InputError>> {
     }
     if errors.is_empty() {
         Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Objects that did not come from files (the Kubernetes API): each with a description of
+/// where it came from (`kube: Service redis/redis`), read as if from a file of that name.
+pub fn inputs_from_objects(
+    objects: Vec<(String, serde_json::Value)>,
+) -> Result<Inputs, Vec<InputError>> {
+    let mut inputs = Inputs::default();
+    let mut errors = Vec::new();
+    for (origin, value) in objects {
+        if let Err(e) = load_object(Path::new(&origin), "object", value, &mut inputs, 0) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(inputs)
     } else {
         Err(errors)
     }
@@ -480,6 +502,7 @@ fn parse_endpoint_slice(
         }
     }
     Ok(EndpointSet {
+        from_slice: true,
         service: service.to_owned(),
         namespace: namespace.to_owned(),
         endpoints: out,
@@ -534,6 +557,7 @@ fn parse_endpoints(
             }
         }
         sets.push(EndpointSet {
+            from_slice: false,
             service: service.to_owned(),
             namespace: namespace.to_owned(),
             endpoints,

@@ -15,6 +15,8 @@ pub mod admin;
 pub mod envoyfilter;
 pub mod istio;
 pub mod k8s;
+#[cfg(feature = "kube")]
+pub mod kube_source;
 pub mod merge;
 pub mod proxy;
 pub mod server;
@@ -47,6 +49,9 @@ pub struct Options {
     pub settings: Settings,
     /// Quiet time after a change before the directory is read.
     pub debounce: Duration,
+    /// Read Services, EndpointSlices and EnvoyFilters from the Kubernetes API (in-cluster or
+    /// kubeconfig credentials) instead of `config_dirs`. Needs the `kube` feature.
+    pub kube: bool,
 }
 
 /// Why the control plane could not run.
@@ -60,22 +65,42 @@ pub enum Error {
     },
     #[error("xDS server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(
+        "--kube: this binary was built without the `kube` feature (cargo build --features kube)"
+    )]
+    KubeNotBuilt,
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
 }
 
-/// Reads the directories once into a world (with every error found).
-fn load(
+/// Keepalives: a proxy that vanished without closing (a node lost, a NAT entry dropped) is
+/// noticed, its stream ended and its identity no longer kept.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+}
+
+/// A reading of the inputs: the objects, or every error found.
+type Reading = Result<k8s::Inputs, Vec<String>>;
+
+fn read_dirs(dirs: &[PathBuf]) -> Reading {
+    k8s::load_dirs(dirs).map_err(|errors| errors.into_iter().map(|e| e.to_string()).collect())
+}
+
+/// Builds a world from a reading (with every error found).
+fn build(
     opts: &Options,
+    reading: Reading,
     generation: u64,
     proxies: &[proxy::ProxyIdentity],
 ) -> Result<snapshot::World, Vec<String>> {
-    let inputs = k8s::load_dirs(&opts.config_dirs).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-    })?;
     snapshot::World::build(
-        inputs,
+        reading?,
         opts.settings.clone(),
         opts.root_namespace.clone(),
         generation,
@@ -121,14 +146,49 @@ fn reject(shared: &server::Shared, errors: Vec<String>) {
 /// until the files are fixed: a control plane that exits on a bad file takes every proxy's
 /// updates down with it.
 pub async fn run(opts: Options) -> Result<(), Error> {
-    let mut last = watch::fingerprint(&opts.config_dirs);
-    let initial = load(&opts, 1, &[]);
-    let (world, errors) = match initial {
-        Ok(w) => (w, Vec::new()),
-        Err(errors) => {
-            let empty = snapshot::World::empty(opts.settings.clone(), opts.root_namespace.clone());
-            (empty, errors)
+    // The source of readings: the directories (polled) or the Kubernetes API (watched).
+    let (readings_tx, mut readings) = tokio::sync::mpsc::channel::<Reading>(4);
+    if opts.kube {
+        #[cfg(feature = "kube")]
+        {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?;
+            tokio::spawn(kube_source::watch(client, readings_tx, opts.debounce));
         }
+        #[cfg(not(feature = "kube"))]
+        return Err(Error::KubeNotBuilt);
+    } else {
+        let dirs = opts.config_dirs.clone();
+        let debounce = opts.debounce;
+        tokio::spawn(async move {
+            let mut last = watch::fingerprint(&dirs);
+            if readings_tx.send(read_dirs(&dirs)).await.is_err() {
+                return;
+            }
+            loop {
+                last = watch::next_change(&dirs, &last, debounce).await;
+                let d = dirs.clone();
+                let reading = tokio::task::spawn_blocking(move || read_dirs(&d))
+                    .await
+                    .unwrap_or_else(|e| Err(vec![format!("reading the directories: {e}")]));
+                if readings_tx.send(reading).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // The first reading decides what is served at start.
+    let first = readings
+        .recv()
+        .await
+        .unwrap_or_else(|| Err(vec!["no input source".to_owned()]));
+    let (world, errors) = match build(&opts, first, 1, &[]) {
+        Ok(w) => (w, Vec::new()),
+        Err(errors) => (
+            snapshot::World::empty(opts.settings.clone(), opts.root_namespace.clone()),
+            errors,
+        ),
     };
     let shared = server::Shared::new(world);
     if errors.is_empty() {
@@ -152,7 +212,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving ADS over TCP");
         let svc = service.clone();
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
+            grpc_server()
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
@@ -170,7 +230,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         info!(path = %path.display(), "serving ADS over a Unix socket");
         let svc = service.clone();
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
+            grpc_server()
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
                 .await
@@ -196,11 +256,21 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mut generation = shared.world().generation.max(1);
     loop {
         tokio::select! {
-            settled = watch::next_change(&opts.config_dirs, &last, opts.debounce) => {
-                last = settled;
+            reading = readings.recv() => {
+                let Some(reading) = reading else {
+                    warn!("the input source ended; serving the last good configuration");
+                    std::future::pending::<()>().await;
+                    continue;
+                };
                 generation += 1;
                 let connected = shared.connected();
-                match load(&opts, generation, &connected) {
+                // Building every connected proxy's snapshot is CPU work: off the async workers
+                // that carry the xDS streams.
+                let o = opts.clone();
+                let built = tokio::task::spawn_blocking(move || build(&o, reading, generation, &connected))
+                    .await
+                    .unwrap_or_else(|e| Err(vec![format!("building the configuration: {e}")]));
+                match built {
                     Ok(world) => {
                         record(&shared, &world);
                         info!(generation, services = world.inputs.services.len(),

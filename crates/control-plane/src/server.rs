@@ -218,27 +218,46 @@ async fn sotw_stream(
                     continue;
                 }
                 let state = types.entry(req.type_url.clone()).or_default();
-                if !req.response_nonce.is_empty() {
+                // The first request of a type on this stream is answered whatever nonce it
+                // carries (a proxy reconnecting may echo the last stream's).
+                let initial = state.nonce.is_empty() || req.response_nonce.is_empty();
+                if !initial {
                     if req.response_nonce != state.nonce {
                         continue; // Stale: answers an earlier response.
                     }
                     count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
                 }
                 let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-                let initial = req.response_nonce.is_empty();
                 let names_changed = names != state.names;
                 state.names = names;
                 if initial || names_changed {
                     state.sent_version = None;
                 }
-                if !send_sotw(&shared, p, &req.type_url, state, &mut nonce, &tx).await { break; }
+                let type_url = req.type_url.clone();
+                match send_sotw(&shared, p, &type_url, state, &mut nonce, &tx).await {
+                    Sent::Closed => break,
+                    Sent::Yes if type_url == TYPE_CLUSTER => {
+                        eds_after_cds_sotw(&mut types);
+                        if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
+                            if send_sotw(&shared, p, TYPE_ENDPOINT, eds, &mut nonce, &tx).await == Sent::Closed { break; }
+                        }
+                    }
+                    Sent::Yes | Sent::No => {}
+                }
             }
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 let Some(p) = proxy.as_ref() else { continue };
                 let mut open = true;
-                for (type_url, state) in types.iter_mut() {
-                    if !send_sotw(&shared, p, type_url, state, &mut nonce, &tx).await { open = false; break; }
+                // In type order: clusters before endpoints before listeners.
+                let order: Vec<String> = types.keys().cloned().collect();
+                for type_url in order {
+                    let Some(state) = types.get_mut(&type_url) else { continue };
+                    match send_sotw(&shared, p, &type_url, state, &mut nonce, &tx).await {
+                        Sent::Closed => { open = false; break; }
+                        Sent::Yes if type_url == TYPE_CLUSTER => eds_after_cds_sotw(&mut types),
+                        Sent::Yes | Sent::No => {}
+                    }
                 }
                 if !open { break; }
             }
@@ -250,8 +269,26 @@ async fn sotw_stream(
     }
 }
 
-/// Sends the type's resources unless the proxy already has this version. Returns false when
-/// the stream is gone.
+/// What a send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// The proxy has this version already.
+    No,
+    /// The stream is gone.
+    Closed,
+}
+
+/// A changed cluster warms in Envoy until it receives its ClusterLoadAssignment again, even
+/// an unchanged one (istiod's "always respond" to EDS after CDS): the next EDS answer is sent
+/// whatever its version.
+fn eds_after_cds_sotw(types: &mut BTreeMap<String, SotwType>) {
+    if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
+        eds.sent_version = None;
+    }
+}
+
+/// Sends the type's resources unless the proxy already has this version.
 async fn send_sotw(
     shared: &Shared,
     proxy: &ProxyIdentity,
@@ -259,13 +296,13 @@ async fn send_sotw(
     state: &mut SotwType,
     nonce: &mut u64,
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) -> bool {
+) -> Sent {
     let Some(snap) = snapshot(shared, proxy) else {
-        return true;
+        return Sent::No;
     };
     let version = snap.version(type_url, &state.names);
     if state.sent_version.as_deref() == Some(version.as_str()) {
-        return true;
+        return Sent::No;
     }
     *nonce += 1;
     state.nonce = nonce.to_string();
@@ -273,20 +310,25 @@ async fn send_sotw(
     let resources = snap
         .resources(type_url, &state.names)
         .into_iter()
-        .map(|r| r.any)
+        .map(|r| r.any.clone())
         .collect();
     if let Some(t) = shared.stats.of_type(type_url) {
         t.pushes.fetch_add(1, Relaxed);
     }
-    tx.send(Ok(DiscoveryResponse {
-        version_info: version,
-        resources,
-        type_url: type_url.to_owned(),
-        nonce: state.nonce.clone(),
-        ..Default::default()
-    }))
-    .await
-    .is_ok()
+    let sent = tx
+        .send(Ok(DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: type_url.to_owned(),
+            nonce: state.nonce.clone(),
+            ..Default::default()
+        }))
+        .await;
+    if sent.is_ok() {
+        Sent::Yes
+    } else {
+        Sent::Closed
+    }
 }
 
 // === Delta ===
@@ -343,10 +385,9 @@ async fn delta_stream(
                     // A reconnecting proxy says what it has; unchanged resources are not resent.
                     state.sent = req.initial_resource_versions.clone().into_iter().collect();
                 }
-                if !req.response_nonce.is_empty() {
-                    if req.response_nonce != state.nonce {
-                        continue;
-                    }
+                // A request with a stale nonce is not an ACK of the last response, but its
+                // subscription changes count (Envoy folds pending ones into its ACKs).
+                if !req.response_nonce.is_empty() && !state.nonce.is_empty() && req.response_nonce == state.nonce {
                     count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
                 }
                 for n in &req.resource_names_subscribe {
@@ -357,14 +398,30 @@ async fn delta_stream(
                     state.subscribed.remove(n);
                     state.sent.remove(n);
                 }
-                if !send_delta(&shared, p, &req.type_url, state, &mut nonce, &tx).await { break; }
+                let type_url = req.type_url.clone();
+                match send_delta(&shared, p, &type_url, state, &mut nonce, &tx).await {
+                    Sent::Closed => break,
+                    Sent::Yes if type_url == TYPE_CLUSTER => {
+                        eds_after_cds_delta(&mut types);
+                        if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
+                            if send_delta(&shared, p, TYPE_ENDPOINT, eds, &mut nonce, &tx).await == Sent::Closed { break; }
+                        }
+                    }
+                    Sent::Yes | Sent::No => {}
+                }
             }
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 let Some(p) = proxy.as_ref() else { continue };
                 let mut open = true;
-                for (type_url, state) in types.iter_mut() {
-                    if !send_delta(&shared, p, type_url, state, &mut nonce, &tx).await { open = false; break; }
+                let order: Vec<String> = types.keys().cloned().collect();
+                for type_url in order {
+                    let Some(state) = types.get_mut(&type_url) else { continue };
+                    match send_delta(&shared, p, &type_url, state, &mut nonce, &tx).await {
+                        Sent::Closed => { open = false; break; }
+                        Sent::Yes if type_url == TYPE_CLUSTER => eds_after_cds_delta(&mut types),
+                        Sent::Yes | Sent::No => {}
+                    }
                 }
                 if !open { break; }
             }
@@ -373,6 +430,13 @@ async fn delta_stream(
     shared.unregister(id);
     if let Some(p) = proxy {
         info!(stream = id, proxy = %p.id, "proxy disconnected");
+    }
+}
+
+/// As [`eds_after_cds_sotw`]: every subscribed assignment is sent again after a CDS push.
+fn eds_after_cds_delta(types: &mut BTreeMap<String, DeltaType>) {
+    if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
+        eds.sent.clear();
     }
 }
 
@@ -385,9 +449,9 @@ async fn send_delta(
     state: &mut DeltaType,
     nonce: &mut u64,
     tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) -> bool {
+) -> Sent {
     let Some(snap) = snapshot(shared, proxy) else {
-        return true;
+        return Sent::No;
     };
     let current: Vec<_> = if state.wildcard {
         snap.resources(type_url, &state.subscribed)
@@ -409,7 +473,7 @@ async fn send_delta(
         .filter(|r| state.sent.get(&r.name) != Some(&r.version))
         .collect();
     if changed.is_empty() && removed.is_empty() && state.answered {
-        return true;
+        return Sent::No;
     }
     for n in &removed {
         state.sent.remove(n);
@@ -423,22 +487,27 @@ async fn send_delta(
     if let Some(t) = shared.stats.of_type(type_url) {
         t.pushes.fetch_add(1, Relaxed);
     }
-    tx.send(Ok(DeltaDiscoveryResponse {
-        system_version_info: snap.version(type_url, &state.subscribed),
-        resources: changed
-            .into_iter()
-            .map(|r| DeltaResource {
-                name: r.name,
-                version: r.version,
-                resource: Some(r.any),
-                ..Default::default()
-            })
-            .collect(),
-        type_url: type_url.to_owned(),
-        removed_resources: removed,
-        nonce: state.nonce.clone(),
-        ..Default::default()
-    }))
-    .await
-    .is_ok()
+    let sent = tx
+        .send(Ok(DeltaDiscoveryResponse {
+            system_version_info: snap.version(type_url, &state.subscribed),
+            resources: changed
+                .into_iter()
+                .map(|r| DeltaResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: type_url.to_owned(),
+            removed_resources: removed,
+            nonce: state.nonce.clone(),
+            ..Default::default()
+        }))
+        .await;
+    if sent.is_ok() {
+        Sent::Yes
+    } else {
+        Sent::Closed
+    }
 }

@@ -3,6 +3,7 @@
 //! every listener and cluster checked with the checks redvoy applies to xDS resources (what
 //! Envoy would NACK is refused here, before it reaches any proxy), and versioned by content.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -66,17 +67,15 @@ pub struct ProxySnapshot {
 impl ProxySnapshot {
     /// The resources of `type_url`; for EDS only `names` (an unknown name gets an empty
     /// assignment, as istiod sends, so the cluster can finish warming).
-    pub fn resources(&self, type_url: &str, names: &BTreeSet<String>) -> Vec<Resource> {
+    pub fn resources(&self, type_url: &str, names: &BTreeSet<String>) -> Vec<Cow<'_, Resource>> {
         match type_url {
-            TYPE_LISTENER => self.listeners.clone(),
-            TYPE_CLUSTER => self.clusters.clone(),
+            TYPE_LISTENER => self.listeners.iter().map(Cow::Borrowed).collect(),
+            TYPE_CLUSTER => self.clusters.iter().map(Cow::Borrowed).collect(),
             TYPE_ENDPOINT => names
                 .iter()
-                .map(|n| {
-                    self.endpoints
-                        .get(n)
-                        .cloned()
-                        .unwrap_or_else(|| empty_assignment(n))
+                .map(|n| match self.endpoints.get(n) {
+                    Some(r) => Cow::Borrowed(r),
+                    None => Cow::Owned(empty_assignment(n)),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -120,8 +119,19 @@ pub struct World {
     pub root_namespace: String,
     /// Increases with every world taken.
     pub generation: u64,
-    cache: Mutex<HashMap<ProxyIdentity, Arc<ProxySnapshot>>>,
+    /// Snapshots by what selection reads of a proxy (see [`World::cache_key`]); errors too, so
+    /// a proxy whose configuration fails does not rebuild it on every request.
+    cache: Mutex<HashMap<ProxyIdentity, Result<Arc<ProxySnapshot>, String>>>,
+    /// Node metadata keys some patch's `match.proxy.metadata` reads.
+    metadata_keys: BTreeSet<String>,
+    /// What is accepted but cannot take effect here (patches for inbound or gateway objects,
+    /// filters with `targetRefs`).
+    pub warnings: Vec<String>,
 }
+
+/// Snapshots kept per world at most; beyond, the cache starts over (pods come and go while the
+/// files stay the same).
+const MAX_CACHED_SNAPSHOTS: usize = 4096;
 
 impl World {
     /// Generates from `inputs` and builds the snapshot of every proxy in `proxies` and of one
@@ -136,6 +146,13 @@ impl World {
         proxies: &[ProxyIdentity],
     ) -> Result<Self, Vec<String>> {
         let generated = istio::generate(&inputs, &settings).map_err(|e| vec![e.to_string()])?;
+        let metadata_keys = inputs
+            .envoy_filters
+            .iter()
+            .flat_map(|f| f.patches.iter())
+            .filter_map(|p| p.proxy.as_ref())
+            .flat_map(|m| m.metadata_keys().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         let world = Self {
             inputs,
             generated,
@@ -143,13 +160,36 @@ impl World {
             root_namespace,
             generation,
             cache: Mutex::new(HashMap::new()),
+            metadata_keys,
+            warnings: Vec::new(),
         };
+        let mut world = world;
         let mut probes: Vec<ProxyIdentity> = proxies.to_vec();
+        // One stand-in per EnvoyFilter (its namespace, its selector's labels), and one per
+        // namespace carrying the labels of every selector there and in the root namespace, so
+        // that a patch on what another filter of the same workload added is seen applying.
+        let mut union: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for f in &world.inputs.envoy_filters {
+            let labels = f.workload_selector.clone().unwrap_or_default();
             probes.push(ProxyIdentity {
                 id: format!("probe for EnvoyFilter {}/{}", f.namespace, f.name),
                 namespace: f.namespace.clone(),
-                labels: f.workload_selector.clone().unwrap_or_default(),
+                labels: labels.clone(),
+                ..ProxyIdentity::default()
+            });
+            union.entry(f.namespace.clone()).or_default().extend(labels);
+        }
+        let root_labels = union
+            .get(&world.root_namespace)
+            .cloned()
+            .unwrap_or_default();
+        for (namespace, labels) in &union {
+            let mut all = root_labels.clone();
+            all.extend(labels.clone());
+            probes.push(ProxyIdentity {
+                id: format!("probe for namespace {namespace}"),
+                namespace: namespace.clone(),
+                labels: all,
                 ..ProxyIdentity::default()
             });
         }
@@ -165,7 +205,21 @@ impl World {
         // a port): istiod counts it in `pilot_envoy_filter_status` and moves on; here it is
         // refused, so the mistake shows before it reaches a mesh.
         for f in &world.inputs.envoy_filters {
+            if f.has_target_refs {
+                world.warnings.push(format!(
+                    "{}: EnvoyFilter {}/{}: targetRefs attach it to waypoints and gateways, never to a sidecar: not applied",
+                    f.origin, f.namespace, f.name
+                ));
+                continue;
+            }
             for p in &f.patches {
+                if !p.targets_generated_objects() {
+                    world.warnings.push(format!(
+                        "{}: EnvoyFilter {}/{}: spec.configPatches[{}]: context {:?}: only sidecar-outbound objects are generated here, so it applies to nothing",
+                        f.origin, f.namespace, f.name, p.index, p.context
+                    ));
+                    continue;
+                }
                 if p.must_match() && !p.applied.load(std::sync::atomic::Ordering::Relaxed) {
                     errors.push(format!(
                         "{}: EnvoyFilter {}/{}: spec.configPatches[{}]: {:?} {:?} matches nothing in any proxy's configuration",
@@ -190,29 +244,46 @@ impl World {
             root_namespace,
             generation: 0,
             cache: Mutex::new(HashMap::new()),
+            metadata_keys: BTreeSet::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// What EnvoyFilter selection reads of a proxy: two proxies with the same key get the same
+    /// snapshot.
+    fn cache_key(&self, proxy: &ProxyIdentity) -> ProxyIdentity {
+        ProxyIdentity {
+            id: String::new(),
+            namespace: proxy.namespace.clone(),
+            labels: proxy.labels.clone(),
+            metadata: proxy
+                .metadata
+                .iter()
+                .filter(|(k, _)| self.metadata_keys.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            istio_version: proxy.istio_version.clone(),
         }
     }
 
     /// The snapshot of `proxy`, built once per world.
     pub fn snapshot_for(&self, proxy: &ProxyIdentity) -> Result<Arc<ProxySnapshot>, String> {
-        let key = ProxyIdentity {
-            id: String::new(),
-            ..proxy.clone()
-        };
+        let key = self.cache_key(proxy);
         if let Some(s) = self
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
         {
-            return Ok(s.clone());
+            return s.clone();
         }
-        let snapshot = Arc::new(self.build_snapshot(proxy)?);
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, snapshot.clone());
-        Ok(snapshot)
+        let snapshot = self.build_snapshot(proxy).map(Arc::new);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_CACHED_SNAPSHOTS {
+            cache.clear();
+        }
+        cache.insert(key, snapshot.clone());
+        snapshot
     }
 
     /// Where an EnvoyFilter came from, for error messages.
@@ -242,12 +313,12 @@ impl World {
             self.generated.listeners.clone(),
             false,
         )
-        .map_err(|e| fail(e))?;
+        .map_err(&fail)?;
         let mut clusters = Vec::new();
         for c in &self.generated.clusters {
             if let Some(c) =
                 envoyfilter::apply_cluster_merge(ctx, &patches, c.cluster.clone(), &c.hosts)
-                    .map_err(|e| fail(e))?
+                    .map_err(&fail)?
             {
                 clusters.push(c);
             }

@@ -1,4 +1,5 @@
-//! Watching the input directories: a fingerprint (every manifest's path, size and mtime) taken
+//! Watching the input directories: a fingerprint (every manifest's path, size, mtime, ctime and
+//! inode: a same-size edit within one mtime tick, or a file replaced by `cp -p`, still shows) taken
 //! every [`POLL`]; after a change, the directory must be quiet for the debounce period before
 //! it is read, so an editor's write-rename or a `kubectl`-style multi-file update is taken as
 //! one. Polling keeps this free of platform watch APIs; a fingerprint of a few hundred files
@@ -12,8 +13,9 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// Nesting followed when fingerprinting (as when reading).
 const MAX_DEPTH: usize = 8;
 
-/// What identifies the directories' content without reading it.
-pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+/// What identifies the directories' content without reading it: path, size, mtime, ctime
+/// (seconds and nanoseconds) and inode.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, (i64, i64), u64)>;
 
 /// Fingerprints `dirs` (manifests only, hidden entries skipped, as `k8s::load_dirs` reads them).
 pub fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
@@ -46,9 +48,19 @@ fn walk(dir: &Path, depth: usize, out: &mut Fingerprint) {
                 walk(&path, depth + 1, out);
             }
         } else if crate::k8s::is_manifest(&path) {
-            out.push((path, meta.len(), meta.modified().ok()));
+            use std::os::unix::fs::MetadataExt;
+            let ctime = (meta.ctime(), meta.ctime_nsec());
+            out.push((path, meta.len(), meta.modified().ok(), ctime, meta.ino()));
         }
     }
+}
+
+/// [`fingerprint`] on a blocking thread (file system calls stay off the async workers).
+async fn fingerprint_off_runtime(dirs: &[PathBuf]) -> Fingerprint {
+    let dirs = dirs.to_vec();
+    tokio::task::spawn_blocking(move || fingerprint(&dirs))
+        .await
+        .unwrap_or_default()
 }
 
 /// Waits until the fingerprint differs from `last` and then stays the same for `debounce`;
@@ -56,14 +68,14 @@ fn walk(dir: &Path, depth: usize, out: &mut Fingerprint) {
 pub async fn next_change(dirs: &[PathBuf], last: &Fingerprint, debounce: Duration) -> Fingerprint {
     loop {
         tokio::time::sleep(POLL).await;
-        let mut seen = fingerprint(dirs);
+        let mut seen = fingerprint_off_runtime(dirs).await;
         if &seen == last {
             continue;
         }
         let mut quiet_since = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(POLL.min(debounce.max(Duration::from_millis(1)))).await;
-            let now = fingerprint(dirs);
+            let now = fingerprint_off_runtime(dirs).await;
             if now != seen {
                 seen = now;
                 quiet_since = tokio::time::Instant::now();

@@ -256,10 +256,14 @@ impl Report {
     }
 }
 
-/// A VIP range of its own per run, so runs never share a listener address.
-fn vip_range() -> String {
-    let n = std::process::id() as usize + free_port() as usize;
-    format!("127.{}.{}.0/24", 100 + n % 100, n % 250)
+/// A /24 VIP range of its own per call, so runs in one process never share a listener
+/// address (a counter), and runs of two processes rarely do (the process id picks the start
+/// among 25,000 ranges, 127.100.0.0–127.199.249.0).
+pub fn unique_vip_range() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = (std::process::id() as usize * 97 + next) % 25_000;
+    format!("127.{}.{}.0/24", 100 + n / 250, n % 250)
 }
 
 /// The Service ports named in `kubernetes.yaml`: (namespace, name) → [(port name, port)].
@@ -746,7 +750,12 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
             format!("  {} on 127.0.0.1:{}", pod.label(), pod.port),
         );
     }
-    let cp = ControlPlane::start(&opts.control_plane_bin, &config, tmp.path(), &vip_range())?;
+    let cp = ControlPlane::start(
+        &opts.control_plane_bin,
+        &config,
+        tmp.path(),
+        &unique_vip_range(),
+    )?;
     let proxy = Proxy::start(
         opts.target,
         &sidecar_bootstrap(&cp.socket, &local.proxy.namespace, &local.proxy.labels),
@@ -802,6 +811,16 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
                 .then_some(())
         })
         .ok_or_else(|| format!("the edit was not ACKed:\n{}", cp.log_text()))?;
+        // An ACKed listener or cluster may still be warming (Envoy); the steps run once
+        // nothing is.
+        try_wait_for(WAIT, || {
+            let stats = proxy.stats();
+            let warming = |name: &str| stats.get_int(name).unwrap_or(0);
+            (warming("listener_manager.total_listeners_warming") == 0
+                && warming("cluster_manager.warming_clusters") == 0)
+                .then_some(())
+        })
+        .ok_or_else(|| format!("{}: still warming after the edit", opts.target))?;
         ctx.report.line(
             opts.echo,
             format!("  pushed and ACKed in {:?}", started.elapsed()),
@@ -813,7 +832,9 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
             ctx.step(step);
         }
     }
-    let rejects = cp.stat("control_plane.lds.rejects") + cp.stat("control_plane.cds.rejects");
+    let rejects = cp.stat("control_plane.lds.rejects")
+        + cp.stat("control_plane.cds.rejects")
+        + cp.stat("control_plane.eds.rejects");
     if rejects > 0 {
         ctx.report.failures.push(format!(
             "{} NACKed {rejects} response(s):\n{}",
