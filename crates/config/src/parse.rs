@@ -572,28 +572,6 @@ pub(crate) fn reject_unknown_wire_fields(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn format_follows_envoy_file_name_rules() {
-        assert_eq!(format_of(Path::new("a.yaml")), Format::Yaml);
-        assert_eq!(format_of(Path::new("a.YML")), Format::Yaml);
-        assert_eq!(format_of(Path::new("a.json")), Format::Json);
-        assert_eq!(format_of(Path::new("envoy.conf")), Format::OtherAsJson);
-        assert_eq!(format_of(Path::new("a.pb")), Format::ProtoBinary);
-        assert_eq!(format_of(Path::new("a.pb_text")), Format::ProtoText);
-    }
-
-    #[test]
-    fn type_name_is_after_last_slash() {
-        assert_eq!(type_name_of("type.googleapis.com/a.B"), "a.B");
-        assert_eq!(type_name_of("example.com/x/a.B"), "a.B");
-        assert_eq!(type_name_of("a.B"), "a.B");
-    }
-}
-
 /// A JSON value (from YAML or JSON) → the message `desc`, as a control plane converts a
 /// `google.protobuf.Struct` into the proto it stands for (Istio's `BuildXDSObjectFromStruct`):
 /// with `strict` false, fields this build does not know are dropped rather than refused
@@ -625,5 +603,27 @@ pub(crate) fn message_from_json(
             }
             attempt(&normalized).map_err(|e| if e.path() == first.path() { first } else { e })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_follows_envoy_file_name_rules() {
+        assert_eq!(format_of(Path::new("a.yaml")), Format::Yaml);
+        assert_eq!(format_of(Path::new("a.YML")), Format::Yaml);
+        assert_eq!(format_of(Path::new("a.json")), Format::Json);
+        assert_eq!(format_of(Path::new("envoy.conf")), Format::OtherAsJson);
+        assert_eq!(format_of(Path::new("a.pb")), Format::ProtoBinary);
+        assert_eq!(format_of(Path::new("a.pb_text")), Format::ProtoText);
+    }
+
+    #[test]
+    fn type_name_is_after_last_slash() {
+        assert_eq!(type_name_of("type.googleapis.com/a.B"), "a.B");
+        assert_eq!(type_name_of("example.com/x/a.B"), "a.B");
+        assert_eq!(type_name_of("a.B"), "a.B");
     }
 }

@@ -560,3 +560,149 @@ fn set_socket_address(lb: &mut DynamicMessage, address: &str, port: u32) {
     endpoint.set_field_by_name("address", prost_reflect::Value::Message(addr));
     lb.set_field_by_name("endpoint", prost_reflect::Value::Message(endpoint));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::{Endpoint, EndpointSet};
+
+    fn port(name: &str, port: u32, app_protocol: &str) -> ServicePort {
+        ServicePort {
+            name: name.to_owned(),
+            port,
+            target_port: TargetPort::Number(port),
+            protocol: "TCP".to_owned(),
+            app_protocol: app_protocol.to_owned(),
+        }
+    }
+
+    #[test]
+    fn protocol_selection_is_istios() {
+        assert_eq!(protocol_of(&port("redis", 6379, "")), Protocol::Redis);
+        assert_eq!(protocol_of(&port("Redis-main", 6379, "")), Protocol::Redis);
+        assert_eq!(protocol_of(&port("tcp-client", 6379, "")), Protocol::Tcp);
+        assert_eq!(
+            protocol_of(&port("client", 6379, "redis")),
+            Protocol::Redis,
+            "appProtocol wins"
+        );
+        assert_eq!(protocol_of(&port("http-x", 6379, "tcp")), Protocol::Tcp);
+        assert_eq!(protocol_of(&port("client", 6379, "")), Protocol::Auto);
+        assert_eq!(
+            protocol_of(&port("", 3306, "")),
+            Protocol::Tcp,
+            "server-first port"
+        );
+        assert_eq!(protocol_of(&port("http-web", 80, "")), Protocol::Other);
+    }
+
+    fn service(name: &str, cluster_ip: Option<&str>) -> Service {
+        Service {
+            name: name.to_owned(),
+            namespace: "redis".to_owned(),
+            cluster_ip: cluster_ip.map(str::to_owned),
+            ports: vec![port("tcp-redis", 6379, "")],
+        }
+    }
+
+    #[test]
+    fn vips_are_the_cluster_ip_else_stable_and_distinct() {
+        let a = service("a", None);
+        let b = service("b", Some("10.0.0.7"));
+        let c = service("c", None);
+        let range = (Ipv4Addr::new(127, 10, 0, 0), 24);
+        let vips = assign_vips(&[&a, &b, &c], range, ListenerBind::Direct);
+        assert_eq!(vips["redis/b"], "10.0.0.7");
+        assert_ne!(vips["redis/a"], vips["redis/c"]);
+        assert!(vips["redis/a"].starts_with("127.10.0."));
+        // Adding a Service does not move the others.
+        let d = service("d", None);
+        let again = assign_vips(&[&a, &b, &c, &d], range, ListenerBind::Direct);
+        assert_eq!(again["redis/a"], vips["redis/a"]);
+        assert_eq!(again["redis/c"], vips["redis/c"]);
+    }
+
+    fn inputs() -> Inputs {
+        let mut headless = service("redis-cluster", Some("None"));
+        headless.ports[0].name = "tcp-client".to_owned();
+        let set = |host: &str, port: u32| EndpointSet {
+            service: "redis-cluster".to_owned(),
+            namespace: "redis".to_owned(),
+            endpoints: vec![Endpoint {
+                address: "127.0.0.1".to_owned(),
+                ready: true,
+                hostname: host.to_owned(),
+            }],
+            ports: vec![("tcp-client".to_owned(), port)],
+            from_slice: true,
+        };
+        Inputs {
+            services: vec![headless],
+            endpoints: vec![set("redis-cluster-0", 7000), set("redis-cluster-1", 7001)],
+            ..Inputs::default()
+        }
+    }
+
+    fn cluster_with(addresses: &[(&str, u32)]) -> DynamicMessage {
+        let lbs: Vec<Value> = addresses
+            .iter()
+            .map(|(a, p)| json!({"endpoint": {"address": {"socket_address": {"address": a, "port_value": p}}}}))
+            .collect();
+        to_message(
+            CLUSTER,
+            &json!({"name": "c", "type": "STRICT_DNS", "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": lbs}]}}),
+            "test",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn addresses(c: &DynamicMessage) -> Vec<(String, u32)> {
+        let la =
+            message_field(c, "load_assignment").unwrap_or_else(|| panic!("no load_assignment"));
+        list_of(&la, "endpoints")
+            .iter()
+            .flat_map(|l| list_of(l, "lb_endpoints"))
+            .filter_map(|lb| socket_address_of(&lb))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_local_names_resolve_to_endpoints() {
+        let inputs = inputs();
+        let mut c = cluster_with(&[
+            (
+                "redis-cluster-1.redis-cluster.redis.svc.cluster.local",
+                6379,
+            ),
+            ("redis-cluster.redis.svc.cluster.local", 6379),
+            ("elsewhere.example.com", 6379),
+            ("nothere.redis.svc.cluster.local", 6379),
+        ]);
+        let unresolved = resolve_cluster_local(&mut c, &inputs, "cluster.local");
+        assert_eq!(
+            unresolved,
+            vec!["nothere.redis.svc.cluster.local:6379".to_owned()]
+        );
+        assert_eq!(
+            addresses(&c),
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001),
+                ("elsewhere.example.com".to_owned(), 6379),
+                ("nothere.redis.svc.cluster.local".to_owned(), 6379),
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_are_ignored_beside_endpoint_slices() {
+        let mut inputs = inputs();
+        inputs.endpoints.push(EndpointSet {
+            from_slice: false,
+            ..inputs.endpoints[0].clone()
+        });
+        let svc = inputs.services[0].clone();
+        assert_eq!(endpoints_of(&inputs, &svc, &svc.ports[0]).len(), 2);
+    }
+}

@@ -628,3 +628,39 @@ mod tests {
         ), "{}", errors[1]);
     }
 }
+
+#[cfg(test)]
+mod api_tests {
+    use super::*;
+
+    /// The `--kube` source hands objects over as JSON, with where they came from.
+    #[test]
+    fn objects_from_the_api_read_like_files() {
+        let svc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "redis", "namespace": "redis"},
+            "spec": {"ports": [{"name": "tcp-redis", "port": 6379}]}
+        });
+        let bad = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": {"name": "x", "namespace": "redis"},
+            "spec": {"configPatches": [{"applyTo": "CLUSTER", "patch": {"operation": "NOPE"}}]}
+        });
+        let inputs =
+            inputs_from_objects(vec![("kube: Service redis/redis".to_owned(), svc.clone())])
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(inputs.services.len(), 1);
+        let errors = inputs_from_objects(vec![
+            ("kube: Service redis/redis".to_owned(), svc),
+            ("kube: EnvoyFilter redis/x".to_owned(), bad),
+        ])
+        .err()
+        .unwrap_or_default();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().starts_with("kube: EnvoyFilter redis/x: EnvoyFilter redis/x: spec.configPatches[0].patch.operation"),
+            "{}",
+            errors[0]
+        );
+    }
+}

@@ -266,8 +266,11 @@ pub fn unique_vip_range() -> String {
     format!("127.{}.{}.0/24", 100 + n / 250, n % 250)
 }
 
-/// The Service ports named in `kubernetes.yaml`: (namespace, name) → [(port name, port)].
-fn service_ports(dir: &Path) -> Result<BTreeMap<(String, String), Vec<(String, u16)>>, String> {
+/// (namespace, Service name) → [(port name, port)].
+type ServicePorts = BTreeMap<(String, String), Vec<(String, u16)>>;
+
+/// The Service ports named in `kubernetes.yaml`.
+fn service_ports(dir: &Path) -> Result<ServicePorts, String> {
     let mut out = BTreeMap::new();
     let path = dir.join("kubernetes.yaml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -305,11 +308,7 @@ fn service_ports(dir: &Path) -> Result<BTreeMap<(String, String), Vec<(String, u
 
 /// One EndpointSlice per server: every server listens on 127.0.0.1 with its own port, which a
 /// single slice (one port set for all endpoints) cannot say.
-fn endpoint_slices(
-    servers: &Servers,
-    specs: &[ServerSpec],
-    ports: &BTreeMap<(String, String), Vec<(String, u16)>>,
-) -> String {
+fn endpoint_slices(servers: &Servers, specs: &[ServerSpec], ports: &ServicePorts) -> String {
     let mut out = String::new();
     for spec in specs {
         for service in std::iter::once(&spec.service).chain(spec.also_services.iter()) {
