@@ -623,3 +623,53 @@ fn scenario_yaml_through_the_control_plane_over_delta() {
         run(target, "DELTA_GRPC");
     }
 }
+
+/// istiod's `PILOT_ENABLE_REDIS_FILTER` form (`--redis-filter`): a port Istio calls Redis (named
+/// `redis…`) gets Istio's own redis_proxy (catch-all route, `op_timeout: 5s`, the cluster's
+/// name as stat prefix) and a MAGLEV cluster, with no EnvoyFilter; both proxies take it and
+/// count the command under that prefix.
+#[test]
+fn pilot_redis_filter_form_serves_without_an_envoyfilter() {
+    for target in targets() {
+        let redis = RedisServer::start();
+        let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().join("config");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.join("redis.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: redis, namespace: redis}}\n\
+                 spec: {{ports: [{{name: redis-main, port: 6379}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: redis-1, namespace: redis, labels: {{kubernetes.io/service-name: redis}}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\n\
+                 ports: [{{name: redis-main, port: {}}}]\n",
+                redis.port()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cp = ControlPlane::start_with(&dir, &vip_range(), &["--redis-filter"]);
+        let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
+        let addr = SocketAddr::new(
+            cp.vip("redis/redis")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            6379,
+        );
+        assert_eq!(
+            Reconnecting::new(addr).cmd(&["SET", "k", "v"]),
+            Some(Reply::Simple("OK".into())),
+            "{target}"
+        );
+        assert!(has_key(&redis, "k"));
+        wait_for(WAIT, &format!("{target}: the command counted"), || {
+            (proxy.stat("redis.outbound|6379||redis.redis.svc.cluster.local.command.set.total")
+                == 1)
+                .then_some(())
+        });
+        assert_eq!(
+            cp.stat("control_plane.lds.rejects") + cp.stat("control_plane.cds.rejects"),
+            0
+        );
+    }
+}

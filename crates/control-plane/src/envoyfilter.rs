@@ -1401,3 +1401,118 @@ pub fn inserted_clusters(ctx: PatchContext, patches: &MergedPatches) -> Vec<Dyna
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn filter(name: &str, namespace: &str, priority: i32, selector: Option<&str>) -> EnvoyFilter {
+        let mut spec = json!({
+            "priority": priority,
+            "configPatches": [{"applyTo": "CLUSTER", "patch": {"operation": "ADD", "value": {"name": name}}}]
+        });
+        if let Some(app) = selector {
+            spec["workloadSelector"] = json!({"labels": {"app": app}});
+        }
+        parse_envoy_filter(name, namespace, "", &spec).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn proxy(namespace: &str, app: &str) -> ProxyIdentity {
+        ProxyIdentity {
+            namespace: namespace.to_owned(),
+            labels: [("app".to_owned(), app.to_owned())].into(),
+            ..ProxyIdentity::default()
+        }
+    }
+
+    fn added(patches: &MergedPatches) -> Vec<String> {
+        inserted_clusters(PatchContext::SidecarOutbound, patches)
+            .iter()
+            .map(|c| str_field(c, "name"))
+            .collect()
+    }
+
+    #[test]
+    fn selection_order_and_scope_are_istios() {
+        let filters = vec![
+            filter("b-own", "redis", 0, None),
+            filter("a-root", "istio-system", 0, None),
+            filter("early", "redis", -1, None),
+            filter("other-app", "redis", 0, Some("web")),
+            filter("mine", "redis", 0, Some("client")),
+            filter("other-ns", "web", 0, None),
+        ];
+        let p = select(&filters, &proxy("redis", "client"), "istio-system");
+        // Priority first; at equal priority the root namespace first, then by name.
+        assert_eq!(added(&p), vec!["early", "a-root", "b-own", "mine"]);
+        // A proxy in the root namespace gets only the root namespace's filters.
+        let p = select(&filters, &proxy("istio-system", "client"), "istio-system");
+        assert_eq!(added(&p), vec!["a-root"]);
+    }
+
+    #[test]
+    fn target_refs_never_attach_to_a_sidecar() {
+        let spec = json!({
+            "targetRefs": [{"kind": "Service", "group": "", "name": "waypoint"}],
+            "configPatches": [{"applyTo": "CLUSTER", "patch": {"operation": "ADD", "value": {"name": "x"}}}]
+        });
+        let f = parse_envoy_filter("x", "redis", "", &spec).unwrap_or_else(|e| panic!("{e}"));
+        assert!(select(&[f], &proxy("redis", "client"), "istio-system").is_empty());
+    }
+
+    #[test]
+    fn validation_refuses_what_admission_refuses() {
+        let refuse = |spec: serde_json::Value, path: &str, text: &str| {
+            let e = parse_envoy_filter("x", "redis", "", &spec)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {spec}"));
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.message.contains(text), "{e}");
+        };
+        refuse(
+            json!({"configPatches": [{"applyTo": "NETWORK_FILTER", "patch": {"operation": "MERGE"}}]}),
+            "spec.configPatches[0].patch.value",
+            "missing patch value",
+        );
+        refuse(
+            json!({"configPatches": [{"applyTo": "NETWORK_FILTER",
+                "match": {"listener": {"filterChain": {"filter": {"name": "x", "subFilter": {"name": "y"}}}}},
+                "patch": {"operation": "REMOVE"}}]}),
+            "spec.configPatches[0].match.listener.filterChain.filter.subFilter",
+            "HTTP_FILTER only",
+        );
+        refuse(
+            json!({"configPatches": [{"applyTo": "CLUSTER", "match": {"listener": {"portNumber": 1}},
+                "patch": {"operation": "REMOVE"}}]}),
+            "spec.configPatches[0].match",
+            "non cluster match",
+        );
+        refuse(
+            json!({"configPatches": [{"applyTo": "NETWORK_FILTER", "patch": {"operation": "ADD",
+                "value": {"name": "r", "typed_config": {"@type": "type.googleapis.com/envoy.config.filter.network.redis_proxy.v2.RedisProxy"}}}}]}),
+            "spec.configPatches[0].patch.value",
+            "try using the v3 XDS API",
+        );
+        refuse(
+            json!({"configPatches": [{"applyTo": "ROUTE_CONFIGURATION", "patch": {"operation": "MERGE", "value": {}}}]}),
+            "spec.configPatches[0].applyTo",
+            "no RDS",
+        );
+        refuse(
+            json!({"configPatches": [{"applyTo": "CLUSTER", "patch": {"operation": "ADD", "value": {}}}], "unknownField": 1}),
+            "spec",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn insert_outside_filter_lists_becomes_add() {
+        let spec = json!({"configPatches": [{"applyTo": "CLUSTER", "patch": {"operation": "INSERT_FIRST", "value": {"name": "c"}}}]});
+        let f = parse_envoy_filter("x", "redis", "", &spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.patches[0].operation, Operation::Add);
+        let spec = json!({"configPatches": [{"applyTo": "NETWORK_FILTER", "patch": {"operation": "INSERT_FIRST", "value": {"name": "f"}}}]});
+        let f = parse_envoy_filter("x", "redis", "", &spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.patches[0].operation, Operation::InsertFirst);
+    }
+}
