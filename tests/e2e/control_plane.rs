@@ -19,6 +19,8 @@ use redvoy_test_util::{
     Target,
 };
 
+use redvoy_test_util::scenario::{sidecar_bootstrap, XdsAddress};
+
 use crate::targets;
 
 /// Bound on the control plane starting, a proxy getting its first configuration, a rejected
@@ -144,33 +146,8 @@ fn bootstrap(xds_port: u16) -> String {
 
 /// `api_type` GRPC (State of the World) or DELTA_GRPC.
 fn bootstrap_with(xds_port: u16, api_type: &str) -> String {
-    format!(
-        r#"node:
-  id: sidecar~127.0.0.1~redis-client-0.redis~redis.svc.cluster.local
-  cluster: redis-client.redis
-  metadata: {{NAMESPACE: redis, LABELS: {{app: redis-client}}}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}}}]}}]
-"#
-    )
+    let labels = [("app".to_owned(), "redis-client".to_owned())].into();
+    sidecar_bootstrap(XdsAddress::Tcp(xds_port), api_type, "redis", &labels)
 }
 
 fn connect(addr: SocketAddr) -> RespClient {

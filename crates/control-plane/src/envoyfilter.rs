@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::merge::{self, Lists};
 use crate::proxy::ProxyIdentity;
+use crate::reflect::{list_of, message_field, set_list, str_field};
 
 const LISTENER: &str = "envoy.config.listener.v3.Listener";
 const FILTER_CHAIN: &str = "envoy.config.listener.v3.FilterChain";
@@ -714,44 +715,6 @@ fn proxy_match(proxy: &ProxyIdentity, p: &ConfigPatch) -> bool {
 }
 
 // === Reflection helpers ===
-
-fn str_field(msg: &DynamicMessage, name: &str) -> String {
-    msg.get_field_by_name(name)
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn message_field(msg: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
-    if !msg.has_field_by_name(name) {
-        return None;
-    }
-    msg.get_field_by_name(name)
-        .and_then(|v| v.as_message().cloned())
-}
-
-fn list_of(msg: &DynamicMessage, name: &str) -> Vec<DynamicMessage> {
-    msg.get_field_by_name(name)
-        .and_then(|v| {
-            v.as_list().map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_message().cloned())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
-fn set_list(msg: &mut DynamicMessage, name: &str, items: Vec<DynamicMessage>) {
-    if items.is_empty() {
-        msg.clear_field_by_name(name);
-    } else {
-        msg.set_field_by_name(
-            name,
-            Value::List(items.into_iter().map(Value::Message).collect()),
-        );
-    }
-}
 
 fn port_of(address: Option<DynamicMessage>) -> Option<u32> {
     let sa = message_field(&address?, "socket_address")?;

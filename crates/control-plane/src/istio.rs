@@ -20,6 +20,7 @@ use prost_reflect::DynamicMessage;
 use serde_json::{json, Value};
 
 use crate::k8s::{EndpointSet, Inputs, Service, ServicePort, TargetPort};
+use crate::reflect::{list_of, message_field, set_list};
 
 const LISTENER: &str = "envoy.config.listener.v3.Listener";
 const CLUSTER: &str = "envoy.config.cluster.v3.Cluster";
@@ -503,35 +504,6 @@ fn resolve_name(
         }
     }
     (!out.is_empty()).then_some(out)
-}
-
-fn message_field(msg: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
-    if !msg.has_field_by_name(name) {
-        return None;
-    }
-    msg.get_field_by_name(name)
-        .and_then(|v| v.as_message().cloned())
-}
-
-fn list_of(msg: &DynamicMessage, name: &str) -> Vec<DynamicMessage> {
-    msg.get_field_by_name(name)
-        .and_then(|v| {
-            v.as_list()
-                .map(|l| l.iter().filter_map(|i| i.as_message().cloned()).collect())
-        })
-        .unwrap_or_default()
-}
-
-fn set_list(msg: &mut DynamicMessage, name: &str, items: Vec<DynamicMessage>) {
-    msg.set_field_by_name(
-        name,
-        prost_reflect::Value::List(
-            items
-                .into_iter()
-                .map(prost_reflect::Value::Message)
-                .collect(),
-        ),
-    );
 }
 
 fn socket_address_of(lb: &DynamicMessage) -> Option<(String, u32)> {

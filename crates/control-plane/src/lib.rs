@@ -19,6 +19,7 @@ pub mod k8s;
 pub mod kube_source;
 pub mod merge;
 pub mod proxy;
+pub mod reflect;
 pub mod server;
 pub mod snapshot;
 pub mod stats;

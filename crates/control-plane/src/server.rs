@@ -159,6 +159,28 @@ fn snapshot(shared: &Shared, proxy: &ProxyIdentity) -> Option<Arc<ProxySnapshot>
     }
 }
 
+/// Learns a stream's proxy from its first request's node (later requests may omit it:
+/// `set_node_on_first_message_only`). False when the first request has none.
+fn identify(
+    shared: &Shared,
+    id: u64,
+    proxy: &mut Option<ProxyIdentity>,
+    node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+    api: &str,
+) -> bool {
+    if proxy.is_some() {
+        return true;
+    }
+    let Some(node) = node else {
+        return false;
+    };
+    let p = ProxyIdentity::from_node(node);
+    info!(stream = id, proxy = %p.id, namespace = %p.namespace, api, "proxy connected");
+    shared.register(id, p.clone());
+    *proxy = Some(p);
+    true
+}
+
 /// Counts an ACK or a NACK (a request carrying the nonce of the last response).
 fn count_reply(shared: &Shared, type_url: &str, proxy: &str, error: Option<&str>) {
     let Some(t) = shared.stats.of_type(type_url) else {
@@ -202,15 +224,9 @@ async fn sotw_stream(
                     Ok(None) => break,
                     Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
                 };
-                if proxy.is_none() {
-                    let Some(node) = &req.node else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                        break;
-                    };
-                    let p = ProxyIdentity::from_node(node);
-                    info!(stream = id, proxy = %p.id, namespace = %p.namespace, "proxy connected (SotW)");
-                    shared.register(id, p.clone());
-                    proxy = Some(p);
+                if !identify(&shared, id, &mut proxy, req.node.as_ref(), "SotW") {
+                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                    break;
                 }
                 let Some(p) = proxy.as_ref() else { break };
                 if !is_served(&req.type_url) {
@@ -361,15 +377,9 @@ async fn delta_stream(
                     Ok(None) => break,
                     Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
                 };
-                if proxy.is_none() {
-                    let Some(node) = &req.node else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                        break;
-                    };
-                    let p = ProxyIdentity::from_node(node);
-                    info!(stream = id, proxy = %p.id, namespace = %p.namespace, "proxy connected (Delta)");
-                    shared.register(id, p.clone());
-                    proxy = Some(p);
+                if !identify(&shared, id, &mut proxy, req.node.as_ref(), "Delta") {
+                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                    break;
                 }
                 let Some(p) = proxy.as_ref() else { break };
                 if !is_served(&req.type_url) {

@@ -87,6 +87,15 @@ fn filters_of(case: &Value) -> Vec<envoyfilter::EnvoyFilter> {
         .collect()
 }
 
+/// The case's EnvoyFilters selected for its proxy (istiod's `EnvoyFilters(proxy)`).
+fn patches_of(case: &Value) -> envoyfilter::MergedPatches {
+    envoyfilter::select(
+        &filters_of(case),
+        &proxy_of(case),
+        case["root_namespace"].as_str().unwrap_or("istio-system"),
+    )
+}
+
 fn context_of(case: &Value) -> PatchContext {
     PatchContext::parse(case["context"].as_str().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"))
@@ -114,11 +123,7 @@ fn istio_listener_patch_cases() {
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap_or_default();
-        let patches = envoyfilter::select(
-            &filters_of(case),
-            &proxy_of(case),
-            case["root_namespace"].as_str().unwrap_or("istio-system"),
-        );
+        let patches = patches_of(case);
         let input: Vec<DynamicMessage> = case["listeners"]
             .as_array()
             .map(|a| a.iter().map(|v| message(LISTENER, v)).collect())
@@ -152,11 +157,7 @@ fn istio_cluster_patch_cases() {
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap_or_default();
-        let patches = envoyfilter::select(
-            &filters_of(case),
-            &proxy_of(case),
-            case["root_namespace"].as_str().unwrap_or("istio-system"),
-        );
+        let patches = patches_of(case);
         let hosts: Vec<String> = case["cluster_hosts"]
             .as_array()
             .map(|a| {

@@ -484,11 +484,19 @@ fn wait_replication(servers: &Servers) -> bool {
     .is_some()
 }
 
-/// An Istio-shaped sidecar bootstrap: Delta ADS over the control plane's Unix socket, the node
-/// on the first message only, initial fetch timeouts of 0 s, the node of a pod of the
-/// scenario's workload.
+/// Where a proxy's ADS server is.
+#[derive(Debug, Clone, Copy)]
+pub enum XdsAddress<'a> {
+    Tcp(u16),
+    Uds(&'a Path),
+}
+
+/// An Istio-shaped sidecar bootstrap: ADS (`api_type` GRPC or DELTA_GRPC) to `xds`, the node
+/// on the first message only, initial fetch timeouts of 0 s, the node of a pod in `namespace`
+/// with `labels` (what EnvoyFilter selection reads).
 pub fn sidecar_bootstrap(
-    socket: &Path,
+    xds: XdsAddress<'_>,
+    api_type: &str,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> String {
@@ -496,6 +504,12 @@ pub fn sidecar_bootstrap(
         .iter()
         .map(|(k, v)| format!("{k}: \"{v}\""))
         .collect();
+    let address = match xds {
+        XdsAddress::Tcp(port) => {
+            format!("{{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}")
+        }
+        XdsAddress::Uds(path) => format!("{{pipe: {{path: \"{}\"}}}}", path.display()),
+    };
     format!(
         r#"node:
   id: sidecar~127.0.0.1~redis-client-0.{namespace}~{namespace}.svc.cluster.local
@@ -504,7 +518,7 @@ pub fn sidecar_bootstrap(
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {{{{ADMIN_PORT}}}}}}}}}}
 dynamic_resources:
   ads_config:
-    api_type: DELTA_GRPC
+    api_type: {api_type}
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
@@ -521,10 +535,9 @@ static_resources:
         explicit_http_config: {{http2_protocol_options: {{}}}}
     load_assignment:
       cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{socket}"}}}}}}}}]}}]
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {address}}}}}]}}]
 "#,
         labels = labels.join(", "),
-        socket = socket.display()
     )
 }
 
@@ -757,7 +770,12 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
     )?;
     let proxy = Proxy::start(
         opts.target,
-        &sidecar_bootstrap(&cp.socket, &local.proxy.namespace, &local.proxy.labels),
+        &sidecar_bootstrap(
+            XdsAddress::Uds(&cp.socket),
+            "DELTA_GRPC",
+            &local.proxy.namespace,
+            &local.proxy.labels,
+        ),
         &[],
     );
     try_wait_for(WAIT, || {
