@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use redvoy_test_util::{
     Target,
 };
 
-use redvoy_test_util::scenario::{sidecar_bootstrap, XdsAddress};
+use redvoy_test_util::scenario::{sidecar_bootstrap, ControlPlane, XdsAddress, XdsListen};
 
 use crate::targets;
 
@@ -31,87 +30,25 @@ const EDIT_DEADLINE: Duration = Duration::from_secs(1);
 const SCENARIO: &str = "istio-examples/prefix-sharding";
 const ENVOYFILTER: &str = "envoyfilter-prefix-sharding.yaml";
 
-/// A running control plane, killed on drop.
-struct ControlPlane {
-    child: Child,
-    admin: u16,
-    xds: u16,
-    log: PathBuf,
+/// The control plane on `dir` (ADS over TCP), ready.
+fn start_cp(dir: &Path, extra: &[&str]) -> ControlPlane {
+    spawn_or_start(dir, extra, true)
 }
 
-impl ControlPlane {
-    fn start(dir: &Path, vip_range: &str) -> Self {
-        Self::start_with(dir, vip_range, &[])
-    }
-
-    fn start_with(dir: &Path, vip_range: &str, extra: &[&str]) -> Self {
-        let cp = Self::spawn(dir, vip_range, extra);
-        wait_for(WAIT, "the control plane's admin port", || {
-            http(cp.admin, "GET", "/ready")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        cp
-    }
-
-    /// Starts it without waiting for it to be ready.
-    fn spawn(dir: &Path, vip_range: &str, extra: &[&str]) -> Self {
-        let admin = free_port();
-        let xds = free_port();
-        let log = dir.with_extension("log");
-        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_redvoy-control-plane"))
-            .args(["--config-dir", &dir.display().to_string()])
-            .args(["--xds-address", &format!("127.0.0.1:{xds}")])
-            .args(["--admin-address", &format!("127.0.0.1:{admin}")])
-            .args(["--vip-range", vip_range, "--debounce-ms", "50"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("redvoy-control-plane: {e}"));
-        Self {
-            child,
-            admin,
-            xds,
-            log,
-        }
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        let body = http(self.admin, "GET", "/stats")
-            .map(|r| r.body)
-            .unwrap_or_default();
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let body = http(self.admin, "GET", "/debug/status")
-            .map(|r| r.body)
-            .unwrap_or_default();
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/debug/status: {e}: {body}"))
-    }
-
-    fn vip(&self, service: &str) -> String {
-        self.status()["vips"][service]
-            .as_str()
-            .unwrap_or_else(|| panic!("no VIP for {service}: {}", self.status()))
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+fn spawn_or_start(dir: &Path, extra: &[&str], wait_ready: bool) -> ControlPlane {
+    let bin = Path::new(env!("CARGO_BIN_EXE_redvoy-control-plane"));
+    let work = dir.parent().unwrap_or(dir);
+    let started = if wait_ready {
+        ControlPlane::start(bin, dir, work, &vip_range(), XdsListen::Tcp, extra)
+    } else {
+        ControlPlane::spawn(bin, dir, work, &vip_range(), XdsListen::Tcp, extra)
+    };
+    started.unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn vip_of(cp: &ControlPlane, service: &str) -> std::net::IpAddr {
+    cp.vip(service)
+        .unwrap_or_else(|| panic!("no VIP for {service}: {}", cp.status()))
 }
 
 /// The scenario's own files, copied verbatim, and EndpointSlices for the two servers.
@@ -207,12 +144,9 @@ fn run(target: Target, api_type: &str) -> Placement {
     let sessions = RedisServer::start();
     let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
-    let cp = ControlPlane::start(&dir, &vip_range());
-    let proxy = Proxy::start(target, &bootstrap_with(cp.xds, api_type), &[]);
-    let users_vip: std::net::IpAddr = cp
-        .vip("redis/redis-users")
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cp = start_cp(&dir, &[]);
+    let proxy = Proxy::start(target, &bootstrap_with(cp.xds_port, api_type), &[]);
+    let users_vip: std::net::IpAddr = vip_of(&cp, "redis/redis-users");
     let addr = SocketAddr::new(users_vip, 6379);
     let mut client = Reconnecting::new(addr);
     for lds in ["lds", "cds", "eds"] {
@@ -224,7 +158,7 @@ fn run(target: Target, api_type: &str) -> Placement {
         cp.stat("control_plane.lds.rejects"),
         0,
         "{target} NACKed:\n{}",
-        cp.log()
+        cp.log_text()
     );
 
     // The scenario's writes.
@@ -376,12 +310,7 @@ fn cluster_merge(
                 .then_some(())
         },
     );
-    let addr = SocketAddr::new(
-        cp.vip("redis/redis-users")
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}")),
-        6379,
-    );
+    let addr = SocketAddr::new(vip_of(cp, "redis/redis-users"), 6379);
     assert_eq!(
         Reconnecting::new(addr).cmd(&["SET", "session:after-merge", "1"]),
         Some(Reply::Simple("OK".into())),
@@ -512,9 +441,8 @@ fn sidecar_shaped_configuration_is_taken_by_envoy_and_redvoy() {
         let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dir = scenario_dir(tmp.path(), users.port(), sessions.port());
         let outbound = free_port().to_string();
-        let cp = ControlPlane::start_with(
+        let cp = start_cp(
             &dir,
-            &vip_range(),
             &[
                 "--listener-bind",
                 "sidecar",
@@ -522,7 +450,7 @@ fn sidecar_shaped_configuration_is_taken_by_envoy_and_redvoy() {
                 &outbound,
             ],
         );
-        let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
+        let proxy = Proxy::start(target, &bootstrap(cp.xds_port), &[]);
         wait_for(WAIT, &format!("{target}: LDS ACK"), || {
             (cp.stat("control_plane.lds.acks") >= 1 && cp.stat("control_plane.cds.acks") >= 1)
                 .then_some(())
@@ -531,7 +459,7 @@ fn sidecar_shaped_configuration_is_taken_by_envoy_and_redvoy() {
             cp.stat("control_plane.lds.rejects") + cp.stat("control_plane.cds.rejects"),
             0,
             "{}",
-            cp.log()
+            cp.log_text()
         );
         wait_for(WAIT, &format!("{target}: three active listeners"), || {
             (proxy.stat("listener_manager.total_listeners_active") == 3).then_some(())
@@ -566,8 +494,8 @@ fn bad_files_at_start_serve_nothing_until_fixed() {
         good.replace("operation: REPLACE", "operation: REPLACES"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let cp = ControlPlane::spawn(&dir, &vip_range(), &[]);
-    let (admin, xds) = (cp.admin, cp.xds);
+    let cp = spawn_or_start(&dir, &[], false);
+    let (admin, xds) = (cp.admin, cp.xds_port);
     let status = wait_for(WAIT, "the admin port", || http(admin, "GET", "/ready").ok());
     assert_eq!(status.status, 503, "{}", status.body);
     let proxy = Proxy::start_admin_answering(Target::Redvoy, &bootstrap(xds));
@@ -625,14 +553,9 @@ fn pilot_redis_filter_form_serves_without_an_envoyfilter() {
             ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let cp = ControlPlane::start_with(&dir, &vip_range(), &["--redis-filter"]);
-        let proxy = Proxy::start(target, &bootstrap(cp.xds), &[]);
-        let addr = SocketAddr::new(
-            cp.vip("redis/redis")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-            6379,
-        );
+        let cp = start_cp(&dir, &["--redis-filter"]);
+        let proxy = Proxy::start(target, &bootstrap(cp.xds_port), &[]);
+        let addr = SocketAddr::new(vip_of(&cp, "redis/redis"), 6379);
         assert_eq!(
             Reconnecting::new(addr).cmd(&["SET", "k", "v"]),
             Some(Reply::Simple("OK".into())),

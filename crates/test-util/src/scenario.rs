@@ -157,42 +157,38 @@ impl Servers {
     }
 }
 
-/// A running control plane, killed on drop.
+/// How a test talks xDS to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdsListen {
+    /// `--xds-address 127.0.0.1:<free port>`.
+    Tcp,
+    /// `--xds-uds <work dir>/xds.sock`.
+    Uds,
+}
+
+/// A running `redvoy-control-plane`, killed on drop.
 pub struct ControlPlane {
     child: Child,
     pub admin: u16,
+    /// With [`XdsListen::Tcp`].
+    pub xds_port: u16,
+    /// With [`XdsListen::Uds`].
     pub socket: PathBuf,
     pub log: PathBuf,
 }
 
 impl ControlPlane {
-    /// Starts `bin` on `config` with its xDS on a Unix socket under `dir`.
-    pub fn start(bin: &Path, config: &Path, dir: &Path, vip_range: &str) -> Result<Self, String> {
-        let admin = free_port();
-        let socket = dir.join("xds.sock");
-        let log = dir.join("control-plane.log");
-        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
-            .args(["--config-dir", &config.display().to_string()])
-            .args(["--xds-uds", &socket.display().to_string()])
-            .args(["--admin-address", &format!("127.0.0.1:{admin}")])
-            .args([
-                "--vip-range",
-                vip_range,
-                "--resolve-cluster-local",
-                "--debounce-ms",
-                "50",
-            ])
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        let cp = Self {
-            child,
-            admin,
-            socket,
-            log,
-        };
+    /// Starts `bin` on `config` (its log and socket under `dir`, VIPs from `vip_range`,
+    /// `--debounce-ms 50`, then `extra`) and waits until it is ready.
+    pub fn start(
+        bin: &Path,
+        config: &Path,
+        dir: &Path,
+        vip_range: &str,
+        xds: XdsListen,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        let cp = Self::spawn(bin, config, dir, vip_range, xds, extra)?;
         try_wait_for(WAIT, || {
             http(cp.admin, "GET", "/ready")
                 .ok()
@@ -200,6 +196,48 @@ impl ControlPlane {
         })
         .ok_or_else(|| format!("the control plane did not start:\n{}", cp.log_text()))?;
         Ok(cp)
+    }
+
+    /// As [`ControlPlane::start`], without waiting for it to be ready.
+    pub fn spawn(
+        bin: &Path,
+        config: &Path,
+        dir: &Path,
+        vip_range: &str,
+        xds: XdsListen,
+        extra: &[&str],
+    ) -> Result<Self, String> {
+        let admin = free_port();
+        let xds_port = free_port();
+        let socket = dir.join("xds.sock");
+        let log = dir.join("control-plane.log");
+        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--config-dir", &config.display().to_string()])
+            .args(["--admin-address", &format!("127.0.0.1:{admin}")])
+            .args(["--vip-range", vip_range, "--debounce-ms", "50"]);
+        match xds {
+            XdsListen::Tcp => cmd.args(["--xds-address", &format!("127.0.0.1:{xds_port}")]),
+            XdsListen::Uds => cmd.args(["--xds-uds", &socket.display().to_string()]),
+        };
+        let child = cmd
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        Ok(Self {
+            child,
+            admin,
+            xds_port,
+            socket,
+            log,
+        })
+    }
+
+    /// The VIP the control plane gave Service `namespace/name`.
+    pub fn vip(&self, service: &str) -> Option<std::net::IpAddr> {
+        self.status()["vips"][service].as_str()?.parse().ok()
     }
 
     pub fn stat(&self, name: &str) -> u64 {
@@ -767,6 +805,8 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
         &config,
         tmp.path(),
         &unique_vip_range(),
+        XdsListen::Uds,
+        &["--resolve-cluster-local"],
     )?;
     let proxy = Proxy::start(
         opts.target,
