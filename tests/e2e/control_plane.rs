@@ -160,6 +160,23 @@ fn run(target: Target, api_type: &str) -> Placement {
         "{target} NACKed:\n{}",
         cp.log_text()
     );
+    // What this proxy is sent, and why: the EnvoyFilter applied, the patched listener.
+    let debug = http(cp.admin, "GET", "/debug/config")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let debug: serde_json::Value =
+        serde_json::from_str(&debug).unwrap_or_else(|e| panic!("{e}: {debug}"));
+    assert_eq!(
+        debug["proxies"][0]["envoy_filters"],
+        serde_json::json!(["redis/prefix-sharding"]),
+        "{debug}"
+    );
+    assert!(
+        debug["proxies"][0]["listeners"]
+            .to_string()
+            .contains("redis_proxy.v3.RedisProxy"),
+        "{debug}"
+    );
 
     // The scenario's writes.
     for (key, value) in [

@@ -53,6 +53,16 @@ pub fn descriptor_pool() -> Result<&'static prost_reflect::DescriptorPool, Confi
     descriptors::pool()
 }
 
+/// A message as JSON for a debug view, with Envoy's admin redaction: fields marked
+/// `(udpa.annotations.sensitive)` (passwords, private keys, inside `Any`s too) read
+/// `[redacted]`, as in Envoy's `/config_dump`.
+pub fn redacted_json(msg: &DynamicMessage) -> serde_json::Value {
+    let mut copy = msg.clone();
+    dump::redact_message(&mut copy);
+    copy.serialize_with_options(serde_json::value::Serializer, &dump::json_options())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// A JSON value → the message named `full_name`, as a control plane converts a patch value
 /// (`google.protobuf.Struct`) into the proto it stands for. `strict` false drops fields this
 /// build does not know (protojson's `DiscardUnknown`, what istiod does); `origin` names the

@@ -71,16 +71,18 @@ impl Default for Settings {
     }
 }
 
-/// Istio's protocol of a service port (`ConvertProtocol`): `appProtocol`, else the port
-/// name's prefix before the first `-`, case-insensitively; unnamed ports are sniffed, except
-/// well-known server-first ports.
+/// Istio's protocol of a service port (`pkg/config/kube/conversion.go` `ConvertProtocol`):
+/// `appProtocol` when set, else the port name; its prefix before the first `-` (after a
+/// `grpc-web` check), case-insensitively; an unknown name is sniffed, except on well-known
+/// server-first ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Redis,
+    /// Istio's other TCP-class protocols: TCP, TLS, HTTPS (passed through), Mongo, MySQL.
     Tcp,
     /// Istio sniffs these (a TCP chain plus an HTTP chain); only the TCP chain is generated.
     Auto,
-    /// HTTP, gRPC, TLS, UDP…: not generated.
+    /// HTTP, HTTP/2, gRPC, UDP: not generated (no HTTP routing for services here).
     Other,
 }
 
@@ -88,26 +90,29 @@ pub fn protocol_of(port: &ServicePort) -> Protocol {
     if port.protocol.eq_ignore_ascii_case("UDP") || port.protocol.eq_ignore_ascii_case("SCTP") {
         return Protocol::Other;
     }
-    let from_name = |s: &str| {
-        let prefix = s.split('-').next().unwrap_or_default().to_ascii_lowercase();
-        match prefix.as_str() {
-            "redis" => Some(Protocol::Redis),
-            "tcp" | "mongo" | "mysql" => Some(Protocol::Tcp),
-            "http" | "http2" | "https" | "grpc" | "grpc-web" | "tls" | "h2c" | "udp" => {
-                Some(Protocol::Other)
-            }
-            _ => None,
+    let name = if port.app_protocol.is_empty() {
+        port.name.as_str()
+    } else {
+        match port.app_protocol.as_str() {
+            "kubernetes.io/h2c" | "kubernetes.io/ws" => return Protocol::Other,
+            "kubernetes.io/wss" => return Protocol::Tcp,
+            other => other,
         }
     };
-    if !port.app_protocol.is_empty() {
-        if let Some(p) = from_name(&port.app_protocol) {
-            return p;
-        }
+    if name.len() >= 8 && name[..8].eq_ignore_ascii_case("grpc-web") {
+        return Protocol::Other;
     }
-    match from_name(&port.name) {
-        Some(p) => p,
-        None if matches!(port.port, 25 | 53 | 3306 | 27017) => Protocol::Tcp,
-        None => Protocol::Auto,
+    let prefix = name
+        .split('-')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match prefix.as_str() {
+        "redis" => Protocol::Redis,
+        "tcp" | "tls" | "https" | "mongo" | "mysql" => Protocol::Tcp,
+        "http" | "http2" | "http_proxy" | "grpc" | "udp" => Protocol::Other,
+        _ if matches!(port.port, 25 | 53 | 3306 | 27017) => Protocol::Tcp,
+        _ => Protocol::Auto,
     }
 }
 
@@ -205,7 +210,7 @@ pub fn generate(inputs: &Inputs, settings: &Settings) -> Result<Generated, Gener
             out.clusters.push(GeneratedCluster {
                 cluster: to_message(
                     CLUSTER,
-                    &cluster_json(&cluster_name, svc, redis),
+                    &cluster_json(&cluster_name, svc, &host, redis),
                     &cluster_name,
                 )?,
                 hosts: vec![host.clone()],
@@ -353,7 +358,7 @@ fn listener_json(vip: &str, port: u32, cluster: &str, redis: bool, bind: Listene
     l
 }
 
-fn cluster_json(name: &str, svc: &Service, redis: bool) -> Value {
+fn cluster_json(name: &str, svc: &Service, host: &str, redis: bool) -> Value {
     json!({
         "name": name,
         "type": "EDS",
@@ -369,27 +374,30 @@ fn cluster_json(name: &str, svc: &Service, redis: bool) -> Value {
         }]},
         "common_lb_config": {},
         "metadata": {"filter_metadata": {"istio": {"services": [{
-            "host": format!("{}.{}.svc.cluster.local", svc.name, svc.namespace),
+            "host": host,
             "name": svc.name,
             "namespace": svc.namespace
         }]}}}
     })
 }
 
+/// Not-ready endpoints are left out, as istiod does by default (`PILOT_SEND_UNHEALTHY_ENDPOINTS`
+/// off): sent as UNHEALTHY they would still count in Envoy's panic threshold.
 fn cla_json(name: &str, endpoints: Vec<(String, u32, bool)>) -> Value {
-    if endpoints.is_empty() {
-        return json!({"cluster_name": name});
-    }
     let lb: Vec<Value> = endpoints
         .into_iter()
-        .map(|(address, port, ready)| {
+        .filter(|(_, _, ready)| *ready)
+        .map(|(address, port, _)| {
             json!({
                 "endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}},
-                "health_status": if ready { "HEALTHY" } else { "UNHEALTHY" },
+                "health_status": "HEALTHY",
                 "load_balancing_weight": 1
             })
         })
         .collect();
+    if lb.is_empty() {
+        return json!({"cluster_name": name});
+    }
     let weight = lb.len();
     json!({"cluster_name": name, "endpoints": [{"locality": {}, "lb_endpoints": lb, "load_balancing_weight": weight}]})
 }
@@ -559,6 +567,13 @@ mod tests {
             "appProtocol wins"
         );
         assert_eq!(protocol_of(&port("http-x", 6379, "tcp")), Protocol::Tcp);
+        assert_eq!(
+            protocol_of(&port("redis", 6379, "custom")),
+            Protocol::Auto,
+            "appProtocol alone decides"
+        );
+        assert_eq!(protocol_of(&port("grpc-web-x", 80, "")), Protocol::Other);
+        assert_eq!(protocol_of(&port("tls-redis", 6380, "")), Protocol::Tcp);
         assert_eq!(protocol_of(&port("client", 6379, "")), Protocol::Auto);
         assert_eq!(
             protocol_of(&port("", 3306, "")),

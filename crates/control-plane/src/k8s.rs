@@ -98,11 +98,7 @@ pub struct Inputs {
 /// Reads every `.yaml`, `.yml` and `.json` file under `dirs` (recursively, hidden entries
 /// skipped, in name order). All errors are collected, so a user sees every problem at once.
 pub fn load_dirs(dirs: &[PathBuf]) -> Result<Inputs, Vec<InputError>> {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for dir in dirs {
-        collect_files(dir, 0, &mut files, &mut errors);
-    }
+    let (files, mut errors) = manifest_files(dirs);
     if files.len() > MAX_FILES {
         errors.push(InputError {
             file: dirs.first().cloned().unwrap_or_default(),
@@ -123,6 +119,17 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<Inputs, Vec<InputError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The manifests under `dirs` (recursively, hidden entries skipped, in name order), and the
+/// directories that could not be listed. What is read, and what the watcher fingerprints.
+pub fn manifest_files(dirs: &[PathBuf]) -> (Vec<PathBuf>, Vec<InputError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for dir in dirs {
+        collect_files(dir, 0, &mut files, &mut errors);
+    }
+    (files, errors)
 }
 
 fn collect_files(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
@@ -304,7 +311,7 @@ fn load_object(
             }
         }
         ("v1", "Service") => {
-            require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
+            require_name(&meta).map_err(|m| fail(&fail_object, m))?;
             let svc =
                 parse_service(&meta.name, &namespace, &spec).map_err(|m| fail(&fail_object, m))?;
             inputs.services.push(svc);
@@ -325,13 +332,13 @@ fn load_object(
             inputs.endpoints.push(set);
         }
         ("v1", "Endpoints") => {
-            require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
+            require_name(&meta).map_err(|m| fail(&fail_object, m))?;
             let mut sets =
                 parse_endpoints(&meta.name, &namespace, obj).map_err(|m| fail(&fail_object, m))?;
             inputs.endpoints.append(&mut sets);
         }
         ("networking.istio.io/v1alpha3", "EnvoyFilter") => {
-            require_name(&meta, &fail_object).map_err(|m| fail(&fail_object, m))?;
+            require_name(&meta).map_err(|m| fail(&fail_object, m))?;
             let creation = meta.creation_timestamp.clone().unwrap_or_default();
             let mut ef = envoyfilter::parse_envoy_filter(&meta.name, &namespace, &creation, &spec)
                 .map_err(|e| fail(&fail_object, format!("{}: {}", e.path, e.message)))?;
@@ -363,7 +370,7 @@ fn load_object(
     Ok(())
 }
 
-fn require_name(meta: &Meta, _object: &str) -> Result<(), String> {
+fn require_name(meta: &Meta) -> Result<(), String> {
     if meta.name.is_empty() {
         Err("metadata.name is required".to_owned())
     } else {

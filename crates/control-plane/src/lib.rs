@@ -142,10 +142,10 @@ fn reject(shared: &server::Shared, errors: Vec<String>) {
         .unwrap_or_else(PoisonError::into_inner) = errors;
 }
 
-/// Runs until the process ends: serves ADS and the admin port, and follows the directories.
-/// A first reading that fails leaves an empty configuration served (and the errors shown)
-/// until the files are fixed: a control plane that exits on a bad file takes every proxy's
-/// updates down with it.
+/// Runs until the process ends: serves ADS and the admin port, and follows the directories (or
+/// the Kubernetes API). A first reading that fails does not end the process (a control plane
+/// that exits on a bad file takes every proxy's updates down with it): nothing is served and
+/// `/ready` answers 503 until the files are fixed, so no proxy is sent an empty configuration.
 pub async fn run(opts: Options) -> Result<(), Error> {
     // The source of readings: the directories (polled) or the Kubernetes API (watched).
     let (readings_tx, mut readings) = tokio::sync::mpsc::channel::<Reading>(4);
@@ -163,8 +163,17 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         let dirs = opts.config_dirs.clone();
         let debounce = opts.debounce;
         tokio::spawn(async move {
-            let mut last = watch::fingerprint(&dirs);
-            if readings_tx.send(read_dirs(&dirs)).await.is_err() {
+            let d = dirs.clone();
+            let first =
+                tokio::task::spawn_blocking(move || (watch::fingerprint(&d), read_dirs(&d))).await;
+            let (mut last, reading) = match first {
+                Ok(r) => r,
+                Err(e) => (
+                    Vec::new(),
+                    Err(vec![format!("reading the directories: {e}")]),
+                ),
+            };
+            if readings_tx.send(reading).await.is_err() {
                 return;
             }
             loop {

@@ -463,14 +463,11 @@ async fn send_delta(
     let Some(snap) = snapshot(shared, proxy) else {
         return Sent::No;
     };
-    let current: Vec<_> = if state.wildcard {
-        snap.resources(type_url, &state.subscribed)
-    } else {
-        snap.resources(type_url, &state.subscribed)
-            .into_iter()
-            .filter(|r| state.subscribed.contains(&r.name))
-            .collect()
-    };
+    let current: Vec<_> = snap
+        .resources(type_url, &state.subscribed)
+        .into_iter()
+        .filter(|r| state.wildcard || state.subscribed.contains(&r.name))
+        .collect();
     let names: BTreeSet<&str> = current.iter().map(|r| r.name.as_str()).collect();
     let removed: Vec<String> = state
         .sent

@@ -15,6 +15,7 @@ use crate::envoyfilter::{self, PatchContext};
 use crate::istio::{self, Generated, Settings};
 use crate::k8s::Inputs;
 use crate::proxy::ProxyIdentity;
+use crate::reflect::str_field;
 
 pub const TYPE_LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const TYPE_CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -36,10 +37,8 @@ impl Resource {
     fn new(name: String, type_url: &str, msg: &DynamicMessage) -> Self {
         let value = msg.encode_to_vec();
         let version = format!("{:016x}", xxhash_rust::xxh64::xxh64(&value, 0));
-        let opts = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
-        let json = msg
-            .serialize_with_options(serde_json::value::Serializer, &opts)
-            .unwrap_or(serde_json::Value::Null);
+        // Passwords and keys an EnvoyFilter may carry are not shown on the debug port.
+        let json = redvoy_config::redacted_json(msg);
         Self {
             name,
             version,
@@ -153,7 +152,7 @@ impl World {
             .filter_map(|p| p.proxy.as_ref())
             .flat_map(|m| m.metadata_keys().map(str::to_owned).collect::<Vec<_>>())
             .collect();
-        let world = Self {
+        let mut world = Self {
             inputs,
             generated,
             settings,
@@ -163,7 +162,6 @@ impl World {
             metadata_keys,
             warnings: Vec::new(),
         };
-        let mut world = world;
         let mut probes: Vec<ProxyIdentity> = proxies.to_vec();
         // One stand-in per EnvoyFilter (its namespace, its selector's labels), and one per
         // namespace carrying the labels of every selector there and in the root namespace, so
@@ -339,7 +337,7 @@ impl World {
         let opts = redvoy_config::DynamicOptions::default();
         let mut seen = BTreeSet::new();
         for l in &listeners {
-            let r = Resource::new(str_name(l), TYPE_LISTENER, l);
+            let r = Resource::new(str_field(l, "name"), TYPE_LISTENER, l);
             if !seen.insert(("l", r.name.clone())) {
                 return Err(fail(format!("listener {}: defined twice", r.name)));
             }
@@ -353,7 +351,7 @@ impl World {
             out.listeners.push(r);
         }
         for c in &clusters {
-            let r = Resource::new(str_name(c), TYPE_CLUSTER, c);
+            let r = Resource::new(str_field(c, "name"), TYPE_CLUSTER, c);
             if !seen.insert(("c", r.name.clone())) {
                 return Err(fail(format!("cluster {}: defined twice", r.name)));
             }
@@ -376,12 +374,6 @@ impl World {
     }
 }
 
-fn str_name(msg: &DynamicMessage) -> String {
-    msg.get_field_by_name("name")
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// A resource Envoy would refuse is an error; one only redvoy skips is a warning (Envoy
 /// proxies of the same control plane take it).
 fn check<T>(
@@ -397,5 +389,102 @@ fn check<T>(
             warnings.push(format!("{kind} {name}: redvoy skips it: {e}"));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn objects() -> Vec<(String, serde_json::Value)> {
+        vec![
+            (
+                "svc".to_owned(),
+                json!({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": "redis", "namespace": "redis"},
+                       "spec": {"ports": [{"name": "tcp-redis", "port": 6379}]}}),
+            ),
+            (
+                "ef".to_owned(),
+                json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                "metadata": {"name": "auth", "namespace": "redis"},
+                "spec": {"configPatches": [{
+                    "applyTo": "NETWORK_FILTER",
+                    "match": {"listener": {"portNumber": 6379, "filterChain": {"filter": {"name": "envoy.filters.network.tcp_proxy"}}}},
+                    "patch": {"operation": "REPLACE", "value": {
+                        "name": "envoy.filters.network.redis_proxy",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+                            "stat_prefix": "redis",
+                            "settings": {"op_timeout": "1s"},
+                            "downstream_auth_passwords": [{"inline_string": "hunter2"}],
+                            "prefix_routes": {"catch_all_route": {"cluster": "outbound|6379||redis.redis.svc.cluster.local"}}
+                        }}}}]}}),
+            ),
+        ]
+    }
+
+    fn world(objects: Vec<(String, serde_json::Value)>) -> Result<World, Vec<String>> {
+        let inputs = crate::k8s::inputs_from_objects(objects).unwrap_or_else(|e| panic!("{e:?}"));
+        World::build(
+            inputs,
+            Settings::default(),
+            "istio-system".to_owned(),
+            1,
+            &[],
+        )
+    }
+
+    #[test]
+    fn the_debug_view_redacts_secrets_and_the_proxy_gets_them() {
+        let w = world(objects()).unwrap_or_else(|e| panic!("{e:?}"));
+        let proxy = ProxyIdentity {
+            namespace: "redis".to_owned(),
+            ..ProxyIdentity::default()
+        };
+        let snap = w.snapshot_for(&proxy).unwrap_or_else(|e| panic!("{e}"));
+        let shown = snap.listeners[0].json.to_string();
+        assert!(
+            !shown.contains("hunter2") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        let sent = String::from_utf8_lossy(&snap.listeners[0].any.value).into_owned();
+        assert!(
+            sent.contains("hunter2"),
+            "the proxy itself needs the password"
+        );
+    }
+
+    #[test]
+    fn a_patch_that_matches_nothing_refuses_the_world() {
+        let mut objs = objects();
+        let text = objs[1]
+            .1
+            .to_string()
+            .replace("envoy.filters.network.tcp_proxy", "envoy.tcp_proxy");
+        objs[1].1 = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let errors = world(objs).err().unwrap_or_default();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("spec.configPatches[0]") && errors[0].contains("matches nothing")
+        );
+    }
+
+    #[test]
+    fn what_envoy_would_nack_refuses_the_world() {
+        let mut objs = objects();
+        let text = objs[1]
+            .1
+            .to_string()
+            .replace("\"stat_prefix\":\"redis\"", "\"stat_prefix\":\"\"");
+        objs[1].1 = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let errors = world(objs).err().unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("StatPrefix: value length must be at least 1")),
+            "{errors:?}"
+        );
     }
 }

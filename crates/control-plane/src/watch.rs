@@ -5,54 +5,28 @@
 //! one. Polling keeps this free of platform watch APIs; a fingerprint of a few hundred files
 //! costs microseconds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// How often the directories are looked at.
 pub const POLL: Duration = Duration::from_millis(50);
-/// Nesting followed when fingerprinting (as when reading).
-const MAX_DEPTH: usize = 8;
-
 /// What identifies the directories' content without reading it: path, size, mtime, ctime
 /// (seconds and nanoseconds) and inode.
 pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>, (i64, i64), u64)>;
 
-/// Fingerprints `dirs` (manifests only, hidden entries skipped, as `k8s::load_dirs` reads them).
+/// Fingerprints the manifests of `dirs`, the files `k8s::load_dirs` reads (a directory that
+/// cannot be listed has none: its disappearance is a change too).
 pub fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
-    let mut out = Vec::new();
-    for d in dirs {
-        walk(d, 0, &mut out);
-    }
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path, depth: usize, out: &mut Fingerprint) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'))
-        {
-            continue;
-        }
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if depth < MAX_DEPTH {
-                walk(&path, depth + 1, out);
-            }
-        } else if crate::k8s::is_manifest(&path) {
-            use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::MetadataExt;
+    let (files, _) = crate::k8s::manifest_files(dirs);
+    files
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
             let ctime = (meta.ctime(), meta.ctime_nsec());
-            out.push((path, meta.len(), meta.modified().ok(), ctime, meta.ino()));
-        }
-    }
+            Some((path, meta.len(), meta.modified().ok(), ctime, meta.ino()))
+        })
+        .collect()
 }
 
 /// [`fingerprint`] on a blocking thread (file system calls stay off the async workers).

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::{
     encode_command, free_port, http, try_wait_for, Proxy, ReadOutcome, RedisCluster, RedisServer,
-    Reply, RespClient, Target,
+    Reply, RespClient, Stats, Target,
 };
 
 /// Bound on the control plane and the proxy starting, a push being ACKed, a Redis Cluster's
@@ -152,8 +152,17 @@ struct Servers {
 }
 
 impl Servers {
-    fn client(&self, port: u16) -> RespClient {
-        RespClient::connect(port)
+    /// The stand-in server listening on `port`.
+    fn server(&self, port: u16) -> Option<&RedisServer> {
+        self.standalone
+            .iter()
+            .find(|s| s.port() == port)
+            .or_else(|| {
+                self.clusters
+                    .iter()
+                    .find(|c| c.ports().contains(&port))
+                    .map(|c| c.server(port))
+            })
     }
 }
 
@@ -244,10 +253,7 @@ impl ControlPlane {
         let body = http(self.admin, "GET", "/stats")
             .map(|r| r.body)
             .unwrap_or_default();
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        Stats::parse(&body).get_int(name).unwrap_or(0)
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -264,8 +270,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::kill_child(&mut self.child, Duration::from_secs(1));
     }
 }
 
@@ -467,56 +472,73 @@ fn start_servers(specs: &[ServerSpec]) -> Result<Servers, String> {
 /// write per primary, replicated, before any step, so a REPLICA read policy has replicas.
 fn warm_up(servers: &mut Servers) {
     for cluster in &mut servers.clusters {
+        let slots = cluster.slots();
         for primary in cluster.primaries() {
-            let _ = cluster.cmd(
-                primary.port,
-                &["SET", &format!("warmup:{}", primary.port), "1"],
-            );
+            // A key of a slot this primary owns (the first of 10,000 candidates that is).
+            let key = (0..10_000).map(|i| format!("warmup:{i}")).find(|k| {
+                let slot = crate::key_slot(k.as_bytes());
+                slots
+                    .iter()
+                    .any(|r| r.primary == primary.port && (r.start..=r.end).contains(&slot))
+            });
+            if let Some(key) = key {
+                let _ = cluster.cmd(primary.port, &["SET", &key, "1"]);
+            }
         }
     }
     wait_replication(servers);
 }
 
-fn offsets(c: &mut RespClient) -> (String, u64, u64) {
-    let info = c.cmd(&["INFO", "replication"]).text().unwrap_or_default();
+/// A server's replication state: its role, its own offset, and, for a replica, its primary's
+/// port, its offset and whether its link is up (one `INFO replication`).
+struct Replication {
+    primary: bool,
+    master_offset: u64,
+    primary_port: u16,
+    replica_offset: u64,
+    link_up: bool,
+}
+
+fn replication(port: u16) -> Replication {
+    let info = RespClient::connect(port)
+        .cmd(&["INFO", "replication"])
+        .text()
+        .unwrap_or_default();
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}:")))
             .map(|v| v.trim().to_owned())
             .unwrap_or_default()
     };
-    let role = field("role");
-    (
-        role,
-        field("master_repl_offset").parse().unwrap_or(0),
-        field("slave_repl_offset").parse().unwrap_or(0),
-    )
+    Replication {
+        primary: field("role") == "master",
+        master_offset: field("master_repl_offset").parse().unwrap_or(0),
+        primary_port: field("master_port").parse().unwrap_or(0),
+        replica_offset: field("slave_repl_offset").parse().unwrap_or(0),
+        link_up: field("master_link_status") == "up",
+    }
 }
 
 /// Waits until every replica has the offset of its primary (bounded).
 fn wait_replication(servers: &Servers) -> bool {
     try_wait_for(REPLICATION_WAIT, || {
-        let mut primaries = BTreeMap::new();
-        let mut replicas = Vec::new();
-        for pod in &servers.pods {
-            let mut c = servers.client(pod.port);
-            let (role, master, slave) = offsets(&mut c);
-            if role == "master" {
-                primaries.insert(pod.port, master);
-            } else {
-                let info = c.cmd(&["INFO", "replication"]).text().unwrap_or_default();
-                let primary_port: u16 = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("master_port:"))
-                    .and_then(|p| p.trim().parse().ok())
-                    .unwrap_or(0);
-                let up = info.contains("master_link_status:up");
-                replicas.push((primary_port, slave, up));
-            }
-        }
-        replicas
+        let states: Vec<Replication> = servers.pods.iter().map(|p| replication(p.port)).collect();
+        let primaries: BTreeMap<u16, u64> = servers
+            .pods
             .iter()
-            .all(|(p, off, up)| *up && primaries.get(p).is_none_or(|m| off >= m))
+            .zip(&states)
+            .filter(|(_, r)| r.primary)
+            .map(|(p, r)| (p.port, r.master_offset))
+            .collect();
+        states
+            .iter()
+            .filter(|r| !r.primary)
+            .all(|r| {
+                r.link_up
+                    && primaries
+                        .get(&r.primary_port)
+                        .is_none_or(|m| r.replica_offset >= *m)
+            })
             .then_some(())
     })
     .is_some()
@@ -683,7 +705,7 @@ impl Ctx<'_> {
                         .pods
                         .iter()
                         .filter(|p| {
-                            let mut c = self.servers.client(p.port);
+                            let mut c = RespClient::connect(p.port);
                             if p.role == "replica" {
                                 let _ = c.cmd(&["READONLY"]);
                             }
@@ -712,7 +734,17 @@ impl Ctx<'_> {
             Step::ShowCommands { show_commands } => {
                 let mut lines = Vec::new();
                 for pod in &self.servers.pods {
-                    let s = command_calls(pod.port, show_commands);
+                    let Some(server) = self.servers.server(pod.port) else {
+                        continue;
+                    };
+                    let s: Vec<(String, u64)> = show_commands
+                        .iter()
+                        .map(|c| {
+                            let c = c.to_ascii_lowercase();
+                            let n = server.command_calls(&c);
+                            (c, n)
+                        })
+                        .collect();
                     if s.iter().all(|(_, n)| *n == 0) {
                         continue;
                     }
@@ -724,8 +756,10 @@ impl Ctx<'_> {
                     self.report.line(echo, l);
                 }
             }
-            Step::WaitReplication { wait_replication } => {
-                if *wait_replication && !wait_replication_of(self.servers) {
+            Step::WaitReplication {
+                wait_replication: wanted,
+            } => {
+                if *wanted && !wait_replication(self.servers) {
                     self.report
                         .failures
                         .push("replicas did not catch up".to_owned());
@@ -733,32 +767,6 @@ impl Ctx<'_> {
             }
         }
     }
-}
-
-fn wait_replication_of(servers: &Servers) -> bool {
-    wait_replication(servers)
-}
-
-/// Calls of each command on the server at `port`, from `INFO commandstats`.
-fn command_calls(port: u16, commands: &[String]) -> Vec<(String, u64)> {
-    let info = RespClient::connect(port)
-        .cmd(&["INFO", "commandstats"])
-        .text()
-        .unwrap_or_default();
-    commands
-        .iter()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            let prefix = format!("cmdstat_{c}:calls=");
-            let n = info
-                .lines()
-                .find_map(|l| l.strip_prefix(&prefix))
-                .and_then(|rest| rest.split(',').next())
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0);
-            (c, n)
-        })
-        .collect()
 }
 
 /// Runs `scenario` (a folder of `istio-examples/`) on `opts.target`.
@@ -831,7 +839,7 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
         ),
     );
     for pod in &servers.pods {
-        let _ = servers.client(pod.port).cmd(&["CONFIG", "RESETSTAT"]);
+        let _ = RespClient::connect(pod.port).cmd(&["CONFIG", "RESETSTAT"]);
     }
     let mut ctx = Ctx {
         opts,
@@ -883,7 +891,7 @@ pub fn run(scenario: &Path, opts: &RunOptions) -> Result<Report, String> {
             format!("  pushed and ACKed in {:?}", started.elapsed()),
         );
         for pod in &servers.pods {
-            let _ = servers.client(pod.port).cmd(&["CONFIG", "RESETSTAT"]);
+            let _ = RespClient::connect(pod.port).cmd(&["CONFIG", "RESETSTAT"]);
         }
         for step in &edit.steps {
             ctx.step(step);

@@ -16,6 +16,16 @@ mod json;
 mod mask;
 mod redact;
 
+/// Envoy's admin redaction of sensitive fields (for `redacted_json`).
+pub(crate) fn redact_message(msg: &mut prost_reflect::DynamicMessage) {
+    redact::redact(msg);
+}
+
+/// The JSON options of Envoy's admin dumps (for `redacted_json`).
+pub(crate) fn json_options() -> prost_reflect::SerializeOptions {
+    json::options()
+}
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
