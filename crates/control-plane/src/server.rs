@@ -250,32 +250,14 @@ async fn sotw_stream(
                     state.sent_version = None;
                 }
                 let type_url = req.type_url.clone();
-                match send_sotw(&shared, p, &type_url, state, &mut nonce, &tx).await {
-                    Sent::Closed => break,
-                    Sent::Yes if type_url == TYPE_CLUSTER => {
-                        eds_after_cds_sotw(&mut types);
-                        if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
-                            if send_sotw(&shared, p, TYPE_ENDPOINT, eds, &mut nonce, &tx).await == Sent::Closed { break; }
-                        }
-                    }
-                    Sent::Yes | Sent::No => {}
+                if send_type(&shared, p, &mut types, &type_url, &mut nonce, &tx).await == Sent::Closed {
+                    break;
                 }
             }
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 let Some(p) = proxy.as_ref() else { continue };
-                let mut open = true;
-                // In type order: clusters before endpoints before listeners.
-                let order: Vec<String> = types.keys().cloned().collect();
-                for type_url in order {
-                    let Some(state) = types.get_mut(&type_url) else { continue };
-                    match send_sotw(&shared, p, &type_url, state, &mut nonce, &tx).await {
-                        Sent::Closed => { open = false; break; }
-                        Sent::Yes if type_url == TYPE_CLUSTER => eds_after_cds_sotw(&mut types),
-                        Sent::Yes | Sent::No => {}
-                    }
-                }
-                if !open { break; }
+                if !push_all(&shared, p, &mut types, &mut nonce, &tx).await { break; }
             }
         }
     }
@@ -295,12 +277,89 @@ enum Sent {
     Closed,
 }
 
-/// A changed cluster warms in Envoy until it receives its ClusterLoadAssignment again, even
-/// an unchanged one (istiod's "always respond" to EDS after CDS): the next EDS answer is sent
-/// whatever its version.
-fn eds_after_cds_sotw(types: &mut BTreeMap<String, SotwType>) {
-    if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
-        eds.sent_version = None;
+/// A stream's state for one type, SotW or Delta: it knows what the proxy has and sends what
+/// it lacks.
+trait TypeState: Default {
+    type Response;
+
+    /// Sends what the proxy lacks of `type_url` (nothing when it has it all).
+    fn send(
+        &mut self,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+        type_url: &str,
+        nonce: &mut u64,
+        tx: &mpsc::Sender<Result<Self::Response, Status>>,
+    ) -> impl std::future::Future<Output = Sent> + Send;
+
+    /// Forgets what the proxy has, so the next send sends everything.
+    fn resend_all(&mut self);
+}
+
+/// Sends `type_url` to the stream. After a CDS response the EDS answer follows, sent whatever
+/// its version: a changed cluster warms in Envoy until it receives its ClusterLoadAssignment
+/// again, even an unchanged one (istiod's "always respond" to EDS after CDS).
+async fn send_type<S: TypeState>(
+    shared: &Shared,
+    proxy: &ProxyIdentity,
+    types: &mut BTreeMap<String, S>,
+    type_url: &str,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<S::Response, Status>>,
+) -> Sent {
+    let Some(state) = types.get_mut(type_url) else {
+        return Sent::No;
+    };
+    let sent = state.send(shared, proxy, type_url, nonce, tx).await;
+    if sent != Sent::Yes || type_url != TYPE_CLUSTER {
+        return sent;
+    }
+    match types.get_mut(TYPE_ENDPOINT) {
+        Some(eds) => {
+            eds.resend_all();
+            match eds.send(shared, proxy, TYPE_ENDPOINT, nonce, tx).await {
+                Sent::Closed => Sent::Closed,
+                _ => sent,
+            }
+        }
+        None => sent,
+    }
+}
+
+/// After a new world: every type the stream asked for, in type order (clusters, endpoints,
+/// listeners). False when the stream is gone.
+async fn push_all<S: TypeState>(
+    shared: &Shared,
+    proxy: &ProxyIdentity,
+    types: &mut BTreeMap<String, S>,
+    nonce: &mut u64,
+    tx: &mpsc::Sender<Result<S::Response, Status>>,
+) -> bool {
+    let order: Vec<String> = types.keys().cloned().collect();
+    for type_url in order {
+        if send_type(shared, proxy, types, &type_url, nonce, tx).await == Sent::Closed {
+            return false;
+        }
+    }
+    true
+}
+
+impl TypeState for SotwType {
+    type Response = DiscoveryResponse;
+
+    fn send(
+        &mut self,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+        type_url: &str,
+        nonce: &mut u64,
+        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> impl std::future::Future<Output = Sent> + Send {
+        send_sotw(shared, proxy, type_url, self, nonce, tx)
+    }
+
+    fn resend_all(&mut self) {
+        self.sent_version = None;
     }
 }
 
@@ -409,31 +468,14 @@ async fn delta_stream(
                     state.sent.remove(n);
                 }
                 let type_url = req.type_url.clone();
-                match send_delta(&shared, p, &type_url, state, &mut nonce, &tx).await {
-                    Sent::Closed => break,
-                    Sent::Yes if type_url == TYPE_CLUSTER => {
-                        eds_after_cds_delta(&mut types);
-                        if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
-                            if send_delta(&shared, p, TYPE_ENDPOINT, eds, &mut nonce, &tx).await == Sent::Closed { break; }
-                        }
-                    }
-                    Sent::Yes | Sent::No => {}
+                if send_type(&shared, p, &mut types, &type_url, &mut nonce, &tx).await == Sent::Closed {
+                    break;
                 }
             }
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 let Some(p) = proxy.as_ref() else { continue };
-                let mut open = true;
-                let order: Vec<String> = types.keys().cloned().collect();
-                for type_url in order {
-                    let Some(state) = types.get_mut(&type_url) else { continue };
-                    match send_delta(&shared, p, &type_url, state, &mut nonce, &tx).await {
-                        Sent::Closed => { open = false; break; }
-                        Sent::Yes if type_url == TYPE_CLUSTER => eds_after_cds_delta(&mut types),
-                        Sent::Yes | Sent::No => {}
-                    }
-                }
-                if !open { break; }
+                if !push_all(&shared, p, &mut types, &mut nonce, &tx).await { break; }
             }
         }
     }
@@ -443,10 +485,22 @@ async fn delta_stream(
     }
 }
 
-/// As [`eds_after_cds_sotw`]: every subscribed assignment is sent again after a CDS push.
-fn eds_after_cds_delta(types: &mut BTreeMap<String, DeltaType>) {
-    if let Some(eds) = types.get_mut(TYPE_ENDPOINT) {
-        eds.sent.clear();
+impl TypeState for DeltaType {
+    type Response = DeltaDiscoveryResponse;
+
+    fn send(
+        &mut self,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+        type_url: &str,
+        nonce: &mut u64,
+        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> impl std::future::Future<Output = Sent> + Send {
+        send_delta(shared, proxy, type_url, self, nonce, tx)
+    }
+
+    fn resend_all(&mut self) {
+        self.sent.clear();
     }
 }
 

@@ -584,20 +584,9 @@ dynamic_resources:
     grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
   cds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
   lds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {address}}}}}]}}]
-"#,
+{static_resources}"#,
         labels = labels.join(", "),
+        static_resources = crate::xds::xds_grpc_static_resources(&address),
     )
 }
 

@@ -441,7 +441,19 @@ dynamic_resources:
     - envoy_grpc: {{cluster_name: xds-grpc}}
   cds_config: {cds}
   lds_config: {lds}
-static_resources:
+{static_resources}"#,
+        node_once = options.set_node_on_first_message_only,
+        cds = source(options.cds_initial_fetch_timeout),
+        lds = source(options.lds_initial_fetch_timeout),
+        static_resources = xds_grpc_static_resources(&server.envoy_address_yaml()),
+    )
+}
+
+/// The bootstrap's `static_resources` with the `xds-grpc` cluster (STATIC, HTTP/2) whose one
+/// endpoint is `address_yaml` (a `socket_address` or a `pipe`, in YAML flow form).
+pub fn xds_grpc_static_resources(address_yaml: &str) -> String {
+    format!(
+        r#"static_resources:
   clusters:
   - name: xds-grpc
     type: STATIC
@@ -454,12 +466,8 @@ static_resources:
       cluster_name: xds-grpc
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {server_address}}}
-"#,
-        node_once = options.set_node_on_first_message_only,
-        cds = source(options.cds_initial_fetch_timeout),
-        lds = source(options.lds_initial_fetch_timeout),
-        server_address = server.envoy_address_yaml(),
+        - endpoint: {{address: {address_yaml}}}
+"#
     )
 }
 
