@@ -590,3 +590,116 @@ fn pilot_redis_filter_form_serves_without_an_envoyfilter() {
         );
     }
 }
+
+/// `--listener-bind sidecar` for real, as in a pod: inside a network namespace, iptables
+/// redirects connections for the service range to 15001 (the namespace of
+/// `xds_original_dst`), where the control plane's `virtualOutbound` hands them, by their
+/// original destination, to the Service's `<VIP>_6379` listener (`bind_to_port: false`), whose
+/// tcp_proxy an EnvoyFilter replaced by redis_proxy. A plain client connecting to the
+/// Service's clusterIP is answered by redis_proxy.
+#[test]
+fn sidecar_mode_serves_a_captured_service_connection() {
+    use redvoy_test_util::{NsRedis, ProxyOptions};
+    let vip = crate::xds_original_dst::VIP;
+    for target in targets() {
+        let ns = match crate::xds_original_dst::namespace() {
+            Ok(ns) => ns,
+            Err(reason) => {
+                eprintln!(
+                    "SKIPPED control_plane sidecar mode: cannot set up a network namespace with an iptables REDIRECT ({reason}); the captured path was NOT tested"
+                );
+                return;
+            }
+        };
+        let redis = NsRedis::start(&ns, free_port());
+        let tmp = redvoy_test_util::tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().join("config");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.join("redis.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: redis, namespace: redis}}\n\
+                 spec: {{clusterIP: {vip}, ports: [{{name: tcp-redis, port: 6379}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: redis-1, namespace: redis, labels: {{kubernetes.io/service-name: redis}}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\n\
+                 ports: [{{name: tcp-redis, port: {}}}]\n---\n\
+                 apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n\
+                 metadata: {{name: redis-proxy, namespace: redis}}\n\
+                 spec:\n  workloadSelector: {{labels: {{app: redis-client}}}}\n  configPatches:\n\
+                 \x20 - applyTo: NETWORK_FILTER\n\
+                 \x20   match: {{listener: {{portNumber: 6379, filterChain: {{filter: {{name: envoy.filters.network.tcp_proxy}}}}}}}}\n\
+                 \x20   patch:\n      operation: REPLACE\n      value:\n        name: envoy.filters.network.redis_proxy\n\
+                 \x20       typed_config:\n\
+                 \x20         \"@type\": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy\n\
+                 \x20         stat_prefix: redis\n\
+                 \x20         settings: {{op_timeout: 5s}}\n\
+                 \x20         prefix_routes: {{catch_all_route: {{cluster: \"outbound|6379||redis.redis.svc.cluster.local\"}}}}\n",
+                redis.port()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cp = ControlPlane::start(
+            Path::new(env!("CARGO_BIN_EXE_redvoy-control-plane")),
+            &dir,
+            tmp.path(),
+            &vip_range(),
+            XdsListen::Uds,
+            &["--listener-bind", "sidecar"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let labels = [("app".to_owned(), "redis-client".to_owned())].into();
+        // The admin port on a Unix socket: the test reaches it from outside the namespace.
+        let bootstrap = sidecar_bootstrap(
+            XdsAddress::Uds(&cp.socket),
+            "DELTA_GRPC",
+            "redis",
+            &labels,
+        )
+        .replace(
+            "admin: {address: {socket_address: {address: 127.0.0.1, port_value: {{ADMIN_PORT}}}}}",
+            "admin: {address: {pipe: {path: \"{{ADMIN_SOCKET}}\"}}}",
+        );
+        assert!(bootstrap.contains("{{ADMIN_SOCKET}}"), "{bootstrap}");
+        let proxy = Proxy::start_with(
+            target,
+            &bootstrap,
+            &ProxyOptions {
+                wrapper: ns.wrapper(),
+                ..ProxyOptions::default()
+            },
+        );
+        let via_vip = |args: &[&str]| {
+            let mut all = vec!["-h", vip, "-p", "6379"];
+            all.extend_from_slice(args);
+            redis.cli(&all).map(|o| o.trim().to_owned())
+        };
+        wait_for(
+            WAIT,
+            &format!("{target}: PING through the Service's clusterIP"),
+            || via_vip(&["PING"]).ok().filter(|o| o == "PONG"),
+        );
+        assert_eq!(
+            via_vip(&["SET", "captured", "yes"]),
+            Ok("OK".to_owned()),
+            "{target}"
+        );
+        assert_eq!(
+            via_vip(&["GET", "captured"]),
+            Ok("yes".to_owned()),
+            "{target}"
+        );
+        assert_eq!(redis.cmd(&["GET", "captured"]).trim(), "yes", "{target}");
+        assert_eq!(
+            proxy.stats().get_int("redis.redis.command.set.total"),
+            Some(1),
+            "{target}: redis_proxy served the SET"
+        );
+        assert_eq!(
+            cp.stat("control_plane.lds.rejects") + cp.stat("control_plane.cds.rejects"),
+            0
+        );
+        drop(proxy);
+        drop(redis);
+    }
+}

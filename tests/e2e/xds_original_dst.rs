@@ -23,7 +23,7 @@ use redvoy_test_util::{
 use crate::targets;
 
 /// The fake service VIP (Kubernetes' default service range) and its port.
-const VIP: &str = "10.96.0.10";
+pub(crate) const VIP: &str = "10.96.0.10";
 /// A VIP in the redirected range that no listener declares.
 const UNKNOWN_VIP: &str = "10.96.0.11";
 const VIP_RANGE: &str = "10.96.0.0/16";
@@ -35,7 +35,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A namespace with a veth (its own address and a route to the VIP range) and the REDIRECT
 /// rule; `Err` explains why the machine cannot do it.
-fn namespace() -> Result<NetNs, String> {
+pub(crate) fn namespace() -> Result<NetNs, String> {
     redvoy_test_util::netns::run(&["iptables", "--version"])
         .map_err(|e| format!("iptables unavailable: {e}"))?;
     let ns = NetNs::create("redvoy-odst")?;
