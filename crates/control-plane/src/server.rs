@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -122,7 +123,7 @@ impl AggregatedDiscoveryService for AdsService {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let shared = self.shared.clone();
-        tokio::spawn(sotw_stream(shared, request.into_inner(), tx));
+        tokio::spawn(stream::<SotwType>(shared, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -132,7 +133,7 @@ impl AggregatedDiscoveryService for AdsService {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let shared = self.shared.clone();
-        tokio::spawn(delta_stream(shared, request.into_inner(), tx));
+        tokio::spawn(stream::<DeltaType>(shared, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -165,7 +166,7 @@ fn identify(
     shared: &Shared,
     id: u64,
     proxy: &mut Option<ProxyIdentity>,
-    node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+    node: Option<&Node>,
     api: &str,
 ) -> bool {
     if proxy.is_some() {
@@ -206,64 +207,36 @@ struct SotwType {
     nonce: String,
 }
 
-async fn sotw_stream(
-    shared: Arc<Shared>,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let id = shared.next_stream.fetch_add(1, Relaxed);
-    let mut changes = shared.changes.subscribe();
-    let mut proxy: Option<ProxyIdentity> = None;
-    let mut types: BTreeMap<String, SotwType> = BTreeMap::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
-                };
-                if !identify(&shared, id, &mut proxy, req.node.as_ref(), "SotW") {
-                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                    break;
-                }
-                let Some(p) = proxy.as_ref() else { break };
-                if !is_served(&req.type_url) {
-                    debug!(stream = id, type_url = %req.type_url, "type not served");
-                    continue;
-                }
-                let state = types.entry(req.type_url.clone()).or_default();
-                // The first request of a type on this stream is answered whatever nonce it
-                // carries (a proxy reconnecting may echo the last stream's).
-                let initial = state.nonce.is_empty() || req.response_nonce.is_empty();
-                if !initial {
-                    if req.response_nonce != state.nonce {
-                        continue; // Stale: answers an earlier response.
-                    }
-                    count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
-                }
-                let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-                let names_changed = names != state.names;
-                state.names = names;
-                if initial || names_changed {
-                    state.sent_version = None;
-                }
-                let type_url = req.type_url.clone();
-                if send_type(&shared, p, &mut types, &type_url, &mut nonce, &tx).await == Sent::Closed {
-                    break;
-                }
+impl SotwType {
+    /// Takes a request; false when it is a stale one (answering an earlier response).
+    fn take(
+        &mut self,
+        first: bool,
+        req: &DiscoveryRequest,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+    ) -> bool {
+        // The first request of a type on this stream is answered whatever nonce it carries (a
+        // proxy reconnecting may echo the last stream's).
+        let initial = first || self.nonce.is_empty() || req.response_nonce.is_empty();
+        if !initial {
+            if req.response_nonce != self.nonce {
+                return false;
             }
-            changed = changes.changed() => {
-                if changed.is_err() { break; }
-                let Some(p) = proxy.as_ref() else { continue };
-                if !push_all(&shared, p, &mut types, &mut nonce, &tx).await { break; }
-            }
+            count_reply(
+                shared,
+                &req.type_url,
+                &proxy.id,
+                req.error_detail.as_ref().map(|e| e.message.as_str()),
+            );
         }
-    }
-    shared.unregister(id);
-    if let Some(p) = proxy {
-        info!(stream = id, proxy = %p.id, "proxy disconnected");
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let names_changed = names != self.names;
+        self.names = names;
+        if initial || names_changed {
+            self.sent_version = None;
+        }
+        true
     }
 }
 
@@ -279,8 +252,24 @@ enum Sent {
 
 /// A stream's state for one type, SotW or Delta: it knows what the proxy has and sends what
 /// it lacks.
-trait TypeState: Default {
-    type Response;
+trait TypeState: Default + Send {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// For the logs.
+    const API: &'static str;
+
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn type_url(req: &Self::Request) -> &str;
+
+    /// Takes a request for this type (`first`: the stream's first for it); false when it asks
+    /// for nothing.
+    fn take(
+        &mut self,
+        first: bool,
+        req: &Self::Request,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+    ) -> bool;
 
     /// Sends what the proxy lacks of `type_url` (nothing when it has it all).
     fn send(
@@ -344,8 +333,80 @@ async fn push_all<S: TypeState>(
     true
 }
 
+/// One ADS stream, SotW or Delta: the proxy from the first request's node, each request taken
+/// by its type's state and answered with what the proxy lacks, every new world pushed.
+async fn stream<S: TypeState>(
+    shared: Arc<Shared>,
+    mut requests: Streaming<S::Request>,
+    tx: mpsc::Sender<Result<S::Response, Status>>,
+) {
+    let id = shared.next_stream.fetch_add(1, Relaxed);
+    let mut changes = shared.changes.subscribe();
+    let mut proxy: Option<ProxyIdentity> = None;
+    let mut types: BTreeMap<String, S> = BTreeMap::new();
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            req = requests.message() => {
+                let req = match req {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
+                };
+                if !identify(&shared, id, &mut proxy, S::node(&req), S::API) {
+                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                    break;
+                }
+                let Some(p) = proxy.as_ref() else { break };
+                let type_url = S::type_url(&req).to_owned();
+                if !is_served(&type_url) {
+                    debug!(stream = id, type_url = %type_url, "type not served");
+                    continue;
+                }
+                let first = !types.contains_key(&type_url);
+                let state = types.entry(type_url.clone()).or_default();
+                if !state.take(first, &req, &shared, p) {
+                    continue;
+                }
+                if send_type(&shared, p, &mut types, &type_url, &mut nonce, &tx).await == Sent::Closed {
+                    break;
+                }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() { break; }
+                let Some(p) = proxy.as_ref() else { continue };
+                if !push_all(&shared, p, &mut types, &mut nonce, &tx).await { break; }
+            }
+        }
+    }
+    shared.unregister(id);
+    if let Some(p) = proxy {
+        info!(stream = id, proxy = %p.id, "proxy disconnected");
+    }
+}
+
 impl TypeState for SotwType {
+    type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
+    const API: &'static str = "SotW";
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn take(
+        &mut self,
+        first: bool,
+        req: &DiscoveryRequest,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+    ) -> bool {
+        SotwType::take(self, first, req, shared, proxy)
+    }
 
     fn send(
         &mut self,
@@ -418,75 +479,75 @@ struct DeltaType {
     answered: bool,
 }
 
-async fn delta_stream(
-    shared: Arc<Shared>,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let id = shared.next_stream.fetch_add(1, Relaxed);
-    let mut changes = shared.changes.subscribe();
-    let mut proxy: Option<ProxyIdentity> = None;
-    let mut types: BTreeMap<String, DeltaType> = BTreeMap::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = requests.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => { debug!(stream = id, "stream ended: {e}"); break; }
-                };
-                if !identify(&shared, id, &mut proxy, req.node.as_ref(), "Delta") {
-                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                    break;
-                }
-                let Some(p) = proxy.as_ref() else { break };
-                if !is_served(&req.type_url) {
-                    debug!(stream = id, type_url = %req.type_url, "type not served");
-                    continue;
-                }
-                let first = !types.contains_key(&req.type_url);
-                let state = types.entry(req.type_url.clone()).or_default();
-                if first {
-                    state.wildcard = req.type_url != TYPE_ENDPOINT
-                        && (req.resource_names_subscribe.is_empty()
-                            || req.resource_names_subscribe.iter().any(|n| n == "*"));
-                    // A reconnecting proxy says what it has; unchanged resources are not resent.
-                    state.sent = req.initial_resource_versions.clone().into_iter().collect();
-                }
-                // A request with a stale nonce is not an ACK of the last response, but its
-                // subscription changes count (Envoy folds pending ones into its ACKs).
-                if !req.response_nonce.is_empty() && !state.nonce.is_empty() && req.response_nonce == state.nonce {
-                    count_reply(&shared, &req.type_url, &p.id, req.error_detail.as_ref().map(|e| e.message.as_str()));
-                }
-                for n in &req.resource_names_subscribe {
-                    if n == "*" { state.wildcard = true; } else { state.subscribed.insert(n.clone()); }
-                }
-                for n in &req.resource_names_unsubscribe {
-                    if n == "*" { state.wildcard = false; }
-                    state.subscribed.remove(n);
-                    state.sent.remove(n);
-                }
-                let type_url = req.type_url.clone();
-                if send_type(&shared, p, &mut types, &type_url, &mut nonce, &tx).await == Sent::Closed {
-                    break;
-                }
-            }
-            changed = changes.changed() => {
-                if changed.is_err() { break; }
-                let Some(p) = proxy.as_ref() else { continue };
-                if !push_all(&shared, p, &mut types, &mut nonce, &tx).await { break; }
+impl DeltaType {
+    /// Takes a request: its subscription changes always (Envoy folds pending ones into its
+    /// ACKs, so a request with a stale nonce carries them too); an ACK or NACK only when it
+    /// answers the last response.
+    fn take(
+        &mut self,
+        first: bool,
+        req: &DeltaDiscoveryRequest,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+    ) -> bool {
+        if first {
+            self.wildcard = req.type_url != TYPE_ENDPOINT
+                && (req.resource_names_subscribe.is_empty()
+                    || req.resource_names_subscribe.iter().any(|n| n == "*"));
+            // A reconnecting proxy says what it has; unchanged resources are not resent.
+            self.sent = req.initial_resource_versions.clone().into_iter().collect();
+        }
+        if !req.response_nonce.is_empty()
+            && !self.nonce.is_empty()
+            && req.response_nonce == self.nonce
+        {
+            count_reply(
+                shared,
+                &req.type_url,
+                &proxy.id,
+                req.error_detail.as_ref().map(|e| e.message.as_str()),
+            );
+        }
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                self.wildcard = true;
+            } else {
+                self.subscribed.insert(n.clone());
             }
         }
-    }
-    shared.unregister(id);
-    if let Some(p) = proxy {
-        info!(stream = id, proxy = %p.id, "proxy disconnected");
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                self.wildcard = false;
+            }
+            self.subscribed.remove(n);
+            self.sent.remove(n);
+        }
+        true
     }
 }
 
 impl TypeState for DeltaType {
+    type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
+    const API: &'static str = "Delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn take(
+        &mut self,
+        first: bool,
+        req: &DeltaDiscoveryRequest,
+        shared: &Shared,
+        proxy: &ProxyIdentity,
+    ) -> bool {
+        DeltaType::take(self, first, req, shared, proxy)
+    }
 
     fn send(
         &mut self,
